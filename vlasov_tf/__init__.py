@@ -1,0 +1,28 @@
+"""vlasov_tf: the mean-field (Vlasov) equation of deep Transformers.
+
+Tokens are points on the unit sphere, a prompt is a measure, and attention
+moves it by a nonlocal continuity equation. See README.md.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .model import Head, Params, Perceptron, Schedule, interaction_energy, log_potential, velocity
+from .particles import ParticleSolution, solve_particles
+
+try:
+    __version__ = version("vlasov_tf")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "Head",
+    "Params",
+    "ParticleSolution",
+    "Perceptron",
+    "Schedule",
+    "__version__",
+    "interaction_energy",
+    "log_potential",
+    "solve_particles",
+    "velocity",
+]

@@ -1,0 +1,329 @@
+"""The attention velocity field X[mu](t, x): the one place where the physics is written.
+
+For a measure mu (weighted points) and parameters theta, DESIGN.md section 1::
+
+    A_h[mu](x) = int exp(<B_h x, y>) V_h y dmu(y) / int exp(<B_h x, y>) dmu(y)   (SA)
+    A_h[mu](x) = int exp(<B_h x, y>) V_h y dmu(y)                                (USA)
+    X[mu](x)   = P_x ( sum_h W_h A_h[mu](x) + W (U x + b)_+ ),   P_x = I - x x^T
+
+with ``B_h = beta K_h^T Q_h`` (so ``<B_h x, y> = beta <Q_h x, K_h y>``, the
+one-matrix form of the first seed paper). Without the projection P_x the same
+formula is the mean-field Transformer in R^d.
+
+Parameters are piecewise constant in time: a :class:`Schedule` is a sequence
+of (duration, :class:`Params`) blocks. Both solvers (particles and grid) call
+:func:`velocity` (validated) or :func:`velocity_unchecked` (inner loops).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from scipy.special import logsumexp
+
+from .kernels import exp_kernel_sums
+from .measures import SPHERE_ATOL, check_points, check_weights
+
+__all__ = [
+    "Head",
+    "Params",
+    "Perceptron",
+    "Schedule",
+    "interaction_energy",
+    "log_potential",
+    "velocity",
+    "velocity_unchecked",
+]
+
+Attention = Literal["SA", "USA"]
+
+
+def _matrix(a: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
+    arr = np.asarray(a, dtype=float)
+    if arr.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}; got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} has non-finite entries")
+    return arr
+
+
+@dataclass(frozen=True)
+class Head:
+    """One attention head: score matrix ``B`` (d, d), value ``V`` (d, d), output ``W`` (d, d).
+
+    The head contributes ``W V A_B[mu](x)`` where ``A_B`` averages ``y`` with
+    weights ``exp(<B x, y>)``. Use :meth:`from_qkv` for the ``beta, Q, K`` form.
+    """
+
+    B: np.ndarray
+    V: np.ndarray
+    W: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        d = np.shape(self.B)[0] if np.ndim(self.B) == 2 else -1
+        if d < 2:
+            raise ValueError(f"head matrix B must be (d, d) with d >= 2; got shape {np.shape(self.B)}")
+        object.__setattr__(self, "B", _matrix(self.B, (d, d), "head matrix B"))
+        object.__setattr__(self, "V", _matrix(self.V, (d, d), "head matrix V"))
+        if self.W is not None:
+            object.__setattr__(self, "W", _matrix(self.W, (d, d), "head output matrix W"))
+
+    @classmethod
+    def from_qkv(
+        cls, Q: np.ndarray, K: np.ndarray, V: np.ndarray, beta: float, W: np.ndarray | None = None
+    ) -> Head:
+        """Head with scores ``beta <Q x, K y>``, i.e. ``B = beta K^T Q``."""
+        if not (np.isfinite(beta) and beta > 0):
+            raise ValueError(f"inverse temperature beta must be finite and > 0; got {beta}")
+        Q, K = np.asarray(Q, dtype=float), np.asarray(K, dtype=float)
+        if Q.shape != K.shape or Q.ndim != 2 or Q.shape[0] != Q.shape[1]:
+            raise ValueError(f"Q and K must be square matrices of one shape; got {Q.shape}, {K.shape}")
+        return cls(B=beta * K.T @ Q, V=V, W=W)
+
+    @property
+    def d(self) -> int:
+        return self.B.shape[0]
+
+    @property
+    def output(self) -> np.ndarray:
+        """The (d, d) map ``W V`` applied to the attention average."""
+        return self.V if self.W is None else self.W @ self.V
+
+
+@dataclass(frozen=True)
+class Perceptron:
+    """The feed-forward term ``W (U x + b)_+`` with ``W`` (d, m), ``U`` (m, d), ``b`` (m,)."""
+
+    W: np.ndarray
+    U: np.ndarray
+    b: np.ndarray
+
+    def __post_init__(self) -> None:
+        W = np.asarray(self.W, dtype=float)
+        if W.ndim != 2:
+            raise ValueError(f"perceptron W must be a (d, m) matrix; got shape {W.shape}")
+        d, m = W.shape
+        object.__setattr__(self, "W", _matrix(W, (d, m), "perceptron W"))
+        object.__setattr__(self, "U", _matrix(self.U, (m, d), "perceptron U"))
+        object.__setattr__(self, "b", _matrix(self.b, (m,), "perceptron b"))
+
+    @property
+    def d(self) -> int:
+        return self.W.shape[0]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """(n, d) -> (n, d): ``W (U x + b)_+`` row by row."""
+        return np.maximum(x @ self.U.T + self.b, 0.0) @ self.W.T
+
+
+@dataclass(frozen=True)
+class Params:
+    """Parameters of one constant block: heads, optional perceptron, SA or USA."""
+
+    heads: tuple[Head, ...] = ()
+    perceptron: Perceptron | None = None
+    attention: Attention = "SA"
+    d: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "heads", tuple(self.heads))
+        if self.attention not in ("SA", "USA"):
+            raise ValueError(
+                f"attention must be 'SA' (softmax) or 'USA' (unnormalised); got {self.attention!r}"
+            )
+        dims = {h.d for h in self.heads} | ({self.perceptron.d} if self.perceptron else set())
+        if not dims:
+            raise ValueError("Params needs at least one head or a perceptron")
+        if len(dims) > 1:
+            raise ValueError(f"heads and perceptron disagree on the dimension d: {sorted(dims)}")
+        object.__setattr__(self, "d", dims.pop())
+
+    @classmethod
+    def identity(cls, d: int, beta: float, attention: Attention = "SA") -> Params:
+        """One head with ``Q = K = V = I``: the zonal kernel ``exp(beta <x, y>)``."""
+        eye = np.eye(d)
+        return cls(heads=(Head.from_qkv(eye, eye, eye, beta),), attention=attention)
+
+    @classmethod
+    def qkv(
+        cls,
+        Q: np.ndarray | Sequence[np.ndarray],
+        K: np.ndarray | Sequence[np.ndarray],
+        V: np.ndarray | Sequence[np.ndarray],
+        beta: float,
+        W: np.ndarray | Sequence[np.ndarray] | None = None,
+        *,
+        perceptron: Perceptron | None = None,
+        attention: Attention = "SA",
+    ) -> Params:
+        """Heads from stacks of ``Q_h, K_h, V_h`` (each (d, d) or (H, d, d)) and optional ``W_h``."""
+        Qs, Ks, Vs = (np.asarray(a, dtype=float) for a in (Q, K, V))
+        Qs, Ks, Vs = (a[None] if a.ndim == 2 else a for a in (Qs, Ks, Vs))
+        if not (len(Qs) == len(Ks) == len(Vs)):
+            raise ValueError(f"Q, K, V give different numbers of heads: {len(Qs)}, {len(Ks)}, {len(Vs)}")
+        Ws = [None] * len(Qs) if W is None else np.reshape(np.asarray(W, dtype=float), Qs.shape)
+        heads = tuple(Head.from_qkv(q, k, v, beta, w) for q, k, v, w in zip(Qs, Ks, Vs, Ws, strict=True))
+        return cls(heads=heads, perceptron=perceptron, attention=attention)
+
+    @classmethod
+    def interpolation(
+        cls,
+        d: int,
+        *,
+        B: np.ndarray | None = None,
+        V: np.ndarray | None = None,
+        W: np.ndarray | None = None,
+        U: np.ndarray | None = None,
+        b: np.ndarray | None = None,
+    ) -> Params:
+        """The first seed paper's form ``P_x(V A_B[mu](x) + W (U x + b)_+)`` (SA, one head).
+
+        Omitted ``B`` means ``B = 0`` (plain barycentre); omitted ``V`` or ``W``
+        drop that term. ``U`` is (m, d), ``b`` (m,), ``W`` (d, m).
+        """
+        heads = () if V is None else (Head(B=np.zeros((d, d)) if B is None else B, V=V),)
+        perc = None if W is None else Perceptron(W=W, U=U, b=b)
+        if perc is None and U is not None:
+            raise ValueError("perceptron U given without its output matrix W")
+        return cls(heads=heads, perceptron=perc, attention="SA")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Piecewise-constant parameters: blocks ``(duration_k, params_k)`` on ``[0, T]``."""
+
+    blocks: tuple[tuple[float, Params], ...]
+
+    def __post_init__(self) -> None:
+        blocks = tuple((float(tau), p) for tau, p in self.blocks)
+        if not blocks:
+            raise ValueError("a schedule needs at least one (duration, params) block")
+        for k, (tau, p) in enumerate(blocks):
+            if not (np.isfinite(tau) and tau > 0):
+                raise ValueError(f"schedule block {k} has duration {tau}; durations must be finite and > 0")
+            if not isinstance(p, Params):
+                raise ValueError(f"schedule block {k} holds {type(p).__name__}, not Params")
+        dims = {p.d for _, p in blocks}
+        if len(dims) > 1:
+            raise ValueError(f"schedule blocks disagree on the dimension d: {sorted(dims)}")
+        object.__setattr__(self, "blocks", blocks)
+
+    @classmethod
+    def constant(cls, params: Params, T: float) -> Schedule:
+        return cls(((T, params),))
+
+    @property
+    def d(self) -> int:
+        return self.blocks[0][1].d
+
+    @property
+    def T(self) -> float:
+        return float(self.breakpoints[-1])
+
+    @property
+    def breakpoints(self) -> np.ndarray:
+        """(n_blocks + 1,) switch times ``0 = t_0 < t_1 < ... < t_n = T``."""
+        return np.concatenate([[0.0], np.cumsum([tau for tau, _ in self.blocks])])
+
+    def index_at(self, t: float) -> int:
+        """Block index in force at time ``t`` (right-continuous; ``T`` is in the last block)."""
+        bp = self.breakpoints
+        if not (0.0 <= t <= bp[-1]):
+            raise ValueError(f"time {t} is outside the schedule's interval [0, {bp[-1]}]")
+        return int(min(np.searchsorted(bp, t, side="right") - 1, len(self.blocks) - 1))
+
+    def params_at(self, t: float) -> Params:
+        return self.blocks[self.index_at(t)][1]
+
+    def velocity(self, t: float, points, weights=None, queries=None, *, sphere: bool = True) -> np.ndarray:
+        """``X[mu](t, queries)``; see :func:`velocity`."""
+        return velocity(self.params_at(t), points, weights, queries, sphere=sphere)
+
+
+def velocity_unchecked(
+    params: Params, points: np.ndarray, weights: np.ndarray, queries: np.ndarray, sphere: bool
+) -> np.ndarray:
+    """:func:`velocity` without input checks, for solvers' inner loops.
+
+    ``queries`` may lie off the sphere (Runge-Kutta stages): P_x is then the
+    formula ``I - x x^T``, for which the sphere is invariant
+    (d|x|^2/dt = 2 <x, v> (1 - |x|^2)).
+    """
+    out = np.zeros_like(queries)
+    d = params.d
+    for head in params.heads:
+        shift, sums = exp_kernel_sums(queries @ head.B.T, points, weights, points)
+        if params.attention == "SA":
+            avg = sums[:, :d] / sums[:, d:]
+        else:
+            with np.errstate(over="ignore"):
+                avg = np.exp(shift)[:, None] * sums[:, :d]
+            if not np.isfinite(avg).all():
+                raise OverflowError(
+                    f"the unnormalised (USA) attention field exceeds the float range "
+                    f"(log-magnitude up to {shift.max():.0f}); lower beta or rescale time"
+                )
+        out += avg @ head.output.T
+    if params.perceptron is not None:
+        out += params.perceptron(queries)
+    if sphere:
+        out -= np.einsum("ij,ij->i", out, queries)[:, None] * queries
+    return out
+
+
+def velocity(
+    params: Params,
+    points: np.ndarray,
+    weights: np.ndarray | None = None,
+    queries: np.ndarray | None = None,
+    *,
+    sphere: bool = True,
+    atol: float = SPHERE_ATOL,
+) -> np.ndarray:
+    """Attention velocity ``X[mu](x)`` of the measure ``mu = sum_j w_j delta_{y_j}``.
+
+    Parameters
+    ----------
+    params : the block's parameters (any number of heads, SA or USA, perceptron).
+    points : (N, d) support ``y_j`` of mu (on S^{d-1} when ``sphere``).
+    weights : (N,) non-negative, positive total; ``None`` means uniform 1/N.
+    queries : (M, d) where to evaluate; ``None`` means at ``points``.
+    sphere : project with P_x onto the tangent space (False: R^d model).
+    atol : tolerance on ``| |x| - 1 |`` for points and queries.
+
+    Returns
+    -------
+    (M, d) velocities. Cost O(N M d) in tiles of bounded memory.
+    """
+    pts = check_points(points, dim=params.d, sphere=sphere, atol=atol)
+    w = check_weights(weights, len(pts))
+    if queries is None:
+        return velocity_unchecked(params, pts, w, pts, sphere)
+    qry = check_points(queries, name="queries", dim=params.d, sphere=sphere, atol=atol)
+    return velocity_unchecked(params, pts, w, qry, sphere)
+
+
+def log_potential(points, weights, queries, beta: float) -> np.ndarray:
+    """``log Phi(x) = log int exp(beta <x, y>) dmu(y)`` at (M, d) queries; shape (M,).
+
+    For Q = K = V = I the SA field is ``(1/beta) grad_S log Phi`` and the USA
+    field ``(1/beta) grad_S Phi``.
+    """
+    pts = check_points(points, sphere=False)
+    w = check_weights(weights, len(pts))
+    qry = check_points(queries, name="queries", dim=pts.shape[1], sphere=False)
+    shift, sums = exp_kernel_sums(beta * qry, pts, w)
+    return shift + np.log(sums[:, 0])
+
+
+def interaction_energy(points, weights, beta: float) -> float:
+    """``E = (1 / (2 beta)) sum_ij w_i w_j exp(beta <x_i, x_j>)``: non-decreasing along
+    the flow for Q = K = V = I (SA and USA)."""
+    pts = check_points(points, sphere=False)
+    w = check_weights(weights, len(pts))
+    keep = w > 0
+    log_phi = log_potential(pts, w, pts[keep], beta)
+    return float(np.exp(logsumexp(log_phi, b=w[keep])) / (2.0 * beta))

@@ -1,0 +1,216 @@
+"""Lagrangian solver: N weighted tokens moved by the attention field, i.e. a deep Transformer.
+
+The tokens solve ``dx_i/dt = X[mu_t](t, x_i)`` with ``mu_t = sum_j w_j delta_{x_j(t)}``.
+Three integrators:
+
+``"layers"``
+    The Transformer itself: ``x <- normalise(x + h X[mu](t, x))``, one residual
+    layer with layer normalisation per step (no normalisation in R^d). Order 1.
+``"rk4"``
+    Classical Runge-Kutta on the field extended off the sphere, then the
+    normalisation (a projection that changes the step by O(h^5)). Order 4.
+``"adaptive"``
+    ``scipy.integrate.solve_ivp`` (DOP853) with tight tolerances: the reference.
+
+Parameter switches of the :class:`~vlasov_tf.model.Schedule` and the output
+times are always step boundaries: ``[0, T]`` is cut at both, and each piece
+of length ``l`` gets ``max(1, round(l * steps / T))`` equal steps, so a
+uniform output grid compatible with ``steps`` gives exactly ``steps`` layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import pairwise
+
+import numpy as np
+from scipy.integrate import solve_ivp
+from tqdm.auto import tqdm
+
+from .measures import SPHERE_ATOL, check_points, check_weights, normalize
+from .model import Params, Schedule, velocity_unchecked
+
+__all__ = ["METHODS", "ParticleSolution", "solve_particles"]
+
+METHODS = ("layers", "rk4", "adaptive")
+
+
+@dataclass(frozen=True)
+class ParticleSolution:
+    """Token positions at the output times.
+
+    times : (n_out,); positions : (n_out, N, d); weights : (N,);
+    steps : layers (or RK4 steps) taken; for ``"adaptive"``, field evaluations.
+    """
+
+    times: np.ndarray
+    positions: np.ndarray
+    weights: np.ndarray
+    method: str
+    steps: int
+    sphere: bool
+
+    @property
+    def final(self) -> np.ndarray:
+        """(N, d) positions at the last output time."""
+        return self.positions[-1]
+
+
+def _check_times(t_eval, T: float) -> np.ndarray:
+    times = np.array([0.0, T] if t_eval is None else t_eval, dtype=float).ravel()
+    if times.size == 0 or not np.isfinite(times).all():
+        raise ValueError(f"output times must be a non-empty list of finite numbers; got {t_eval}")
+    if (np.diff(times) <= 0).any():
+        raise ValueError("output times must be strictly increasing")
+    # Tolerate a rounding-level overshoot of T (e.g. from np.linspace sums).
+    if times[0] < 0 or times[-1] > T * (1 + 1e-12):
+        raise ValueError(f"output times must lie in [0, T] = [0, {T}]; got [{times[0]}, {times[-1]}]")
+    return np.minimum(times, T)
+
+
+def _pieces(schedule: Schedule, times: np.ndarray, steps: int) -> list[tuple[float, float, int, Params]]:
+    """Cut [0, T] at switches and output times; ``(t0, t1, n_steps, params)`` per piece."""
+    T = schedule.T
+    cuts = np.union1d(schedule.breakpoints, times)
+    # Merge cuts that differ by rounding only, keeping exact switch times.
+    cuts = cuts[np.r_[True, np.diff(cuts) > 1e-12 * T]]
+    pieces = []
+    for t0, t1 in pairwise(cuts):
+        n = max(1, round((t1 - t0) * steps / T))
+        pieces.append((float(t0), float(t1), n, schedule.params_at(0.5 * (t0 + t1))))
+    return pieces
+
+
+def _layer_step(params: Params, x: np.ndarray, w: np.ndarray, h: float, sphere: bool) -> np.ndarray:
+    x = x + h * velocity_unchecked(params, x, w, x, sphere)
+    return normalize(x) if sphere else x
+
+
+def _rk4_step(params: Params, x: np.ndarray, w: np.ndarray, h: float, sphere: bool) -> np.ndarray:
+    def f(y: np.ndarray) -> np.ndarray:
+        return velocity_unchecked(params, y, w, y, sphere)
+
+    k1 = f(x)
+    k2 = f(x + 0.5 * h * k1)
+    k3 = f(x + 0.5 * h * k2)
+    k4 = f(x + h * k3)
+    x = x + (h / 6.0) * (k1 + 2 * k2 + 2 * k3 + k4)
+    return normalize(x) if sphere else x
+
+
+_STEPPERS = {"layers": _layer_step, "rk4": _rk4_step}
+
+
+def solve_particles(
+    schedule: Schedule,
+    points: np.ndarray,
+    weights: np.ndarray | None = None,
+    *,
+    method: str = "layers",
+    steps: int | None = None,
+    t_eval: np.ndarray | None = None,
+    sphere: bool = True,
+    rtol: float = 1e-11,
+    atol: float = 1e-12,
+    progress: bool = False,
+    callback: Callable[[float, np.ndarray], None] | None = None,
+) -> ParticleSolution:
+    """Move N weighted tokens by the attention flow of ``schedule`` up to ``T``.
+
+    Parameters
+    ----------
+    schedule : piecewise-constant parameters on [0, T].
+    points : (N, d) initial tokens (on S^{d-1} when ``sphere``).
+    weights : (N,) non-negative, positive total; ``None`` means 1/N each.
+    method : ``"layers"`` (deep Transformer), ``"rk4"`` or ``"adaptive"``.
+    steps : number of layers / RK4 steps on [0, T] (required for those methods).
+    t_eval : increasing output times in [0, T]; default ``[0, T]``.
+    sphere : tokens on the sphere (True) or in R^d (False).
+    rtol, atol : tolerances of ``"adaptive"``.
+    progress : show a progress bar.
+    callback : called as ``callback(t, positions)`` at every output time, as it
+        is reached, so that a caller can store results before the run ends.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    x = check_points(points, name="initial tokens", dim=schedule.d, sphere=sphere, atol=SPHERE_ATOL)
+    w = check_weights(weights, len(x))
+    if sphere:
+        x = normalize(x)
+    times = _check_times(t_eval, schedule.T)
+    out: list[np.ndarray] = []
+
+    def emit(t: float, pos: np.ndarray) -> None:
+        out.append(pos.copy())
+        if callback is not None:
+            callback(t, out[-1])
+
+    if method == "adaptive":
+        n_eval = _solve_adaptive(schedule, x, w, times, sphere, rtol, atol, emit, progress)
+        return ParticleSolution(times, np.array(out), w, method, n_eval, sphere)
+
+    if steps is None or int(steps) != steps or steps < 1:
+        raise ValueError(f"method {method!r} needs a positive integer number of steps; got {steps}")
+    step = _STEPPERS[method]
+    pieces = _pieces(schedule, times, int(steps))
+    total = sum(n for _, _, n, _ in pieces)
+    next_out = 0
+    with tqdm(total=total, disable=not progress, desc=f"{method} (N={len(x)})", unit="step") as bar:
+        for t0, t1, n, params in pieces:
+            while next_out < len(times) and times[next_out] <= t0 + 1e-12 * schedule.T:
+                emit(times[next_out], x)
+                next_out += 1
+            h = (t1 - t0) / n
+            for _ in range(n):
+                x = step(params, x, w, h, sphere)
+                bar.update()
+        while next_out < len(times):
+            emit(times[next_out], x)
+            next_out += 1
+    return ParticleSolution(times, np.array(out), w, method, total, sphere)
+
+
+def _solve_adaptive(
+    schedule: Schedule,
+    x: np.ndarray,
+    w: np.ndarray,
+    times: np.ndarray,
+    sphere: bool,
+    rtol: float,
+    atol: float,
+    emit: Callable[[float, np.ndarray], None],
+    progress: bool,
+) -> int:
+    """DOP853 block by block (restarted at every switch); returns the field evaluations."""
+    shape = x.shape
+    nfev = 0
+    bp = schedule.breakpoints
+    done = 0
+    if times[0] == 0.0:
+        emit(0.0, x)
+        done = 1
+    with tqdm(total=len(schedule.blocks), disable=not progress, desc="adaptive", unit="block") as bar:
+        for k, (_, params) in enumerate(schedule.blocks):
+            t0, t1 = bp[k], bp[k + 1]
+            last = k == len(schedule.blocks) - 1
+            sel = (times > t0) & ((times <= t1) if last else (times < t1))
+            sel &= np.arange(len(times)) >= done
+
+            def rhs(_t: float, u: np.ndarray, params: Params = params) -> np.ndarray:
+                y = u.reshape(shape)
+                return velocity_unchecked(params, y, w, y, sphere).ravel()
+
+            t_block = np.r_[times[sel], t1] if not (sel.any() and times[sel][-1] == t1) else times[sel]
+            sol = solve_ivp(rhs, (t0, t1), x.ravel(), method="DOP853", t_eval=t_block, rtol=rtol, atol=atol)
+            if not sol.success:
+                raise RuntimeError(f"solve_ivp failed on block {k} [{t0}, {t1}]: {sol.message}")
+            nfev += sol.nfev
+            for j, t in enumerate(times[sel]):
+                emit(float(t), sol.y[:, j].reshape(shape))
+            done += int(sel.sum())
+            x = sol.y[:, -1].reshape(shape)
+            if sphere:
+                x = normalize(x)
+            bar.update()
+    return nfev
