@@ -319,11 +319,17 @@ def log_potential(points, weights, queries, beta: float) -> np.ndarray:
     return shift + np.log(sums[:, 0])
 
 
-def interaction_energy(points, weights, beta: float) -> float:
-    """``E = (1 / (2 beta)) sum_ij w_i w_j exp(beta <x_i, x_j>)``: non-decreasing along
-    the flow for Q = K = V = I (SA and USA)."""
+def interaction_energy(points, weights, beta: float, *, log: bool = False) -> float:
+    """``E = (1 / (2 beta)) sum_ij w_i w_j exp(beta <x_i, x_j>)`` (``log E`` with ``log=True``).
+
+    Non-decreasing along the flow for Q = K = V = I (SA and USA). ``log=True``
+    stays finite where E itself exceeds the float range (beta >~ 700).
+    """
     pts = check_points(points, sphere=False)
     w = check_weights(weights, len(pts))
     keep = w > 0
-    log_phi = log_potential(pts, w, pts[keep], beta)
-    return float(np.exp(logsumexp(log_phi, b=w[keep])) / (2.0 * beta))
+    log_e = float(logsumexp(log_potential(pts, w, pts[keep], beta), b=w[keep]) - np.log(2.0 * beta))
+    if log:
+        return log_e
+    with np.errstate(over="ignore"):
+        return float(np.exp(log_e))

@@ -186,29 +186,25 @@ def _solve_adaptive(
     shape = x.shape
     nfev = 0
     bp = schedule.breakpoints
-    done = 0
     if times[0] == 0.0:
         emit(0.0, x)
-        done = 1
     with tqdm(total=len(schedule.blocks), disable=not progress, desc="adaptive", unit="block") as bar:
         for k, (_, params) in enumerate(schedule.blocks):
             t0, t1 = bp[k], bp[k + 1]
-            last = k == len(schedule.blocks) - 1
-            sel = (times > t0) & ((times <= t1) if last else (times < t1))
-            sel &= np.arange(len(times)) >= done
+            # Positions are continuous at a switch, so block k owns the outputs in (t0, t1].
+            mine = times[(times > t0) & (times <= t1)]
 
             def rhs(_t: float, u: np.ndarray, params: Params = params) -> np.ndarray:
                 y = u.reshape(shape)
                 return velocity_unchecked(params, y, w, y, sphere).ravel()
 
-            t_block = np.r_[times[sel], t1] if not (sel.any() and times[sel][-1] == t1) else times[sel]
+            t_block = mine if mine.size and mine[-1] == t1 else np.r_[mine, t1]
             sol = solve_ivp(rhs, (t0, t1), x.ravel(), method="DOP853", t_eval=t_block, rtol=rtol, atol=atol)
             if not sol.success:
                 raise RuntimeError(f"solve_ivp failed on block {k} [{t0}, {t1}]: {sol.message}")
             nfev += sol.nfev
-            for j, t in enumerate(times[sel]):
+            for j, t in enumerate(mine):
                 emit(float(t), sol.y[:, j].reshape(shape))
-            done += int(sel.sum())
             x = sol.y[:, -1].reshape(shape)
             if sphere:
                 x = normalize(x)

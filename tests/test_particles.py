@@ -1,0 +1,245 @@
+"""The particle solver (deep Transformer, RK4, adaptive) against exact properties of the flow."""
+
+import numpy as np
+import pytest
+from numpy.polynomial.hermite_e import hermegauss
+from scipy.integrate import solve_ivp
+from scipy.spatial.transform import Rotation
+from test_model import commuting_params, general_params
+
+from vlasov_tf import Head, Params, Schedule, interaction_energy, log_potential, solve_particles, velocity
+from vlasov_tf.measures import equally_spaced_circle, normalize, uniform_sphere
+
+
+def observed_order(steps, errors) -> float:
+    """Least-squares slope of log(error) against log(step size T / steps)."""
+    return -np.polyfit(np.log(steps), np.log(errors), 1)[0]
+
+
+def two_block_case(rng, perceptron: bool):
+    """d = 3, 16 weighted tokens, two heads then one head, switch at t = 0.4 (not a step multiple)."""
+    s = Schedule(
+        (
+            (0.4, general_params(rng, 3, perceptron=perceptron)),
+            (0.6, general_params(rng, 3, heads=1, beta=2.5, perceptron=perceptron)),
+        )
+    )
+    return s, uniform_sphere(16, 3, rng), rng.random(16)
+
+
+def test_deep_transformer_converges_at_order_one(rng):
+    """x <- normalise(x + h X): first order in h = T / L, perceptron (ReLU) included."""
+    s, x0, w = two_block_case(rng, perceptron=True)
+    ref = solve_particles(s, x0, w, method="adaptive", rtol=1e-13, atol=1e-14).final
+    layers = [25, 50, 100, 200, 400]
+    errors = [np.abs(solve_particles(s, x0, w, method="layers", steps=L).final - ref).max() for L in layers]
+    assert observed_order(layers, errors) == pytest.approx(1.0, abs=0.1)
+    assert errors[-1] < 1e-2
+
+
+def test_rk4_converges_at_order_four(rng):
+    """Order 4 needs a smooth field: no ReLU kink, but a switch that falls inside the steps' grid."""
+    s, x0, w = two_block_case(rng, perceptron=False)
+    ref = solve_particles(s, x0, w, method="adaptive", rtol=1e-13, atol=1e-14).final
+    steps = [5, 10, 20, 40, 80]
+    errors = [np.abs(solve_particles(s, x0, w, method="rk4", steps=n).final - ref).max() for n in steps]
+    assert observed_order(steps, errors) == pytest.approx(4.0, abs=0.3)
+    assert errors[-1] < 1e-8  # C h^4 with h = 1/80 and C = O(1)
+
+
+@pytest.mark.parametrize("method", ["layers", "rk4", "adaptive"])
+def test_tokens_stay_on_the_sphere(rng, method):
+    s, x0, w = two_block_case(rng, perceptron=True)
+    sol = solve_particles(s, x0, w, method=method, steps=50, t_eval=np.linspace(0, 1, 11))
+    assert np.abs(np.linalg.norm(sol.positions, axis=-1) - 1).max() < 1e-9
+    assert sol.positions.shape == (11, 16, 3)
+
+
+def test_switches_are_exact(rng):
+    """Integrating the two blocks in one call equals chaining two constant schedules."""
+    s, x0, w = two_block_case(rng, perceptron=False)
+    (tau0, p0), (tau1, p1) = s.blocks
+    whole = solve_particles(s, x0, w, method="rk4", steps=50).final
+    mid = solve_particles(Schedule.constant(p0, tau0), x0, w, method="rk4", steps=20).final
+    chained = solve_particles(Schedule.constant(p1, tau1), mid, w, method="rk4", steps=30).final
+    np.testing.assert_allclose(whole, chained, atol=1e-14)
+
+
+def test_output_times_and_layer_count(rng):
+    s, x0, w = two_block_case(rng, perceptron=True)
+    seen = []
+    sol = solve_particles(
+        s,
+        x0,
+        w,
+        method="layers",
+        steps=100,
+        t_eval=np.linspace(0, 1, 11),
+        callback=lambda t, x: seen.append(t),
+    )
+    assert sol.steps == 100  # a uniform output grid compatible with 100 layers keeps 100 layers
+    np.testing.assert_allclose(seen, np.linspace(0, 1, 11))
+    np.testing.assert_allclose(sol.positions[0], x0, atol=1e-15)
+
+
+@pytest.mark.parametrize("method", ["layers", "rk4"])
+def test_double_weight_moves_as_two_coincident_tokens(rng, method):
+    s, x0, w = two_block_case(rng, perceptron=True)
+    merged_w = w.copy()
+    merged_w[3] *= 2
+    merged = solve_particles(s, x0, merged_w, method=method, steps=40).final
+    split = solve_particles(s, np.r_[x0, x0[3:4]], np.r_[w, w[3]], method=method, steps=40).final
+    np.testing.assert_allclose(split[:16], merged, atol=1e-13)
+    np.testing.assert_allclose(split[16], merged[3], atol=1e-13)
+
+
+def test_permutation_equivariance(rng):
+    s, x0, w = two_block_case(rng, perceptron=True)
+    perm = rng.permutation(16)
+    a = solve_particles(s, x0, w, method="rk4", steps=30).final
+    b = solve_particles(s, x0[perm], w[perm], method="rk4", steps=30).final
+    np.testing.assert_allclose(b, a[perm], atol=1e-13)
+
+
+def test_rotation_equivariance(rng):
+    R = Rotation.from_rotvec(1.1 * normalize(rng.standard_normal(3))).as_matrix()
+    s = Schedule.constant(commuting_params(R, beta=1.5), 1.0)
+    x0, w = uniform_sphere(20, 3, rng), rng.random(20)
+    a = solve_particles(s, x0, w, method="layers", steps=50).final
+    b = solve_particles(s, x0 @ R.T, w, method="layers", steps=50).final
+    np.testing.assert_allclose(b, a @ R.T, atol=1e-12)
+
+
+@pytest.mark.parametrize("attention", ["SA", "USA"])
+def test_interaction_energy_never_decreases(rng, attention):
+    """dE/dt = sum_i w_i Phi_i |X_i|^2 (SA) or sum_i w_i |X_i|^2 (USA) >= 0, Q = K = V = I.
+
+    Checked twice: E is non-decreasing along the reference trajectory, and its
+    time derivative (central difference) matches that formula.
+    """
+    beta = 2.0
+    params = Params.identity(3, beta, attention)
+    x0, w = uniform_sphere(24, 3, rng), rng.random(24)
+    times = np.linspace(0, 3, 61)
+    sol = solve_particles(Schedule.constant(params, 3.0), x0, w, method="adaptive", t_eval=times)
+    energy = np.array([interaction_energy(x, w, beta) for x in sol.positions])
+    # 1e-9: above the integrator's error (rtol 1e-11, amplified by e^beta for USA), far
+    # below the O(1) growth, so a decrease of any visible size fails.
+    assert (np.diff(energy) >= -1e-9 * energy[1:]).all()
+    assert energy[-1] > energy[0] * (1 + 1e-3)  # it really moves
+
+    dt = 1e-5  # truncation ~ dt^2, integrator noise ~ rtol / dt: both ~1e-8 relative
+    t_mid = 0.1  # before USA saturates (it is e^beta faster), where dE/dt = O(100)
+    around = [t_mid - dt, t_mid, t_mid + dt]
+    pts = solve_particles(
+        Schedule.constant(params, 3.0), x0, w, method="adaptive", t_eval=around, rtol=1e-13, atol=1e-14
+    ).positions
+    de_dt = (interaction_energy(pts[2], w, beta) - interaction_energy(pts[0], w, beta)) / (2 * dt)
+    v = velocity(params, pts[1], w)
+    phi = np.exp(log_potential(pts[1], w, pts[1], beta))
+    dissipation = w @ (np.sum(v * v, axis=1) * (phi if attention == "SA" else 1.0))
+    assert de_dt == pytest.approx(dissipation, rel=1e-6)
+
+
+def test_equally_spaced_circle_tokens_do_not_move():
+    x0 = equally_spaced_circle(12, phase=0.1)
+    s = Schedule.constant(Params.identity(2, 4.0), 5.0)
+    for method in ("layers", "rk4"):
+        np.testing.assert_allclose(solve_particles(s, x0, method=method, steps=200).final, x0, atol=1e-13)
+
+
+def test_collapse_to_one_cluster_in_d3(rng):
+    """d = 3, Q = K = V = I, SA, beta = 1: random tokens collapse to a point.
+
+    Why T = 20 suffices: near consensus at p, write x_i = p + u_i; then
+    A(x_i) = p + mean(u) + O(u^2) and P_x A = mean(u) - u_i + O(u^2), so
+    deviations decay like exp(-t). From diameter <= 2 to 1e-3 takes
+    log(2000) ~ 7.6 time units once the tokens share a hemisphere (an O(1)
+    transient). The test checks the diameter and that exponential rate.
+    """
+    x0 = uniform_sphere(32, 3, rng)
+    times = np.arange(0.0, 21.0, 1.0)
+    sol = solve_particles(
+        Schedule.constant(Params.identity(3, 1.0), 20.0), x0, method="rk4", steps=400, t_eval=times
+    )
+    diam = np.array([np.linalg.norm(x[:, None] - x[None], axis=-1).max() for x in sol.positions])
+    assert diam[-1] < 1e-3
+    late = times >= 12
+    rate = -np.polyfit(times[late], np.log(diam[late]), 1)[0]
+    assert rate == pytest.approx(1.0, abs=0.05)
+
+
+def gaussian_quadrature_tokens(m0, S0, n):
+    """n x n tensor Gauss-Hermite nodes of N(m0, S0) in R^2 as weighted tokens."""
+    z, wz = hermegauss(n)
+    Z = np.array(np.meshgrid(z, z, indexing="ij")).reshape(2, -1).T
+    W = np.outer(wz, wz).ravel()
+    return m0 + Z @ np.linalg.cholesky(S0).T, W / W.sum()
+
+
+def test_gaussian_stays_gaussian_in_Rd():
+    """SA in R^d: for mu = N(m, S), int e^{<Bx,y>} y dmu / int e^{<Bx,y>} dmu = m + S B x, so
+    X(x) = V (m + S B x) is affine and Gaussians stay Gaussian with
+        m' = V (m + S B m),  S' = M S + S M^T,  M = V S B,
+    and the flow map is x -> P(t) x + c(t), P' = M P, c' = M c + V m.
+    Gauss-Hermite nodes are mapped to the Gauss-Hermite nodes of the image
+    Gaussian, so weighted tokens track the exact solution up to a quadrature
+    error that decays spectrally in the number of nodes.
+    """
+    m0 = np.array([0.3, -0.2])
+    S0 = np.array([[0.53, 0.3], [0.3, 0.17]]) + 0.1 * np.eye(2)
+    B = np.array([[0.8, 0.3], [-0.2, 0.5]])
+    V = np.array([[-0.5, 0.4], [0.1, -0.3]])
+    T = 1.0
+
+    def rhs(_t, u):
+        m, S, P, c = u[:2], u[2:6].reshape(2, 2), u[6:10].reshape(2, 2), u[10:]
+        M = V @ S @ B
+        return np.r_[V @ (m + S @ B @ m), (M @ S + S @ M.T).ravel(), (M @ P).ravel(), M @ c + V @ m]
+
+    u0 = np.r_[m0, S0.ravel(), np.eye(2).ravel(), 0.0, 0.0]
+    exact = solve_ivp(rhs, (0, T), u0, method="DOP853", rtol=1e-13, atol=1e-14).y[:, -1]
+    mT, ST, PT, cT = exact[:2], exact[2:6].reshape(2, 2), exact[6:10].reshape(2, 2), exact[10:]
+    s = Schedule.constant(Params(heads=(Head(B=B, V=V),)), T)
+
+    errors = {}
+    for n in (5, 20):
+        x0, w = gaussian_quadrature_tokens(m0, S0, n)
+        x = solve_particles(s, x0, w, method="adaptive", sphere=False, rtol=1e-13, atol=1e-14).final
+        mean = w @ x
+        cov = (x - mean).T @ ((x - mean) * w[:, None])
+        errors[n] = max(np.abs(mean - mT).max(), np.abs(cov - ST).max())
+        # Weighted (L1(mu)) map error: far nodes (+-7 sigma) see a poorly resolved tilt.
+        map_error = w @ np.linalg.norm(x - (x0 @ PT.T + cT), axis=1)
+    assert errors[20] < 1e-12
+    assert errors[5] > 1e4 * errors[20]  # spectral convergence, not a lucky match
+    assert map_error < 1e-10
+
+
+# ----------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"method": "euler"}, "unknown method"),
+        ({"method": "layers"}, "positive integer number of steps"),
+        ({"method": "rk4", "steps": 0}, "positive integer"),
+        ({"method": "rk4", "steps": 2.5}, "positive integer"),
+        ({"method": "rk4", "steps": 4, "t_eval": [0.5, 0.2]}, "strictly increasing"),
+        ({"method": "rk4", "steps": 4, "t_eval": [0.0, 2.0]}, r"\[0, T\]"),
+        ({"method": "rk4", "steps": 4, "t_eval": [np.nan]}, "finite"),
+    ],
+)
+def test_bad_solver_arguments_are_named(kwargs, match):
+    s = Schedule.constant(Params.identity(3, 1.0), 1.0)
+    with pytest.raises(ValueError, match=match):
+        solve_particles(s, np.eye(3), **kwargs)
+
+
+def test_bad_initial_tokens_are_named():
+    s = Schedule.constant(Params.identity(3, 1.0), 1.0)
+    with pytest.raises(ValueError, match="initial tokens are not on the unit sphere"):
+        solve_particles(s, 2 * np.eye(3), method="rk4", steps=2)
+    with pytest.raises(ValueError, match="non-negative"):
+        solve_particles(s, np.eye(3), [1.0, -1.0, 1.0], method="rk4", steps=2)
+    with pytest.raises(ValueError, match="d = 3"):
+        solve_particles(s, np.eye(2), method="rk4", steps=2)
