@@ -132,7 +132,8 @@ def von_mises_fisher_mixture(
         raise ValueError(f"vMF kappas must be {len(means)} finite positive numbers; got {kappas}")
     counts = rng.multinomial(n, p / p.sum())
     parts = [
-        stats.vonmises_fisher(mu, kappa).rvs(c, random_state=rng).reshape(c, -1)
+        stats.vonmises_fisher(mu, kappa).rvs(c, random_state=rng).reshape(c, means.shape[1])
         for mu, kappa, c in zip(means, kappas, counts, strict=True)
+        if c > 0
     ]
     return normalize(rng.permutation(np.concatenate(parts)))

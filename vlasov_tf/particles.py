@@ -13,9 +13,10 @@ Three integrators:
     ``scipy.integrate.solve_ivp`` (DOP853) with tight tolerances: the reference.
 
 Parameter switches of the :class:`~vlasov_tf.model.Schedule` and the output
-times are always step boundaries: ``[0, T]`` is cut at both, and each piece
-of length ``l`` gets ``max(1, round(l * steps / T))`` equal steps, so a
-uniform output grid compatible with ``steps`` gives exactly ``steps`` layers.
+times are always step boundaries: ``[0, T]`` is cut at both, and the steps
+are shared out among the pieces in proportion to their lengths (at least one
+each), so the total is exactly ``steps`` whenever there are at least as many
+steps as pieces; within a piece the steps are equal.
 """
 
 from __future__ import annotations
@@ -70,16 +71,25 @@ def _check_times(t_eval, T: float) -> np.ndarray:
 
 
 def _pieces(schedule: Schedule, times: np.ndarray, steps: int) -> list[tuple[float, float, int, Params]]:
-    """Cut [0, T] at switches and output times; ``(t0, t1, n_steps, params)`` per piece."""
+    """Cut [0, T] at switches and output times; ``(t0, t1, n_steps, params)`` per piece.
+
+    The ``steps`` are shared out in proportion to the pieces' lengths by largest
+    remainders, at least one each: the total is exactly ``steps`` whenever
+    ``steps`` >= the number of pieces, and uniform where the cuts allow.
+    """
     T = schedule.T
     cuts = np.union1d(schedule.breakpoints, times)
     # Merge cuts that differ by rounding only, keeping exact switch times.
     cuts = cuts[np.r_[True, np.diff(cuts) > 1e-12 * T]]
-    pieces = []
-    for t0, t1 in pairwise(cuts):
-        n = max(1, round((t1 - t0) * steps / T))
-        pieces.append((float(t0), float(t1), n, schedule.params_at(0.5 * (t0 + t1))))
-    return pieces
+    share = np.diff(cuts) * steps / T
+    counts = np.maximum(np.floor(share + 1e-9).astype(int), 1)
+    spare = steps - counts.sum()
+    if spare > 0:
+        counts[np.argsort(-(share - counts), kind="stable")[:spare]] += 1
+    return [
+        (float(t0), float(t1), int(n), schedule.params_at(0.5 * (t0 + t1)))
+        for (t0, t1), n in zip(pairwise(cuts), counts, strict=True)
+    ]
 
 
 def _layer_step(params: Params, x: np.ndarray, w: np.ndarray, h: float, sphere: bool) -> np.ndarray:
@@ -124,7 +134,8 @@ def solve_particles(
     points : (N, d) initial tokens (on S^{d-1} when ``sphere``).
     weights : (N,) non-negative, positive total; ``None`` means 1/N each.
     method : ``"layers"`` (deep Transformer), ``"rk4"`` or ``"adaptive"``.
-    steps : number of layers / RK4 steps on [0, T] (required for those methods).
+    steps : number of layers / RK4 steps on [0, T] (required for those methods);
+        taken exactly unless there are more pieces (switches and output times) than steps.
     t_eval : increasing output times in [0, T]; default ``[0, T]``.
     sphere : tokens on the sphere (True) or in R^d (False).
     rtol, atol : tolerances of ``"adaptive"``.
@@ -204,7 +215,8 @@ def _solve_adaptive(
                 raise RuntimeError(f"solve_ivp failed on block {k} [{t0}, {t1}]: {sol.message}")
             nfev += sol.nfev
             for j, t in enumerate(mine):
-                emit(float(t), sol.y[:, j].reshape(shape))
+                y = sol.y[:, j].reshape(shape)
+                emit(float(t), normalize(y) if sphere else y)
             x = sol.y[:, -1].reshape(shape)
             if sphere:
                 x = normalize(x)
