@@ -6,6 +6,9 @@ Subcommands
 ``particles``
     Depth convergence on the circle: L-layer Transformers against the
     continuous-time flow; a table of errors and orders, and a figure.
+``mesh``
+    Build the sphere meshes of :mod:`vlasov_tf.meshes` (gmsh through FiPy) into
+    ``meshes/sphere_L{level}.h5``, once, serially, for runs that load them.
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from . import __version__
 from .kernels import num_threads
+from .meshes import SPHERE_LEVELS, build_sphere_mesh, load_mesh
 from .plots import plot_depth_convergence
 from .studies import DEFAULT_LAYERS, check_case, depth_convergence, format_report
 
@@ -84,6 +90,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("out"), help="directory for the figure")
     p.add_argument("--progress", action="store_true", help="show progress bars")
     p.set_defaults(handler=_cmd_particles, parser=p)
+
+    p = sub.add_parser(
+        "mesh",
+        help="build the sphere meshes (gmsh through FiPy) into meshes/sphere_L{level}.h5",
+        description=(
+            "Mesh the unit sphere (meshes/sphere.geo) at refinement levels K (characteristic length "
+            "0.18 / 2^K, about 1.1e3 * 4^K triangles), derive the finite-volume geometry and write it to "
+            "sphere_L{K}.h5, which runs load without FiPy or gmsh. The directory is $VLASOV_TF_MESHES if "
+            "set, else the repository's meshes/."
+        ),
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--level", type=int, nargs="+", choices=SPHERE_LEVELS, metavar="K", help="levels to build"
+    )
+    which.add_argument(
+        "--all", action="store_true", help=f"build levels {', '.join(map(str, SPHERE_LEVELS))}"
+    )
+    p.add_argument("--dir", type=Path, default=None, help="output directory (default: see above)")
+    p.set_defaults(handler=_cmd_mesh, parser=p)
     return parser
 
 
@@ -112,6 +138,27 @@ def _cmd_particles(args: argparse.Namespace) -> int:
         f"{s['reference_check']:.1f} s, {len(res.layers)} depths {s['layers']:.1f} s, figure {t_plot:.1f} s; "
         f"{num_threads()} threads)"
     )
+    return 0
+
+
+def _cmd_mesh(args: argparse.Namespace) -> int:
+    levels = SPHERE_LEVELS if args.all else sorted(set(args.level))
+    print(
+        f"{'level':>5} {'cells':>8} {'faces':>8} {'h':>8} {'min/max area':>12} {'tri/vertex':>10} "
+        f"{'build (s)':>9} {'size (MB)':>9}  file"
+    )
+    for level in levels:
+        tic = time.perf_counter()
+        path = build_sphere_mesh(level, args.dir)
+        seconds = time.perf_counter() - tic
+        mesh = load_mesh(path)
+        valence = np.bincount(mesh.cell_vertices.ravel())
+        print(
+            f"{level:>5} {mesh.n_cells:>8} {mesh.n_faces:>8} {mesh.h:>8.5f} "
+            f"{mesh.areas.min() / mesh.areas.max():>12.3f} {f'{valence.min()}-{valence.max()}':>10} "
+            f"{seconds:>9.1f} {path.stat().st_size / 1e6:>9.2f}  {path}",
+            flush=True,
+        )
     return 0
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from functools import cache
+from functools import cache, lru_cache
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -142,4 +142,55 @@ def exp_kernel_sums(
         with _blas_controller().limit(limits=1, user_api="blas"):
             # list() re-raises any worker exception here.
             list(_executor(nthreads).map(work, starts))
+    return shift, sums
+
+
+@lru_cache(maxsize=16)
+def _kernel_fft(m: int, scale: float, angle: float) -> np.ndarray:
+    """rfft of ``exp(scale (cos(k 2 pi / m + angle) - 1))``, k = 0..m-1 (reused every stage)."""
+    from scipy import fft
+
+    return fft.rfft(np.exp(scale * (np.cos(np.arange(m) * (2 * np.pi / m) + angle) - 1.0)))
+
+
+def circle_convolution_sums(
+    scale: float,
+    phase: float,
+    weights: np.ndarray,
+    values: np.ndarray,
+    offset: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Kernel sums on a uniform circle grid by FFT, O(M log M).
+
+    Keys at angles ``t_j = t_0 + j D`` (``D = 2 pi / M``), queries at
+    ``t_i + offset``, and a score matrix ``B = scale * R(phase)`` (a scaled
+    rotation), so ``<B x_i, y_j> = scale cos((i - j) D + offset + phase)``
+    depends on ``i - j`` only: the sums are circular convolutions::
+
+        sums_i = sum_j w_j exp(scale (cos((i - j) D + offset + phase) - 1)) [v_j, 1],
+        shift_i = scale.
+
+    Parameters: ``weights`` (M,) >= 0; ``values`` (M, k). Returns ``shift``
+    (M,) and ``sums`` (M, k + 1) as :func:`exp_kernel_sums` does.
+
+    FFT round-off is absolute, about ``eps * sum_j w_j``, while a row's true
+    normaliser can be as small as ``exp(-2 scale) sum_j w_j`` (all mass
+    opposite the query): the rows that round-off could spoil are recomputed
+    densely.
+    """
+    from scipy import fft
+
+    m = len(weights)
+    k = np.arange(m)
+    wv = weights[:, None] * np.c_[values, np.ones(m)]
+    spectrum = _kernel_fft(m, scale, offset + phase)[:, None] * fft.rfft(wv, axis=0, workers=-1)
+    sums = fft.irfft(spectrum, n=m, axis=0, workers=-1)
+    shift = np.full(m, float(scale))
+    noise = 64 * np.finfo(float).eps * np.log2(max(m, 2)) * np.abs(wv).sum(axis=0).max()
+    bad = sums[:, -1] < 1e8 * noise  # keeps the relative error of every row below ~1e-8
+    if bad.any():
+        t = 2 * np.pi * k / m  # any t_0 works: only differences matter
+        keys = np.c_[np.cos(t), np.sin(t)]
+        tq = t[bad] + offset + phase
+        shift[bad], sums[bad] = exp_kernel_sums(scale * np.c_[np.cos(tq), np.sin(tq)], keys, weights, values)
     return shift, sums
