@@ -76,8 +76,10 @@ class GridSolution:
 class FiniteVolume:
     """The spatial operator of the scheme on one mesh: reconstruction, fluxes, CFL.
 
-    Everything that depends only on the mesh (least-squares matrices, tangent
-    displacements) is computed once here.
+    Everything that depends only on the mesh is computed once here: the
+    reconstruction (least-squares gradients in the tangent planes, evaluated at
+    the face midpoints) is linear in the face jumps, so it is stored as two
+    sparse (F, F) operators.
     """
 
     def __init__(self, mesh: MeshGeometry, limiter: str = "barth-jespersen") -> None:
@@ -152,8 +154,7 @@ class FiniteVolume:
         outflow = dt * np.bincount(upwind, np.abs(flux), self._n)
         with np.errstate(divide="ignore", invalid="ignore"):
             scale = np.where(outflow > mass, mass / outflow, 1.0)
-        flux = flux * scale[upwind]
-        return mass - dt * (np.bincount(own, flux, self._n) - np.bincount(nbr, flux, self._n))
+        return mass - dt * self.mesh.net_outflow(flux * scale[upwind])
 
     def stable_dt(self, u: np.ndarray, cfl: float) -> float:
         """``cfl * min_c A_c / (outgoing sum_f |u_f| L_f)``; inf for a field at rest."""
@@ -164,8 +165,8 @@ class FiniteVolume:
             return float(cfl * np.min(self.mesh.areas / out))
 
     @cached_property
-    def _circle_grid(self) -> tuple[float, float] | None:
-        """(first cell angle, face offset) when the mesh is a uniform circle grid, else None."""
+    def _circle_face_offset(self) -> float | None:
+        """Angle from cell j to face j when the mesh is a uniform circle grid, else None."""
         m = self.mesh
         if m.kind != "circle":
             return None
@@ -177,20 +178,20 @@ class FiniteVolume:
         offset = np.angle(np.exp(1j * (tq - t)))
         if np.ptp(offset) > 1e-9:
             return None
-        return float(t[0]), float(offset[0])
+        return float(offset[0])
 
     def head_sums(
         self, B: np.ndarray, queries: np.ndarray, points: np.ndarray, weights: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Kernel sums of one head: FFT where the grid and ``B`` allow it, dense otherwise."""
-        grid = self._circle_grid
+        offset = self._circle_face_offset
         is_grid = queries is self.mesh.face_midpoints and points is self.mesh.centres
-        if grid is not None and is_grid and B.shape == (2, 2):
+        if offset is not None and is_grid and B.shape == (2, 2):
             a, b = 0.5 * (B[0, 0] + B[1, 1]), 0.5 * (B[1, 0] - B[0, 1])
             scale = float(np.hypot(a, b))
             rotation = np.array([[a, -b], [b, a]])
             if np.abs(B - rotation).max() <= 1e-13 * max(scale, 1.0) and scale <= _FFT_MAX_SCALE:
-                return circle_convolution_sums(scale, float(np.arctan2(b, a)), weights, points, grid[1])
+                return circle_convolution_sums(scale, float(np.arctan2(b, a)), weights, points, offset)
         return dense_head_sums(B, queries, points, weights)
 
     def normal_velocity(self, field: Params | VelocityField, t: float, rho: np.ndarray) -> np.ndarray:

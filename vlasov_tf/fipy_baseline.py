@@ -43,7 +43,6 @@ are in :func:`rotation_error_circle` and :func:`rotation_error_sphere`;
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -52,6 +51,8 @@ from itertools import pairwise
 from typing import Any
 
 import numpy as np
+
+from . import meshes
 
 __all__ = [
     "RotationResult",
@@ -74,17 +75,6 @@ KAPPA = 8.0
 SPHERE_BUMP_CENTRE = np.array([1.0, 0.3, 0.2]) / np.linalg.norm([1.0, 0.3, 0.2])
 SPHERE_AXIS = np.array([0.3, -0.2, 1.0]) / np.linalg.norm([0.3, -0.2, 1.0])
 CIRCLE_BUMP_CENTRE = 1.0
-
-
-def _gmsh_on_path() -> None:
-    """Put the venv's ``bin`` (where the ``gmsh`` wheel installs its executable) first on PATH.
-
-    FiPy runs ``gmsh`` as a subprocess found on PATH.
-    """
-    bindir = os.path.dirname(sys.executable)
-    path = os.environ.get("PATH", "")
-    if bindir not in path.split(os.pathsep):
-        os.environ["PATH"] = bindir + os.pathsep + path
 
 
 def _n_steps(T: float, dt: float) -> tuple[int, float]:
@@ -170,15 +160,12 @@ def fipy_upwind_circle(
 
 
 def sphere_geo(h: float) -> str:
-    """Gmsh ``.geo`` text of the unit sphere surface (OpenCASCADE) with largest element size ``h``."""
-    if not h > 0:
-        raise ValueError(f"need h > 0, got {h}")
-    return (
-        'SetFactory("OpenCASCADE");\n'
-        "Sphere(1) = {0, 0, 0, 1};\n"
-        f"Mesh.CharacteristicLengthMax = {h!r};\n"
-        f"Mesh.CharacteristicLengthMin = {h / 2!r};\n"
-    )
+    """The project's sphere source (``meshes/sphere.geo``) at characteristic length ``h``.
+
+    ``h = 0.18 / 2**K`` gives exactly the triangles of sphere level K of :mod:`vlasov_tf.meshes`,
+    so the baseline and our scheme run on the same mesh.
+    """
+    return meshes.sphere_geo(h)
 
 
 @dataclass(frozen=True)
@@ -208,13 +195,6 @@ class ShellMesh:
         return int(self.centres.shape[0])
 
 
-def _spherical_triangle_areas(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Areas (n,) of the spherical triangles with unit vertices a, b, c (n, 3) (Van Oosterom-Strackee)."""
-    num = np.abs(np.einsum("ij,ij->i", a, np.cross(b, c)))
-    den = 1.0 + np.einsum("ij,ij->i", a, b) + np.einsum("ij,ij->i", b, c) + np.einsum("ij,ij->i", c, a)
-    return 2.0 * np.arctan2(num, den)
-
-
 def sphere_shell(geo_or_h: str | float, delta: float = SHELL_DELTA) -> ShellMesh:
     """Mesh the unit sphere with gmsh through FiPy and extrude it into a one-cell shell.
 
@@ -228,31 +208,20 @@ def sphere_shell(geo_or_h: str | float, delta: float = SHELL_DELTA) -> ShellMesh
     -------
     The :class:`ShellMesh` (C cells).
     """
-    import fipy as fp
 
     if not 0 < delta < 1:
         raise ValueError(f"need 0 < delta < 1, got {delta}")
     geo = sphere_geo(float(geo_or_h)) if isinstance(geo_or_h, int | float) else geo_or_h
-    _gmsh_on_path()
-    surface = fp.Gmsh2DIn3DSpace(geo)
-    verts = np.asarray(surface.vertexCoords, dtype=float).T  # (V, 3)
+    surface, _ = meshes.fipy_sphere_surface(geo)
+    verts, triangles = meshes._fipy_triangles(surface)
     radius = np.linalg.norm(verts, axis=1)
     if np.max(np.abs(radius - 1.0)) > 1e-6:
         raise ValueError(
             f"surface vertices are not on the unit sphere (|x| in [{radius.min()}, {radius.max()}])"
         )
     verts = verts / radius[:, np.newaxis]
-
-    # Spherical areas of the surface cells: fan-triangulate each (possibly polygonal) cell.
-    cell_verts = np.ma.getdata(surface._orderedCellVertexIDs)  # (max vertices per cell, C)
-    mask = np.ma.getmaskarray(surface._orderedCellVertexIDs)
-    n_cells = cell_verts.shape[1]
-    areas = np.zeros(n_cells)
-    for k in range(1, cell_verts.shape[0] - 1):
-        ok = ~(mask[k] | mask[k + 1])
-        areas[ok] += _spherical_triangle_areas(
-            verts[cell_verts[0, ok]], verts[cell_verts[k, ok]], verts[cell_verts[k + 1, ok]]
-        )
+    # Exact spherical areas, in FiPy's cell order (sphere_geometry keeps the order of its triangles).
+    areas = meshes.sphere_geometry(verts, triangles).areas
 
     edges = np.ma.getdata(surface.faceVertexIDs)  # (2, E)
     lengths = np.linalg.norm(verts[edges[0]] - verts[edges[1]], axis=1)
@@ -261,7 +230,7 @@ def sphere_shell(geo_or_h: str | float, delta: float = SHELL_DELTA) -> ShellMesh
     centres = np.asarray(shell.cellCenters, dtype=float).T
     centres = centres / np.linalg.norm(centres, axis=1, keepdims=True)
     volumes = np.asarray(shell.cellVolumes, dtype=float)
-    if centres.shape[0] != n_cells or np.any(volumes <= 0):
+    if centres.shape[0] != len(areas) or np.any(volumes <= 0):
         raise RuntimeError("extruded shell does not match its surface mesh")
     return ShellMesh(
         mesh=shell,

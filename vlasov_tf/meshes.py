@@ -62,10 +62,12 @@ __all__ = [
     "MeshGeometry",
     "build_sphere_mesh",
     "circle_mesh",
+    "fipy_sphere_surface",
     "load_mesh",
     "meshes_dir",
     "save_mesh",
     "sphere_char_length",
+    "sphere_geo",
     "sphere_geometry",
     "sphere_mesh",
     "sphere_mesh_path",
@@ -600,6 +602,32 @@ def _find_geo(directory: Path) -> Path:
     raise FileNotFoundError(f"gmsh source {_GEO_NAME} not found in {directory} nor in {_REPO_MESHES}")
 
 
+def sphere_geo(char_length: float, directory: str | os.PathLike | None = None) -> str:
+    """The gmsh source ``meshes/sphere.geo`` with its characteristic length set to ``char_length``."""
+    if not (np.isfinite(char_length) and char_length > 0):
+        raise ValueError(f"the characteristic length must be finite and > 0; got {char_length}")
+    directory = Path(directory) if directory is not None else meshes_dir()
+    return f"lc = {float(char_length)!r};\n" + _find_geo(directory).read_text()
+
+
+def fipy_sphere_surface(geo: str):  # -> (fipy.Gmsh2DIn3DSpace, gmsh version)
+    """Mesh ``geo`` with gmsh through ``fipy.Gmsh2DIn3DSpace`` (serial; needs FiPy and gmsh).
+
+    The one place FiPy meets gmsh: the mesh builder and the FiPy baseline
+    (:mod:`vlasov_tf.fipy_baseline`) both mesh through it, so they share triangles.
+    """
+    with _gmsh_on_path():
+        import fipy
+        from fipy.meshes.gmshMesh import gmshVersion
+
+        version = gmshVersion()
+        if not version:
+            raise RuntimeError(
+                f"gmsh executable not found on PATH (looked first in {os.path.dirname(sys.executable)})"
+            )
+        return fipy.Gmsh2DIn3DSpace(geo), version
+
+
 def build_sphere_mesh(level: int, directory: str | os.PathLike | None = None) -> Path:
     """Mesh S^2 at ``level`` with gmsh through FiPy and write ``<directory>/sphere_L{level}.h5``.
 
@@ -612,18 +640,10 @@ def build_sphere_mesh(level: int, directory: str | os.PathLike | None = None) ->
     lc = sphere_char_length(level)
     directory = Path(directory) if directory is not None else meshes_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    geo_path = _find_geo(directory)
-    geo = f"lc = {lc!r};\n" + geo_path.read_text()
-    with _gmsh_on_path():
-        import fipy
-        from fipy.meshes.gmshMesh import gmshVersion
+    geo = sphere_geo(lc, directory)
+    fmesh, version = fipy_sphere_surface(geo)
+    import fipy
 
-        version = gmshVersion()
-        if not version:
-            raise RuntimeError(
-                f"gmsh executable not found on PATH (looked first in {os.path.dirname(sys.executable)})"
-            )
-        fmesh = fipy.Gmsh2DIn3DSpace(geo)
     x, tri = _fipy_triangles(fmesh)
     # gmsh writes coordinates with ~17 digits; seam duplicates (if any) are closer than this.
     x, tri = _merge_coincident(x, tri, tol=1e-3 * lc)
