@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 from scipy.special import logsumexp
 
-from .kernels import exp_kernel_sums
+from .kernels import blas_single_thread, exp_kernel_sums
 from .measures import SPHERE_ATOL, check_points, check_weights
 
 __all__ = [
@@ -272,6 +272,18 @@ def velocity_unchecked(
     fast evaluation of the kernel sums (e.g. an FFT on a uniform circle grid);
     how the sums make the field stays here.
     """
+    with blas_single_thread():
+        return _velocity(params, points, weights, queries, sphere, head_sums)
+
+
+def _velocity(
+    params: Params,
+    points: np.ndarray,
+    weights: np.ndarray,
+    queries: np.ndarray,
+    sphere: bool,
+    head_sums: HeadSums,
+) -> np.ndarray:
     out = np.zeros_like(queries)
     d = params.d
     for head in params.heads:
