@@ -65,3 +65,41 @@ def test_geodesic_distance_is_accurate_for_tiny_angles(rng):
     b = np.cos(angles)[:, None] * a + np.sin(angles)[:, None] * t
     # atol: b itself carries ~1e-16 of rounding; arccos would be off by ~1e-8 here.
     np.testing.assert_allclose(geodesic_distance(a, b), angles, rtol=1e-9, atol=1e-15)
+
+
+def test_sphere_exact_distance(rng):
+    """Exact OT with the geodesic cost: a point moved by an angle a is at distance a (down to 1e-9);
+    it equals the linear program with arccos costs; the identity coupling bounds it."""
+    from vlasov_tf.comparison import wasserstein
+
+    for a in (1e-9, 0.3, 3.0):
+        x, y = np.array([[0.0, 0.0, 1.0]]), np.array([[np.sin(a), 0.0, np.cos(a)]])
+        assert wasserstein(x, None, y, None, geometry="sphere")[0] == pytest.approx(a, rel=1e-12)
+    xa, xb = uniform_sphere(40, 3, rng), uniform_sphere(30, 3, rng)
+    wa, wb = rng.random(40), rng.random(30)
+    cost = np.arccos(np.clip(xa @ xb.T, -1, 1))
+    lp = ot.emd2(wa / wa.sum(), wb / wb.sum(), cost)
+    assert wasserstein(xa, wa, xb, wb, geometry="sphere")[0] == pytest.approx(lp, rel=1e-9)
+    R = np.linalg.qr(rng.standard_normal((3, 3)))[0]
+    moved = wasserstein(xa, wa, xa @ R.T, wa, geometry="sphere")[0]
+    assert moved <= wa @ geodesic_distance(xa, xa @ R.T) / wa.sum() + 1e-12
+
+
+def test_sliced_and_euclidean_distances(rng):
+    from scipy.stats import wasserstein_distance
+
+    from vlasov_tf.comparison import sliced_wasserstein_sphere, wasserstein
+
+    xa, xb = uniform_sphere(200, 3, rng), uniform_sphere(150, 3, rng)
+    assert sliced_wasserstein_sphere(xa, None, xa, None) == pytest.approx(0.0, abs=1e-14)
+    ours = sliced_wasserstein_sphere(xa, None, xb, None, n_projections=50, seed=3)
+    assert ours == pytest.approx(sliced_wasserstein_sphere(xb, None, xa, None, n_projections=50, seed=3))
+    # POT's estimator (unit-length circles, its own projections) agrees on average
+    pot = 2 * np.pi * ot.sliced_wasserstein_sphere(xa, xb, n_projections=2000, p=1, seed=0)
+    assert ours == pytest.approx(pot, rel=0.15)
+    assert wasserstein(xa, None, xb, None, geometry="sphere", max_pairs=10)[1] == "sliced"
+    # in R^d, points on a line: the exact distance is the 1-D one
+    u, v = rng.standard_normal(30), rng.standard_normal(20)
+    line = np.array([0.6, 0.8])
+    got, how = wasserstein(np.outer(u, line), None, np.outer(v, line), None, geometry="euclidean")
+    assert how == "exact" and got == pytest.approx(wasserstein_distance(u, v), rel=1e-10)

@@ -243,3 +243,20 @@ def test_bad_initial_tokens_are_named():
         solve_particles(s, np.eye(3), [1.0, -1.0, 1.0], method="rk4", steps=2)
     with pytest.raises(ValueError, match="d = 3"):
         solve_particles(s, np.eye(2), method="rk4", steps=2)
+
+
+@pytest.mark.parametrize("method", ["layers", "rk4", "adaptive"])
+def test_resume_reproduces_the_uninterrupted_run(rng, method):
+    """Restarting from a stored output (t = 0.6) or from a switch (t = 0.4) continues exactly."""
+    s, x0, w = two_block_case(rng, perceptron=False)
+    times = np.linspace(0, 1, 6)
+    full = solve_particles(s, x0, w, method=method, steps=37, t_eval=times)
+    for k in (2, 3):
+        rest = solve_particles(s, full.positions[k], w, method=method, steps=37, t_eval=times, t0=times[k])
+        np.testing.assert_array_equal(rest.times, times[k:])
+        if method == "adaptive":  # a restarted adaptive integrator agrees to its tolerance
+            np.testing.assert_allclose(rest.positions, full.positions[k:], atol=1e-10)
+        else:
+            np.testing.assert_array_equal(rest.positions, full.positions[k:])
+    with pytest.raises(ValueError, match="cannot resume there"):
+        solve_particles(s, x0, w, method=method, steps=37, t_eval=times, t0=0.55)

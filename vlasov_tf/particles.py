@@ -125,6 +125,7 @@ def solve_particles(
     atol: float = 1e-12,
     progress: bool = False,
     callback: Callable[[float, np.ndarray], None] | None = None,
+    t0: float = 0.0,
 ) -> ParticleSolution:
     """Move N weighted tokens by the attention flow of ``schedule`` up to ``T``.
 
@@ -142,14 +143,22 @@ def solve_particles(
     progress : show a progress bar.
     callback : called as ``callback(t, positions)`` at every output time, as it
         is reached, so that a caller can store results before the run ends.
+    t0 : resume: ``points`` are the tokens at time ``t0`` (a switch or an output
+        time); the steps after ``t0`` are exactly those of a run from 0, and only
+        the outputs at times >= ``t0`` are returned.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     x = check_points(points, name="initial tokens", dim=schedule.d, sphere=sphere, atol=SPHERE_ATOL)
     w = check_weights(weights, len(x))
-    if sphere:
+    if sphere and t0 == 0.0:
+        # Not on resume: re-normalising the solver's own state moves it by an ulp.
         x = normalize(x)
     times = _check_times(t_eval, schedule.T)
+    cuts = np.union1d(schedule.breakpoints, times)
+    if t0 != 0.0 and not np.isclose(cuts, t0, rtol=0, atol=1e-12 * schedule.T).any():
+        raise ValueError(f"t0 = {t0} is neither a switch nor an output time: cannot resume there")
+    resumed = times >= t0 - 1e-12 * schedule.T
     out: list[np.ndarray] = []
 
     def emit(t: float, pos: np.ndarray) -> None:
@@ -158,28 +167,28 @@ def solve_particles(
             callback(t, out[-1])
 
     if method == "adaptive":
-        n_eval = _solve_adaptive(schedule, x, w, times, sphere, rtol, atol, emit, progress)
-        return ParticleSolution(times, np.array(out), w, method, n_eval, sphere)
+        n_eval = _solve_adaptive(schedule, x, w, times, sphere, rtol, atol, emit, progress, t0)
+        return ParticleSolution(times[resumed], np.array(out), w, method, n_eval, sphere)
 
     if steps is None or int(steps) != steps or steps < 1:
         raise ValueError(f"method {method!r} needs a positive integer number of steps; got {steps}")
     step = _STEPPERS[method]
-    pieces = _pieces(schedule, times, int(steps))
+    pieces = [p for p in _pieces(schedule, times, int(steps)) if p[1] > t0 + 1e-12 * schedule.T]
     total = sum(n for _, _, n, _ in pieces)
-    next_out = 0
+    next_out = int(np.argmax(resumed)) if resumed.any() else len(times)
     with tqdm(total=total, disable=not progress, desc=f"{method} (N={len(x)})", unit="step") as bar:
-        for t0, t1, n, params in pieces:
-            while next_out < len(times) and times[next_out] <= t0 + 1e-12 * schedule.T:
+        for start, end, n, params in pieces:
+            while next_out < len(times) and times[next_out] <= start + 1e-12 * schedule.T:
                 emit(times[next_out], x)
                 next_out += 1
-            h = (t1 - t0) / n
+            h = (end - start) / n
             for _ in range(n):
                 x = step(params, x, w, h, sphere)
                 bar.update()
         while next_out < len(times):
             emit(times[next_out], x)
             next_out += 1
-    return ParticleSolution(times, np.array(out), w, method, total, sphere)
+    return ParticleSolution(times[resumed], np.array(out), w, method, total, sphere)
 
 
 def _solve_adaptive(
@@ -192,27 +201,34 @@ def _solve_adaptive(
     atol: float,
     emit: Callable[[float, np.ndarray], None],
     progress: bool,
+    t0: float,
 ) -> int:
-    """DOP853 block by block (restarted at every switch); returns the field evaluations."""
+    """DOP853 block by block (restarted at every switch) from ``t0``; returns the field evaluations."""
     shape = x.shape
     nfev = 0
     bp = schedule.breakpoints
-    if times[0] == 0.0:
-        emit(0.0, x)
+    tol = 1e-12 * schedule.T
+    if np.isclose(times, t0, rtol=0, atol=tol).any():
+        emit(t0, x)
     with tqdm(total=len(schedule.blocks), disable=not progress, desc="adaptive", unit="block") as bar:
         for k, (_, params) in enumerate(schedule.blocks):
-            t0, t1 = bp[k], bp[k + 1]
-            # Positions are continuous at a switch, so block k owns the outputs in (t0, t1].
-            mine = times[(times > t0) & (times <= t1)]
+            start, t1 = max(bp[k], t0), bp[k + 1]
+            if t1 <= t0 + tol:
+                bar.update()
+                continue
+            # Positions are continuous at a switch, so block k owns the outputs in (start, t1].
+            mine = times[(times > start + tol) & (times <= t1)]
 
             def rhs(_t: float, u: np.ndarray, params: Params = params) -> np.ndarray:
                 y = u.reshape(shape)
                 return velocity_unchecked(params, y, w, y, sphere).ravel()
 
             t_block = mine if mine.size and mine[-1] == t1 else np.r_[mine, t1]
-            sol = solve_ivp(rhs, (t0, t1), x.ravel(), method="DOP853", t_eval=t_block, rtol=rtol, atol=atol)
+            sol = solve_ivp(
+                rhs, (start, t1), x.ravel(), method="DOP853", t_eval=t_block, rtol=rtol, atol=atol
+            )
             if not sol.success:
-                raise RuntimeError(f"solve_ivp failed on block {k} [{t0}, {t1}]: {sol.message}")
+                raise RuntimeError(f"solve_ivp failed on block {k} [{start}, {t1}]: {sol.message}")
             nfev += sol.nfev
             for j, t in enumerate(mine):
                 y = sol.y[:, j].reshape(shape)
