@@ -1,8 +1,15 @@
 """The ``vlasov-tf`` command line: argument parsing only; the work is in
-:mod:`vlasov_tf.studies` and :mod:`vlasov_tf.plots`.
+:mod:`vlasov_tf.crossval`, :mod:`vlasov_tf.studies` and :mod:`vlasov_tf.plots`.
 
 Subcommands
 -----------
+``study [CASE] [--full]``
+    The cross-validation (the README's main job): run a case with both solvers
+    into ``out/<name>.h5``, print W1 rate tables in L, N and h, save a figure.
+``run CASE [--solver grid|particles|both] [--resume]``
+    Run a case file into one HDF5 run file (and its XDMF companion).
+``plot RUNFILE``
+    Figures of a stored run.
 ``particles``
     Depth convergence on the circle: L-layer Transformers against the
     continuous-time flow; a table of errors and orders, and a figure.
@@ -23,10 +30,24 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .cases import load_case, parse_case
+from .crossval import run_case
+from .io import RunFile
 from .kernels import num_threads
 from .meshes import SPHERE_LEVELS, build_sphere_mesh, load_mesh
-from .plots import plot_depth_convergence
-from .studies import DEFAULT_LAYERS, check_case, depth_convergence, format_report
+from .plots import plot_crossval, plot_depth_convergence
+from .studies import (
+    DEFAULT_LAYERS,
+    check_case,
+    crossval_tables,
+    depth_convergence,
+    format_report,
+    format_tables,
+    full_study,
+)
+
+#: The case of ``vlasov-tf study`` without arguments (the README's main job).
+DEFAULT_STUDY_CASE = Path(__file__).resolve().parents[1] / "cases" / "circle_clustering.toml"
 
 __all__ = ["build_parser", "main"]
 
@@ -110,6 +131,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dir", type=Path, default=None, help="output directory (default: see above)")
     p.set_defaults(handler=_cmd_mesh, parser=p)
+
+    for name, help_text in (
+        ("run", "run a case file with both solvers (or one) into one HDF5 file"),
+        ("study", "cross-validation: run a case, print convergence tables, save figures"),
+    ):
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
+        default_case = None if name == "run" else DEFAULT_STUDY_CASE
+        p.add_argument(
+            "case",
+            type=Path,
+            nargs="?" if default_case else None,
+            default=default_case,
+            help="case file (cases/*.toml)",
+        )
+        p.add_argument("--out", type=Path, default=Path("out"), help="directory of the run file and figures")
+        p.add_argument("--resume", action="store_true", help="continue an interrupted run from its file")
+        p.add_argument("--overwrite", action="store_true", help="replace an existing run file")
+        p.add_argument("--progress", action="store_true", help="show progress bars")
+        if name == "run":
+            p.add_argument("--solver", choices=("both", "grid", "particles"), default="both")
+        else:
+            p.add_argument(
+                "--full",
+                action="store_true",
+                help="the full study: L = 10 ... 1e4, N = 1e2 ... 1e5, finer grids (hours)",
+            )
+        p.set_defaults(handler=_cmd_run if name == "run" else _cmd_study, parser=p)
+
+    p = sub.add_parser("plot", help="figures of a stored run", description="figures of a stored run")
+    p.add_argument("runfile", type=Path, help="HDF5 file written by `vlasov-tf run` or `study`")
+    p.add_argument("--out", type=Path, default=None, help="directory (default: next to the run file)")
+    p.set_defaults(handler=_cmd_plot, parser=p)
     return parser
 
 
@@ -159,6 +217,53 @@ def _cmd_mesh(args: argparse.Namespace) -> int:
             f"{seconds:>9.1f} {path.stat().st_size / 1e6:>9.2f}  {path}",
             flush=True,
         )
+    return 0
+
+
+def _load(args: argparse.Namespace):
+    try:
+        return load_case(args.case)
+    except (ValueError, FileNotFoundError) as err:
+        args.parser.error(str(err))
+
+
+def _run(args: argparse.Namespace, case, solvers: tuple[str, ...]) -> Path:
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{case.name}.h5"
+    if path.exists() and not (args.resume or args.overwrite):
+        args.parser.error(f"{path} exists: pass --resume to continue it or --overwrite to replace it")
+    tic = time.perf_counter()
+    run_case(
+        case, path, resume=args.resume, overwrite=args.overwrite, solvers=solvers, progress=args.progress
+    )
+    print(f"run file: {path} ({time.perf_counter() - tic:.1f} s)")
+    return path
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    case = _load(args)
+    solvers = ("grid", "particles") if args.solver == "both" else (args.solver,)
+    _run(args, case, solvers)
+    return 0
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    case = _load(args)
+    if args.full:
+        case = full_study(case)
+    path = _run(args, case, ("grid", "particles"))
+    with RunFile.open(path) as run:
+        print()
+        print(format_tables(crossval_tables(case, run)))
+        print(f"figure: {plot_crossval(case, run, args.out / f'{case.name}.png')}")
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    with RunFile.open(args.runfile) as run:
+        case = parse_case(run.case_text, source=str(args.runfile))
+        out = args.out or args.runfile.parent
+        print(f"figure: {plot_crossval(case, run, out / f'{case.name}.png')}")
     return 0
 
 

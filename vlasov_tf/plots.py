@@ -14,7 +14,7 @@ import numpy as np
 from .measures import circle_to_angles
 from .studies import DepthConvergence, fitted_order
 
-__all__ = ["plot_depth_convergence"]
+__all__ = ["plot_crossval", "plot_depth_convergence"]
 
 
 def plot_depth_convergence(res: DepthConvergence, path: Path, n_show: int = 200) -> Path:
@@ -70,4 +70,93 @@ def plot_depth_convergence(res: DepthConvergence, path: Path, n_show: int = 200)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
+    return path
+
+
+def plot_crossval(case, run, path: Path) -> Path:
+    """Grid density against the tokens over time, and the convergence of W1 in L, N and h.
+
+    Top row: on the circle, the finest grid density and the histogram of the largest
+    deep-Transformer run (most tokens, most layers) at three times; on S^2, the
+    finest grid density at T in longitude/latitude with those tokens on top.
+    Bottom row: the rate tables of :func:`vlasov_tf.studies.crossval_tables`.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from .crossval import case_jobs
+    from .studies import crossval_tables
+
+    jobs = case_jobs(case)
+    grids = [j for j in jobs if j.kind == "grid" and run.is_complete(j.key)]
+    deep = [j for j in jobs if j.kind == "particles" and j.layers is not None and run.is_complete(j.key)]
+    tables = crossval_tables(case, run)
+    fig = Figure(figsize=(13, 8), layout="constrained")
+    FigureCanvasAgg(fig)
+    top = fig.subfigures(2, 1)
+    ax_top = top[0].subplots(1, 3)
+    ax_bot = top[1].subplots(1, max(len(tables), 1), squeeze=False)[0]
+    grid = grids[-1] if grids else None
+    tok = max(deep, key=lambda j: (j.tokens, j.layers)) if deep else None
+    g_rho = run.job_state(grid.key)[1] if grid else None
+    p_pos = run.job_state(tok.key)[1] if tok else None
+    times = case.output_times
+    picks = [0, len(times) // 2, len(times) - 1]
+    if case.geometry == "circle":
+        for ax, k in zip(ax_top, picks, strict=True):
+            if grid is not None:
+                mesh = case.mesh(grid.resolution)
+                order = np.argsort(circle_to_angles(mesh.centres))
+                ax.plot(
+                    circle_to_angles(mesh.centres)[order],
+                    g_rho[k][order],
+                    "k-",
+                    lw=1.2,
+                    label=f"grid, M = {grid.resolution}",
+                )
+            if tok is not None:
+                ax.hist(
+                    circle_to_angles(p_pos[k]),
+                    bins=60,
+                    range=(0, 2 * np.pi),
+                    density=True,
+                    alpha=0.5,
+                    color="C1",
+                    label=f"tokens, N = {tok.tokens}, L = {tok.layers}",
+                )
+            ax.set_title(f"t = {times[k]:.3g}")
+            ax.set_xlabel("angle θ")
+            ax.set_xlim(0, 2 * np.pi)
+        ax_top[0].set_ylabel("density")
+        ax_top[0].legend(fontsize=8)
+    else:
+        for ax, k in zip(ax_top, picks, strict=True):
+            if grid is not None:
+                c = case.mesh(grid.resolution).centres
+                lon, lat = np.arctan2(c[:, 1], c[:, 0]), np.arcsin(np.clip(c[:, 2], -1, 1))
+                sc = ax.scatter(lon, lat, c=g_rho[k], s=4, cmap="viridis")
+                top[0].colorbar(sc, ax=ax, shrink=0.8, label="density")
+            if tok is not None:
+                x = p_pos[k]
+                ax.plot(np.arctan2(x[:, 1], x[:, 0]), np.arcsin(np.clip(x[:, 2], -1, 1)), "r.", ms=1.5)
+            ax.set_title(f"t = {times[k]:.3g}: grid density, tokens (red)")
+            ax.set_xlabel("longitude")
+        ax_top[0].set_ylabel("latitude")
+    names = {"layers": "layers L", "tokens": "tokens N", "grid": "mesh size h"}
+    for ax, tab in zip(ax_bot, tables, strict=False):
+        ax.loglog(tab.x, tab.w1, "o-", label=f"measured (rate {tab.rate:.2f})")
+        sign = 1 if tab.name == "grid" else -1
+        ref = tab.w1[-1] * (tab.x / tab.x[-1]) ** (sign * tab.expected)
+        ax.loglog(tab.x, ref, "k--", lw=1, label=f"expected rate {tab.expected:g}")
+        ax.minorticks_off()
+        ax.set_xticks(tab.x, [f"{x:.3g}" for x in tab.x])
+        ax.set_xlabel(names[tab.name])
+        ax.set_ylabel("W1 at T")
+        ax.set_title(tab.label, fontsize=9)
+        ax.legend(fontsize=8)
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(f"{case.name}: Eulerian grid vs deep Transformers ({case.geometry}, T = {case.T:g})")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
     return path

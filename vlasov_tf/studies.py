@@ -270,3 +270,123 @@ def format_report(res: DepthConvergence) -> str:
         + (" (reference converged)" if res.ref_error < 1e-2 * smallest else " (REFERENCE NOT CONVERGED)")
     )
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# cross-validation tables (from a run file of vlasov_tf.crossval.run_case)
+# ---------------------------------------------------------------------------
+
+#: Expected convergence rates of W1 at time T: in the depth L (the Transformer step is
+#: explicit Euler), in the number of tokens N (W1 between an empirical measure and its
+#: law on a 1- or 2-dimensional manifold, up to logarithms), and in the mesh size h
+#: (the finite-volume scheme's order).
+EXPECTED_RATES = {"layers": 1.0, "tokens": 0.5, "grid": 2.0}
+
+
+@dataclass(frozen=True)
+class RateTable:
+    """One convergence table: W1 at time T against a parameter, with the fitted rate.
+
+    ``x`` are L, N, or mesh sizes h; ``w1`` the distances; ``rate`` the fitted slope of
+    ``-log W1`` against ``log x`` (``log W1`` against ``log h`` for the grid), ``expected``
+    the theoretical one, ``label`` says what is compared with what.
+    """
+
+    name: str
+    label: str
+    x: np.ndarray
+    w1: np.ndarray
+    rate: float
+    expected: float
+
+
+def _final(diag: dict[str, np.ndarray], key: str) -> float:
+    rows = diag[key]
+    return float(rows[np.argmax(rows[:, 0]), 1])
+
+
+def crossval_tables(case, run) -> list[RateTable]:
+    """Rate tables at the final time from the diagnostics of a finished run.
+
+    - depth: for the largest N, W1(N tokens after L layers, the same tokens under the
+      continuous flow) against L;
+    - tokens: W1(continuous-flow tokens, finest grid) against N;
+    - grid: W1(grid, finest grid) against h (coarser grids only).
+    """
+    from .crossval import case_jobs
+
+    tables = []
+    w1_ref, w1_grid = run.diagnostics("w1_ref"), run.diagnostics("w1_grid")
+    jobs = case_jobs(case)
+    particles = [j for j in jobs if j.kind == "particles"]
+    if particles:
+        n_max = max(j.tokens for j in particles)
+        deep = [j for j in particles if j.tokens == n_max and j.layers is not None and j.key in w1_ref]
+        if deep:
+            L = np.array([j.layers for j in deep], dtype=float)
+            w = np.array([_final(w1_ref, j.key) for j in deep])
+            tables.append(
+                RateTable(
+                    "layers",
+                    f"W1(L layers, continuous flow), N = {n_max}",
+                    L,
+                    w,
+                    -fitted_order(L, w),
+                    EXPECTED_RATES["layers"],
+                )
+            )
+        refs = [j for j in particles if j.layers is None and j.key in w1_grid]
+        if refs:
+            N = np.array([j.tokens for j in refs], dtype=float)
+            w = np.array([_final(w1_grid, j.key) for j in refs])
+            tables.append(
+                RateTable(
+                    "tokens",
+                    "W1(N tokens under the continuous flow, finest grid)",
+                    N,
+                    w,
+                    -fitted_order(N, w),
+                    EXPECTED_RATES["tokens"],
+                )
+            )
+    grids = [j for j in jobs if j.kind == "grid" and j.key in w1_grid]
+    if grids:
+        h = np.array([case.mesh(j.resolution).h for j in grids])
+        w = np.array([_final(w1_grid, j.key) for j in grids])
+        if case.geometry == "circle":
+            label, expected = "W1(grid, finest grid summed into its cells)", EXPECTED_RATES["grid"]
+        else:
+            # Non-nested meshes: each grid is its cell masses at its centres, and lumping a cell's
+            # mass at its centre costs O(h) in W1, which then dominates the O(h^2) scheme error.
+            label, expected = "W1(grid, finest grid), cell masses at centres", 1.0
+        tables.append(RateTable("grid", label, h, w, fitted_order(h, w), expected))
+    return tables
+
+
+def format_tables(tables: list[RateTable]) -> str:
+    """The rate tables as text (what ``vlasov-tf study`` prints)."""
+    head = {"layers": "L", "tokens": "N", "grid": "h"}
+    lines = []
+    for tab in tables:
+        lines.append(f"{tab.label}:")
+        lines.append(f"  {head[tab.name]:>10} {'W1(T)':>11} {'order':>6}")
+        orders = observed_orders(1 / tab.x if tab.name != "grid" else tab.x, tab.w1)
+        for x, w, o in zip(tab.x, tab.w1, orders, strict=True):
+            xs = f"{x:.4g}" if tab.name == "grid" else f"{int(x)}"
+            lines.append(f"  {xs:>10} {w:>11.4e} {_fmt_order(o):>6}")
+        lines.append(f"  fitted rate {tab.rate:.2f} (expected {tab.expected:g})")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def full_study(case):
+    """``case`` with the full study's ladders: L = 10 ... 1e4, N = 1e2 ... 1e5, and the
+    finest grids (circle: M = 256 ... 16384; sphere: levels 0 ... 3). Hours on 2 cores."""
+    from dataclasses import replace
+
+    particles = replace(case.particles, tokens=(100, 1000, 10_000, 100_000), layers=(10, 100, 1000, 10_000))
+    grid = case.grid
+    if grid is not None:
+        res = (256, 1024, 4096, 16384) if case.geometry == "circle" else (0, 1, 2, 3)
+        grid = replace(grid, resolutions=res)
+    return replace(case, particles=particles, grid=grid)

@@ -1,0 +1,1103 @@
+"""Case files: TOML descriptions of runs, loaded and validated into the objects the solvers take.
+
+A case states one problem of the cross-validation: the geometry, the final
+time and output times, the initial measure mu_0, the model (a schedule of
+attention parameters, DESIGN.md section 1) and the discretisations to run
+(particle numbers N and depths L; grid resolutions). :func:`load_case` reads
+a file, :func:`parse_case` a string; both return a :class:`Case` or raise
+``ValueError`` with the file name and the dotted key of the offending entry,
+e.g. ``cases/foo.toml: initial.kappas[1] must be > 0, got -2.0``. Unknown keys
+(at any level), missing keys, wrong TOML types (a boolean is not a number,
+``100.0`` is not an integer count) and out-of-range values are all refused:
+a typo never silently falls back to a default.
+
+Layout (every key below; comments say which are optional)::
+
+    # --8<-- example
+    [case]
+    name = "example"                  # letters, digits, '_', '-', '.': used in output file names
+    description = "what it shows"     # optional
+    geometry = "sphere"               # "circle" (S^1, d = 2) | "sphere" (S^2, d = 3) | "euclidean" (R^d)
+    # d = 3                           # required for "euclidean"; optional (and checked) otherwise
+    T = 2.5                           # final time, > 0
+    outputs = 6                       # n >= 2 equally spaced times in [0, T], or a list [0.0, 1.0, 2.5]
+                                      # (strictly increasing, from 0 to T)
+
+    [initial]                         # the initial measure mu_0; one family and its parameters:
+    family = "vmf_mixture"            # mixture of von Mises-Fisher laws C_d(kappa) exp(kappa <m, x>)
+    means = [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]  # unit vectors (to 1e-6); on the circle `angles = [...]`
+    kappas = [4.0, 6.0]               # concentrations > 0
+    proportions = [0.6, 0.4]          # optional (default equal): >= 0, positive sum, normalised
+    # family = "uniform"                             (no parameters)
+    # family = "uniform_perturbed"; amplitude = a    density (1 + a f(x)) / |S^{d-1}|, kept > 0:
+    #     circle: k = 3, phase = 0.0 (optional)      f = cos(k (t - phase)), |a| < 1
+    #     sphere: l = 2, axis = [0, 0, 1] (optional) f = P_l(<x, axis>) (zonal harmonic), 1 <= l <= 40
+    # family = "file"; path = "tokens.npz"           weighted points (relative to the case file): .npy of
+    #     (n, d) points, or .npz with `points` and optional `weights`; particles only (no density)
+    # family = "gaussian"; mean = [...]; covariance = [[...], ...]   euclidean only
+
+    [model]                           # the parameters of every block unless a block overrides them
+    attention = "SA"                  # optional: "SA" (softmax, default) | "USA" (unnormalised)
+    beta = 1.0                        # inverse temperature > 0; with no Q, K, V: Q = K = V = I, one head
+    Q = [[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],   # per-head d x d matrices: a list of H
+         [[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]]  # matrices (or one d x d matrix for H = 1)
+    K = [[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],   # scores beta <Q_h x, K_h y>;
+         [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]]   # Q, K, V go together (beta then
+    V = [[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],   # defaults to 1)
+         [[0.5, 0.0, 0.0], [0.0, 0.5, 0.0], [0.0, 0.0, 0.5]]]
+    # W = [...]                       # optional per-head output matrices W_h (H of them; needs Q, K, V)
+
+    [model.perceptron]                # optional: W (U x + b)_+ with W (d, m), U (m, d), b (m,)
+    W = [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]
+    U = [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+    b = [0.0, -0.5]                   # optional, default zeros
+
+    [[schedule]]                      # optional blocks, in time order; no blocks = one block of length T
+    duration = 1.0                    # > 0; the durations sum to T
+    [[schedule]]
+    duration = 1.5
+    beta = 2.0                        # a block may override attention, beta, Q, K, V, W, perceptron
+    [schedule.perceptron]             # (a perceptron table replaces the model's as a whole)
+    W = [[0.5, 0.0], [0.0, 0.5], [0.0, 0.0]]
+    U = [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
+
+    [particles]                       # the Lagrangian runs
+    tokens = [100, 1000]              # numbers of tokens N (an integer or a strictly increasing list)
+    layers = [10, 100]                # depths L of the deep Transformer (method "layers")
+    reference_steps = 0               # optional: RK4 steps of the continuous-time reference; 0 = adaptive
+    seed = 0                          # optional, >= 0: tokens for N come from default_rng((seed, N))
+    sampling = "random"               # optional: "random" (i.i.d.) | "quantiles" (circle: deterministic
+                                      # points at the (i + 1/2)/N quantiles) | "atoms" (family "file":
+                                      # its points and weights as they are)
+
+    [grid]                            # optional (circle and sphere only): the Eulerian runs
+    resolutions = [0, 1]              # circle: numbers of cells M >= 3; sphere: mesh levels 0..4
+    cfl = 0.5                         # optional, in (0, 1]
+    limiter = "barth-jespersen"       # optional: "barth-jespersen" | "none"
+    # max_dt = 0.05                   # optional cap on the time step (default: the CFL step alone)
+    # --8<-- end
+
+A block's parameters are the ``[model]`` table with the block's own keys put
+in its place (so a block that sets only ``beta`` keeps the model's Q, K, V).
+:func:`parse_case` also takes ``overrides`` such as ``{"model.beta": 9.0}``
+(dotted keys, ``schedule[1].beta`` for a block), applied before validation
+and recorded in :attr:`Case.overrides`: one file serves a sweep in beta.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+from numpy.polynomial import legendre
+from scipy import special
+
+from .eulerian import LIMITERS
+from .measures import SPHERE_ATOL, angles_to_circle, normalize, uniform_sphere, von_mises_fisher_mixture
+from .meshes import SPHERE_LEVELS, MeshGeometry, circle_mesh, sphere_mesh
+from .model import Params, Perceptron, Schedule
+
+__all__ = [
+    "CASES_DIR",
+    "FAMILIES",
+    "GEOMETRIES",
+    "MAX_SPHERE_DEGREE",
+    "MIN_CIRCLE_CELLS",
+    "SAMPLINGS",
+    "Case",
+    "GridSpec",
+    "InitialMeasure",
+    "ParticleSpec",
+    "load_case",
+    "parse_case",
+    "shipped_cases",
+    "sphere_measure",
+]
+
+#: The case files that come with the repository.
+CASES_DIR = Path(__file__).resolve().parents[1] / "cases"
+GEOMETRIES = ("circle", "sphere", "euclidean")
+#: Initial families available in each geometry.
+FAMILIES = {
+    "circle": ("vmf_mixture", "uniform", "uniform_perturbed", "file"),
+    "sphere": ("vmf_mixture", "uniform", "uniform_perturbed", "file"),
+    "euclidean": ("gaussian", "file"),
+}
+SAMPLINGS = ("random", "quantiles", "atoms")
+#: Fewest cells of a circle grid: with 2, both faces join the same two cells (degenerate gradients).
+MIN_CIRCLE_CELLS = 3
+#: Highest zonal degree l of "uniform_perturbed" on S^2: the positivity bound needs the extrema of
+#: P_l, found from the roots of P_l', which lose accuracy for very high degrees (and no grid here
+#: resolves l > 40 anyway).
+MAX_SPHERE_DEGREE = 40
+
+_DIM = {"circle": 2, "sphere": 3}
+# Output times and durations that differ from T by rounding only (e.g. 0.1 + 0.2 vs 0.3) are T.
+_T_RTOL = 1e-9
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+# Gauss-Legendre nodes on [0, 1] for cell averages on the circle (exact for degree 11).
+_GL_X, _GL_W = np.polynomial.legendre.leggauss(6)
+_GL_X, _GL_W = 0.5 * (_GL_X + 1.0), 0.5 * _GL_W
+# Radon's 7-point rule on a triangle (degree 5, positive weights): barycentric coordinates, weights.
+_S15 = math.sqrt(15.0)
+_A1, _B1 = (6 - _S15) / 21, (9 + 2 * _S15) / 21
+_A2, _B2 = (6 + _S15) / 21, (9 - 2 * _S15) / 21
+_TRI_BARY = np.array(
+    [
+        [1 / 3, 1 / 3, 1 / 3],
+        [_A1, _A1, _B1],
+        [_A1, _B1, _A1],
+        [_B1, _A1, _A1],
+        [_A2, _A2, _B2],
+        [_A2, _B2, _A2],
+        [_B2, _A2, _A2],
+    ]
+)
+_TRI_W = np.array([9 / 40] + [(155 - _S15) / 1200] * 3 + [(155 + _S15) / 1200] * 3)
+
+
+def sphere_measure(d: int) -> float:
+    """|S^{d-1}| = 2 pi^{d/2} / Gamma(d/2): 2 pi for d = 2, 4 pi for d = 3."""
+    return 2.0 * math.pi ** (d / 2) / math.gamma(d / 2)
+
+
+def _readonly(a: np.ndarray | None) -> np.ndarray | None:
+    if a is None:
+        return None
+    arr = np.array(a, dtype=float)
+    arr.setflags(write=False)
+    return arr
+
+
+def _legendre_range(degree: int) -> tuple[float, float]:
+    """(min, max) of the Legendre polynomial P_l, l = ``degree``, on [-1, 1] (max = 1, at s = 1)."""
+    crit = legendre.Legendre.basis(degree).deriv().roots() if degree >= 2 else np.array([])
+    s = np.concatenate([[-1.0, 1.0], crit.real[np.abs(crit.imag) < 1e-9]])
+    vals = special.eval_legendre(degree, np.clip(s, -1.0, 1.0))
+    return float(vals.min()), float(vals.max())
+
+
+def _log_vmf_normaliser(d: int, kappas: np.ndarray) -> np.ndarray:
+    """log of kappa^nu / ((2 pi)^{d/2} I_nu(kappa)) + kappa, nu = d/2 - 1 (stable for large kappa).
+
+    The vMF density is then ``exp(log_norm + kappa (<m, x> - 1))``: ``ive`` is
+    ``I_nu(kappa) exp(-kappa)``, so nothing overflows.
+    """
+    nu = d / 2 - 1
+    return nu * np.log(kappas) - (d / 2) * np.log(2 * np.pi) - np.log(special.ive(nu, kappas))
+
+
+@dataclass(frozen=True, eq=False)
+class InitialMeasure:
+    """A probability measure on S^{d-1} (``sphere``) or on R^d: the initial condition mu_0.
+
+    ``family`` and its parameters (the others are ``None`` / unused):
+
+    - ``"uniform"``: density ``1 / |S^{d-1}|``;
+    - ``"vmf_mixture"``: ``sum_j p_j C_d(kappa_j) exp(kappa_j <m_j, x>)`` with
+      ``means`` (k, d) unit vectors, ``kappas`` (k,) > 0, ``proportions`` (k,) summing to 1;
+    - ``"uniform_perturbed"``: ``(1 + amplitude f(x)) / |S^{d-1}|`` with, on the
+      circle (d = 2), ``f = cos(mode (t - phase))``, ``x = (cos t, sin t)``, and on
+      S^2 ``f = P_mode(<x, axis>)`` (a zonal spherical harmonic of degree
+      ``mode``); ``amplitude`` keeps the density > 0;
+    - ``"gaussian"`` (R^d): ``N(mean, covariance)``;
+    - ``"file"``: the weighted points ``points`` (n, d), ``weights`` (n,)
+      summing to 1, read from ``path``: an empirical measure, with no density.
+
+    Densities are with respect to arc length (d = 2), surface area (d = 3),
+    the surface measure of S^{d-1} in general, and Lebesgue measure on R^d.
+    """
+
+    family: str
+    d: int
+    sphere: bool = True
+    means: np.ndarray | None = None
+    kappas: np.ndarray | None = None
+    proportions: np.ndarray | None = None
+    amplitude: float = 0.0
+    mode: int = 0
+    phase: float = 0.0
+    axis: np.ndarray | None = None
+    mean: np.ndarray | None = None
+    covariance: np.ndarray | None = None
+    points: np.ndarray | None = None
+    weights: np.ndarray | None = None
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        # Structure only: parse_case has checked the values with messages naming the keys.
+        families = {f for fams in FAMILIES.values() for f in fams}
+        if self.family not in families:
+            raise ValueError(f"unknown initial family {self.family!r}; choose one of {sorted(families)}")
+        if self.d < 2:
+            raise ValueError(f"initial measure needs d >= 2; got {self.d}")
+        if self.sphere and self.family == "gaussian":
+            raise ValueError("family 'gaussian' is a measure on R^d: it needs sphere=False")
+        if not self.sphere and self.family not in ("gaussian", "file"):
+            raise ValueError(f"family {self.family!r} is a measure on S^{{d-1}}: it needs sphere=True")
+        need = {
+            "vmf_mixture": ("means", "kappas", "proportions"),
+            "uniform_perturbed": ("axis",) if self.d == 3 else (),
+            "gaussian": ("mean", "covariance"),
+            "file": ("points", "weights"),
+        }.get(self.family, ())
+        for name in need:
+            if getattr(self, name) is None:
+                raise ValueError(f"initial family {self.family!r} needs {name}")
+        if self.family == "uniform_perturbed" and self.d not in (2, 3):
+            raise ValueError(f"family 'uniform_perturbed' is defined for d = 2 and 3; got d = {self.d}")
+        for name in ("means", "kappas", "proportions", "axis", "mean", "covariance", "points", "weights"):
+            object.__setattr__(self, name, _readonly(getattr(self, name)))
+
+    # -- evaluation ---------------------------------------------------------------------------------
+
+    def density(self, x: np.ndarray) -> np.ndarray:
+        """(n, d) points -> (n,) density values (see the class docstring for the reference measure).
+
+        Raises ``ValueError`` for the "file" family (weighted points have no density).
+        """
+        x = np.asarray(x, dtype=float)
+        if x.ndim != 2 or x.shape[1] != self.d:
+            raise ValueError(f"density needs points of shape (n, {self.d}); got {x.shape}")
+        fam = self.family
+        if fam == "uniform":
+            return np.full(len(x), 1.0 / sphere_measure(self.d))
+        if fam == "vmf_mixture":
+            log_c = _log_vmf_normaliser(self.d, self.kappas)
+            return np.exp(log_c + self.kappas * (np.dot(x, self.means.T) - 1.0)) @ self.proportions
+        if fam == "uniform_perturbed":
+            return (1.0 + self.amplitude * self._harmonic(x)) / sphere_measure(self.d)
+        if fam == "gaussian":
+            chol = np.linalg.cholesky(self.covariance)
+            z = np.linalg.solve(chol, (x - self.mean).T)
+            log_det = 2.0 * np.log(np.diag(chol)).sum()
+            return np.exp(-0.5 * (z * z).sum(axis=0) - 0.5 * (log_det + self.d * np.log(2 * np.pi)))
+        raise ValueError(
+            f"the {fam!r} initial measure ({self.path}) is a set of weighted points: it has no density"
+        )
+
+    def _harmonic(self, x: np.ndarray) -> np.ndarray:
+        """f(x) of "uniform_perturbed": cos(k (t - phase)) on S^1, P_l(<x, axis>) on S^2."""
+        if self.d == 2:
+            t = np.arctan2(x[:, 1], x[:, 0])
+            return np.cos(self.mode * (t - self.phase))
+        return special.eval_legendre(self.mode, np.clip(np.dot(x, self.axis), -1.0, 1.0))
+
+    def cell_averages(self, mesh: MeshGeometry, method: str = "quadrature") -> np.ndarray:
+        """(C,) cell averages of the density on ``mesh``: >= 0, ``sum(rho * mesh.areas) == 1`` to round-off.
+
+        ``method``:
+
+        - ``"quadrature"`` (default): the mean of the density over each cell by
+          a positive quadrature rule on the true cell, Gauss-Legendre with 6
+          nodes in the angle on S^1 (degree 11) and Radon's 7-point rule (degree
+          5) on the spherical triangle, written as the radial projection of its
+          flat triangle (surface element ``h / |p|^3 dA``, ``h`` the distance of
+          the flat triangle's plane from the origin). Error O(h^12) and O(h^6)
+          per cell for smooth densities;
+        - ``"centre"``: the density at the cell centres. The centres are the
+          cells' centroids (projected), so the linear term of the Taylor
+          expansion cancels and the error is O(h^2) per cell: the order of the
+          finite-volume scheme itself.
+
+        Either way the values are then divided by their total mass
+        ``sum(rho * areas)``, which differs from 1 by the quadrature error, so
+        that the mass is exactly 1 (to round-off). Raises ``ValueError`` for the
+        "file" and "gaussian" families (no grid) and for a mesh of another
+        dimension.
+        """
+        if self.family in ("file", "gaussian") or not self.sphere:
+            raise ValueError(
+                f"the {self.family!r} initial measure cannot be put on a grid (no density on a sphere): "
+                "it is for particle runs only"
+            )
+        if mesh.d != self.d:
+            raise ValueError(
+                f"the initial measure is on S^{self.d - 1}, the mesh is a {mesh.kind} (d = {mesh.d})"
+            )
+        if method == "centre":
+            rho = self.density(mesh.centres)
+        elif method == "quadrature":
+            rho = self._circle_averages(mesh) if mesh.kind == "circle" else self._triangle_averages(mesh)
+        else:
+            raise ValueError(f"cell average method must be 'quadrature' or 'centre'; got {method!r}")
+        return rho / float(rho @ mesh.areas)
+
+    def _circle_averages(self, mesh: MeshGeometry) -> np.ndarray:
+        # A cell runs counter-clockwise from its first vertex over an arc of length areas[c].
+        start = mesh.vertices[mesh.cell_vertices[:, 0]]
+        t0 = np.arctan2(start[:, 1], start[:, 0])
+        t = t0[:, None] + mesh.areas[:, None] * _GL_X
+        f = self.density(angles_to_circle(t.ravel())).reshape(t.shape)
+        return f @ _GL_W
+
+    def _triangle_averages(self, mesh: MeshGeometry) -> np.ndarray:
+        tri = mesh.vertices[mesh.cell_vertices]  # (C, 3 vertices, 3)
+        p = np.einsum("qk,ckj->cqj", _TRI_BARY, tri)  # (C, 7, 3) nodes on the flat triangles
+        r = np.linalg.norm(p, axis=-1)
+        normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        h = np.abs(np.einsum("ci,ci->c", normal, tri[:, 0])) / np.linalg.norm(normal, axis=1)
+        # The flat area factors out of the ratio below: weights are h / |p|^3 times the rule's.
+        jac = _TRI_W * h[:, None] / r**3
+        f = self.density((p / r[..., None]).reshape(-1, 3)).reshape(r.shape)
+        return (f * jac).sum(axis=1) / jac.sum(axis=1)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """(n, d) independent exact samples (on the sphere unless the measure is on R^d).
+
+        vMF by scipy's ``vonmises_fisher`` (Wood's algorithm) per component
+        after a multinomial draw of the counts; "uniform_perturbed" by rejection
+        from the uniform law (acceptance ``(1 + a f) / max(1 + a f)``); "file"
+        by drawing atoms with replacement, with probabilities their weights.
+        """
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+            raise ValueError(f"the number of samples must be an integer >= 1; got {n!r}")
+        n = int(n)
+        fam = self.family
+        if fam == "uniform":
+            return uniform_sphere(n, self.d, rng)
+        if fam == "vmf_mixture":
+            return von_mises_fisher_mixture(n, self.means, self.kappas, self.proportions, rng)
+        if fam == "gaussian":
+            return self.mean + rng.standard_normal((n, self.d)) @ np.linalg.cholesky(self.covariance).T
+        if fam == "file":
+            return self.points[rng.choice(len(self.points), size=n, p=self.weights)].copy()
+        return self._sample_perturbed(n, rng)
+
+    def _sample_perturbed(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        lo, hi = (-1.0, 1.0) if self.d == 2 else _legendre_range(self.mode)
+        bound = 1.0 + max(self.amplitude * lo, self.amplitude * hi)
+        out: list[np.ndarray] = []
+        need = n
+        while need > 0:
+            # Expected acceptance is 1 / bound: draw enough for one pass most of the time.
+            x = uniform_sphere(int(need * bound * 1.1) + 16, self.d, rng)
+            keep = rng.random(len(x)) * bound < 1.0 + self.amplitude * self._harmonic(x)
+            out.append(x[keep][:need])
+            need -= len(out[-1])
+        return np.concatenate(out)
+
+    def quantiles(self, n: int) -> np.ndarray:
+        """(n, 2) deterministic points on the circle at the quantiles ``F(t_i) = (i + 1/2) / n``.
+
+        ``F(t) = int_0^t rho`` is the distribution function of the angle from
+        t = 0. The empirical measure of these points is within ``2 pi / n`` of
+        mu_0 in W1 (each of n arcs of mass 1/n holds its point; random samples
+        are ~n^{-1/2} away), and its Fourier
+        coefficients are those of mu_0 up to O(k^2 / n^2) (a midpoint rule):
+        particles can then follow a perturbation much smaller than the Monte
+        Carlo noise. F is integrated by 8-point Gauss-Legendre on 4096 arcs
+        and inverted by safeguarded Newton steps, to round-off.
+        """
+        if self.d != 2 or not self.sphere or self.family == "file":
+            raise ValueError(
+                f"quantile points need a density on the circle; not a {self.family!r} measure in d = {self.d}"
+            )
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+            raise ValueError(f"the number of quantile points must be an integer >= 1; got {n!r}")
+        x8, w8 = np.polynomial.legendre.leggauss(8)
+        x8, w8 = 0.5 * (x8 + 1.0), 0.5 * w8
+
+        def rho(t: np.ndarray) -> np.ndarray:
+            return self.density(angles_to_circle(t.ravel())).reshape(t.shape)
+
+        def partial(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # int_a^b rho, for short arcs
+            return (rho(a[:, None] + (b - a)[:, None] * x8) @ w8) * (b - a)
+
+        edges = np.linspace(0.0, 2 * np.pi, 4097)
+        cum = np.concatenate([[0.0], np.cumsum(partial(edges[:-1], edges[1:]))])
+        total = cum[-1]
+        q = (np.arange(n) + 0.5) / n * total
+        j = np.clip(np.searchsorted(cum, q, side="right") - 1, 0, len(edges) - 2)
+        a, b = edges[j], edges[j + 1]
+        gap = cum[j + 1] - cum[j]
+        frac = np.divide(q - cum[j], gap, out=np.full(n, 0.5), where=gap > 0)
+        t = a + np.clip(frac, 0.0, 1.0) * (b - a)
+        tiny = np.finfo(float).tiny
+        for _ in range(8):
+            t = np.clip(t - (cum[j] + partial(a, t) - q) / np.maximum(rho(t), tiny), a, b)
+        return angles_to_circle(t)
+
+
+@dataclass(frozen=True)
+class ParticleSpec:
+    """The Lagrangian runs: token numbers N, Transformer depths L, the reference, the sampling.
+
+    ``reference_steps`` RK4 steps give the continuous-time reference (0: the
+    adaptive DOP853 solver). ``sampling``: "random" (i.i.d. samples, generator
+    ``default_rng((seed, N))``), "quantiles" (circle only, see
+    :meth:`InitialMeasure.quantiles`) or "atoms" (family "file": its weighted points).
+    """
+
+    tokens: tuple[int, ...]
+    layers: tuple[int, ...]
+    reference_steps: int = 0
+    seed: int = 0
+    sampling: str = "random"
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """The Eulerian runs: circle numbers of cells M (>= 3) or sphere levels K (0..4), CFL, limiter.
+
+    ``max_dt`` (None: no cap) caps the time step of ``solve_grid``: near a
+    uniform state the velocities, hence the CFL restriction, vanish, and only
+    the cap keeps the time error of a slowly growing perturbation small.
+    """
+
+    resolutions: tuple[int, ...]
+    cfl: float = 0.5
+    limiter: str = "barth-jespersen"
+    max_dt: float | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Case:
+    """A validated case: everything a particle or grid run of it needs.
+
+    ``source`` is the file (or ``"<string>"``), ``text`` its TOML text as read
+    (for output files), ``output_times`` (n_out,) strictly increasing from 0 to
+    T, ``betas`` the inverse temperature of each schedule block (1.0 where the
+    block gives matrices and no beta), ``overrides`` the (dotted key, value)
+    pairs applied on top of ``text``.
+    """
+
+    name: str
+    source: str
+    text: str
+    geometry: str
+    d: int
+    schedule: Schedule
+    output_times: np.ndarray
+    initial: InitialMeasure
+    particles: ParticleSpec
+    grid: GridSpec | None
+    description: str = ""
+    betas: tuple[float, ...] = ()
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def T(self) -> float:
+        return self.schedule.T
+
+    @property
+    def sphere(self) -> bool:
+        """Whether tokens live on S^{d-1} (the ``sphere`` argument of the solvers)."""
+        return self.geometry != "euclidean"
+
+    def mesh(self, resolution: int) -> MeshGeometry:
+        """The grid of one resolution: ``circle_mesh(M)`` or ``sphere_mesh(K)``."""
+        if self.geometry == "circle":
+            return circle_mesh(resolution)
+        if self.geometry == "sphere":
+            return sphere_mesh(resolution)
+        raise ValueError(f"case {self.name}: geometry 'euclidean' has no grid")
+
+    def initial_tokens(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(points (n, d), weights (n,)) of the initial tokens for N = ``n``, by ``particles.sampling``.
+
+        "random" draws from ``np.random.default_rng((seed, n))``: each N has its
+        own reproducible stream, whatever the order of the runs.
+        """
+        how = self.particles.sampling
+        if how == "atoms":
+            if n != len(self.initial.points):
+                raise ValueError(f"case {self.name}: the file has {len(self.initial.points)} atoms, not {n}")
+            return self.initial.points.copy(), self.initial.weights.copy()
+        if how == "quantiles":
+            pts = self.initial.quantiles(n)
+        else:
+            pts = self.initial.sample(n, np.random.default_rng((self.particles.seed, int(n))))
+        return pts, np.full(len(pts), 1.0 / len(pts))
+
+
+# -- reading TOML values with errors that name the file and the key ---------------------------------
+
+
+def _toml_type(v: Any) -> str:
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int):
+        return "an integer"
+    if isinstance(v, float):
+        return "a float"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, list):
+        return "an array"
+    if isinstance(v, dict):
+        return "a table"
+    return f"a {type(v).__name__}"
+
+
+def _show(v: Any) -> str:
+    """A value for an error message: numbers as they are, strings and booleans with their type."""
+    if isinstance(v, bool | str):
+        return f"{_toml_type(v)} ({v!r})"
+    if isinstance(v, list | dict):
+        return _toml_type(v)
+    return repr(v)
+
+
+class _Reader:
+    """Typed access to parsed TOML; every failure is ``ValueError('<source>: <key> ...')``."""
+
+    def __init__(self, source: str, base_dir: Path) -> None:
+        self.source = source
+        self.base_dir = base_dir
+
+    def fail(self, key: str, problem: str) -> NoReturn:
+        raise ValueError(f"{self.source}: {key} {problem}")
+
+    def missing(self, key: str, hint: str = "") -> NoReturn:
+        raise ValueError(f"{self.source}: missing required key {key}" + (f" ({hint})" if hint else ""))
+
+    def table(
+        self, v: Any, key: str, allowed: Sequence[str], required: Sequence[str] = (), what: str = ""
+    ) -> dict[str, Any]:
+        if not isinstance(v, dict):
+            self.fail(key, f"must be a table, got {_show(v)}")
+        for name in v:
+            if name not in allowed:
+                full = f"{key}.{name}" if key else name
+                close = difflib.get_close_matches(name, allowed, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                where = f"in {what or f'[{key}]'}" if key else "at the top level"
+                raise ValueError(
+                    f"{self.source}: unknown key {full} (allowed {where}: {', '.join(allowed)}){hint}"
+                )
+        for name in required:
+            if name not in v:
+                self.missing(f"{key}.{name}" if key else name)
+        return v
+
+    def real(self, v: Any, key: str) -> float:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            self.fail(key, f"must be a number, got {_show(v)}")
+        x = float(v)
+        if not math.isfinite(x):
+            self.fail(key, f"must be finite, got {x!r}")
+        return x
+
+    def positive(self, v: Any, key: str) -> float:
+        x = self.real(v, key)
+        if not x > 0:
+            self.fail(key, f"must be > 0, got {x!r}")
+        return x
+
+    def integer(self, v: Any, key: str, lo: int | None = None, hi: int | None = None) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            self.fail(key, f"must be an integer, got {_show(v)}")
+        if lo is not None and v < lo:
+            self.fail(key, f"must be >= {lo}, got {v}" if hi is None else f"must lie in {lo}..{hi}, got {v}")
+        if hi is not None and v > hi:
+            self.fail(
+                key, f"must lie in {lo}..{hi}, got {v}" if lo is not None else f"must be <= {hi}, got {v}"
+            )
+        return v
+
+    def string(self, v: Any, key: str, choices: Sequence[str] | None = None) -> str:
+        if not isinstance(v, str):
+            self.fail(key, f"must be a string, got {_show(v)}")
+        if choices is not None and v not in choices:
+            self.fail(key, f"must be one of {', '.join(repr(c) for c in choices)}; got {v!r}")
+        return v
+
+    def array(self, v: Any, key: str, length: int | None = None, what: str = "") -> list:
+        if not isinstance(v, list):
+            self.fail(key, f"must be an array{what}, got {_show(v)}")
+        if length is not None and len(v) != length:
+            self.fail(key, f"must have {length} {'entry' if length == 1 else 'entries'}{what}, got {len(v)}")
+        if not v:
+            self.fail(key, "must not be empty")
+        return v
+
+    def reals(self, v: Any, key: str, length: int | None = None, what: str = "") -> np.ndarray:
+        return np.array([self.real(x, f"{key}[{i}]") for i, x in enumerate(self.array(v, key, length, what))])
+
+    def matrix(self, v: Any, key: str, rows: int, cols: int) -> np.ndarray:
+        shape = f" ({rows} rows of {cols} numbers)"
+        return np.array(
+            [self.reals(r, f"{key}[{i}]", cols) for i, r in enumerate(self.array(v, key, rows, shape))]
+        )
+
+    def unit(self, v: Any, key: str, d: int) -> np.ndarray:
+        x = self.reals(v, key, d, f" (a unit vector in R^{d})")
+        norm = float(np.linalg.norm(x))
+        if abs(norm - 1.0) > SPHERE_ATOL:
+            self.fail(key, f"must be a unit vector (|x| = 1 to {SPHERE_ATOL:g}), got |x| = {norm:.9g}")
+        return x / norm
+
+    def counts(self, v: Any, key: str, lo: int, hi: int | None = None) -> tuple[int, ...]:
+        """An integer or a strictly increasing array of integers in [lo, hi]."""
+        items = (
+            [v] if isinstance(v, int) and not isinstance(v, bool) else self.array(v, key, what=" of integers")
+        )
+        keys = [key] if not isinstance(v, list) else [f"{key}[{i}]" for i in range(len(items))]
+        out = tuple(self.integer(x, k, lo, hi) for x, k in zip(items, keys, strict=True))
+        for i in range(1, len(out)):
+            if out[i] <= out[i - 1]:
+                self.fail(
+                    f"{key}[{i}]", f"must be larger than {key}[{i - 1}] = {out[i - 1]} (strictly increasing)"
+                )
+        return out
+
+
+# -- the sections -------------------------------------------------------------------------------------
+
+_TOP = ("case", "initial", "model", "schedule", "particles", "grid")
+_MODEL_KEYS = ("attention", "beta", "Q", "K", "V", "W", "perceptron")
+_INITIAL_KEYS = {
+    "vmf_mixture": ("means", "angles", "kappas", "proportions"),
+    "uniform": (),
+    "uniform_perturbed": ("amplitude", "k", "phase", "l", "axis"),
+    "file": ("path",),
+    "gaussian": ("mean", "covariance"),
+}
+
+
+def _geometry(r: _Reader, case: dict[str, Any]) -> tuple[str, int]:
+    geometry = r.string(case["geometry"], "case.geometry", GEOMETRIES)
+    if geometry == "euclidean":
+        if "d" not in case:
+            r.missing("case.d", "the dimension of R^d, for geometry 'euclidean'")
+        return geometry, r.integer(case["d"], "case.d", lo=2)
+    d = _DIM[geometry]
+    if "d" in case and r.integer(case["d"], "case.d") != d:
+        r.fail("case.d", f"must be {d} for geometry {geometry!r} (S^{d - 1} in R^{d}), got {case['d']}")
+    return geometry, d
+
+
+def _output_times(r: _Reader, v: Any, T: float) -> np.ndarray:
+    key = "case.outputs"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return np.linspace(0.0, T, r.integer(v, key, lo=2))
+    if not isinstance(v, list):
+        r.fail(
+            key,
+            f"must be a count of equally spaced times (integer >= 2) or an array of times, got {_show(v)}",
+        )
+    # Python floats, so that messages show 3.0, not np.float64(3.0).
+    times = r.reals(v, key).tolist()
+    for i, t in enumerate(times):
+        if not -_T_RTOL * T <= t <= T * (1 + _T_RTOL):
+            r.fail(f"{key}[{i}]", f"must lie in [0, T] = [0, {T!r}], got {t!r}")
+        if i and t <= times[i - 1]:
+            r.fail(
+                f"{key}[{i}]", f"must be larger than {key}[{i - 1}] = {times[i - 1]!r} (strictly increasing)"
+            )
+    if abs(times[0]) > _T_RTOL * T:
+        r.fail(f"{key}[0]", f"must be 0 (the outputs run from 0 to T), got {times[0]!r}")
+    if abs(times[-1] - T) > _T_RTOL * T:
+        r.fail(
+            f"{key}[{len(times) - 1}]", f"must be T = {T!r} (the outputs run from 0 to T), got {times[-1]!r}"
+        )
+    times[0], times[-1] = 0.0, T
+    return np.array(times)
+
+
+def _initial(r: _Reader, v: Any, geometry: str, d: int) -> InitialMeasure:
+    families = FAMILIES[geometry]
+    if not isinstance(v, dict):
+        r.fail("initial", f"must be a table, got {_show(v)}")
+    if "family" not in v:
+        r.missing("initial.family", f"one of {', '.join(families)}")
+    fam = r.string(v["family"], "initial.family")
+    if fam not in families:
+        others = [g for g in GEOMETRIES if fam in FAMILIES[g]]
+        hint = f" ({fam!r} is for geometry {' or '.join(others)})" if others else ""
+        r.fail(
+            "initial.family",
+            f"must be one of {', '.join(repr(f) for f in families)} for geometry {geometry!r}; "
+            f"got {fam!r}{hint}",
+        )
+    allowed = ("family", *_INITIAL_KEYS[fam])
+    if fam == "vmf_mixture" and geometry != "circle":
+        allowed = tuple(k for k in allowed if k != "angles")
+    if fam == "uniform_perturbed":
+        allowed = ("family", "amplitude", "k", "phase") if d == 2 else ("family", "amplitude", "l", "axis")
+    required = {
+        "uniform_perturbed": ("amplitude", "k" if d == 2 else "l"),
+        "file": ("path",),
+        "gaussian": ("mean", "covariance"),
+    }.get(fam, ())
+    t = r.table(v, "initial", allowed, required, what=f"[initial] of family {fam!r}")
+    sphere = geometry != "euclidean"
+
+    if fam == "uniform":
+        return InitialMeasure("uniform", d)
+    if fam == "vmf_mixture":
+        return _vmf(r, t, d)
+    if fam == "uniform_perturbed":
+        return _perturbed(r, t, d)
+    if fam == "gaussian":
+        mean = r.reals(t["mean"], "initial.mean", d, f" (a vector in R^{d})")
+        cov = r.matrix(t["covariance"], "initial.covariance", d, d)
+        if np.abs(cov - cov.T).max() > 1e-12 * np.abs(cov).max():
+            r.fail("initial.covariance", "must be symmetric")
+        try:
+            np.linalg.cholesky(cov)
+        except np.linalg.LinAlgError:
+            r.fail("initial.covariance", f"must be positive definite (eigenvalues {np.linalg.eigvalsh(cov)})")
+        return InitialMeasure("gaussian", d, sphere=False, mean=mean, covariance=cov)
+    return _points_file(r, t, d, sphere)
+
+
+def _vmf(r: _Reader, t: dict[str, Any], d: int) -> InitialMeasure:
+    if "means" in t and "angles" in t:
+        r.fail("initial.angles", "excludes initial.means: give the modes one way")
+    if "means" not in t and "angles" not in t:
+        r.missing("initial.means", "unit vectors" + (", or initial.angles on the circle" if d == 2 else ""))
+    if "angles" in t:
+        means = angles_to_circle(r.reals(t["angles"], "initial.angles"))
+        key = "initial.angles"
+    else:
+        raw = r.array(t["means"], "initial.means", what=" of unit vectors")
+        means = np.array([r.unit(m, f"initial.means[{i}]", d) for i, m in enumerate(raw)])
+        key = "initial.means"
+    k = len(means)
+    if "kappas" not in t:
+        r.missing("initial.kappas", "one concentration > 0 per mode")
+    per = f" (one per entry of {key})"
+    kappas = r.reals(t["kappas"], "initial.kappas", k, per)
+    for i, kap in enumerate(kappas.tolist()):
+        if not kap > 0:
+            r.fail(f"initial.kappas[{i}]", f"must be > 0, got {kap!r}")
+    if "proportions" in t:
+        p = r.reals(t["proportions"], "initial.proportions", k, per)
+        for i, pi in enumerate(p.tolist()):
+            if pi < 0:
+                r.fail(f"initial.proportions[{i}]", f"must be >= 0, got {pi!r}")
+        if not p.sum() > 0:
+            r.fail("initial.proportions", "must have a positive sum")
+    else:
+        p = np.ones(k)
+    return InitialMeasure("vmf_mixture", d, means=means, kappas=kappas, proportions=p / p.sum())
+
+
+def _perturbed(r: _Reader, t: dict[str, Any], d: int) -> InitialMeasure:
+    a = r.real(t["amplitude"], "initial.amplitude")
+    if d == 2:
+        k = r.integer(t["k"], "initial.k", lo=1)
+        if not abs(a) < 1:
+            r.fail(
+                "initial.amplitude",
+                f"must keep the density 1 + a cos(k (t - phase)) > 0, i.e. |a| < 1; got {a!r}",
+            )
+        phase = r.real(t.get("phase", 0.0), "initial.phase")
+        return InitialMeasure("uniform_perturbed", 2, amplitude=a, mode=k, phase=phase)
+    deg = r.integer(t["l"], "initial.l", lo=1, hi=MAX_SPHERE_DEGREE)
+    axis = r.unit(t.get("axis", [0.0, 0.0, 1.0]), "initial.axis", 3)
+    lo, hi = _legendre_range(deg)
+    if not (1 + a * lo > 0 and 1 + a * hi > 0):
+        r.fail(
+            "initial.amplitude",
+            f"must keep the density 1 + a P_{deg}(<x, axis>) > 0, i.e. -1 < a < {-1 / lo:.6g} (P_{deg} spans "
+            f"[{lo:.6g}, 1]); got {a!r}",
+        )
+    return InitialMeasure("uniform_perturbed", 3, amplitude=a, mode=deg, axis=axis)
+
+
+def _points_file(r: _Reader, t: dict[str, Any], d: int, sphere: bool) -> InitialMeasure:
+    key = "initial.path"
+    name = r.string(t["path"], key)
+    path = Path(name) if Path(name).is_absolute() else r.base_dir / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{r.source}: {key}: the points file {path} does not exist")
+    try:
+        if path.suffix == ".npy":
+            points, weights = np.load(path, allow_pickle=False), None
+        elif path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as f:
+                extra = sorted(set(f.files) - {"points", "weights"})
+                if "points" not in f.files or extra:
+                    r.fail(
+                        key,
+                        f"({path}) must hold an array 'points' and optionally 'weights'; it holds {f.files}",
+                    )
+                points = f["points"]
+                weights = f["weights"] if "weights" in f.files else None
+        else:
+            r.fail(key, f"must name a .npy or .npz file, got {name!r}")
+    except (OSError, ValueError) as err:
+        if str(err).startswith(r.source):
+            raise
+        r.fail(key, f"({path}) is not a readable numpy file: {err}")
+    pts = np.asarray(points)
+    if pts.ndim != 2 or pts.shape[1] != d or pts.shape[0] < 1 or not np.issubdtype(pts.dtype, np.number):
+        r.fail(
+            key, f"({path}): points must be a numeric (n, {d}) array with n >= 1, got {pts.dtype} {pts.shape}"
+        )
+    pts = pts.astype(float)
+    if not np.isfinite(pts).all():
+        r.fail(key, f"({path}): points have non-finite values")
+    if sphere:
+        dev = np.abs(np.linalg.norm(pts, axis=1) - 1.0)
+        if dev.max() > SPHERE_ATOL:
+            i = int(np.argmax(dev))
+            r.fail(key, f"({path}): points[{i}] is off the unit sphere by {dev[i]:.2e} (> {SPHERE_ATOL:g})")
+        pts = normalize(pts)
+    if weights is None:
+        w = np.full(len(pts), 1.0 / len(pts))
+    else:
+        w = np.asarray(weights, dtype=float)
+        if w.shape != (len(pts),) or not np.isfinite(w).all() or (w < 0).any() or not w.sum() > 0:
+            r.fail(key, f"({path}): weights must be ({len(pts)},), finite, >= 0 with a positive sum")
+        w = w / w.sum()
+    return InitialMeasure("file", d, sphere=sphere, points=pts, weights=w, path=str(path))
+
+
+def _matrices(r: _Reader, v: Any, key: str, d: int) -> np.ndarray:
+    """(H, d, d) from a list of H d x d matrices, or (1, d, d) from one d x d matrix."""
+    raw = r.array(v, key, what=f" of {d} x {d} matrices")
+    if isinstance(raw[0], list) and raw[0] and isinstance(raw[0][0], list):
+        return np.array([r.matrix(m, f"{key}[{h}]", d, d) for h, m in enumerate(raw)])
+    return r.matrix(raw, key, d, d)[None]
+
+
+def _perceptron(r: _Reader, v: Any, key: str, d: int) -> Perceptron:
+    t = r.table(v, key, ("W", "U", "b"), ("W", "U"))
+    rows = r.array(t["W"], f"{key}.W", d, f" ({d} rows: W is d x m)")
+    m = len(r.array(rows[0], f"{key}.W[0]"))
+    W = r.matrix(t["W"], f"{key}.W", d, m)
+    U = r.matrix(t["U"], f"{key}.U", m, d)
+    b = r.reals(t["b"], f"{key}.b", m, f" (m = {m}, the columns of {key}.W)") if "b" in t else np.zeros(m)
+    return Perceptron(W=W, U=U, b=b)
+
+
+def _block_params(r: _Reader, entries: dict[str, tuple[Any, str]], d: int) -> tuple[Params, float]:
+    """Params (and beta) of one block from its merged entries ``name -> (value, dotted key)``."""
+
+    def key(name: str) -> str:
+        return entries[name][1]
+
+    attention = (
+        r.string(entries["attention"][0], key("attention"), ("SA", "USA")) if "attention" in entries else "SA"
+    )
+    given = [name for name in "QKV" if name in entries]
+    if given and len(given) < 3:
+        where = key(given[0]).rsplit(".", 1)[0]
+        missing = next(name for name in "QKV" if name not in entries)
+        r.missing(f"{where}.{missing}", f"Q, K and V go together; given: {', '.join(key(g) for g in given)}")
+    if "beta" in entries:
+        beta = r.positive(entries["beta"][0], key("beta"))
+    elif given:
+        beta = 1.0
+    else:
+        r.missing("model.beta", "Q = K = V = I needs the inverse temperature beta; or give Q, K, V")
+    perc = _perceptron(r, *entries["perceptron"], d) if "perceptron" in entries else None
+    if not given:
+        if "W" in entries:
+            r.fail(key("W"), "needs Q, K and V: W holds the per-head output matrices W_h")
+        return Params(heads=Params.identity(d, beta).heads, perceptron=perc, attention=attention), beta
+    mats = {name: _matrices(r, *entries[name], d) for name in ("Q", "K", "V", "W") if name in entries}
+    heads = len(mats["Q"])
+    for name, arr in mats.items():
+        if len(arr) != heads:
+            r.fail(key(name), f"has {len(arr)} heads but {key('Q')} has {heads}")
+    return Params.qkv(
+        mats["Q"], mats["K"], mats["V"], beta, mats.get("W"), perceptron=perc, attention=attention
+    ), beta
+
+
+def _schedule(r: _Reader, data: dict[str, Any], T: float, d: int) -> tuple[Schedule, tuple[float, ...]]:
+    model = r.table(data["model"], "model", _MODEL_KEYS)
+    base = {name: (v, f"model.{name}") for name, v in model.items()}
+    if "schedule" not in data:
+        blocks = [(T, base)]
+    else:
+        raw = data["schedule"]
+        if not isinstance(raw, list) or not raw or not all(isinstance(b, dict) for b in raw):
+            r.fail("schedule", f"must be one or more [[schedule]] tables, got {_show(raw)}")
+        blocks = []
+        for i, b in enumerate(raw):
+            t = r.table(
+                b, f"schedule[{i}]", ("duration", *_MODEL_KEYS), ("duration",), f"[[schedule]] block {i}"
+            )
+            tau = r.positive(t["duration"], f"schedule[{i}].duration")
+            blocks.append(
+                (
+                    tau,
+                    base
+                    | {name: (v, f"schedule[{i}].{name}") for name, v in t.items() if name != "duration"},
+                )
+            )
+        total = math.fsum(tau for tau, _ in blocks)
+        if abs(total - T) > _T_RTOL * T:
+            r.fail("schedule", f"durations sum to {total!r}, but case.T = {T!r}")
+        # Rounding only: make the switch times end exactly at T.
+        blocks[-1] = (T - math.fsum(tau for tau, _ in blocks[:-1]), blocks[-1][1])
+    built = [(tau, *_block_params(r, entries, d)) for tau, entries in blocks]
+    return Schedule(tuple((tau, p) for tau, p, _ in built)), tuple(beta for _, _, beta in built)
+
+
+def _particles(r: _Reader, v: Any, geometry: str, initial: InitialMeasure) -> ParticleSpec:
+    t = r.table(
+        v, "particles", ("tokens", "layers", "reference_steps", "seed", "sampling"), ("tokens", "layers")
+    )
+    tokens = r.counts(t["tokens"], "particles.tokens", lo=1)
+    layers = r.counts(t["layers"], "particles.layers", lo=1)
+    ref = r.integer(t.get("reference_steps", 0), "particles.reference_steps", lo=0)
+    seed = r.integer(t.get("seed", 0), "particles.seed", lo=0)
+    sampling = r.string(t.get("sampling", "random"), "particles.sampling", SAMPLINGS)
+    if sampling == "quantiles" and (geometry != "circle" or initial.family == "file"):
+        r.fail(
+            "particles.sampling",
+            f"'quantiles' needs a density on the circle (geometry {geometry!r}, family {initial.family!r})",
+        )
+    if sampling == "atoms":
+        if initial.family != "file":
+            r.fail("particles.sampling", f"'atoms' is for the 'file' family, not {initial.family!r}")
+        if tokens != (len(initial.points),):
+            r.fail(
+                "particles.tokens",
+                f"must be [{len(initial.points)}] (the atoms in {initial.path}) with sampling 'atoms'; "
+                f"got {list(tokens)}",
+            )
+    elif initial.family == "file" and sampling != "random":
+        r.fail("particles.sampling", f"must be 'random' or 'atoms' for the 'file' family, got {sampling!r}")
+    return ParticleSpec(tokens=tokens, layers=layers, reference_steps=ref, seed=seed, sampling=sampling)
+
+
+def _grid(r: _Reader, v: Any, geometry: str, initial: InitialMeasure) -> GridSpec:
+    if geometry == "euclidean":
+        r.fail("grid", "is not available for geometry 'euclidean' (particles only): remove the [grid] table")
+    if initial.family == "file":
+        r.fail(
+            "grid",
+            "needs a density, and initial.family 'file' gives weighted points: remove the [grid] table",
+        )
+    t = r.table(v, "grid", ("resolutions", "cfl", "limiter", "max_dt"), ("resolutions",))
+    if geometry == "circle":
+        res = r.counts(t["resolutions"], "grid.resolutions", lo=MIN_CIRCLE_CELLS)
+    else:
+        res = r.counts(t["resolutions"], "grid.resolutions", lo=SPHERE_LEVELS[0], hi=SPHERE_LEVELS[-1])
+    cfl = r.positive(t.get("cfl", 0.5), "grid.cfl")
+    if cfl > 1:
+        r.fail("grid.cfl", f"must lie in (0, 1], got {cfl!r}")
+    limiter = r.string(t.get("limiter", "barth-jespersen"), "grid.limiter", LIMITERS)
+    max_dt = r.positive(t["max_dt"], "grid.max_dt") if "max_dt" in t else None
+    return GridSpec(resolutions=res, cfl=cfl, limiter=limiter, max_dt=max_dt)
+
+
+def _apply_overrides(r: _Reader, data: dict[str, Any], overrides: Mapping[str, Any]) -> None:
+    """Set each dotted key (``model.beta``, ``schedule[1].beta``) in ``data``, creating tables as needed."""
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        node: Any = data
+        for depth, part in enumerate(parts):
+            m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+)\])?", part)
+            if not m or not isinstance(node, dict):
+                r.fail(f"override {dotted!r}", "is not a dotted key into the case's tables")
+            name, index = m.group(1), m.group(2)
+            last = depth == len(parts) - 1
+            if index is not None:
+                seq = node.get(name)
+                if not isinstance(seq, list) or int(index) >= len(seq):
+                    have = len(seq) if isinstance(seq, list) else 0
+                    r.fail(f"override {dotted!r}", f"names entry {index} of {name}, which has {have}")
+                if last:
+                    seq[int(index)] = value
+                node = seq[int(index)]
+            elif last:
+                node[name] = value
+            else:
+                node = node.setdefault(name, {})
+
+
+def parse_case(
+    text: str,
+    source: str = "<string>",
+    *,
+    base_dir: str | os.PathLike | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Case:
+    """Validate the TOML ``text`` of a case (layout in the module docstring) into a :class:`Case`.
+
+    ``source`` names the text in error messages; ``base_dir`` resolves the
+    relative path of a "file" initial measure (default: the directory of
+    ``source`` if it is a file, else the working directory); ``overrides``
+    maps dotted keys to values set before validation. Raises ``ValueError``
+    naming ``source`` and the dotted key for any invalid entry (a TOML syntax
+    error included) and ``FileNotFoundError`` for a missing points file.
+    """
+    if base_dir is None:
+        base_dir = Path(source).parent if Path(source).is_file() else Path.cwd()
+    label = source
+    if overrides:
+        label = f"{source} (with {', '.join(f'{k} = {v!r}' for k, v in overrides.items())})"
+    r = _Reader(label, Path(base_dir))
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{source}: TOML syntax error: {err}") from err
+    if overrides:
+        _apply_overrides(r, data, overrides)
+    r.table(data, "", _TOP, ("case", "initial", "model", "particles"))
+
+    case = r.table(
+        data["case"],
+        "case",
+        ("name", "description", "geometry", "d", "T", "outputs"),
+        ("name", "geometry", "T", "outputs"),
+    )
+    name = r.string(case["name"], "case.name")
+    if not _NAME.fullmatch(name):
+        r.fail(
+            "case.name",
+            f"must be letters, digits, '_', '-' or '.' only (it names output files); got {name!r}",
+        )
+    description = r.string(case.get("description", ""), "case.description")
+    geometry, d = _geometry(r, case)
+    T = r.positive(case["T"], "case.T")
+    schedule, betas = _schedule(r, data, T, d)
+    times = _output_times(r, case["outputs"], schedule.T)
+    initial = _initial(r, data["initial"], geometry, d)
+    particles = _particles(r, data["particles"], geometry, initial)
+    grid = _grid(r, data["grid"], geometry, initial) if "grid" in data else None
+    times.setflags(write=False)
+    return Case(
+        name=name,
+        source=source,
+        text=text,
+        geometry=geometry,
+        d=d,
+        schedule=schedule,
+        output_times=times,
+        initial=initial,
+        particles=particles,
+        grid=grid,
+        description=description,
+        betas=betas,
+        overrides=tuple((overrides or {}).items()),
+    )
+
+
+def load_case(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> Case:
+    """Read and validate the case file ``path`` (see :func:`parse_case`).
+
+    Raises ``FileNotFoundError`` naming ``path`` when there is no such file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"case file {path} does not exist" + ("" if not path.exists() else " (not a file)")
+        )
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (TOML files are UTF-8): {err}") from err
+    return parse_case(text, str(path), base_dir=path.parent, overrides=overrides)
+
+
+def shipped_cases() -> list[Path]:
+    """The case files of the repository (``cases/*.toml``), sorted by name."""
+    return sorted(CASES_DIR.glob("*.toml"))

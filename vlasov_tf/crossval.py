@@ -1,0 +1,221 @@
+"""Cross-validation of the two solvers: a case's jobs, run into one file, and their distances.
+
+A case (:mod:`vlasov_tf.cases`) defines
+
+- grid jobs ``grid/<res>``: the finite-volume solution on each mesh resolution
+  (circle: M cells, ``grid/M1024``; sphere: level K, ``grid/K2``);
+- particle jobs ``particles/N<N>_L<L>``: a deep Transformer of L layers acting on
+  N tokens sampled from rho_0, and ``particles/N<N>_ref``: the same tokens moved
+  by the continuous-time flow (RK4 with ``reference_steps``, or DOP853 when 0).
+
+Every snapshot is written to the run file (:class:`vlasov_tf.io.RunFile`) the
+moment a solver reaches an output time, so a crash loses at most the interval
+in progress; ``resume=True`` skips finished jobs and restarts the others from
+their last stored snapshot (the solvers resume bit-exactly, see their ``t0``).
+
+The distances (:func:`vlasov_tf.comparison.wasserstein`, W1, same geodesic
+ground metric on both sides; a grid is the measure of its cell masses at its
+cell centres) are the diagnostics:
+
+``w1_grid``  each particle job and each coarser grid against the finest grid;
+``w1_ref``   each deep Transformer against its continuous-time reference (the
+             same tokens): the depth error alone;
+``mass``     each grid job's total mass; ``energy`` the interaction energy of
+             every job when the kernel is zonal (Q = K = V = I) in every block.
+
+Tokens come from :meth:`Case.initial_tokens` (a stream keyed to (seed, N), or
+deterministic quantiles): every depth L sees the same N tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .cases import Case
+from .comparison import wasserstein
+from .eulerian import solve_grid
+from .io import RunFile
+from .model import Params, interaction_energy
+from .particles import solve_particles
+
+__all__ = ["Job", "case_jobs", "compute_diagnostics", "run_case", "zonal_beta"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One solver run of a case. ``layers = None`` marks the particle reference."""
+
+    key: str
+    kind: str  # "grid" | "particles"
+    resolution: int | None = None
+    tokens: int | None = None
+    layers: int | None = None
+
+    @property
+    def attrs(self) -> dict[str, int | str]:
+        out: dict[str, int | str] = {"kind": self.kind}
+        for name in ("resolution", "tokens", "layers"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+
+def case_jobs(case: Case, solvers: tuple[str, ...] = ("grid", "particles")) -> list[Job]:
+    """The jobs of ``case`` in run order: grids coarse to fine, then particles by N, reference first."""
+    jobs = []
+    if "grid" in solvers and case.grid is not None:
+        tag = "M" if case.geometry == "circle" else "K"
+        jobs += [Job(f"grid/{tag}{r}", "grid", resolution=r) for r in sorted(case.grid.resolutions)]
+    if "particles" in solvers:
+        for n in sorted(case.particles.tokens):
+            jobs.append(Job(f"particles/N{n}_ref", "particles", tokens=n))
+            jobs += [
+                Job(f"particles/N{n}_L{L}", "particles", tokens=n, layers=L)
+                for L in sorted(case.particles.layers)
+            ]
+    return jobs
+
+
+def zonal_beta(params: Params) -> float | None:
+    """beta when ``params`` is one head with Q = K = V = I (B = beta I), no output map or perceptron."""
+    if len(params.heads) != 1 or params.perceptron is not None:
+        return None
+    head = params.heads[0]
+    d = params.d
+    beta = head.B[0, 0]
+    plain = head.W is None or np.array_equal(head.W, np.eye(d))
+    if plain and np.array_equal(head.V, np.eye(d)) and np.array_equal(head.B, beta * np.eye(d)):
+        return float(beta)
+    return None
+
+
+def _run_job(case: Case, job: Job, run: RunFile, progress: bool, log: Callable[[str], None]) -> None:
+    stored = run.job_state(job.key)
+    mesh = case.mesh(job.resolution) if job.kind == "grid" else None
+    if job.kind == "grid":
+        start, weights = case.initial.cell_averages(mesh), None
+    else:
+        start, weights = case.initial_tokens(job.tokens)
+    run.start_job(
+        job.key, job.kind, mesh=mesh, weights=weights, **{k: v for k, v in job.attrs.items() if k != "kind"}
+    )
+    t0 = 0.0
+    if stored is not None and len(stored[0]):
+        t0, start = float(stored[0][-1]), stored[1][-1]
+        log(f"{job.key}: resuming at t = {t0:g} ({len(stored[0])} snapshots stored)")
+
+    def store(t: float, state: np.ndarray) -> None:
+        if stored is None or not len(stored[0]) or t > t0:  # the snapshot at t0 is already stored
+            run.append(job.key, t, state)
+
+    times = case.output_times
+    if job.kind == "grid":
+        solve_grid(
+            mesh,
+            start,
+            case.schedule,
+            t_eval=times,
+            cfl=case.grid.cfl,
+            limiter=case.grid.limiter,
+            progress=progress,
+            callback=store,
+            t0=t0,
+        )
+    else:
+        ref_steps = case.particles.reference_steps
+        if job.layers is not None:
+            method, steps = "layers", job.layers
+        else:
+            method, steps = ("rk4", ref_steps) if ref_steps else ("adaptive", None)
+        solve_particles(
+            case.schedule,
+            start,
+            weights,
+            method=method,
+            steps=steps,
+            t_eval=times,
+            sphere=case.geometry != "euclidean",
+            progress=progress,
+            callback=store,
+            t0=t0,
+        )
+    run.finish_job(job.key)
+
+
+def run_case(
+    case: Case,
+    path: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    solvers: tuple[str, ...] = ("grid", "particles"),
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Run every job of ``case`` into the HDF5 file ``path``, then its diagnostics and XDMF companion."""
+    path = Path(path)
+    if resume and path.exists():
+        run = RunFile.open(path)
+    else:
+        run = RunFile.create(path, case.text, case.name, overwrite=overwrite)
+    with run:
+        for job in case_jobs(case, solvers):
+            if run.is_complete(job.key):
+                log(f"{job.key}: complete, skipped")
+                continue
+            log(f"{job.key}: running")
+            _run_job(case, job, run, progress, log)
+        compute_diagnostics(case, run)
+        run.write_xdmf()
+    return path
+
+
+def _measure(case: Case, run: RunFile, job: Job) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(times, supports (n_t, K, d), weights (n_t, K)) of a stored job as weighted point clouds."""
+    times, states = run.job_state(job.key)
+    if job.kind == "grid":
+        mesh = case.mesh(job.resolution)
+        pts = np.broadcast_to(mesh.centres, (len(times), *mesh.centres.shape))
+        return times, pts, states * mesh.areas
+    w = case.initial_tokens(job.tokens)[1]
+    return times, states, np.broadcast_to(w, (len(times), len(w)))
+
+
+def compute_diagnostics(case: Case, run: RunFile) -> None:
+    """Mass, energy and W1 distances of the stored jobs at every common output time."""
+    jobs = [j for j in case_jobs(case) if run.is_complete(j.key)]
+    measures = {j.key: _measure(case, run, j) for j in jobs}
+    grids = [j for j in jobs if j.kind == "grid"]
+    finest = grids[-1] if grids else None
+    betas = {zonal_beta(p) for _, p in case.schedule.blocks}
+    beta = betas.pop() if len(betas) == 1 else None
+    for job in jobs:
+        times, pts, wts = measures[job.key]
+        for k, t in enumerate(times):
+            if job.kind == "grid":
+                run.add_diagnostic("mass", job.key, t, float(wts[k].sum()))
+            if beta is not None:
+                run.add_diagnostic("energy", job.key, t, interaction_energy(pts[k], wts[k], beta))
+            if finest is not None and job.key != finest.key:
+                _, fp, fw = measures[finest.key]
+                if (
+                    job.kind == "grid"
+                    and case.geometry == "circle"
+                    and finest.resolution % job.resolution == 0
+                ):
+                    # Nested circle grids: the finest one's masses summed into this grid's cells, so
+                    # both measures sit on the same points and W1 sees the density error, not the
+                    # O(h) cost of lumping each cell's mass at its centre.
+                    fp, fw = pts, fw.reshape(len(fw), job.resolution, -1).sum(axis=2)
+                w1, _ = wasserstein(pts[k], wts[k], fp[k], fw[k], geometry=case.geometry)
+                run.add_diagnostic("w1_grid", job.key, t, w1)
+            if job.kind == "particles" and job.layers is not None:
+                ref = measures.get(f"particles/N{job.tokens}_ref")
+                if ref is not None:
+                    w1, _ = wasserstein(pts[k], wts[k], ref[1][k], ref[2][k], geometry=case.geometry)
+                    run.add_diagnostic("w1_ref", job.key, t, w1)
