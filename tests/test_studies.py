@@ -57,3 +57,42 @@ def test_mixture_sampler_with_empty_components(rng):
     means = angles_to_circle(np.array([0.0, 1.0, 2.0]))
     x = von_mises_fisher_mixture(1, means, np.ones(3), np.array([0.0, 0.5, 0.5]), rng)
     assert x.shape == (1, 2)
+
+
+@pytest.mark.parametrize("attention", ["SA", "USA"])
+def test_field_lipschitz_constants_hold(rng, attention):
+    """|X[mu](x) - X[mu](y)| <= Lip_x |x - y| and |X[mu](x) - X[nu](x)| <= Lip_mu W1(mu, nu)
+    (chordal W1) for random heads, perceptron and measures on S^2."""
+    import ot
+    from test_model import general_params
+
+    from vlasov_tf import velocity
+    from vlasov_tf.measures import normalize, uniform_sphere
+    from vlasov_tf.studies import field_lipschitz
+
+    params = general_params(rng, 3, beta=0.8, attention=attention)
+    lip_x, lip_mu = field_lipschitz(params)
+    y, w = uniform_sphere(40, 3, rng), rng.random(40)
+    x = uniform_sphere(200, 3, rng)
+    x2 = normalize(x + 0.05 * rng.standard_normal(x.shape))
+    dx = np.linalg.norm(velocity(params, y, w, x) - velocity(params, y, w, x2), axis=1)
+    assert (dx <= lip_x * np.linalg.norm(x - x2, axis=1)).all()
+    z, v = normalize(y + 0.1 * rng.standard_normal(y.shape)), rng.random(40)
+    w1 = ot.emd2(w / w.sum(), v / v.sum(), ot.dist(y, z, metric="euclidean"))
+    gap = np.linalg.norm(velocity(params, y, w / w.sum(), x) - velocity(params, z, v / v.sum(), x), axis=1)
+    assert gap.max() <= lip_mu * w1
+
+
+def test_lipschitz_estimate_respects_its_bound(tmp_path):
+    from vlasov_tf.cases import parse_case
+    from vlasov_tf.studies import lipschitz_estimate
+
+    text = (
+        '[case]\nname = "small"\ngeometry = "circle"\nT = 0.5\noutputs = 2\n'
+        '[initial]\nfamily = "vmf_mixture"\nangles = [1.0]\nkappas = [1.0]\nproportions = [1.0]\n'
+        '[model]\nattention = "SA"\nbeta = 0.5\n'
+        "[particles]\ntokens = [50]\nlayers = [10]\nreference_steps = 0\nseed = 0\n"
+    )
+    est = lipschitz_estimate(parse_case(text, source=str(tmp_path / "small.toml")), n_tokens=50, pairs=4)
+    assert np.isfinite(est.ratios).all() and (est.ratios > 0).all()
+    assert np.log10(est.ratios.max()) <= est.log10_bound

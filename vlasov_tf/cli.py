@@ -41,9 +41,11 @@ from .studies import (
     check_case,
     crossval_tables,
     depth_convergence,
+    format_lipschitz,
     format_report,
     format_tables,
     full_study,
+    lipschitz_estimate,
 )
 
 #: The case of ``vlasov-tf study`` without arguments (the README's main job).
@@ -255,6 +257,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
     with RunFile.open(path) as run:
         print()
         print(format_tables(crossval_tables(case, run)))
+        print(format_lipschitz(lipschitz_estimate(case)))
         print(f"figure: {plot_crossval(case, run, args.out / f'{case.name}.png')}")
     return 0
 
