@@ -73,11 +73,11 @@ import argparse
 import os
 import sys
 import time
-import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from benchlib import peak_mib
 
 MIB = 1024.0**2
 BETA = 4.0
@@ -128,19 +128,6 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
             out = fn()
             best = min(best, time.perf_counter() - t0)
     return best, out
-
-
-def peak_mib(fn: Callable[[], Any]) -> float:
-    """Peak traced memory (MiB) of one call above what was allocated before it."""
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        base, _ = tracemalloc.get_traced_memory()
-        fn()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    return (peak - base) / MIB
 
 
 HEADER = "geometry|cells|faces|field|method|setup s|step s|cells/s|peak MiB|rel diff".split("|")

@@ -42,11 +42,11 @@ import argparse
 import os
 import sys
 import time
-import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from benchlib import peak_mib
 
 GIB = 1024.0**3
 MIB = 1024.0**2
@@ -119,19 +119,6 @@ def best_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
         out = fn()
         best = min(best, time.perf_counter() - t0)
     return best, out
-
-
-def peak_mib(fn: Callable[[], Any]) -> float:
-    """Peak traced memory (MiB) of one call above what was allocated before it."""
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        base, _ = tracemalloc.get_traced_memory()
-        fn()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    return (peak - base) / MIB
 
 
 def fmt_row(cells: list[str], widths: list[int]) -> str:
