@@ -132,14 +132,22 @@ def plot_crossval(case, run, path: Path) -> Path:
     else:
         for ax, k in zip(ax_top, picks, strict=True):
             if grid is not None:
-                c = case.mesh(grid.resolution).centres
-                lon, lat = np.arctan2(c[:, 1], c[:, 0]), np.arcsin(np.clip(c[:, 2], -1, 1))
-                sc = ax.scatter(lon, lat, c=g_rho[k], s=4, cmap="viridis")
-                top[0].colorbar(sc, ax=ax, shrink=0.8, label="density")
+                mesh = case.mesh(grid.resolution)
+                v = mesh.vertices
+                lon, lat = np.arctan2(v[:, 1], v[:, 0]), np.arcsin(np.clip(v[:, 2], -1, 1))
+                tri = mesh.cell_vertices
+                # Triangles across the longitude seam would smear over the whole map: leave them out.
+                keep = np.ptp(lon[tri], axis=1) < np.pi
+                pc = ax.tripcolor(lon, lat, tri[keep], facecolors=g_rho[k][keep], cmap="viridis")
+                top[0].colorbar(pc, ax=ax, shrink=0.8, label="density")
             if tok is not None:
                 x = p_pos[k]
-                ax.plot(np.arctan2(x[:, 1], x[:, 0]), np.arcsin(np.clip(x[:, 2], -1, 1)), "r.", ms=1.5)
+                ax.plot(
+                    np.arctan2(x[:, 1], x[:, 0]), np.arcsin(np.clip(x[:, 2], -1, 1)), "r.", ms=1.5, alpha=0.6
+                )
             ax.set_title(f"t = {times[k]:.3g}: grid density, tokens (red)")
+            ax.set_xlim(-np.pi, np.pi)
+            ax.set_ylim(-np.pi / 2, np.pi / 2)
             ax.set_xlabel("longitude")
         ax_top[0].set_ylabel("latitude")
     names = {"layers": "layers L", "tokens": "tokens N", "grid": "mesh size h"}
