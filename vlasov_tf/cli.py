@@ -155,7 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", type=Path, default=Path("out"), help="directory of the run file and figures")
         p.add_argument("--resume", action="store_true", help="continue an interrupted run from its file")
         p.add_argument("--overwrite", action="store_true", help="replace an existing run file")
-        p.add_argument("--progress", action="store_true", help="show progress bars")
+        p.add_argument(
+            "--progress",
+            action=argparse.BooleanOptionalAction,
+            default=sys.stderr.isatty(),
+            help="progress bars (default: on when stderr is a terminal)",
+        )
         if name == "run":
             p.add_argument("--solver", choices=("both", "grid", "particles"), default="both")
         else:
