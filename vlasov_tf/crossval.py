@@ -192,7 +192,7 @@ def _measure(case: Case, run: RunFile, job: Job) -> tuple[np.ndarray, np.ndarray
         mesh = case.mesh(job.resolution)
         pts = np.broadcast_to(mesh.centres, (len(times), *mesh.centres.shape))
         return times, pts, states * mesh.areas
-    w = case.initial_tokens(job.tokens)[1]
+    w = run.weights(job.key)  # stored with the job: no need to draw the tokens again
     return times, states, np.broadcast_to(w, (len(times), len(w)))
 
 
