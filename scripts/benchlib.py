@@ -23,3 +23,23 @@ def peak_mib(fn: Callable[[], Any]) -> float:
     finally:
         tracemalloc.stop()
     return (peak - base) / MIB
+
+
+def timed_peak(fn: Callable[[], Any]) -> tuple[float, Any, float]:
+    """One traced call: (wall seconds, result, peak MiB as in :func:`peak_mib`).
+
+    For runs too long to repeat; tracemalloc slows numpy's allocations, not its arithmetic.
+    """
+    import time
+
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base, _ = tracemalloc.get_traced_memory()
+        t0 = time.perf_counter()
+        out = fn()
+        elapsed = time.perf_counter() - t0
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return elapsed, out, (peak - base) / MIB

@@ -31,16 +31,32 @@ from functools import cache, lru_cache
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-__all__ = ["blas_single_thread", "circle_convolution_sums", "exp_kernel_sums", "num_threads"]
+__all__ = [
+    "blas_single_thread",
+    "circle_convolution_sums",
+    "exp_kernel_sums",
+    "kernel_sums",
+    "num_threads",
+]
 
 # 2 * 300: exp(-600) ~ 1e-261 is still a normal double, so with a shift at most
 # 600 above the true row maximum the largest term never underflows.
 _SAFE_GAP = 600.0
-# Elements in one score tile (8 MiB of float64): small enough to keep the
-# temporaries per thread bounded, large enough to amortise Python overhead.
-_TILE = 1 << 20
+# Elements in one score tile of the numpy path (1 MiB of float64): the GEMM output, the in-place
+# exp and the second GEMM then all stay in a core's 2 MiB L2 instead of streaming through L3.
+_TILE = 1 << 17
 # Below this many pairs, threads and BLAS pinning cost more than they save.
 _THREAD_MIN_PAIRS = 1 << 18
+# Keys per chunk of the fused (numba) path: the chunk's coordinates, log-weights and values
+# ((d + k + 1) * 4096 * 8 bytes, ~230 KiB at d = k = 3) stay in L2 while every query of a
+# block streams over them.
+_KEY_CHUNK = 4096
+# The fused path is generated for d, k up to this; beyond it the scores are a real GEMM and
+# the numpy path is the better engine.
+_FUSED_MAX_DIM = 8
+# Below this many pairs the numpy path is used: it costs no compilation (the fused kernel of a
+# new (d, k) takes ~0.5 s to compile once per process).
+_FUSED_MIN_PAIRS = 1 << 16
 
 
 def num_threads() -> int:
@@ -92,6 +108,7 @@ def exp_kernel_sums(
     values: np.ndarray | None = None,
     *,
     threads: int | None = None,
+    engine: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scaled sums ``S_i = sum_j w_j exp(<z_i, y_j>) [v_j, 1] = exp(shift_i) sums_i``.
 
@@ -102,6 +119,9 @@ def exp_kernel_sums(
     weights : (m,) non-negative key weights (zeros are dropped).
     values : (m, k) values ``v_j``; ``None`` means ``k = 0`` (only the normaliser).
     threads : worker threads; default :func:`num_threads`.
+    engine : ``"fused"`` (one compiled pass per tile: scores, exp and sums in registers; needs
+        numba and ``d, k <= 8``), ``"numpy"`` (GEMM, in-place exp, GEMM on L2-sized tiles), or
+        ``"auto"``: fused where it applies and the problem is large enough to repay compiling.
 
     Returns
     -------
@@ -110,15 +130,78 @@ def exp_kernel_sums(
         ``sum_j w_j exp(<z_i, y_j> - shift_i)``, which is ``>= exp(-_SAFE_GAP)``.
 
     Inputs are not validated here (the callers in :mod:`vlasov_tf.model` do it);
-    at least one weight must be positive.
+    at least one weight must be positive. Every row is summed by one thread in a fixed key
+    order, so the result does not depend on ``threads``.
     """
     keep = weights > 0
     y, w = y[keep], weights[keep]
-    vals = np.ones((y.shape[0], 1)) if values is None else np.c_[values[keep], np.ones(y.shape[0])]
+    vals = np.zeros((y.shape[0], 0)) if values is None else values[keep]
     n, m = z.shape[0], y.shape[0]
     logw = np.log(w)
+    shift = _shift(z, y, logw)
 
-    # shift_i: Cauchy-Schwarz bound, replaced by the exact max on rows where it is loose.
+    nthreads = num_threads() if threads is None else threads
+    k = vals.shape[1]
+    if engine not in ("auto", "fused", "numpy"):
+        raise ValueError(f"engine must be 'auto', 'fused' or 'numpy', got {engine!r}")
+    fused = engine == "fused" or (
+        engine == "auto"
+        and n * m >= _FUSED_MIN_PAIRS
+        and max(z.shape[1], k) <= _FUSED_MAX_DIM
+        and _numba_available()
+    )
+    if fused:
+        if max(z.shape[1], k) > _FUSED_MAX_DIM:
+            raise ValueError(f"the fused engine takes d, k <= {_FUSED_MAX_DIM}; got d={z.shape[1]}, k={k}")
+        kernel = _fused_kernel(z.shape[1], k)
+        sums = np.zeros((n, k + 1))
+        zc = np.ascontiguousarray(z, dtype=float)
+        yt = np.ascontiguousarray(y.T, dtype=float)
+        vt = np.ascontiguousarray(vals.T, dtype=float)
+        # ~4 blocks per thread balance the load when another process takes part of a core.
+        bq = max(16, -(-n // (4 * nthreads)))
+
+        def work(i: int) -> None:
+            kernel(zc[i : i + bq], shift[i : i + bq], yt, logw, vt, sums[i : i + bq], _KEY_CHUNK)
+
+    else:
+        # The shift enters the GEMM as an extra coordinate: tile = <z,y> + logw - shift; the
+        # normaliser is a row sum of the tile (no column of ones appended to the values).
+        za = np.c_[z, np.ones(n), -shift]
+        ya_t = np.ascontiguousarray(np.r_[y.T, logw[None], np.ones((1, m))])
+        sums = np.zeros((n, k + 1))
+        bq = int(np.clip(_TILE // max(m, 1), 16, 256))
+        bk = max(1, _TILE // bq)
+
+        def work(i: int) -> None:
+            tile_buf = np.empty((bq, min(bk, m)))
+            with np.errstate(under="ignore"):  # underflowed terms are negligible by construction
+                for j in range(0, m, bk):
+                    tile = tile_buf[: min(bq, n - i), : min(bk, m - j)]
+                    np.matmul(za[i : i + bq], ya_t[:, j : j + bk], out=tile)
+                    np.exp(tile, out=tile)
+                    if k:
+                        sums[i : i + bq, :k] += tile @ vals[j : j + bk]
+                    sums[i : i + bq, k] += tile.sum(axis=1)
+
+    starts = range(0, n, bq)
+    if nthreads == 1 or n * m < _THREAD_MIN_PAIRS or n <= bq:
+        if fused or n * m < _THREAD_MIN_PAIRS:
+            for i in starts:
+                work(i)
+        else:
+            with blas_single_thread():  # OpenBLAS threads only spin on these skinny products
+                for i in starts:
+                    work(i)
+    else:
+        with blas_single_thread():
+            # list() re-raises any worker exception here.
+            list(_executor(nthreads).map(work, starts))
+    return shift, sums
+
+
+def _shift(z: np.ndarray, y: np.ndarray, logw: np.ndarray) -> np.ndarray:
+    """Row shifts: the Cauchy-Schwarz bound, replaced by the exact max on rows where it is loose."""
     znorm = np.linalg.norm(z, axis=1)
     radius = np.linalg.norm(y, axis=1).max()
     shift = znorm * radius + logw.max()
@@ -127,32 +210,130 @@ def exp_kernel_sums(
     loose = 2.0 * znorm * radius > _SAFE_GAP
     if loose.any():
         shift[loose] = _row_max(np.c_[z[loose], np.ones(loose.sum())], np.r_[y.T, logw[None]])
+    return shift
 
-    # The shift enters the GEMM as an extra coordinate: tile = <z,y> + logw - shift.
-    za = np.c_[z, np.ones(n), -shift]
-    ya_t = np.ascontiguousarray(np.r_[y.T, logw[None], np.ones((1, m))])
-    sums = np.zeros((n, vals.shape[1]))
 
-    bq = int(np.clip(_TILE // max(m, 1), 16, 512))
-    bk = max(1, _TILE // bq)
+@cache
+def _numba_available() -> bool:
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
-    def work(i: int) -> None:
-        with np.errstate(under="ignore"):  # underflowed terms are negligible by construction
-            for j in range(0, m, bk):
-                tile = za[i : i + bq] @ ya_t[:, j : j + bk]
-                np.exp(tile, out=tile)
-                sums[i : i + bq] += tile @ vals[j : j + bk]
 
-    starts = range(0, n, bq)
-    nthreads = num_threads() if threads is None else threads
-    if nthreads == 1 or n * m < _THREAD_MIN_PAIRS or n <= bq:
-        for i in starts:
-            work(i)
-    else:
-        with blas_single_thread():
-            # list() re-raises any worker exception here.
-            list(_executor(nthreads).map(work, starts))
-    return shift, sums
+# The fused kernel for (d, k), generated as source so that the d score terms and k + 1 sums are
+# unrolled scalars: LLVM then vectorises the key loop with everything in registers, one pass over
+# the keys instead of three over a tile in memory.
+_FUSED_TEMPLATE = """
+def row(sh, {zs}, lw, {ys}{vs_arg}):
+    {acc_init}
+    for j in range(lw.shape[0]):
+        e = fexp(lw[j] - sh{score})
+{acc_update}
+    return ({acc_ret},)
+
+
+def block(z, shift, yt, lw, vt, out, chunk):
+    m = yt.shape[1]
+    for j0 in range(0, m, chunk):
+        j1 = min(j0 + chunk, m)
+{slices}
+        for i in range(z.shape[0]):
+            r = row(shift[i], {zi}, lw[j0:j1], {ycs}{vcs_arg})
+{out_update}
+"""
+
+
+@cache
+def _fused_kernel(d: int, k: int):
+    """Compiled ``block(z, shift, yt, lw, vt, out, chunk)``: adds the tile sums of a query block.
+
+    ``z`` (b, d), ``shift`` (b,), ``yt`` (d, m), ``lw`` (m,) log-weights, ``vt`` (k, m),
+    ``out`` (b, k + 1) accumulated in place; keys in chunks of ``chunk``.
+    """
+    import numba
+
+    fexp = _numba_exp()
+    src = _FUSED_TEMPLATE.format(
+        zs=", ".join(f"z{c}" for c in range(d)),
+        ys=", ".join(f"y{c}" for c in range(d)),
+        vs_arg="".join(f", v{c}" for c in range(k)),
+        acc_init="; ".join(f"a{c} = 0.0" for c in range(k + 1)),
+        score="".join(f" + z{c} * y{c}[j]" for c in range(d)),
+        acc_update="\n".join([f"        a{c} += e * v{c}[j]" for c in range(k)] + [f"        a{k} += e"]),
+        acc_ret=", ".join(f"a{c}" for c in range(k + 1)),
+        slices="\n".join(
+            [f"        y{c} = yt[{c}, j0:j1]" for c in range(d)]
+            + [f"        v{c} = vt[{c}, j0:j1]" for c in range(k)]
+        ),
+        zi=", ".join(f"z[i, {c}]" for c in range(d)),
+        ycs=", ".join(f"y{c}" for c in range(d)),
+        vcs_arg="".join(f", v{c}" for c in range(k)),
+        out_update="\n".join(f"            out[i, {c}] += r[{c}]" for c in range(k + 1)),
+    )
+    namespace: dict = {"fexp": fexp}
+    exec(compile(src, f"<vlasov_tf fused kernel d={d} k={k}>", "exec"), namespace)
+    # reassoc (on the row only) lets LLVM vectorise the sums; the exp keeps its own strict flags.
+    row = numba.njit(fastmath=set(_FAST) | {"reassoc"}, nogil=True)(namespace["row"])
+    namespace["row"] = row
+    return numba.njit(nogil=True)(namespace["block"])
+
+
+# Fast-math flags of the exp: no "reassoc", which would merge the two-constant (Cody-Waite)
+# reduction x - n ln2_hi - n ln2_lo into x - n ln2 and lose ~10 bits at |x| ~ 700.
+_FAST = frozenset({"contract", "nnan", "ninf", "nsz", "arcp", "afn"})
+_LOG2E = 1.4426950408889634
+_LN2_HI = 0.693147180369123816490  # 32 significant bits: n * _LN2_HI is exact for |n| < 2^21
+_LN2_LO = 1.90821492927058770002e-10
+# exp underflows to 0 below this (e^-708 ~ 3e-308 is the last normal power of e); a term so small
+# is below 1e-40 of any row's normaliser (>= e^-600).
+_EXP_MIN = -708.0
+
+
+@cache
+def _numba_exp():
+    """A vectorisable ``exp`` for the fused kernels, within 2 ulp on [-708, 709].
+
+    ``exp(x) = 2^n p(r)``, ``n = round(x / ln 2)``, ``r = x - n ln 2`` in [-ln2/2, ln2/2] (two-part
+    constant, so r is exact to ~1e-20); ``p`` is the degree-12 Taylor polynomial, whose
+    remainder ``|r|^13 / 13! <= 1.7e-16``; ``2^n`` is built from the exponent bits. numpy's exp
+    is ~2x slower here, as it must handle every input (and keeps a call per array).
+    """
+    import numba
+    from llvmlite import ir
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def _i64_as_f64(typingctx, x):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], ir.DoubleType())
+
+        return numba.types.float64(numba.types.int64), codegen
+
+    @numba.njit(fastmath=set(_FAST))
+    def fexp(x: float) -> float:
+        xc = max(x, _EXP_MIN)
+        nf = np.floor(xc * _LOG2E + 0.5)
+        r = xc - nf * _LN2_HI
+        r = r - nf * _LN2_LO
+        p = 1.0 / 479001600.0
+        p = p * r + 1.0 / 39916800.0
+        p = p * r + 1.0 / 3628800.0
+        p = p * r + 1.0 / 362880.0
+        p = p * r + 1.0 / 40320.0
+        p = p * r + 1.0 / 5040.0
+        p = p * r + 1.0 / 720.0
+        p = p * r + 1.0 / 120.0
+        p = p * r + 1.0 / 24.0
+        p = p * r + 1.0 / 6.0
+        p = p * r + 0.5
+        p = p * r + 1.0
+        p = p * r + 1.0
+        e = p * _i64_as_f64((np.int64(nf) + 1023) << 52)
+        return e if x >= _EXP_MIN else 0.0
+
+    return fexp
 
 
 @lru_cache(maxsize=16)
@@ -204,3 +385,54 @@ def circle_convolution_sums(
         tq = t[bad] + offset + phase
         shift[bad], sums[bad] = exp_kernel_sums(scale * np.c_[np.cos(tq), np.sin(tq)], keys, weights, values)
     return shift, sums
+
+
+# Flop-equivalents of one exp in the dense sums: the fused kernel does a pair (exp, d + k + 1
+# FMAs) in ~0.55 ns per core, where a core does ~50 GFLOP/s of GEMM, i.e. ~27 flops for d = k = 3.
+_EXP_FLOPS = 15.0
+
+
+def dense_cost(n: int, m: int, d: int, k: int) -> float:
+    """Estimated flop-equivalents of the dense sums: ``n m (exp + 2 (d + k + 2))``."""
+    return float(n) * m * (_EXP_FLOPS + 2.0 * (d + k + 2))
+
+
+def pick_method(z: np.ndarray, y: np.ndarray, k: int, tol: float) -> str:
+    """``"dense"`` or ``"taylor"``, the cheaper by :func:`dense_cost` and
+    :func:`~vlasov_tf.expansions.taylor_cost` (taylor is inf where it would refuse)."""
+    from .expansions import taylor_cost
+
+    dense = dense_cost(z.shape[0], y.shape[0], z.shape[1], k)
+    return "taylor" if taylor_cost(z, y, tol, k=k) < dense else "dense"
+
+
+def kernel_sums(
+    z: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray,
+    values: np.ndarray | None = None,
+    *,
+    method: str = "auto",
+    tol: float = 1e-10,
+    threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scaled kernel sums ``S_i = sum_j w_j exp(<z_i, y_j>) [v_j, 1] = exp(shift_i) sums_i``.
+
+    Same arguments and result as :func:`exp_kernel_sums`. ``method``: ``"dense"`` (exact to
+    round-off, any beta), ``"taylor"`` (:func:`vlasov_tf.expansions.taylor_sums`, per-row
+    error <= ``tol``; ValueError where beta is too large for it), or ``"auto"``: the cheaper
+    of the two by :func:`pick_method` (dense cost ``~ n m (d + k + exp)``, taylor
+    ``~ (n + m) C(p + d, d) (k + 1)``). ``tol`` only matters to taylor.
+    The zero weights are dropped before the radii are measured.
+    """
+    if method not in ("auto", "dense", "taylor"):
+        raise ValueError(f"method must be 'auto', 'dense' or 'taylor', got {method!r}")
+    k = 0 if values is None else values.shape[1]
+    if method == "auto":
+        keep = weights > 0
+        method = pick_method(z, y[keep], k, tol)
+    if method == "taylor":
+        from .expansions import taylor_sums
+
+        return taylor_sums(z, y, weights, values, tol=tol, threads=threads)
+    return exp_kernel_sums(z, y, weights, values, threads=threads)
