@@ -397,13 +397,42 @@ def dense_cost(n: int, m: int, d: int, k: int) -> float:
     return float(n) * m * (_EXP_FLOPS + 2.0 * (d + k + 2))
 
 
-def pick_method(z: np.ndarray, y: np.ndarray, k: int, tol: float) -> str:
-    """``"dense"`` or ``"taylor"``, the cheaper by :func:`dense_cost` and
-    :func:`~vlasov_tf.expansions.taylor_cost` (taylor is inf where it would refuse)."""
-    from .expansions import taylor_cost
+METHODS = ("auto", "dense", "taylor", "harmonics")
 
-    dense = dense_cost(z.shape[0], y.shape[0], z.shape[1], k)
-    return "taylor" if taylor_cost(z, y, tol, k=k) < dense else "dense"
+
+def zonal_scale(z: np.ndarray, y: np.ndarray) -> float | None:
+    """``s`` when the sums are zonal on S^2 (keys on the sphere, every query ``|z_i| = s``), else None.
+
+    Then ``exp(<z_i, y_j>) = exp(s <q_i, y_j>)`` with unit ``q_i = z_i / s``: the case of
+    :mod:`vlasov_tf.harmonics` (``B = s R`` with ``R`` orthogonal, queries on the sphere).
+    """
+    if z.shape[1] != 3 or len(z) == 0 or len(y) == 0:
+        return None
+    zn = np.linalg.norm(z, axis=1)
+    s = float(zn.max())
+    if not (s > 0 and np.ptp(zn) <= 1e-14 * s):
+        return None
+    if np.abs(np.linalg.norm(y, axis=1) - 1.0).max() > 1e-11 / max(s, 1.0):
+        return None
+    return s
+
+
+def pick_method(z: np.ndarray, y: np.ndarray, k: int, tol: float) -> str:
+    """The cheapest of ``"dense"``, ``"taylor"`` and (zonal sums on S^2) ``"harmonics"``.
+
+    Costs: :func:`dense_cost`, :func:`~vlasov_tf.expansions.taylor_cost` (inf where it would
+    refuse) and :func:`~vlasov_tf.harmonics.harmonic_cost` (in dense terms: times the dense
+    cost of one pair).
+    """
+    from .expansions import taylor_cost
+    from .harmonics import harmonic_cost
+
+    n, m, d = z.shape[0], y.shape[0], z.shape[1]
+    costs = {"dense": dense_cost(n, m, d, k), "taylor": taylor_cost(z, y, tol, k=k)}
+    s = zonal_scale(z, y)
+    if s is not None:
+        costs["harmonics"] = harmonic_cost(s, n, m) * dense_cost(1, 1, d, k)
+    return min(costs, key=costs.__getitem__)
 
 
 def kernel_sums(
@@ -418,15 +447,19 @@ def kernel_sums(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scaled kernel sums ``S_i = sum_j w_j exp(<z_i, y_j>) [v_j, 1] = exp(shift_i) sums_i``.
 
-    Same arguments and result as :func:`exp_kernel_sums`. ``method``: ``"dense"`` (exact to
-    round-off, any beta), ``"taylor"`` (:func:`vlasov_tf.expansions.taylor_sums`, per-row
-    error <= ``tol``; ValueError where beta is too large for it), or ``"auto"``: the cheaper
-    of the two by :func:`pick_method` (dense cost ``~ n m (d + k + exp)``, taylor
-    ``~ (n + m) C(p + d, d) (k + 1)``). ``tol`` only matters to taylor.
+    Same arguments and result as :func:`exp_kernel_sums`. ``method``:
+
+    - ``"dense"``: exact to round-off, any beta, O(n m);
+    - ``"taylor"``: :func:`vlasov_tf.expansions.taylor_sums`, per-row error <= ``tol``,
+      O((n + m) C(p + d, d)); ValueError where beta is too large for it;
+    - ``"harmonics"``: :func:`vlasov_tf.harmonics.harmonic_sums`, zonal sums on S^2 only
+      (:func:`zonal_scale`; ValueError otherwise), per-row error <= 1e-10, O((n + m) L^2);
+    - ``"auto"``: the cheapest by :func:`pick_method`.
+
     The zero weights are dropped before the radii are measured.
     """
-    if method not in ("auto", "dense", "taylor"):
-        raise ValueError(f"method must be 'auto', 'dense' or 'taylor', got {method!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     k = 0 if values is None else values.shape[1]
     if method == "auto":
         keep = weights > 0
@@ -435,4 +468,14 @@ def kernel_sums(
         from .expansions import taylor_sums
 
         return taylor_sums(z, y, weights, values, tol=tol, threads=threads)
+    if method == "harmonics":
+        from .harmonics import harmonic_sums
+
+        s = zonal_scale(z, y)
+        if s is None:
+            raise ValueError(
+                "method 'harmonics' needs zonal sums on S^2: d = 3, keys on the sphere and every query "
+                "of the same norm (a score matrix B = beta R with R orthogonal, queries on the sphere)"
+            )
+        return harmonic_sums(s * np.eye(3), z / s, y, weights, values)
     return exp_kernel_sums(z, y, weights, values, threads=threads)

@@ -24,7 +24,8 @@ from typing import Literal
 import numpy as np
 from scipy.special import logsumexp
 
-from .kernels import blas_single_thread, exp_kernel_sums
+from .kernels import METHODS as KERNEL_METHODS
+from .kernels import blas_single_thread, exp_kernel_sums, kernel_sums
 from .measures import SPHERE_ATOL, check_points, check_weights
 
 __all__ = [
@@ -254,6 +255,26 @@ def dense_head_sums(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The default :data:`HeadSums`: dense blocked sums of :func:`~vlasov_tf.kernels.exp_kernel_sums`."""
     return exp_kernel_sums(np.dot(queries, B.T), points, weights, points)
+
+
+def method_head_sums(method: str = "auto", tol: float = 1e-10) -> HeadSums:
+    """The :data:`HeadSums` of a field method of :func:`~vlasov_tf.kernels.kernel_sums`.
+
+    ``"dense"`` (exact), ``"taylor"`` (small beta), ``"harmonics"`` (zonal heads on S^2) or
+    ``"auto"`` (per head and call, the cheapest by the methods' cost estimates); the approximate
+    methods keep every row within ``tol`` (taylor) or 1e-10 (harmonics) of the dense sums.
+    """
+    if method not in KERNEL_METHODS:
+        raise ValueError(f"unknown field method {method!r}; choose one of {KERNEL_METHODS}")
+    if method == "dense":
+        return dense_head_sums
+
+    def head_sums(
+        B: np.ndarray, queries: np.ndarray, points: np.ndarray, weights: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return kernel_sums(np.dot(queries, B.T), points, weights, points, method=method, tol=tol)
+
+    return head_sums
 
 
 def velocity_unchecked(
