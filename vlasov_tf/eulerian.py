@@ -26,7 +26,20 @@ The velocity is either the attention field of the cell measure (masses at
 the cell centres), computed by :func:`vlasov_tf.model.velocity_unchecked` at
 the face midpoints, or a prescribed field ``v(t, x)``. On a uniform circle grid
 heads whose score matrix is a scaled rotation (Q = K = V = I among them) use
-the FFT convolution of :func:`vlasov_tf.kernels.circle_convolution_sums`.
+the FFT convolution of :func:`vlasov_tf.kernels.circle_convolution_sums`; on S^2
+zonal heads (B = beta R, R orthogonal) use spherical harmonics
+(:class:`vlasov_tf.harmonics.HarmonicPlan`, built once per head: the face
+midpoints and cell centres never move) where their cost estimate beats the
+dense sums; other heads use :func:`vlasov_tf.kernels.kernel_sums` (dense, or
+the Taylor expansion for small beta). ``field_method`` forces one.
+
+Under MPI (``comm``) each rank advances its part of the cells
+(:class:`vlasov_tf.parallel.LocalMesh`: owned cells plus two halo layers,
+refreshed after every stage), the step is the minimum over ranks, and the
+field at a rank's faces sums the whole measure by passing blocks of (cell
+centres, masses) round a ring (:class:`vlasov_tf.parallel.RingSums`). The
+local operators keep the global order of faces, so the scheme itself gives
+the serial bits; only the split of the nonlocal sums changes the round-off.
 """
 
 from __future__ import annotations
@@ -39,13 +52,17 @@ import numpy as np
 from scipy import sparse
 from tqdm.auto import tqdm
 
-from .kernels import circle_convolution_sums
+from .harmonics import HarmonicPlan, harmonic_cost, scaled_orthogonal
+from .kernels import circle_convolution_sums, kernel_sums
 from .meshes import MeshGeometry
-from .model import Params, Schedule, dense_head_sums, velocity_unchecked
+from .model import HeadSums, Params, Schedule, dense_head_sums, velocity_unchecked
+from .parallel import Comm, LocalMesh, RingSums, is_root
 
-__all__ = ["LIMITERS", "FiniteVolume", "GridSolution", "solve_grid"]
+__all__ = ["FIELD_METHODS", "LIMITERS", "FiniteVolume", "GridSolution", "solve_grid"]
 
 LIMITERS = ("barth-jespersen", "none")
+#: How the grid evaluates the attention sums: "auto" picks per head the cheapest that applies.
+FIELD_METHODS = ("auto", "dense", "taylor", "harmonics", "fft")
 #: A prescribed velocity: ``v(t, x)`` for (n, d) points, returning (n, d) tangent vectors.
 VelocityField = Callable[[float, np.ndarray], np.ndarray]
 
@@ -59,7 +76,8 @@ class GridSolution:
     """Cell densities at the output times.
 
     times : (n_out,); densities : (n_out, C) cell averages; mass : (n_out,)
-    total mass ``sum_c rho_c A_c``; steps : SSP-RK3 steps taken.
+    total mass ``sum_c rho_c A_c``; steps : SSP-RK3 steps taken. Under MPI only
+    rank 0 holds the densities (the other ranks get shape (n_out, 0)).
     """
 
     mesh: MeshGeometry
@@ -80,13 +98,31 @@ class FiniteVolume:
     reconstruction (least-squares gradients in the tangent planes, evaluated at
     the face midpoints) is linear in the face jumps, so it is stored as two
     sparse (F, F) operators.
+
+    On one rank's :class:`~vlasov_tf.parallel.LocalMesh` pass ``ring``: the
+    attention then sums the measure of the first ``n_owned`` cells of every
+    rank (the halo cells belong to other ranks' blocks).
     """
 
-    def __init__(self, mesh: MeshGeometry, limiter: str = "barth-jespersen") -> None:
+    def __init__(
+        self,
+        mesh: MeshGeometry,
+        limiter: str = "barth-jespersen",
+        *,
+        ring: HeadSums | None = None,
+        n_owned: int | None = None,
+        field_method: str = "auto",
+    ) -> None:
         if limiter not in LIMITERS:
             raise ValueError(f"unknown limiter {limiter!r}; choose one of {LIMITERS}")
+        if field_method not in FIELD_METHODS:
+            raise ValueError(f"unknown field method {field_method!r}; choose one of {FIELD_METHODS}")
+        self.field_method = field_method
+        self._plans: dict[bytes, HarmonicPlan] = {}
         self.mesh = mesh
         self.limiter = limiter
+        self.ring = ring
+        self.n_owned = mesh.n_cells if n_owned is None else n_owned
         c, f = mesh.centres, mesh.face_cells
         own, nbr = f[:, 0], f[:, 1]
         n, d, nf = mesh.n_cells, c.shape[1], mesh.n_faces
@@ -102,6 +138,10 @@ class FiniteVolume:
         mat = np.einsum("ci,cj->cij", c, c)
         np.add.at(mat, own, w_on[:, None, None] * np.einsum("fi,fj->fij", r_on, r_on))
         np.add.at(mat, nbr, w_no[:, None, None] * np.einsum("fi,fj->fij", r_no, r_no))
+        # The outer halo cells of an MPI sub-mesh lack faces and would make M_c singular; their
+        # gradients never reach an owned cell's update, so any invertible M_c will do there.
+        faces_per_cell = np.bincount(own, minlength=n) + np.bincount(nbr, minlength=n)
+        mat[faces_per_cell < d] += np.eye(d)
         inv = np.linalg.inv(mat)
         # Everything is linear in the face jumps rho_nbr - rho_own, so the unlimited face
         # increments are two sparse (F, F) operators with a few entries per row, built once.
@@ -183,24 +223,50 @@ class FiniteVolume:
     def head_sums(
         self, B: np.ndarray, queries: np.ndarray, points: np.ndarray, weights: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Kernel sums of one head: FFT where the grid and ``B`` allow it, dense otherwise."""
+        """Kernel sums of one head at the face midpoints: FFT (uniform circle, rotation-invariant
+        ``B``), spherical harmonics (S^2, zonal ``B``, where cheaper), else :func:`kernel_sums`."""
+        method, mesh = self.field_method, self.mesh
+        is_grid = queries is mesh.face_midpoints and points is mesh.centres
         offset = self._circle_face_offset
-        is_grid = queries is self.mesh.face_midpoints and points is self.mesh.centres
-        if offset is not None and is_grid and B.shape == (2, 2):
+        if method in ("auto", "fft") and offset is not None and is_grid and B.shape == (2, 2):
             a, b = 0.5 * (B[0, 0] + B[1, 1]), 0.5 * (B[1, 0] - B[0, 1])
             scale = float(np.hypot(a, b))
             rotation = np.array([[a, -b], [b, a]])
             if np.abs(B - rotation).max() <= 1e-13 * max(scale, 1.0) and scale <= _FFT_MAX_SCALE:
                 return circle_convolution_sums(scale, float(np.arctan2(b, a)), weights, points, offset)
-        return dense_head_sums(B, queries, points, weights)
+        if method in ("auto", "harmonics") and is_grid and mesh.kind == "sphere":
+            # rtol 1e-14: harmonic_sums asks B to be orthogonal to 1e-10 / beta.
+            zonal = scaled_orthogonal(B, rtol=1e-14)
+            n, m = len(queries), len(points)
+            if zonal is not None and (method == "harmonics" or harmonic_cost(zonal[0], n, m) < n * m):
+                key = B.tobytes()
+                if key not in self._plans:
+                    if len(self._plans) >= 2:  # a plan holds up to 512 MiB of tables
+                        self._plans.pop(next(iter(self._plans)))
+                    self._plans[key] = HarmonicPlan(B, queries, points)
+                return self._plans[key](weights, points)
+        if method in ("fft", "harmonics"):
+            raise ValueError(
+                f"field method {method!r} does not apply here: 'fft' needs a uniform circle grid and a "
+                "scaled-rotation score matrix, 'harmonics' a sphere mesh and B = beta R (R orthogonal)"
+            )
+        if method == "dense":
+            return dense_head_sums(B, queries, points, weights)
+        return kernel_sums(np.dot(queries, B.T), points, weights, points, method=method)
 
     def normal_velocity(self, field: Params | VelocityField, t: float, rho: np.ndarray) -> np.ndarray:
         """(F,) ``X(m_f) . n_f``: attention of the cell measure, or a prescribed field."""
         m = self.mesh
         if isinstance(field, Params):
-            x = velocity_unchecked(
-                field, m.centres, rho * m.areas, m.face_midpoints, True, head_sums=self.head_sums
-            )
+            if self.ring is None:
+                x = velocity_unchecked(
+                    field, m.centres, rho * m.areas, m.face_midpoints, True, head_sums=self.head_sums
+                )
+            else:
+                k = self.n_owned
+                x = velocity_unchecked(
+                    field, m.centres[:k], rho[:k] * m.areas[:k], m.face_midpoints, True, head_sums=self.ring
+                )
         else:
             x = np.asarray(field(t, m.face_midpoints), dtype=float)
             if x.shape != m.face_midpoints.shape or not np.isfinite(x).all():
@@ -246,6 +312,8 @@ def solve_grid(
     progress: bool = False,
     callback: Callable[[float, np.ndarray], None] | None = None,
     t0: float = 0.0,
+    comm: Comm | None = None,
+    field_method: str = "auto",
 ) -> GridSolution:
     """Evolve cell densities by the continuity equation up to ``T``.
 
@@ -264,6 +332,11 @@ def solve_grid(
     t0 : resume: ``rho0`` is the density at time ``t0`` (a switch or an output time);
         the steps after ``t0`` are those of a run from 0 (they depend only on the state
         and the later stops), and only the outputs at times >= ``t0`` are returned.
+    comm : an mpi4py communicator: run on its ranks (every rank passes the same
+        global ``mesh`` and ``rho0``; the callback and the densities are on rank 0,
+        in global cell order; the result equals the serial one to round-off).
+    field_method : one of :data:`FIELD_METHODS` (see :meth:`FiniteVolume.head_sums`); under
+        MPI the attention is the dense ring sum whatever is asked.
     """
     if not (np.isfinite(cfl) and 0 < cfl <= 1):
         raise ValueError(f"the CFL number must lie in (0, 1]; got {cfl}")
@@ -292,55 +365,91 @@ def solve_grid(
         raise ValueError(f"output times must lie in [0, T] = [0, {T}]")
     times = np.minimum(times, T)
 
-    fv = FiniteVolume(mesh, limiter)
+    if comm is None:
+        local, fv = None, FiniteVolume(mesh, limiter, field_method=field_method)
+    else:
+        local = LocalMesh.distribute(mesh, comm)
+        fv = FiniteVolume(
+            local.mesh, limiter, ring=RingSums(comm), n_owned=local.n_owned, field_method=field_method
+        )
+        rho = rho[local.cells]
+    areas = fv.mesh.areas
     stops = np.union1d(switches, times)
     if t0 != 0.0 and not np.isclose(stops, t0, rtol=0, atol=1e-12 * T).any():
         raise ValueError(f"t0 = {t0} is neither a switch nor an output time: cannot resume there")
     times = times[times >= t0 - 1e-12 * T]
     out_rho: list[np.ndarray] = []
+    out_mass: list[float] = []
 
     def params_at(t: float) -> Params | VelocityField:
         return field.params_at(t) if isinstance(field, Schedule) else field
 
     def emit(rho: np.ndarray, t: float) -> None:
-        out_rho.append(rho.copy())
+        if local is None:
+            out_rho.append(rho.copy())
+            out_mass.append(float(rho @ areas))
+        else:
+            n = local.n_owned
+            out_mass.append(comm.allreduce(float(rho[:n] @ areas[:n])))
+            full = local.gather(rho[:n])
+            if full is None:
+                return
+            out_rho.append(full)
         if callback is not None:
             callback(t, out_rho[-1])
 
+    def reduce_min(x: float) -> float:
+        from mpi4py import MPI
+
+        return x if comm is None else comm.allreduce(x, op=MPI.MIN)
+
     t, steps, k_out = float(t0), 0, 0
-    mass = rho * mesh.areas
+    mass = rho * areas
     tol = 1e-12 * T
     with tqdm(
-        total=float(T), disable=not progress, desc=f"grid ({mesh.kind}, C={mesh.n_cells})", unit="t"
+        total=float(T),
+        disable=not (progress and is_root(comm)),
+        desc=f"grid ({mesh.kind}, C={mesh.n_cells})",
+        unit="t",
     ) as bar:
         while True:
             while k_out < len(times) and times[k_out] <= t + tol:
-                rho = mass / mesh.areas
+                rho = mass / areas
                 emit(rho, t)
                 # Continue from the emitted density, as a resumed run does: resume is then bit-exact.
-                mass = rho * mesh.areas
+                mass = rho * areas
                 k_out += 1
             if t >= T - tol:
                 break
             t_next = float(stops[np.searchsorted(stops, t + tol, side="right")])
             # The block in force on the whole step (steps never straddle a switch).
             fld = params_at(0.5 * (t + t_next))
-            u = fv.normal_velocity(fld, t, mass / mesh.areas)
-            dt = min(fv.stable_dt(u, cfl), t_next - t, max_dt or np.inf)
-            mass = _ssp_rk3(fv, fld, t, mass, dt, u)
-            if not np.isfinite(mass).all():
+            u = fv.normal_velocity(fld, t, mass / areas)
+            dt = min(reduce_min(fv.stable_dt(u, cfl)), t_next - t, max_dt or np.inf)
+            mass = _ssp_rk3(fv, fld, t, mass, dt, u, None if local is None else local.exchange)
+            # Through the min every rank sees a failure anywhere, so all ranks raise together.
+            if reduce_min(0.0 if np.isfinite(mass).all() else -np.inf) < 0:
                 raise FloatingPointError(f"the grid solution became non-finite at t = {t:.6g} (step {steps})")
             t = t_next if t_next - (t + dt) <= tol else t + dt
             steps += 1
             bar.update(dt)
-    dens = np.array(out_rho)
-    return GridSolution(mesh, times, dens, dens @ mesh.areas, steps)
+    dens = np.array(out_rho) if out_rho else np.empty((len(out_mass), 0))
+    return GridSolution(mesh, times, dens, np.array(out_mass), steps)
 
 
 def _ssp_rk3(
-    fv: FiniteVolume, field: Params | VelocityField, t: float, m0: np.ndarray, dt: float, u0: np.ndarray
+    fv: FiniteVolume,
+    field: Params | VelocityField,
+    t: float,
+    m0: np.ndarray,
+    dt: float,
+    u0: np.ndarray,
+    exchange: Callable[[np.ndarray], None] | None = None,
 ) -> np.ndarray:
-    """One Shu-Osher SSP-RK3 step on the cell masses (stage velocities recomputed)."""
+    """One Shu-Osher SSP-RK3 step on the cell masses (stage velocities recomputed).
+
+    ``exchange(m)`` refreshes halo cells in place after each stage (MPI).
+    """
     areas = fv.mesh.areas
 
     def stage(m: np.ndarray, ts: float, u: np.ndarray | None = None) -> np.ndarray:
@@ -349,6 +458,11 @@ def _ssp_rk3(
             u = fv.normal_velocity(field, ts, rho)
         return fv.euler_step(m, fv.fluxes(rho, u), dt)
 
-    m1 = stage(m0, t, u0)
-    m2 = 0.75 * m0 + 0.25 * stage(m1, t + dt)
-    return m0 / 3.0 + (2.0 / 3.0) * stage(m2, t + 0.5 * dt)
+    def synced(m: np.ndarray) -> np.ndarray:
+        if exchange is not None:
+            exchange(m)
+        return m
+
+    m1 = synced(stage(m0, t, u0))
+    m2 = synced(0.75 * m0 + 0.25 * stage(m1, t + dt))
+    return synced(m0 / 3.0 + (2.0 / 3.0) * stage(m2, t + 0.5 * dt))

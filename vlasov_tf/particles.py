@@ -17,6 +17,14 @@ times are always step boundaries: ``[0, T]`` is cut at both, and the steps
 are shared out among the pieces in proportion to their lengths (at least one
 each), so the total is exactly ``steps`` whenever there are at least as many
 steps as pieces; within a piece the steps are equal.
+
+Under MPI (``comm``) the tokens are split into contiguous blocks of global
+indices, one per rank, and the field of a rank's tokens sums every block as it
+passes round a ring (:class:`vlasov_tf.parallel.RingSums`). ``"adaptive"``
+keeps the (small, N x d) state on every rank, because DOP853's step control
+needs the global error norm: each rank evaluates the field of its block of
+tokens against all of them and the blocks are all-gathered, so its steps are
+the serial ones.
 """
 
 from __future__ import annotations
@@ -30,11 +38,14 @@ from scipy.integrate import solve_ivp
 from tqdm.auto import tqdm
 
 from .measures import SPHERE_ATOL, check_points, check_weights, normalize
-from .model import Params, Schedule, velocity_unchecked
+from .model import HeadSums, Params, Schedule, method_head_sums, velocity_unchecked
+from .parallel import Comm, RingSums, block_range, gather_rows, is_root
 
 __all__ = ["METHODS", "ParticleSolution", "solve_particles"]
 
 METHODS = ("layers", "rk4", "adaptive")
+# Rows per field evaluation of "adaptive" (see _solve_adaptive).
+_ADAPTIVE_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,7 @@ class ParticleSolution:
 
     times : (n_out,); positions : (n_out, N, d); weights : (N,);
     steps : layers (or RK4 steps) taken; for ``"adaptive"``, field evaluations.
+    Under MPI only rank 0 holds the positions (the other ranks get shape (n_out, 0, d)).
     """
 
     times: np.ndarray
@@ -92,14 +104,18 @@ def _pieces(schedule: Schedule, times: np.ndarray, steps: int) -> list[tuple[flo
     ]
 
 
-def _layer_step(params: Params, x: np.ndarray, w: np.ndarray, h: float, sphere: bool) -> np.ndarray:
-    x = x + h * velocity_unchecked(params, x, w, x, sphere)
+def _layer_step(
+    params: Params, x: np.ndarray, w: np.ndarray, h: float, sphere: bool, sums: HeadSums
+) -> np.ndarray:
+    x = x + h * velocity_unchecked(params, x, w, x, sphere, head_sums=sums)
     return normalize(x) if sphere else x
 
 
-def _rk4_step(params: Params, x: np.ndarray, w: np.ndarray, h: float, sphere: bool) -> np.ndarray:
+def _rk4_step(
+    params: Params, x: np.ndarray, w: np.ndarray, h: float, sphere: bool, sums: HeadSums
+) -> np.ndarray:
     def f(y: np.ndarray) -> np.ndarray:
-        return velocity_unchecked(params, y, w, y, sphere)
+        return velocity_unchecked(params, y, w, y, sphere, head_sums=sums)
 
     k1 = f(x)
     k2 = f(x + 0.5 * h * k1)
@@ -126,6 +142,8 @@ def solve_particles(
     progress: bool = False,
     callback: Callable[[float, np.ndarray], None] | None = None,
     t0: float = 0.0,
+    comm: Comm | None = None,
+    field_method: str = "auto",
 ) -> ParticleSolution:
     """Move N weighted tokens by the attention flow of ``schedule`` up to ``T``.
 
@@ -146,6 +164,12 @@ def solve_particles(
     t0 : resume: ``points`` are the tokens at time ``t0`` (a switch or an output
         time); the steps after ``t0`` are exactly those of a run from 0, and only
         the outputs at times >= ``t0`` are returned.
+    comm : an mpi4py communicator: run on its ranks (every rank passes the same
+        tokens; the callback and the positions are on rank 0; the result equals
+        the serial one to round-off).
+    field_method : how the kernel sums are evaluated (:func:`vlasov_tf.model.method_head_sums`):
+        ``"auto"`` (the cheapest method within 1e-10 per row), ``"dense"``, ``"taylor"`` or
+        ``"harmonics"``; under MPI ``"layers"`` and ``"rk4"`` sum the dense ring, whatever is asked.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
@@ -159,20 +183,34 @@ def solve_particles(
     if t0 != 0.0 and not np.isclose(cuts, t0, rtol=0, atol=1e-12 * schedule.T).any():
         raise ValueError(f"t0 = {t0} is neither a switch nor an output time: cannot resume there")
     resumed = times >= t0 - 1e-12 * schedule.T
+    sums: HeadSums = method_head_sums(field_method)
     out: list[np.ndarray] = []
+    lo, hi = (0, len(x)) if comm is None else block_range(len(x), comm.size, comm.rank)
+    progress = progress and is_root(comm)
 
     def emit(t: float, pos: np.ndarray) -> None:
+        if comm is not None:
+            pos = gather_rows(comm, pos[lo:hi] if method == "adaptive" else pos)
+            if pos is None:
+                return
         out.append(pos.copy())
         if callback is not None:
             callback(t, out[-1])
 
+    def solution(steps: int) -> ParticleSolution:
+        pos = np.array(out) if out else np.empty((len(times[resumed]), 0, x.shape[1]))
+        return ParticleSolution(times[resumed], pos, w, method, steps, sphere)
+
     if method == "adaptive":
-        n_eval = _solve_adaptive(schedule, x, w, times, sphere, rtol, atol, emit, progress, t0)
-        return ParticleSolution(times[resumed], np.array(out), w, method, n_eval, sphere)
+        n_eval = _solve_adaptive(schedule, x, w, times, sphere, rtol, atol, emit, progress, t0, comm, sums)
+        return solution(n_eval)
 
     if steps is None or int(steps) != steps or steps < 1:
         raise ValueError(f"method {method!r} needs a positive integer number of steps; got {steps}")
     step = _STEPPERS[method]
+    if comm is not None:
+        sums = RingSums(comm)
+    x, w_local = x[lo:hi], w[lo:hi]
     pieces = [p for p in _pieces(schedule, times, int(steps)) if p[1] > t0 + 1e-12 * schedule.T]
     total = sum(n for _, _, n, _ in pieces)
     next_out = int(np.argmax(resumed)) if resumed.any() else len(times)
@@ -183,12 +221,12 @@ def solve_particles(
                 next_out += 1
             h = (end - start) / n
             for _ in range(n):
-                x = step(params, x, w, h, sphere)
+                x = step(params, x, w_local, h, sphere, sums)
                 bar.update()
         while next_out < len(times):
             emit(times[next_out], x)
             next_out += 1
-    return ParticleSolution(times[resumed], np.array(out), w, method, total, sphere)
+    return solution(total)
 
 
 def _solve_adaptive(
@@ -202,9 +240,21 @@ def _solve_adaptive(
     emit: Callable[[float, np.ndarray], None],
     progress: bool,
     t0: float,
+    comm: Comm | None,
+    sums: HeadSums,
 ) -> int:
-    """DOP853 block by block (restarted at every switch) from ``t0``; returns the field evaluations."""
+    """DOP853 block by block (restarted at every switch) from ``t0``; returns the field evaluations.
+
+    The field is evaluated in fixed chunks of ``_ADAPTIVE_ROWS`` tokens; under MPI
+    each rank takes a contiguous run of chunks and all-gathers the rows. A chunk's
+    rows come out of BLAS with the same bits whoever computes them (a GEMM's
+    rounding can depend on how many rows it is given), and DOP853's step control
+    would turn last-bit differences into differences at its tolerance.
+    """
     shape = x.shape
+    starts = range(0, len(x), _ADAPTIVE_ROWS)
+    c_lo, c_hi = (0, len(starts)) if comm is None else block_range(len(starts), comm.size, comm.rank)
+    chunks = [(a, a + _ADAPTIVE_ROWS) for a in starts[c_lo:c_hi]]
     nfev = 0
     bp = schedule.breakpoints
     tol = 1e-12 * schedule.T
@@ -221,7 +271,10 @@ def _solve_adaptive(
 
             def rhs(_t: float, u: np.ndarray, params: Params = params) -> np.ndarray:
                 y = u.reshape(shape)
-                return velocity_unchecked(params, y, w, y, sphere).ravel()
+                v = [velocity_unchecked(params, y, w, y[a:b], sphere, head_sums=sums) for a, b in chunks]
+                if comm is not None:
+                    v = comm.allgather(np.concatenate(v) if v else y[:0])
+                return np.concatenate(v).ravel()
 
             t_block = mine if mine.size and mine[-1] == t1 else np.r_[mine, t1]
             sol = solve_ivp(

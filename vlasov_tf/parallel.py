@@ -1,0 +1,307 @@
+"""MPI plumbing: the communicator shim, mesh partitions with halos, token blocks and ring kernel sums.
+
+Nothing here is physics: the solvers keep their serial code and take a
+``comm`` (an mpi4py communicator, or ``None`` for a serial run); this module
+supplies the pieces that change under MPI.
+
+- :func:`world` returns ``MPI.COMM_WORLD`` when the process was started by an
+  MPI launcher with more than one rank, else ``None`` (mpi4py is not even
+  imported in a plain serial run).
+- :func:`partition` splits mesh cells into balanced, compact parts by
+  recursive coordinate bisection of the cell centres (deterministic, so every
+  rank computes the same partition without communication).
+- :class:`LocalMesh` is one rank's share of a mesh: its owned cells first, then
+  two layers of halo cells (the limited reconstruction at a face reads the
+  gradients, hence the neighbours, of both its cells), the faces touching owned
+  or first-layer cells, and the exchange that refreshes halo values.
+- :class:`RingSums` evaluates the kernel sums of a head over a measure split
+  across ranks: the key blocks travel round a ring while each rank sums its
+  queries against the block it holds, merging blocks with a running
+  log-sum-exp. Memory per rank is its own block plus the one in flight.
+- :func:`abort_on_error` turns an exception on any rank into a message and an
+  ``MPI_Abort`` of the whole job (a non-zero exit code, never a hang of the
+  other ranks in their next collective call).
+
+Results do not depend on the number of ranks beyond round-off: partitions
+change only where sums are split, random streams are keyed to global token
+indices (the tokens are drawn whole, then split), and every output is gathered
+to rank 0 in global order.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .kernels import exp_kernel_sums, num_threads
+from .meshes import MeshGeometry
+
+__all__ = [
+    "LocalMesh",
+    "RingSums",
+    "abort_on_error",
+    "block_range",
+    "gather_rows",
+    "is_root",
+    "partition",
+    "world",
+]
+
+Comm = Any  # mpi4py.MPI.Comm; typed loosely so that importing this module never imports mpi4py
+
+# Variables that MPI launchers (MPICH/hydra, Open MPI, PMIx, Slurm's srun with PMI) set in each rank.
+_LAUNCHER_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS", "PMI_RANK")
+
+
+def world() -> Comm | None:
+    """``MPI.COMM_WORLD`` when started by an MPI launcher with more than one rank, else ``None``."""
+    if not any(v in os.environ for v in _LAUNCHER_VARS):
+        return None
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    return comm if comm.size > 1 else None
+
+
+def is_root(comm: Comm | None) -> bool:
+    """True on rank 0, and in a serial run."""
+    return comm is None or comm.rank == 0
+
+
+@contextmanager
+def abort_on_error(comm: Comm | None) -> Iterator[None]:
+    """Run a block; an exception on any rank prints ``rank r/P: ...`` and aborts every rank.
+
+    Without this, the ranks that did not fail would wait forever in their next
+    collective call. ``SystemExit`` (argparse errors, ``sys.exit``) aborts too,
+    keeping its code.
+    """
+    if comm is None:
+        yield
+        return
+    try:
+        yield
+    except BaseException as err:  # every failure, SystemExit included, must end the whole job
+        code = err.code if isinstance(err, SystemExit) and isinstance(err.code, int) else 1
+        if not (isinstance(err, SystemExit) and code == 0):
+            detail = "".join(traceback.format_exception_only(type(err), err)).strip()
+            sys.stderr.write(
+                f"vlasov-tf: rank {comm.rank} of {comm.size} failed: {detail}\n"
+                f"{''.join(traceback.format_tb(err.__traceback__))}"
+                f"vlasov-tf: aborting all {comm.size} ranks\n"
+            )
+            sys.stderr.flush()
+            comm.Abort(code or 1)
+        raise
+
+
+def block_range(n: int, parts: int, rank: int) -> tuple[int, int]:
+    """``[lo, hi)`` of ``rank``'s contiguous share of ``n`` items (sizes differ by at most one)."""
+    q, r = divmod(n, parts)
+    lo = rank * q + min(rank, r)
+    return lo, lo + q + (rank < r)
+
+
+def partition(centres: np.ndarray, parts: int) -> np.ndarray:
+    """(C,) part index of each cell: recursive coordinate bisection of the (C, d) centres.
+
+    Each split cuts the point set along its coordinate of largest extent, at
+    the rank of the sizes of the two sub-partitions, so the parts have sizes
+    differing by at most one and are compact (on S^2: caps and bands, on S^1:
+    arcs). Ties are broken by cell index, so the result is deterministic.
+    """
+    if parts < 1:
+        raise ValueError(f"the number of parts must be >= 1, got {parts}")
+    if parts > len(centres):
+        raise ValueError(f"cannot split {len(centres)} cells into {parts} parts: use fewer ranks")
+    out = np.empty(len(centres), dtype=np.int64)
+
+    def split(idx: np.ndarray, first: int, k: int) -> None:
+        if k == 1:
+            out[idx] = first
+            return
+        pts = centres[idx]
+        axis = int(np.argmax(np.ptp(pts, axis=0)))
+        order = idx[np.argsort(pts[:, axis], kind="stable")]
+        k_left = k // 2
+        cut = len(idx) * k_left // k
+        split(order[:cut], first, k_left)
+        split(order[cut:], first + k_left, k - k_left)
+
+    split(np.arange(len(centres)), 0, parts)
+    return out
+
+
+def gather_rows(comm: Comm, local: np.ndarray, index: np.ndarray | None = None) -> np.ndarray | None:
+    """Rows of all ranks on rank 0 (``None`` elsewhere), placed at their global ``index`` if given.
+
+    ``local`` (n_r, ...) is this rank's rows; ``index`` (n_r,) their global row
+    numbers (default: rank order, i.e. contiguous blocks).
+    """
+    rows = comm.gather(np.ascontiguousarray(local), root=0)
+    idx = comm.gather(index, root=0) if index is not None else None
+    if comm.rank != 0:
+        return None
+    if idx is None:
+        return np.concatenate(rows)
+    out = np.empty((sum(len(r) for r in rows), *local.shape[1:]), dtype=local.dtype)
+    for r, i in zip(rows, idx, strict=True):
+        out[i] = r
+    return out
+
+
+@dataclass
+class LocalMesh:
+    """One rank's share of a mesh.
+
+    mesh : the sub-mesh geometry (cells: owned, then halo; faces: those with an
+        owned or first-halo-layer cell, in global order).
+    cells : (C_local,) global indices of the local cells, the ``n_owned`` owned ones first.
+    faces : (F_local,) global indices of the local faces.
+    owned_faces : (F_local,) bool, faces with at least one owned cell.
+    """
+
+    comm: Comm
+    mesh: MeshGeometry
+    cells: np.ndarray
+    n_owned: int
+    faces: np.ndarray
+    owned_faces: np.ndarray
+    _send: list[np.ndarray]
+    _recv_counts: list[int]
+
+    @classmethod
+    def distribute(cls, mesh: MeshGeometry, comm: Comm) -> LocalMesh:
+        """Partition ``mesh`` (known whole on every rank) and keep this rank's share."""
+        part = partition(mesh.centres, comm.size)
+        rank, f = comm.rank, mesh.face_cells
+        owned = np.flatnonzero(part == rank)
+        is_owned = part == rank
+        layer1 = _neighbours(f, is_owned)
+        near = is_owned | layer1
+        layer2 = _neighbours(f, near)
+        halo = np.flatnonzero(layer1 | layer2)
+        # Halo cells ordered by owner rank, then global index: the order the exchange delivers them in.
+        halo = halo[np.lexsort((halo, part[halo]))]
+        cells = np.r_[owned, halo]
+        faces = np.flatnonzero(near[f[:, 0]] | near[f[:, 1]])
+        local_of = np.full(mesh.n_cells, -1, dtype=np.int64)
+        local_of[cells] = np.arange(len(cells))
+        verts, cell_vertices = np.unique(mesh.cell_vertices[cells], return_inverse=True)
+        sub = MeshGeometry(
+            kind=mesh.kind,
+            level=mesh.level,
+            char_length=mesh.char_length,
+            vertices=mesh.vertices[verts],
+            cell_vertices=cell_vertices.reshape(len(cells), -1),
+            centres=mesh.centres[cells],
+            areas=mesh.areas[cells],
+            face_cells=local_of[f[faces]],
+            face_midpoints=mesh.face_midpoints[faces],
+            face_lengths=mesh.face_lengths[faces],
+            face_normals=mesh.face_normals[faces],
+            source=f"{mesh.source} [rank {rank} of {comm.size}]",
+        )
+        owned_faces = is_owned[f[faces, 0]] | is_owned[f[faces, 1]]
+        # Tell every owner which of its cells this rank needs (setup only: pickled lists are fine).
+        wanted = [halo[part[halo] == q] for q in range(comm.size)]
+        asked = comm.alltoall(wanted)
+        send = [local_of[a] for a in asked]  # owned cells are local 0..n_owned-1
+        return cls(
+            comm, sub, cells, len(owned), faces, owned_faces, send, [len(w) for w in wanted]
+        )
+
+    def exchange(self, values: np.ndarray) -> None:
+        """Overwrite the halo entries of the (C_local,) ``values`` with their owners' values, in place."""
+        from mpi4py import MPI
+
+        sendbuf = np.concatenate([values[s] for s in self._send]) if self._send else values[:0]
+        recvbuf = values[self.n_owned :]
+        send_counts = [len(s) for s in self._send]
+        self.comm.Alltoallv(
+            [np.ascontiguousarray(sendbuf), (send_counts, _offsets(send_counts)), MPI.DOUBLE],
+            [recvbuf, (self._recv_counts, _offsets(self._recv_counts)), MPI.DOUBLE],
+        )
+
+    def gather(self, owned_values: np.ndarray) -> np.ndarray | None:
+        """(C,) global array on rank 0 from each rank's (n_owned,) values; ``None`` elsewhere."""
+        return gather_rows(self.comm, owned_values, self.cells[: self.n_owned])
+
+
+def _neighbours(face_cells: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(C,) bool: cells sharing a face with a cell of ``mask``, not in ``mask`` themselves."""
+    own, nbr = face_cells[:, 0], face_cells[:, 1]
+    out = np.zeros_like(mask)
+    out[nbr[mask[own]]] = True
+    out[own[mask[nbr]]] = True
+    return out & ~mask
+
+
+def _offsets(counts: list[int]) -> list[int]:
+    return [0, *np.cumsum(counts)[:-1].tolist()] if counts else []
+
+
+class RingSums:
+    """Kernel sums of one head over a measure split across the ranks of ``comm`` (a ring).
+
+    Called as a :data:`vlasov_tf.model.HeadSums`: ``ring(B, queries, points,
+    weights)`` where ``points`` (m_r, d) and ``weights`` (m_r,) are this rank's
+    block of the measure. Returns ``(shift, sums)`` for the whole measure::
+
+        sums_i exp(shift_i) = sum over all ranks' j of w_j exp(<B x_i, y_j>) [y_j, 1].
+
+    Step s (0 <= s < P) sums the queries against the block of rank ``r - s``
+    while the next block is already on its way (non-blocking send/receive), and
+    merges it into the running result with a log-sum-exp: with shifts ``a, b``,
+    ``(a, S) + (b, S') = (c, S e^{a - c} + S' e^{b - c})``, ``c = max(a, b)``.
+    Traffic per call: every block once round the ring, ``m (d + 1)`` doubles.
+    """
+
+    def __init__(self, comm: Comm, threads: int | None = None) -> None:
+        self.comm = comm
+        # One thread per rank unless asked: ranks are normally placed one per core.
+        if threads is None:
+            threads = num_threads() if "VLASOV_TF_NUM_THREADS" in os.environ else 1
+        self.threads = threads
+
+    def __call__(
+        self, B: np.ndarray, queries: np.ndarray, points: np.ndarray, weights: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        from mpi4py import MPI
+
+        comm, size, rank = self.comm, self.comm.size, self.comm.rank
+        d = points.shape[1]
+        counts = comm.allgather(len(points))
+        cur = np.empty((max(counts), d + 1))
+        nxt = np.empty_like(cur)
+        cur[: len(points), :d], cur[: len(points), d] = points, weights
+        z = np.dot(queries, B.T)
+        shift = np.full(len(queries), -np.inf)
+        sums = np.zeros((len(queries), d + 1))
+        right, left = (rank + 1) % size, (rank - 1) % size
+        for step in range(size):
+            n_cur = counts[(rank - step) % size]
+            reqs = []
+            if step < size - 1:
+                n_nxt = counts[(rank - step - 1) % size]
+                reqs = [comm.Isend(cur[:n_cur], dest=right), comm.Irecv(nxt[:n_nxt], source=left)]
+            y, w = cur[:n_cur, :d], cur[:n_cur, d]
+            if (w > 0).any():
+                s, part = exp_kernel_sums(z, y, w, y, threads=self.threads)
+                shift, sums = _merge(shift, sums, s, part)
+            MPI.Request.Waitall(reqs)
+            cur, nxt = nxt, cur
+        return shift, sums
+
+
+def _merge(a: np.ndarray, sa: np.ndarray, b: np.ndarray, sb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scaled sums ``(a, sa) + (b, sb)`` with the common shift ``max(a, b)`` (a may be -inf: empty)."""
+    c = np.maximum(a, b)
+    return c, sa * np.exp(a - c)[:, None] + sb * np.exp(b - c)[:, None]
