@@ -7,7 +7,9 @@ Subcommands
     The cross-validation (the README's main job): run a case with both solvers
     into ``out/<name>.h5``, print W1 rate tables in L, N and h, save a figure.
 ``run CASE [--solver grid|particles|both] [--resume]``
-    Run a case file into one HDF5 run file (and its XDMF companion).
+    Run a case file into one HDF5 run file (and its XDMF companion). Under
+    ``mpiexec -n P`` (or ``srun``) every solver runs on the P ranks and rank 0
+    writes the file; an error on any rank aborts the job with its message.
 ``plot RUNFILE``
     Figures of a stored run.
 ``particles``
@@ -35,6 +37,7 @@ from .crossval import run_case
 from .io import RunFile
 from .kernels import num_threads
 from .meshes import SPHERE_LEVELS, build_sphere_mesh, load_mesh
+from .parallel import abort_on_error, is_root, on_root, world
 from .plots import plot_crossval, plot_depth_convergence
 from .studies import (
     DEFAULT_LAYERS,
@@ -237,13 +240,22 @@ def _load(args: argparse.Namespace):
 def _run(args: argparse.Namespace, case, solvers: tuple[str, ...]) -> Path:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{case.name}.h5"
-    if path.exists() and not (args.resume or args.overwrite):
+    # Rank 0 looks: by the time another rank looked, rank 0 may have created the file.
+    if on_root(args.comm, path.exists) and not (args.resume or args.overwrite):
         args.parser.error(f"{path} exists: pass --resume to continue it or --overwrite to replace it")
     tic = time.perf_counter()
     run_case(
-        case, path, resume=args.resume, overwrite=args.overwrite, solvers=solvers, progress=args.progress
+        case,
+        path,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        solvers=solvers,
+        progress=args.progress,
+        comm=args.comm,
     )
-    print(f"run file: {path} ({time.perf_counter() - tic:.1f} s)")
+    if is_root(args.comm):
+        ranks = "" if args.comm is None else f" on {args.comm.size} ranks"
+        print(f"run file: {path} ({time.perf_counter() - tic:.1f} s{ranks})")
     return path
 
 
@@ -259,6 +271,8 @@ def _cmd_study(args: argparse.Namespace) -> int:
     if args.full:
         case = full_study(case)
     path = _run(args, case, ("grid", "particles"))
+    if not is_root(args.comm):
+        return 0
     with RunFile.open(path) as run:
         print()
         print(format_tables(crossval_tables(case, run)))
@@ -277,8 +291,13 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``vlasov-tf``; returns the exit status (argparse exits with 2 on bad usage)."""
-    args = build_parser().parse_args(argv)
-    return args.handler(args)
+    comm = world()
+    with abort_on_error(comm):
+        args = build_parser().parse_args(argv)
+        if comm is not None and args.handler not in (_cmd_run, _cmd_study):
+            args.parser.error(f"only `run` and `study` run under MPI ({comm.size} ranks): start it serially")
+        args.comm = comm
+        return args.handler(args)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,12 @@ cell centres) are the diagnostics:
 
 Tokens come from :meth:`Case.initial_tokens` (a stream keyed to (seed, N), or
 deterministic quantiles): every depth L sees the same N tokens.
+
+Under MPI (``comm``) every rank runs every job's solver on its share; rank 0
+alone opens the run file, stores the snapshots (gathered in global order),
+decides what a resume skips and where it restarts (broadcast to the others),
+and computes the diagnostics. A run file does not record the number of ranks:
+it resumes on any.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from .comparison import wasserstein
 from .eulerian import solve_grid
 from .io import RunFile
 from .model import Params, interaction_energy
+from .parallel import Comm, is_root, on_root
 from .particles import solve_particles
 
 __all__ = ["MAX_DEEP_PAIRS", "Job", "case_jobs", "compute_diagnostics", "run_case", "zonal_beta"]
@@ -104,16 +111,23 @@ def zonal_beta(params: Params) -> float | None:
     return None
 
 
-def _run_job(case: Case, job: Job, run: RunFile, progress: bool, log: Callable[[str], None]) -> None:
-    stored = run.job_state(job.key)
+def _run_job(
+    case: Case,
+    job: Job,
+    run: RunFile | None,
+    progress: bool,
+    log: Callable[[str], None],
+    comm: Comm | None = None,
+) -> None:
+    """One job; ``run`` is None on the ranks other than 0."""
+    stored = on_root(comm, lambda: run.job_state(job.key))
     mesh = case.mesh(job.resolution) if job.kind == "grid" else None
     if job.kind == "grid":
         start, weights = case.initial.cell_averages(mesh), None
     else:
         start, weights = case.initial_tokens(job.tokens)
-    run.start_job(
-        job.key, job.kind, mesh=mesh, weights=weights, **{k: v for k, v in job.attrs.items() if k != "kind"}
-    )
+    attrs = {k: v for k, v in job.attrs.items() if k != "kind"}
+    on_root(comm, lambda: run.start_job(job.key, job.kind, mesh=mesh, weights=weights, **attrs) and None)
     t0 = 0.0
     if stored is not None and len(stored[0]):
         t0, start = float(stored[0][-1]), stored[1][-1]
@@ -135,6 +149,7 @@ def _run_job(case: Case, job: Job, run: RunFile, progress: bool, log: Callable[[
             progress=progress,
             callback=store,
             t0=t0,
+            comm=comm,
         )
     else:
         ref_steps = case.particles.reference_steps
@@ -153,8 +168,9 @@ def _run_job(case: Case, job: Job, run: RunFile, progress: bool, log: Callable[[
             progress=progress,
             callback=store,
             t0=t0,
+            comm=comm,
         )
-    run.finish_job(job.key)
+    on_root(comm, lambda: run.finish_job(job.key) and None)
 
 
 def run_case(
@@ -166,23 +182,45 @@ def run_case(
     solvers: tuple[str, ...] = ("grid", "particles"),
     progress: bool = False,
     log: Callable[[str], None] = print,
+    comm: Comm | None = None,
 ) -> Path:
-    """Run every job of ``case`` into the HDF5 file ``path``, then its diagnostics and XDMF companion."""
+    """Run every job of ``case`` into the HDF5 file ``path``, then its diagnostics and XDMF companion.
+
+    ``comm``: run every solver on the ranks of this mpi4py communicator (module docstring).
+    """
     path = Path(path)
-    if resume and path.exists():
-        run = RunFile.open(path)
-    else:
-        run = RunFile.create(path, case.text, case.name, overwrite=overwrite)
-    with run:
+    root = is_root(comm)
+    if not root:
+        log = _silent
+
+    opened: list[RunFile] = []  # the writer's file stays on rank 0; only success is broadcast
+
+    def open_run() -> None:
+        if resume and path.exists():
+            opened.append(RunFile.open(path))
+        else:
+            opened.append(RunFile.create(path, case.text, case.name, overwrite=overwrite))
+
+    on_root(comm, open_run)
+    run = opened[0] if opened else None
+    try:
         for job in case_jobs(case, solvers):
-            if run.is_complete(job.key):
+            if on_root(comm, lambda job=job: run.is_complete(job.key)):
                 log(f"{job.key}: complete, skipped")
                 continue
             log(f"{job.key}: running")
-            _run_job(case, job, run, progress, log)
-        compute_diagnostics(case, run)
-        run.write_xdmf()
+            _run_job(case, job, run, progress, log, comm)
+        if root:
+            compute_diagnostics(case, run)
+            run.write_xdmf()
+    finally:
+        if run is not None:
+            run.close()
     return path
+
+
+def _silent(_: str) -> None:
+    pass
 
 
 def _measure(case: Case, run: RunFile, job: Job) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -33,10 +33,10 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -50,10 +50,12 @@ __all__ = [
     "block_range",
     "gather_rows",
     "is_root",
+    "on_root",
     "partition",
     "world",
 ]
 
+T = TypeVar("T")
 Comm = Any  # mpi4py.MPI.Comm; typed loosely so that importing this module never imports mpi4py
 
 # Variables that MPI launchers (MPICH/hydra, Open MPI, PMIx, Slurm's srun with PMI) set in each rank.
@@ -89,17 +91,43 @@ def abort_on_error(comm: Comm | None) -> Iterator[None]:
     try:
         yield
     except BaseException as err:  # every failure, SystemExit included, must end the whole job
-        code = err.code if isinstance(err, SystemExit) and isinstance(err.code, int) else 1
-        if not (isinstance(err, SystemExit) and code == 0):
+        if isinstance(err, SystemExit):
+            code = err.code if isinstance(err.code, int) else 1
+            if code == 0:
+                raise
+            # argparse and sys.exit have said why already.
+            sys.stderr.write(f"vlasov-tf: rank {comm.rank} of {comm.size} exited with status {code}\n")
+        else:
+            code = 1
             detail = "".join(traceback.format_exception_only(type(err), err)).strip()
             sys.stderr.write(
                 f"vlasov-tf: rank {comm.rank} of {comm.size} failed: {detail}\n"
                 f"{''.join(traceback.format_tb(err.__traceback__))}"
-                f"vlasov-tf: aborting all {comm.size} ranks\n"
             )
-            sys.stderr.flush()
-            comm.Abort(code or 1)
+        sys.stderr.write(f"vlasov-tf: aborting all {comm.size} ranks\n")
+        sys.stderr.flush()
+        comm.Abort(code)
         raise
+
+
+def on_root(comm: Comm | None, fn: Callable[[], T]) -> T:
+    """``fn()`` evaluated on rank 0 and broadcast; an exception there is raised on every rank.
+
+    For what only the writer may do (open the run file, read a stored state):
+    the other ranks must not wait in a broadcast that never comes.
+    """
+    if comm is None:
+        return fn()
+    result: tuple[bool, Any] = (True, None)
+    if comm.rank == 0:
+        try:
+            result = (True, fn())
+        except Exception as err:  # handed to every rank below
+            result = (False, err)
+    ok, value = comm.bcast(result, root=0)
+    if not ok:
+        raise value
+    return value
 
 
 def block_range(n: int, parts: int, rank: int) -> tuple[int, int]:

@@ -1,0 +1,216 @@
+"""MPI domain decomposition: partitions, ring sums, and serial-equals-parallel under mpiexec.
+
+The mpiexec tests start ``tests/mpi_solvers.py`` and the CLI on 2, 3 and 4
+ranks (more ranks than this machine's 2 cores: oversubscribed) and compare with
+the serial run: to 1e-12 relative where only the split of the nonlocal sums
+changes the round-off, bit for bit where nothing nonlocal is summed.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mpi4py import MPI
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from vlasov_tf import parallel
+from vlasov_tf.io import RunFile
+from vlasov_tf.kernels import exp_kernel_sums
+from vlasov_tf.measures import uniform_sphere
+from vlasov_tf.meshes import circle_mesh, sphere_mesh
+from vlasov_tf.model import dense_head_sums
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+MPIEXEC = shutil.which("mpiexec", path=str(BIN)) or shutil.which("mpiexec")
+RTOL = 1e-12
+
+
+def launch(n: int, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    env = {**os.environ, "VLASOV_TF_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    return subprocess.run(
+        [MPIEXEC, "-n", str(n), *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO
+    )
+
+
+def rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+# -- serial pieces -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 4, 7, 16])
+def test_partition_is_balanced_connected_and_deterministic(parts):
+    mesh = sphere_mesh(1)
+    part = parallel.partition(mesh.centres, parts)
+    sizes = np.bincount(part, minlength=parts)
+    assert sizes.max() - sizes.min() <= 1
+    np.testing.assert_array_equal(part, parallel.partition(mesh.centres.copy(), parts))
+    f = mesh.face_cells
+    for p in range(parts):
+        inside = (part[f[:, 0]] == p) & (part[f[:, 1]] == p)
+        graph = coo_matrix((np.ones(inside.sum()), (f[inside, 0], f[inside, 1])), shape=(mesh.n_cells,) * 2)
+        _, labels = connected_components(graph, directed=False)
+        assert len(np.unique(labels[part == p])) == 1, f"part {p} of {parts} is not connected"
+    # Compact parts: the cut is a few great-circle arcs, O(sqrt(C P)) faces, not O(C).
+    cut = (part[f[:, 0]] != part[f[:, 1]]).sum()
+    assert cut <= 4 * np.sqrt(mesh.n_cells * parts)
+
+
+def test_partition_of_circle_is_arcs():
+    part = parallel.partition(circle_mesh(100).centres, 4)
+    assert (np.diff(part) != 0).sum() <= 4  # four arcs: at most four changes round the circle
+
+
+def test_partition_rejects_more_parts_than_cells():
+    with pytest.raises(ValueError, match="cannot split 3 cells into 4 parts"):
+        parallel.partition(np.eye(3), 4)
+
+
+def test_block_range_covers_in_order():
+    for n, p in ((10, 3), (2, 4), (0, 2), (101, 7)):
+        spans = [parallel.block_range(n, p, r) for r in range(p)]
+        assert spans[0][0] == 0 and spans[-1][1] == n
+        assert all(a[1] == b[0] for a, b in pairwise(spans))
+        assert max(hi - lo for lo, hi in spans) - min(hi - lo for lo, hi in spans) <= 1
+
+
+def test_merge_of_key_blocks_equals_whole_sum(rng):
+    """The ring's log-sum-exp merge: blocks with different shifts add up to the whole sum."""
+    x = uniform_sphere(300, 3, rng)
+    w = rng.random(300)
+    z = 40.0 * x[:50]  # large scores: the blocks' shifts differ by tens
+    whole_shift, whole = exp_kernel_sums(z, x, w, x)
+    shift, sums = np.full(50, -np.inf), np.zeros((50, 4))
+    for block in np.array_split(np.arange(300), 5):
+        s, part = exp_kernel_sums(z, x[block], w[block], x[block])
+        shift, sums = parallel._merge(shift, sums, s, part)
+    np.testing.assert_allclose(sums * np.exp(shift - whole_shift)[:, None], whole, rtol=1e-13)
+
+
+def test_ring_on_one_rank_is_the_dense_sum(rng):
+    x = uniform_sphere(200, 3, rng)
+    w = rng.random(200)
+    B = rng.normal(size=(3, 3))
+    got = parallel.RingSums(MPI.COMM_SELF)(B, x[:30], x, w)
+    want = dense_head_sums(B, x[:30], x, w)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_world_is_none_outside_mpiexec(monkeypatch):
+    for var in parallel._LAUNCHER_VARS:
+        monkeypatch.delenv(var, raising=False)
+    assert parallel.world() is None
+
+
+# -- under mpiexec ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def serial_results(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("mpi") / "serial.npz"
+    subprocess.run([sys.executable, "tests/mpi_solvers.py", str(out), "serial"], check=True, cwd=REPO)
+    return out
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("ranks", [1, 2, 3, 4])
+def test_parallel_equals_serial(serial_results, ranks):
+    out = serial_results.with_name(f"p{ranks}.npz")
+    shutil.copy(serial_results.with_name("serial_mid.npy"), out.with_name(f"p{ranks}_mid.npy"))
+    proc = launch(ranks, sys.executable, "tests/mpi_solvers.py", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got, want = np.load(out), np.load(serial_results)
+    for key in ("grid_general", "grid_circle", "particles_layers", "particles_rk4", "particles_adaptive"):
+        assert got[key].shape == want[key].shape, key
+        assert rel(got[key], want[key]) <= RTOL, f"{key} on {ranks} ranks: {rel(got[key], want[key]):.2e}"
+    # Resumed at t = 0.1 on `ranks` ranks from the serial run's snapshot: the serial final state.
+    assert rel(got["grid_resumed"][-1], want["grid_general"][-1]) <= RTOL
+    # A prescribed field has no nonlocal sums, and the local operators keep the global face order.
+    np.testing.assert_array_equal(got["grid_rotation"], want["grid_rotation"])
+
+
+TINY = """
+[case]
+name = "tiny_sphere"
+geometry = "sphere"
+T = 0.4
+outputs = 3
+
+[initial]
+family = "vmf_mixture"
+means = [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
+kappas = [4.0, 6.0]
+proportions = [0.5, 0.5]
+
+[model]
+attention = "SA"
+beta = 2.0
+
+[particles]
+tokens = [150]
+layers = [4]
+reference_steps = 8
+seed = 3
+
+[grid]
+resolutions = [0]
+"""
+
+
+@pytest.mark.mpi
+def test_cli_run_on_2_ranks_resumed_on_3_equals_serial(tmp_path):
+    case = tmp_path / "tiny_sphere.toml"
+    case.write_text(TINY)
+    vtf = str(BIN / "vlasov-tf")
+    serial = subprocess.run(
+        [vtf, "run", str(case), "--out", str(tmp_path / "serial"), "--no-progress"],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert serial.returncode == 0, serial.stderr
+    first = launch(2, vtf, "run", str(case), "--out", str(tmp_path / "mpi"), "--solver", "grid")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "on 2 ranks" in first.stdout
+    again = launch(3, vtf, "run", str(case), "--out", str(tmp_path / "mpi"), "--resume")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "grid/K0: complete, skipped" in again.stdout
+    with RunFile.open(tmp_path / "serial" / "tiny_sphere.h5") as a, RunFile.open(
+        tmp_path / "mpi" / "tiny_sphere.h5"
+    ) as b:
+        for key in ("grid/K0", "particles/N150_ref", "particles/N150_L4"):
+            (ta, sa), (tb, sb) = a.job_state(key), b.job_state(key)
+            np.testing.assert_array_equal(ta, tb)
+            assert rel(sb, sa) <= RTOL, key
+
+
+@pytest.mark.mpi
+def test_error_on_one_rank_ends_the_job(tmp_path):
+    script = tmp_path / "fail.py"
+    script.write_text(
+        "from mpi4py import MPI\n"
+        "from vlasov_tf.parallel import abort_on_error\n"
+        "comm = MPI.COMM_WORLD\n"
+        "with abort_on_error(comm):\n"
+        "    if comm.rank == 1:\n"
+        "        raise ValueError('weights of token 7 are negative')\n"
+        "    comm.allreduce(1)  # rank 0 would wait here for ever\n"
+    )
+    proc = launch(2, sys.executable, str(script), timeout=60)
+    assert proc.returncode != 0
+    assert "rank 1 of 2 failed: ValueError: weights of token 7 are negative" in proc.stderr
+    assert "aborting all 2 ranks" in proc.stderr
+
+
+@pytest.mark.mpi
+def test_cli_bad_case_under_mpi_fails_clearly(tmp_path):
+    proc = launch(2, str(BIN / "vlasov-tf"), "run", str(tmp_path / "missing.toml"), timeout=60)
+    assert proc.returncode != 0
+    assert "missing.toml" in proc.stderr
