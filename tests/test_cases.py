@@ -649,6 +649,8 @@ BAD = [
     (SPHERE, "resolutions = [0, 1]", "resolutions = [-1, 1]", "grid.resolutions[0]"),
     (BASE, "[grid]", "[grid]\ncells = 8", "grid.cells"),
     (BASE, "[grid]", "[grid]\nmax_dt = 0.0", "grid.max_dt"),
+    (BASE, "[grid]", '[grid]\nfield_method = "fmm"', "grid.field_method"),
+    (BASE, "seed = 0", 'seed = 0\nfield_method = "fft"', "particles.field_method"),
 ]
 PERTURBED = [
     ('family = "uniform_perturbed"\namplitude = 1.2\nk = 2', "circle", "initial.amplitude"),

@@ -69,12 +69,15 @@ Layout (every key below; comments say which are optional)::
     sampling = "random"               # optional: "random" (i.i.d.) | "quantiles" (circle: deterministic
                                       # points at the (i + 1/2)/N quantiles) | "atoms" (family "file":
                                       # its points and weights as they are)
+    field_method = "auto"             # optional: "auto" (cheapest within 1e-10 per row) | "dense" |
+                                      # "taylor" (small beta) | "harmonics" (zonal heads on S^2)
 
     [grid]                            # optional (circle and sphere only): the Eulerian runs
     resolutions = [0, 1]              # circle: numbers of cells M >= 3; sphere: mesh levels 0..4
     cfl = 0.5                         # optional, in (0, 1]
     limiter = "barth-jespersen"       # optional: "barth-jespersen" | "none"
     # max_dt = 0.05                   # optional cap on the time step (default: the CFL step alone)
+    field_method = "auto"             # optional: as for particles, plus "fft" (uniform circle grids)
     # --8<-- end
 
 A block's parameters are the ``[model]`` table with the block's own keys put
@@ -100,7 +103,8 @@ import numpy as np
 from numpy.polynomial import legendre
 from scipy import special
 
-from .eulerian import LIMITERS
+from .eulerian import FIELD_METHODS, LIMITERS
+from .kernels import METHODS as KERNEL_METHODS
 from .measures import SPHERE_ATOL, angles_to_circle, normalize, uniform_sphere, von_mises_fisher_mixture
 from .meshes import SPHERE_LEVELS, MeshGeometry, circle_mesh, sphere_mesh
 from .model import Params, Perceptron, Schedule
@@ -435,6 +439,8 @@ class ParticleSpec:
     adaptive DOP853 solver). ``sampling``: "random" (i.i.d. samples, generator
     ``default_rng((seed, N))``), "quantiles" (circle only, see
     :meth:`InitialMeasure.quantiles`) or "atoms" (family "file": its weighted points).
+    ``field_method``: how the attention sums are evaluated (``solve_particles``'s
+    ``field_method``: "auto", "dense", "taylor", "harmonics").
     """
 
     tokens: tuple[int, ...]
@@ -442,6 +448,7 @@ class ParticleSpec:
     reference_steps: int = 0
     seed: int = 0
     sampling: str = "random"
+    field_method: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -451,12 +458,14 @@ class GridSpec:
     ``max_dt`` (None: no cap) caps the time step of ``solve_grid``: near a
     uniform state the velocities, hence the CFL restriction, vanish, and only
     the cap keeps the time error of a slowly growing perturbation small.
+    ``field_method``: ``solve_grid``'s ("auto", "dense", "taylor", "harmonics", "fft").
     """
 
     resolutions: tuple[int, ...]
     cfl: float = 0.5
     limiter: str = "barth-jespersen"
     max_dt: float | None = None
+    field_method: str = "auto"
 
 
 @dataclass(frozen=True, eq=False)
@@ -941,8 +950,12 @@ def _schedule(r: _Reader, data: dict[str, Any], T: float, d: int) -> tuple[Sched
 
 def _particles(r: _Reader, v: Any, geometry: str, initial: InitialMeasure) -> ParticleSpec:
     t = r.table(
-        v, "particles", ("tokens", "layers", "reference_steps", "seed", "sampling"), ("tokens", "layers")
+        v,
+        "particles",
+        ("tokens", "layers", "reference_steps", "seed", "sampling", "field_method"),
+        ("tokens", "layers"),
     )
+    method = r.string(t.get("field_method", "auto"), "particles.field_method", KERNEL_METHODS)
     tokens = r.counts(t["tokens"], "particles.tokens", lo=1)
     layers = r.counts(t["layers"], "particles.layers", lo=1)
     ref = r.integer(t.get("reference_steps", 0), "particles.reference_steps", lo=0)
@@ -964,7 +977,9 @@ def _particles(r: _Reader, v: Any, geometry: str, initial: InitialMeasure) -> Pa
             )
     elif initial.family == "file" and sampling != "random":
         r.fail("particles.sampling", f"must be 'random' or 'atoms' for the 'file' family, got {sampling!r}")
-    return ParticleSpec(tokens=tokens, layers=layers, reference_steps=ref, seed=seed, sampling=sampling)
+    return ParticleSpec(
+        tokens=tokens, layers=layers, reference_steps=ref, seed=seed, sampling=sampling, field_method=method
+    )
 
 
 def _grid(r: _Reader, v: Any, geometry: str, initial: InitialMeasure) -> GridSpec:
@@ -975,7 +990,7 @@ def _grid(r: _Reader, v: Any, geometry: str, initial: InitialMeasure) -> GridSpe
             "grid",
             "needs a density, and initial.family 'file' gives weighted points: remove the [grid] table",
         )
-    t = r.table(v, "grid", ("resolutions", "cfl", "limiter", "max_dt"), ("resolutions",))
+    t = r.table(v, "grid", ("resolutions", "cfl", "limiter", "max_dt", "field_method"), ("resolutions",))
     if geometry == "circle":
         res = r.counts(t["resolutions"], "grid.resolutions", lo=MIN_CIRCLE_CELLS)
     else:
@@ -985,7 +1000,8 @@ def _grid(r: _Reader, v: Any, geometry: str, initial: InitialMeasure) -> GridSpe
         r.fail("grid.cfl", f"must lie in (0, 1], got {cfl!r}")
     limiter = r.string(t.get("limiter", "barth-jespersen"), "grid.limiter", LIMITERS)
     max_dt = r.positive(t["max_dt"], "grid.max_dt") if "max_dt" in t else None
-    return GridSpec(resolutions=res, cfl=cfl, limiter=limiter, max_dt=max_dt)
+    method = r.string(t.get("field_method", "auto"), "grid.field_method", FIELD_METHODS)
+    return GridSpec(resolutions=res, cfl=cfl, limiter=limiter, max_dt=max_dt, field_method=method)
 
 
 def _apply_overrides(r: _Reader, data: dict[str, Any], overrides: Mapping[str, Any]) -> None:
