@@ -55,7 +55,7 @@ from tqdm.auto import tqdm
 from .harmonics import HarmonicPlan, harmonic_cost, scaled_orthogonal
 from .kernels import circle_convolution_sums, kernel_sums
 from .meshes import MeshGeometry
-from .model import HeadSums, Params, Schedule, dense_head_sums, velocity_unchecked
+from .model import Params, Schedule, dense_head_sums, velocity_unchecked
 from .parallel import Comm, LocalMesh, RingSums, is_root
 
 __all__ = ["FIELD_METHODS", "LIMITERS", "FiniteVolume", "GridSolution", "solve_grid"]
@@ -101,7 +101,8 @@ class FiniteVolume:
 
     On one rank's :class:`~vlasov_tf.parallel.LocalMesh` pass ``ring``: the
     attention then sums the measure of the first ``n_owned`` cells of every
-    rank (the halo cells belong to other ranks' blocks).
+    rank (the halo cells belong to other ranks' blocks), by the ring, or for
+    zonal heads on S^2 by harmonic coefficients summed over the ranks.
     """
 
     def __init__(
@@ -109,7 +110,7 @@ class FiniteVolume:
         mesh: MeshGeometry,
         limiter: str = "barth-jespersen",
         *,
-        ring: HeadSums | None = None,
+        ring: RingSums | None = None,
         n_owned: int | None = None,
         field_method: str = "auto",
     ) -> None:
@@ -123,6 +124,10 @@ class FiniteVolume:
         self.limiter = limiter
         self.ring = ring
         self.n_owned = mesh.n_cells if n_owned is None else n_owned
+        self._keys = mesh.centres if n_owned is None else mesh.centres[:n_owned]
+        self._sizes = (mesh.n_faces, self.n_owned)
+        if ring is not None:
+            self._sizes = tuple(int(v) for v in ring.allreduce(np.array(self._sizes, dtype=float)))
         c, f = mesh.centres, mesh.face_cells
         own, nbr = f[:, 0], f[:, 1]
         n, d, nf = mesh.n_cells, c.shape[1], mesh.n_faces
@@ -225,9 +230,9 @@ class FiniteVolume:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Kernel sums of one head at the face midpoints: FFT (uniform circle, rotation-invariant
         ``B``), spherical harmonics (S^2, zonal ``B``, where cheaper), else :func:`kernel_sums`."""
-        method, mesh = self.field_method, self.mesh
-        is_grid = queries is mesh.face_midpoints and points is mesh.centres
-        offset = self._circle_face_offset
+        method, mesh, ring = self.field_method, self.mesh, self.ring
+        is_grid = queries is mesh.face_midpoints and points is self._keys
+        offset = self._circle_face_offset if ring is None else None
         if method in ("auto", "fft") and offset is not None and is_grid and B.shape == (2, 2):
             a, b = 0.5 * (B[0, 0] + B[1, 1]), 0.5 * (B[1, 0] - B[0, 1])
             scale = float(np.hypot(a, b))
@@ -237,19 +242,30 @@ class FiniteVolume:
         if method in ("auto", "harmonics") and is_grid and mesh.kind == "sphere":
             # rtol 1e-14: harmonic_sums asks B to be orthogonal to 1e-10 / beta.
             zonal = scaled_orthogonal(B, rtol=1e-14)
-            n, m = len(queries), len(points)
+            n, m = self._sizes  # global sizes under MPI: every rank takes the same decision
             if zonal is not None and (method == "harmonics" or harmonic_cost(zonal[0], n, m) < n * m):
                 key = B.tobytes()
                 if key not in self._plans:
                     if len(self._plans) >= 2:  # a plan holds up to 512 MiB of tables
                         self._plans.pop(next(iter(self._plans)))
                     self._plans[key] = HarmonicPlan(B, queries, points)
-                return self._plans[key](weights, points)
+                if ring is None:
+                    return self._plans[key](weights, points)
+                # Coefficients summed over the ranks; the rows that need the dense fix-up take the ring.
+                return self._plans[key](
+                    weights,
+                    points,
+                    allreduce=ring.allreduce,
+                    dense=lambda rows: ring(B, queries[rows], points, weights),
+                )
         if method in ("fft", "harmonics"):
             raise ValueError(
-                f"field method {method!r} does not apply here: 'fft' needs a uniform circle grid and a "
-                "scaled-rotation score matrix, 'harmonics' a sphere mesh and B = beta R (R orthogonal)"
+                f"field method {method!r} does not apply here: 'fft' needs a uniform circle grid on one "
+                "rank and a scaled-rotation score matrix, 'harmonics' a sphere mesh and B = beta R "
+                "(R orthogonal)"
             )
+        if ring is not None:
+            return ring(B, queries, points, weights)
         if method == "dense":
             return dense_head_sums(B, queries, points, weights)
         return kernel_sums(np.dot(queries, B.T), points, weights, points, method=method)
@@ -258,15 +274,11 @@ class FiniteVolume:
         """(F,) ``X(m_f) . n_f``: attention of the cell measure, or a prescribed field."""
         m = self.mesh
         if isinstance(field, Params):
-            if self.ring is None:
-                x = velocity_unchecked(
-                    field, m.centres, rho * m.areas, m.face_midpoints, True, head_sums=self.head_sums
-                )
-            else:
-                k = self.n_owned
-                x = velocity_unchecked(
-                    field, m.centres[:k], rho[:k] * m.areas[:k], m.face_midpoints, True, head_sums=self.ring
-                )
+            k = self.n_owned  # under MPI the halo cells' mass is counted by their owners
+            masses = rho[:k] * m.areas[:k]
+            x = velocity_unchecked(
+                field, self._keys, masses, m.face_midpoints, True, head_sums=self.head_sums
+            )
         else:
             x = np.asarray(field(t, m.face_midpoints), dtype=float)
             if x.shape != m.face_midpoints.shape or not np.isfinite(x).all():

@@ -59,6 +59,7 @@ thread. (scipy's ``sph_legendre_p_all`` costs ~100 ns per value, 30x more.)
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
@@ -414,13 +415,16 @@ def _check_b(B: np.ndarray) -> tuple[float, np.ndarray]:
     return sr
 
 
-def _check_weights_values(weights, values, m: int) -> tuple[np.ndarray, np.ndarray | None]:
+def _check_weights_values(
+    weights, values, m: int, allow_zero: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``allow_zero``: one rank's block of a split measure may carry no weight."""
     w = np.asarray(weights, dtype=float)
     if w.shape != (m,):
         raise ValueError(f"weights must have shape ({m},) to match the points; got {w.shape}")
     if not np.isfinite(w).all() or (w < 0).any():
         raise ValueError("weights must be finite and non-negative")
-    if not w.sum() > 0:
+    if not (allow_zero or w.sum() > 0):
         raise ValueError("weights have zero total: at least one must be positive")
     if values is None:
         return w, None
@@ -493,38 +497,56 @@ class HarmonicPlan:
         self._mag = terms * np.sqrt(4 * np.pi / (2 * ell + 1))
         self._tail = truncation_bound(self.scale, self.degree)
 
-    def error_bound(self, coef: np.ndarray, wv: np.ndarray) -> float:
+    def error_bound(self, coef: np.ndarray, totals: np.ndarray) -> float:
         """Estimated absolute error of any entry of the sums, relative to ``e^s`` (module docstring).
 
-        ``coef`` (L+1, L+1, 2, k+1): the harmonic coefficients of ``wv`` (m, k+1)
-        (:func:`_coefficients`). Truncation bound plus round-off estimate,
+        ``coef`` (L+1, L+1, 2, k+1): the harmonic coefficients of the scaled
+        weighted values ``wv`` (m, k+1) (:func:`_coefficients`); ``totals`` (k+1,)
+        their column sums of ``|wv|``. Truncation bound plus round-off estimate,
         largest over the columns.
         """
         # ||a_l|| in the real orthonormal basis, per degree and column: (L+1, k+1).
         norms = np.sqrt((self._fold * coef**2).sum(axis=(0, 2)))
-        total = np.abs(wv).sum(axis=0)
         n1 = self.degree + 1
-        noise = _NOISE_TERMS * n1**2 * (self._mag @ norms) + _NOISE_KEYS * np.sqrt(n1) * total
-        return float((self._tail * total + np.finfo(float).eps * noise).max())
+        noise = _NOISE_TERMS * n1**2 * (self._mag @ norms) + _NOISE_KEYS * np.sqrt(n1) * totals
+        return float((self._tail * totals + np.finfo(float).eps * noise).max())
 
     def __call__(
-        self, weights: np.ndarray, values: np.ndarray | None = None
+        self,
+        weights: np.ndarray,
+        values: np.ndarray | None = None,
+        *,
+        allreduce: Callable[[np.ndarray], np.ndarray] | None = None,
+        dense: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``(shift (n,), sums (n, k + 1))`` with ``S_i = exp(shift_i) sums_i``, as ``exp_kernel_sums``."""
-        w, v = _check_weights_values(weights, values, len(self.points))
+        """``(shift (n,), sums (n, k + 1))`` with ``S_i = exp(shift_i) sums_i``, as ``exp_kernel_sums``.
+
+        For a measure split across MPI ranks (``points``/``weights`` being this
+        rank's block): ``allreduce(a)`` sums an array over the ranks (the
+        coefficients are sums over the keys), and ``dense(rows)`` returns the
+        dense sums of the given query rows over the whole measure; every rank
+        calls it once, with its own (possibly empty) rows.
+        """
+        w, v = _check_weights_values(weights, values, len(self.points), allow_zero=allreduce is not None)
         n, m = len(self.queries), len(self.points)
         k1 = 1 if v is None else v.shape[1] + 1
-        if n == 0:
-            return np.zeros(0), np.zeros((0, k1))
+        total_w = float(w.sum()) if allreduce is None else float(allreduce(np.array([w.sum()]))[0])
         # Dividing by the total weight keeps the normaliser column <= 1 (shift s + log sum w).
-        total = float(w.sum())
-        wv = (w / total)[:, None] * (np.ones((m, 1)) if v is None else np.c_[v, np.ones(m)])
-        coef = _coefficients(self._p, wv)
-        sums = _evaluate(self._q, coef * self._spectral)
-        shift = np.full(n, self.scale + np.log(total))
+        wv = (w / total_w)[:, None] * (np.ones((m, 1)) if v is None else np.c_[v, np.ones(m)])
+        coef = _coefficients(self._p, wv) if m else np.zeros((self.degree + 1, self.degree + 1, 2, k1))
+        totals = np.abs(wv).sum(axis=0)
+        if allreduce is not None:
+            coef, totals = allreduce(coef), allreduce(totals)
+        if n == 0:
+            sums, shift = np.zeros((0, k1)), np.zeros(0)
+        else:
+            sums = _evaluate(self._q, coef * self._spectral)
+            shift = np.full(n, self.scale + np.log(total_w))
         # Rows whose normaliser the absolute error could spoil beyond _ROW_RTOL: dense.
-        bad = sums[:, -1] < self.error_bound(coef, wv) / _ROW_RTOL
-        if bad.any():
+        bad = np.flatnonzero(sums[:, -1] < self.error_bound(coef, totals) / _ROW_RTOL)
+        if dense is not None:
+            shift[bad], sums[bad] = dense(bad)
+        elif bad.size:
             shift[bad], sums[bad] = exp_kernel_sums(self.queries[bad] @ self.B.T, self.points, w, v)
         return shift, sums
 

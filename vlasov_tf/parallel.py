@@ -299,6 +299,15 @@ class RingSums:
             threads = num_threads() if "VLASOV_TF_NUM_THREADS" in os.environ else 1
         self.threads = threads
 
+    def allreduce(self, a: np.ndarray) -> np.ndarray:
+        """Elementwise sum of ``a`` over the ranks (every rank gets it)."""
+        from mpi4py import MPI
+
+        src = np.ascontiguousarray(a, dtype=float)
+        out = np.empty_like(src)
+        self.comm.Allreduce(src, out, op=MPI.SUM)
+        return out
+
     def __call__(
         self, B: np.ndarray, queries: np.ndarray, points: np.ndarray, weights: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
