@@ -215,3 +215,19 @@ def test_cli_bad_case_under_mpi_fails_clearly(tmp_path):
     proc = launch(2, str(BIN / "vlasov-tf"), "run", str(tmp_path / "missing.toml"), timeout=60)
     assert proc.returncode != 0
     assert "missing.toml" in proc.stderr
+
+
+def test_serial_runs_never_import_mpi4py():
+    """Without a launcher nothing initialises MPI (a cluster login node may forbid it)."""
+    code = (
+        "import sys, numpy as np\n"
+        "from vlasov_tf.eulerian import solve_grid\n"
+        "from vlasov_tf.meshes import sphere_mesh\n"
+        "from vlasov_tf.model import Params, Schedule\n"
+        "from vlasov_tf.cli import main\n"
+        "m = sphere_mesh(0)\n"
+        "solve_grid(m, np.ones(m.n_cells), Schedule.constant(Params.identity(3, 2.0), 0.05))\n"
+        "assert 'mpi4py' not in sys.modules, 'mpi4py was imported'\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in parallel._LAUNCHER_VARS}
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env=env)

@@ -411,9 +411,11 @@ def solve_grid(
             callback(t, out_rho[-1])
 
     def reduce_min(x: float) -> float:
+        if comm is None:
+            return x
         from mpi4py import MPI
 
-        return x if comm is None else comm.allreduce(x, op=MPI.MIN)
+        return comm.allreduce(x, op=MPI.MIN)
 
     t, steps, k_out = float(t0), 0, 0
     mass = rho * areas
