@@ -78,7 +78,8 @@ def taylor_bound(rho: float, p: int) -> float:
     """Proved truncation bound ``delta(rho, p) = e^rho rho^(p+1) / (p+1)!`` (module docstring)."""
     if rho == 0.0:
         return 0.0
-    return math.exp(rho + (p + 1) * math.log(rho) - math.lgamma(p + 2))
+    log_bound = rho + (p + 1) * math.log(rho) - math.lgamma(p + 2)
+    return math.inf if log_bound > 700.0 else math.exp(log_bound)  # large beta: no overflow, just inf
 
 
 def _rounding(rho: float, n_features: int) -> float:

@@ -169,7 +169,9 @@ def solve_particles(
         the serial one to round-off).
     field_method : how the kernel sums are evaluated (:func:`vlasov_tf.model.method_head_sums`):
         ``"auto"`` (the cheapest method within 1e-10 per row), ``"dense"``, ``"taylor"`` or
-        ``"harmonics"``; under MPI ``"layers"`` and ``"rk4"`` sum the dense ring, whatever is asked.
+        ``"harmonics"`` (zonal heads with tokens on S^2: ``"layers"``; RK4's stages leave the
+        sphere, and "auto" then does without); under MPI ``"layers"`` and ``"rk4"`` sum the dense
+        ring, whatever is asked.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
