@@ -197,8 +197,11 @@ class FiniteVolume:
         own, nbr = self.mesh.face_cells[:, 0], self.mesh.face_cells[:, 1]
         upwind = np.where(flux >= 0, own, nbr)
         outflow = dt * np.bincount(upwind, np.abs(flux), self._n)
+        # A cell may hold a round-off negative mass (-1e-46 where a gated field is exactly zero):
+        # without the clip, a zero outflow would give -inf here and 0 * inf = nan in the fluxes.
+        held = np.maximum(mass, 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            scale = np.where(outflow > mass, mass / outflow, 1.0)
+            scale = np.where(outflow > held, held / outflow, 1.0)
         return mass - dt * self.mesh.net_outflow(flux * scale[upwind])
 
     def stable_dt(self, u: np.ndarray, cfl: float) -> float:
