@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from vlasov_tf.comparison import w2_to_dirac
 from vlasov_tf.interpolation import (
     STAGES,
     CapInput,
@@ -14,7 +15,6 @@ from vlasov_tf.interpolation import (
     load_interpolation_case,
     parse_interpolation_case,
     particle_w2,
-    w2_to_dirac,
 )
 from vlasov_tf.measures import normalize, uniform_sphere
 from vlasov_tf.particles import solve_particles

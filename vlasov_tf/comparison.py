@@ -17,6 +17,7 @@ __all__ = [
     "geodesic_cost",
     "geodesic_distance",
     "sliced_wasserstein_sphere",
+    "w2_to_dirac",
     "wasserstein",
     "wasserstein_circle",
 ]
@@ -149,6 +150,23 @@ def geodesic_cost(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     ``arccos <x, y>`` loses half the digits and ``|x|^2 + |y|^2 - 2 <x, y>`` cancels.
     """
     return 2.0 * np.arcsin(np.minimum(cdist(x, y) / 2.0, 1.0))
+
+
+def w2_to_dirac(points: np.ndarray, weights: np.ndarray | None, target: np.ndarray) -> float:
+    """Geodesic W2 between ``sum_j w_j delta_{x_j}`` (normalised) and ``delta_y``.
+
+    The only coupling with a Dirac is the product one, so
+    ``W2 = sqrt(sum_j w_j dist(x_j, y)^2 / sum_j w_j)`` with the arc length
+    ``dist``. ``points`` (n, d) on the sphere, ``weights`` (n,) or None (uniform),
+    ``target`` (d,) unit.
+    """
+    x = check_points(points, name="points")
+    w = check_weights(weights, len(x))
+    y = np.asarray(target, dtype=float).reshape(1, -1)
+    if y.shape[1] != x.shape[1]:
+        raise ValueError(f"target must have d = {x.shape[1]} entries; got {y.shape[1]}")
+    dist = geodesic_cost(x, y)[:, 0]
+    return float(np.sqrt(np.dot(w, dist**2) / w.sum()))
 
 
 def sliced_wasserstein_sphere(

@@ -113,6 +113,7 @@ from scipy import stats
 from scipy.sparse.csgraph import dijkstra
 
 from .cases import _Reader
+from .comparison import geodesic_cost, w2_to_dirac
 from .measures import check_points, check_weights, normalize
 from .model import Params, Schedule
 from .particles import solve_particles
@@ -131,7 +132,6 @@ __all__ = [
     "parse_interpolation_case",
     "particle_w2",
     "run_interpolation_case",
-    "w2_to_dirac",
 ]
 
 STAGES = ("orthant", "disentangle", "cluster", "match")
@@ -141,31 +141,10 @@ STAGES = ("orthant", "disentangle", "cluster", "match")
 
 
 def _angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Arc length between unit vectors (broadcast over leading axes): ``2 arcsin(|a - b| / 2)``."""
-    return 2.0 * np.arcsin(np.minimum(np.linalg.norm(np.asarray(a) - np.asarray(b), axis=-1) / 2.0, 1.0))
-
-
-def _cross_angles(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """(n, m) arc lengths between rows of ``x`` (n, d) and ``y`` (m, d)."""
-    chord2 = np.maximum((x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2.0 * x @ y.T, 0.0)
-    return 2.0 * np.arcsin(np.minimum(np.sqrt(chord2) / 2.0, 1.0))
-
-
-def w2_to_dirac(points: np.ndarray, weights: np.ndarray | None, target: np.ndarray) -> float:
-    """Geodesic W2 between ``sum_j w_j delta_{x_j}`` (normalised) and ``delta_y``.
-
-    The only coupling with a Dirac is the product one, so
-    ``W2 = sqrt(sum_j w_j dist(x_j, y)^2 / sum_j w_j)`` with the arc length
-    ``dist``. ``points`` (n, d) on the sphere, ``weights`` (n,) or None (uniform),
-    ``target`` (d,) unit.
-    """
-    x = check_points(points, name="points")
-    w = check_weights(weights, len(x))
-    y = np.asarray(target, dtype=float).reshape(1, -1)
-    if y.shape[1] != x.shape[1]:
-        raise ValueError(f"target must have d = {x.shape[1]} entries; got {y.shape[1]}")
-    dist = _angle(x, y)
-    return float(np.sqrt(np.dot(w, dist**2) / w.sum()))
+    """Arc lengths between the unit rows of ``a`` and ``b`` ((d,) or (n, d) each), flattened;
+    a 0-d array for two single points."""
+    out = geodesic_cost(np.atleast_2d(a), np.atleast_2d(b))
+    return out[0, 0] if np.ndim(a) == np.ndim(b) == 1 else out.ravel()
 
 
 def _barycentre(x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -188,7 +167,7 @@ def _gap(xs: Sequence[np.ndarray], ws: Sequence[np.ndarray]) -> tuple[float, tup
     best, pair = math.inf, (-1, -1)
     for i in range(len(xs)):
         for k in range(i + 1, len(xs)):
-            g = float(_cross_angles(xs[i][ws[i] > 0], xs[k][ws[k] > 0]).min())
+            g = float(geodesic_cost(xs[i][ws[i] > 0], xs[k][ws[k] > 0]).min())
             if g < best:
                 best, pair = g, (i, k)
     return best, pair
@@ -475,7 +454,7 @@ def _check_inputs(
         raise ValueError(f"{len(xs)} input measures but {len(y)} targets: one target per measure is needed")
     y = check_points(y, name="targets")
     if len(y) > 1:
-        dist = _cross_angles(y, y) + np.diag(np.full(len(y), np.inf))
+        dist = geodesic_cost(y, y) + np.diag(np.full(len(y), np.inf))
         i, k = np.unravel_index(int(np.argmin(dist)), dist.shape)
         if dist[i, k] < 1e-8:
             raise ValueError(f"targets must be distinct: targets {min(i, k)} and {max(i, k)} coincide")
@@ -532,14 +511,14 @@ def _directions(c: np.ndarray, bary: np.ndarray) -> tuple[np.ndarray, float, flo
     u = p / np.maximum(size, 1e-300)[:, None]
     if len(u) < 2:
         return u, math.pi, float(size.min())
-    ang = _cross_angles(u, u) + np.diag(np.full(len(u), np.inf))
+    ang = geodesic_cost(u, u) + np.diag(np.full(len(u), np.inf))
     return u, float(ang.min()), float(size.min())
 
 
 def _choose_direction(bary: np.ndarray, rng: np.random.Generator, n_cand: int = 600) -> tuple:
     """c near the spherical hull of the barycentres maximising min(min angle, pi/4) x min size."""
     dirs = normalize(bary)
-    spread = float(_cross_angles(dirs, dirs).max())
+    spread = float(geodesic_cost(dirs, dirs).max())
     lam = rng.dirichlet(np.ones(len(dirs)), size=n_cand)
     cand = lam @ dirs + 0.3 * max(spread, 1e-3) * rng.standard_normal((n_cand, dirs.shape[1]))
     cand = normalize(np.r_[dirs.mean(axis=0, keepdims=True), cand])
@@ -566,7 +545,7 @@ def _stage1_disentangle(bld: _Builder, rng: np.random.Generator, bary_tol: float
 
     def worst_pair() -> tuple[float, int, int]:
         dirs = normalize(bary())
-        ang = _cross_angles(dirs, dirs) + np.diag(np.full(N, np.inf))
+        ang = geodesic_cost(dirs, dirs) + np.diag(np.full(N, np.inf))
         i, k = np.unravel_index(int(np.argmin(ang)), ang.shape)
         return float(ang[i, k]), int(i), int(k)
 
@@ -652,16 +631,16 @@ def _plan(
     """
     pts = np.r_[start[None], nodes, goal[None]]
     if len(obstacles):
-        free = (_cross_angles(pts, obstacles) >= 2.0 * margin + clear[None, :]).all(axis=1)
+        free = (geodesic_cost(pts, obstacles) >= 2.0 * margin + clear[None, :]).all(axis=1)
         free[0] = True
         pts = pts[free]
-    dist = _cross_angles(pts, pts)
+    dist = geodesic_cost(pts, pts)
     ok = (dist <= max_move) & (dist > 0)
     if len(obstacles):
         mid = pts[:, None, :] + pts[None, :, :]
         mid /= np.maximum(np.linalg.norm(mid, axis=-1, keepdims=True), 1e-300)
         n = len(pts)
-        room = (_cross_angles(mid.reshape(n * n, -1), obstacles) - clear[None, :]).min(axis=1).reshape(n, n)
+        room = (geodesic_cost(mid.reshape(n * n, -1), obstacles) - clear[None, :]).min(axis=1).reshape(n, n)
         ok &= dist / 2 + 2.0 * margin <= room
     cost = np.where(ok, 1.0 + 0.1 * dist, 0.0)
     _, pred = dijkstra(cost, directed=True, indices=0, return_predecessors=True)
@@ -685,9 +664,9 @@ def _stage3_match(
 
     radii = np.array([_radius(x, w) for x, w in zip(bld.xs, bld.ws, strict=True)])
     pos = centres()
-    sep = [float(_cross_angles(targets, targets)[np.triu_indices(N, 1)].min())] if N > 1 else []
+    sep = [float(geodesic_cost(targets, targets)[np.triu_indices(N, 1)].min())] if N > 1 else []
     if N > 1:
-        sep.append(float(_cross_angles(pos, pos)[np.triu_indices(N, 1)].min()))
+        sep.append(float(geodesic_cost(pos, pos)[np.triu_indices(N, 1)].min()))
     margin = min([0.3, *[0.22 * s for s in sep]])
     nodes = _sphere_nodes(d, n_nodes, seed=2)
     placed: set[int] = set()
@@ -732,7 +711,7 @@ def _stage3_match(
         M = todo[0]
         others = [k for k in range(N) if k != M]
         busy = np.r_[pos[others], targets]
-        spot = nodes[int(np.argmax(_cross_angles(nodes, busy).min(axis=1)))]
+        spot = nodes[int(np.argmax(geodesic_cost(nodes, busy).min(axis=1)))]
         path = _plan(pos[M], spot, pos[others], radii[others], margin, nodes)
         if path is None:
             raise RuntimeError(f"matching: no gated path for atom {M} even to a parking spot")
@@ -1142,92 +1121,10 @@ def run_interpolation_case(
     if out_dir is not None:
         path = Path(out_dir) / f"{case.name}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
+        from .plots import plot_interpolation  # matplotlib only when a figure is asked for
+
         plot_interpolation(interp, res, path)
         res["figure"] = path
         log(f"figure: {path}")
     log(f"total {time.perf_counter() - t0:.1f} s")
     return res
-
-
-def _lonlat(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Longitude and latitude (degrees) of (..., 3) points (first three coordinates)."""
-    lon = np.degrees(np.arctan2(x[..., 1], x[..., 0]))
-    lat = np.degrees(np.arcsin(np.clip(x[..., 2], -1.0, 1.0)))
-    return lon, lat
-
-
-def _broken(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Insert NaNs where a path wraps around in longitude, so it is not drawn across the map."""
-    jump = np.flatnonzero(np.abs(np.diff(lon)) > 180.0)
-    return np.insert(lon, jump + 1, np.nan), np.insert(lat, jump + 1, np.nan)
-
-
-def plot_interpolation(interp: Interpolation, res: dict[str, Any], path: Path) -> None:
-    """Inputs, trajectories, final clusters (lon/lat), depth study and grid W2, in one figure."""
-    from matplotlib import colormaps
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    colours = colormaps["tab10"](np.arange(interp.N) % 10)
-    fig = Figure(figsize=(16, 9))
-    FigureCanvasAgg(fig)
-    ax = fig.subplots(2, 3)
-    tg_lon, tg_lat = _lonlat(interp.targets)
-    for i, rec in enumerate(interp.records):
-        lon, lat = _lonlat(rec.stage_points[0])
-        ax[0, 0].scatter(lon, lat, s=2, color=colours[i], alpha=0.4, label=f"input {i}")
-        lon, lat = _broken(*_lonlat(rec.barycentres))
-        ax[0, 1].plot(lon, lat, color=colours[i], lw=2)
-        for j in range(rec.tracks.shape[1]):
-            lon, lat = _broken(*_lonlat(rec.tracks[:, j]))
-            ax[0, 1].plot(lon, lat, color=colours[i], lw=0.5, alpha=0.6)
-        for s, mk in zip(range(1, len(STAGES)), ("o", "s", "^"), strict=True):
-            lon, lat = _lonlat(_centre(rec.stage_points[s], rec.weights))
-            ax[0, 1].plot(lon, lat, mk, color=colours[i], ms=6, mec="k")
-        lon, lat = _lonlat(rec.final)
-        ax[0, 2].scatter(lon, lat, s=4, color=colours[i], alpha=0.5)
-    for a in (ax[0, 0], ax[0, 1], ax[0, 2]):
-        a.scatter(tg_lon, tg_lat, marker="*", s=160, c=colours, edgecolors="k", zorder=5)
-        a.set_xlim(-180, 180)
-        a.set_ylim(-90, 90)
-        a.set_xlabel("longitude (deg)")
-        a.set_ylabel("latitude (deg)")
-    ax[0, 0].set_title("inputs (tokens) and targets (stars)")
-    ax[0, 0].legend(markerscale=5, fontsize=8)
-    ax[0, 1].set_title("barycentres (thick), tracked tokens; o/s/^ = end of stages 0/1/2")
-    ax[0, 2].set_title(f"final tokens; W2 = {', '.join(f'{v:.2g}' for v in interp.w2())}")
-    # Zoom on the final clusters.
-    for i, rec in enumerate(interp.records):
-        dev = np.degrees(_angle(rec.final, interp.targets[i]))
-        ax[1, 0].hist(dev, bins=30, color=colours[i], alpha=0.5, label=f"input {i}")
-    ax[1, 0].axvline(np.degrees(interp.eps), color="k", ls="--", label="eps")
-    ax[1, 0].set_xlabel("distance of final tokens to their target (deg)")
-    ax[1, 0].set_title("final clusters")
-    ax[1, 0].legend(fontsize=8)
-    if "depth_table" in res:
-        for i in range(interp.N):
-            ax[1, 1].loglog(res["depth_layers"], res["depth_table"][:, i], "o-", color=colours[i])
-        ax[1, 1].axhline(interp.eps, color="k", ls="--", label="eps")
-        if res.get("depth"):
-            ax[1, 1].axvline(res["depth"], color="g", ls=":", label=f"depth {res['depth']}")
-        ax[1, 1].set_xlabel("layers L")
-        ax[1, 1].set_ylabel("W2 to target")
-        ax[1, 1].set_title(f"discrete Transformer ({interp.switches + 1} blocks)")
-        ax[1, 1].legend(fontsize=8)
-    if res.get("grid_levels"):
-        g = np.array(res["grid_w2"])
-        for i in range(interp.N):
-            ax[1, 2].semilogy(res["grid_levels"], g[:, i], "o-", color=colours[i], label=f"input {i}")
-        ax[1, 2].axhline(interp.eps, color="k", ls="--", label="eps")
-        ax[1, 2].set_xlabel("sphere mesh level")
-        ax[1, 2].set_ylabel("W2 to target")
-        ax[1, 2].set_title("grid densities through the same schedule")
-        ax[1, 2].legend(fontsize=8)
-    else:
-        ax[1, 2].axis("off")
-    fig.suptitle(
-        f"Measure-to-measure interpolation: N = {interp.N}, d = {interp.d}, {interp.switches} switches, "
-        f"||theta|| = {interp.norms['max']:.3g}, T = {interp.T:g}"
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
