@@ -231,3 +231,22 @@ def test_serial_runs_never_import_mpi4py():
     )
     env = {k: v for k, v in os.environ.items() if k not in parallel._LAUNCHER_VARS}
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env=env)
+
+
+@pytest.mark.mpi
+def test_failure_on_rank_0_reaches_every_rank(tmp_path):
+    """What only rank 0 does (open the run file) fails on every rank at once: nobody waits."""
+    script = tmp_path / "root.py"
+    script.write_text(
+        "from mpi4py import MPI\n"
+        "from vlasov_tf.parallel import on_root\n"
+        "comm = MPI.COMM_WORLD\n"
+        "assert on_root(comm, lambda: 2 * comm.rank + 5) == 5\n"
+        "try:\n"
+        f"    on_root(comm, lambda: open({str(tmp_path / 'missing.h5')!r}))\n"
+        "except FileNotFoundError:\n"
+        "    print(f'rank {comm.rank} saw it', flush=True)\n"
+    )
+    proc = launch(3, sys.executable, str(script), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(proc.stdout.split("\n")[:-1]) == [f"rank {r} saw it" for r in range(3)]

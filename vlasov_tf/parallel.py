@@ -31,6 +31,7 @@ to rank 0 in global order.
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -119,12 +120,20 @@ def on_root(comm: Comm | None, fn: Callable[[], T]) -> T:
     if comm is None:
         return fn()
     result: tuple[bool, Any] = (True, None)
+    failure: Exception | None = None
     if comm.rank == 0:
         try:
             result = (True, fn())
         except Exception as err:  # handed to every rank below
-            result = (False, err)
+            failure = err
+            try:
+                pickle.dumps(err)
+                result = (False, err)
+            except Exception:  # an exception that does not pickle still reaches the others, as text
+                result = (False, RuntimeError(f"rank 0: {type(err).__name__}: {err}"))
     ok, value = comm.bcast(result, root=0)
+    if failure is not None:
+        raise failure  # rank 0 keeps its own traceback
     if not ok:
         raise value
     return value
