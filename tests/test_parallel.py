@@ -249,4 +249,5 @@ def test_failure_on_rank_0_reaches_every_rank(tmp_path):
     )
     proc = launch(3, sys.executable, str(script), timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert sorted(proc.stdout.split("\n")[:-1]) == [f"rank {r} saw it" for r in range(3)]
+    for r in range(3):  # the ranks' lines may interleave on the shared stdout
+        assert f"rank {r} saw it" in proc.stdout
