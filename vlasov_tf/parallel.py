@@ -202,7 +202,6 @@ class LocalMesh:
         owned or first-halo-layer cell, in global order).
     cells : (C_local,) global indices of the local cells, the ``n_owned`` owned ones first.
     faces : (F_local,) global indices of the local faces.
-    owned_faces : (F_local,) bool, faces with at least one owned cell.
     """
 
     comm: Comm
@@ -210,7 +209,6 @@ class LocalMesh:
     cells: np.ndarray
     n_owned: int
     faces: np.ndarray
-    owned_faces: np.ndarray
     _send: list[np.ndarray]
     _recv_counts: list[int]
 
@@ -246,13 +244,12 @@ class LocalMesh:
             face_normals=mesh.face_normals[faces],
             source=f"{mesh.source} [rank {rank} of {comm.size}]",
         )
-        owned_faces = is_owned[f[faces, 0]] | is_owned[f[faces, 1]]
         # Tell every owner which of its cells this rank needs (setup only: pickled lists are fine).
         wanted = [halo[part[halo] == q] for q in range(comm.size)]
         asked = comm.alltoall(wanted)
         send = [local_of[a] for a in asked]  # owned cells are local 0..n_owned-1
         return cls(
-            comm, sub, cells, len(owned), faces, owned_faces, send, [len(w) for w in wanted]
+            comm, sub, cells, len(owned), faces, send, [len(w) for w in wanted]
         )
 
     def exchange(self, values: np.ndarray) -> None:
