@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import pickle
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -59,6 +60,8 @@ __all__ = [
 T = TypeVar("T")
 Comm = Any  # mpi4py.MPI.Comm; typed loosely so that importing this module never imports mpi4py
 
+# Seconds between the error message and MPI_Abort (only on failure).
+_ABORT_GRACE_S = 1.0
 # Variables that MPI launchers (MPICH/hydra, Open MPI, PMIx, Slurm's srun with PMI) set in each rank.
 _LAUNCHER_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS", "PMI_RANK")
 
@@ -107,6 +110,9 @@ def abort_on_error(comm: Comm | None) -> Iterator[None]:
             )
         sys.stderr.write(f"vlasov-tf: aborting all {comm.size} ranks\n")
         sys.stderr.flush()
+        # MPI_Abort tears the job down at once: give the launcher a moment to forward what was
+        # written, or the message can be lost (seen with hydra when every rank fails together).
+        time.sleep(_ABORT_GRACE_S)
         comm.Abort(code)
         raise
 
