@@ -71,7 +71,8 @@ mkdir -p "$RUN_DIR"
 # Levels 0-2 are in the repository; 3 and 4 are built on demand (15 s and about a minute). The build
 # uses FiPy and gmsh, and FiPy cannot run under mpiexec/srun with several ranks: build them here, in
 # the batch shell (one process on the first node), never inside srun. A parallel run only reads the
-# files. Build the levels that the case's [grid] resolutions ask for (sphere_collapse: 0 and 1).
+# files. Build the levels that the case's [grid] resolutions ask for beyond 2 (this example builds
+# level 3; sphere_collapse itself needs only 0 and 1, which are committed).
 # $VLASOV_TF_MESHES, if set, is where the meshes are (default: the repository's meshes/).
 MESHES=${VLASOV_TF_MESHES:-meshes}
 for level in 3; do

@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--progress",
             action=argparse.BooleanOptionalAction,
             default=sys.stderr.isatty(),
-            help="progress bars (default: on when stderr is a terminal)",
+            help="progress bars (default: on when stderr is a terminal; this shell: %(default)s)",
         )
         if name == "run":
             p.add_argument("--solver", choices=("both", "grid", "particles"), default="both")

@@ -13,13 +13,16 @@ the Cauchy-Schwarz bound ``|z_i| max_j |y_j| + max_j log w_j`` when it is
 within ``_SAFE_GAP / 2`` of the true maximum (no term underflows), else the
 exact row maximum from an extra sweep. Because the shift is fixed per row,
 sums over separate key blocks simply add, which is what lets the keys be
-streamed in blocks (bounded memory) and, later, passed around a ring of MPI
-ranks.
+streamed in blocks (bounded memory) and passed round a ring of MPI ranks
+(:class:`vlasov_tf.parallel.RingSums`).
 
-The dense path is blocked so that an ``(n_query_block, n_key_block)`` tile
-(a few MiB) is the largest temporary, and query blocks run on a thread pool
-(numpy's GEMM and exp release the GIL) with BLAS pinned to one thread inside
-each worker so that the two levels of threading do not fight.
+Two engines for the dense sums: a fused numba kernel (score, exp and sums in
+registers over L2-sized key chunks) and numpy tiles of at most 1 MiB (GEMM,
+in-place exp, GEMM) for small problems or wide d, k. Query blocks run on a
+thread pool (numba's kernel and numpy's GEMM and exp release the GIL) with
+BLAS pinned to one thread inside each worker so that the two levels of
+threading do not fight. :func:`kernel_sums` chooses between the dense sums and
+the approximate methods (:mod:`vlasov_tf.expansions`, :mod:`vlasov_tf.harmonics`).
 """
 
 from __future__ import annotations
