@@ -278,7 +278,8 @@ class FiniteVolume:
         m = self.mesh
         if isinstance(field, Params):
             k = self.n_owned  # under MPI the halo cells' mass is counted by their owners
-            masses = rho[:k] * m.areas[:k]
+            # Round-off negative masses (see euler_step) are zero mass to every field method.
+            masses = np.maximum(rho[:k] * m.areas[:k], 0.0)
             x = velocity_unchecked(
                 field, self._keys, masses, m.face_midpoints, True, head_sums=self.head_sums
             )
@@ -351,7 +352,8 @@ def solve_grid(
         global ``mesh`` and ``rho0``; the callback and the densities are on rank 0,
         in global cell order; the result equals the serial one to round-off).
     field_method : one of :data:`FIELD_METHODS` (see :meth:`FiniteVolume.head_sums`); under
-        MPI the attention is the dense ring sum whatever is asked.
+        MPI zonal heads on S^2 use the harmonics ("auto", "harmonics"), with their coefficients
+        summed over the ranks, other heads the dense ring ("taylor" included); "fft" is refused.
     """
     if not (np.isfinite(cfl) and 0 < cfl <= 1):
         raise ValueError(f"the CFL number must lie in (0, 1]; got {cfl}")

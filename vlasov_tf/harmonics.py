@@ -66,6 +66,7 @@ import numpy as np
 from scipy.special import ive
 
 from .kernels import _executor, blas_single_thread, exp_kernel_sums, num_threads
+from .measures import check_weights
 
 __all__ = [
     "HarmonicPlan",
@@ -419,13 +420,7 @@ def _check_weights_values(
     weights, values, m: int, allow_zero: bool = False
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """``allow_zero``: one rank's block of a split measure may carry no weight."""
-    w = np.asarray(weights, dtype=float)
-    if w.shape != (m,):
-        raise ValueError(f"weights must have shape ({m},) to match the points; got {w.shape}")
-    if not np.isfinite(w).all() or (w < 0).any():
-        raise ValueError("weights must be finite and non-negative")
-    if not (allow_zero or w.sum() > 0):
-        raise ValueError("weights have zero total: at least one must be positive")
+    w = check_weights(np.asarray(weights, dtype=float), m, allow_zero=allow_zero)
     if values is None:
         return w, None
     v = np.asarray(values, dtype=float)
@@ -477,7 +472,6 @@ class HarmonicPlan:
         self.queries = _check_unit(queries, "queries", self.scale)
         self.points = _check_unit(points, "points", self.scale)
         self.degree = harmonic_degree(self.scale, tol)
-        self.tol = float(tol)
         rotated = self.queries @ rot.T
         q_bytes = _Basis.nbytes(len(rotated), self.degree)
         p_bytes = _Basis.nbytes(len(self.points), self.degree)

@@ -65,11 +65,14 @@ def check_points(
     return arr
 
 
-def check_weights(weights: np.ndarray | None, n: int, *, name: str = "weights") -> np.ndarray:
+def check_weights(
+    weights: np.ndarray | None, n: int, *, name: str = "weights", allow_zero: bool = False
+) -> np.ndarray:
     """Return ``weights`` as a float64 (n,) array; ``None`` gives uniform weights 1/n.
 
     Raises ``ValueError`` naming ``name`` for a wrong shape, NaN/inf, a negative
-    entry, or a total that is not positive.
+    entry, or a total that is not positive (``allow_zero``: one rank's block of a
+    measure split over MPI ranks may carry no mass).
     """
     if weights is None:
         return np.full(n, 1.0 / n)
@@ -82,7 +85,7 @@ def check_weights(weights: np.ndarray | None, n: int, *, name: str = "weights") 
     if (w < 0).any():
         i = int(np.argmin(w))
         raise ValueError(f"{name} must be non-negative; {name}[{i}] = {w[i]:.3g}")
-    if not w.sum() > 0:
+    if not (allow_zero or w.sum() > 0):
         raise ValueError(f"{name} have zero total: a measure needs positive mass")
     return w
 

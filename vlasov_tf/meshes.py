@@ -53,6 +53,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .measures import normalize
+
 __all__ = [
     "FORMAT_VERSION",
     "MESHES_ENV",
@@ -289,10 +291,6 @@ def circle_mesh(M: int) -> MeshGeometry:
     ).check()
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
-
-
 def _arc(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Great-circle distance between unit vectors (..., 3); the chord form keeps short arcs accurate."""
     return 2 * np.arcsin(np.minimum(np.linalg.norm(p - q, axis=-1) / 2, 1.0))
@@ -324,7 +322,7 @@ def sphere_geometry(
     not form a closed, consistently orientable surface (every edge shared by
     exactly two triangles traversing it in opposite directions).
     """
-    x = _normalise(np.asarray(vertices, dtype=float))
+    x = normalize(np.asarray(vertices, dtype=float))
     tri = np.array(triangles, dtype=np.int64)
     if x.ndim != 2 or x.shape[1] != 3 or tri.ndim != 2 or tri.shape[1] != 3:
         raise ValueError(f"{source}: need vertices (V, 3) and triangles (C, 3); got {x.shape}, {tri.shape}")
@@ -345,7 +343,7 @@ def sphere_geometry(
     sin_theta = np.sin(theta)
     flat = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
     curved = np.einsum("ck,cki->ci", _theta_minus_sin(theta) / sin_theta, np.cross(p, q))
-    centres = _normalise(flat + curved)
+    centres = normalize(flat + curved)
 
     # Half-edges: h = 3 c + k runs from tri[c, k] to tri[c, k+1]; a closed oriented
     # surface pairs each with exactly one reversed twin in another triangle.
@@ -371,7 +369,7 @@ def sphere_geometry(
     face_order = np.lexsort((nbr, own))
     own, nbr, ends = own[face_order], nbr[face_order], ends[face_order]
     a, b = x[ends[:, 0]], x[ends[:, 1]]
-    normals = _normalise(np.cross(a, b))
+    normals = normalize(np.cross(a, b))
     normals *= np.sign(np.einsum("fi,fi->f", normals, centres[nbr] - centres[own]))[:, None]
     return MeshGeometry(
         kind="sphere",
@@ -382,7 +380,7 @@ def sphere_geometry(
         centres=centres,
         areas=areas,
         face_cells=np.stack([own, nbr], axis=1),
-        face_midpoints=_normalise(a + b),
+        face_midpoints=normalize(a + b),
         face_lengths=_arc(a, b),
         face_normals=normals,
         source=source,

@@ -240,10 +240,6 @@ class Schedule:
     def params_at(self, t: float) -> Params:
         return self.blocks[self.index_at(t)][1]
 
-    def velocity(self, t: float, points, weights=None, queries=None, *, sphere: bool = True) -> np.ndarray:
-        """``X[mu](t, queries)``; see :func:`velocity`."""
-        return velocity(self.params_at(t), points, weights, queries, sphere=sphere)
-
 
 #: ``head_sums(B, queries, points, weights) -> (shift, sums)``: the scaled sums
 #: ``sum_j w_j exp(<B x_i, y_j>) [y_j, 1] = exp(shift_i) sums_i`` of one head.

@@ -207,16 +207,18 @@ class LocalMesh:
     mesh : the sub-mesh geometry (cells: owned, then halo; faces: those with an
         owned or first-halo-layer cell, in global order).
     cells : (C_local,) global indices of the local cells, the ``n_owned`` owned ones first.
-    faces : (F_local,) global indices of the local faces.
+    The halo exchange sends the owned cells ``_send`` (concatenated over the
+    destination ranks, ``_send_counts`` each) and receives ``_recv_counts`` halo
+    values from each rank, in the order of the halo cells.
     """
 
     comm: Comm
     mesh: MeshGeometry
     cells: np.ndarray
     n_owned: int
-    faces: np.ndarray
-    _send: list[np.ndarray]
-    _recv_counts: list[int]
+    _send: np.ndarray
+    _send_counts: tuple[list[int], list[int]]
+    _recv_counts: tuple[list[int], list[int]]
 
     @classmethod
     def distribute(cls, mesh: MeshGeometry, comm: Comm) -> LocalMesh:
@@ -254,20 +256,25 @@ class LocalMesh:
         wanted = [halo[part[halo] == q] for q in range(comm.size)]
         asked = comm.alltoall(wanted)
         send = [local_of[a] for a in asked]  # owned cells are local 0..n_owned-1
+        send_counts = [len(s) for s in send]
+        recv_counts = [len(w) for w in wanted]
         return cls(
-            comm, sub, cells, len(owned), faces, send, [len(w) for w in wanted]
+            comm,
+            sub,
+            cells,
+            len(owned),
+            np.concatenate(send).astype(np.int64),
+            (send_counts, _offsets(send_counts)),
+            (recv_counts, _offsets(recv_counts)),
         )
 
     def exchange(self, values: np.ndarray) -> None:
         """Overwrite the halo entries of the (C_local,) ``values`` with their owners' values, in place."""
         from mpi4py import MPI
 
-        sendbuf = np.concatenate([values[s] for s in self._send]) if self._send else values[:0]
-        recvbuf = values[self.n_owned :]
-        send_counts = [len(s) for s in self._send]
         self.comm.Alltoallv(
-            [np.ascontiguousarray(sendbuf), (send_counts, _offsets(send_counts)), MPI.DOUBLE],
-            [recvbuf, (self._recv_counts, _offsets(self._recv_counts)), MPI.DOUBLE],
+            [values[self._send], self._send_counts, MPI.DOUBLE],
+            [values[self.n_owned :], self._recv_counts, MPI.DOUBLE],
         )
 
     def gather(self, owned_values: np.ndarray) -> np.ndarray | None:
@@ -327,7 +334,10 @@ class RingSums:
 
         comm, size, rank = self.comm, self.comm.size, self.comm.rank
         d = points.shape[1]
-        counts = comm.allgather(len(points))
+        sizes = comm.allgather((len(points), len(queries)))
+        counts = [m for m, _ in sizes]
+        if not any(n for _, n in sizes):  # e.g. no row anywhere needs the harmonics' dense fix-up
+            return np.zeros(0), np.zeros((0, d + 1))
         cur = np.empty((max(counts), d + 1))
         nxt = np.empty_like(cur)
         cur[: len(points), :d], cur[: len(points), d] = points, weights

@@ -171,7 +171,8 @@ def solve_particles(
         ``"auto"`` (the cheapest method within 1e-10 per row), ``"dense"``, ``"taylor"`` or
         ``"harmonics"`` (zonal heads with tokens on S^2: ``"layers"``; RK4's stages leave the
         sphere, and "auto" then does without); under MPI ``"layers"`` and ``"rk4"`` sum the dense
-        ring, whatever is asked.
+        ring, whatever is asked. ``"adaptive"`` always sums densely: it is the reference, and
+        the approximate methods' 1e-10 per row would exceed its tolerance.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
@@ -192,8 +193,9 @@ def solve_particles(
 
     def emit(t: float, pos: np.ndarray) -> None:
         if comm is not None:
-            pos = gather_rows(comm, pos[lo:hi] if method == "adaptive" else pos)
-            if pos is None:
+            # "adaptive" holds the whole state on every rank: rank 0 has it already.
+            pos = pos if method == "adaptive" else gather_rows(comm, pos)
+            if comm.rank != 0:
                 return
         out.append(pos.copy())
         if callback is not None:
@@ -204,7 +206,7 @@ def solve_particles(
         return ParticleSolution(times[resumed], pos, w, method, steps, sphere)
 
     if method == "adaptive":
-        n_eval = _solve_adaptive(schedule, x, w, times, sphere, rtol, atol, emit, progress, t0, comm, sums)
+        n_eval = _solve_adaptive(schedule, x, w, times, sphere, rtol, atol, emit, progress, t0, comm)
         return solution(n_eval)
 
     if steps is None or int(steps) != steps or steps < 1:
@@ -243,12 +245,12 @@ def _solve_adaptive(
     progress: bool,
     t0: float,
     comm: Comm | None,
-    sums: HeadSums,
 ) -> int:
     """DOP853 block by block (restarted at every switch) from ``t0``; returns the field evaluations.
 
-    The field is evaluated in fixed chunks of ``_ADAPTIVE_ROWS`` tokens; under MPI
-    each rank takes a contiguous run of chunks and all-gathers the rows. A chunk's
+    The field is dense (the reference must not carry the approximate methods' errors),
+    evaluated in fixed chunks of ``_ADAPTIVE_ROWS`` tokens; under MPI each rank takes a
+    contiguous run of chunks and all-gathers the rows. A chunk's
     rows come out of BLAS with the same bits whoever computes them (a GEMM's
     rounding can depend on how many rows it is given), and DOP853's step control
     would turn last-bit differences into differences at its tolerance.
@@ -273,7 +275,7 @@ def _solve_adaptive(
 
             def rhs(_t: float, u: np.ndarray, params: Params = params) -> np.ndarray:
                 y = u.reshape(shape)
-                v = [velocity_unchecked(params, y, w, y[a:b], sphere, head_sums=sums) for a, b in chunks]
+                v = [velocity_unchecked(params, y, w, y[a:b], sphere) for a, b in chunks]
                 if comm is not None:
                     v = comm.allgather(np.concatenate(v) if v else y[:0])
                 return np.concatenate(v).ravel()
