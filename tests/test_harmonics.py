@@ -90,16 +90,14 @@ def test_plan_agrees_with_function_and_is_reusable(rng):
     held = HarmonicPlan(B, queries, points)
     streamed = HarmonicPlan(B, queries, points, memory=0)
     assert held.cached_bytes > 0 and streamed.cached_bytes == 0
-    for _ in range(2):  # new weights every stage, same geometry
+    for _ in range(2):  # new weights every stage, same geometry: nothing weight-dependent is kept
         weights = rng.random(500)
-        ref = harmonic_sums(B, queries, points, weights, points)
-        for plan in (held, streamed):
+        for plan in (held, streamed):  # held tables and tables rebuilt block by block
             shift, sums = plan(weights, points)
-            np.testing.assert_allclose(shift, ref[0], rtol=0, atol=1e-12)
-            np.testing.assert_allclose(sums, ref[1], rtol=1e-13, atol=1e-15)
+            assert _row_errors(B, queries, points, weights, points, shift, sums).max() <= ROW_RTOL
     shift, sums = held(weights)  # values None: the normaliser only
     assert sums.shape == (300, 1)
-    np.testing.assert_allclose(sums[:, 0] * np.exp(shift - ref[0]), ref[1][:, -1], rtol=1e-13)
+    assert _row_errors(B, queries, points, weights, None, shift, sums).max() <= ROW_RTOL
 
 
 def test_empty_queries(rng):

@@ -133,7 +133,7 @@ def test_schedule_is_shared_each_input_alone_reproduces_the_record(built):
     _, measures, it = built
     for (x, w), rec in zip(measures, it.records, strict=True):
         sol = solve_particles(it.schedule, x, w, method="rk4", steps=it.rk4_steps)
-        assert np.abs(sol.final - rec.final).max() < 1e-4
+        assert np.abs(sol.final - rec.final).max() < 1e-8  # same RK4 steps: round-off only (~1e-10)
 
 
 def test_fresh_samples_reach_their_targets(built):

@@ -74,7 +74,9 @@ def test_large_beta_finite_and_correct(rng, beta):
     w = rng.random(200) + 1e-3
     v = velocity(params, y, w, x)
     assert np.isfinite(v).all()
-    np.testing.assert_allclose(v, reference_field(params, y, w, x), rtol=1e-9, atol=1e-12)
+    # The softmax is conditioned like beta: scores carry relative round-off beta * eps.
+    rtol = max(1e-12, 50 * beta * np.finfo(float).eps)
+    np.testing.assert_allclose(v, reference_field(params, y, w, x), rtol=rtol, atol=1e-12)
 
 
 def test_large_beta_point_mass_limit(rng):
