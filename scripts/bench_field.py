@@ -208,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["VLASOV_TF_NUM_THREADS"] = str(args.threads)
     # Imported only now so that VLASOV_TF_NUM_THREADS is in place first.
     from benchlib import timed_peak
-
     from vlasov_tf.expansions import _n_features, _radii, taylor_cost, taylor_degree
+
     from vlasov_tf.kernels import _numba_available, dense_cost, exp_kernel_sums, num_threads
 
     methods = list(args.methods)

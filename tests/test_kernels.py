@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from vlasov_tf import kernels
+from vlasov_tf.kernels import dense
 from vlasov_tf.measures import uniform_sphere
 
 numba = pytest.importorskip("numba")
@@ -24,9 +25,9 @@ def rel_err(shift, sums, ref_shift, ref_sums):
 
 
 def test_fused_exp_is_within_two_ulp_and_underflows_to_zero():
-    fexp = kernels._numba_exp()
+    fexp = dense.numba_exp()
 
-    @numba.njit(fastmath=set(kernels._FAST) | {"reassoc"})  # as inlined into the fused rows
+    @numba.njit(fastmath=set(dense.FAST_MATH) | {"reassoc"})  # as inlined into the fused rows
     def apply(x, out):
         for j in range(x.shape[0]):
             out[j] = fexp(x[j])
@@ -34,7 +35,7 @@ def test_fused_exp_is_within_two_ulp_and_underflows_to_zero():
     x = np.linspace(-720.0, 700.0, 300_001)
     out = np.empty_like(x)
     apply(x, out)
-    ok = x >= kernels._EXP_MIN
+    ok = x >= dense.EXP_MIN
     assert np.max(np.abs(out[ok] / np.exp(x[ok]) - 1)) <= 2 * np.finfo(float).eps
     assert np.all(out[~ok] == 0.0)
 
@@ -44,7 +45,7 @@ def test_fused_exp_is_within_two_ulp_and_underflows_to_zero():
 def test_engines_match_the_definition(rng, monkeypatch, engine, d, k):
     n, m = 300, 5000
     # Small numpy tiles: the key-block accumulation loop runs ~20 times, not once.
-    monkeypatch.setattr(kernels, "_TILE", 4096)
+    monkeypatch.setattr(dense, "_TILE", 4096)
     z = 2.0 * rng.standard_normal((n, d))
     y = rng.standard_normal((m, d))
     w = rng.random(m)
@@ -89,7 +90,7 @@ def test_fused_result_does_not_depend_on_threads_or_chunks(rng, monkeypatch):
     one = kernels.exp_kernel_sums(z, y, w, y, engine="fused", threads=1)
     two = kernels.exp_kernel_sums(z, y, w, y, engine="fused", threads=2)
     np.testing.assert_array_equal(one[1], two[1])
-    monkeypatch.setattr(kernels, "_KEY_CHUNK", 512)  # key chunks add: only round-off changes
+    monkeypatch.setattr(dense, "_KEY_CHUNK", 512)  # key chunks add: only round-off changes
     chunked = kernels.exp_kernel_sums(z, y, w, y, engine="fused")
     assert rel_err(*chunked, *one) < 1e-14
 

@@ -7,6 +7,7 @@ from scipy.special import softmax
 
 import vlasov_tf.kernels as kernels
 from vlasov_tf import Head, Params, Perceptron, Schedule, interaction_energy, log_potential, velocity
+from vlasov_tf.kernels import dense
 from vlasov_tf.measures import equally_spaced_circle, normalize, uniform_sphere
 
 
@@ -103,8 +104,8 @@ def test_tiles_and_threads_do_not_change_the_result(rng, monkeypatch):
     serial = kernels.exp_kernel_sums(y @ params.heads[0].B.T, y, w, y, threads=1)
     threaded = kernels.exp_kernel_sums(y @ params.heads[0].B.T, y, w, y, threads=2)
     np.testing.assert_allclose(serial[1], threaded[1], rtol=1e-14)
-    monkeypatch.setattr(kernels, "_TILE", 4096)  # many key blocks per query block
-    monkeypatch.setattr(kernels, "_SAFE_GAP", 1.0)  # force the exact row-max path
+    monkeypatch.setattr(dense, "_TILE", 4096)  # many key blocks per query block
+    monkeypatch.setattr(dense, "_SAFE_GAP", 1.0)  # force the exact row-max path
     np.testing.assert_allclose(velocity(params, y, w), ref, rtol=1e-12, atol=1e-14)
 
 

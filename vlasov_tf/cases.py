@@ -70,7 +70,7 @@ Layout (every key below; comments say which are optional)::
                                       # points at the (i + 1/2)/N quantiles) | "atoms" (family "file":
                                       # its points and weights as they are)
     field_method = "auto"             # optional: "auto" (cheapest within 1e-10 per row) | "dense" |
-                                      # "taylor" (small beta) | "harmonics" (zonal heads on S^2)
+                                      # "taylor" (small beta) | "spectral" (tokens on S^1 or S^2)
 
     [grid]                            # optional (circle and sphere only): the Eulerian runs
     resolutions = [0, 1]              # circle: numbers of cells M >= 3; sphere: mesh levels 0..4
@@ -104,10 +104,10 @@ from numpy.polynomial import legendre
 from scipy import special
 
 from .eulerian import FIELD_METHODS, LIMITERS
-from .kernels import METHODS as KERNEL_METHODS
 from .measures import SPHERE_ATOL, angles_to_circle, normalize, uniform_sphere, von_mises_fisher_mixture
 from .meshes import SPHERE_LEVELS, MeshGeometry, circle_mesh, sphere_mesh
 from .model import Params, Perceptron, Schedule
+from .particles import FIELD_METHODS as TOKEN_FIELD_METHODS
 
 __all__ = [
     "CASES_DIR",
@@ -440,7 +440,7 @@ class ParticleSpec:
     ``default_rng((seed, N))``), "quantiles" (circle only, see
     :meth:`InitialMeasure.quantiles`) or "atoms" (family "file": its weighted points).
     ``field_method``: how the attention sums are evaluated (``solve_particles``'s
-    ``field_method``: "auto", "dense", "taylor", "harmonics").
+    ``field_method``: "auto", "dense", "taylor", "spectral").
     """
 
     tokens: tuple[int, ...]
@@ -458,7 +458,7 @@ class GridSpec:
     ``max_dt`` (None: no cap) caps the time step of ``solve_grid``: near a
     uniform state the velocities, hence the CFL restriction, vanish, and only
     the cap keeps the time error of a slowly growing perturbation small.
-    ``field_method``: ``solve_grid``'s ("auto", "dense", "taylor", "harmonics", "fft").
+    ``field_method``: ``solve_grid``'s ("auto", "dense", "taylor", "spectral", "fft").
     """
 
     resolutions: tuple[int, ...]
@@ -955,7 +955,7 @@ def _particles(r: _Reader, v: Any, geometry: str, initial: InitialMeasure) -> Pa
         ("tokens", "layers", "reference_steps", "seed", "sampling", "field_method"),
         ("tokens", "layers"),
     )
-    method = r.string(t.get("field_method", "auto"), "particles.field_method", KERNEL_METHODS)
+    method = r.string(t.get("field_method", "auto"), "particles.field_method", TOKEN_FIELD_METHODS)
     tokens = r.counts(t["tokens"], "particles.tokens", lo=1)
     layers = r.counts(t["layers"], "particles.layers", lo=1)
     ref = r.integer(t.get("reference_steps", 0), "particles.reference_steps", lo=0)

@@ -24,51 +24,44 @@ neighbour). The scheme:
 
 The velocity is either the attention field of the cell measure (masses at
 the cell centres), computed by :func:`vlasov_tf.model.velocity_unchecked` at
-the face midpoints, or a prescribed field ``v(t, x)``. On a uniform circle grid
-heads whose score matrix is a scaled rotation (Q = K = V = I among them) use
-the FFT convolution of :func:`vlasov_tf.kernels.circle_convolution_sums`; on S^2
-zonal heads (B = beta R, R orthogonal) use spherical harmonics
-(:class:`vlasov_tf.harmonics.HarmonicPlan`, built once per head: the face
-midpoints and cell centres never move) where their cost estimate beats the
-dense sums; other heads use :func:`vlasov_tf.kernels.kernel_sums` (dense, or
-the Taylor expansion for small beta). ``field_method`` forces one.
+the face midpoints, or a prescribed field ``v(t, x)``. The kernel sums go
+through :func:`vlasov_tf.kernels.kernel_sums`, which picks per head the cheapest
+method within 1e-10 per row (the FFT on a uniform circle grid for scaled
+rotations, spectral sums on S^1 and S^2 for any head, dense sums for small
+grids); ``field_method`` forces one.
 
 Under MPI (``comm``) each rank advances its part of the cells
 (:class:`vlasov_tf.parallel.LocalMesh`: owned cells plus two halo layers,
 refreshed after every stage), the step is the minimum over ranks, and the
-field at a rank's faces sums the whole measure by passing blocks of (cell
-centres, masses) round a ring (:class:`vlasov_tf.parallel.RingSums`). The
-local operators keep the global order of faces, so the scheme itself gives
-the serial bits; only the split of the nonlocal sums changes the round-off.
+field at a rank's faces sums the whole measure: the spectral coefficients of
+each rank's cells are summed over the ranks (one all-reduce), the dense sums
+pass blocks of (cell centres, masses) round a ring
+(:class:`vlasov_tf.parallel.RingSums`). The local operators keep the global
+order of faces, so the scheme itself gives the serial bits; only the split of
+the nonlocal sums changes the round-off.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 from scipy import sparse
 from tqdm.auto import tqdm
 
-from .harmonics import HarmonicPlan, harmonic_cost, scaled_orthogonal
-from .kernels import circle_convolution_sums, kernel_sums
+from .kernels import METHODS
 from .meshes import MeshGeometry
-from .model import Params, Schedule, dense_head_sums, velocity_unchecked
+from .model import Params, Schedule, method_head_sums, velocity_unchecked
 from .parallel import Comm, LocalMesh, RingSums, is_root
 
 __all__ = ["FIELD_METHODS", "LIMITERS", "FiniteVolume", "GridSolution", "solve_grid"]
 
 LIMITERS = ("barth-jespersen", "none")
-#: How the grid evaluates the attention sums: "auto" picks per head the cheapest that applies.
-FIELD_METHODS = ("auto", "dense", "taylor", "harmonics", "fft")
+#: How the grid evaluates the attention sums (:data:`vlasov_tf.kernels.METHODS`).
+FIELD_METHODS = METHODS
 #: A prescribed velocity: ``v(t, x)`` for (n, d) points, returning (n, d) tangent vectors.
 VelocityField = Callable[[float, np.ndarray], np.ndarray]
-
-# Beyond this scale of a rotation-invariant circle kernel, FFT round-off needs
-# so many dense fix-up rows that the dense sum is as cheap.
-_FFT_MAX_SCALE = 200.0
 
 
 @dataclass(frozen=True)
@@ -101,8 +94,8 @@ class FiniteVolume:
 
     On one rank's :class:`~vlasov_tf.parallel.LocalMesh` pass ``ring``: the
     attention then sums the measure of the first ``n_owned`` cells of every
-    rank (the halo cells belong to other ranks' blocks), by the ring, or for
-    zonal heads on S^2 by harmonic coefficients summed over the ranks.
+    rank (the halo cells belong to other ranks' blocks), with the ring as the
+    kernel sums' ``split``.
     """
 
     def __init__(
@@ -116,18 +109,13 @@ class FiniteVolume:
     ) -> None:
         if limiter not in LIMITERS:
             raise ValueError(f"unknown limiter {limiter!r}; choose one of {LIMITERS}")
-        if field_method not in FIELD_METHODS:
-            raise ValueError(f"unknown field method {field_method!r}; choose one of {FIELD_METHODS}")
         self.field_method = field_method
-        self._plans: dict[bytes, HarmonicPlan] = {}
+        self.head_sums = method_head_sums(field_method, split=ring)
         self.mesh = mesh
         self.limiter = limiter
         self.ring = ring
         self.n_owned = mesh.n_cells if n_owned is None else n_owned
         self._keys = mesh.centres if n_owned is None else mesh.centres[:n_owned]
-        self._sizes = (mesh.n_faces, self.n_owned)
-        if ring is not None:
-            self._sizes = tuple(int(v) for v in ring.allreduce(np.array(self._sizes, dtype=float)))
         c, f = mesh.centres, mesh.face_cells
         own, nbr = f[:, 0], f[:, 1]
         n, d, nf = mesh.n_cells, c.shape[1], mesh.n_faces
@@ -212,67 +200,6 @@ class FiniteVolume:
         with np.errstate(divide="ignore"):
             return float(cfl * np.min(self.mesh.areas / out))
 
-    @cached_property
-    def _circle_face_offset(self) -> float | None:
-        """Angle from cell j to face j when the mesh is a uniform circle grid, else None."""
-        m = self.mesh
-        if m.kind != "circle":
-            return None
-        t = np.arctan2(m.centres[:, 1], m.centres[:, 0])
-        step = 2 * np.pi / m.n_cells
-        if np.abs(np.angle(np.exp(1j * (t - t[0] - step * np.arange(m.n_cells))))).max() > 1e-9:
-            return None
-        tq = np.arctan2(m.face_midpoints[:, 1], m.face_midpoints[:, 0])
-        offset = np.angle(np.exp(1j * (tq - t)))
-        if np.ptp(offset) > 1e-9:
-            return None
-        return float(offset[0])
-
-    def head_sums(
-        self, B: np.ndarray, queries: np.ndarray, points: np.ndarray, weights: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Kernel sums of one head at the face midpoints: FFT (uniform circle, rotation-invariant
-        ``B``), spherical harmonics (S^2, zonal ``B``, where cheaper), else :func:`kernel_sums`."""
-        method, mesh, ring = self.field_method, self.mesh, self.ring
-        is_grid = queries is mesh.face_midpoints and points is self._keys
-        offset = self._circle_face_offset if ring is None else None
-        if method in ("auto", "fft") and offset is not None and is_grid and B.shape == (2, 2):
-            a, b = 0.5 * (B[0, 0] + B[1, 1]), 0.5 * (B[1, 0] - B[0, 1])
-            scale = float(np.hypot(a, b))
-            rotation = np.array([[a, -b], [b, a]])
-            if np.abs(B - rotation).max() <= 1e-13 * max(scale, 1.0) and scale <= _FFT_MAX_SCALE:
-                return circle_convolution_sums(scale, float(np.arctan2(b, a)), weights, points, offset)
-        if method in ("auto", "harmonics") and is_grid and mesh.kind == "sphere":
-            # rtol 1e-14: harmonic_sums asks B to be orthogonal to 1e-10 / beta.
-            zonal = scaled_orthogonal(B, rtol=1e-14)
-            n, m = self._sizes  # global sizes under MPI: every rank takes the same decision
-            if zonal is not None and (method == "harmonics" or harmonic_cost(zonal[0], n, m) < n * m):
-                key = B.tobytes()
-                if key not in self._plans:
-                    if len(self._plans) >= 2:  # a plan holds up to 512 MiB of tables
-                        self._plans.pop(next(iter(self._plans)))
-                    self._plans[key] = HarmonicPlan(B, queries, points)
-                if ring is None:
-                    return self._plans[key](weights, points)
-                # Coefficients summed over the ranks; the rows that need the dense fix-up take the ring.
-                return self._plans[key](
-                    weights,
-                    points,
-                    allreduce=ring.allreduce,
-                    dense=lambda rows: ring(B, queries[rows], points, weights),
-                )
-        if method in ("fft", "harmonics"):
-            raise ValueError(
-                f"field method {method!r} does not apply here: 'fft' needs a uniform circle grid on one "
-                "rank and a scaled-rotation score matrix, 'harmonics' a sphere mesh and B = beta R "
-                "(R orthogonal)"
-            )
-        if ring is not None:
-            return ring(B, queries, points, weights)
-        if method == "dense":
-            return dense_head_sums(B, queries, points, weights)
-        return kernel_sums(np.dot(queries, B.T), points, weights, points, method=method)
-
     def normal_velocity(self, field: Params | VelocityField, t: float, rho: np.ndarray) -> np.ndarray:
         """(F,) ``X(m_f) . n_f``: attention of the cell measure, or a prescribed field."""
         m = self.mesh
@@ -351,9 +278,9 @@ def solve_grid(
     comm : an mpi4py communicator: run on its ranks (every rank passes the same
         global ``mesh`` and ``rho0``; the callback and the densities are on rank 0,
         in global cell order; the result equals the serial one to round-off).
-    field_method : one of :data:`FIELD_METHODS` (see :meth:`FiniteVolume.head_sums`); under
-        MPI zonal heads on S^2 use the harmonics ("auto", "harmonics"), with their coefficients
-        summed over the ranks, other heads the dense ring ("taylor" included); "fft" is refused.
+    field_method : one of :data:`FIELD_METHODS` (:func:`vlasov_tf.kernels.kernel_sums`); under
+        MPI the spectral sums add their coefficients over the ranks, "dense" and "taylor" take
+        the ring and "fft" is refused.
     """
     if not (np.isfinite(cfl) and 0 < cfl <= 1):
         raise ValueError(f"the CFL number must lie in (0, 1]; got {cfl}")

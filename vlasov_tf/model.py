@@ -24,8 +24,7 @@ from typing import Literal
 import numpy as np
 from scipy.special import logsumexp
 
-from .kernels import METHODS as KERNEL_METHODS
-from .kernels import blas_single_thread, exp_kernel_sums, kernel_sums
+from .kernels import METHODS, Distributed, blas_single_thread, exp_kernel_sums, kernel_sums
 from .measures import SPHERE_ATOL, check_points, check_weights
 
 __all__ = [
@@ -36,6 +35,7 @@ __all__ = [
     "dense_head_sums",
     "interaction_energy",
     "log_potential",
+    "method_head_sums",
     "velocity",
     "velocity_unchecked",
 ]
@@ -253,22 +253,30 @@ def dense_head_sums(
     return exp_kernel_sums(np.dot(queries, B.T), points, weights, points)
 
 
-def method_head_sums(method: str = "auto", tol: float = 1e-10) -> HeadSums:
+def method_head_sums(
+    method: str = "auto",
+    tol: float = 1e-10,
+    *,
+    split: Distributed | None = None,
+    threads: int | None = None,
+) -> HeadSums:
     """The :data:`HeadSums` of a field method of :func:`~vlasov_tf.kernels.kernel_sums`.
 
-    ``"dense"`` (exact), ``"taylor"`` (small beta), ``"harmonics"`` (zonal heads on S^2) or
-    ``"auto"`` (per head and call, the cheapest by the methods' cost estimates); the approximate
-    methods keep every row within ``tol`` (taylor) or 1e-10 (harmonics) of the dense sums.
+    ``method``: one of :data:`~vlasov_tf.kernels.METHODS` ("auto" chooses per head and call by
+    the methods' cost estimates); every row within ``tol`` of the dense sums (dense: exact).
+    ``split``: the measure is this rank's block of one split across MPI ranks
+    (:class:`vlasov_tf.parallel.RingSums`).
     """
-    if method not in KERNEL_METHODS:
-        raise ValueError(f"unknown field method {method!r}; choose one of {KERNEL_METHODS}")
-    if method == "dense":
+    if method not in METHODS:
+        raise ValueError(f"unknown field method {method!r}; choose one of {METHODS}")
+    if method == "dense" and split is None and threads is None:
         return dense_head_sums
 
     def head_sums(
         B: np.ndarray, queries: np.ndarray, points: np.ndarray, weights: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        return kernel_sums(np.dot(queries, B.T), points, weights, points, method=method, tol=tol)
+        z = np.dot(queries, B.T)
+        return kernel_sums(z, points, weights, points, method=method, tol=tol, split=split, threads=threads)
 
     return head_sums
 
@@ -285,9 +293,9 @@ def velocity_unchecked(
 
     ``queries`` may lie off the sphere (Runge-Kutta stages): P_x is then the
     formula ``I - x x^T``, for which the sphere is invariant
-    (d|x|^2/dt = 2 <x, v> (1 - |x|^2)). ``head_sums`` lets a solver supply a
-    fast evaluation of the kernel sums (e.g. an FFT on a uniform circle grid);
-    how the sums make the field stays here.
+    (d|x|^2/dt = 2 <x, v> (1 - |x|^2)). ``head_sums`` lets a solver choose how the
+    kernel sums are computed (:func:`method_head_sums`: spectral, Taylor, split across
+    MPI ranks); how the sums make the field stays here.
     """
     with blas_single_thread():
         return _velocity(params, points, weights, queries, sphere, head_sums)
@@ -360,12 +368,13 @@ def log_potential(points, weights, queries, beta: float) -> np.ndarray:
     """``log Phi(x) = log int exp(beta <x, y>) dmu(y)`` at (M, d) queries; shape (M,).
 
     For Q = K = V = I the SA field is ``(1/beta) grad_S log Phi`` and the USA
-    field ``(1/beta) grad_S Phi``.
+    field ``(1/beta) grad_S Phi``. The sums are those of :func:`~vlasov_tf.kernels.kernel_sums`
+    (``"auto"``: on S^1 and S^2 the spectral sums once N is large), within 1e-10 relative.
     """
     pts = check_points(points, sphere=False)
     w = check_weights(weights, len(pts))
     qry = check_points(queries, name="queries", dim=pts.shape[1], sphere=False)
-    shift, sums = exp_kernel_sums(beta * qry, pts, w)
+    shift, sums = kernel_sums(beta * qry, pts, w)
     return shift + np.log(sums[:, 0])
 
 

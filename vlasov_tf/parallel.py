@@ -14,10 +14,12 @@ supplies the pieces that change under MPI.
   two layers of halo cells (the limited reconstruction at a face reads the
   gradients, hence the neighbours, of both its cells), the faces touching owned
   or first-layer cells, and the exchange that refreshes halo values.
-- :class:`RingSums` evaluates the kernel sums of a head over a measure split
-  across ranks: the key blocks travel round a ring while each rank sums its
-  queries against the block it holds, merging blocks with a running
-  log-sum-exp. Memory per rank is its own block plus the one in flight.
+- :class:`RingSums` is what the kernel sums need from a measure split across
+  ranks (:class:`vlasov_tf.kernels.Distributed`): sums over the ranks (the
+  spectral coefficients) and the dense ring, where the key blocks travel round
+  the ranks while each rank sums its queries against the block it holds,
+  merging blocks with a running log-sum-exp. Memory per rank is its own block
+  plus the one in flight.
 - :func:`abort_on_error` turns an exception on any rank into a message and an
   ``MPI_Abort`` of the whole job (a non-zero exit code, never a hang of the
   other ranks in their next collective call).
@@ -296,19 +298,20 @@ def _offsets(counts: list[int]) -> list[int]:
 
 
 class RingSums:
-    """Kernel sums of one head over a measure split across the ranks of ``comm`` (a ring).
+    """The kernel sums' view of a measure split across the ranks of ``comm``
+    (:class:`vlasov_tf.kernels.Distributed`): sums over the ranks and the dense ring.
 
-    Called as a :data:`vlasov_tf.model.HeadSums`: ``ring(B, queries, points,
-    weights)`` where ``points`` (m_r, d) and ``weights`` (m_r,) are this rank's
-    block of the measure. Returns ``(shift, sums)`` for the whole measure::
+    Pass it as ``split`` to :func:`vlasov_tf.kernels.kernel_sums` (or
+    :func:`vlasov_tf.model.method_head_sums`), with this rank's block of the measure.
+    :meth:`dense` returns the sums of this rank's queries over every rank's block::
 
-        sums_i exp(shift_i) = sum over all ranks' j of w_j exp(<B x_i, y_j>) [y_j, 1].
+        sums_i exp(shift_i) = sum over all ranks' j of w_j exp(<z_i, y_j>) [v_j, 1].
 
     Step s (0 <= s < P) sums the queries against the block of rank ``r - s``
     while the next block is already on its way (non-blocking send/receive), and
     merges it into the running result with a log-sum-exp: with shifts ``a, b``,
     ``(a, S) + (b, S') = (c, S e^{a - c} + S' e^{b - c})``, ``c = max(a, b)``.
-    Traffic per call: every block once round the ring, ``m (d + 1)`` doubles.
+    Traffic per call: every block once round the ring, ``m (d + k + 1)`` doubles.
     """
 
     def __init__(self, comm: Comm, threads: int | None = None) -> None:
@@ -327,23 +330,33 @@ class RingSums:
         self.comm.Allreduce(src, out, op=MPI.SUM)
         return out
 
-    def __call__(
-        self, B: np.ndarray, queries: np.ndarray, points: np.ndarray, weights: np.ndarray
+    def allgather(self, a: np.ndarray) -> np.ndarray:
+        """(P, *a.shape): every rank's ``a``."""
+        src = np.ascontiguousarray(a, dtype=float)
+        out = np.empty((self.comm.size, *src.shape))
+        self.comm.Allgather(src, out)
+        return out
+
+    def dense(
+        self, z: np.ndarray, y: np.ndarray, weights: np.ndarray, values: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
+        """Dense scaled sums of this rank's queries ``z`` (n, d) over the keys of every rank."""
         from mpi4py import MPI
 
         comm, size, rank = self.comm, self.comm.size, self.comm.rank
-        d = points.shape[1]
-        sizes = comm.allgather((len(points), len(queries)))
+        d = y.shape[1]
+        k = 0 if values is None else values.shape[1]
+        sizes = comm.allgather((len(y), len(z)))
         counts = [m for m, _ in sizes]
-        if not any(n for _, n in sizes):  # e.g. no row anywhere needs the harmonics' dense fix-up
-            return np.zeros(0), np.zeros((0, d + 1))
-        cur = np.empty((max(counts), d + 1))
+        if not any(n for _, n in sizes):  # e.g. no row anywhere needs the spectral sums' dense fix-up
+            return np.zeros(0), np.zeros((0, k + 1))
+        cur = np.empty((max(counts), d + 1 + k))
         nxt = np.empty_like(cur)
-        cur[: len(points), :d], cur[: len(points), d] = points, weights
-        z = np.dot(queries, B.T)
-        shift = np.full(len(queries), -np.inf)
-        sums = np.zeros((len(queries), d + 1))
+        cur[: len(y), :d], cur[: len(y), d] = y, weights
+        if k:
+            cur[: len(y), d + 1 :] = values
+        shift = np.full(len(z), -np.inf)
+        sums = np.zeros((len(z), k + 1))
         right, left = (rank + 1) % size, (rank - 1) % size
         for step in range(size):
             n_cur = counts[(rank - step) % size]
@@ -351,9 +364,11 @@ class RingSums:
             if step < size - 1:
                 n_nxt = counts[(rank - step - 1) % size]
                 reqs = [comm.Isend(cur[:n_cur], dest=right), comm.Irecv(nxt[:n_nxt], source=left)]
-            y, w = cur[:n_cur, :d], cur[:n_cur, d]
-            if (w > 0).any():
-                s, part = exp_kernel_sums(z, y, w, y, threads=self.threads)
+            block = cur[:n_cur]
+            if len(z) and (block[:, d] > 0).any():
+                s, part = exp_kernel_sums(
+                    z, block[:, :d], block[:, d], block[:, d + 1 :] if k else None, threads=self.threads
+                )
                 shift, sums = _merge(shift, sums, s, part)
             MPI.Request.Waitall(reqs)
             cur, nxt = nxt, cur

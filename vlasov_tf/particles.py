@@ -7,10 +7,13 @@ Three integrators:
     The Transformer itself: ``x <- normalise(x + h X[mu](t, x))``, one residual
     layer with layer normalisation per step (no normalisation in R^d). Order 1.
 ``"rk4"``
-    Classical Runge-Kutta on the field extended off the sphere, then the
+    Classical Runge-Kutta on the field extended off the sphere radially
+    (``X(x) := X[mu o pi](pi(x))``, ``pi(x) = x / |x|``: every stage evaluates the
+    field of the normalised stage tokens, where the spectral sums apply), then the
     normalisation (a projection that changes the step by O(h^5)). Order 4.
 ``"adaptive"``
-    ``scipy.integrate.solve_ivp`` (DOP853) with tight tolerances: the reference.
+    ``scipy.integrate.solve_ivp`` (DOP853) with tight tolerances on the same radially
+    extended field: the reference.
 
 Parameter switches of the :class:`~vlasov_tf.model.Schedule` and the output
 times are always step boundaries: ``[0, T]`` is cut at both, and the steps
@@ -19,12 +22,13 @@ each), so the total is exactly ``steps`` whenever there are at least as many
 steps as pieces; within a piece the steps are equal.
 
 Under MPI (``comm``) the tokens are split into contiguous blocks of global
-indices, one per rank, and the field of a rank's tokens sums every block as it
-passes round a ring (:class:`vlasov_tf.parallel.RingSums`). ``"adaptive"``
-keeps the (small, N x d) state on every rank, because DOP853's step control
-needs the global error norm: each rank evaluates the field of its block of
-tokens against all of them and the blocks are all-gathered, so its steps are
-the serial ones.
+indices, one per rank, and the field of a rank's tokens sums every block:
+spectral coefficients summed over the ranks, or the dense ring
+(:class:`vlasov_tf.parallel.RingSums`). ``"adaptive"`` keeps the (small, N x d)
+state on every rank, because DOP853's step control needs the global error norm,
+and computes the same bits everywhere: dense sums in fixed chunks of rows, each
+rank its share, all-gathered; the other methods whole on every rank, on one
+thread. Its steps are then the serial ones.
 """
 
 from __future__ import annotations
@@ -37,13 +41,17 @@ import numpy as np
 from scipy.integrate import solve_ivp
 from tqdm.auto import tqdm
 
+from .kernels import METHODS as KERNEL_METHODS
+from .kernels import choose_method, exp_kernel_sums, kernel_sums
 from .measures import SPHERE_ATOL, check_points, check_weights, normalize
 from .model import HeadSums, Params, Schedule, method_head_sums, velocity_unchecked
 from .parallel import Comm, RingSums, block_range, gather_rows, is_root
 
-__all__ = ["METHODS", "ParticleSolution", "solve_particles"]
+__all__ = ["FIELD_METHODS", "METHODS", "ParticleSolution", "solve_particles"]
 
 METHODS = ("layers", "rk4", "adaptive")
+#: How the kernel sums may be computed for tokens (the FFT needs a uniform grid).
+FIELD_METHODS = tuple(m for m in KERNEL_METHODS if m != "fft")
 # Rows per field evaluation of "adaptive" (see _solve_adaptive).
 _ADAPTIVE_ROWS = 256
 
@@ -115,6 +123,8 @@ def _rk4_step(
     params: Params, x: np.ndarray, w: np.ndarray, h: float, sphere: bool, sums: HeadSums
 ) -> np.ndarray:
     def f(y: np.ndarray) -> np.ndarray:
+        if sphere:
+            y = normalize(y)
         return velocity_unchecked(params, y, w, y, sphere, head_sums=sums)
 
     k1 = f(x)
@@ -167,15 +177,15 @@ def solve_particles(
     comm : an mpi4py communicator: run on its ranks (every rank passes the same
         tokens; the callback and the positions are on rank 0; the result equals
         the serial one to round-off).
-    field_method : how the kernel sums are evaluated (:func:`vlasov_tf.model.method_head_sums`):
-        ``"auto"`` (the cheapest method within 1e-10 per row), ``"dense"``, ``"taylor"`` or
-        ``"harmonics"`` (zonal heads with tokens on S^2: ``"layers"``; RK4's stages leave the
-        sphere, and "auto" then does without); under MPI ``"layers"`` and ``"rk4"`` sum the dense
-        ring, whatever is asked. ``"adaptive"`` always sums densely: it is the reference, and
-        the approximate methods' 1e-10 per row would exceed its tolerance.
+    field_method : how the kernel sums are evaluated, one of :data:`vlasov_tf.kernels.METHODS`
+        (:func:`vlasov_tf.kernels.kernel_sums`): ``"auto"`` (the cheapest method within 1e-10 per
+        row; spectral on S^1 and S^2 once N is large), ``"dense"``, ``"taylor"``, ``"spectral"``.
+        ``"adaptive"`` asks its methods for ``rtol`` per row instead of 1e-10.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    if field_method not in FIELD_METHODS:
+        raise ValueError(f"unknown field method {field_method!r} for tokens; choose one of {FIELD_METHODS}")
     x = check_points(points, name="initial tokens", dim=schedule.d, sphere=sphere, atol=SPHERE_ATOL)
     w = check_weights(weights, len(x))
     if sphere and t0 == 0.0:
@@ -186,7 +196,6 @@ def solve_particles(
     if t0 != 0.0 and not np.isclose(cuts, t0, rtol=0, atol=1e-12 * schedule.T).any():
         raise ValueError(f"t0 = {t0} is neither a switch nor an output time: cannot resume there")
     resumed = times >= t0 - 1e-12 * schedule.T
-    sums: HeadSums = method_head_sums(field_method)
     out: list[np.ndarray] = []
     lo, hi = (0, len(x)) if comm is None else block_range(len(x), comm.size, comm.rank)
     progress = progress and is_root(comm)
@@ -206,14 +215,14 @@ def solve_particles(
         return ParticleSolution(times[resumed], pos, w, method, steps, sphere)
 
     if method == "adaptive":
-        n_eval = _solve_adaptive(schedule, x, w, times, sphere, rtol, atol, emit, progress, t0, comm)
+        ref = _reference_sums(field_method, rtol, len(x), comm)
+        n_eval = _solve_adaptive(schedule, x, w, times, sphere, rtol, atol, emit, progress, t0, ref)
         return solution(n_eval)
 
     if steps is None or int(steps) != steps or steps < 1:
         raise ValueError(f"method {method!r} needs a positive integer number of steps; got {steps}")
     step = _STEPPERS[method]
-    if comm is not None:
-        sums = RingSums(comm)
+    sums = method_head_sums(field_method, split=None if comm is None else RingSums(comm))
     x, w_local = x[lo:hi], w[lo:hi]
     pieces = [p for p in _pieces(schedule, times, int(steps)) if p[1] > t0 + 1e-12 * schedule.T]
     total = sum(n for _, _, n, _ in pieces)
@@ -244,21 +253,13 @@ def _solve_adaptive(
     emit: Callable[[float, np.ndarray], None],
     progress: bool,
     t0: float,
-    comm: Comm | None,
+    sums: HeadSums,
 ) -> int:
     """DOP853 block by block (restarted at every switch) from ``t0``; returns the field evaluations.
 
-    The field is dense (the reference must not carry the approximate methods' errors),
-    evaluated in fixed chunks of ``_ADAPTIVE_ROWS`` tokens; under MPI each rank takes a
-    contiguous run of chunks and all-gathers the rows. A chunk's
-    rows come out of BLAS with the same bits whoever computes them (a GEMM's
-    rounding can depend on how many rows it is given), and DOP853's step control
-    would turn last-bit differences into differences at its tolerance.
+    The field is the radially extended one (as for RK4), its sums by :func:`_reference_sums`.
     """
     shape = x.shape
-    starts = range(0, len(x), _ADAPTIVE_ROWS)
-    c_lo, c_hi = (0, len(starts)) if comm is None else block_range(len(starts), comm.size, comm.rank)
-    chunks = [(a, a + _ADAPTIVE_ROWS) for a in starts[c_lo:c_hi]]
     nfev = 0
     bp = schedule.breakpoints
     tol = 1e-12 * schedule.T
@@ -275,10 +276,9 @@ def _solve_adaptive(
 
             def rhs(_t: float, u: np.ndarray, params: Params = params) -> np.ndarray:
                 y = u.reshape(shape)
-                v = [velocity_unchecked(params, y, w, y[a:b], sphere) for a, b in chunks]
-                if comm is not None:
-                    v = comm.allgather(np.concatenate(v) if v else y[:0])
-                return np.concatenate(v).ravel()
+                if sphere:
+                    y = normalize(y)
+                return velocity_unchecked(params, y, w, y, sphere, head_sums=sums).ravel()
 
             t_block = mine if mine.size and mine[-1] == t1 else np.r_[mine, t1]
             sol = solve_ivp(
@@ -295,3 +295,38 @@ def _solve_adaptive(
                 x = normalize(x)
             bar.update()
     return nfev
+
+
+def _reference_sums(field_method: str, tol: float, n: int, comm: Comm | None) -> HeadSums:
+    """The adaptive reference's :data:`~vlasov_tf.model.HeadSums`: the same bits on every rank.
+
+    Dense sums (chosen or asked) run in fixed chunks of ``_ADAPTIVE_ROWS`` query rows; under
+    MPI each rank takes a contiguous run of chunks and the rows are all-gathered. A chunk's
+    rows come out of BLAS with the same bits whoever computes them (a GEMM's rounding can depend
+    on how many rows it is given), and DOP853's step control would turn last-bit differences
+    into differences at its tolerance. The other methods are cheap enough to run whole on every
+    rank, with one thread (their library transforms' rounding depends on the thread count).
+    Every row within ``tol`` (the reference's rtol) of the dense sums.
+    """
+    starts = range(0, n, _ADAPTIVE_ROWS)
+    c_lo, c_hi = (0, len(starts)) if comm is None else block_range(len(starts), comm.size, comm.rank)
+    chunks = [(a, a + _ADAPTIVE_ROWS) for a in starts[c_lo:c_hi]]
+
+    def head_sums(
+        B: np.ndarray, queries: np.ndarray, points: np.ndarray, weights: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        z = np.dot(queries, B.T)
+        method = field_method
+        if method == "auto":
+            method = choose_method(z, points, weights, points.shape[1], tol)
+        if method != "dense":
+            return kernel_sums(z, points, weights, points, method=method, tol=tol, threads=1)
+        parts = [exp_kernel_sums(z[a:b], points, weights, points) for a, b in chunks]
+        shift = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0)
+        block = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, points.shape[1] + 1))
+        if comm is not None:
+            shift = np.concatenate(comm.allgather(shift))
+            block = np.concatenate(comm.allgather(block))
+        return shift, block
+
+    return head_sums

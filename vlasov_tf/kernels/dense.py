@@ -1,7 +1,6 @@
-"""Sums of exponential kernels: the numerical engine behind the attention field.
+"""Dense sums of exponential kernels: exact to round-off, O(n m).
 
-Everything nonlocal in the project reduces to, for query vectors ``z_i`` and
-weighted keys ``(y_j, w_j)`` with values ``v_j``::
+For query vectors ``z_i`` and weighted keys ``(y_j, w_j)`` with values ``v_j``::
 
     S_i = sum_j w_j exp(<z_i, y_j>) [v_j, 1]          (shape (k + 1,))
 
@@ -16,31 +15,22 @@ sums over separate key blocks simply add, which is what lets the keys be
 streamed in blocks (bounded memory) and passed round a ring of MPI ranks
 (:class:`vlasov_tf.parallel.RingSums`).
 
-Two engines for the dense sums: a fused numba kernel (score, exp and sums in
-registers over L2-sized key chunks) and numpy tiles of at most 1 MiB (GEMM,
-in-place exp, GEMM) for small problems or wide d, k. Query blocks run on a
-thread pool (numba's kernel and numpy's GEMM and exp release the GIL) with
-BLAS pinned to one thread inside each worker so that the two levels of
-threading do not fight. :func:`kernel_sums` chooses between the dense sums and
-the approximate methods (:mod:`vlasov_tf.expansions`, :mod:`vlasov_tf.harmonics`).
+Two engines: a fused numba kernel (score, exp and sums in registers over
+L2-sized key chunks) and numpy tiles of at most 1 MiB (GEMM, in-place exp,
+GEMM) for small problems or wide d, k. Query blocks run on the shared thread
+pool of :mod:`vlasov_tf.kernels.threads` with BLAS pinned to one thread inside
+each worker, so that the two levels of threading do not fight.
 """
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-from functools import cache, lru_cache
+from functools import cache
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
-__all__ = [
-    "blas_single_thread",
-    "circle_convolution_sums",
-    "exp_kernel_sums",
-    "kernel_sums",
-    "num_threads",
-]
+from .threads import blas_single_thread, num_threads, thread_map
+
+__all__ = ["EXP_MIN", "FAST_MATH", "dense_cost", "exp_kernel_sums", "numba_available", "numba_exp"]
 
 # 2 * 300: exp(-600) ~ 1e-261 is still a normal double, so with a shift at most
 # 600 above the true row maximum the largest term never underflows.
@@ -60,37 +50,6 @@ _FUSED_MAX_DIM = 8
 # Below this many pairs the numpy path is used: it costs no compilation (the fused kernel of a
 # new (d, k) takes ~0.5 s to compile once per process).
 _FUSED_MIN_PAIRS = 1 << 16
-
-
-def num_threads() -> int:
-    """Worker threads for dense sums: ``$VLASOV_TF_NUM_THREADS`` or the usable cores."""
-    env = os.environ.get("VLASOV_TF_NUM_THREADS")
-    if env:
-        n = int(env)
-        if n < 1:
-            raise ValueError(f"VLASOV_TF_NUM_THREADS must be >= 1, got {env!r}")
-        return n
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-@cache
-def _executor(n: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=n, thread_name_prefix="vlasov_tf")
-
-
-@cache
-def _blas_controller() -> ThreadpoolController:
-    return ThreadpoolController()
-
-
-def blas_single_thread():
-    """Context manager pinning BLAS to one thread.
-
-    For skinny products such as (n, d) x (d, d): they are memory-bound, and
-    OpenBLAS's second thread spin-waits ~100x longer than the work when another
-    process holds a core.
-    """
-    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 def _row_max(za: np.ndarray, ya_t: np.ndarray) -> np.ndarray:
@@ -151,7 +110,7 @@ def exp_kernel_sums(
         engine == "auto"
         and n * m >= _FUSED_MIN_PAIRS
         and max(z.shape[1], k) <= _FUSED_MAX_DIM
-        and _numba_available()
+        and numba_available()
     )
     if fused:
         if max(z.shape[1], k) > _FUSED_MAX_DIM:
@@ -197,9 +156,7 @@ def exp_kernel_sums(
                 for i in starts:
                     work(i)
     else:
-        with blas_single_thread():
-            # list() re-raises any worker exception here.
-            list(_executor(nthreads).map(work, starts))
+        thread_map(work, starts, nthreads)
     return shift, sums
 
 
@@ -217,7 +174,8 @@ def _shift(z: np.ndarray, y: np.ndarray, logw: np.ndarray) -> np.ndarray:
 
 
 @cache
-def _numba_available() -> bool:
+def numba_available() -> bool:
+    """Whether numba imports (the fused engine needs it; the numpy engine does not)."""
     try:
         import numba  # noqa: F401
     except ImportError:
@@ -257,7 +215,7 @@ def _fused_kernel(d: int, k: int):
     """
     import numba
 
-    fexp = _numba_exp()
+    fexp = numba_exp()
     src = _FUSED_TEMPLATE.format(
         zs=", ".join(f"z{c}" for c in range(d)),
         ys=", ".join(f"y{c}" for c in range(d)),
@@ -278,24 +236,24 @@ def _fused_kernel(d: int, k: int):
     namespace: dict = {"fexp": fexp}
     exec(compile(src, f"<vlasov_tf fused kernel d={d} k={k}>", "exec"), namespace)
     # reassoc (on the row only) lets LLVM vectorise the sums; the exp keeps its own strict flags.
-    row = numba.njit(fastmath=set(_FAST) | {"reassoc"}, nogil=True)(namespace["row"])
+    row = numba.njit(fastmath=set(FAST_MATH) | {"reassoc"}, nogil=True)(namespace["row"])
     namespace["row"] = row
     return numba.njit(nogil=True)(namespace["block"])
 
 
 # Fast-math flags of the exp: no "reassoc", which would merge the two-constant (Cody-Waite)
 # reduction x - n ln2_hi - n ln2_lo into x - n ln2 and lose ~10 bits at |x| ~ 700.
-_FAST = frozenset({"contract", "nnan", "ninf", "nsz", "arcp", "afn"})
+FAST_MATH = frozenset({"contract", "nnan", "ninf", "nsz", "arcp", "afn"})
 _LOG2E = 1.4426950408889634
 _LN2_HI = 0.693147180369123816490  # 32 significant bits: n * _LN2_HI is exact for |n| < 2^21
 _LN2_LO = 1.90821492927058770002e-10
 # exp underflows to 0 below this (e^-708 ~ 3e-308 is the last normal power of e); a term so small
 # is below 1e-40 of any row's normaliser (>= e^-600).
-_EXP_MIN = -708.0
+EXP_MIN = -708.0
 
 
 @cache
-def _numba_exp():
+def numba_exp():
     """A vectorisable ``exp`` for the fused kernels, within 2 ulp on [-708, 709].
 
     ``exp(x) = 2^n p(r)``, ``n = round(x / ln 2)``, ``r = x - n ln 2`` in [-ln2/2, ln2/2] (two-part
@@ -314,9 +272,9 @@ def _numba_exp():
 
         return numba.types.float64(numba.types.int64), codegen
 
-    @numba.njit(fastmath=set(_FAST))
+    @numba.njit(fastmath=set(FAST_MATH))
     def fexp(x: float) -> float:
-        xc = max(x, _EXP_MIN)
+        xc = max(x, EXP_MIN)
         nf = np.floor(xc * _LOG2E + 0.5)
         r = xc - nf * _LN2_HI
         r = r - nf * _LN2_LO
@@ -334,60 +292,9 @@ def _numba_exp():
         p = p * r + 1.0
         p = p * r + 1.0
         e = p * _i64_as_f64((np.int64(nf) + 1023) << 52)
-        return e if x >= _EXP_MIN else 0.0
+        return e if x >= EXP_MIN else 0.0
 
     return fexp
-
-
-@lru_cache(maxsize=16)
-def _kernel_fft(m: int, scale: float, angle: float) -> np.ndarray:
-    """rfft of ``exp(scale (cos(k 2 pi / m + angle) - 1))``, k = 0..m-1 (reused every stage)."""
-    from scipy import fft
-
-    return fft.rfft(np.exp(scale * (np.cos(np.arange(m) * (2 * np.pi / m) + angle) - 1.0)))
-
-
-def circle_convolution_sums(
-    scale: float,
-    phase: float,
-    weights: np.ndarray,
-    values: np.ndarray,
-    offset: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Kernel sums on a uniform circle grid by FFT, O(M log M).
-
-    Keys at angles ``t_j = t_0 + j D`` (``D = 2 pi / M``), queries at
-    ``t_i + offset``, and a score matrix ``B = scale * R(phase)`` (a scaled
-    rotation), so ``<B x_i, y_j> = scale cos((i - j) D + offset + phase)``
-    depends on ``i - j`` only: the sums are circular convolutions::
-
-        sums_i = sum_j w_j exp(scale (cos((i - j) D + offset + phase) - 1)) [v_j, 1],
-        shift_i = scale.
-
-    Parameters: ``weights`` (M,) >= 0; ``values`` (M, k). Returns ``shift``
-    (M,) and ``sums`` (M, k + 1) as :func:`exp_kernel_sums` does.
-
-    FFT round-off is absolute, about ``eps * sum_j w_j``, while a row's true
-    normaliser can be as small as ``exp(-2 scale) sum_j w_j`` (all mass
-    opposite the query): the rows that round-off could spoil are recomputed
-    densely.
-    """
-    from scipy import fft
-
-    m = len(weights)
-    k = np.arange(m)
-    wv = weights[:, None] * np.c_[values, np.ones(m)]
-    spectrum = _kernel_fft(m, scale, offset + phase)[:, None] * fft.rfft(wv, axis=0, workers=-1)
-    sums = fft.irfft(spectrum, n=m, axis=0, workers=-1)
-    shift = np.full(m, float(scale))
-    noise = 64 * np.finfo(float).eps * np.log2(max(m, 2)) * np.abs(wv).sum(axis=0).max()
-    bad = sums[:, -1] < 1e8 * noise  # keeps the relative error of every row below ~1e-8
-    if bad.any():
-        t = 2 * np.pi * k / m  # any t_0 works: only differences matter
-        keys = np.c_[np.cos(t), np.sin(t)]
-        tq = t[bad] + offset + phase
-        shift[bad], sums[bad] = exp_kernel_sums(scale * np.c_[np.cos(tq), np.sin(tq)], keys, weights, values)
-    return shift, sums
 
 
 # Flop-equivalents of one exp in the dense sums: the fused kernel does a pair (exp, d + k + 1
@@ -398,87 +305,3 @@ _EXP_FLOPS = 15.0
 def dense_cost(n: int, m: int, d: int, k: int) -> float:
     """Estimated flop-equivalents of the dense sums: ``n m (exp + 2 (d + k + 2))``."""
     return float(n) * m * (_EXP_FLOPS + 2.0 * (d + k + 2))
-
-
-METHODS = ("auto", "dense", "taylor", "harmonics")
-
-
-def zonal_scale(z: np.ndarray, y: np.ndarray) -> float | None:
-    """``s`` when the sums are zonal on S^2 (keys on the sphere, every query ``|z_i| = s``), else None.
-
-    Then ``exp(<z_i, y_j>) = exp(s <q_i, y_j>)`` with unit ``q_i = z_i / s``: the case of
-    :mod:`vlasov_tf.harmonics` (``B = s R`` with ``R`` orthogonal, queries on the sphere).
-    """
-    if z.shape[1] != 3 or len(z) == 0 or len(y) == 0:
-        return None
-    zn = np.linalg.norm(z, axis=1)
-    s = float(zn.max())
-    if not (s > 0 and np.ptp(zn) <= 1e-14 * s):
-        return None
-    if np.abs(np.linalg.norm(y, axis=1) - 1.0).max() > 1e-11 / max(s, 1.0):
-        return None
-    return s
-
-
-def pick_method(z: np.ndarray, y: np.ndarray, k: int, tol: float) -> str:
-    """The cheapest of ``"dense"``, ``"taylor"`` and (zonal sums on S^2) ``"harmonics"``.
-
-    Costs: :func:`dense_cost`, :func:`~vlasov_tf.expansions.taylor_cost` (inf where it would
-    refuse) and :func:`~vlasov_tf.harmonics.harmonic_cost` (in dense terms: times the dense
-    cost of one pair).
-    """
-    from .expansions import taylor_cost
-    from .harmonics import harmonic_cost
-
-    n, m, d = z.shape[0], y.shape[0], z.shape[1]
-    costs = {"dense": dense_cost(n, m, d, k), "taylor": taylor_cost(z, y, tol, k=k)}
-    s = zonal_scale(z, y)
-    if s is not None:
-        costs["harmonics"] = harmonic_cost(s, n, m) * dense_cost(1, 1, d, k)
-    return min(costs, key=costs.__getitem__)
-
-
-def kernel_sums(
-    z: np.ndarray,
-    y: np.ndarray,
-    weights: np.ndarray,
-    values: np.ndarray | None = None,
-    *,
-    method: str = "auto",
-    tol: float = 1e-10,
-    threads: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Scaled kernel sums ``S_i = sum_j w_j exp(<z_i, y_j>) [v_j, 1] = exp(shift_i) sums_i``.
-
-    Same arguments and result as :func:`exp_kernel_sums`. ``method``:
-
-    - ``"dense"``: exact to round-off, any beta, O(n m);
-    - ``"taylor"``: :func:`vlasov_tf.expansions.taylor_sums`, per-row error <= ``tol``,
-      O((n + m) C(p + d, d)); ValueError where beta is too large for it;
-    - ``"harmonics"``: :func:`vlasov_tf.harmonics.harmonic_sums`, zonal sums on S^2 only
-      (:func:`zonal_scale`; ValueError otherwise), per-row error <= 1e-10, O((n + m) L^2);
-    - ``"auto"``: the cheapest by :func:`pick_method`.
-
-    The zero weights are dropped before the radii are measured.
-    """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    k = 0 if values is None else values.shape[1]
-    if method == "auto":
-        keep = weights > 0
-        method = pick_method(z, y[keep], k, tol)
-    if method == "taylor":
-        from .expansions import taylor_sums
-
-        return taylor_sums(z, y, weights, values, tol=tol, threads=threads)
-    if method == "harmonics":
-        from .harmonics import harmonic_sums
-
-        s = zonal_scale(z, y)
-        if s is None:
-            raise ValueError(
-                "method 'harmonics' needs zonal sums on S^2: d = 3, keys on the sphere and every query "
-                "of the same norm (a score matrix B = beta R with R orthogonal, queries on the sphere)"
-            )
-        return harmonic_sums(s * np.eye(3), z / s, y, weights, values)
-    return exp_kernel_sums(z, y, weights, values, threads=threads)

@@ -54,9 +54,9 @@ from functools import cache
 
 import numpy as np
 
-from .kernels import _executor, blas_single_thread, num_threads
+from .threads import blas_single_thread, num_threads, thread_map
 
-__all__ = ["taylor_bound", "taylor_cost", "taylor_degree", "taylor_sums"]
+__all__ = ["n_features", "radii", "taylor_bound", "taylor_cost", "taylor_degree", "taylor_sums"]
 
 #: Largest total degree p of the expansion.
 MAX_DEGREE = 60
@@ -87,7 +87,8 @@ def _rounding(rho: float, n_features: int) -> float:
     return math.exp(2.0 * rho) * 4.0 * _EPS * math.sqrt(n_features)
 
 
-def _n_features(p: int, d: int) -> int:
+def n_features(p: int, d: int) -> int:
+    """Monomial features of total degree <= p in d variables: ``C(p + d, d)``."""
     return math.comb(p + d, d)
 
 
@@ -107,7 +108,7 @@ def taylor_degree(rho: float, d: int, tol: float) -> int:
                 f"taylor_sums: rho = r_z r_y = {rho:.3g} needs a degree above the cap MAX_DEGREE = "
                 f"{MAX_DEGREE} for tol = {tol:g}; use the dense sums (method='dense')"
             )
-    nf = _n_features(p, d)
+    nf = n_features(p, d)
     if nf > MAX_FEATURES:
         raise ValueError(
             f"taylor_sums: rho = r_z r_y = {rho:.3g}, d = {d} needs degree {p} with {nf} features, above "
@@ -127,7 +128,8 @@ def _centre(u: np.ndarray) -> tuple[np.ndarray, float]:
     return c, float(np.sqrt(((u - c) ** 2).sum(axis=1).max()))
 
 
-def _radii(z: np.ndarray, y: np.ndarray) -> float:
+def radii(z: np.ndarray, y: np.ndarray) -> float:
+    """``rho = r_z r_y``: the product of the radii of queries and keys about their box centres."""
     return _centre(z)[1] * _centre(y)[1]
 
 
@@ -145,10 +147,10 @@ def taylor_cost(z: np.ndarray, y: np.ndarray, tol: float, *, k: int | None = Non
         return 0.0
     k = d if k is None else k
     try:
-        p = taylor_degree(_radii(z, y), d, tol)
+        p = taylor_degree(radii(z, y), d, tol)
     except ValueError:
         return math.inf
-    return float((n + m) * _n_features(p, d) * _TAYLOR_UNIT * (2.0 * (k + 1) + _FEATURE_FLOPS))
+    return float((n + m) * n_features(p, d) * _TAYLOR_UNIT * (2.0 * (k + 1) + _FEATURE_FLOPS))
 
 
 @cache
@@ -259,9 +261,7 @@ def taylor_sums(
     nthreads = num_threads() if threads is None else threads
 
     def run(fn, items):
-        if nthreads == 1 or len(items) == 1:
-            return [fn(i) for i in items]
-        return list(_executor(nthreads).map(fn, items))
+        return thread_map(fn, items, nthreads)
 
     # Blocks run on the dense sums' thread pool with BLAS pinned to one thread: the GEMMs are
     # skinny ((F, b) x (b, k + 1)) and OpenBLAS's own threads only spin on them.

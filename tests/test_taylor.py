@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from vlasov_tf import expansions, kernels
-from vlasov_tf.expansions import taylor_bound, taylor_cost, taylor_degree, taylor_sums
+from vlasov_tf import kernels
+from vlasov_tf.kernels.taylor import radii, taylor_bound, taylor_cost, taylor_degree, taylor_sums
 from vlasov_tf.measures import uniform_sphere
 
 
@@ -56,7 +56,7 @@ def test_observed_error_is_below_the_proved_bound(rng, tol):
     x = uniform_sphere(2000, 3, rng)
     w = rng.random(2000)
     z = x[:500] @ general_head(rng, 2.0).T
-    rho = expansions._radii(z, x)
+    rho = radii(z, x)
     p = taylor_degree(rho, 3, tol)
     bound = taylor_bound(rho, p)
     assert bound <= tol / 2 < taylor_bound(rho, p - 1)  # p is the least degree that meets tol / 2
@@ -97,22 +97,23 @@ def test_taylor_refuses_beyond_its_caps(rng, beta, d, tol, cap):
 
 
 def test_dispatcher_picks_by_cost(rng):
-    """Small beta with many tokens: taylor; large beta: dense (taylor infeasible); tiny N: dense."""
-    x = uniform_sphere(20_000, 3, rng)
-    B = general_head(rng, 1.0)
-    assert kernels.pick_method(x @ B.T, x, 3, 1e-10) == "taylor"
-    assert kernels.pick_method(20.0 * x @ B.T, x, 3, 1e-10) == "dense"
-    assert kernels.pick_method(x[:50] @ B.T, x[:50], 3, 1e-10) == "dense"
+    """Tokens on S^3 (no spectral sums there): small beta with many tokens: taylor; large beta:
+    dense (taylor infeasible); tiny N: dense."""
+    x = uniform_sphere(20_000, 4, rng)
+    B = general_head(rng, 1.0, d=4)
+    assert kernels.choose_method(x @ B.T, x, np.ones(20_000), 4) == "taylor"
+    assert kernels.choose_method(20.0 * x @ B.T, x, np.ones(20_000), 4) == "dense"
+    assert kernels.choose_method(x[:50] @ B.T, x[:50], np.ones(50), 4) == "dense"
     # the estimates themselves: taylor linear in N, dense quadratic
     small, large = x[:2000] @ B.T, x @ B.T
     assert taylor_cost(large, x, 1e-10) / taylor_cost(small, x[:2000], 1e-10) == pytest.approx(10, rel=0.2)
 
 
 def test_kernel_sums_auto_is_within_tol(rng):
-    x = uniform_sphere(6000, 3, rng)
-    w = rng.random(6000)
-    z = x @ general_head(rng, 0.5).T
-    assert kernels.pick_method(z, x, 3, 1e-10) == "taylor"
+    x = uniform_sphere(20_000, 4, rng)
+    w = rng.random(20_000)
+    z = x @ general_head(rng, 0.5, d=4).T
+    assert kernels.choose_method(z, x, w, 4) == "taylor"
     out = kernels.kernel_sums(z, x, w, x, tol=1e-10)
     err_norm, err_vals = errors(*out, *kernels.kernel_sums(z, x, w, x, method="dense"), x)
     assert err_norm <= 1e-10 and err_vals <= 1e-10

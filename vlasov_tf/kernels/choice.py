@@ -1,0 +1,176 @@
+"""The one place that decides how a kernel sum is computed: method names, costs and the choice.
+
+:func:`kernel_sums` is what the solvers, the MPI ring and the benchmarks call.
+Every method returns the scaled sums ``S_i = sum_j w_j exp(<z_i, y_j>) [v_j, 1] =
+exp(shift_i) sums_i`` with every row within ``tol`` of the dense sum (relative to the
+row's normaliser; dense: round-off):
+
+=============  ==========================================================  =========================
+method         applies to                                                  cost
+=============  ==========================================================  =========================
+``dense``      everything                                                  n m
+``taylor``     any d, small ``rho = r_z r_y`` (beta of order 1)             (n + m) C(p + d, d)
+``spectral``   keys on S^1 or S^2, any queries (zonal and general heads)   m + n K + nodes L^2 log L
+``fft``        uniform circle grid, queries at a fixed offset (one rank)   M log M
+=============  ==========================================================  =========================
+
+``"auto"`` takes the cheapest that applies by the cost estimates below (all in the
+units of :func:`~vlasov_tf.kernels.dense.dense_cost`). Under MPI (``split``) the choice is
+made from global sizes and ranges, so every rank takes the same branch; there ``dense``
+and ``taylor`` pass the keys round the ring and ``fft`` does not apply.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .circle import fft_sums, uniform_offset
+from .dense import dense_cost, exp_kernel_sums
+from .distributed import Distributed
+from .spectral import GEOMETRIES, UNIT_RTOL, Scales, local_scales, spectral_cost, spectral_sums
+from .taylor import taylor_cost, taylor_sums
+
+__all__ = ["METHODS", "choose_method", "kernel_sums", "method_costs"]
+
+#: Method names, as the solvers' ``field_method`` and the case files take them.
+METHODS = ("auto", "dense", "taylor", "spectral", "fft")
+# Beyond this scale the FFT's absolute round-off sends so many rows to the dense fix-up that the
+# other methods are as cheap.
+_FFT_MAX_SCALE = 200.0
+# Cost units per point and log2 of the two real FFTs (measured, ~1/3 of a spectral synthesis point).
+_FFT_UNIT = 40.0
+
+
+def _facts(
+    z: np.ndarray, y: np.ndarray, weights: np.ndarray, split: Distributed | None
+) -> tuple[Scales, float]:
+    """Global :class:`Scales` and the keys' largest ``| |y| - 1 |`` (one all-gather under MPI)."""
+    local = local_scales(z, weights)
+    keep = weights > 0
+    dev = float(np.abs(np.linalg.norm(y[keep], axis=1) - 1.0).max()) if keep.any() else 0.0
+    if split is None:
+        return local, dev
+    rows = split.allgather(np.array([local.n, local.m, local.lo, local.hi, dev], dtype=float))
+    n, m = int(rows[:, 0].sum()), int(rows[:, 1].sum())
+    return Scales(float(rows[:, 2].min()), float(rows[:, 3].max()), n, m), float(rows[:, 4].max())
+
+
+def _spectral_refusal(d: int, scales: Scales, dev: float) -> str | None:
+    """Why the spectral sums do not apply, or None."""
+    if d not in GEOMETRIES:
+        return f"the spectral sums are for S^1 and S^2 (d = 2, 3), got d = {d}"
+    if scales.n == 0 or scales.m == 0:
+        return "no queries or no weighted keys"
+    limit = UNIT_RTOL / max(scales.hi, 1.0)
+    if dev > limit:
+        return (
+            f"the spectral sums need the keys on the unit sphere to {limit:.3g} (1e-12 / max(|z|, 1)); "
+            f"they are off by up to {dev:.3g}"
+        )
+    return None
+
+
+def method_costs(
+    z: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray,
+    k: int,
+    tol: float = 1e-10,
+    *,
+    split: Distributed | None = None,
+    facts: tuple[Scales, float] | None = None,
+) -> dict[str, float]:
+    """Estimated cost of each method (inf where it does not apply), in dense-cost units.
+
+    ``z`` (n, d) queries, ``y`` (m, d) keys, ``weights`` (m,), ``k`` value columns. Under
+    ``split`` the estimates use the global sizes (a collective call, unless ``facts``, the
+    global scales and key deviation, are given).
+    """
+    d = z.shape[1]
+    scales, dev = _facts(z, y, weights, split) if facts is None else facts
+    keep = weights > 0
+    costs = {"dense": dense_cost(scales.n, scales.m, d, k)}
+    costs["taylor"] = taylor_cost(z, y[keep], tol, k=k) if split is None else math.inf
+    refusal = _spectral_refusal(d, scales, dev)
+    costs["spectral"] = math.inf if refusal else spectral_cost(GEOMETRIES[d], scales, k + 1, tol)
+    fft = None if split is not None or d != 2 else uniform_offset(z, y)
+    fits = fft is not None and fft[0] <= _FFT_MAX_SCALE
+    costs["fft"] = _FFT_UNIT * (k + 1) * len(y) * math.log2(max(len(y), 2)) if fits else math.inf
+    return costs
+
+
+def choose_method(
+    z: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray,
+    k: int,
+    tol: float = 1e-10,
+    *,
+    split: Distributed | None = None,
+    facts: tuple[Scales, float] | None = None,
+) -> str:
+    """The cheapest method by :func:`method_costs` ("dense" on ties)."""
+    costs = method_costs(z, y, weights, k, tol, split=split, facts=facts)
+    return min(costs, key=costs.__getitem__)
+
+
+def kernel_sums(
+    z: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray,
+    values: np.ndarray | None = None,
+    *,
+    method: str = "auto",
+    tol: float = 1e-10,
+    threads: int | None = None,
+    split: Distributed | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scaled kernel sums ``S_i = sum_j w_j exp(<z_i, y_j>) [v_j, 1] = exp(shift_i) sums_i``.
+
+    Parameters
+    ----------
+    z : (n, d) queries (``B x`` for a head with score matrix ``B``).
+    y : (m, d) keys.
+    weights : (m,) non-negative, positive total (over all ranks of ``split``).
+    values : (m, k) values ``v_j``; None means k = 0 (the normaliser only).
+    method : one of :data:`METHODS` (module docstring); a method that does not apply raises
+        ``ValueError`` saying why.
+    tol : every row within ``tol`` of the dense sum relative to its normaliser
+        (dense: exact to round-off).
+    threads : worker threads (default :func:`~vlasov_tf.kernels.threads.num_threads`).
+    split : the measure is split across MPI ranks, ``(y, weights, values)`` being this rank's
+        block (:class:`~vlasov_tf.kernels.distributed.Distributed`); every rank must call.
+
+    Returns
+    -------
+    shift : (n,), sums : (n, k + 1); the last column is the normaliser.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown field method {method!r}; choose one of {METHODS}")
+    k = 0 if values is None else values.shape[1]
+    facts = _facts(z, y, weights, split) if method in ("auto", "spectral") else None
+    if method == "auto":
+        method = choose_method(z, y, weights, k, tol, split=split, facts=facts)
+    if method == "spectral":
+        scales, dev = facts
+        refusal = _spectral_refusal(z.shape[1], scales, dev)
+        if refusal is not None:
+            if scales.n == 0 or scales.m == 0:  # nothing to sum: any method gives the empty answer
+                return _dense(z, y, weights, values, threads, split)
+            raise ValueError(f"field method 'spectral' does not apply: {refusal}")
+        return spectral_sums(z, y, weights, values, tol=tol, threads=threads, split=split, scales=scales)
+    if method == "fft":
+        if split is not None:
+            raise ValueError("field method 'fft' does not apply under MPI (the grid is split across ranks)")
+        return fft_sums(z, y, weights, values, tol=tol, threads=threads)
+    if method == "taylor" and split is None:
+        return taylor_sums(z, y, weights, values, tol=tol, threads=threads)
+    return _dense(z, y, weights, values, threads, split)
+
+
+def _dense(z, y, weights, values, threads, split) -> tuple[np.ndarray, np.ndarray]:
+    if split is not None:
+        return split.dense(z, y, weights, values)
+    return exp_kernel_sums(z, y, weights, values, threads=threads)

@@ -1,0 +1,198 @@
+"""Kernel sums on the circle S^1: Fourier series (finufft at scattered angles, FFT on uniform grids).
+
+With ``x = (cos t, sin t)`` and a query ``z = r (cos a, sin a)``, the kernel is
+``exp(<z, y>) = exp(r cos(a - t))``, and (generating function of the modified
+Bessel functions ``I_k``)::
+
+    exp(r (cos(a - t) - 1)) = sum_{k in Z} g_k(r) e^{i k (a - t)},   g_k(r) = I_k(r) e^{-r} = ive(k, r),
+
+with ``g_k >= 0`` and ``sum_k g_k(r) = 1``. So for keys at angles ``t_j``::
+
+    e^{-r} sum_j wv_j exp(r cos(a - t_j)) = sum_k g_k(r) c_k e^{i k a},   c_k = sum_j wv_j e^{-i k t_j}:
+
+an *analysis* (type-1 non-uniform FFT, finufft) and a *synthesis* (type 2) with the
+radial factors ``g_k(r)`` in between. This module supplies those pieces to
+:mod:`vlasov_tf.kernels.spectral`, which truncates, interpolates in ``r`` and
+controls the error.
+
+On a uniform grid with queries at a fixed offset from the keys (the finite-volume
+circle, :func:`uniform_offset`), the sums are circular convolutions:
+:func:`fft_sums` does them with two real FFTs, O(M log M).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from scipy import fft
+from scipy.special import ive
+
+from .dense import exp_kernel_sums
+from .threads import num_threads
+
+__all__ = ["Circle", "fft_sums", "uniform_offset"]
+
+#: Accuracy asked of finufft (its relative l2 error; observed per-value errors 1e-15 to 3e-14 of
+#: the largest value, as measured by tests/test_spectral.py).
+NUFFT_EPS = 1e-13
+# Costs in the units of kernels.dense.dense_cost (see sphere.py): per point and column of an analysis
+# / a synthesis, and per library call (one call serves every column and node: finufft batches them).
+_POINT_COST = (1350.0, 1650.0)
+_CALL_COST = 1.1e7
+
+
+class Circle:
+    """The circle's Fourier pieces for :mod:`vlasov_tf.kernels.spectral` (degree = largest |k|)."""
+
+    d = 2
+    name = "circle"
+    nufft_eps = NUFFT_EPS
+
+    @staticmethod
+    def radial(r: float, degree: int) -> np.ndarray:
+        """``g_k(r) = I_k(r) e^{-r}`` for k = 0..degree (>= 0, summing over k in Z to 1)."""
+        with np.errstate(under="ignore"):
+            return ive(np.arange(degree + 1), float(r))
+
+    @staticmethod
+    def multiplicity(degree: int) -> np.ndarray:
+        """How often each ``g_k`` enters the series: once for k = 0, twice (+-k) beyond."""
+        mult = np.full(degree + 1, 2.0)
+        mult[0] = 1.0
+        return mult
+
+    @staticmethod
+    def analysis_cost(m: int, cols: int, degree: int) -> float:
+        """Estimated cost of :meth:`analysis` (dense-cost units): one batched type-1 transform."""
+        return _CALL_COST + m * cols * _POINT_COST[0]
+
+    @staticmethod
+    def synthesis_cost(n: int, nodes: int, cols: int, degree: int) -> float:
+        """Estimated cost of :meth:`synthesis` at ``n`` points: one batched type-2 transform."""
+        return _CALL_COST + n * nodes * cols * _POINT_COST[1]
+
+    @staticmethod
+    def analysis(points: np.ndarray, wv: np.ndarray, degree: int, threads: int | None = None) -> np.ndarray:
+        """``c[col, K + k] = sum_j wv[j, col] e^{-i k t_j}`` for |k| <= K: (cols, 2K + 1) complex.
+
+        ``points`` (m, 2) unit vectors, ``wv`` (m, cols) real.
+        """
+        t = np.arctan2(points[:, 1], points[:, 0])
+        strengths = np.ascontiguousarray(wv.T, dtype=complex)
+        if len(t) == 0:
+            return np.zeros((wv.shape[1], 2 * degree + 1), dtype=complex)
+        import finufft
+
+        return finufft.nufft1d1(
+            t, strengths, 2 * degree + 1, eps=NUFFT_EPS, isign=-1, nthreads=threads or num_threads()
+        ).reshape(wv.shape[1], 2 * degree + 1)
+
+    @staticmethod
+    def synthesis(
+        coef: np.ndarray, factors: np.ndarray, directions: np.ndarray, threads: int | None = None
+    ) -> np.ndarray:
+        """``out[i, s, col] = sum_k factors[s, |k|] coef[col, K + k] e^{i k a_i}``: (n, S, cols).
+
+        ``coef`` (cols, 2K' + 1) from :meth:`analysis` (K' >= K); ``factors`` (S, K + 1), one row
+        per radial node; ``directions`` (n, 2) unit vectors at angles ``a_i``. One batched
+        type-2 transform for every node and column.
+        """
+        n_nodes, n1 = factors.shape
+        cols, width = coef.shape
+        k0 = (width - 1) // 2
+        deg = n1 - 1
+        if len(directions) == 0:
+            return np.zeros((0, n_nodes, cols))
+        full = np.concatenate([factors[:, :0:-1], factors], axis=1)  # |k| for k = -K..K: (S, 2K + 1)
+        sub = coef[:, k0 - deg : k0 + deg + 1]
+        batch = np.ascontiguousarray((full[:, None, :] * sub[None, :, :]).reshape(n_nodes * cols, -1))
+        a = np.arctan2(directions[:, 1], directions[:, 0])
+        import finufft
+
+        vals = finufft.nufft1d2(a, batch, eps=NUFFT_EPS, isign=1, nthreads=threads or num_threads())
+        return vals.real.reshape(n_nodes, cols, -1).transpose(2, 0, 1)
+
+    @staticmethod
+    def degree_norms(coef: np.ndarray) -> np.ndarray:
+        """(cols, K + 1): ``|c_k| + |c_-k|`` (``|c_0|`` at k = 0), which bound each degree's part of
+        the synthesised function (``|e^{ika}| = 1``)."""
+        k0 = (coef.shape[1] - 1) // 2
+        mag = np.abs(coef)
+        out = mag[:, k0:].copy()
+        out[:, 1:] += mag[:, k0 - 1 :: -1]
+        return out
+
+
+@lru_cache(maxsize=16)
+def _kernel_fft(m: int, scale: float, angle: float) -> np.ndarray:
+    """rfft of ``exp(scale (cos(k 2 pi / m + angle) - 1))``, k = 0..m-1 (reused every stage)."""
+    return fft.rfft(np.exp(scale * (np.cos(np.arange(m) * (2 * np.pi / m) + angle) - 1.0)))
+
+
+def uniform_offset(z: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
+    """``(scale, angle)`` when the sums are a circular convolution on a uniform grid, else None.
+
+    That is: ``m`` keys ``y_j`` at angles ``t_0 + j D`` (``D = 2 pi / m``, unit vectors), and
+    ``m`` queries ``z_i = scale (cos a_i, sin a_i)`` of one norm with ``a_i = t_i + angle``,
+    so that ``<z_i, y_j> = scale cos((i - j) D + angle)`` depends on ``i - j`` only. This is the
+    finite-volume circle (keys: cell centres; queries: ``B`` times the face midpoints, ``B`` a
+    scaled rotation). Cost O(m).
+    """
+    m = len(y)
+    if z.shape != (m, 2) or y.shape != (m, 2) or m < 2:
+        return None
+    if np.abs(np.hypot(y[:, 0], y[:, 1]) - 1.0).max() > 1e-12:
+        return None
+    norms = np.hypot(z[:, 0], z[:, 1])
+    scale = float(norms.max())
+    if not (scale > 0 and np.ptp(norms) <= 1e-13 * scale):
+        return None
+    t = np.arctan2(y[:, 1], y[:, 0])
+    step = 2 * np.pi / m
+    if np.abs(np.angle(np.exp(1j * (t - t[0] - step * np.arange(m))))).max() > 1e-9:
+        return None
+    offset = np.angle(np.exp(1j * (np.arctan2(z[:, 1], z[:, 0]) - t)))
+    if np.abs(np.angle(np.exp(1j * (offset - offset[0])))).max() > 1e-9:
+        return None
+    return scale, float(offset[0])
+
+
+def fft_sums(
+    z: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray,
+    values: np.ndarray | None,
+    *,
+    tol: float = 1e-10,
+    threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Kernel sums on a uniform circle grid by FFT, O(M log M): :func:`uniform_offset` must hold.
+
+    Returns ``(shift (M,), sums (M, k + 1))`` as :func:`~vlasov_tf.kernels.dense.exp_kernel_sums`::
+
+        sums_i = sum_j w_j exp(scale (cos((i - j) D + angle) - 1)) [v_j, 1],   shift_i = scale.
+
+    FFT round-off is absolute, about ``eps log2(M) sum_j |w_j v_j|``, while a row's normaliser
+    can be as small as ``exp(-2 scale) sum_j w_j`` (all mass opposite the query): the rows
+    whose normaliser that round-off could spoil beyond ``tol`` are summed densely.
+    """
+    geometry = uniform_offset(z, y)
+    if geometry is None:
+        raise ValueError(
+            "field method 'fft' does not apply: it needs m keys uniformly spaced on the unit circle and "
+            "m queries of one norm at a fixed angle from them (a uniform circle grid, B a scaled rotation)"
+        )
+    scale, angle = geometry
+    m = len(weights)
+    k = 0 if values is None else values.shape[1]
+    wv = weights[:, None] * (np.ones((m, 1)) if values is None else np.c_[values, np.ones(m)])
+    workers = threads or num_threads()
+    spectrum = _kernel_fft(m, scale, angle)[:, None] * fft.rfft(wv, axis=0, workers=workers)
+    sums = fft.irfft(spectrum, n=m, axis=0, workers=workers)
+    shift = np.full(m, scale)
+    noise = 64 * np.finfo(float).eps * np.log2(max(m, 2)) * np.abs(wv).sum(axis=0).max()
+    bad = sums[:, k] < noise / tol
+    if bad.any():
+        shift[bad], sums[bad] = exp_kernel_sums(z[bad], y, weights, values, threads=threads)
+    return shift, sums
