@@ -5,11 +5,12 @@ What it measures
 :func:`vlasov_tf.eulerian.solve_grid` on ``meshes/sphere_L{level}.h5`` (level
 2 by default: 15020 cells, 22530 faces) with one softmax (SA) head of a
 *general* score matrix, ``Params(heads=(Head(B=beta*Bm, V=V),))`` with seeded
-random ``Bm`` and ``V`` of spectral norm 1 and ``beta = 2``: not zonal, so
-neither the FFT nor the spherical harmonics apply and the field is the dense
-sum of the C cell masses at the F face midpoints, 3 C F pairs per SSP-RK3
-step (the serial run is forced to ``field_method="dense"``, the sums under MPI
-are always the dense ring). The density is a bump on a background.
+random ``Bm`` and ``V`` of spectral norm 1 and ``beta = 2``, forced to
+``field_method="dense"``: the dense sum of the C cell masses at the F face
+midpoints, 3 C F pairs per SSP-RK3 step (the ring under MPI). This measures the
+decomposition where the nonlocal sums cost most; the spectral sums (the
+default) cost one all-reduce of their coefficients instead. The density is a
+bump on a background.
 
 The script is its own driver: run plainly, it starts itself as worker
 subprocesses (``--worker``), once serially (``comm=None``, the baseline) and
@@ -29,7 +30,7 @@ same code path (partition, halo exchange, ring). Each worker
    output's mass allreduce and the gather of the densities to rank 0 included).
    While it runs, the kernel sums, the log-sum-exp merges, whole ring calls
    (:class:`vlasov_tf.parallel.RingSums`) and halo exchanges are timed on every
-   rank by wrappers installed in the package's modules: *compute* is the
+   rank by :mod:`vlasov_tf.profiling`: *compute* is the
    kernel sums, *comm* the rest of the ring calls (posting and waiting for the
    block transfers, the allgather of block sizes, the query products) plus the
    halo exchanges, *other* the local scheme (reconstruction, limiter, fluxes,
@@ -175,69 +176,17 @@ def safe_dt(mesh: Any) -> float:
 # Worker.
 
 
-class Probe:
-    """Wall-time accumulators filled by wrappers installed in the package's modules."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.compute = 0.0  # kernel sums (exp_kernel_sums)
-        self.pairs = 0.0  # query-key pairs summed
-        self.merge = 0.0  # log-sum-exp merges of the ring
-        self.ring = 0.0  # whole RingSums calls (compute + merge + communication)
-        self.exchange = 0.0  # halo exchanges
-        self.ring_calls = 0
-        self.merge_rows = 0.0
-
-    def totals(self) -> dict[str, float]:
-        return {
-            k: float(getattr(self, k))
-            for k in ("compute", "pairs", "merge", "ring", "exchange", "ring_calls", "merge_rows")
-        }
-
-    def install(self) -> None:
-        """Wrap the kernel sums, the merge, the ring and the halo exchange where the solver looks them up."""
-        import vlasov_tf.eulerian as eulerian
-        import vlasov_tf.model as model
-        import vlasov_tf.parallel as parallel
-
-        probe = self
-        sums, merge, exchange = parallel.exp_kernel_sums, parallel._merge, parallel.LocalMesh.exchange
-
-        def timed_sums(z: np.ndarray, y: np.ndarray, w: np.ndarray, *a: Any, **kw: Any) -> Any:
-            t0 = time.perf_counter()
-            out = sums(z, y, w, *a, **kw)
-            probe.compute += time.perf_counter() - t0
-            probe.pairs += float(len(z)) * float(np.count_nonzero(w > 0))
-            return out
-
-        def timed_merge(a: np.ndarray, sa: np.ndarray, b: np.ndarray, sb: np.ndarray) -> Any:
-            t0 = time.perf_counter()
-            out = merge(a, sa, b, sb)
-            probe.merge += time.perf_counter() - t0
-            probe.merge_rows += len(a)
-            return out
-
-        def timed_exchange(self: Any, values: np.ndarray) -> None:
-            t0 = time.perf_counter()
-            exchange(self, values)
-            probe.exchange += time.perf_counter() - t0
-
-        class TimedRing(parallel.RingSums):
-            def __call__(self, *a: Any) -> Any:
-                t0 = time.perf_counter()
-                out = super().__call__(*a)
-                probe.ring += time.perf_counter() - t0
-                probe.ring_calls += 1
-                return out
-
-        # RingSums and dense_head_sums look these names up in their modules' globals at call time.
-        parallel.exp_kernel_sums = timed_sums
-        model.exp_kernel_sums = timed_sums
-        parallel._merge = timed_merge
-        parallel.LocalMesh.exchange = timed_exchange
-        eulerian.RingSums = TimedRing
+def totals(prof: Any) -> dict[str, float]:
+    """The parts of a run from a :class:`vlasov_tf.profiling.Profile` (wall seconds and counts)."""
+    return {
+        "compute": prof.seconds["dense"],  # kernel sums (every exp_kernel_sums call)
+        "pairs": prof.counts["dense.pairs"],  # query-key pairs summed
+        "merge": prof.seconds["ring.merge"],  # log-sum-exp merges of the ring
+        "ring": prof.seconds["ring"],  # whole ring calls (compute + merge + communication)
+        "exchange": prof.seconds["halo"],  # halo exchanges
+        "ring_calls": prof.counts["ring.calls"],
+        "merge_rows": prof.counts["ring.merge.rows"],
+    }
 
 
 def timed_run(
@@ -312,6 +261,7 @@ def worker(args: argparse.Namespace) -> int:
 
 
 def run_worker(args: argparse.Namespace, comm: Any) -> dict[str, Any] | None:
+    from vlasov_tf import profiling
     from vlasov_tf.kernels import exp_kernel_sums, num_threads
     from vlasov_tf.meshes import sphere_mesh
     from vlasov_tf.parallel import LocalMesh
@@ -348,19 +298,17 @@ def run_worker(args: argparse.Namespace, comm: Any) -> dict[str, Any] | None:
         block_times.append(time.perf_counter() - t0)
     t_block = min(block_times)
 
-    # 2. The attention run: a warm-up step, then the timed steps under the probes.
-    probe = Probe()
-    probe.install()
+    # 2. The attention run: a warm-up step, then the timed steps, profiled.
     timed_run(mesh, rho0, params, dt, 1, comm)
-    probe.reset()
-    steps_att, setup_att, sol = timed_run(mesh, rho0, params, dt, args.steps, comm)
-    att = probe.totals()
+    with profiling.profile() as prof:
+        steps_att, setup_att, sol = timed_run(mesh, rho0, params, dt, args.steps, comm)
+    att = totals(prof)
 
     # 3. The local scheme alone: a prescribed field (warm-up, then timed).
     timed_run(mesh, rho0, rotation, dt, 1, comm)
-    probe.reset()
-    steps_pre, _, _ = timed_run(mesh, rho0, rotation, dt, args.steps, comm)
-    pre = probe.totals()
+    with profiling.profile() as prof:
+        steps_pre, _, _ = timed_run(mesh, rho0, rotation, dt, args.steps, comm)
+    pre = totals(prof)
 
     # 4. Interconnect: latency, one key block, bandwidth.
     # The largest block: every rank must send and receive the same size.
@@ -850,7 +798,7 @@ def cost_model(args: argparse.Namespace, mesh: Any, runs: dict[str, dict[str, An
     )
     print(
         "  3 C F ~ 4.5 C^2 pairs per step in all (1e7 cells: 1.5e14 pairs per stage); for such grids the "
-        "harmonic (zonal heads) or Taylor (small beta) field methods are the way out."
+        "spectral sums (the default on S^2: one all-reduce of their coefficients) are the way out."
     )
     print(
         f"  shm: this machine's alpha = {si(alpha)}, bw = {bw / 1e9:.3g} GB/s; IB: ASSUMED typical "

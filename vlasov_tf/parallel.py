@@ -46,6 +46,7 @@ import numpy as np
 
 from .kernels import exp_kernel_sums, num_threads
 from .meshes import MeshGeometry
+from .profiling import section
 
 __all__ = [
     "LocalMesh",
@@ -274,10 +275,11 @@ class LocalMesh:
         """Overwrite the halo entries of the (C_local,) ``values`` with their owners' values, in place."""
         from mpi4py import MPI
 
-        self.comm.Alltoallv(
-            [values[self._send], self._send_counts, MPI.DOUBLE],
-            [values[self.n_owned :], self._recv_counts, MPI.DOUBLE],
-        )
+        with section("halo"):
+            self.comm.Alltoallv(
+                [values[self._send], self._send_counts, MPI.DOUBLE],
+                [values[self.n_owned :], self._recv_counts, MPI.DOUBLE],
+            )
 
     def gather(self, owned_values: np.ndarray) -> np.ndarray | None:
         """(C,) global array on rank 0 from each rank's (n_owned,) values; ``None`` elsewhere."""
@@ -341,6 +343,12 @@ class RingSums:
         self, z: np.ndarray, y: np.ndarray, weights: np.ndarray, values: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Dense scaled sums of this rank's queries ``z`` (n, d) over the keys of every rank."""
+        with section("ring", calls=1):
+            return self._ring(z, y, weights, values)
+
+    def _ring(
+        self, z: np.ndarray, y: np.ndarray, weights: np.ndarray, values: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         from mpi4py import MPI
 
         comm, size, rank = self.comm, self.comm.size, self.comm.rank
@@ -369,7 +377,8 @@ class RingSums:
                 s, part = exp_kernel_sums(
                     z, block[:, :d], block[:, d], block[:, d + 1 :] if k else None, threads=self.threads
                 )
-                shift, sums = _merge(shift, sums, s, part)
+                with section("ring.merge", rows=len(z)):
+                    shift, sums = _merge(shift, sums, s, part)
             MPI.Request.Waitall(reqs)
             cur, nxt = nxt, cur
         return shift, sums

@@ -26,6 +26,7 @@ import math
 
 import numpy as np
 
+from ..profiling import section
 from .circle import fft_sums, uniform_offset
 from .dense import dense_cost, exp_kernel_sums
 from .distributed import Distributed
@@ -153,6 +154,12 @@ def kernel_sums(
     facts = _facts(z, y, weights, split) if method in ("auto", "spectral") else None
     if method == "auto":
         method = choose_method(z, y, weights, k, tol, split=split, facts=facts)
+    with section(f"sums.{method}"):
+        return _run(method, z, y, weights, values, tol, threads, split, facts)
+
+
+def _run(method, z, y, weights, values, tol, threads, split, facts) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`kernel_sums` by a named method (``facts``: the global scales, where computed)."""
     if method == "spectral":
         scales, dev = facts
         refusal = _spectral_refusal(z.shape[1], scales, dev)

@@ -28,6 +28,7 @@ from functools import cache
 
 import numpy as np
 
+from ..profiling import section
 from .threads import blas_single_thread, num_threads, thread_map
 
 __all__ = ["EXP_MIN", "FAST_MATH", "dense_cost", "exp_kernel_sums", "numba_available", "numba_exp"]
@@ -95,6 +96,18 @@ def exp_kernel_sums(
     at least one weight must be positive. Every row is summed by one thread in a fixed key
     order, so the result does not depend on ``threads``.
     """
+    with section("dense", pairs=float(len(z)) * float(np.count_nonzero(weights > 0))):
+        return _dense_sums(z, y, weights, values, threads, engine)
+
+
+def _dense_sums(
+    z: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray,
+    values: np.ndarray | None,
+    threads: int | None,
+    engine: str,
+) -> tuple[np.ndarray, np.ndarray]:
     keep = weights > 0
     y, w = y[keep], weights[keep]
     vals = np.zeros((y.shape[0], 0)) if values is None else values[keep]

@@ -1,0 +1,66 @@
+"""Opt-in wall-time accounting of the solvers' parts, for benchmarks (nothing is recorded unless asked).
+
+    from vlasov_tf import profiling
+
+    with profiling.profile() as prof:
+        solve_grid(...)
+    prof.seconds["dense"], prof.counts["dense.pairs"], prof.seconds["halo"]
+
+Sections (names in :data:`SECTIONS`): ``"dense"`` every dense kernel sum
+(:func:`~vlasov_tf.kernels.dense.exp_kernel_sums`, counts ``dense.pairs``),
+``"sums.<method>"`` every :func:`~vlasov_tf.kernels.kernel_sums` call by the method that
+ran it, ``"ring"`` whole dense ring calls under MPI (counts ``ring.calls``), ``"ring.merge"``
+their log-sum-exp merges (counts ``ring.merge.rows``), ``"halo"`` halo exchanges. Sections
+nest (a ring call contains its dense sums), so they do not add up to the run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+__all__ = ["SECTIONS", "Profile", "profile", "section"]
+
+SECTIONS = ("dense", "sums.dense", "sums.taylor", "sums.spectral", "sums.fft", "ring", "ring.merge", "halo")
+
+
+@dataclass
+class Profile:
+    """Accumulated wall seconds per section and counters (pairs, calls, rows)."""
+
+    seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    counts: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+
+_active: list[Profile] = []
+
+
+@contextmanager
+def profile() -> Iterator[Profile]:
+    """Record the sections run inside the block (in this process) into a new :class:`Profile`."""
+    prof = Profile()
+    _active.append(prof)
+    try:
+        yield prof
+    finally:
+        _active.remove(prof)
+
+
+@contextmanager
+def section(name: str, **counts: float) -> Iterator[None]:
+    """Time the block as section ``name`` and add ``counts`` (as ``name.key``) to every active profile."""
+    if not _active:
+        yield
+        return
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        elapsed = time.perf_counter() - t0
+        for prof in _active:
+            prof.seconds[name] += elapsed
+            for key, value in counts.items():
+                prof.counts[f"{name}.{key}"] += value
