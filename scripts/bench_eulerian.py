@@ -264,11 +264,9 @@ def fipy_case(level: int, mesh: Any, fv: Any) -> None:
     import fipy as fp
 
     from vlasov_tf.fipy_baseline import _face_velocity, _solver, sphere_shell
-    from vlasov_tf.meshes import sphere_char_length
 
     t0 = time.perf_counter()
-    # meshes/sphere.geo at the level's characteristic length: the triangles of sphere_L{level}.h5.
-    shell = sphere_shell(sphere_char_length(level))
+    shell = sphere_shell(mesh)  # the triangles of sphere_L{level}.h5
     v = _face_velocity(shell, lambda x: sphere_rotation(0.0, x))
     coeff = fp.FaceVariable(mesh=shell.mesh, rank=1, value=v.T.copy())
     rho = fp.CellVariable(mesh=shell.mesh, value=bump(shell.centres, BUMP_SPHERE), hasOld=True)

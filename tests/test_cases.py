@@ -645,7 +645,7 @@ BAD = [
     (BASE, 'limiter = "barth-jespersen"', 'limiter = "minmod"', "grid.limiter"),
     (BASE, "resolutions = [16, 32]", "resolutions = [2, 32]", "grid.resolutions[0]"),
     (BASE, "resolutions = [16, 32]\n", "", "grid.resolutions"),
-    (SPHERE, "resolutions = [0, 1]", "resolutions = [0, 5]", "grid.resolutions[1]"),
+    (SPHERE, "resolutions = [0, 1]", "resolutions = [0, 6]", "grid.resolutions[1]"),
     (SPHERE, "resolutions = [0, 1]", "resolutions = [-1, 1]", "grid.resolutions[0]"),
     (BASE, "[grid]", "[grid]\ncells = 8", "grid.cells"),
     (BASE, "[grid]", "[grid]\nmax_dt = 0.0", "grid.max_dt"),

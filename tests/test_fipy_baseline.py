@@ -75,6 +75,18 @@ def test_shell_geometry(shells):
     assert [s.n_cells for s in shells.values()] == sorted(s.n_cells for s in shells.values())
 
 
+def test_shell_on_a_nested_level_has_its_triangles():
+    """A refined level is no gmsh mesh: FiPy reads its triangles from a .msh file, in cell order."""
+    from vlasov_tf.meshes import sphere_mesh
+
+    mesh = sphere_mesh(1)
+    shell = fb.sphere_shell(mesh)
+    assert shell.n_cells == mesh.n_cells
+    np.testing.assert_allclose(shell.areas, mesh.areas, rtol=1e-12)
+    # Prism centroids projected on the sphere are within O(h^2) of the geodesic centres.
+    assert np.linalg.norm(shell.centres - mesh.centres, axis=1).max() < mesh.h**2
+
+
 @pytest.mark.parametrize(("implicit", "ceiling"), [(True, 0.22), (False, 0.14)], ids=["implicit", "explicit"])
 def test_sphere_rotation_first_order(shells, implicit, ceiling):
     results = [fb.rotation_error_sphere(shells[h], kappa=2.0, implicit=implicit) for h in SPHERE_H]

@@ -11,13 +11,16 @@ import pytest
 from scipy.sparse import csr_matrix
 
 from vlasov_tf.cli import main
+from vlasov_tf.measures import normalize
 from vlasov_tf.meshes import (
     MESHES_ENV,
     SPHERE_COMMITTED_LEVELS,
     MeshGeometry,
     _checksum,
     circle_mesh,
+    coarsen_masses,
     load_mesh,
+    mesh_quality,
     save_mesh,
     sphere_geometry,
     sphere_mesh,
@@ -161,15 +164,64 @@ def test_sphere_geometry(spheres, level):
     assert len(np.unique(np.sort(ends, axis=1), axis=0)) == mesh.n_faces
     assert (np.linalg.det(mesh.vertices[mesh.cell_vertices]) > 0).all()
     assert mesh.areas.min() / mesh.areas.max() > 0.3  # quasi-uniform
+    quality = mesh_quality(mesh)  # inherited from the gmsh level 0 by every refinement
+    assert quality["area_ratio"] < 2.5 and 37.9 < quality["min_angle"] and quality["max_angle"] < 103.2
 
 
 def test_refinement_ladder(spheres):
-    """Each level halves the cell size: ~4x the cells, h / 2."""
+    """Each level splits every cell in four: exactly 4x the cells, h / 2."""
     h = np.array([spheres[k].h for k in SPHERE_COMMITTED_LEVELS])
     cells = np.array([spheres[k].n_cells for k in SPHERE_COMMITTED_LEVELS])
-    np.testing.assert_allclose(h[:-1] / h[1:], 2.0, rtol=0.1)
-    assert 800 <= cells[0] <= 1500
+    np.testing.assert_allclose(h[:-1] / h[1:], 2.0, rtol=1e-14)
+    assert (cells[1:] == 4 * cells[:-1]).all() and cells[0] == 1080
     np.testing.assert_allclose(h, np.sqrt(4 * np.pi / cells), rtol=1e-14)
+
+
+@pytest.mark.parametrize("level", SPHERE_COMMITTED_LEVELS[1:])
+def test_levels_are_nested(spheres, level):
+    """Cells 4c..4c+3 of a level lie in cell c of the level below (their vertices inside its geodesic
+    triangle, each one of its vertices or edge midpoints) and tile it: areas add up to round-off."""
+    fine, coarse = spheres[level], spheres[level - 1]
+    children = fine.areas.reshape(-1, 4).sum(axis=1)
+    np.testing.assert_allclose(children, coarse.areas, rtol=64 * np.finfo(float).eps / fine.h**2, atol=0)
+    np.testing.assert_array_equal(coarsen_masses(fine.areas, fine, coarse), children)
+    parent = coarse.vertices[coarse.cell_vertices]  # (C, 3, 3), counter-clockwise
+    # Midpoint rule: the children's corners are the parent's corners and its edge midpoints.
+    corners = np.concatenate([parent, normalize(parent + np.roll(parent, -1, axis=1))], axis=1)  # (C, 6, 3)
+    child_pts = fine.vertices[fine.cell_vertices].reshape(-1, 12, 3)  # the 4 children's 3 corners
+    gap = np.linalg.norm(child_pts[:, :, None, :] - corners[:, None, :, :], axis=3).min(axis=2)
+    assert gap.max() <= 1e-15
+    # The children's centres are inside the parent: on the inner side of its three great circles.
+    planes = np.cross(parent, np.roll(parent, -1, axis=1))  # (C, 3, 3)
+    centres = fine.centres.reshape(-1, 4, 3)
+    assert (np.einsum("cki,cji->cjk", planes, centres) > 0).all()
+
+
+def test_coarsen_masses_of_nested_grids(spheres, rng):
+    masses = rng.random((3, spheres[2].n_cells))
+    got = coarsen_masses(masses, spheres[2], spheres[0])
+    assert got.shape == (3, spheres[0].n_cells)
+    np.testing.assert_allclose(got.sum(axis=1), masses.sum(axis=1), rtol=1e-13)
+    np.testing.assert_array_equal(got, masses.reshape(3, -1, 16).sum(axis=2))
+    circle = rng.random(64)
+    np.testing.assert_array_equal(
+        coarsen_masses(circle, circle_mesh(64), circle_mesh(16)), circle.reshape(16, 4).sum(axis=1)
+    )
+    with pytest.raises(ValueError, match="not a nested refinement"):
+        coarsen_masses(circle, circle_mesh(64), circle_mesh(24))
+    with pytest.raises(ValueError, match="not a nested refinement"):
+        coarsen_masses(masses[0], spheres[2], circle_mesh(270))
+
+
+def test_cli_builds_finer_levels_by_refinement(tmp_path, capsys):
+    """`vlasov-tf mesh --level 3` from level 0 alone: the missing levels first, numpy only; level 2
+    comes out as the committed file, bit for bit."""
+    shutil.copy(sphere_mesh_path(0), tmp_path / "sphere_L0.h5")
+    assert main(["mesh", "--level", "3", "--dir", str(tmp_path)]) == 0
+    assert "69120" in capsys.readouterr().out
+    for level in (1, 2):
+        assert (tmp_path / f"sphere_L{level}.h5").read_bytes() == sphere_mesh_path(level).read_bytes()
+    assert load_mesh(tmp_path / "sphere_L3.h5").n_cells == 4**3 * 1080
 
 
 def test_divergence_theorem_second_order(spheres, rng):

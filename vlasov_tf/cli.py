@@ -36,7 +36,7 @@ from .cases import load_case, parse_case
 from .crossval import run_case
 from .io import RunFile
 from .kernels import num_threads
-from .meshes import SPHERE_LEVELS, build_sphere_mesh, load_mesh
+from .meshes import SPHERE_LEVELS, build_sphere_mesh, load_mesh, mesh_quality
 from .parallel import abort_on_error, is_root, on_root, world
 from .plots import plot_crossval, plot_depth_convergence
 from .studies import (
@@ -119,12 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "mesh",
-        help="build the sphere meshes (gmsh through FiPy) into meshes/sphere_L{level}.h5",
+        help="build the nested sphere meshes into meshes/sphere_L{level}.h5",
         description=(
-            "Mesh the unit sphere (meshes/sphere.geo) at refinement levels K (characteristic length "
-            "0.18 / 2^K, about 1.1e3 * 4^K triangles), derive the finite-volume geometry and write it to "
-            "sphere_L{K}.h5, which runs load without FiPy or gmsh. The directory is $VLASOV_TF_MESHES if "
-            "set, else the repository's meshes/."
+            "Build sphere mesh levels K: level 0 meshes the unit sphere (meshes/sphere.geo, characteristic "
+            "length 0.18) with gmsh through FiPy, level K + 1 splits each triangle of level K into four "
+            "(1080 * 4^K triangles, nested), missing lower levels first. Each level's finite-volume "
+            "geometry goes to sphere_L{K}.h5, which runs load without FiPy or gmsh. The directory is "
+            "$VLASOV_TF_MESHES if set, else the repository's meshes/."
         ),
     )
     which = p.add_mutually_exclusive_group(required=True)
@@ -212,8 +213,8 @@ def _cmd_particles(args: argparse.Namespace) -> int:
 def _cmd_mesh(args: argparse.Namespace) -> int:
     levels = SPHERE_LEVELS if args.all else sorted(set(args.level))
     print(
-        f"{'level':>5} {'cells':>8} {'faces':>8} {'h':>8} {'min/max area':>12} {'tri/vertex':>10} "
-        f"{'build (s)':>9} {'size (MB)':>9}  file"
+        f"{'level':>5} {'cells':>8} {'faces':>8} {'h':>8} {'max/min area':>12} {'angles (deg)':>12} "
+        f"{'tri/vertex':>10} {'build (s)':>9} {'size (MB)':>9}  file"
     )
     for level in levels:
         tic = time.perf_counter()
@@ -221,9 +222,11 @@ def _cmd_mesh(args: argparse.Namespace) -> int:
         seconds = time.perf_counter() - tic
         mesh = load_mesh(path)
         valence = np.bincount(mesh.cell_vertices.ravel())
+        q = mesh_quality(mesh)
+        angles = f"{q['min_angle']:.1f}-{q['max_angle']:.1f}"
         print(
-            f"{level:>5} {mesh.n_cells:>8} {mesh.n_faces:>8} {mesh.h:>8.5f} "
-            f"{mesh.areas.min() / mesh.areas.max():>12.3f} {f'{valence.min()}-{valence.max()}':>10} "
+            f"{level:>5} {mesh.n_cells:>8} {mesh.n_faces:>8} {mesh.h:>8.5f} {q['area_ratio']:>12.3f} "
+            f"{angles:>12} {f'{valence.min()}-{valence.max()}':>10} "
             f"{seconds:>9.1f} {path.stat().st_size / 1e6:>9.2f}  {path}",
             flush=True,
         )

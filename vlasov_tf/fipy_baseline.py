@@ -44,10 +44,12 @@ from __future__ import annotations
 
 import math
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -162,8 +164,8 @@ def fipy_upwind_circle(
 def sphere_geo(h: float) -> str:
     """The project's sphere source (``meshes/sphere.geo``) at characteristic length ``h``.
 
-    ``h = 0.18 / 2**K`` gives exactly the triangles of sphere level K of :mod:`vlasov_tf.meshes`,
-    so the baseline and our scheme run on the same mesh.
+    ``h = 0.18`` gives exactly the triangles of sphere level 0 of :mod:`vlasov_tf.meshes` (the
+    finer levels refine those; pass the level's mesh to :func:`sphere_shell` to get its triangles).
     """
     return meshes.sphere_geo(h)
 
@@ -195,13 +197,15 @@ class ShellMesh:
         return int(self.centres.shape[0])
 
 
-def sphere_shell(geo_or_h: str | float, delta: float = SHELL_DELTA) -> ShellMesh:
+def sphere_shell(geo_or_h: str | float | meshes.MeshGeometry, delta: float = SHELL_DELTA) -> ShellMesh:
     """Mesh the unit sphere with gmsh through FiPy and extrude it into a one-cell shell.
 
     Parameters
     ----------
     geo_or_h : gmsh ``.geo`` text (or a path to a ``.geo``/``.msh`` file) of a surface whose
-        vertices lie on the unit sphere, or a characteristic length ``h`` for :func:`sphere_geo`.
+        vertices lie on the unit sphere, a characteristic length ``h`` for :func:`sphere_geo`, or
+        a sphere :class:`~vlasov_tf.meshes.MeshGeometry` (its triangles, through a ``.msh`` file:
+        the same cells as the project's scheme).
     delta : shell thickness; the shell spans radii 1 to ``1 + delta``.
 
     Returns
@@ -211,8 +215,13 @@ def sphere_shell(geo_or_h: str | float, delta: float = SHELL_DELTA) -> ShellMesh
 
     if not 0 < delta < 1:
         raise ValueError(f"need 0 < delta < 1, got {delta}")
-    geo = sphere_geo(float(geo_or_h)) if isinstance(geo_or_h, int | float) else geo_or_h
-    surface, _ = meshes.fipy_sphere_surface(geo)
+    if isinstance(geo_or_h, meshes.MeshGeometry):
+        with tempfile.TemporaryDirectory() as tmp:
+            msh = meshes.write_gmsh(geo_or_h, Path(tmp) / "sphere.msh")
+            surface, _ = meshes.fipy_sphere_surface(str(msh))
+    else:
+        geo = sphere_geo(float(geo_or_h)) if isinstance(geo_or_h, int | float) else geo_or_h
+        surface, _ = meshes.fipy_sphere_surface(geo)
     verts, triangles = meshes._fipy_triangles(surface)
     radius = np.linalg.norm(verts, axis=1)
     if np.max(np.abs(radius - 1.0)) > 1e-6:

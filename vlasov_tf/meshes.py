@@ -13,12 +13,16 @@ which conserves the total mass exactly (each face flux enters twice, with
 opposite signs).
 
 Circle: :func:`circle_mesh` (numpy, the cells of FiPy's ``PeriodicGrid1D``).
-Sphere: geodesic triangles on the vertices of a gmsh surface mesh
-(``meshes/sphere.geo``, built through FiPy), written once per refinement level
-to ``meshes/sphere_L{level}.h5`` by :func:`build_sphere_mesh` (``vlasov-tf mesh
---level K``) and read back by :func:`load_mesh` / :func:`sphere_mesh`, which
-import neither FiPy nor gmsh: FiPy refuses to import under ``mpiexec`` with
-more than one rank, so parallel runs load the files.
+Sphere: geodesic triangles. Level 0 is a gmsh surface mesh (``meshes/sphere.geo``,
+built through FiPy, 1080 triangles); level k + 1 splits every triangle of level k
+into four by its edge midpoints projected to the sphere (:func:`refine_sphere`), so
+the levels are *nested*: cell ``4 c + j`` (j = 0..3) of level k + 1 lies in cell
+``c`` of level k and the four tile it exactly (geodesic edges), which lets finer
+masses be summed into coarser cells (:func:`coarsen_masses`). Each level is
+written once to ``meshes/sphere_L{level}.h5`` by :func:`build_sphere_mesh`
+(``vlasov-tf mesh --level K``) and read back by :func:`load_mesh` /
+:func:`sphere_mesh`, which import neither FiPy nor gmsh: FiPy refuses to import
+under ``mpiexec`` with more than one rank, so parallel runs load the files.
 
 Geometry on S^2, for a triangle with vertices a, b, c (unit vectors, ordered
 counter-clockwise seen from outside):
@@ -64,25 +68,29 @@ __all__ = [
     "MeshGeometry",
     "build_sphere_mesh",
     "circle_mesh",
+    "coarsen_masses",
     "fipy_sphere_surface",
     "load_mesh",
+    "mesh_quality",
     "meshes_dir",
+    "refine_sphere",
     "save_mesh",
     "sphere_char_length",
     "sphere_geo",
     "sphere_geometry",
     "sphere_mesh",
     "sphere_mesh_path",
+    "write_gmsh",
 ]
 
 #: Version of the HDF5 layout written by :func:`save_mesh`; :func:`load_mesh` refuses others.
 FORMAT_VERSION = 1
 #: Environment variable naming the directory of the mesh files (overrides ``<repo>/meshes``).
 MESHES_ENV = "VLASOV_TF_MESHES"
-#: gmsh characteristic length of sphere level 0; each level halves it (about 4x the cells).
+#: gmsh characteristic length of sphere level 0; each level halves the edges (4x the cells).
 SPHERE_LC0 = 0.18
-#: The refinement ladder: about 1.1e3, 4.0e3, 1.5e4, 5.9e4, 2.4e5 cells.
-SPHERE_LEVELS = (0, 1, 2, 3, 4)
+#: The nested refinement ladder: 1080, 4320, 17280, 69120, 276480, 1105920 cells.
+SPHERE_LEVELS = (0, 1, 2, 3, 4, 5)
 #: Levels whose files are committed under meshes/ (small); the others are built on demand.
 SPHERE_COMMITTED_LEVELS = (0, 1, 2)
 
@@ -387,6 +395,89 @@ def sphere_geometry(
     ).check()
 
 
+def refine_sphere(mesh: MeshGeometry, *, source: str = "<memory>") -> MeshGeometry:
+    """The next nested level: every geodesic triangle split into four by its edge midpoints.
+
+    Triangle ``c = (a, b, c)`` (counter-clockwise) gives cells ``4c`` = (a, m_ab, m_ca),
+    ``4c + 1`` = (m_ab, b, m_bc), ``4c + 2`` = (m_ca, m_bc, c) and ``4c + 3`` = (m_ab, m_bc, m_ca),
+    with ``m_pq = (p + q) / |p + q|`` the midpoint of the great-circle arc (shared by the two
+    triangles of the edge). The children's geodesic edges lie on the parent's, so they tile it
+    exactly: their areas add up to the parent's to round-off. Vertices: the parent's first,
+    then one per edge.
+    """
+    if mesh.kind != "sphere":
+        raise ValueError(f"refine_sphere needs a sphere mesh, got a {mesh.kind} mesh ({mesh.source})")
+    tri = mesh.cell_vertices
+    n_v = mesh.n_vertices
+    ends = np.stack([tri, np.roll(tri, -1, axis=1)], axis=2)  # (C, 3, 2): edges ab, bc, ca
+    keys = np.minimum(ends[..., 0], ends[..., 1]) * n_v + np.maximum(ends[..., 0], ends[..., 1])
+    unique, inverse = np.unique(keys.ravel(), return_inverse=True)
+    mid = n_v + inverse.reshape(-1, 3)  # vertex index of m_ab, m_bc, m_ca per triangle
+    lo, hi = unique // n_v, unique % n_v
+    vertices = np.r_[mesh.vertices, normalize(mesh.vertices[lo] + mesh.vertices[hi])]
+    a, b, c = tri.T
+    m_ab, m_bc, m_ca = mid.T
+    children = np.stack(
+        [
+            np.stack([a, m_ab, m_ca], axis=1),
+            np.stack([m_ab, b, m_bc], axis=1),
+            np.stack([m_ca, m_bc, c], axis=1),
+            np.stack([m_ab, m_bc, m_ca], axis=1),
+        ],
+        axis=1,
+    ).reshape(-1, 3)
+    level = None if mesh.level is None else mesh.level + 1
+    return sphere_geometry(vertices, children, level=level, char_length=0.5 * mesh.char_length, source=source)
+
+
+def coarsen_masses(masses: np.ndarray, fine: MeshGeometry, coarse: MeshGeometry) -> np.ndarray:
+    """Cell masses of ``fine`` summed into the cells of the nested ``coarse`` mesh: (..., C_coarse).
+
+    Sphere: ``fine`` a refinement of ``coarse`` (levels of one ladder, cell ``4c + j`` in ``c``);
+    circle: ``circle_mesh(M)`` into ``circle_mesh(M')`` with ``M' | M``. ``masses`` (..., C_fine).
+    """
+    masses = np.asarray(masses, dtype=float)
+    ratio, rem = divmod(fine.n_cells, coarse.n_cells)
+    nested = fine.kind == coarse.kind and rem == 0 and masses.shape[-1] == fine.n_cells
+    if nested and fine.kind == "sphere":
+        nested = (
+            fine.level is not None
+            and coarse.level is not None
+            and ratio == 4 ** (fine.level - coarse.level)
+        )
+    if not nested:
+        raise ValueError(
+            f"{fine.source} ({fine.n_cells} cells) is not a nested refinement of {coarse.source} "
+            f"({coarse.n_cells} cells)"
+        )
+    return masses.reshape(*masses.shape[:-1], coarse.n_cells, ratio).sum(axis=-1)
+
+
+def mesh_quality(mesh: MeshGeometry) -> dict[str, float]:
+    """Shape of a sphere mesh's cells: area ratio and the angles of the geodesic triangles.
+
+    ``area_ratio`` = largest / smallest cell area; ``min_angle``, ``max_angle`` in degrees, the
+    angles between the great-circle edges at each vertex (they sum to pi + area per cell).
+    """
+    if mesh.kind != "sphere":
+        raise ValueError("mesh_quality is for sphere meshes")
+    p = mesh.vertices[mesh.cell_vertices]  # (C, 3, 3)
+    angles = []
+    for k in range(3):
+        v, prev, nxt = p[:, k], p[:, k - 1], p[:, (k + 1) % 3]
+        # Tangents at v of the arcs to the two other vertices: the component orthogonal to v.
+        t1 = nxt - np.einsum("ci,ci->c", nxt, v)[:, None] * v
+        t2 = prev - np.einsum("ci,ci->c", prev, v)[:, None] * v
+        cos = np.einsum("ci,ci->c", t1, t2) / (np.linalg.norm(t1, axis=1) * np.linalg.norm(t2, axis=1))
+        angles.append(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+    ang = np.concatenate(angles)
+    return {
+        "area_ratio": float(mesh.areas.max() / mesh.areas.min()),
+        "min_angle": float(ang.min()),
+        "max_angle": float(ang.max()),
+    }
+
+
 def sphere_char_length(level: int) -> float:
     """gmsh characteristic length of sphere ``level``: ``SPHERE_LC0 / 2**level``."""
     if isinstance(level, bool) or not isinstance(level, int | np.integer) or level < 0:
@@ -609,7 +700,8 @@ def sphere_geo(char_length: float, directory: str | os.PathLike | None = None) -
 
 
 def fipy_sphere_surface(geo: str):  # -> (fipy.Gmsh2DIn3DSpace, gmsh version)
-    """Mesh ``geo`` with gmsh through ``fipy.Gmsh2DIn3DSpace`` (serial; needs FiPy and gmsh).
+    """Mesh ``geo`` (gmsh ``.geo`` text, or the path of a ``.geo``/``.msh`` file) with gmsh through
+    ``fipy.Gmsh2DIn3DSpace`` (serial; needs FiPy and gmsh).
 
     The one place FiPy meets gmsh: the mesh builder and the FiPy baseline
     (:mod:`vlasov_tf.fipy_baseline`) both mesh through it, so they share triangles.
@@ -627,17 +719,30 @@ def fipy_sphere_surface(geo: str):  # -> (fipy.Gmsh2DIn3DSpace, gmsh version)
 
 
 def build_sphere_mesh(level: int, directory: str | os.PathLike | None = None) -> Path:
-    """Mesh S^2 at ``level`` with gmsh through FiPy and write ``<directory>/sphere_L{level}.h5``.
+    """Write ``<directory>/sphere_L{level}.h5``; return its path.
 
-    ``meshes/sphere.geo`` is meshed with characteristic length
-    :func:`sphere_char_length` by ``fipy.Gmsh2DIn3DSpace``; its vertices,
-    projected on the sphere, and triangles give the geometry
-    (:func:`sphere_geometry`). Needs FiPy and gmsh (serial only).
-    Returns the path of the file written (atomically).
+    Level 0: ``meshes/sphere.geo`` meshed with characteristic length ``SPHERE_LC0`` by
+    ``fipy.Gmsh2DIn3DSpace`` (needs FiPy and gmsh, serial only); its vertices, projected on
+    the sphere, and triangles give the geometry (:func:`sphere_geometry`). Level k >= 1:
+    :func:`refine_sphere` of level k - 1, loaded from the same directory (and built first
+    if missing); numpy only. Files are written atomically.
     """
     lc = sphere_char_length(level)
     directory = Path(directory) if directory is not None else meshes_dir()
     directory.mkdir(parents=True, exist_ok=True)
+    path = sphere_mesh_path(level, directory)
+    if level > 0:
+        parent_path = sphere_mesh_path(level - 1, directory)
+        if not parent_path.is_file():
+            build_sphere_mesh(level - 1, directory)
+        parent = load_mesh(parent_path)
+        mesh = refine_sphere(parent, source=f"{path} (being built)")
+        return save_mesh(
+            mesh,
+            path,
+            parent_sha256=str(_file_checksum(parent_path)),
+            built_by="vlasov_tf.meshes.refine_sphere",
+        )
     geo = sphere_geo(lc, directory)
     fmesh, version = fipy_sphere_surface(geo)
     import fipy
@@ -645,8 +750,7 @@ def build_sphere_mesh(level: int, directory: str | os.PathLike | None = None) ->
     x, tri = _fipy_triangles(fmesh)
     # gmsh writes coordinates with ~17 digits; seam duplicates (if any) are closer than this.
     x, tri = _merge_coincident(x, tri, tol=1e-3 * lc)
-    path = sphere_mesh_path(level, directory)
-    mesh = sphere_geometry(x, tri, level=int(level), char_length=lc, source=f"{path} (being built)")
+    mesh = sphere_geometry(x, tri, level=0, char_length=lc, source=f"{path} (being built)")
     return save_mesh(
         mesh,
         path,
@@ -655,3 +759,33 @@ def build_sphere_mesh(level: int, directory: str | os.PathLike | None = None) ->
         geo=geo,
         built_by="vlasov_tf.meshes.build_sphere_mesh",
     )
+
+
+def _file_checksum(path: Path) -> str:
+    with h5py.File(path, "r") as f:
+        return str(f.attrs["sha256"])
+
+
+def write_gmsh(mesh: MeshGeometry, path: str | os.PathLike) -> Path:
+    """Write a sphere mesh's vertices and triangles as a gmsh MSH 2.2 ASCII file (for FiPy's reader).
+
+    Node and element numbers are 1-based; each triangle is element type 2 with one physical
+    and one elementary tag (1), in the mesh's cell order.
+    """
+    if mesh.kind != "sphere":
+        raise ValueError("write_gmsh is for sphere meshes")
+    path = Path(path)
+    nodes = np.c_[np.arange(1, mesh.n_vertices + 1), mesh.vertices]
+    elems = np.c_[
+        np.arange(1, mesh.n_cells + 1),
+        np.full((mesh.n_cells, 4), [2, 2, 1, 1]),
+        mesh.cell_vertices + 1,
+    ]
+    with open(path, "w") as f:
+        f.write("$MeshFormat\n2.2 0 8\n$EndMeshFormat\n")
+        f.write(f"$Nodes\n{mesh.n_vertices}\n")
+        np.savetxt(f, nodes, fmt=["%d", "%.17g", "%.17g", "%.17g"])
+        f.write(f"$EndNodes\n$Elements\n{mesh.n_cells}\n")
+        np.savetxt(f, elems, fmt="%d")
+        f.write("$EndElements\n")
+    return path
