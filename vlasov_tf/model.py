@@ -25,6 +25,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from .kernels import METHODS, Distributed, blas_single_thread, exp_kernel_sums, kernel_sums
+from .kernels.cache import derived, frozen
 from .measures import SPHERE_ATOL, check_points, check_weights
 
 __all__ = [
@@ -275,7 +276,9 @@ def method_head_sums(
     def head_sums(
         B: np.ndarray, queries: np.ndarray, points: np.ndarray, weights: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        z = np.dot(queries, B.T)
+        # Fixed (read-only) queries, e.g. a grid's face midpoints: B x once per head, and with it
+        # everything the kernel sums derive from it (kernels.cache).
+        z = derived(queries, f"B x for B = {B.tobytes().hex()}", lambda q: frozen(np.dot(q, B.T)))
         return kernel_sums(z, points, weights, points, method=method, tol=tol, split=split, threads=threads)
 
     return head_sums

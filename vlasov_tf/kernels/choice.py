@@ -27,6 +27,7 @@ import math
 import numpy as np
 
 from ..profiling import section
+from .cache import derived
 from .circle import fft_sums, uniform_offset
 from .dense import dense_cost, exp_kernel_sums
 from .distributed import Distributed
@@ -50,7 +51,8 @@ def _facts(
     """Global :class:`Scales` and the keys' largest ``| |y| - 1 |`` (one all-gather under MPI)."""
     local = local_scales(z, weights)
     keep = weights > 0
-    dev = float(np.abs(np.linalg.norm(y[keep], axis=1) - 1.0).max()) if keep.any() else 0.0
+    off = derived(y, "unit deviation", lambda a: np.abs(np.linalg.norm(a, axis=1) - 1.0))
+    dev = float(off[keep].max()) if keep.any() else 0.0
     if split is None:
         return local, dev
     rows = split.allgather(np.array([local.n, local.m, local.lo, local.hi, dev], dtype=float))

@@ -73,12 +73,17 @@ class Circle:
         return _CALL_COST + n * nodes * cols * _POINT_COST[1]
 
     @staticmethod
-    def analysis(points: np.ndarray, wv: np.ndarray, degree: int, threads: int | None = None) -> np.ndarray:
+    def locate(points: np.ndarray) -> np.ndarray:
+        """(n,) angles of (n, 2) unit vectors: what the transforms take."""
+        return np.arctan2(points[:, 1], points[:, 0])
+
+    @staticmethod
+    def analysis(loc: np.ndarray, wv: np.ndarray, degree: int, threads: int | None = None) -> np.ndarray:
         """``c[col, K + k] = sum_j wv[j, col] e^{-i k t_j}`` for |k| <= K: (cols, 2K + 1) complex.
 
-        ``points`` (m, 2) unit vectors, ``wv`` (m, cols) real.
+        ``loc`` (m,) angles ``t_j`` (:meth:`locate`), ``wv`` (m, cols) real.
         """
-        t = np.arctan2(points[:, 1], points[:, 0])
+        t = loc
         strengths = np.ascontiguousarray(wv.T, dtype=complex)
         if len(t) == 0:
             return np.zeros((wv.shape[1], 2 * degree + 1), dtype=complex)
@@ -90,27 +95,27 @@ class Circle:
 
     @staticmethod
     def synthesis(
-        coef: np.ndarray, factors: np.ndarray, directions: np.ndarray, threads: int | None = None
+        coef: np.ndarray, factors: np.ndarray, loc: np.ndarray, threads: int | None = None
     ) -> np.ndarray:
         """``out[i, s, col] = sum_k factors[s, |k|] coef[col, K + k] e^{i k a_i}``: (n, S, cols).
 
         ``coef`` (cols, 2K' + 1) from :meth:`analysis` (K' >= K); ``factors`` (S, K + 1), one row
-        per radial node; ``directions`` (n, 2) unit vectors at angles ``a_i``. One batched
-        type-2 transform for every node and column.
+        per radial node; ``loc`` (n,) the angles ``a_i`` (:meth:`locate`). One batched type-2
+        transform for every node and column.
         """
         n_nodes, n1 = factors.shape
         cols, width = coef.shape
         k0 = (width - 1) // 2
         deg = n1 - 1
-        if len(directions) == 0:
+        if len(loc) == 0:
             return np.zeros((0, n_nodes, cols))
         full = np.concatenate([factors[:, :0:-1], factors], axis=1)  # |k| for k = -K..K: (S, 2K + 1)
         sub = coef[:, k0 - deg : k0 + deg + 1]
         batch = np.ascontiguousarray((full[:, None, :] * sub[None, :, :]).reshape(n_nodes * cols, -1))
-        a = np.arctan2(directions[:, 1], directions[:, 0])
         import finufft
 
-        vals = finufft.nufft1d2(a, batch, eps=NUFFT_EPS, isign=1, nthreads=threads or num_threads())
+        nthreads = threads or num_threads()
+        vals = finufft.nufft1d2(np.ascontiguousarray(loc), batch, eps=NUFFT_EPS, isign=1, nthreads=nthreads)
         return vals.real.reshape(n_nodes, cols, -1).transpose(2, 0, 1)
 
     @staticmethod

@@ -49,6 +49,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from .cache import derived, frozen
 from .circle import Circle
 from .dense import exp_kernel_sums
 from .distributed import Distributed
@@ -234,20 +235,32 @@ def spectral_cost(geometry: Geometry, scales: Scales, cols: int, tol: float = 1e
 
 
 def _directions(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Radii (n,) and unit directions (n, d) of the queries (any direction where r = 0)."""
+    """Radii (n,) and unit directions (n, d) of the queries (any direction where r = 0), read-only."""
     r = np.linalg.norm(z, axis=1)
     u = np.zeros_like(z)
     u[:, -1] = 1.0
     pos = r > 0
     u[pos] = z[pos] / r[pos, None]
-    return r, u
+    return frozen(r), frozen(u)
+
+
+def _radius_range(z: np.ndarray) -> tuple[float, float]:
+    r = derived(z, "directions", _directions)[0]
+    return (float(r.min()), float(r.max())) if len(r) else (np.inf, -np.inf)
 
 
 def local_scales(z: np.ndarray, weights: np.ndarray) -> Scales:
     """:class:`Scales` of one process's queries and keys."""
-    r = np.linalg.norm(z, axis=1)
-    lo, hi = (float(r.min()), float(r.max())) if len(r) else (np.inf, -np.inf)
-    return Scales(lo, hi, len(z), int((weights > 0).sum()))
+    lo, hi = derived(z, "radius range", _radius_range)
+    return Scales(lo, hi, len(z), int(np.count_nonzero(weights > 0)))
+
+
+def _rows_by_bin(r: np.ndarray) -> dict[int, np.ndarray]:
+    """The rows of each lattice bin (:func:`_lattice_index`)."""
+    which = _lattice_index(r)
+    order = np.argsort(which, kind="stable")
+    bins, starts = np.unique(which[order], return_index=True)
+    return dict(zip(bins.tolist(), np.split(order, starts[1:]), strict=True))
 
 
 def spectral_approximation(
@@ -275,7 +288,7 @@ def spectral_approximation(
     degree = max(b.degree for b in bins)
 
     wv = weights[:, None] * (np.ones((len(y), 1)) if values is None else np.c_[values, np.ones(len(y))])
-    coef = geometry.analysis(y, wv, degree, threads)
+    coef = geometry.analysis(derived(y, "locate", geometry.locate), wv, degree, threads)
     totals = np.abs(wv).sum(axis=0)
     total = float(weights.sum())
     if split is not None:  # one all-reduce: coefficients (as real numbers), |wv| totals, total weight
@@ -286,19 +299,23 @@ def spectral_approximation(
     totals = totals / total
     norms = geometry.degree_norms(coef)  # (cols, L + 1)
 
-    r, u = _directions(z)
+    r, u = derived(z, "directions", _directions)
+    loc = derived(u, "locate", geometry.locate)
     shift = r + np.log(total)
     sums = np.empty((n, k1))
     err = np.empty(n)
-    which = _lattice_index(r) if len(bins) > 1 else np.zeros(n, dtype=int)
+    if len(bins) == 1:
+        groups = {0: np.arange(n)}
+    else:
+        groups = derived(r, "rows by bin", _rows_by_bin)
     first = int(_lattice_index(np.array([scales.lo]))[0]) if len(bins) > 1 else 0
     eps = np.finfo(float).eps
     for b, rb in enumerate(bins):
-        rows = np.flatnonzero(which == first + b)
-        if rows.size == 0:
+        rows = groups.get(first + b)
+        if rows is None or rows.size == 0:
             continue
         factors = rb.factors(geometry)  # (K, L_b + 1)
-        vals = geometry.synthesis(coef, factors, u[rows], threads)  # (n_b, K, cols)
+        vals = geometry.synthesis(coef, factors, loc[rows], threads)  # (n_b, K, cols)
         sums[rows] = np.einsum("nk,nkc->nc", rb.weights(r[rows]), vals)
         bound = (factors[:, None, :] * norms[None, :, : rb.degree + 1]).sum(axis=2).max(axis=0)  # (cols,)
         noise = _NOISE * geometry.nufft_eps * rb.lebesgue * bound + 2 * np.sqrt(rb.degree + 1) * eps * totals

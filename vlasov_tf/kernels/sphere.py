@@ -84,7 +84,8 @@ def _run(fn, calls: int, threads: int | None) -> None:
 
 
 def _angles(points: np.ndarray) -> np.ndarray:
-    """(n, 2) colatitude in [0, pi] and longitude in [0, 2 pi) of unit vectors (accurate at the poles)."""
+    """(n, 2) colatitude in [0, pi] and longitude in [0, 2 pi) of unit vectors (accurate at the poles);
+    ducc0's ``loc``."""
     theta = np.arctan2(np.hypot(points[:, 0], points[:, 1]), points[:, 2])
     phi = np.arctan2(points[:, 1], points[:, 0])
     phi[phi < 0] += 2 * np.pi
@@ -125,18 +126,22 @@ class Sphere:
         return nodes * cols * (_call_cost(degree) + n * _POINT_COST[1])
 
     @staticmethod
-    def analysis(points: np.ndarray, wv: np.ndarray, degree: int, threads: int | None = None) -> np.ndarray:
+    def locate(points: np.ndarray) -> np.ndarray:
+        """(n, 2) colatitude and longitude of (n, 3) unit vectors: what the transforms take."""
+        return _angles(points)
+
+    @staticmethod
+    def analysis(loc: np.ndarray, wv: np.ndarray, degree: int, threads: int | None = None) -> np.ndarray:
         """``a[col, idx(l, m)] = sum_j wv[j, col] conj(Y_lm(y_j))`` for m >= 0: (cols, nalm) complex.
 
-        ``points`` (m, 3) unit vectors, ``wv`` (m, cols) real; ducc0's layout (m-major).
+        ``loc`` (m, 2) from :meth:`locate`, ``wv`` (m, cols) real; ducc0's layout (m-major).
         """
         from ducc0.sht.experimental import adjoint_synthesis_general
 
         nalm = (degree + 1) * (degree + 2) // 2
         out = np.zeros((wv.shape[1], nalm), dtype=complex)
-        if len(points) == 0:
+        if len(loc) == 0:
             return out
-        loc = _angles(points)
         maps = np.ascontiguousarray(wv.T, dtype=float)
 
         def one(c: int, nthreads: int) -> None:
@@ -150,26 +155,26 @@ class Sphere:
 
     @staticmethod
     def synthesis(
-        coef: np.ndarray, factors: np.ndarray, directions: np.ndarray, threads: int | None = None
+        coef: np.ndarray, factors: np.ndarray, loc: np.ndarray, threads: int | None = None
     ) -> np.ndarray:
         """``out[i, s, col] = sum_lm factors[s, l] 4 pi / (2l + 1) coef[col, lm] Y_lm(u_i)``: (n, S, cols).
 
         ``coef`` (cols, nalm) from :meth:`analysis` at a degree L' >= L; ``factors`` (S, L + 1), one
-        row per radial node; ``directions`` (n, 3) unit vectors.
+        row per radial node; ``loc`` (n, 2) of the directions ``u_i`` (:meth:`locate`).
         """
         from ducc0.sht.experimental import synthesis_general
 
         n_nodes, n1 = factors.shape
         degree = n1 - 1
         cols = coef.shape[0]
-        out = np.empty((len(directions), n_nodes, cols))
-        if len(directions) == 0:
+        out = np.empty((len(loc), n_nodes, cols))
+        if len(loc) == 0:
             return out
         full = _degree_of(coef)
         sub = coef[:, _sub_layout(full, degree)]
         ls, _ = _layout(degree)
         fold = 4 * np.pi / (2 * ls + 1)
-        loc = _angles(directions)
+        loc = np.ascontiguousarray(loc)
         scaled = sub[None, :, :] * (fold * factors[:, ls])[:, None, :]  # (S, cols, nalm)
 
         def one(i: int, nthreads: int) -> None:

@@ -146,7 +146,11 @@ def taylor_cost(z: np.ndarray, y: np.ndarray, tol: float, *, k: int | None = Non
     if n == 0 or m == 0:
         return 0.0
     k = d if k is None else k
+    # The radius about the box centre is at least half the box's widest side: a cheap lower
+    # bound of rho that rules most sharp kernels out before the radii are computed.
+    half = [float((a.max(axis=0) - a.min(axis=0)).max()) / 2 for a in (z, y)]
     try:
+        taylor_degree(half[0] * half[1], d, tol)
         p = taylor_degree(radii(z, y), d, tol)
     except ValueError:
         return math.inf

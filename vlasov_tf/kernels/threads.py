@@ -3,7 +3,8 @@
 Every method of :mod:`vlasov_tf.kernels` runs its blocks on one thread pool
 (numba's kernels, numpy's GEMM and exp, ducc0 and finufft release the GIL), and
 the libraries that bring threads of their own (ducc0, finufft) are given the
-same count, ``$VLASOV_TF_NUM_THREADS`` or the usable cores.
+same count, ``$VLASOV_TF_NUM_THREADS`` or the usable cores. Importing this module
+sets ``OMP_WAIT_POLICY=PASSIVE`` unless it is set (see below).
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ from threadpoolctl import ThreadpoolController
 __all__ = ["blas_single_thread", "num_threads", "thread_map"]
 
 T = TypeVar("T")
+
+# finufft runs on OpenMP, whose idle threads spin by default: next to our own thread pool (ducc0
+# calls, numba kernels) they took the cores and slowed the circle's transforms 2-10x. Passive
+# waiting is set before the OpenMP runtime starts (it reads the variable once); a value the user
+# set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def num_threads() -> int:
