@@ -93,9 +93,12 @@ def method_costs(
     """
     d = z.shape[1]
     scales, dev = _facts(z, y, weights, split) if facts is None else facts
-    keep = weights > 0
     costs = {"dense": dense_cost(scales.n, scales.m, d, k)}
-    costs["taylor"] = taylor_cost(z, y[keep], tol, k=k) if split is None else math.inf
+    if split is None:
+        keys = y if scales.m == len(y) else y[weights > 0]  # no copy: keeps the cached bounds of fixed keys
+        costs["taylor"] = taylor_cost(z, keys, tol, k=k)
+    else:
+        costs["taylor"] = math.inf
     refusal = _spectral_refusal(d, scales, dev)
     costs["spectral"] = math.inf if refusal else spectral_cost(GEOMETRIES[d], scales, k + 1, tol)
     fft = None if split is not None or d != 2 else uniform_offset(z, y)
@@ -173,7 +176,7 @@ def _run(method, z, y, weights, values, tol, threads, split, facts) -> tuple[np.
     if method == "fft":
         if split is not None:
             raise ValueError("field method 'fft' does not apply under MPI (the grid is split across ranks)")
-        return fft_sums(z, y, weights, values, tol=tol, threads=threads)
+        return fft_sums(z, y, weights, values, tol=tol, threads=threads, geometry=uniform_offset(z, y))
     if method == "taylor" and split is None:
         return taylor_sums(z, y, weights, values, tol=tol, threads=threads)
     return _dense(z, y, weights, values, threads, split)

@@ -28,6 +28,7 @@ import numpy as np
 from scipy import fft
 from scipy.special import ive
 
+from .cache import derived, frozen
 from .dense import exp_kernel_sums
 from .threads import num_threads
 
@@ -135,6 +136,33 @@ def _kernel_fft(m: int, scale: float, angle: float) -> np.ndarray:
     return fft.rfft(np.exp(scale * (np.cos(np.arange(m) * (2 * np.pi / m) + angle) - 1.0)))
 
 
+def _wrap(a: np.ndarray) -> np.ndarray:
+    """Angles to [-pi, pi]; those already there unchanged (adding and removing pi would round them)."""
+    return np.where(np.abs(a) <= np.pi, a, np.mod(a + np.pi, 2 * np.pi) - np.pi)
+
+
+def _uniform_keys(y: np.ndarray) -> np.ndarray | None:
+    """Angles of ``y`` when they are m unit vectors at ``t_0 + j 2 pi / m`` in order, else None."""
+    m = len(y)
+    if y.ndim != 2 or y.shape[1] != 2 or m < 2:
+        return None
+    if np.abs(np.hypot(y[:, 0], y[:, 1]) - 1.0).max() > 1e-12:
+        return None
+    t = np.arctan2(y[:, 1], y[:, 0])
+    if np.abs(_wrap(t - t[0] - (2 * np.pi / m) * np.arange(m))).max() > 1e-9:
+        return None
+    return frozen(t)
+
+
+def _uniform_queries(z: np.ndarray) -> tuple[float, np.ndarray] | None:
+    """``(scale, angles)`` of queries of one norm, else None."""
+    norms = np.hypot(z[:, 0], z[:, 1])
+    scale = float(norms.max()) if len(z) else 0.0
+    if not (scale > 0 and np.ptp(norms) <= 1e-13 * scale):
+        return None
+    return scale, frozen(np.arctan2(z[:, 1], z[:, 0]))
+
+
 def uniform_offset(z: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
     """``(scale, angle)`` when the sums are a circular convolution on a uniform grid, else None.
 
@@ -142,23 +170,19 @@ def uniform_offset(z: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
     ``m`` queries ``z_i = scale (cos a_i, sin a_i)`` of one norm with ``a_i = t_i + angle``,
     so that ``<z_i, y_j> = scale cos((i - j) D + angle)`` depends on ``i - j`` only. This is the
     finite-volume circle (keys: cell centres; queries: ``B`` times the face midpoints, ``B`` a
-    scaled rotation). Cost O(m).
+    scaled rotation). Cost O(m), once per read-only array (kernels.cache).
     """
-    m = len(y)
-    if z.shape != (m, 2) or y.shape != (m, 2) or m < 2:
+    if z.ndim != 2 or z.shape != y.shape or z.shape[1] != 2:
         return None
-    if np.abs(np.hypot(y[:, 0], y[:, 1]) - 1.0).max() > 1e-12:
+    t = derived(y, "uniform angles", _uniform_keys)
+    if t is None:
         return None
-    norms = np.hypot(z[:, 0], z[:, 1])
-    scale = float(norms.max())
-    if not (scale > 0 and np.ptp(norms) <= 1e-13 * scale):
+    q = derived(z, "one norm", _uniform_queries)
+    if q is None:
         return None
-    t = np.arctan2(y[:, 1], y[:, 0])
-    step = 2 * np.pi / m
-    if np.abs(np.angle(np.exp(1j * (t - t[0] - step * np.arange(m))))).max() > 1e-9:
-        return None
-    offset = np.angle(np.exp(1j * (np.arctan2(z[:, 1], z[:, 0]) - t)))
-    if np.abs(np.angle(np.exp(1j * (offset - offset[0])))).max() > 1e-9:
+    scale, a = q
+    offset = _wrap(a - t)
+    if np.abs(_wrap(offset - offset[0])).max() > 1e-9:
         return None
     return scale, float(offset[0])
 
@@ -171,6 +195,7 @@ def fft_sums(
     *,
     tol: float = 1e-10,
     threads: int | None = None,
+    geometry: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Kernel sums on a uniform circle grid by FFT, O(M log M): :func:`uniform_offset` must hold.
 
@@ -181,8 +206,9 @@ def fft_sums(
     FFT round-off is absolute, about ``eps log2(M) sum_j |w_j v_j|``, while a row's normaliser
     can be as small as ``exp(-2 scale) sum_j w_j`` (all mass opposite the query): the rows
     whose normaliser that round-off could spoil beyond ``tol`` are summed densely.
+    ``geometry``: :func:`uniform_offset`'s answer where the caller has it.
     """
-    geometry = uniform_offset(z, y)
+    geometry = uniform_offset(z, y) if geometry is None else geometry
     if geometry is None:
         raise ValueError(
             "field method 'fft' does not apply: it needs m keys uniformly spaced on the unit circle and "

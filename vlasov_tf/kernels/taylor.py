@@ -54,6 +54,7 @@ from functools import cache
 
 import numpy as np
 
+from .cache import derived
 from .threads import blas_single_thread, num_threads, thread_map
 
 __all__ = ["n_features", "radii", "taylor_bound", "taylor_cost", "taylor_degree", "taylor_sums"]
@@ -133,6 +134,14 @@ def radii(z: np.ndarray, y: np.ndarray) -> float:
     return _centre(z)[1] * _centre(y)[1]
 
 
+def _half_width(u: np.ndarray) -> float:
+    return float((u.max(axis=0) - u.min(axis=0)).max()) / 2
+
+
+def _radius(u: np.ndarray) -> float:
+    return _centre(u)[1]
+
+
 def taylor_cost(z: np.ndarray, y: np.ndarray, tol: float, *, k: int | None = None) -> float:
     """Estimated flop-equivalents of :func:`taylor_sums` (inf where it would refuse).
 
@@ -148,10 +157,10 @@ def taylor_cost(z: np.ndarray, y: np.ndarray, tol: float, *, k: int | None = Non
     k = d if k is None else k
     # The radius about the box centre is at least half the box's widest side: a cheap lower
     # bound of rho that rules most sharp kernels out before the radii are computed.
-    half = [float((a.max(axis=0) - a.min(axis=0)).max()) / 2 for a in (z, y)]
+    half = [derived(a, "half width", _half_width) for a in (z, y)]
     try:
         taylor_degree(half[0] * half[1], d, tol)
-        p = taylor_degree(radii(z, y), d, tol)
+        p = taylor_degree(derived(z, "radius", _radius) * derived(y, "radius", _radius), d, tol)
     except ValueError:
         return math.inf
     return float((n + m) * n_features(p, d) * _TAYLOR_UNIT * (2.0 * (k + 1) + _FEATURE_FLOPS))
