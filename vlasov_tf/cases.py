@@ -66,6 +66,8 @@ Layout (every key below; comments say which are optional)::
     layers = [10, 100]                # depths L of the deep Transformer (method "layers")
     reference_steps = 0               # optional: RK4 steps of the continuous-time reference; 0 = adaptive
     seed = 0                          # optional, >= 0: tokens for N come from default_rng((seed, N))
+    samples = 1                       # optional, >= 1: independent token sets per N for the reference
+                                      # (sample s > 0 from default_rng((seed, N, s))): the N-study's spread
     sampling = "random"               # optional: "random" (i.i.d.) | "quantiles" (circle: deterministic
                                       # points at the (i + 1/2)/N quantiles) | "atoms" (family "file":
                                       # its points and weights as they are)
@@ -439,8 +441,9 @@ class ParticleSpec:
     adaptive DOP853 solver). ``sampling``: "random" (i.i.d. samples, generator
     ``default_rng((seed, N))``), "quantiles" (circle only, see
     :meth:`InitialMeasure.quantiles`) or "atoms" (family "file": its weighted points).
-    ``field_method``: how the attention sums are evaluated (``solve_particles``'s
-    ``field_method``: "auto", "dense", "taylor", "spectral").
+    ``samples``: independent token sets per N run under the continuous flow ("random" only;
+    the deep Transformers act on sample 0). ``field_method``: how the attention sums are
+    evaluated (``solve_particles``'s ``field_method``: "auto", "dense", "taylor", "spectral").
     """
 
     tokens: tuple[int, ...]
@@ -449,6 +452,7 @@ class ParticleSpec:
     seed: int = 0
     sampling: str = "random"
     field_method: str = "auto"
+    samples: int = 1
 
 
 @dataclass(frozen=True)
@@ -510,11 +514,12 @@ class Case:
             return sphere_mesh(resolution)
         raise ValueError(f"case {self.name}: geometry 'euclidean' has no grid")
 
-    def initial_tokens(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def initial_tokens(self, n: int, sample: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """(points (n, d), weights (n,)) of the initial tokens for N = ``n``, by ``particles.sampling``.
 
-        "random" draws from ``np.random.default_rng((seed, n))``: each N has its
-        own reproducible stream, whatever the order of the runs.
+        "random" draws sample 0 from ``np.random.default_rng((seed, n))`` and sample ``s > 0``
+        from ``default_rng((seed, n, s))``: each (N, sample) has its own reproducible stream,
+        whatever the order of the runs.
         """
         how = self.particles.sampling
         if how == "atoms":
@@ -524,7 +529,8 @@ class Case:
         if how == "quantiles":
             pts = self.initial.quantiles(n)
         else:
-            pts = self.initial.sample(n, np.random.default_rng((self.particles.seed, int(n))))
+            key = (self.particles.seed, int(n)) + ((int(sample),) if sample else ())
+            pts = self.initial.sample(n, np.random.default_rng(key))
         return pts, np.full(len(pts), 1.0 / len(pts))
 
 
@@ -952,7 +958,7 @@ def _particles(r: _Reader, v: Any, geometry: str, initial: InitialMeasure) -> Pa
     t = r.table(
         v,
         "particles",
-        ("tokens", "layers", "reference_steps", "seed", "sampling", "field_method"),
+        ("tokens", "layers", "reference_steps", "seed", "sampling", "field_method", "samples"),
         ("tokens", "layers"),
     )
     method = r.string(t.get("field_method", "auto"), "particles.field_method", TOKEN_FIELD_METHODS)
@@ -977,8 +983,17 @@ def _particles(r: _Reader, v: Any, geometry: str, initial: InitialMeasure) -> Pa
             )
     elif initial.family == "file" and sampling != "random":
         r.fail("particles.sampling", f"must be 'random' or 'atoms' for the 'file' family, got {sampling!r}")
+    samples = r.integer(t.get("samples", 1), "particles.samples", lo=1)
+    if samples > 1 and sampling != "random":
+        r.fail("particles.samples", f"must be 1 with sampling {sampling!r} (only random tokens differ)")
     return ParticleSpec(
-        tokens=tokens, layers=layers, reference_steps=ref, seed=seed, sampling=sampling, field_method=method
+        tokens=tokens,
+        layers=layers,
+        reference_steps=ref,
+        seed=seed,
+        sampling=sampling,
+        field_method=method,
+        samples=samples,
     )
 
 

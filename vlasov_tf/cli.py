@@ -48,11 +48,12 @@ from .studies import (
     format_report,
     format_tables,
     full_study,
+    grid_against_deep,
     lipschitz_estimate,
 )
 
 #: The case of ``vlasov-tf study`` without arguments (the README's main job).
-DEFAULT_STUDY_CASE = Path(__file__).resolve().parents[1] / "cases" / "circle_clustering.toml"
+DEFAULT_STUDY_CASE = Path(__file__).resolve().parents[1] / "cases" / "sphere_clustering.toml"
 
 __all__ = ["build_parser", "main"]
 
@@ -171,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--full",
                 action="store_true",
-                help="the full study: L = 10 ... 1e4, N = 1e2 ... 1e5, finer grids (hours)",
+                help="the full study: L = 10 ... 1e4, N = 1e2 ... 1e5 (sphere 1e6), finer grids (~1 hour)",
             )
         p.set_defaults(handler=_cmd_run if name == "run" else _cmd_study, parser=p)
 
@@ -279,6 +280,9 @@ def _cmd_study(args: argparse.Namespace) -> int:
     with RunFile.open(path) as run:
         print()
         print(format_tables(crossval_tables(case, run)))
+        line = grid_against_deep(case, run)
+        if line:
+            print(line)
         print(format_lipschitz(lipschitz_estimate(case)))
         print(f"figure: {plot_crossval(case, run, args.out / f'{case.name}.png')}")
     return 0

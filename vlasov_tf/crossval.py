@@ -6,20 +6,32 @@ A case (:mod:`vlasov_tf.cases`) defines
   (circle: M cells, ``grid/M1024``; sphere: level K, ``grid/K2``);
 - particle jobs ``particles/N<N>_L<L>``: a deep Transformer of L layers acting on
   N tokens sampled from rho_0, and ``particles/N<N>_ref``: the same tokens moved
-  by the continuous-time flow (RK4 with ``reference_steps``, or DOP853 when 0).
+  by the continuous-time flow (RK4 with ``reference_steps``, or DOP853 when 0);
+  with ``particles.samples = S > 1`` also ``particles/N<N>s<s>_ref`` (s = 1 .. S-1):
+  independent token sets under the continuous flow, for the spread of the N-study.
 
 Every snapshot is written to the run file (:class:`vlasov_tf.io.RunFile`) the
 moment a solver reaches an output time, so a crash loses at most the interval
 in progress; ``resume=True`` skips finished jobs and restarts the others from
 their last stored snapshot (the solvers resume bit-exactly, see their ``t0``).
 
-The distances (:func:`vlasov_tf.comparison.wasserstein`, W1, same geodesic
-ground metric on both sides; a grid is the measure of its cell masses at its
-cell centres) are the diagnostics:
+The distances (same geodesic ground metric on both sides; a grid is the measure
+of its cell masses at its cell centres) are the diagnostics, at every output time:
 
-``w1_grid``  each particle job and each coarser grid against the finest grid;
 ``w1_ref``   each deep Transformer against its continuous-time reference (the
-             same tokens): the depth error alone;
+             same tokens): the depth error alone. Exact W1 (circle: closed form;
+             sphere: ``ot.emd2`` while N^2 <= ``MAX_EXACT_PAIRS``, beyond it the
+             cost of moving each token to its own image, an upper bound:
+             :func:`~vlasov_tf.comparison.coupling_w1`);
+``l1_grid``  each coarser grid against the finest one summed into its cells
+             (nested grids: a common support): ``sum_c |m_c - m'_c|``, exact;
+``w1_grid``  (circle) exact W1 of each particle job and of each coarser grid
+             (on the common support) against the finest grid;
+``sw1_grid`` (sphere) the sliced spherical W1 instead (fixed seeded great circles,
+             :data:`SLICED`): coarser grids on the common support exactly, particle
+             jobs by angular histograms within ``2 pi / bins`` (:class:`SlicedSphere
+             <vlasov_tf.comparison.SlicedSphere>`); ``sw1_grid_se`` its standard
+             error over the directions;
 ``mass``     each grid job's total mass; ``energy`` the interaction energy of
              every job when the kernel is zonal (Q = K = V = I) in every block.
 
@@ -42,14 +54,25 @@ from pathlib import Path
 import numpy as np
 
 from .cases import Case
-from .comparison import wasserstein
+from .comparison import SlicedSphere, coupling_w1, sliced_wasserstein_sphere, wasserstein
 from .eulerian import solve_grid
 from .io import RunFile
+from .meshes import coarsen_masses
 from .model import Params, interaction_energy
 from .parallel import Comm, is_root, on_root
 from .particles import solve_particles
 
-__all__ = ["MAX_DEEP_PAIRS", "Job", "case_jobs", "compute_diagnostics", "run_case", "zonal_beta"]
+__all__ = [
+    "MAX_DEEP_PAIRS",
+    "MAX_DEEP_TOKEN_LAYERS",
+    "MAX_EXACT_PAIRS",
+    "SLICED",
+    "Job",
+    "case_jobs",
+    "compute_diagnostics",
+    "run_case",
+    "zonal_beta",
+]
 
 
 @dataclass(frozen=True)
@@ -61,39 +84,54 @@ class Job:
     resolution: int | None = None
     tokens: int | None = None
     layers: int | None = None
+    sample: int | None = None  # None: sample 0 (the deep Transformers' tokens)
 
     @property
     def attrs(self) -> dict[str, int | str]:
         out: dict[str, int | str] = {"kind": self.kind}
-        for name in ("resolution", "tokens", "layers"):
+        for name in ("resolution", "tokens", "layers", "sample"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
         return out
 
 
-#: Deep-Transformer runs costing more token pairs than this (N^2 L, dense sums at ~1e9
-#: pairs/s on 2 cores: 1e12 is about 20 minutes) are left out; the continuous-time
-#: reference of every N still runs.
+#: Deep-Transformer runs costing more token pairs than this (N^2 L) are left out when their
+#: sums are dense (d >= 4 or euclidean: at ~1e9 pairs/s on 2 cores 1e12 is about 20 minutes).
+#: The continuous-time reference of every N still runs.
 MAX_DEEP_PAIRS = 1e12
+#: On S^1 and S^2 (spectral sums, linear in N) the limit is on token-layers N L instead: 1e8 is
+#: about ten minutes on 2 cores (N = 1e6 with L <= 100, N = 1e5 with L <= 1000, N = 1e4 with all).
+MAX_DEEP_TOKEN_LAYERS = 1e8
+#: Largest N M for exact optimal transport on S^2 (``ot.emd2``'s cost matrix: 8 N M bytes).
+MAX_EXACT_PAIRS = 4e7
+#: The sliced spherical W1 of the diagnostics (comparison.SlicedSphere): directions, bins, seed.
+SLICED = {"n_projections": 64, "bins": 1 << 16, "seed": 0}
 
 
 def case_jobs(case: Case, solvers: tuple[str, ...] = ("grid", "particles")) -> list[Job]:
     """The jobs of ``case`` in run order: grids coarse to fine, then particles by N, reference first.
 
-    Deep runs with ``N^2 L > MAX_DEEP_PAIRS`` are left out (the full study's N = 1e5, L >= 100).
+    Deep runs with ``N^2 L > MAX_DEEP_PAIRS`` are left out where the sums are dense (d >= 4,
+    euclidean), with ``N L > MAX_DEEP_TOKEN_LAYERS`` on S^1 and S^2; after each N's reference
+    and depths come its other samples' references.
     """
     jobs = []
     if "grid" in solvers and case.grid is not None:
         tag = "M" if case.geometry == "circle" else "K"
         jobs += [Job(f"grid/{tag}{r}", "grid", resolution=r) for r in sorted(case.grid.resolutions)]
     if "particles" in solvers:
+        spectral = case.geometry in ("circle", "sphere") and case.d in (2, 3)
         for n in sorted(case.particles.tokens):
             jobs.append(Job(f"particles/N{n}_ref", "particles", tokens=n))
             jobs += [
                 Job(f"particles/N{n}_L{L}", "particles", tokens=n, layers=L)
                 for L in sorted(case.particles.layers)
-                if n * n * L <= MAX_DEEP_PAIRS
+                if (n * L <= MAX_DEEP_TOKEN_LAYERS if spectral else n * n * L <= MAX_DEEP_PAIRS)
+            ]
+            jobs += [
+                Job(f"particles/N{n}s{s}_ref", "particles", tokens=n, sample=s)
+                for s in range(1, case.particles.samples)
             ]
     return jobs
 
@@ -125,7 +163,7 @@ def _run_job(
     if job.kind == "grid":
         start, weights = case.initial.cell_averages(mesh), None
     else:
-        start, weights = case.initial_tokens(job.tokens)
+        start, weights = case.initial_tokens(job.tokens, job.sample or 0)
     attrs = {k: v for k, v in job.attrs.items() if k != "kind"}
     on_root(comm, lambda: run.start_job(job.key, job.kind, mesh=mesh, weights=weights, **attrs) and None)
     t0 = 0.0
@@ -238,35 +276,71 @@ def _measure(case: Case, run: RunFile, job: Job) -> tuple[np.ndarray, np.ndarray
 
 
 def compute_diagnostics(case: Case, run: RunFile) -> None:
-    """Mass, energy and W1 distances of the stored jobs at every common output time."""
+    """Mass, energy and the distances of the stored jobs at every output time (module docstring)."""
     jobs = [j for j in case_jobs(case) if run.is_complete(j.key)]
     measures = {j.key: _measure(case, run, j) for j in jobs}
     grids = [j for j in jobs if j.kind == "grid"]
     finest = grids[-1] if grids else None
     betas = {zonal_beta(p) for _, p in case.schedule.blocks}
     beta = betas.pop() if len(betas) == 1 else None
-    for job in jobs:
-        times, pts, wts = measures[job.key]
-        for k, t in enumerate(times):
+    sphere = case.geometry == "sphere"
+    sliced = SlicedSphere(d=case.d, **SLICED) if sphere and finest is not None else None
+    fine_mesh = case.mesh(finest.resolution) if finest is not None else None
+    fine_hist: dict[float, np.ndarray] = {}  # the finest grid's histograms at each time
+
+    def against_grid(job: Job, k: int, t: float) -> None:
+        pts, wts = measures[job.key][1][k], measures[job.key][2][k]
+        _, fp, fw = measures[finest.key]
+        if job.kind == "grid":
+            mesh = case.mesh(job.resolution)
+            try:
+                common = coarsen_masses(fw[k], fine_mesh, mesh)
+            except ValueError:  # not nested (e.g. circle M not dividing the finest): lumped masses
+                common = None
+            if common is not None:
+                run.add_diagnostic("l1_grid", job.key, t, float(np.abs(wts - common).sum()))
+                fp_k, fw_k = pts, common
+            else:
+                fp_k, fw_k = fp[k], fw[k]
+            if sphere:
+                # Grid against grid: exact sliced W1 on the common support (same directions).
+                sw1 = sliced_wasserstein_sphere(pts, wts, fp_k, fw_k, n_projections=sliced.n_projections,
+                                                seed=sliced.seed)  # fmt: skip
+                run.add_diagnostic("sw1_grid", job.key, t, sw1)
+            else:
+                run.add_diagnostic("w1_grid", job.key, t, w1(pts, wts, fp_k, fw_k))
+            return
+        if sphere:
+            if t not in fine_hist:
+                fine_hist.clear()  # one time at a time: a histogram set is n_projections x bins
+                fine_hist[t] = sliced.histograms(fp[k], fw[k])
+            value, se = sliced.compare(sliced.histograms(pts, wts), fine_hist[t])
+            run.add_diagnostic("sw1_grid", job.key, t, value)
+            run.add_diagnostic("sw1_grid_se", job.key, t, se)
+        else:
+            run.add_diagnostic("w1_grid", job.key, t, w1(pts, wts, fp[k], fw[k]))
+
+    def w1(pa: np.ndarray, wa: np.ndarray, pb: np.ndarray, wb: np.ndarray) -> float:
+        return wasserstein(pa, wa, pb, wb, geometry=case.geometry)[0]
+
+    times = measures[jobs[0].key][0] if jobs else np.zeros(0)
+    for k, t in enumerate(times):
+        for job in jobs:
+            _, pts, wts = measures[job.key]
             if job.kind == "grid":
                 run.add_diagnostic("mass", job.key, t, float(wts[k].sum()))
             if beta is not None:
                 run.add_diagnostic("energy", job.key, t, interaction_energy(pts[k], wts[k], beta))
             if finest is not None and job.key != finest.key:
-                _, fp, fw = measures[finest.key]
-                if (
-                    job.kind == "grid"
-                    and case.geometry == "circle"
-                    and finest.resolution % job.resolution == 0
-                ):
-                    # Nested circle grids: the finest one's masses summed into this grid's cells, so
-                    # both measures sit on the same points and W1 sees the density error, not the
-                    # O(h) cost of lumping each cell's mass at its centre.
-                    fp, fw = pts, fw.reshape(len(fw), job.resolution, -1).sum(axis=2)
-                w1, _ = wasserstein(pts[k], wts[k], fp[k], fw[k], geometry=case.geometry)
-                run.add_diagnostic("w1_grid", job.key, t, w1)
+                against_grid(job, k, t)
             if job.kind == "particles" and job.layers is not None:
                 ref = measures.get(f"particles/N{job.tokens}_ref")
                 if ref is not None:
-                    w1, _ = wasserstein(pts[k], wts[k], ref[1][k], ref[2][k], geometry=case.geometry)
-                    run.add_diagnostic("w1_ref", job.key, t, w1)
+                    run.add_diagnostic("w1_ref", job.key, t, _depth_distance(case, pts[k], wts[k], ref[1][k]))
+
+
+def _depth_distance(case: Case, pts: np.ndarray, wts: np.ndarray, ref: np.ndarray) -> float:
+    """W1 between the same tokens after the deep Transformer and under the continuous flow."""
+    if case.geometry == "sphere" and len(pts) ** 2 > MAX_EXACT_PAIRS:
+        return coupling_w1(pts, ref, wts)
+    return wasserstein(pts, wts, ref, wts, geometry=case.geometry)[0]

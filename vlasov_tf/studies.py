@@ -30,6 +30,7 @@ __all__ = [
     "depth_convergence",
     "fitted_order",
     "format_report",
+    "grid_against_deep",
     "observed_orders",
 ]
 
@@ -285,19 +286,26 @@ EXPECTED_RATES = {"layers": 1.0, "tokens": 0.5, "grid": 2.0}
 
 @dataclass(frozen=True)
 class RateTable:
-    """One convergence table: W1 at time T against a parameter, with the fitted rate.
+    """One convergence table: a distance at time T against a parameter, with the fitted rate.
 
-    ``x`` are L, N, or mesh sizes h; ``w1`` the distances; ``rate`` the fitted slope of
-    ``-log W1`` against ``log x`` (``log W1`` against ``log h`` for the grid), ``expected``
-    the theoretical one, ``label`` says what is compared with what.
+    ``x`` are L, N, or mesh sizes h; ``error`` the distances (the mean over the samples where
+    there are several); ``rate`` the fitted slope of ``-log error`` against ``log x`` (``log
+    error`` against ``log h`` for the grid; NaN with fewer than two points), ``expected`` the
+    theoretical one, ``label`` says what is compared with what and ``metric`` by which distance.
+    ``spread``: the standard deviation over ``samples`` independent token sets per row (None:
+    one sample); ``se``: the sliced distance's standard error over its directions (None: exact).
     """
 
     name: str
     label: str
     x: np.ndarray
-    w1: np.ndarray
+    error: np.ndarray
     rate: float
     expected: float
+    metric: str = "W1"
+    spread: np.ndarray | None = None
+    samples: int = 1
+    se: np.ndarray | None = None
 
 
 def _final(diag: dict[str, np.ndarray], key: str) -> float:
@@ -308,86 +316,145 @@ def _final(diag: dict[str, np.ndarray], key: str) -> float:
 def crossval_tables(case, run) -> list[RateTable]:
     """Rate tables at the final time from the diagnostics of a finished run.
 
-    - depth: for the largest N, W1(N tokens after L layers, the same tokens under the
-      continuous flow) against L;
-    - tokens: W1(continuous-flow tokens, finest grid) against N;
-    - grid: W1(grid, finest grid) against h (coarser grids only).
+    - layers: for the largest N, the distance of N tokens after L layers to the same tokens
+      under the continuous flow, against L (``w1_ref``);
+    - tokens: the distance of the continuous-flow tokens to the finest grid against N, averaged
+      over ``particles.samples`` independent token sets (circle: exact W1; sphere: the sliced
+      W1 with its standard error);
+    - grid: each coarser grid against the finest one summed into its cells (nested grids),
+      in L1 and in W1 (circle: exact; sphere: sliced).
     """
-    from .crossval import case_jobs
+    from .crossval import MAX_EXACT_PAIRS, case_jobs
 
+    sphere = case.geometry == "sphere"
+    dist = "sw1_grid" if sphere else "w1_grid"
+    metric = "SW1" if sphere else "W1"
+    diag = {name: run.diagnostics(name) for name in ("w1_ref", dist, "sw1_grid_se", "l1_grid")}
     tables = []
-    w1_ref, w1_grid = run.diagnostics("w1_ref"), run.diagnostics("w1_grid")
     jobs = case_jobs(case)
     particles = [j for j in jobs if j.kind == "particles"]
     if particles:
         n_max = max(j.tokens for j in particles)
-        deep = [j for j in particles if j.tokens == n_max and j.layers is not None and j.key in w1_ref]
+        deep = [
+            j for j in particles if j.tokens == n_max and j.layers is not None and j.key in diag["w1_ref"]
+        ]
         if deep:
             L = np.array([j.layers for j in deep], dtype=float)
-            w = np.array([_final(w1_ref, j.key) for j in deep])
+            w = np.array([_final(diag["w1_ref"], j.key) for j in deep])
+            bound = sphere and n_max**2 > MAX_EXACT_PAIRS
             tables.append(
                 RateTable(
                     "layers",
-                    f"W1(L layers, continuous flow), N = {n_max}",
+                    f"{'W1 <= coupling' if bound else 'W1'}(L layers, continuous flow), N = {n_max}",
                     L,
                     w,
                     -fitted_order(L, w),
                     EXPECTED_RATES["layers"],
+                    metric="W1 bound" if bound else "W1",
                 )
             )
-        refs = [j for j in particles if j.layers is None and j.key in w1_grid]
+        refs: dict[int, list] = {}
+        for j in particles:
+            if j.layers is None and j.key in diag[dist]:
+                refs.setdefault(j.tokens, []).append(j)
         if refs:
-            N = np.array([j.tokens for j in refs], dtype=float)
-            w = np.array([_final(w1_grid, j.key) for j in refs])
+            N = np.array(sorted(refs), dtype=float)
+            vals = [np.array([_final(diag[dist], j.key) for j in refs[n]]) for n in sorted(refs)]
+            samples = min(len(v) for v in vals)
+            w = np.array([v.mean() for v in vals])
+            spread = np.array([v.std(ddof=1) for v in vals]) if samples > 1 else None
+            se = None
+            if sphere:
+                se_of = [[_final(diag["sw1_grid_se"], j.key) for j in refs[n]] for n in sorted(refs)]
+                se = np.array([np.mean(v) for v in se_of])
+            label = f"{metric}(N tokens under the continuous flow, finest grid)"
+            if samples > 1:
+                label += f", mean of {samples} samples"
+            rate = -fitted_order(N, w)
             tables.append(
                 RateTable(
-                    "tokens",
-                    "W1(N tokens under the continuous flow, finest grid)",
-                    N,
-                    w,
-                    -fitted_order(N, w),
-                    EXPECTED_RATES["tokens"],
+                    "tokens", label, N, w, rate, EXPECTED_RATES["tokens"], metric, spread, samples, se
                 )
             )
-    grids = [j for j in jobs if j.kind == "grid" and j.key in w1_grid]
-    if grids:
-        h = np.array([case.mesh(j.resolution).h for j in grids])
-        w = np.array([_final(w1_grid, j.key) for j in grids])
-        if case.geometry == "circle":
-            label, expected = "W1(grid, finest grid summed into its cells)", EXPECTED_RATES["grid"]
-        else:
-            # Non-nested meshes: each grid is its cell masses at its centres, and lumping a cell's
-            # mass at its centre costs O(h) in W1, which then dominates the O(h^2) scheme error.
-            label, expected = "W1(grid, finest grid), cell masses at centres", 1.0
-        tables.append(RateTable("grid", label, h, w, fitted_order(h, w), expected))
+    grids = [j for j in jobs if j.kind == "grid"]
+    for name, key, what in (("grid_l1", "l1_grid", "L1"), ("grid", dist, metric)):
+        done = [j for j in grids if j.key in diag[key]]
+        if done:
+            h = np.array([case.mesh(j.resolution).h for j in done])
+            w = np.array([_final(diag[key], j.key) for j in done])
+            label = f"{what}(grid, finest grid summed into its cells)"
+            rate = fitted_order(h, w)
+            tables.append(RateTable(name, label, h, w, rate, EXPECTED_RATES["grid"], metric=what))
     return tables
+
+
+def grid_against_deep(case, run) -> str | None:
+    """One line: the finest grid against the deepest Transformer on the most tokens, at T."""
+    from .crossval import case_jobs
+
+    sphere = case.geometry == "sphere"
+    dist = "sw1_grid" if sphere else "w1_grid"
+    diag = run.diagnostics(dist)
+    deep = [j for j in case_jobs(case) if j.kind == "particles" and j.layers is not None and j.key in diag]
+    if not deep:
+        return None
+    job = max(deep, key=lambda j: (j.tokens, j.layers))
+    value = _final(diag, job.key)
+    ref = diag.get(f"particles/N{job.tokens}_ref")
+    tail = f" (the same tokens under the continuous flow: {_final(diag, f'particles/N{job.tokens}_ref'):.4e})"
+    metric = "SW1" if sphere else "W1"
+    return (
+        f"{metric}(grid, deep Transformer) at T, N = {job.tokens}, L = {job.layers}: {value:.4e}"
+        + (tail if ref is not None else "")
+    )
 
 
 def format_tables(tables: list[RateTable]) -> str:
     """The rate tables as text (what ``vlasov-tf study`` prints)."""
-    head = {"layers": "L", "tokens": "N", "grid": "h"}
+    head = {"layers": "L", "tokens": "N", "grid": "h", "grid_l1": "h"}
     lines = []
     for tab in tables:
         lines.append(f"{tab.label}:")
-        lines.append(f"  {head[tab.name]:>10} {'W1(T)':>11} {'order':>6}")
-        orders = observed_orders(1 / tab.x if tab.name != "grid" else tab.x, tab.w1)
-        for x, w, o in zip(tab.x, tab.w1, orders, strict=True):
-            xs = f"{x:.4g}" if tab.name == "grid" else f"{int(x)}"
-            lines.append(f"  {xs:>10} {w:>11.4e} {_fmt_order(o):>6}")
-        lines.append(f"  fitted rate {tab.rate:.2f} (expected {tab.expected:g})")
+        extra = ""
+        if tab.spread is not None:
+            extra += f" {'sample sd':>10}"
+        if tab.se is not None:
+            extra += f" {'sliced se':>10}"
+        lines.append(f"  {head[tab.name]:>10} {tab.metric + '(T)':>11}{extra} {'order':>6}")
+        orders = observed_orders(1 / tab.x if not tab.name.startswith("grid") else tab.x, tab.error)
+        for i, (x, w, o) in enumerate(zip(tab.x, tab.error, orders, strict=True)):
+            xs = f"{x:.4g}" if tab.name.startswith("grid") else f"{int(x)}"
+            cols = f"  {xs:>10} {w:>11.4e}"
+            if tab.spread is not None:
+                cols += f" {tab.spread[i]:>10.2e}"
+            if tab.se is not None:
+                cols += f" {tab.se[i]:>10.2e}"
+            lines.append(f"{cols} {_fmt_order(o):>6}")
+        if np.isfinite(tab.rate):
+            lines.append(f"  fitted rate {tab.rate:.2f} (expected {tab.expected:g})")
+        else:
+            lines.append(f"  one point: no rate (expected {tab.expected:g}; add resolutions to fit one)")
         lines.append("")
     return "\n".join(lines)
 
 
 def full_study(case):
-    """``case`` with the full study's ladders: L = 10 ... 1e4, N = 1e2 ... 1e5, and the
-    finest grids (circle: M = 256 ... 16384; sphere: levels 0 ... 3). Hours on 2 cores."""
+    """``case`` with the full study's ladders (about an hour on 2 cores, see the README).
+
+    Circle: N = 1e2 ... 1e5 tokens, L = 10 ... 1e4 layers, M = 256 ... 16384 cells. Sphere:
+    N = 1e2 ... 1e6, L = 10 ... 1e4, the nested levels 0 ... 5 (1.1e6 cells). Deep runs with
+    ``N L`` above :data:`~vlasov_tf.crossval.MAX_DEEP_TOKEN_LAYERS` are left out (sphere: N = 1e6
+    runs L <= 100, N = 1e5 L <= 1000); every N keeps its continuous-flow references.
+    """
     from dataclasses import replace
 
-    particles = replace(case.particles, tokens=(100, 1000, 10_000, 100_000), layers=(10, 100, 1000, 10_000))
+    tokens = (100, 1000, 10_000, 100_000)
+    if case.geometry == "sphere":
+        tokens = (*tokens, 1_000_000)
+    particles = replace(case.particles, tokens=tokens, layers=(10, 100, 1000, 10_000))
     grid = case.grid
     if grid is not None:
-        res = (256, 1024, 4096, 16384) if case.geometry == "circle" else (0, 1, 2, 3)
+        res = (256, 1024, 4096, 16384) if case.geometry == "circle" else (0, 1, 2, 3, 4, 5)
         grid = replace(grid, resolutions=res)
     return replace(case, particles=particles, grid=grid)
 
