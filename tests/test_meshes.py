@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy.sparse import csr_matrix
 
+from vlasov_tf import meshes
 from vlasov_tf.cli import main
 from vlasov_tf.measures import normalize
 from vlasov_tf.meshes import (
@@ -26,6 +27,8 @@ from vlasov_tf.meshes import (
     sphere_mesh,
     sphere_mesh_path,
 )
+
+REPO_MESHES = sphere_mesh_path(0).parent  # resolved before a test points MESHES_ENV elsewhere
 
 ARRAYS = (
     "vertices",
@@ -261,6 +264,25 @@ def test_circle_roundtrip_and_read_only(tmp_path):
         np.testing.assert_array_equal(getattr(back, name), getattr(mesh, name))
     with pytest.raises(ValueError, match="read-only"):
         back.areas[0] = 1.0
+
+
+def test_a_missing_refined_level_is_built_from_level_0(tmp_path, monkeypatch):
+    """A fresh clone has levels 0-2: sphere_mesh(3) refines and keeps the file; in a read-only
+    directory the refinement stays in memory (same geometry)."""
+    shutil.copy(sphere_mesh_path(0), tmp_path / "sphere_L0.h5")
+    monkeypatch.setenv(MESHES_ENV, str(tmp_path))
+    built = sphere_mesh(3)
+    assert built.n_cells == 69120 and (tmp_path / "sphere_L3.h5").is_file()
+    for k in (1, 2):
+        assert (tmp_path / f"sphere_L{k}.h5").read_bytes() == sphere_mesh_path(k, REPO_MESHES).read_bytes()
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    shutil.copy(sphere_mesh_path(0), locked / "sphere_L0.h5")
+    monkeypatch.setenv(MESHES_ENV, str(locked))
+    monkeypatch.setattr(meshes.os, "access", lambda *_: False)  # a directory we may not write (as root)
+    in_memory = sphere_mesh(3)
+    assert not (locked / "sphere_L3.h5").exists()
+    np.testing.assert_array_equal(in_memory.areas, built.areas)
 
 
 def test_missing_file_says_how_to_build_it(tmp_path, monkeypatch):

@@ -1,6 +1,6 @@
 """Baseline: FiPy's own first-order upwind scheme for the continuity equation on S^1 and S^2.
 
-The design (``../shared/DESIGN.md``, section 2) keeps FiPy's ``UpwindConvectionTerm`` as a
+The project keeps FiPy's ``UpwindConvectionTerm`` (the convection term FiPy offers) as a
 baseline against which the project's second-order finite-volume scheme is compared on the same
 test. Both solve the linear continuity equation with a *given* velocity field
 

@@ -509,8 +509,22 @@ def sphere_mesh_path(level: int, directory: str | os.PathLike | None = None) -> 
 
 
 def sphere_mesh(level: int) -> MeshGeometry:
-    """Load (and check) the sphere mesh of ``level`` from :func:`meshes_dir`; no FiPy, no gmsh."""
-    return load_mesh(sphere_mesh_path(level))
+    """Load (and check) the sphere mesh of ``level`` from :func:`meshes_dir`; no FiPy, no gmsh.
+
+    A missing level above 0 is refined from the levels below it (numpy only, seconds: level 5
+    in ~10 s) and written to the directory for the next run when it is writable; level 0 (the
+    gmsh mesh, committed) must exist.
+    """
+    path = sphere_mesh_path(level)
+    if path.is_file() or int(level) == 0 or not sphere_mesh_path(0).is_file():
+        return load_mesh(path)
+    if os.access(path.parent, os.W_OK):
+        return load_mesh(build_sphere_mesh(level, path.parent))
+    mesh = load_mesh(sphere_mesh_path(0))
+    for k in range(1, int(level) + 1):
+        below = sphere_mesh_path(k)
+        mesh = load_mesh(below) if below.is_file() else refine_sphere(mesh, source=f"{below} (in memory)")
+    return mesh
 
 
 def _build_hint(path: Path) -> str:
