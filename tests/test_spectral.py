@@ -281,3 +281,31 @@ def test_cost_model_is_in_dense_units():
     assert 50 < large / small < 100
     general = spectral.spectral_cost(Sphere, Scales(0.5, 40.0, 10_000, 10_000), 4)
     assert general > 5 * small
+
+
+def test_derived_quantities_are_kept_for_read_only_arrays_only():
+    """kernels.cache: a grid's fixed (read-only) arrays are derived from once, a moving (writable)
+    array every time, and the memory goes with the array."""
+    import gc
+
+    from vlasov_tf.kernels.cache import _store, derived
+
+    calls = []
+
+    def norms(a):
+        calls.append(1)
+        return np.linalg.norm(a, axis=1)
+
+    moving = np.ones((5, 3))
+    derived(moving, "norms", norms)
+    moving[0] = 2.0  # tokens move: the next call must see it
+    assert derived(moving, "norms", norms)[0] == pytest.approx(np.sqrt(12.0)) and len(calls) == 2
+    fixed = np.ones((5, 3))
+    fixed.flags.writeable = False
+    first = derived(fixed, "norms", norms)
+    assert derived(fixed, "norms", norms) is first and len(calls) == 3
+    key = (id(fixed), "norms")
+    assert key in _store
+    del fixed, first
+    gc.collect()
+    assert key not in _store
