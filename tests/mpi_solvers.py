@@ -84,6 +84,11 @@ def main() -> None:
         sphere, cap, Schedule.constant(Params.identity(3, 6.0), 0.2), field_method="spectral", comm=comm
     ).densities
 
+    # A general head (no zonal structure): the spectral sums with Chebyshev nodes in |B x|.
+    res["grid_general_spectral"] = solve_grid(
+        sphere, rho0, sched, t_eval=times, comm=comm, field_method="spectral"
+    ).densities
+
     circle = circle_mesh(256)
     t = np.arctan2(circle.centres[:, 1], circle.centres[:, 0])
     zonal = Schedule.constant(Params.identity(2, 4.0), 0.3)
@@ -100,6 +105,11 @@ def main() -> None:
     for method, steps in (("layers", 12), ("rk4", 6), ("adaptive", None)):
         sol = solve_particles(sched, x0, w0, method=method, steps=steps, t_eval=times, comm=comm)
         res[f"particles_{method}"] = sol.positions
+    for method, steps in (("rk4", 6), ("adaptive", None)):  # spectral sums of split tokens
+        sol = solve_particles(
+            sched, x0, w0, method=method, steps=steps, t_eval=times, comm=comm, field_method="spectral"
+        )
+        res[f"particles_{method}_spectral"] = sol.positions
 
     res["ring_error"] = np.array(ring_error(comm, rng))
 

@@ -129,8 +129,9 @@ def test_parallel_equals_serial(serial_results, ranks):
     proc = launch(ranks, sys.executable, "tests/mpi_solvers.py", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     got, want = np.load(out), np.load(serial_results)
-    keys = ("grid_general", "grid_spectral", "grid_circle")
-    for key in (*keys, "particles_layers", "particles_rk4", "particles_adaptive"):
+    keys = ("grid_general", "grid_spectral", "grid_general_spectral", "grid_circle")
+    particles = ("particles_layers", "particles_rk4", "particles_adaptive")
+    for key in (*keys, *particles, "particles_rk4_spectral", "particles_adaptive_spectral"):
         assert got[key].shape == want[key].shape, key
         assert rel(got[key], want[key]) <= RTOL, f"{key} on {ranks} ranks: {rel(got[key], want[key]):.2e}"
     # Resumed at t = 0.1 on `ranks` ranks from the serial run's snapshot: the serial final state.
