@@ -100,9 +100,10 @@ class Job:
 #: sums are dense (d >= 4 or euclidean: at ~1e9 pairs/s on 2 cores 1e12 is about 20 minutes).
 #: The continuous-time reference of every N still runs.
 MAX_DEEP_PAIRS = 1e12
-#: On S^1 and S^2 (spectral sums, linear in N) the limit is on token-layers N L instead: 1e8 is
-#: about ten minutes on 2 cores (N = 1e6 with L <= 100, N = 1e5 with L <= 1000, N = 1e4 with all).
-MAX_DEEP_TOKEN_LAYERS = 1e8
+#: On S^1 and S^2 (spectral sums, linear in N) the limit is on token-layers N L instead, a few
+#: minutes on 2 cores: on S^2 1e8 (N = 1e6 with L <= 100, N = 1e5 with L <= 1000), on the circle
+#: 1e9 (N = 1e5 with L <= 1e4; its transforms are one-dimensional).
+MAX_DEEP_TOKEN_LAYERS = {"circle": 1e9, "sphere": 1e8}
 #: Largest N M for exact optimal transport on S^2 (``ot.emd2``'s cost matrix: 8 N M bytes).
 MAX_EXACT_PAIRS = 4e7
 #: The sliced spherical W1 of the diagnostics (comparison.SlicedSphere): directions, bins, seed.
@@ -113,8 +114,8 @@ def case_jobs(case: Case, solvers: tuple[str, ...] = ("grid", "particles")) -> l
     """The jobs of ``case`` in run order: grids coarse to fine, then particles by N, reference first.
 
     Deep runs with ``N^2 L > MAX_DEEP_PAIRS`` are left out where the sums are dense (d >= 4,
-    euclidean), with ``N L > MAX_DEEP_TOKEN_LAYERS`` on S^1 and S^2; after each N's reference
-    and depths come its other samples' references.
+    euclidean), with ``N L > MAX_DEEP_TOKEN_LAYERS[geometry]`` on S^1 and S^2; after each N's
+    reference and depths come its other samples' references.
     """
     jobs = []
     if "grid" in solvers and case.grid is not None:
@@ -122,12 +123,13 @@ def case_jobs(case: Case, solvers: tuple[str, ...] = ("grid", "particles")) -> l
         jobs += [Job(f"grid/{tag}{r}", "grid", resolution=r) for r in sorted(case.grid.resolutions)]
     if "particles" in solvers:
         spectral = case.geometry in ("circle", "sphere") and case.d in (2, 3)
+        limit = MAX_DEEP_TOKEN_LAYERS.get(case.geometry, 0.0)
         for n in sorted(case.particles.tokens):
             jobs.append(Job(f"particles/N{n}_ref", "particles", tokens=n))
             jobs += [
                 Job(f"particles/N{n}_L{L}", "particles", tokens=n, layers=L)
                 for L in sorted(case.particles.layers)
-                if (n * L <= MAX_DEEP_TOKEN_LAYERS if spectral else n * n * L <= MAX_DEEP_PAIRS)
+                if (n * L <= limit if spectral else n * n * L <= MAX_DEEP_PAIRS)
             ]
             jobs += [
                 Job(f"particles/N{n}s{s}_ref", "particles", tokens=n, sample=s)
