@@ -10,21 +10,16 @@ from scipy.special import iv, spherical_in
 from vlasov_tf.cases import parse_case
 from vlasov_tf.crossval import run_case
 from vlasov_tf.io import RunFile
+from vlasov_tf.linear_theory import linear_growth_rate, predicted_growth
 from vlasov_tf.meshes import sphere_mesh
 from vlasov_tf.plots import (
-    choose_view,
     convergence_figure,
     crossval_figure,
     density_norm,
-    linear_growth_rate,
     mode_growth_figure,
-    orthographic,
     plot_crossval,
-    predicted_growth,
-    rim_mass,
-    view_basis,
-    visible_cells,
 )
+from vlasov_tf.sphere_views import choose_view, orthographic, rim_mass, view_basis, visible_cells
 from vlasov_tf.studies import RateTable, crossval_tables
 
 SPHERE = """
