@@ -78,7 +78,7 @@ _INTERP_TOL = 1e-13
 _NOISE = 5.0
 #: Radial bins: [0, _BIN_START], then [_BIN_START q^(j-1), _BIN_START q^j] with q = _BIN_RATIO.
 _BIN_START = 1.0
-_BIN_RATIO = 2.0
+_BIN_RATIO = 2.0**0.5
 #: Samples per bin on which the interpolation error is measured.
 _CHECK_POINTS = 256
 #: Largest degree used (the dense sums are far cheaper long before: L ~ 2700 at r = 1e5).
@@ -205,7 +205,7 @@ def radial_bins(geometry: Geometry, scales: Scales, tol: float) -> list[RadialBi
         r = 0.5 * (lo + hi)
         degree = tail_degree(geometry, r)
         # Radii off the node by delta change each term by exp(delta (<u, y> - 1)): relative 2 delta,
-        # well below tol here; it enters the error as a relative term, see spectral_sums.
+        # well below tol here; it enters the error as a relative term (spectral_approximation).
         return [RadialBin(lo, hi, np.array([r]), np.ones(1), degree, float(_tails(geometry, r)[degree]), 1.0)]
     j_lo, j_hi = _lattice_index(np.array([lo, hi]))
     return [_lattice_bin(geometry, j) for j in range(j_lo, j_hi + 1)]
