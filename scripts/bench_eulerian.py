@@ -10,7 +10,7 @@ mesh is not included), then a step is::
 
     u  = fv.normal_velocity(field, t, rho)
     dt = fv.stable_dt(u, 0.5)
-    m  = _ssp_rk3(fv, field, t, m, dt, u)
+    m  = ssp_rk3_step(fv, field, t, m, dt, u)
 
 i.e. three evaluations of the velocity at the face midpoints (one here, two
 in the later Runge-Kutta stages) and three MUSCL reconstructions and flux
@@ -43,7 +43,7 @@ Field methods (the ``method`` column; :data:`vlasov_tf.kernels.METHODS`, passed 
   written out with the operator's public parts: three velocities
   ``vlasov_tf.model.velocity_unchecked(..., head_sums=plan)`` (the plan called with the
   cell masses and values = centres) and three ``fv.fluxes`` / ``fv.euler_step``
-  stages, the stages of ``_ssp_rk3``. Skipped where its step, estimated from the last
+  stages, the stages of ``ssp_rk3_step``. Skipped where its step, estimated from the last
   level's per (C + F) point, exceeds ``--max-step-s``.
 * ``prescribed``: a rigid rotation, no nonlocal cost: the cost of the scheme itself.
 
@@ -247,7 +247,7 @@ class LegacyStep:
 
     The plan (queries: the face midpoints, points: the cell centres) is built here, once per
     head; :meth:`head_sums` has the signature of :data:`vlasov_tf.model.HeadSums` and goes to
-    :func:`vlasov_tf.model.velocity_unchecked`. The step repeats ``_ssp_rk3``'s stages with
+    :func:`vlasov_tf.model.velocity_unchecked`. The step repeats ``ssp_rk3_step``'s stages with
     the operator's public ``stable_dt``, ``fluxes`` and ``euler_step``.
     """
 
@@ -298,10 +298,10 @@ class Runner:
 
     def __init__(self) -> None:
         from vlasov_tf import profiling
-        from vlasov_tf.eulerian import FiniteVolume, _ssp_rk3
+        from vlasov_tf.eulerian import FiniteVolume, ssp_rk3_step
 
         self.FiniteVolume = FiniteVolume
-        self.ssp_rk3 = _ssp_rk3
+        self.ssp_rk3 = ssp_rk3_step
         self.profiling = profiling
         self.times: dict[tuple[str, int, str, str], float] = {}
         self.picks: dict[tuple[str, int, str, str], str] = {}
@@ -432,7 +432,7 @@ def level5_child() -> int:
     import resource
 
     from vlasov_tf import Params, profiling
-    from vlasov_tf.eulerian import FiniteVolume, _ssp_rk3
+    from vlasov_tf.eulerian import FiniteVolume, ssp_rk3_step
     from vlasov_tf.meshes import sphere_mesh
 
     t0 = time.perf_counter()
@@ -449,7 +449,7 @@ def level5_child() -> int:
             t0 = time.perf_counter()
             u = fv.normal_velocity(field, 0.0, mass / mesh.areas)
             dt = fv.stable_dt(u, CFL)
-            m1 = _ssp_rk3(fv, field, 0.0, mass, dt, u)
+            m1 = ssp_rk3_step(fv, field, 0.0, mass, dt, u)
             steps.append(time.perf_counter() - t0)
     ok = bool(np.isfinite(m1).all() and (m1 >= 0).all())
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux

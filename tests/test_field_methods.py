@@ -20,7 +20,7 @@ def row_error(a: tuple, b: tuple) -> float:
 
 @pytest.mark.parametrize("head", ["zonal", "general"])
 def test_grid_methods_agree_on_the_sphere(rng, head):
-    mesh = sphere_mesh(1)  # 4030 cells: the spectral sums are the cheaper
+    mesh = sphere_mesh(1)  # 4320 cells: the spectral sums are the cheaper
     rho0 = np.exp(2.0 * mesh.centres[:, 2])
     B = 4.0 * np.eye(3) if head == "zonal" else 4.0 * rng.normal(size=(3, 3)) / np.sqrt(3)
     sched = Schedule.constant(Params(heads=(Head(B=B, V=np.eye(3)),)), 0.1)

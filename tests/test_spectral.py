@@ -31,12 +31,16 @@ def row_errors(shift, sums, ref_shift, ref_sums) -> np.ndarray:
 
 
 def measure(rng, kind: str, m: int, d: int) -> tuple[np.ndarray, np.ndarray]:
-    """Keys on S^{d-1}: spread, four tight clusters, or (nearly) a point mass; weights of varied size."""
+    """Keys on S^{d-1}: spread, four tight clusters, two antipodal clusters, or (nearly) a point
+    mass; weights of varied size."""
     if kind == "uniform":
         y = uniform_sphere(m, d, rng)
     elif kind == "clusters":
         centres = uniform_sphere(4, d, rng)
         y = centres[rng.integers(0, 4, m)] + 0.05 * rng.standard_normal((m, d))
+    elif kind == "two":
+        c = uniform_sphere(1, d, rng)[0]
+        y = np.where(rng.random((m, 1)) < 0.5, c, -c) + 1e-4 * rng.standard_normal((m, d))
     else:
         y = uniform_sphere(1, d, rng) + 1e-6 * rng.standard_normal((m, d))
     return y / np.linalg.norm(y, axis=1)[:, None], rng.random(m) ** 3
@@ -54,15 +58,17 @@ def score_matrix(rng, beta: float, d: int, head: str) -> np.ndarray:
 CASES = [
     (d, kind, beta, head)
     for d in (2, 3)
-    for kind in ("uniform", "clusters", "point")
+    for kind in ("uniform", "clusters", "point", "two")
     for beta in (0.1, 1.0, 10.0, 100.0, 1000.0)
     for head in ("zonal", "general")
+    if kind != "two" or beta in (0.1, 10.0, 1000.0)
 ]
 
 
 @pytest.mark.parametrize(("d", "kind", "beta", "head"), CASES)
 def test_every_row_within_tol_and_the_estimate_bounds_the_error(rng, d, kind, beta, head):
-    """Without the fix-up the error is below its estimate; with it every row is within 1e-10."""
+    """Without the fix-up the error is below half its estimate (calibrated: 0.002 to 0.2 of it); with
+    the fix-up every row is within 1e-10."""
     y, w = measure(rng, kind, 1500, d)
     # Queries: spread, and at the keys (where the measure's own tokens sit).
     x = np.r_[uniform_sphere(400, d, rng), y[:200]]
@@ -70,7 +76,7 @@ def test_every_row_within_tol_and_the_estimate_bounds_the_error(rng, d, kind, be
     dense = kernels.exp_kernel_sums(z, y, w, y)
     shift, raw, err = spectral_approximation(z, y, w, y)
     exact = dense[1] * np.exp(dense[0] - shift)[:, None]
-    assert (np.abs(raw - exact).max(axis=1) <= err).all()
+    assert (np.abs(raw - exact).max(axis=1) <= 0.5 * err).all()
     assert row_errors(*spectral_sums(z, y, w, y, tol=TOL), *dense).max() <= TOL
 
 
@@ -250,8 +256,8 @@ def test_split_measure_sums_its_coefficients_with_one_allreduce(rng):
     y, w = measure(rng, "clusters", 2000, 3)
     queries = uniform_sphere(600, 3, rng)
     B = score_matrix(rng, 20.0, 3, "general")
-    blocks = [np.arange(0, 1500), np.arange(1500, 1500), np.arange(1500, 2000)]
-    qs = np.array_split(np.arange(600), 3)
+    blocks = [np.arange(0, 1500), np.arange(1500, 1500), np.arange(1500, 2000)]  # rank 1: no keys
+    qs = [np.arange(0, 350), np.arange(350, 350), np.arange(350, 600)]  # rank 1: no queries at all
     group = ThreadRanks(3)
     out: list = [None] * 3
 
@@ -285,10 +291,10 @@ def test_cost_model_is_in_dense_units():
 
 def test_derived_quantities_are_kept_for_read_only_arrays_only():
     """kernels.cache: a grid's fixed (read-only) arrays are derived from once, a moving (writable)
-    array every time, and the memory goes with the array."""
+    array, or a read-only view of one, every time; and the memory goes with the array."""
     import gc
 
-    from vlasov_tf.kernels.cache import _store, derived
+    from vlasov_tf.kernels.cache import cached_names, derived
 
     calls = []
 
@@ -300,12 +306,38 @@ def test_derived_quantities_are_kept_for_read_only_arrays_only():
     derived(moving, "norms", norms)
     moving[0] = 2.0  # tokens move: the next call must see it
     assert derived(moving, "norms", norms)[0] == pytest.approx(np.sqrt(12.0)) and len(calls) == 2
+    view = moving[:3]
+    view.flags.writeable = False  # read-only, but its base is not
+    derived(view, "norms", norms)
+    moving[0] = 3.0
+    assert derived(view, "norms", norms)[0] == pytest.approx(np.sqrt(27.0)) and len(calls) == 4
     fixed = np.ones((5, 3))
     fixed.flags.writeable = False
     first = derived(fixed, "norms", norms)
-    assert derived(fixed, "norms", norms) is first and len(calls) == 3
-    key = (id(fixed), "norms")
-    assert key in _store
-    del fixed, first
+    assert derived(fixed, "norms", norms) is first and len(calls) == 5
+    assert cached_names(fixed) == ["norms"]
+    probe = np.ones(3)
+    probe.flags.writeable = False
+    derived(probe, "twice", lambda a: 2 * a)
+    assert cached_names(probe) == ["twice"]
+    del probe, first
     gc.collect()
-    assert key not in _store
+    assert cached_names(fixed) == ["norms"]  # the other array's entry went with it; this one stays
+
+
+def test_fft_refuses_a_grid_off_the_lattice_beyond_tol(rng):
+    """The FFT assumes exact lattice angles: a grid jittered by 1e-10 rad changes terms by
+    exp(2 scale 1e-10), beyond tol for scale 4; "auto" must then take another method, within tol."""
+    m = 4096
+    t = 2 * np.pi * (np.arange(m) + 0.5) / m
+    faces = np.c_[np.cos(t + np.pi / m), np.sin(t + np.pi / m)]
+    exact = np.c_[np.cos(t), np.sin(t)]
+    assert kernels.choose_method(4.0 * faces, exact, np.ones(m), 2) == "fft"
+    t_jit = t + 1e-10 * rng.standard_normal(m)
+    jittered = np.c_[np.cos(t_jit), np.sin(t_jit)]
+    w = rng.random(m)
+    assert kernels.choose_method(4.0 * faces, jittered, w, 2) != "fft"
+    with pytest.raises(ValueError, match="does not apply"):
+        kernels.kernel_sums(4.0 * faces, jittered, w, jittered, method="fft")
+    got = kernels.kernel_sums(4.0 * faces, jittered, w, jittered)
+    assert row_errors(*got, *kernels.exp_kernel_sums(4.0 * faces, jittered, w, jittered)).max() <= TOL

@@ -75,7 +75,7 @@ Layout (every key below; comments say which are optional)::
                                       # "taylor" (small beta) | "spectral" (tokens on S^1 or S^2)
 
     [grid]                            # optional (circle and sphere only): the Eulerian runs
-    resolutions = [0, 1]              # circle: numbers of cells M >= 3; sphere: mesh levels 0..4
+    resolutions = [0, 1]              # circle: numbers of cells M >= 3; sphere: nested mesh levels 0..5
     cfl = 0.5                         # optional, in (0, 1]
     limiter = "barth-jespersen"       # optional: "barth-jespersen" | "none"
     # max_dt = 0.05                   # optional cap on the time step (default: the CFL step alone)
@@ -457,7 +457,7 @@ class ParticleSpec:
 
 @dataclass(frozen=True)
 class GridSpec:
-    """The Eulerian runs: circle numbers of cells M (>= 3) or sphere levels K (0..4), CFL, limiter.
+    """The Eulerian runs: circle numbers of cells M (>= 3) or sphere levels K (0..5, nested), CFL, limiter.
 
     ``max_dt`` (None: no cap) caps the time step of ``solve_grid``: near a
     uniform state the velocities, hence the CFL restriction, vanish, and only

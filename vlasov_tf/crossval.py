@@ -58,7 +58,7 @@ from .comparison import SlicedSphere, coupling_w1, sliced_wasserstein_sphere, wa
 from .eulerian import solve_grid
 from .io import RunFile
 from .meshes import coarsen_masses
-from .model import Params, interaction_energy
+from .model import interaction_energy, zonal_beta
 from .parallel import Comm, is_root, on_root
 from .particles import solve_particles
 
@@ -71,7 +71,6 @@ __all__ = [
     "case_jobs",
     "compute_diagnostics",
     "run_case",
-    "zonal_beta",
 ]
 
 
@@ -114,7 +113,8 @@ def case_jobs(case: Case, solvers: tuple[str, ...] = ("grid", "particles")) -> l
     """The jobs of ``case`` in run order: grids coarse to fine, then particles by N, reference first.
 
     Deep runs with ``N^2 L > MAX_DEEP_PAIRS`` are left out where the sums are dense (d >= 4,
-    euclidean), with ``N L > MAX_DEEP_TOKEN_LAYERS[geometry]`` on S^1 and S^2; after each N's
+    euclidean, or ``particles.field_method`` "dense" or "taylor"), with
+    ``N L > MAX_DEEP_TOKEN_LAYERS[geometry]`` where they are spectral (S^1, S^2); after each N's
     reference and depths come its other samples' references.
     """
     jobs = []
@@ -122,7 +122,11 @@ def case_jobs(case: Case, solvers: tuple[str, ...] = ("grid", "particles")) -> l
         tag = "M" if case.geometry == "circle" else "K"
         jobs += [Job(f"grid/{tag}{r}", "grid", resolution=r) for r in sorted(case.grid.resolutions)]
     if "particles" in solvers:
-        spectral = case.geometry in ("circle", "sphere") and case.d in (2, 3)
+        spectral = (
+            case.geometry in ("circle", "sphere")
+            and case.d in (2, 3)
+            and case.particles.field_method in ("auto", "spectral")
+        )
         limit = MAX_DEEP_TOKEN_LAYERS.get(case.geometry, 0.0)
         for n in sorted(case.particles.tokens):
             jobs.append(Job(f"particles/N{n}_ref", "particles", tokens=n))
@@ -136,19 +140,6 @@ def case_jobs(case: Case, solvers: tuple[str, ...] = ("grid", "particles")) -> l
                 for s in range(1, case.particles.samples)
             ]
     return jobs
-
-
-def zonal_beta(params: Params) -> float | None:
-    """beta when ``params`` is one head with Q = K = V = I (B = beta I), no output map or perceptron."""
-    if len(params.heads) != 1 or params.perceptron is not None:
-        return None
-    head = params.heads[0]
-    d = params.d
-    beta = head.B[0, 0]
-    plain = head.W is None or np.array_equal(head.W, np.eye(d))
-    if plain and np.array_equal(head.V, np.eye(d)) and np.array_equal(head.B, beta * np.eye(d)):
-        return float(beta)
-    return None
 
 
 def _run_job(
@@ -295,10 +286,10 @@ def compute_diagnostics(case: Case, run: RunFile) -> None:
         _, fp, fw = measures[finest.key]
         if job.kind == "grid":
             mesh = case.mesh(job.resolution)
-            try:
+            common = None
+            # Sphere levels are nested; circle grids when M divides the finest one's M (else lumped).
+            if sphere or fine_mesh.n_cells % mesh.n_cells == 0:
                 common = coarsen_masses(fw[k], fine_mesh, mesh)
-            except ValueError:  # not nested (e.g. circle M not dividing the finest): lumped masses
-                common = None
             if common is not None:
                 run.add_diagnostic("l1_grid", job.key, t, float(np.abs(wts - common).sum()))
                 fp_k, fw_k = pts, common

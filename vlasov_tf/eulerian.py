@@ -55,7 +55,7 @@ from .meshes import MeshGeometry
 from .model import Params, Schedule, method_head_sums, velocity_unchecked
 from .parallel import Comm, LocalMesh, RingSums, is_root
 
-__all__ = ["FIELD_METHODS", "LIMITERS", "FiniteVolume", "GridSolution", "solve_grid"]
+__all__ = ["FIELD_METHODS", "LIMITERS", "FiniteVolume", "GridSolution", "solve_grid", "ssp_rk3_step"]
 
 LIMITERS = ("barth-jespersen", "none")
 #: How the grid evaluates the attention sums (:data:`vlasov_tf.kernels.METHODS`).
@@ -372,7 +372,7 @@ def solve_grid(
             fld = params_at(0.5 * (t + t_next))
             u = fv.normal_velocity(fld, t, mass / areas)
             dt = min(reduce_min(fv.stable_dt(u, cfl)), t_next - t, max_dt or np.inf)
-            mass = _ssp_rk3(fv, fld, t, mass, dt, u, None if local is None else local.exchange)
+            mass = ssp_rk3_step(fv, fld, t, mass, dt, u, None if local is None else local.exchange)
             # Through the min every rank sees a failure anywhere, so all ranks raise together.
             if reduce_min(0.0 if np.isfinite(mass).all() else -np.inf) < 0:
                 raise FloatingPointError(f"the grid solution became non-finite at t = {t:.6g} (step {steps})")
@@ -383,7 +383,7 @@ def solve_grid(
     return GridSolution(mesh, times, dens, np.array(out_mass), steps)
 
 
-def _ssp_rk3(
+def ssp_rk3_step(
     fv: FiniteVolume,
     field: Params | VelocityField,
     t: float,

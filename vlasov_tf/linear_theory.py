@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
+from .model import zonal_beta
+
 __all__ = ["linear_growth_rate", "mode_amplitude", "mode_function", "predicted_growth"]
 
 
@@ -41,8 +43,6 @@ def predicted_growth(case, times: np.ndarray) -> np.ndarray | None:
     ``lambda`` is :func:`linear_growth_rate` of each schedule block (piecewise constant). None
     when the initial measure is not ``uniform_perturbed`` or a block is not Q = K = V = I.
     """
-    from .crossval import zonal_beta
-
     if case.initial.family != "uniform_perturbed":
         return None
     t = np.asarray(times, dtype=float)

@@ -64,6 +64,7 @@ __all__ = [
     "MESHES_ENV",
     "SPHERE_COMMITTED_LEVELS",
     "SPHERE_LC0",
+    "SPHERE_LEVEL0_CELLS",
     "SPHERE_LEVELS",
     "MeshGeometry",
     "build_sphere_mesh",
@@ -93,6 +94,8 @@ SPHERE_LC0 = 0.18
 SPHERE_LEVELS = (0, 1, 2, 3, 4, 5)
 #: Levels whose files are committed under meshes/ (small); the others are built on demand.
 SPHERE_COMMITTED_LEVELS = (0, 1, 2)
+#: Cells of level 0 (the gmsh mesh); level K has 4^K times as many.
+SPHERE_LEVEL0_CELLS = 1080
 
 _REPO_MESHES = Path(__file__).resolve().parents[1] / "meshes"
 _GEO_NAME = "sphere.geo"
@@ -512,18 +515,31 @@ def sphere_mesh(level: int) -> MeshGeometry:
     """Load (and check) the sphere mesh of ``level`` from :func:`meshes_dir`; no FiPy, no gmsh.
 
     A missing level above 0 is refined from the levels below it (numpy only, seconds: level 5
-    in ~10 s) and written to the directory for the next run when it is writable; level 0 (the
+    in ~7 s) and written to the directory for the next run when it is writable; level 0 (the
     gmsh mesh, committed) must exist.
     """
     path = sphere_mesh_path(level)
     if path.is_file() or int(level) == 0 or not sphere_mesh_path(0).is_file():
-        return load_mesh(path)
+        return _nested(load_mesh(path), int(level))
     if os.access(path.parent, os.W_OK):
-        return load_mesh(build_sphere_mesh(level, path.parent))
+        return _nested(load_mesh(build_sphere_mesh(level, path.parent)), int(level))
     mesh = load_mesh(sphere_mesh_path(0))
     for k in range(1, int(level) + 1):
         below = sphere_mesh_path(k)
         mesh = load_mesh(below) if below.is_file() else refine_sphere(mesh, source=f"{below} (in memory)")
+    return _nested(mesh, int(level))
+
+
+def _nested(mesh: MeshGeometry, level: int) -> MeshGeometry:
+    """``mesh`` if it has the cell count of ``level`` of the nested ladder, else a ValueError: a file
+    from before the levels were nested (gmsh meshed every level) would compare wrongly."""
+    want = SPHERE_LEVEL0_CELLS * 4**level
+    if level > 0 and mesh.n_cells != want:
+        raise ValueError(
+            f"mesh file {mesh.source} has {mesh.n_cells} cells, level {level} of the nested ladder has "
+            f"{want}: it was built by an older version (which meshed every level with gmsh). Delete it: "
+            f"it is rebuilt from level 0 on first use (or `vlasov-tf mesh --level {level}`)"
+        )
     return mesh
 
 

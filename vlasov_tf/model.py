@@ -39,6 +39,7 @@ __all__ = [
     "method_head_sums",
     "velocity",
     "velocity_unchecked",
+    "zonal_beta",
 ]
 
 Attention = Literal["SA", "USA"]
@@ -282,6 +283,19 @@ def method_head_sums(
         return kernel_sums(z, points, weights, points, method=method, tol=tol, split=split, threads=threads)
 
     return head_sums
+
+
+def zonal_beta(params: Params) -> float | None:
+    """beta when ``params`` is one head with Q = K = V = I (B = beta I), no output map or perceptron."""
+    if len(params.heads) != 1 or params.perceptron is not None:
+        return None
+    head = params.heads[0]
+    d = params.d
+    beta = head.B[0, 0]
+    plain = head.W is None or np.array_equal(head.W, np.eye(d))
+    if plain and np.array_equal(head.V, np.eye(d)) and np.array_equal(head.B, beta * np.eye(d)):
+        return float(beta)
+    return None
 
 
 def velocity_unchecked(

@@ -177,10 +177,13 @@ def solve_particles(
     comm : an mpi4py communicator: run on its ranks (every rank passes the same
         tokens; the callback and the positions are on rank 0; the result equals
         the serial one to round-off).
-    field_method : how the kernel sums are evaluated, one of :data:`vlasov_tf.kernels.METHODS`
-        (:func:`vlasov_tf.kernels.kernel_sums`): ``"auto"`` (the cheapest method within 1e-10 per
-        row; spectral on S^1 and S^2 once N is large), ``"dense"``, ``"taylor"``, ``"spectral"``.
-        ``"adaptive"`` asks its methods for ``rtol`` per row instead of 1e-10.
+    field_method : how the kernel sums are evaluated, one of :data:`FIELD_METHODS`
+        (:func:`vlasov_tf.kernels.kernel_sums`; "fft" needs a uniform grid): ``"auto"`` (the
+        cheapest method within 1e-10 per row; spectral on S^1 and S^2 once N is large),
+        ``"dense"``, ``"taylor"``, ``"spectral"``. ``"adaptive"`` asks its methods for ``rtol``
+        per row instead of 1e-10, and runs the non-dense ones on one thread (their library
+        transforms round differently with more threads, and under MPI every rank must compute
+        the same bits): a serial DOP853 reference on 1e6 tokens uses one core.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")

@@ -6,7 +6,7 @@
         solve_grid(...)
     prof.seconds["dense"], prof.counts["dense.pairs"], prof.seconds["halo"]
 
-Sections (names in :data:`SECTIONS`): ``"dense"`` every dense kernel sum
+Sections: ``"dense"`` every dense kernel sum
 (:func:`~vlasov_tf.kernels.dense.exp_kernel_sums`, counts ``dense.pairs``),
 ``"sums.<method>"`` every :func:`~vlasov_tf.kernels.kernel_sums` call by the method that
 ran it, ``"ring"`` whole dense ring calls under MPI (counts ``ring.calls``), ``"ring.merge"``
@@ -22,9 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-__all__ = ["SECTIONS", "Profile", "profile", "section"]
-
-SECTIONS = ("dense", "sums.dense", "sums.taylor", "sums.spectral", "sums.fft", "ring", "ring.merge", "halo")
+__all__ = ["Profile", "profile", "section"]
 
 
 @dataclass

@@ -101,7 +101,7 @@ def method_costs(
         costs["taylor"] = math.inf
     refusal = _spectral_refusal(d, scales, dev)
     costs["spectral"] = math.inf if refusal else spectral_cost(GEOMETRIES[d], scales, k + 1, tol)
-    fft = None if split is not None or d != 2 else uniform_offset(z, y)
+    fft = None if split is not None or d != 2 else uniform_offset(z, y, tol)
     fits = fft is not None and fft[0] <= _FFT_MAX_SCALE
     costs["fft"] = _FFT_UNIT * (k + 1) * len(y) * math.log2(max(len(y), 2)) if fits else math.inf
     return costs
@@ -176,7 +176,7 @@ def _run(method, z, y, weights, values, tol, threads, split, facts) -> tuple[np.
     if method == "fft":
         if split is not None:
             raise ValueError("field method 'fft' does not apply under MPI (the grid is split across ranks)")
-        return fft_sums(z, y, weights, values, tol=tol, threads=threads, geometry=uniform_offset(z, y))
+        return fft_sums(z, y, weights, values, tol=tol, threads=threads, geometry=uniform_offset(z, y, tol))
     if method == "taylor" and split is None:
         return taylor_sums(z, y, weights, values, tol=tol, threads=threads)
     return _dense(z, y, weights, values, threads, split)

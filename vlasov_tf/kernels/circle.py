@@ -141,48 +141,55 @@ def _wrap(a: np.ndarray) -> np.ndarray:
     return np.where(np.abs(a) <= np.pi, a, np.mod(a + np.pi, 2 * np.pi) - np.pi)
 
 
-def _uniform_keys(y: np.ndarray) -> np.ndarray | None:
-    """Angles of ``y`` when they are m unit vectors at ``t_0 + j 2 pi / m`` in order, else None."""
+def _uniform_keys(y: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """``(angles, deviation)`` of m unit vectors ``y`` that lie near ``t_0 + j 2 pi / m`` in order
+    (``deviation``: the largest angle off that lattice, plus their largest ``| |y| - 1 |``), else None."""
     m = len(y)
     if y.ndim != 2 or y.shape[1] != 2 or m < 2:
         return None
-    if np.abs(np.hypot(y[:, 0], y[:, 1]) - 1.0).max() > 1e-12:
-        return None
+    off_circle = float(np.abs(np.hypot(y[:, 0], y[:, 1]) - 1.0).max())
     t = np.arctan2(y[:, 1], y[:, 0])
-    if np.abs(_wrap(t - t[0] - (2 * np.pi / m) * np.arange(m))).max() > 1e-9:
+    off_lattice = float(np.abs(_wrap(t - t[0] - (2 * np.pi / m) * np.arange(m))).max())
+    if max(off_circle, off_lattice) > 1e-6:
         return None
-    return frozen(t)
+    return frozen(t), off_circle + off_lattice
 
 
-def _uniform_queries(z: np.ndarray) -> tuple[float, np.ndarray] | None:
-    """``(scale, angles)`` of queries of one norm, else None."""
+def _uniform_queries(z: np.ndarray) -> tuple[float, np.ndarray, float] | None:
+    """``(scale, angles, spread)`` of queries of nearly one norm (``spread``: the range of the norms
+    relative to the largest), else None."""
     norms = np.hypot(z[:, 0], z[:, 1])
     scale = float(norms.max()) if len(z) else 0.0
-    if not (scale > 0 and np.ptp(norms) <= 1e-13 * scale):
+    if not scale > 0:
         return None
-    return scale, frozen(np.arctan2(z[:, 1], z[:, 0]))
+    spread = float(np.ptp(norms)) / scale
+    if spread > 1e-6:
+        return None
+    return scale, frozen(np.arctan2(z[:, 1], z[:, 0])), spread
 
 
-def uniform_offset(z: np.ndarray, y: np.ndarray) -> tuple[float, float] | None:
+def uniform_offset(z: np.ndarray, y: np.ndarray, tol: float = 1e-10) -> tuple[float, float] | None:
     """``(scale, angle)`` when the sums are a circular convolution on a uniform grid, else None.
 
     That is: ``m`` keys ``y_j`` at angles ``t_0 + j D`` (``D = 2 pi / m``, unit vectors), and
     ``m`` queries ``z_i = scale (cos a_i, sin a_i)`` of one norm with ``a_i = t_i + angle``,
-    so that ``<z_i, y_j> = scale cos((i - j) D + angle)`` depends on ``i - j`` only. This is the
+    so that ``<z_i, y_j> = scale cos((i - j) D + angle)`` depends on ``i - j`` only: the
     finite-volume circle (keys: cell centres; queries: ``B`` times the face midpoints, ``B`` a
-    scaled rotation). Cost O(m), once per read-only array (kernels.cache).
+    scaled rotation). Points off that pattern by an angle ``delta`` (or a norm off by a factor
+    ``1 + delta``) change a term by a factor up to ``exp(2 scale delta)``: they are accepted only
+    while ``2 scale delta <= tol / 10``, so that the convolution stays within ``tol``.
+    Cost O(m), once per read-only array (kernels.cache).
     """
     if z.ndim != 2 or z.shape != y.shape or z.shape[1] != 2:
         return None
-    t = derived(y, "uniform angles", _uniform_keys)
-    if t is None:
+    keys = derived(y, "uniform angles", _uniform_keys)
+    queries = derived(z, "one norm", _uniform_queries)
+    if keys is None or queries is None:
         return None
-    q = derived(z, "one norm", _uniform_queries)
-    if q is None:
-        return None
-    scale, a = q
+    (t, key_dev), (scale, a, spread) = keys, queries
     offset = _wrap(a - t)
-    if np.abs(_wrap(offset - offset[0])).max() > 1e-9:
+    offset_dev = float(np.abs(_wrap(offset - offset[0])).max())
+    if 2.0 * scale * (key_dev + offset_dev + spread) > 0.1 * tol:
         return None
     return scale, float(offset[0])
 
@@ -208,7 +215,7 @@ def fft_sums(
     whose normaliser that round-off could spoil beyond ``tol`` are summed densely.
     ``geometry``: :func:`uniform_offset`'s answer where the caller has it.
     """
-    geometry = uniform_offset(z, y) if geometry is None else geometry
+    geometry = uniform_offset(z, y, tol) if geometry is None else geometry
     if geometry is None:
         raise ValueError(
             "field method 'fft' does not apply: it needs m keys uniformly spaced on the unit circle and "

@@ -57,7 +57,7 @@ import numpy as np
 from .cache import derived
 from .threads import blas_single_thread, num_threads, thread_map
 
-__all__ = ["n_features", "radii", "taylor_bound", "taylor_cost", "taylor_degree", "taylor_sums"]
+__all__ = ["radii", "taylor_bound", "taylor_cost", "taylor_degree", "taylor_sums"]
 
 #: Largest total degree p of the expansion.
 MAX_DEGREE = 60
@@ -88,7 +88,7 @@ def _rounding(rho: float, n_features: int) -> float:
     return math.exp(2.0 * rho) * 4.0 * _EPS * math.sqrt(n_features)
 
 
-def n_features(p: int, d: int) -> int:
+def _n_features(p: int, d: int) -> int:
     """Monomial features of total degree <= p in d variables: ``C(p + d, d)``."""
     return math.comb(p + d, d)
 
@@ -109,7 +109,7 @@ def taylor_degree(rho: float, d: int, tol: float) -> int:
                 f"taylor_sums: rho = r_z r_y = {rho:.3g} needs a degree above the cap MAX_DEGREE = "
                 f"{MAX_DEGREE} for tol = {tol:g}; use the dense sums (method='dense')"
             )
-    nf = n_features(p, d)
+    nf = _n_features(p, d)
     if nf > MAX_FEATURES:
         raise ValueError(
             f"taylor_sums: rho = r_z r_y = {rho:.3g}, d = {d} needs degree {p} with {nf} features, above "
@@ -163,7 +163,7 @@ def taylor_cost(z: np.ndarray, y: np.ndarray, tol: float, *, k: int | None = Non
         p = taylor_degree(derived(z, "radius", _radius) * derived(y, "radius", _radius), d, tol)
     except ValueError:
         return math.inf
-    return float((n + m) * n_features(p, d) * _TAYLOR_UNIT * (2.0 * (k + 1) + _FEATURE_FLOPS))
+    return float((n + m) * _n_features(p, d) * _TAYLOR_UNIT * (2.0 * (k + 1) + _FEATURE_FLOPS))
 
 
 @cache
