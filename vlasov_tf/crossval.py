@@ -71,6 +71,7 @@ __all__ = [
     "case_jobs",
     "compute_diagnostics",
     "run_case",
+    "run_jobs",
 ]
 
 
@@ -140,6 +141,22 @@ def case_jobs(case: Case, solvers: tuple[str, ...] = ("grid", "particles")) -> l
                 for s in range(1, case.particles.samples)
             ]
     return jobs
+
+
+def run_jobs(run: RunFile) -> list[Job]:
+    """The complete jobs stored in ``run``, in the order they ran.
+
+    What the run did, whatever ladders its case file names now: a ``--full`` study stores the
+    case file as it is and runs longer ladders, and ``vlasov-tf plot`` must see those.
+    """
+    out = []
+    for key in run.jobs():
+        info = run.job_info(key)
+        if info["complete"]:
+            a = info["attrs"]
+            names = ("resolution", "tokens", "layers", "sample")
+            out.append(Job(key, info["kind"], **{name: int(a[name]) for name in names if name in a}))
+    return out
 
 
 def _run_job(
@@ -270,7 +287,7 @@ def _measure(case: Case, run: RunFile, job: Job) -> tuple[np.ndarray, np.ndarray
 
 def compute_diagnostics(case: Case, run: RunFile) -> None:
     """Mass, energy and the distances of the stored jobs at every output time (module docstring)."""
-    jobs = [j for j in case_jobs(case) if run.is_complete(j.key)]
+    jobs = run_jobs(run)
     measures = {j.key: _measure(case, run, j) for j in jobs}
     grids = [j for j in jobs if j.kind == "grid"]
     finest = grids[-1] if grids else None

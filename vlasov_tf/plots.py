@@ -207,9 +207,9 @@ class _Jobs:
 
 
 def _jobs(case, run) -> _Jobs:
-    from .crossval import case_jobs
+    from .crossval import run_jobs
 
-    jobs = [j for j in case_jobs(case) if run.is_complete(j.key)]
+    jobs = run_jobs(run)
     grids = [j for j in jobs if j.kind == "grid"]
     parts = [j for j in jobs if j.kind == "particles" and j.sample is None]
     n_max = max((j.tokens for j in parts), default=None)

@@ -316,28 +316,32 @@ def _final(diag: dict[str, np.ndarray], key: str) -> float:
 def crossval_tables(case, run) -> list[RateTable]:
     """Rate tables at the final time from the diagnostics of a finished run.
 
-    - layers: for the largest N, the distance of N tokens after L layers to the same tokens
-      under the continuous flow, against L (``w1_ref``);
+    - layers: for the N with the most depths (the largest such), the distance of N tokens after
+      L layers to the same tokens under the continuous flow, against L (``w1_ref``);
     - tokens: the distance of the continuous-flow tokens to the finest grid against N, averaged
       over ``particles.samples`` independent token sets (circle: exact W1; sphere: the sliced
       W1 with its standard error);
     - grid: each coarser grid against the finest one summed into its cells (nested grids),
       in L1 and in W1 (circle: exact; sphere: sliced).
     """
-    from .crossval import MAX_EXACT_PAIRS, case_jobs
+    from .crossval import MAX_EXACT_PAIRS, run_jobs
 
     sphere = case.geometry == "sphere"
     dist = "sw1_grid" if sphere else "w1_grid"
     metric = "SW1" if sphere else "W1"
     diag = {name: run.diagnostics(name) for name in ("w1_ref", dist, "sw1_grid_se", "l1_grid")}
     tables = []
-    jobs = case_jobs(case)
+    jobs = run_jobs(run)
     particles = [j for j in jobs if j.kind == "particles"]
     if particles:
-        n_max = max(j.tokens for j in particles)
-        deep = [
-            j for j in particles if j.tokens == n_max and j.layers is not None and j.key in diag["w1_ref"]
-        ]
+        # The depth table at the N with the most depths run (the largest such N): the full study
+        # leaves the deepest runs out on its largest N.
+        done = [j for j in particles if j.layers is not None and j.key in diag["w1_ref"]]
+        counts: dict[int, int] = {}
+        for j in done:
+            counts[j.tokens] = counts.get(j.tokens, 0) + 1
+        n_max = max(counts, key=lambda n: (counts[n], n)) if counts else 0
+        deep = [j for j in done if j.tokens == n_max]
         if deep:
             L = np.array([j.layers for j in deep], dtype=float)
             w = np.array([_final(diag["w1_ref"], j.key) for j in deep])
@@ -388,12 +392,12 @@ def crossval_tables(case, run) -> list[RateTable]:
 
 def grid_against_deep(case, run) -> str | None:
     """One line: the finest grid against the deepest Transformer on the most tokens, at T."""
-    from .crossval import case_jobs
+    from .crossval import run_jobs
 
     sphere = case.geometry == "sphere"
     dist = "sw1_grid" if sphere else "w1_grid"
     diag = run.diagnostics(dist)
-    deep = [j for j in case_jobs(case) if j.kind == "particles" and j.layers is not None and j.key in diag]
+    deep = [j for j in run_jobs(run) if j.kind == "particles" and j.layers is not None and j.key in diag]
     if not deep:
         return None
     job = max(deep, key=lambda j: (j.tokens, j.layers))
