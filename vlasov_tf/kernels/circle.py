@@ -147,6 +147,11 @@ def _uniform_keys(y: np.ndarray) -> tuple[np.ndarray, float] | None:
     m = len(y)
     if y.ndim != 2 or y.shape[1] != 2 or m < 2:
         return None
+    # Tokens are tested every call: sixteen of them rule out all but a grid at O(1) cost.
+    probe = np.unique(np.linspace(0, m - 1, 16).astype(int))
+    tp = np.arctan2(y[probe, 1], y[probe, 0])
+    if np.abs(_wrap(tp - tp[0] - (2 * np.pi / m) * probe)).max() > 1e-6:
+        return None
     off_circle = float(np.abs(np.hypot(y[:, 0], y[:, 1]) - 1.0).max())
     t = np.arctan2(y[:, 1], y[:, 0])
     off_lattice = float(np.abs(_wrap(t - t[0] - (2 * np.pi / m) * np.arange(m))).max())
