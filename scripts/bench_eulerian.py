@@ -10,7 +10,7 @@ mesh is not included), then a step is::
 
     u  = fv.normal_velocity(field, t, rho)
     dt = fv.stable_dt(u, 0.5)
-    m  = ssp_rk3_step(fv, field, t, m, dt, u)
+    m, _ = ssp_rk3_step(fv, field, t, m, dt, u)   # and its embedded Heun solution
 
 i.e. three evaluations of the velocity at the face midpoints (one here, two
 in the later Runge-Kutta stages) and three MUSCL reconstructions and flux
@@ -312,7 +312,7 @@ class Runner:
         rho = mass / fv.mesh.areas
         u = fv.normal_velocity(field, 0.0, rho)
         dt = fv.stable_dt(u, CFL)
-        return self.ssp_rk3(fv, field, 0.0, mass, dt, u), u
+        return self.ssp_rk3(fv, field, 0.0, mass, dt, u)[0], u
 
     def case(
         self,
@@ -449,7 +449,7 @@ def level5_child() -> int:
             t0 = time.perf_counter()
             u = fv.normal_velocity(field, 0.0, mass / mesh.areas)
             dt = fv.stable_dt(u, CFL)
-            m1 = ssp_rk3_step(fv, field, 0.0, mass, dt, u)
+            m1, _ = ssp_rk3_step(fv, field, 0.0, mass, dt, u)
             steps.append(time.perf_counter() - t0)
     ok = bool(np.isfinite(m1).all() and (m1 >= 0).all())
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux

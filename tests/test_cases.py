@@ -121,6 +121,7 @@ def test_shipped_case_loads_and_makes_sense(name, rng):
     g = case.grid
     assert g is not None and 0 < g.cfl <= 1 and g.limiter in ("barth-jespersen", "none")
     assert g.max_dt is None or 0 < g.max_dt <= case.T
+    assert 0 < g.rtol <= 1e-3 and 0 < g.atol <= 1e-8  # the accuracy the shipped cases were checked at
     if case.geometry == "circle":
         assert all(3 <= m <= 4096 for m in g.resolutions)
     else:
@@ -463,6 +464,8 @@ def test_overrides_sweep_a_parameter(tmp_path):
     case = load_case(path, overrides={"model.beta": 9.0})
     assert case.betas == (9.0,) and case.overrides == (("model.beta", 9.0),)
     np.testing.assert_allclose(case.schedule.blocks[0][1].heads[0].B, 9.0 * np.eye(2))
+    tight = load_case(path, overrides={"grid.rtol": 1e-5, "grid.atol": 1e-12}).grid
+    assert (tight.rtol, tight.atol) == (1e-5, 1e-12)
     case = parse_case(GENERAL, overrides={"schedule[1].beta": 3.0, "particles.seed": 7})
     assert case.betas == (2.0, 3.0) and case.particles.seed == 7
     with pytest.raises(ValueError, match=r"circle_clustering\.toml .*model\.beta must be > 0"):
@@ -649,6 +652,9 @@ BAD = [
     (SPHERE, "resolutions = [0, 1]", "resolutions = [-1, 1]", "grid.resolutions[0]"),
     (BASE, "[grid]", "[grid]\ncells = 8", "grid.cells"),
     (BASE, "[grid]", "[grid]\nmax_dt = 0.0", "grid.max_dt"),
+    (BASE, "[grid]", "[grid]\nrtol = 1.0", "grid.rtol"),
+    (BASE, "[grid]", "[grid]\natol = -1e-8", "grid.atol"),
+    (BASE, "[grid]", '[grid]\nrtol = "1e-3"', "grid.rtol"),
     (BASE, "[grid]", '[grid]\nfield_method = "fmm"', "grid.field_method"),
     (BASE, "seed = 0", 'seed = 0\nfield_method = "fft"', "particles.field_method"),
 ]

@@ -50,6 +50,11 @@ def read_all(path):
         return {key: run.job_state(key) for key in run.jobs()}, run.diagnostics("mass")
 
 
+def diagnostic(path, name):
+    with io.RunFile.open(path, mode="r") as run:
+        return run.diagnostics(name)
+
+
 def test_run_case_stores_every_job_and_its_diagnostics(case, tmp_path):
     path = run_case(case, tmp_path / "tiny.h5", log=lambda s: None)
     states, mass = read_all(path)
@@ -67,6 +72,13 @@ def test_run_case_stores_every_job_and_its_diagnostics(case, tmp_path):
     # M = 128 gives C (h/2)^2 (1 - 1/4); their ratio is 5, a fitted slope of log2(5) = 2.32.
     assert tables["grid"].rate == pytest.approx(np.log2(5.0), abs=0.15)
     assert (tmp_path / "tiny.xdmf").exists()
+    # Every grid job reports its error-controlled steps at each output after the first.
+    steps, rejected = diagnostic(path, "steps"), diagnostic(path, "rejected_steps")
+    grid_keys = sorted(j.key for j in case_jobs(case) if j.kind == "grid")
+    assert sorted(steps) == sorted(rejected) == grid_keys
+    for key in grid_keys:
+        np.testing.assert_allclose(steps[key][:, 0], case.output_times[1:])
+        assert (steps[key][:, 1] >= 1).all() and (rejected[key][:, 1] >= 0).all()
 
 
 def test_a_crash_loses_nothing_and_resume_reproduces_the_run(case, tmp_path, monkeypatch):
@@ -94,6 +106,12 @@ def test_a_crash_loses_nothing_and_resume_reproduces_the_run(case, tmp_path, mon
     assert sorted(resumed) == sorted(reference)
     for key in reference:
         np.testing.assert_array_equal(resumed[key][1], reference[key][1])
+    # The same steps too, counted across the kill.
+    for name in ("steps", "rejected_steps"):
+        full, again = diagnostic(tmp_path / "full.h5", name), diagnostic(tmp_path / "crashed.h5", name)
+        assert sorted(full) == sorted(again)
+        for key in full:
+            np.testing.assert_array_equal(again[key], full[key])
 
 
 def test_cli_run_study_plot(case, tmp_path, capsys):

@@ -175,7 +175,7 @@ def measured_rate(mesh, mode, rate, beta, attention, d):
     times = np.linspace(0, T, 6)
     uniform = np.full(mesh.n_cells, 1.0 / (mesh.areas.sum()))
     a = 1e-5
-    kw = {"t_eval": times, "max_dt": T / 20}  # the RK3 error (lambda dt)^3 / 24 stays ~5e-6
+    kw = {"t_eval": times}  # the default error control: no max_dt
     base = solve_grid(mesh, uniform, schedule, **kw).densities
     pert = solve_grid(mesh, uniform * (1 + a * mode), schedule, **kw).densities
     amplitude = (pert - base) @ (mode * mesh.areas)
@@ -218,6 +218,57 @@ def test_sphere_growth_rates_converge(attention):
     assert errors[-1] < 5e-4
 
 
+def usa_mode_run(**kwargs):
+    """Circle, USA, beta = 5, M = 512: a 1e-3 mode k = 3 of the uniform state to t = 0.2.
+
+    Returns the solution and its growth rate against the exact k^2 I_k(beta) / beta.
+    """
+    M, beta, k, a, T = 512, 5.0, 3, 1e-3, 0.2
+    mesh = circle_mesh(M)
+    th = angles(mesh)
+    mode = np.cos(k * th) * np.sinc(k / M)  # exact cell averages of cos k t
+    schedule = Schedule.constant(Params.identity(2, beta, "USA"), T)
+    sol = solve_grid(mesh, (1 + a * mode) / (2 * np.pi), schedule, **kwargs)
+    amplitude = 2 * (sol.final * mesh.areas) @ np.cos(k * th) / np.sinc(k / M)
+    return sol, np.log(amplitude / a) / T / circle_growth_rate(k, beta, "USA")
+
+
+def test_default_steps_follow_slow_growth():
+    """Near rest the CFL step is the whole run (one step: the amplitude came out 51% low); the
+    default error control alone gets the linear rate to 1e-3."""
+    sol, rate = usa_mode_run()
+    assert rate == pytest.approx(1.0, abs=1e-3)  # -1.3e-4 measured (55 steps)
+    assert sol.rejected <= sol.steps // 10
+    sol, one_step = usa_mode_run(rtol=None)  # no error control: the CFL step alone, as before
+    assert sol.steps == 1 and abs(one_step - 1) > 0.1
+
+
+def test_looser_tolerance_takes_fewer_steps():
+    counts = [usa_mode_run(rtol=rtol)[0].steps for rtol in (1e-4, 1e-3, 1e-2)]
+    assert counts[0] > counts[1] > counts[2] > 1  # 129, 55, 18 measured
+    # Third order: the step grows like rtol^(1/2) per unit change (first_step), so 100x looser
+    # takes about 10x fewer steps.
+    assert 4 < counts[0] / counts[2] < 25
+
+
+def test_step_counts_are_reported_per_output():
+    mesh = circle_mesh(64)
+    rho0 = 1 + 0.5 * np.cos(angles(mesh))
+    seen = []
+    times = np.linspace(0, 1, 5)
+    sol = solve_grid(
+        mesh,
+        rho0,
+        Schedule.constant(Params.identity(2, 4.0), 1.0),
+        t_eval=times,
+        step_counts=lambda *a: seen.append(a),
+    )
+    assert [t for t, _, _ in seen] == pytest.approx(times)
+    assert seen[0][1:] == (0, 0)
+    assert sum(n for _, n, _ in seen) == sol.steps >= 4
+    assert sum(r for _, _, r in seen) == sol.rejected
+
+
 # ------------------------------------------------------- schedules and bad input
 def test_switches_are_step_boundaries():
     """Two blocks run in one call equal the blocks run one after the other."""
@@ -240,6 +291,9 @@ def test_switches_are_step_boundaries():
         ({"cfl": 1.5}, "CFL"),
         ({"cfl": np.nan}, "CFL"),
         ({"max_dt": -1.0}, "max_dt"),
+        ({"rtol": 0.0}, r"rtol must lie in \(0, 1\)"),
+        ({"rtol": 1.0}, "rtol"),
+        ({"atol": np.nan}, r"atol must lie in \(0, 1\)"),
         ({"limiter": "superbee"}, "unknown limiter"),
         ({"t_eval": [0.5, 0.1]}, "strictly increasing"),
         ({"field": Schedule.constant(Params.identity(3, 1.0), 1.0)}, "d = 3"),

@@ -78,7 +78,10 @@ Layout (every key below; comments say which are optional)::
     resolutions = [0, 1]              # circle: numbers of cells M >= 3; sphere: nested mesh levels 0..5
     cfl = 0.5                         # optional, in (0, 1]
     limiter = "barth-jespersen"       # optional: "barth-jespersen" | "none"
-    # max_dt = 0.05                   # optional cap on the time step (default: the CFL step alone)
+    rtol = 1e-3                       # optional, in (0, 1): time-step error control, relative to
+                                      # what a step changes (L1 of the density)
+    atol = 1e-8                       # optional, in (0, 1): the same relative to the total mass
+    # max_dt = 0.05                   # optional cap on the time step (default: none)
     field_method = "auto"             # optional: as for particles, plus "fft" (uniform circle grids)
     # --8<-- end
 
@@ -105,7 +108,7 @@ import numpy as np
 from numpy.polynomial import legendre
 from scipy import special
 
-from .eulerian import FIELD_METHODS, LIMITERS
+from .eulerian import ATOL, FIELD_METHODS, LIMITERS, RTOL
 from .measures import SPHERE_ATOL, angles_to_circle, normalize, uniform_sphere, von_mises_fisher_mixture
 from .meshes import SPHERE_LEVELS, MeshGeometry, circle_mesh, sphere_mesh
 from .model import Params, Perceptron, Schedule
@@ -459,9 +462,9 @@ class ParticleSpec:
 class GridSpec:
     """The Eulerian runs: circle numbers of cells M (>= 3) or sphere levels K (0..5, nested), CFL, limiter.
 
-    ``max_dt`` (None: no cap) caps the time step of ``solve_grid``: near a
-    uniform state the velocities, hence the CFL restriction, vanish, and only
-    the cap keeps the time error of a slowly growing perturbation small.
+    ``rtol``, ``atol``: the error control of ``solve_grid`` (each step's embedded error
+    estimate against ``atol`` times the mass plus ``rtol`` times the step's change); ``max_dt``
+    (None: no cap) caps the step on top of it and of the CFL number.
     ``field_method``: ``solve_grid``'s ("auto", "dense", "taylor", "spectral", "fft").
     """
 
@@ -470,6 +473,8 @@ class GridSpec:
     limiter: str = "barth-jespersen"
     max_dt: float | None = None
     field_method: str = "auto"
+    rtol: float = RTOL
+    atol: float = ATOL
 
 
 @dataclass(frozen=True, eq=False)
@@ -1005,7 +1010,8 @@ def _grid(r: _Reader, v: Any, geometry: str, initial: InitialMeasure) -> GridSpe
             "grid",
             "needs a density, and initial.family 'file' gives weighted points: remove the [grid] table",
         )
-    t = r.table(v, "grid", ("resolutions", "cfl", "limiter", "max_dt", "field_method"), ("resolutions",))
+    keys = ("resolutions", "cfl", "limiter", "max_dt", "rtol", "atol", "field_method")
+    t = r.table(v, "grid", keys, ("resolutions",))
     if geometry == "circle":
         res = r.counts(t["resolutions"], "grid.resolutions", lo=MIN_CIRCLE_CELLS)
     else:
@@ -1015,8 +1021,15 @@ def _grid(r: _Reader, v: Any, geometry: str, initial: InitialMeasure) -> GridSpe
         r.fail("grid.cfl", f"must lie in (0, 1], got {cfl!r}")
     limiter = r.string(t.get("limiter", "barth-jespersen"), "grid.limiter", LIMITERS)
     max_dt = r.positive(t["max_dt"], "grid.max_dt") if "max_dt" in t else None
+    tolerances = {}
+    for name, default in (("rtol", RTOL), ("atol", ATOL)):
+        tolerances[name] = r.positive(t.get(name, default), f"grid.{name}")
+        if tolerances[name] >= 1:
+            r.fail(f"grid.{name}", f"must lie in (0, 1), got {tolerances[name]!r}")
     method = r.string(t.get("field_method", "auto"), "grid.field_method", FIELD_METHODS)
-    return GridSpec(resolutions=res, cfl=cfl, limiter=limiter, max_dt=max_dt, field_method=method)
+    return GridSpec(
+        resolutions=res, cfl=cfl, limiter=limiter, max_dt=max_dt, field_method=method, **tolerances
+    )
 
 
 def _apply_overrides(r: _Reader, data: dict[str, Any], overrides: Mapping[str, Any]) -> None:

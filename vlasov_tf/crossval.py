@@ -33,7 +33,9 @@ of its cell masses at its cell centres) are the diagnostics, at every output tim
              <vlasov_tf.comparison.SlicedSphere>`); ``sw1_grid_se`` its standard
              error over the directions;
 ``mass``     each grid job's total mass; ``energy`` the interaction energy of
-             every job when the kernel is zonal (Q = K = V = I) in every block.
+             every job when the kernel is zonal (Q = K = V = I) in every block;
+``steps``, ``rejected_steps``  each grid job's time steps accepted and rejected by
+             its error control since the previous output (written as the run goes).
 
 Tokens come from :meth:`Case.initial_tokens` (a stream keyed to (seed, N), or
 deterministic quantiles): every depth L sees the same N tokens.
@@ -185,6 +187,11 @@ def _run_job(
         if stored is None or not len(stored[0]) or t > t0:  # the snapshot at t0 is already stored
             run.append(job.key, t, state)
 
+    def count_steps(t: float, taken: int, rejected: int) -> None:
+        if t > t0:  # at t0 a resumed run has taken nothing yet: keep what is stored
+            run.add_diagnostic("steps", job.key, t, taken)
+            run.add_diagnostic("rejected_steps", job.key, t, rejected)
+
     times = case.output_times
     if job.kind == "grid":
         solve_grid(
@@ -194,6 +201,9 @@ def _run_job(
             t_eval=times,
             cfl=case.grid.cfl,
             max_dt=case.grid.max_dt,
+            rtol=case.grid.rtol,
+            atol=case.grid.atol,
+            step_counts=count_steps,
             limiter=case.grid.limiter,
             field_method=case.grid.field_method,
             progress=progress,

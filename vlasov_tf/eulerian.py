@@ -18,9 +18,20 @@ neighbour). The scheme:
 - positive: face values inherit the bounds of the limiter, and where a cell's
   outflow in one stage would exceed its mass, that cell's outgoing fluxes are
   scaled down (still conservative: a face is outgoing for exactly one cell);
-- the step comes from a CFL number: ``dt = cfl * min_c A_c / sum_{out} u_f L_f``,
-  capped by ``max_dt`` and shortened to land exactly on schedule switches and
-  output times.
+- error-controlled steps: SSP-RK3 carries an embedded second-order solution
+  (Heun's, ``2 m2 - m0`` from its own stages, no extra field), and a step is
+  accepted when ``||m_rk3 - m_heun||_1 <= atol * mass + rtol * ||m_new - m_old||_1``
+  (``rtol`` relative to what the step changes, ``atol`` to the total mass); a
+  rejected step is retried shorter, the next one grows by at most 5x. Steps from
+  the estimate are powers of 2^(1/16), so the round-off of norms summed over MPI
+  ranks cannot change them. The CFL bound ``dt <= cfl * min_c A_c / sum_{out}
+  u_f L_f`` and ``max_dt`` cap the step, and steps are equal between stops
+  (schedule switches and output times), where they land exactly. The
+  controller restarts at every stop from a step estimated from the state
+  (:func:`first_step`, one extra field evaluation), so the steps after a stop
+  depend only on the state there and a resumed run is bit-exact. Without the
+  control a state near rest (tiny velocities) would take one CFL step for the
+  whole run; the defaults keep linear growth rates within 1e-3 (tests).
 
 The velocity is either the attention field of the cell measure (masses at
 the cell centres), computed by :func:`vlasov_tf.model.velocity_unchecked` at
@@ -55,9 +66,22 @@ from .meshes import MeshGeometry
 from .model import Params, Schedule, method_head_sums, velocity_unchecked
 from .parallel import Comm, LocalMesh, RingSums, is_root
 
-__all__ = ["FIELD_METHODS", "LIMITERS", "FiniteVolume", "GridSolution", "solve_grid", "ssp_rk3_step"]
+__all__ = [
+    "ATOL",
+    "FIELD_METHODS",
+    "LIMITERS",
+    "RTOL",
+    "FiniteVolume",
+    "GridSolution",
+    "first_step",
+    "solve_grid",
+    "ssp_rk3_step",
+]
 
 LIMITERS = ("barth-jespersen", "none")
+#: Default error control (module docstring): relative to the change a step makes, and to the mass.
+RTOL = 1e-3
+ATOL = 1e-8
 #: How the grid evaluates the attention sums (:data:`vlasov_tf.kernels.METHODS`).
 FIELD_METHODS = METHODS
 #: A prescribed velocity: ``v(t, x)`` for (n, d) points, returning (n, d) tangent vectors.
@@ -69,8 +93,9 @@ class GridSolution:
     """Cell densities at the output times.
 
     times : (n_out,); densities : (n_out, C) cell averages; mass : (n_out,)
-    total mass ``sum_c rho_c A_c``; steps : SSP-RK3 steps taken. Under MPI only
-    rank 0 holds the densities (the other ranks get shape (n_out, 0)).
+    total mass ``sum_c rho_c A_c``; steps : SSP-RK3 steps taken (accepted); rejected : steps
+    tried and rejected by the error control. Under MPI only rank 0 holds the densities (the
+    other ranks get shape (n_out, 0)).
     """
 
     mesh: MeshGeometry
@@ -78,6 +103,7 @@ class GridSolution:
     densities: np.ndarray
     mass: np.ndarray
     steps: int
+    rejected: int
 
     @property
     def final(self) -> np.ndarray:
@@ -251,9 +277,12 @@ def solve_grid(
     t_eval: np.ndarray | None = None,
     cfl: float = 0.5,
     max_dt: float | None = None,
+    rtol: float | None = RTOL,
+    atol: float = ATOL,
     limiter: str = "barth-jespersen",
     progress: bool = False,
     callback: Callable[[float, np.ndarray], None] | None = None,
+    step_counts: Callable[[float, int, int], None] | None = None,
     t0: float = 0.0,
     comm: Comm | None = None,
     field_method: str = "auto",
@@ -270,8 +299,15 @@ def solve_grid(
     T : final time (default: the schedule's).
     t_eval : increasing output times in [0, T]; default ``[0, T]``.
     cfl : CFL number in (0, 1]; ``max_dt`` optionally caps the step.
+    rtol, atol : error control (module docstring): a step is accepted when the L1 norm of the
+        difference between SSP-RK3 and its embedded Heun solution is at most
+        ``atol * mass + rtol * ||m_new - m_old||_1``, i.e. ``rtol`` relative to what the step
+        changes, ``atol`` relative to the total mass. ``rtol=None``: no error control, the
+        CFL step capped by ``max_dt`` (fixed steps, for benchmarks and comparisons at a given dt).
     limiter : ``"barth-jespersen"`` (default) or ``"none"`` (unlimited, not positive).
     callback : ``callback(t, rho)`` at every output time, as it is reached.
+    step_counts : ``step_counts(t, taken, rejected)`` at every output time (on rank 0): the steps
+        accepted and rejected since the previous output.
     t0 : resume: ``rho0`` is the density at time ``t0`` (a switch or an output time);
         the steps after ``t0`` are those of a run from 0 (they depend only on the state
         and the later stops), and only the outputs at times >= ``t0`` are returned.
@@ -286,6 +322,10 @@ def solve_grid(
         raise ValueError(f"the CFL number must lie in (0, 1]; got {cfl}")
     if max_dt is not None and not (np.isfinite(max_dt) and max_dt > 0):
         raise ValueError(f"max_dt must be finite and > 0; got {max_dt}")
+    if rtol is not None and not (np.isfinite(rtol) and 0 < rtol < 1):
+        raise ValueError(f"rtol must lie in (0, 1); got {rtol}")
+    if not (np.isfinite(atol) and 0 < atol < 1):
+        raise ValueError(f"atol must lie in (0, 1); got {atol}")
     rho = _check_density(mesh, rho0)
     if isinstance(field, Schedule):
         if field.d != mesh.centres.shape[1]:
@@ -349,9 +389,18 @@ def solve_grid(
 
         return comm.allreduce(x, op=MPI.MIN)
 
-    t, steps, k_out = float(t0), 0, 0
+    t, k_out = float(t0), 0
+    taken = rejected = taken_out = rejected_out = 0
     mass = rho * areas
+    n_owned = fv.n_owned
+    exchange = None if local is None else local.exchange
     tol = 1e-12 * T
+
+    def l1(x: np.ndarray) -> float:
+        """sum_c |x_c| over this rank's owned cells, summed over the ranks."""
+        s = float(np.abs(x[:n_owned]).sum())
+        return s if comm is None else comm.allreduce(s)
+
     with tqdm(
         total=float(T),
         disable=not (progress and is_root(comm)),
@@ -362,25 +411,114 @@ def solve_grid(
             while k_out < len(times) and times[k_out] <= t + tol:
                 rho = mass / areas
                 emit(rho, t)
+                if step_counts is not None and is_root(comm):
+                    step_counts(t, taken_out, rejected_out)
+                taken_out = rejected_out = 0
                 # Continue from the emitted density, as a resumed run does: resume is then bit-exact.
                 mass = rho * areas
                 k_out += 1
             if t >= T - tol:
                 break
             t_next = float(stops[np.searchsorted(stops, t + tol, side="right")])
-            # The block in force on the whole step (steps never straddle a switch).
+            # The block in force up to the next stop (steps never straddle a switch).
             fld = params_at(0.5 * (t + t_next))
+            # The controller restarts at every stop, so the steps after a stop depend only on the
+            # state there (what a resumed run has).
+            scale = atol * l1(mass)
             u = fv.normal_velocity(fld, t, mass / areas)
-            dt = min(reduce_min(fv.stable_dt(u, cfl)), t_next - t, max_dt or np.inf)
-            mass = ssp_rk3_step(fv, fld, t, mass, dt, u, None if local is None else local.exchange)
-            # Through the min every rank sees a failure anywhere, so all ranks raise together.
-            if reduce_min(0.0 if np.isfinite(mass).all() else -np.inf) < 0:
-                raise FloatingPointError(f"the grid solution became non-finite at t = {t:.6g} (step {steps})")
-            t = t_next if t_next - (t + dt) <= tol else t + dt
-            steps += 1
-            bar.update(dt)
+            dt_cfl = reduce_min(fv.stable_dt(u, cfl))
+            horizon = min(t_next - t, dt_cfl / cfl, max_dt or np.inf)
+            if rtol is None:
+                proposal = np.inf
+            else:
+                proposal = first_step(fv, fld, t, mass, u, horizon, rtol, scale, l1, exchange)
+            while t < t_next - tol:
+                if u is None:
+                    u = fv.normal_velocity(fld, t, mass / areas)
+                    dt_cfl = reduce_min(fv.stable_dt(u, cfl))
+                dt = min(dt_cfl, _quantized(proposal), max_dt or np.inf)
+                # Equal steps to the stop rather than a sliver at its end.
+                dt = (t_next - t) / max(1.0, np.ceil((t_next - t) / dt * (1 - 1e-12)))
+                while True:
+                    new, low = ssp_rk3_step(fv, fld, t, mass, dt, u, exchange)
+                    # Through the sum every rank sees a failure anywhere, so all ranks raise together.
+                    err = l1(new - low)
+                    if not np.isfinite(err):
+                        raise FloatingPointError(
+                            f"the grid solution became non-finite at t = {t:.6g} (step {taken})"
+                        )
+                    if rtol is None or not err > 0:
+                        ratio = 0.0
+                    else:
+                        ratio = err / (scale + rtol * l1(new - mass))
+                    if ratio <= 1.0:
+                        break
+                    rejected += 1
+                    rejected_out += 1
+                    dt = _quantized(dt * max(0.2, 0.9 * ratio ** (-1 / 3)))
+                    if dt < 1e-12 * T:
+                        raise FloatingPointError(
+                            f"the time step fell below 1e-12 T at t = {t:.6g} (rtol = {rtol}, "
+                            f"atol = {atol}): the error estimate does not shrink with the step"
+                        )
+                mass = new
+                t = t_next if t_next - (t + dt) <= tol else t + dt
+                taken += 1
+                taken_out += 1
+                proposal = dt * min(5.0, 0.9 * ratio ** (-1 / 3)) if ratio > 0 else np.inf
+                u = None
+                bar.update(dt)
     dens = np.array(out_rho) if out_rho else np.empty((len(out_mass), 0))
-    return GridSolution(mesh, times, dens, np.array(out_mass), steps)
+    return GridSolution(mesh, times, dens, np.array(out_mass), taken, rejected)
+
+
+def _quantized(dt: float) -> float:
+    """The largest 2^(j/16) <= dt (j an integer; inf stays inf).
+
+    The error norms are sums over the ranks under MPI, whose round-off depends on the number of
+    ranks; through this grid of steps it cannot change a step (short of landing within an ulp of a
+    grid point), so a run takes the same steps on any number of ranks.
+    """
+    if not np.isfinite(dt):
+        return dt
+    return float(2.0 ** (np.floor(16.0 * np.log2(dt)) / 16.0))
+
+
+def first_step(
+    fv: FiniteVolume,
+    field: Params | VelocityField,
+    t: float,
+    m0: np.ndarray,
+    u0: np.ndarray,
+    horizon: float,
+    rtol: float,
+    scale: float,
+    norm: Callable[[np.ndarray], float],
+    exchange: Callable[[np.ndarray], None] | None = None,
+) -> float:
+    """A first step for the error control from the state alone (one extra field evaluation).
+
+    With ``f = dm/dt`` and ``lam = ||f'|| / ||f||`` from a difference over a short Euler step
+    ``h``, the linear model ``m' = lam m`` has SSP-RK3 minus Heun ``(lam dt)^3 / 6`` of the
+    solution and a change ``lam dt``: the step is accepted for ``(lam dt)^2 <= 6 rtol`` or for
+    ``dt^3 lam^2 ||f|| / 6 <= scale`` (the absolute part), whichever is longer. 0.8 of that;
+    ``inf`` for a state at rest. ``horizon``: the longest step in view (stop, CFL at
+    ``cfl = 1``, ``max_dt``); ``norm`` sums over all ranks and ``exchange`` refreshes halos (MPI).
+    """
+    areas = fv.mesh.areas
+    f0 = -fv.mesh.net_outflow(fv.fluxes(m0 / areas, u0))
+    size0 = norm(f0)
+    if not size0 > 0:
+        return np.inf
+    h = 1e-2 * min(horizon, norm(m0) / size0)
+    m1 = m0 + h * f0
+    if exchange is not None:
+        exchange(m1)
+    u1 = fv.normal_velocity(field, t + h, m1 / areas)
+    lam = norm(-fv.mesh.net_outflow(fv.fluxes(m1 / areas, u1)) - f0) / (h * size0)
+    if not lam > 0:
+        return np.inf
+    return 0.8 * max(np.sqrt(6 * rtol) / lam, (6 * scale / (lam * lam * size0)) ** (1 / 3))
 
 
 def ssp_rk3_step(
@@ -391,10 +529,13 @@ def ssp_rk3_step(
     dt: float,
     u0: np.ndarray,
     exchange: Callable[[np.ndarray], None] | None = None,
-) -> np.ndarray:
-    """One Shu-Osher SSP-RK3 step on the cell masses (stage velocities recomputed).
+) -> tuple[np.ndarray, np.ndarray]:
+    """One Shu-Osher SSP-RK3 step on the cell masses, and its embedded second-order solution.
 
-    ``exchange(m)`` refreshes halo cells in place after each stage (MPI).
+    Returns ``(m3, m_heun)``: the SSP-RK3 masses and Heun's (SSP-RK2) from the same stages,
+    ``m_heun = (m0 + stage(m1)) / 2 = 2 m2 - m0``; their difference estimates the local error,
+    O(dt^3). Stage velocities are recomputed (``u0`` is the first's). ``exchange(m)``
+    refreshes halo cells in place after each stage (MPI).
     """
     areas = fv.mesh.areas
 
@@ -411,4 +552,4 @@ def ssp_rk3_step(
 
     m1 = synced(stage(m0, t, u0))
     m2 = synced(0.75 * m0 + 0.25 * stage(m1, t + dt))
-    return synced(m0 / 3.0 + (2.0 / 3.0) * stage(m2, t + 0.5 * dt))
+    return synced(m0 / 3.0 + (2.0 / 3.0) * stage(m2, t + 0.5 * dt)), 2.0 * m2 - m0
