@@ -73,8 +73,12 @@ def main() -> None:
     sched = schedule(rng, 3)
     res["grid_general"] = solve_grid(sphere, rho0, sched, t_eval=times, comm=comm).densities
     res["grid_resumed"] = solve_grid(
-        sphere, np.load(out.replace(".npz", "_mid.npy")) if not serial else rho0, sched,
-        t_eval=times, t0=0.1 if not serial else 0.0, comm=comm,
+        sphere,
+        np.load(out.replace(".npz", "_mid.npy")) if not serial else rho0,
+        sched,
+        t_eval=times,
+        t0=0.1 if not serial else 0.0,
+        comm=comm,
     ).densities[-1:]
 
     # Zonal heads on S^2: spectral sums, their coefficients summed over the ranks; with the
@@ -95,8 +99,13 @@ def main() -> None:
     res["grid_circle"] = solve_grid(circle, 1.0 + 0.5 * np.cos(t), zonal, comm=comm).densities
 
     axis = np.array([0.3, -0.2, 1.0]) / np.linalg.norm([0.3, -0.2, 1.0])
-    res["grid_rotation"] = solve_grid(
-        sphere, rho0, lambda _t, x: np.cross(axis, x), 0.5, comm=comm
+    res["grid_rotation"] = solve_grid(sphere, rho0, lambda _t, x: np.cross(axis, x), 0.5, comm=comm).densities
+    # The third-order scheme: vertex-neighbour stencils reach the second halo layer.
+    res["grid_rotation_quadratic"] = solve_grid(
+        sphere, cap, lambda _t, x: np.cross(axis, x), 0.5, comm=comm, reconstruction="quadratic"
+    ).densities
+    res["grid_general_quadratic"] = solve_grid(
+        sphere, rho0, sched, t_eval=times, comm=comm, reconstruction="quadratic"
     ).densities
 
     x0 = uniform_sphere(300, 3, rng)

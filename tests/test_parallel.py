@@ -129,7 +129,7 @@ def test_parallel_equals_serial(serial_results, ranks):
     proc = launch(ranks, sys.executable, "tests/mpi_solvers.py", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     got, want = np.load(out), np.load(serial_results)
-    keys = ("grid_general", "grid_spectral", "grid_general_spectral", "grid_circle")
+    keys = ("grid_general", "grid_spectral", "grid_general_spectral", "grid_circle", "grid_general_quadratic")
     particles = ("particles_layers", "particles_rk4", "particles_adaptive")
     for key in (*keys, *particles, "particles_rk4_spectral", "particles_adaptive_spectral"):
         assert got[key].shape == want[key].shape, key
@@ -140,6 +140,8 @@ def test_parallel_equals_serial(serial_results, ranks):
     assert float(got["ring_error"]) <= 1e-13
     # A prescribed field has no nonlocal sums, and the local operators keep the global face order.
     np.testing.assert_array_equal(got["grid_rotation"], want["grid_rotation"])
+    # So do the quadratic reconstruction's stencils (ordered by position, not index).
+    np.testing.assert_array_equal(got["grid_rotation_quadratic"], want["grid_rotation_quadratic"])
 
 
 TINY = """
@@ -177,7 +179,9 @@ def test_cli_run_on_2_ranks_resumed_on_3_equals_serial(tmp_path):
     vtf = str(BIN / "vlasov-tf")
     serial = subprocess.run(
         [vtf, "run", str(case), "--out", str(tmp_path / "serial"), "--no-progress"],
-        capture_output=True, text=True, cwd=REPO,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert serial.returncode == 0, serial.stderr
     first = launch(2, vtf, "run", str(case), "--out", str(tmp_path / "mpi"), "--solver", "grid")
@@ -186,9 +190,10 @@ def test_cli_run_on_2_ranks_resumed_on_3_equals_serial(tmp_path):
     again = launch(3, vtf, "run", str(case), "--out", str(tmp_path / "mpi"), "--resume")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "grid/K0: complete, skipped" in again.stdout
-    with RunFile.open(tmp_path / "serial" / "tiny_sphere.h5") as a, RunFile.open(
-        tmp_path / "mpi" / "tiny_sphere.h5"
-    ) as b:
+    with (
+        RunFile.open(tmp_path / "serial" / "tiny_sphere.h5") as a,
+        RunFile.open(tmp_path / "mpi" / "tiny_sphere.h5") as b,
+    ):
         for key in ("grid/K0", "particles/N150_ref", "particles/N150_L4"):
             (ta, sa), (tb, sb) = a.job_state(key), b.job_state(key)
             np.testing.assert_array_equal(ta, tb)

@@ -110,7 +110,7 @@ from scipy import special
 
 from .eulerian import ATOL, FIELD_METHODS, LIMITERS, RTOL
 from .measures import SPHERE_ATOL, angles_to_circle, normalize, uniform_sphere, von_mises_fisher_mixture
-from .meshes import SPHERE_LEVELS, MeshGeometry, circle_mesh, sphere_mesh
+from .meshes import SPHERE_LEVELS, MeshGeometry, cell_quadrature, circle_mesh, sphere_mesh
 from .model import Params, Perceptron, Schedule
 from .particles import FIELD_METHODS as TOKEN_FIELD_METHODS
 
@@ -152,27 +152,9 @@ _DIM = {"circle": 2, "sphere": 3}
 # Output times and durations that differ from T by rounding only (e.g. 0.1 + 0.2 vs 0.3) are T.
 _T_RTOL = 1e-9
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
 # Gauss-Legendre nodes on [0, 1] for cell averages on the circle (exact for degree 11).
-_GL_X, _GL_W = np.polynomial.legendre.leggauss(6)
-_GL_X, _GL_W = 0.5 * (_GL_X + 1.0), 0.5 * _GL_W
-# Radon's 7-point rule on a triangle (degree 5, positive weights): barycentric coordinates, weights.
-_S15 = math.sqrt(15.0)
-_A1, _B1 = (6 - _S15) / 21, (9 + 2 * _S15) / 21
-_A2, _B2 = (6 + _S15) / 21, (9 - 2 * _S15) / 21
-_TRI_BARY = np.array(
-    [
-        [1 / 3, 1 / 3, 1 / 3],
-        [_A1, _A1, _B1],
-        [_A1, _B1, _A1],
-        [_B1, _A1, _A1],
-        [_A2, _A2, _B2],
-        [_A2, _B2, _A2],
-        [_B2, _A2, _A2],
-    ]
-)
-_TRI_W = np.array([9 / 40] + [(155 - _S15) / 1200] * 3 + [(155 + _S15) / 1200] * 3)
-
-
 def sphere_measure(d: int) -> float:
     """|S^{d-1}| = 2 pi^{d/2} / Gamma(d/2): 2 pi for d = 2, 4 pi for d = 3."""
     return 2.0 * math.pi ** (d / 2) / math.gamma(d / 2)
@@ -335,29 +317,15 @@ class InitialMeasure:
         if method == "centre":
             rho = self.density(mesh.centres)
         elif method == "quadrature":
-            rho = self._circle_averages(mesh) if mesh.kind == "circle" else self._triangle_averages(mesh)
+            rho = self._quadrature_averages(mesh)
         else:
             raise ValueError(f"cell average method must be 'quadrature' or 'centre'; got {method!r}")
         return rho / float(rho @ mesh.areas)
 
-    def _circle_averages(self, mesh: MeshGeometry) -> np.ndarray:
-        # A cell runs counter-clockwise from its first vertex over an arc of length areas[c].
-        start = mesh.vertices[mesh.cell_vertices[:, 0]]
-        t0 = np.arctan2(start[:, 1], start[:, 0])
-        t = t0[:, None] + mesh.areas[:, None] * _GL_X
-        f = self.density(angles_to_circle(t.ravel())).reshape(t.shape)
-        return f @ _GL_W
-
-    def _triangle_averages(self, mesh: MeshGeometry) -> np.ndarray:
-        tri = mesh.vertices[mesh.cell_vertices]  # (C, 3 vertices, 3)
-        p = np.einsum("qk,ckj->cqj", _TRI_BARY, tri)  # (C, 7, 3) nodes on the flat triangles
-        r = np.linalg.norm(p, axis=-1)
-        normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-        h = np.abs(np.einsum("ci,ci->c", normal, tri[:, 0])) / np.linalg.norm(normal, axis=1)
-        # The flat area factors out of the ratio below: weights are h / |p|^3 times the rule's.
-        jac = _TRI_W * h[:, None] / r**3
-        f = self.density((p / r[..., None]).reshape(-1, 3)).reshape(r.shape)
-        return (f * jac).sum(axis=1) / jac.sum(axis=1)
+    def _quadrature_averages(self, mesh: MeshGeometry) -> np.ndarray:
+        points, weights = cell_quadrature(mesh)
+        f = self.density(points.reshape(-1, mesh.d)).reshape(weights.shape)
+        return (f * weights).sum(axis=1) / weights.sum(axis=1)
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """(n, d) independent exact samples (on the sphere unless the measure is on R^d).

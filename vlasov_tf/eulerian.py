@@ -65,20 +65,28 @@ from .kernels import METHODS
 from .meshes import MeshGeometry
 from .model import Params, Schedule, method_head_sums, velocity_unchecked
 from .parallel import Comm, LocalMesh, RingSums, is_root
+from .reconstruction import QuadraticReconstruction
 
 __all__ = [
     "ATOL",
     "FIELD_METHODS",
     "LIMITERS",
+    "RECONSTRUCTIONS",
+    "RECONSTRUCTION_LIMITERS",
     "RTOL",
     "FiniteVolume",
     "GridSolution",
+    "check_scheme",
     "first_step",
     "solve_grid",
     "ssp_rk3_step",
 ]
 
-LIMITERS = ("barth-jespersen", "none")
+#: Reconstructions of the cell averages at the faces: MUSCL (second order), k-exact quadratic (third).
+RECONSTRUCTIONS = ("linear", "quadratic")
+#: Limiters, and those each reconstruction takes (the first is its default).
+LIMITERS = ("barth-jespersen", "positivity", "none")
+RECONSTRUCTION_LIMITERS = {"linear": ("barth-jespersen", "none"), "quadratic": ("positivity", "none")}
 #: Default error control (module docstring): relative to the change a step makes, and to the mass.
 RTOL = 1e-3
 ATOL = 1e-8
@@ -127,18 +135,29 @@ class FiniteVolume:
     def __init__(
         self,
         mesh: MeshGeometry,
-        limiter: str = "barth-jespersen",
+        limiter: str | None = None,
         *,
+        reconstruction: str = "linear",
         ring: RingSums | None = None,
         n_owned: int | None = None,
         field_method: str = "auto",
     ) -> None:
-        if limiter not in LIMITERS:
-            raise ValueError(f"unknown limiter {limiter!r}; choose one of {LIMITERS}")
+        limiter = check_scheme(reconstruction, limiter)
         self.field_method = field_method
         self.head_sums = method_head_sums(field_method, split=ring)
         self.mesh = mesh
         self.limiter = limiter
+        self.reconstruction = reconstruction
+        if reconstruction == "quadratic":
+            self._quadratic = QuadraticReconstruction(mesh)
+            self.points, self.weights = self._quadratic.points, self._quadratic.weights
+        else:
+            self._quadratic = None
+            self.points, self.weights = mesh.face_midpoints[:, None, :], mesh.face_lengths[:, None]
+        # The flux points as one read-only (F Q, d) array: the same object at every call, so the
+        # kernel sums keep what they derive from it (kernels.cache).
+        self._queries = self.points.reshape(-1, mesh.d)
+        self._normals = np.repeat(mesh.face_normals, self.points.shape[1], axis=0)
         self.ring = ring
         self.n_owned = mesh.n_cells if n_owned is None else n_owned
         self._keys = mesh.centres if n_owned is None else mesh.centres[:n_owned]
@@ -176,14 +195,19 @@ class FiniteVolume:
         self._n = n
 
     def face_values(self, rho: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Limited linear reconstruction at the face midpoints: (owner side (F,), neighbour side (F,))."""
+        """Limited reconstruction at the flux points: (owner side, neighbour side), each (F, Q).
+
+        Linear: Q = 1, the face midpoints. Quadratic: :mod:`vlasov_tf.reconstruction`.
+        """
+        if self._quadratic is not None:
+            return self._quadratic.face_values(rho, positive=self.limiter == "positivity")
         own, nbr = self.mesh.face_cells[:, 0], self.mesh.face_cells[:, 1]
         jump = rho[nbr] - rho[own]
         d_own, d_nbr = self._to_own @ jump, self._to_nbr @ jump
         if self.limiter == "barth-jespersen":
             phi = self._barth_jespersen(rho, d_own, d_nbr)
             d_own, d_nbr = phi[own] * d_own, phi[nbr] * d_nbr
-        return rho[own] + d_own, rho[nbr] + d_nbr
+        return (rho[own] + d_own)[:, None], (rho[nbr] + d_nbr)[:, None]
 
     def _barth_jespersen(self, rho: np.ndarray, d_own: np.ndarray, d_nbr: np.ndarray) -> np.ndarray:
         """(C,) factors in [0, 1] keeping every face value within the cell's neighbourhood range."""
@@ -202,48 +226,74 @@ class FiniteVolume:
         return phi
 
     def fluxes(self, rho: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """(F,) upwind fluxes ``u_f L_f rho_f`` owner -> neighbour, for normal velocities ``u`` (F,)."""
+        """(F, Q) upwind fluxes ``w_fq u_fq rho_fq`` owner -> neighbour at the flux points (weights
+        ``w``: the face lengths (Q = 1) or Gauss weights), for normal velocities ``u`` (F,) or (F, Q)."""
         r_own, r_nbr = self.face_values(rho)
-        return u * self.mesh.face_lengths * np.where(u >= 0, r_own, r_nbr)
+        u = u.reshape(r_own.shape)
+        return u * self.weights * np.where(u >= 0, r_own, r_nbr)
+
+    def rate(self, rho: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """(C,) ``dm/dt = -div F`` of the unscaled fluxes."""
+        return -self.mesh.net_outflow(self.fluxes(rho, u).sum(axis=1))
 
     def euler_step(self, mass: np.ndarray, flux: np.ndarray, dt: float) -> np.ndarray:
-        """``m - dt div F`` with outgoing fluxes scaled where they would overdraw a cell."""
+        """``m - dt div F`` for fluxes (F,) or (F, Q), with outgoing fluxes scaled where they would
+        overdraw a cell (each flux point is outgoing for the cell upwind of it)."""
         own, nbr = self.mesh.face_cells[:, 0], self.mesh.face_cells[:, 1]
-        upwind = np.where(flux >= 0, own, nbr)
-        outflow = dt * np.bincount(upwind, np.abs(flux), self._n)
+        flux = flux.reshape(len(own), -1)
+        upwind = np.where(flux >= 0, own[:, None], nbr[:, None])
+        outflow = dt * np.bincount(upwind.ravel(), np.abs(flux).ravel(), self._n)
         # A cell may hold a round-off negative mass (-1e-46 where a gated field is exactly zero):
         # without the clip, a zero outflow would give -inf here and 0 * inf = nan in the fluxes.
         held = np.maximum(mass, 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
             scale = np.where(outflow > held, held / outflow, 1.0)
-        return mass - dt * self.mesh.net_outflow(flux * scale[upwind])
+        return mass - dt * self.mesh.net_outflow((flux * scale[upwind]).sum(axis=1))
 
     def stable_dt(self, u: np.ndarray, cfl: float) -> float:
-        """``cfl * min_c A_c / (outgoing sum_f |u_f| L_f)``; inf for a field at rest."""
+        """``cfl * min_c A_c / (outgoing sum_fq |u_fq| w_fq)``; inf for a field at rest."""
         own, nbr = self.mesh.face_cells[:, 0], self.mesh.face_cells[:, 1]
-        q = np.abs(u) * self.mesh.face_lengths
-        out = np.bincount(np.where(u >= 0, own, nbr), q, self._n)
+        u = u.reshape(self.weights.shape)
+        q = np.abs(u) * self.weights
+        out = np.bincount(np.where(u >= 0, own[:, None], nbr[:, None]).ravel(), q.ravel(), self._n)
         with np.errstate(divide="ignore"):
             return float(cfl * np.min(self.mesh.areas / out))
 
     def normal_velocity(self, field: Params | VelocityField, t: float, rho: np.ndarray) -> np.ndarray:
-        """(F,) ``X(m_f) . n_f``: attention of the cell measure, or a prescribed field."""
+        """``X(m) . n_f`` at the flux points: attention of the cell measure, or a prescribed field.
+
+        (F,) for the linear reconstruction (the face midpoints), (F, Q) for the quadratic.
+        """
         m = self.mesh
+        pts = self._queries
         if isinstance(field, Params):
             k = self.n_owned  # under MPI the halo cells' mass is counted by their owners
             # Round-off negative masses (see euler_step) are zero mass to every field method.
             masses = np.maximum(rho[:k] * m.areas[:k], 0.0)
-            x = velocity_unchecked(
-                field, self._keys, masses, m.face_midpoints, True, head_sums=self.head_sums
-            )
+            x = velocity_unchecked(field, self._keys, masses, pts, True, head_sums=self.head_sums)
         else:
-            x = np.asarray(field(t, m.face_midpoints), dtype=float)
-            if x.shape != m.face_midpoints.shape or not np.isfinite(x).all():
+            x = np.asarray(field(t, pts), dtype=float)
+            if x.shape != pts.shape or not np.isfinite(x).all():
                 raise ValueError(
-                    f"the prescribed velocity must return finite values of shape {m.face_midpoints.shape}; "
+                    f"the prescribed velocity must return finite values of shape {pts.shape}; "
                     f"got shape {x.shape}"
                 )
-        return np.einsum("fi,fi->f", x, m.face_normals)
+        u = np.einsum("fi,fi->f", x, self._normals)
+        return u if self._quadratic is None else u.reshape(self.weights.shape)
+
+
+def check_scheme(reconstruction: str, limiter: str | None) -> str:
+    """The limiter for ``reconstruction`` (its default for None); ValueError naming a bad choice."""
+    if reconstruction not in RECONSTRUCTIONS:
+        raise ValueError(f"unknown reconstruction {reconstruction!r}; choose one of {RECONSTRUCTIONS}")
+    allowed = RECONSTRUCTION_LIMITERS[reconstruction]
+    if limiter is None:
+        return allowed[0]
+    if limiter not in LIMITERS:
+        raise ValueError(f"unknown limiter {limiter!r}; choose one of {LIMITERS}")
+    if limiter not in allowed:
+        raise ValueError(f"the {reconstruction} reconstruction takes the limiters {allowed}, not {limiter!r}")
+    return limiter
 
 
 def _tangent(at: np.ndarray, vec: np.ndarray) -> np.ndarray:
@@ -279,7 +329,8 @@ def solve_grid(
     max_dt: float | None = None,
     rtol: float | None = RTOL,
     atol: float = ATOL,
-    limiter: str = "barth-jespersen",
+    reconstruction: str = "linear",
+    limiter: str | None = None,
     progress: bool = False,
     callback: Callable[[float, np.ndarray], None] | None = None,
     step_counts: Callable[[float, int, int], None] | None = None,
@@ -304,7 +355,10 @@ def solve_grid(
         ``atol * mass + rtol * ||m_new - m_old||_1``, i.e. ``rtol`` relative to what the step
         changes, ``atol`` relative to the total mass. ``rtol=None``: no error control, the
         CFL step capped by ``max_dt`` (fixed steps, for benchmarks and comparisons at a given dt).
-    limiter : ``"barth-jespersen"`` (default) or ``"none"`` (unlimited, not positive).
+    reconstruction : ``"linear"`` (MUSCL, second order) or ``"quadratic"`` (k-exact least
+        squares, third order: :mod:`vlasov_tf.reconstruction`).
+    limiter : linear: ``"barth-jespersen"`` (default) or ``"none"`` (unlimited, not positive);
+        quadratic: ``"positivity"`` (default) or ``"none"``.
     callback : ``callback(t, rho)`` at every output time, as it is reached.
     step_counts : ``step_counts(t, taken, rejected)`` at every output time (on rank 0): the steps
         accepted and rejected since the previous output.
@@ -350,11 +404,19 @@ def solve_grid(
     times = np.minimum(times, T)
 
     if comm is None:
-        local, fv = None, FiniteVolume(mesh, limiter, field_method=field_method)
+        local, fv = (
+            None,
+            FiniteVolume(mesh, limiter, reconstruction=reconstruction, field_method=field_method),
+        )
     else:
         local = LocalMesh.distribute(mesh, comm)
         fv = FiniteVolume(
-            local.mesh, limiter, ring=RingSums(comm), n_owned=local.n_owned, field_method=field_method
+            local.mesh,
+            limiter,
+            reconstruction=reconstruction,
+            ring=RingSums(comm),
+            n_owned=local.n_owned,
+            field_method=field_method,
         )
         rho = rho[local.cells]
     areas = fv.mesh.areas
@@ -506,7 +568,7 @@ def first_step(
     ``cfl = 1``, ``max_dt``); ``norm`` sums over all ranks and ``exchange`` refreshes halos (MPI).
     """
     areas = fv.mesh.areas
-    f0 = -fv.mesh.net_outflow(fv.fluxes(m0 / areas, u0))
+    f0 = fv.rate(m0 / areas, u0)
     size0 = norm(f0)
     if not size0 > 0:
         return np.inf
@@ -515,7 +577,7 @@ def first_step(
     if exchange is not None:
         exchange(m1)
     u1 = fv.normal_velocity(field, t + h, m1 / areas)
-    lam = norm(-fv.mesh.net_outflow(fv.fluxes(m1 / areas, u1)) - f0) / (h * size0)
+    lam = norm(fv.rate(m1 / areas, u1) - f0) / (h * size0)
     if not lam > 0:
         return np.inf
     return 0.8 * max(np.sqrt(6 * rtol) / lam, (6 * scale / (lam * lam * size0)) ** (1 / 3))

@@ -11,8 +11,9 @@ supplies the pieces that change under MPI.
   recursive coordinate bisection of the cell centres (deterministic, so every
   rank computes the same partition without communication).
 - :class:`LocalMesh` is one rank's share of a mesh: its owned cells first, then
-  two layers of halo cells (the limited reconstruction at a face reads the
-  gradients, hence the neighbours, of both its cells), the faces touching owned
+  two layers of halo cells (the reconstruction at a face reads the gradients or
+  polynomials, hence the face or vertex neighbours, of both its cells: the
+  second layer is every cell sharing a vertex with the first), the faces touching owned
   or first-layer cells, and the exchange that refreshes halo values.
 - :class:`RingSums` is what the kernel sums need from a measure split across
   ranks (:class:`vlasov_tf.kernels.Distributed`): sums over the ranks (the
@@ -232,7 +233,9 @@ class LocalMesh:
         is_owned = part == rank
         layer1 = _neighbours(f, is_owned)
         near = is_owned | layer1
-        layer2 = _neighbours(f, near)
+        # Cells sharing a vertex with one of them: the quadratic reconstruction's stencils
+        # (reconstruction.vertex_neighbours) of the first layer; they include its face neighbours.
+        layer2 = _vertex_neighbours(mesh.cell_vertices, near)
         halo = np.flatnonzero(layer1 | layer2)
         # Halo cells ordered by owner rank, then global index: the order the exchange delivers them in.
         halo = halo[np.lexsort((halo, part[halo]))]
@@ -293,6 +296,13 @@ def _neighbours(face_cells: np.ndarray, mask: np.ndarray) -> np.ndarray:
     out[nbr[mask[own]]] = True
     out[own[mask[nbr]]] = True
     return out & ~mask
+
+
+def _vertex_neighbours(cell_vertices: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(C,) bool: cells sharing a vertex with a cell of ``mask``, not in ``mask`` themselves."""
+    touched = np.zeros(int(cell_vertices.max()) + 1, dtype=bool)
+    touched[cell_vertices[mask]] = True
+    return touched[cell_vertices].any(axis=1) & ~mask
 
 
 def _offsets(counts: list[int]) -> list[int]:
