@@ -119,7 +119,7 @@ def test_shipped_case_loads_and_makes_sense(name, rng):
     # resolutions belong to the full study.
     assert sum(n * n for n in p.tokens) * sum(p.layers) <= 5e9
     g = case.grid
-    assert g is not None and 0 < g.cfl <= 1 and g.limiter in ("barth-jespersen", "none")
+    assert g is not None and 0 < g.cfl <= 1 and g.limiter in ("barth-jespersen", "positivity", "none")
     assert g.max_dt is None or 0 < g.max_dt <= case.T
     assert 0 < g.rtol <= 1e-3 and 0 < g.atol <= 1e-8  # the accuracy the shipped cases were checked at
     if case.geometry == "circle":
@@ -466,6 +466,8 @@ def test_overrides_sweep_a_parameter(tmp_path):
     np.testing.assert_allclose(case.schedule.blocks[0][1].heads[0].B, 9.0 * np.eye(2))
     tight = load_case(path, overrides={"grid.rtol": 1e-5, "grid.atol": 1e-12}).grid
     assert (tight.rtol, tight.atol) == (1e-5, 1e-12)
+    third = load_case(path, overrides={"grid.reconstruction": "quadratic", "grid.limiter": "positivity"}).grid
+    assert (third.reconstruction, third.limiter) == ("quadratic", "positivity")
     case = parse_case(GENERAL, overrides={"schedule[1].beta": 3.0, "particles.seed": 7})
     assert case.betas == (2.0, 3.0) and case.particles.seed == 7
     with pytest.raises(ValueError, match=r"circle_clustering\.toml .*model\.beta must be > 0"):
@@ -653,6 +655,9 @@ BAD = [
     (BASE, "[grid]", "[grid]\ncells = 8", "grid.cells"),
     (BASE, "[grid]", "[grid]\nmax_dt = 0.0", "grid.max_dt"),
     (BASE, "[grid]", "[grid]\nrtol = 1.0", "grid.rtol"),
+    (BASE, "[grid]", '[grid]\nreconstruction = "cubic"', "grid.reconstruction"),
+    (BASE, "[grid]", '[grid]\nreconstruction = "quadratic"', "grid.limiter"),
+    (BASE, 'limiter = "barth-jespersen"', 'limiter = "positivity"', "grid.limiter"),
     (BASE, "[grid]", "[grid]\natol = -1e-8", "grid.atol"),
     (BASE, "[grid]", '[grid]\nrtol = "1e-3"', "grid.rtol"),
     (BASE, "[grid]", '[grid]\nfield_method = "fmm"', "grid.field_method"),

@@ -77,7 +77,9 @@ Layout (every key below; comments say which are optional)::
     [grid]                            # optional (circle and sphere only): the Eulerian runs
     resolutions = [0, 1]              # circle: numbers of cells M >= 3; sphere: nested mesh levels 0..5
     cfl = 0.5                         # optional, in (0, 1]
-    limiter = "barth-jespersen"       # optional: "barth-jespersen" | "none"
+    reconstruction = "linear"         # optional: "linear" (2nd order) | "quadratic" (3rd order)
+    limiter = "barth-jespersen"       # optional: linear "barth-jespersen" | "none"; quadratic
+                                      # "positivity" | "none" (default: the first)
     rtol = 1e-3                       # optional, in (0, 1): time-step error control, relative to
                                       # what a step changes (L1 of the density)
     atol = 1e-8                       # optional, in (0, 1): the same relative to the total mass
@@ -108,7 +110,7 @@ import numpy as np
 from numpy.polynomial import legendre
 from scipy import special
 
-from .eulerian import ATOL, FIELD_METHODS, LIMITERS, RTOL
+from .eulerian import ATOL, FIELD_METHODS, LIMITERS, RECONSTRUCTIONS, RTOL, check_scheme
 from .measures import SPHERE_ATOL, angles_to_circle, normalize, uniform_sphere, von_mises_fisher_mixture
 from .meshes import SPHERE_LEVELS, MeshGeometry, cell_quadrature, circle_mesh, sphere_mesh
 from .model import Params, Perceptron, Schedule
@@ -428,8 +430,10 @@ class ParticleSpec:
 
 @dataclass(frozen=True)
 class GridSpec:
-    """The Eulerian runs: circle numbers of cells M (>= 3) or sphere levels K (0..5, nested), CFL, limiter.
+    """The Eulerian runs: circle numbers of cells M (>= 3) or sphere levels K (0..5, nested), the scheme.
 
+    ``cfl``, ``reconstruction`` ("linear": second order; "quadratic": third) and ``limiter`` (the
+    reconstruction's default unless given): as for ``solve_grid``.
     ``rtol``, ``atol``: the error control of ``solve_grid`` (each step's embedded error
     estimate against ``atol`` times the mass plus ``rtol`` times the step's change); ``max_dt``
     (None: no cap) caps the step on top of it and of the CFL number.
@@ -440,6 +444,7 @@ class GridSpec:
     cfl: float = 0.5
     limiter: str = "barth-jespersen"
     max_dt: float | None = None
+    reconstruction: str = "linear"
     field_method: str = "auto"
     rtol: float = RTOL
     atol: float = ATOL
@@ -978,7 +983,7 @@ def _grid(r: _Reader, v: Any, geometry: str, initial: InitialMeasure) -> GridSpe
             "grid",
             "needs a density, and initial.family 'file' gives weighted points: remove the [grid] table",
         )
-    keys = ("resolutions", "cfl", "limiter", "max_dt", "rtol", "atol", "field_method")
+    keys = ("resolutions", "cfl", "reconstruction", "limiter", "max_dt", "rtol", "atol", "field_method")
     t = r.table(v, "grid", keys, ("resolutions",))
     if geometry == "circle":
         res = r.counts(t["resolutions"], "grid.resolutions", lo=MIN_CIRCLE_CELLS)
@@ -987,7 +992,12 @@ def _grid(r: _Reader, v: Any, geometry: str, initial: InitialMeasure) -> GridSpe
     cfl = r.positive(t.get("cfl", 0.5), "grid.cfl")
     if cfl > 1:
         r.fail("grid.cfl", f"must lie in (0, 1], got {cfl!r}")
-    limiter = r.string(t.get("limiter", "barth-jespersen"), "grid.limiter", LIMITERS)
+    reconstruction = r.string(t.get("reconstruction", "linear"), "grid.reconstruction", RECONSTRUCTIONS)
+    limiter = r.string(t["limiter"], "grid.limiter", LIMITERS) if "limiter" in t else None
+    try:
+        limiter = check_scheme(reconstruction, limiter)
+    except ValueError as err:
+        r.fail("grid.limiter", str(err))
     max_dt = r.positive(t["max_dt"], "grid.max_dt") if "max_dt" in t else None
     tolerances = {}
     for name, default in (("rtol", RTOL), ("atol", ATOL)):
@@ -996,7 +1006,13 @@ def _grid(r: _Reader, v: Any, geometry: str, initial: InitialMeasure) -> GridSpe
             r.fail(f"grid.{name}", f"must lie in (0, 1), got {tolerances[name]!r}")
     method = r.string(t.get("field_method", "auto"), "grid.field_method", FIELD_METHODS)
     return GridSpec(
-        resolutions=res, cfl=cfl, limiter=limiter, max_dt=max_dt, field_method=method, **tolerances
+        resolutions=res,
+        cfl=cfl,
+        limiter=limiter,
+        max_dt=max_dt,
+        reconstruction=reconstruction,
+        field_method=method,
+        **tolerances,
     )
 
 

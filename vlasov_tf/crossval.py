@@ -204,6 +204,7 @@ def _run_job(
             rtol=case.grid.rtol,
             atol=case.grid.atol,
             step_counts=count_steps,
+            reconstruction=case.grid.reconstruction,
             limiter=case.grid.limiter,
             field_method=case.grid.field_method,
             progress=progress,
