@@ -34,6 +34,7 @@ seed = 4
 
 [grid]
 resolutions = [64, 128, 256]
+reconstruction = "linear"  # the rates below are the second-order scheme's
 """
 
 
@@ -163,6 +164,7 @@ seed = 2
 [grid]
 resolutions = [0, 1, 2]
 cfl = 0.9
+reconstruction = "linear"  # the rates below are the second-order scheme's
 """
 
 

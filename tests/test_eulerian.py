@@ -101,7 +101,7 @@ def test_circle_field_converges_at_second_order(attention):
         th = angles(mesh)
         rho = (1 + a * np.cos(k * th) * np.sinc(k / M)) / (2 * np.pi)  # exact cell averages
         params = Params.identity(2, beta, attention)
-        u_fft = FiniteVolume(mesh).normal_velocity(params, 0.0, rho)
+        u_fft = FiniteVolume(mesh, reconstruction="linear").normal_velocity(params, 0.0, rho)
         x_dense = velocity(params, mesh.centres, rho * mesh.areas, mesh.face_midpoints)
         np.testing.assert_allclose(u_fft, np.einsum("fi,fi->f", x_dense, mesh.face_normals), atol=1e-14)
         tf = np.arctan2(mesh.face_midpoints[:, 1], mesh.face_midpoints[:, 0])
@@ -120,7 +120,8 @@ def test_sphere_field_converges_at_second_order(attention):
         mesh = sphere_mesh(level)
         x, xf = mesh.centres, mesh.face_midpoints
         rho = (1 + a * ((x @ e) ** 2 - 1 / 3)) / (4 * np.pi)
-        u = FiniteVolume(mesh).normal_velocity(Params.identity(3, beta, attention), 0.0, rho)
+        fv = FiniteVolume(mesh, reconstruction="linear")
+        u = fv.normal_velocity(Params.identity(3, beta, attention), 0.0, rho)
         phi = spherical_in(0, beta) + a * spherical_in(2, beta) * ((xf @ e) ** 2 - 1 / 3)
         grad = a * spherical_in(2, beta) * 2 * (xf @ e)[:, None] * (e - (xf @ e)[:, None] * xf)
         exact = np.einsum(
@@ -145,7 +146,7 @@ def test_uniform_density_is_stationary():
     residual, h = [], []
     for level in SPHERE_LEVELS:
         mesh = sphere_mesh(level)
-        u = FiniteVolume(mesh).normal_velocity(
+        u = FiniteVolume(mesh, reconstruction="linear").normal_velocity(
             Params.identity(3, 3.0), 0.0, np.full(mesh.n_cells, 1 / (4 * np.pi))
         )
         residual.append(np.abs(u).max())

@@ -153,7 +153,7 @@ def test_positivity_limiter_keeps_vacuum_and_spares_smooth_peaks():
     [
         ({"reconstruction": "cubic"}, "unknown reconstruction 'cubic'"),
         ({"reconstruction": "quadratic", "limiter": "barth-jespersen"}, "quadratic reconstruction takes"),
-        ({"limiter": "positivity"}, "linear reconstruction takes"),
+        ({"reconstruction": "linear", "limiter": "positivity"}, "linear reconstruction takes"),
     ],
 )
 def test_bad_scheme_is_named(kwargs, match):

@@ -77,9 +77,10 @@ Layout (every key below; comments say which are optional)::
     [grid]                            # optional (circle and sphere only): the Eulerian runs
     resolutions = [0, 1]              # circle: numbers of cells M >= 3; sphere: nested mesh levels 0..5
     cfl = 0.5                         # optional, in (0, 1]
-    reconstruction = "linear"         # optional: "linear" (2nd order) | "quadratic" (3rd order)
-    limiter = "barth-jespersen"       # optional: linear "barth-jespersen" | "none"; quadratic
-                                      # "positivity" | "none" (default: the first)
+    reconstruction = "quadratic"      # optional: "quadratic" (3rd order) | "linear" (2nd order)
+    limiter = "positivity"            # optional: quadratic "positivity" | "none"; linear
+                                      # "barth-jespersen" | "none" (default: the first; without
+                                      # reconstruction, "barth-jespersen" selects "linear")
     rtol = 1e-3                       # optional, in (0, 1): time-step error control, relative to
                                       # what a step changes (L1 of the density)
     atol = 1e-8                       # optional, in (0, 1): the same relative to the total mass
@@ -110,7 +111,7 @@ import numpy as np
 from numpy.polynomial import legendre
 from scipy import special
 
-from .eulerian import ATOL, FIELD_METHODS, LIMITERS, RECONSTRUCTIONS, RTOL, check_scheme
+from .eulerian import ATOL, FIELD_METHODS, LIMITERS, RECONSTRUCTION, RECONSTRUCTIONS, RTOL, check_scheme
 from .measures import SPHERE_ATOL, angles_to_circle, normalize, uniform_sphere, von_mises_fisher_mixture
 from .meshes import SPHERE_LEVELS, MeshGeometry, cell_quadrature, circle_mesh, sphere_mesh
 from .model import Params, Perceptron, Schedule
@@ -442,9 +443,9 @@ class GridSpec:
 
     resolutions: tuple[int, ...]
     cfl: float = 0.5
-    limiter: str = "barth-jespersen"
+    limiter: str = check_scheme(RECONSTRUCTION, None)[1]
     max_dt: float | None = None
-    reconstruction: str = "linear"
+    reconstruction: str = RECONSTRUCTION
     field_method: str = "auto"
     rtol: float = RTOL
     atol: float = ATOL
@@ -992,10 +993,11 @@ def _grid(r: _Reader, v: Any, geometry: str, initial: InitialMeasure) -> GridSpe
     cfl = r.positive(t.get("cfl", 0.5), "grid.cfl")
     if cfl > 1:
         r.fail("grid.cfl", f"must lie in (0, 1], got {cfl!r}")
-    reconstruction = r.string(t.get("reconstruction", "linear"), "grid.reconstruction", RECONSTRUCTIONS)
+    given = t.get("reconstruction")
+    reconstruction = None if given is None else r.string(given, "grid.reconstruction", RECONSTRUCTIONS)
     limiter = r.string(t["limiter"], "grid.limiter", LIMITERS) if "limiter" in t else None
     try:
-        limiter = check_scheme(reconstruction, limiter)
+        reconstruction, limiter = check_scheme(reconstruction, limiter)
     except ValueError as err:
         r.fail("grid.limiter", str(err))
     max_dt = r.positive(t["max_dt"], "grid.max_dt") if "max_dt" in t else None

@@ -71,6 +71,7 @@ __all__ = [
     "ATOL",
     "FIELD_METHODS",
     "LIMITERS",
+    "RECONSTRUCTION",
     "RECONSTRUCTIONS",
     "RECONSTRUCTION_LIMITERS",
     "RTOL",
@@ -84,6 +85,8 @@ __all__ = [
 
 #: Reconstructions of the cell averages at the faces: MUSCL (second order), k-exact quadratic (third).
 RECONSTRUCTIONS = ("linear", "quadratic")
+#: The default: third order wins per unit of work on transport and attention cases (README).
+RECONSTRUCTION = "quadratic"
 #: Limiters, and those each reconstruction takes (the first is its default).
 LIMITERS = ("barth-jespersen", "positivity", "none")
 RECONSTRUCTION_LIMITERS = {"linear": ("barth-jespersen", "none"), "quadratic": ("positivity", "none")}
@@ -137,12 +140,12 @@ class FiniteVolume:
         mesh: MeshGeometry,
         limiter: str | None = None,
         *,
-        reconstruction: str = "linear",
+        reconstruction: str | None = None,
         ring: RingSums | None = None,
         n_owned: int | None = None,
         field_method: str = "auto",
     ) -> None:
-        limiter = check_scheme(reconstruction, limiter)
+        reconstruction, limiter = check_scheme(reconstruction, limiter)
         self.field_method = field_method
         self.head_sums = method_head_sums(field_method, split=ring)
         self.mesh = mesh
@@ -282,18 +285,26 @@ class FiniteVolume:
         return u if self._quadratic is None else u.reshape(self.weights.shape)
 
 
-def check_scheme(reconstruction: str, limiter: str | None) -> str:
-    """The limiter for ``reconstruction`` (its default for None); ValueError naming a bad choice."""
+def check_scheme(reconstruction: str | None, limiter: str | None) -> tuple[str, str]:
+    """(reconstruction, limiter), defaults filled in; ValueError naming a bad choice.
+
+    ``reconstruction=None``: :data:`RECONSTRUCTION`, unless ``limiter`` is one that only the
+    other reconstruction takes ("barth-jespersen" names the linear scheme, as before the
+    third-order default). ``limiter=None``: the reconstruction's first limiter.
+    """
+    if limiter is not None and limiter not in LIMITERS:
+        raise ValueError(f"unknown limiter {limiter!r}; choose one of {LIMITERS}")
+    if reconstruction is None:
+        owners = [r for r, allowed in RECONSTRUCTION_LIMITERS.items() if limiter in allowed]
+        reconstruction = RECONSTRUCTION if limiter is None or RECONSTRUCTION in owners else owners[0]
     if reconstruction not in RECONSTRUCTIONS:
         raise ValueError(f"unknown reconstruction {reconstruction!r}; choose one of {RECONSTRUCTIONS}")
     allowed = RECONSTRUCTION_LIMITERS[reconstruction]
     if limiter is None:
-        return allowed[0]
-    if limiter not in LIMITERS:
-        raise ValueError(f"unknown limiter {limiter!r}; choose one of {LIMITERS}")
+        return reconstruction, allowed[0]
     if limiter not in allowed:
         raise ValueError(f"the {reconstruction} reconstruction takes the limiters {allowed}, not {limiter!r}")
-    return limiter
+    return reconstruction, limiter
 
 
 def _tangent(at: np.ndarray, vec: np.ndarray) -> np.ndarray:
@@ -329,7 +340,7 @@ def solve_grid(
     max_dt: float | None = None,
     rtol: float | None = RTOL,
     atol: float = ATOL,
-    reconstruction: str = "linear",
+    reconstruction: str | None = None,
     limiter: str | None = None,
     progress: bool = False,
     callback: Callable[[float, np.ndarray], None] | None = None,
@@ -355,10 +366,11 @@ def solve_grid(
         ``atol * mass + rtol * ||m_new - m_old||_1``, i.e. ``rtol`` relative to what the step
         changes, ``atol`` relative to the total mass. ``rtol=None``: no error control, the
         CFL step capped by ``max_dt`` (fixed steps, for benchmarks and comparisons at a given dt).
-    reconstruction : ``"linear"`` (MUSCL, second order) or ``"quadratic"`` (k-exact least
-        squares, third order: :mod:`vlasov_tf.reconstruction`).
-    limiter : linear: ``"barth-jespersen"`` (default) or ``"none"`` (unlimited, not positive);
-        quadratic: ``"positivity"`` (default) or ``"none"``.
+    reconstruction : ``"quadratic"`` (k-exact least squares, third order:
+        :mod:`vlasov_tf.reconstruction`) or ``"linear"`` (MUSCL, second order); None: the
+        quadratic one unless ``limiter`` is the linear one's (:func:`check_scheme`).
+    limiter : quadratic: ``"positivity"`` (default) or ``"none"``; linear: ``"barth-jespersen"``
+        (default) or ``"none"`` (unlimited, not positive).
     callback : ``callback(t, rho)`` at every output time, as it is reached.
     step_counts : ``step_counts(t, taken, rejected)`` at every output time (on rank 0): the steps
         accepted and rejected since the previous output.
