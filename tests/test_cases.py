@@ -657,7 +657,12 @@ BAD = [
     (BASE, "[grid]", "[grid]\nrtol = 1.0", "grid.rtol"),
     (BASE, "[grid]", '[grid]\nreconstruction = "cubic"', "grid.reconstruction"),
     (BASE, "[grid]", '[grid]\nreconstruction = "quadratic"', "grid.limiter"),
-    (BASE, 'limiter = "barth-jespersen"', 'limiter = "positivity"\nreconstruction = "linear"', "grid.limiter"),
+    (
+        BASE,
+        'limiter = "barth-jespersen"',
+        'limiter = "positivity"\nreconstruction = "linear"',
+        "grid.limiter",
+    ),
     (BASE, "[grid]", "[grid]\natol = -1e-8", "grid.atol"),
     (BASE, "[grid]", '[grid]\nrtol = "1e-3"', "grid.rtol"),
     (BASE, "[grid]", '[grid]\nfield_method = "fmm"', "grid.field_method"),

@@ -98,3 +98,104 @@ def test_fused_result_does_not_depend_on_threads_or_chunks(rng, monkeypatch):
 def test_fused_refuses_wide_inputs(rng):
     with pytest.raises(ValueError, match="fused engine"):
         kernels.exp_kernel_sums(rng.random((4, 9)), rng.random((4, 9)), np.ones(4), engine="fused")
+
+
+def small_problems(rng):
+    """Few points, around the rule of "auto" (kernels.few_pairs): (z, y, w, v) on S^2, S^1, in R^4.
+
+    Spread and clustered keys, sharp and flat kernels, zero weights, a uniform circle grid
+    (where the FFT applies) and keys near the sphere (where the spectral sums apply).
+    """
+    out = []
+    for n, m in [(1, 1), (5, 64), (64, 64), (128, 128), (129, 128), (200, 300), (256, 256)]:
+        y = uniform_sphere(m, 3, rng)
+        w = rng.random(m)
+        w[1::5] = 0.0
+        out.append((0.5 * uniform_sphere(n, 3, rng), y, w, y))  # flat: Taylor is cheap
+        out.append((30.0 * uniform_sphere(n, 3, rng), y, np.ones(m), y))  # sharp
+        grid = np.c_[np.cos(2 * np.pi * np.arange(m) / m), np.sin(2 * np.pi * np.arange(m) / m)]
+        out.append((4.0 * grid[: min(n, m)], grid, np.ones(m), grid))  # uniform circle grid: FFT
+        y4 = rng.standard_normal((m, 4))
+        out.append((rng.standard_normal((n, 4)), y4, rng.random(m), y4[:, :1]))
+    return out
+
+
+def test_auto_sums_few_pairs_densely_and_the_rest_by_cost(rng):
+    """Up to SMALL_PAIRS pairs "auto" is the dense sums (the same bits) whatever the points; above,
+    the cheapest estimate, as method_costs says; choose_method and kernel_sums agree."""
+    # The rule never compiles the fused kernel (~0.8 s): those sizes take the numpy path.
+    assert kernels.SMALL_PAIRS < dense._FUSED_MIN_PAIRS
+    assert dense.one_tile(128, 128, 3, 3)
+    picks = set()
+    for z, y, w, v in small_problems(rng):
+        k = v.shape[1]
+        chosen = kernels.choose_method(z, y, w, k)
+        if kernels.few_pairs(len(z), len(y)):
+            assert len(z) * len(y) <= kernels.SMALL_PAIRS
+            assert chosen == "dense"
+            auto = kernels.kernel_sums(z, y, w, v)
+            forced = kernels.kernel_sums(z, y, w, v, method="dense")
+            np.testing.assert_array_equal(auto[0], forced[0])
+            np.testing.assert_array_equal(auto[1], forced[1])
+        else:
+            costs = kernels.method_costs(z, y, w, k)
+            assert chosen == min(costs, key=costs.__getitem__)
+            picks.add(chosen)
+    assert {"dense", "fft"} <= picks  # the estimates still decide above the rule
+
+
+def test_one_tile_sums_match_the_definition(rng):
+    """A few tokens: the exact row maximum as the shift, the same sums as the bounded tiles."""
+    for n, m, beta in [(64, 64, 1.0), (5, 37, 1000.0), (200, 300, 30.0), (0, 10, 1.0)]:
+        assert dense.one_tile(n, m, 3, 3)
+        y = uniform_sphere(m, 3, rng)
+        z = beta * uniform_sphere(n, 3, rng)
+        for w in (rng.random(m), np.full(m, 1.0 / m), np.where(np.arange(m) % 3, rng.random(m), 0.0)):
+            for v in (y, None):
+                shift, sums = kernels.exp_kernel_sums(z, y, w, v)
+                keep = w > 0
+                ref_shift, ref_sums = reference(z, y[keep], w[keep], y[keep])
+                ref_sums = ref_sums if v is not None else ref_sums[:, -1:]
+                np.testing.assert_allclose(shift, ref_shift, rtol=1e-15, atol=1e-15 * beta)
+                assert sums.shape == (n, 1 if v is None else 4)
+                assert (sums[:, -1] >= 1.0).all()  # the largest term is e^0
+                if n:
+                    assert rel_err(shift, sums, ref_shift, ref_sums) < 1e-14 * max(beta, 1.0)
+
+
+def test_one_tile_and_bounded_tiles_agree_to_round_off(rng, monkeypatch):
+    """The two shifts (exact row max in one tile, Cauchy-Schwarz bound over tiles) differ by
+    round-off only; so do equal weights left out of the tile and put into every log-weight."""
+    y = uniform_sphere(64, 3, rng)
+    z = 2.0 * uniform_sphere(64, 3, rng)
+    w = np.full(64, 1.0 / 64)
+    one = kernels.exp_kernel_sums(z, y, w, y)
+    lw = np.log(w)
+    assert isinstance(dense.log_weights(w), float)
+    assert isinstance(dense.log_weights(rng.random(64)), np.ndarray)
+    unequal = dense.tile_sums(z, y, lw, y)  # the same log-weights as an array: added in the tile
+    assert rel_err(*unequal, *one) < 1e-15
+    monkeypatch.setattr(dense, "_TILE", 512)  # 64 x 64 is now 8 tiles: the bounded path
+    assert not dense.one_tile(64, 64, 3, 3)
+    tiled = kernels.exp_kernel_sums(z, y, w, y)
+    assert not np.array_equal(tiled[0], one[0])  # really the other shift
+    assert rel_err(*tiled, *one) < 1e-15
+
+
+def test_blas_pin_is_reentrant():
+    """Nested pins keep BLAS on one thread until the outermost exits, which restores the limit."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+    if not blas_threads():
+        pytest.skip("no BLAS library that threadpoolctl controls")
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        outer = blas_threads()
+        with kernels.blas_single_thread():
+            assert set(blas_threads()) == {1}
+            with kernels.blas_single_thread():
+                assert set(blas_threads()) == {1}
+            assert set(blas_threads()) == {1}  # the inner exit leaves the outer pin in place
+        assert blas_threads() == outer

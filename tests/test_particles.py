@@ -260,3 +260,44 @@ def test_resume_reproduces_the_uninterrupted_run(rng, method):
             np.testing.assert_array_equal(rest.positions, full.positions[k:])
     with pytest.raises(ValueError, match="cannot resume there"):
         solve_particles(s, x0, w, method=method, steps=37, t_eval=times, t0=0.55)
+
+
+@pytest.mark.parametrize("attention", ["SA", "USA"])
+@pytest.mark.parametrize("sphere", [True, False])
+def test_few_tokens_take_the_general_steps_bit_for_bit(rng, attention, sphere):
+    """A few tokens run a lean loop (particles._tile_layers, model.tile_head_sums): the same bits
+    as the general step with the dense sums chosen per call, for "auto" and "dense" alike."""
+    from vlasov_tf import particles
+    from vlasov_tf.model import method_head_sums
+
+    params = general_params(rng, 3, attention=attention, beta=0.5)
+    x0 = uniform_sphere(24, 3, rng)
+    if not sphere:
+        x0 = 0.5 * x0
+    w = rng.random(24)
+    w /= w.sum()
+    s = Schedule.constant(params, 0.3)
+    for method, step in particles._STEPPERS.items():
+        assert particles._few_tokens("auto", x0, w, None) and particles._few_tokens("dense", x0, w, None)
+        want = normalize(x0) if sphere else x0  # as solve_particles starts
+        for _ in range(7):
+            want = step(params, want, w, 0.3 / 7, sphere, method_head_sums("auto"))
+        for field_method in ("auto", "dense"):
+            got = solve_particles(s, x0, w, method=method, steps=7, sphere=sphere, field_method=field_method)
+            np.testing.assert_array_equal(got.final, want)
+    # Zero weights, many tokens or another method: the general path.
+    assert not particles._few_tokens("auto", x0, np.r_[0.0, w[1:]], None)
+    assert not particles._few_tokens("auto", uniform_sphere(200, 3, rng), np.ones(200), None)
+    assert particles._few_tokens("dense", uniform_sphere(200, 3, rng), np.ones(200), None)
+    assert not particles._few_tokens("taylor", x0, w, None)
+
+
+def test_few_tokens_are_profiled_as_dense_sums(rng):
+    from vlasov_tf import profiling
+
+    s = Schedule.constant(Params.identity(3, 1.0), 1.0)
+    assert profiling.section("a") is profiling.section("b", pairs=1.0)  # no profile: one shared no-op
+    with profiling.profile() as prof:
+        solve_particles(s, uniform_sphere(10, 3, rng), steps=5)
+    assert prof.counts["dense.pairs"] == 5 * 10 * 10
+    assert prof.seconds["sums.dense"] > 0 and not profiling.active()

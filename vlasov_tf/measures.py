@@ -92,6 +92,10 @@ def check_weights(
 
 def normalize(points: np.ndarray) -> np.ndarray:
     """Project (N, d) points radially onto the unit sphere."""
+    if isinstance(points, np.ndarray) and points.dtype == np.float64:
+        # np.linalg.norm's arithmetic for real floats without its argument handling (~1 us of a
+        # ~30 us layer of 64 tokens).
+        return points / np.sqrt(np.add.reduce(points * points, axis=-1, keepdims=True))
     return points / np.linalg.norm(points, axis=-1, keepdims=True)
 
 

@@ -20,18 +20,20 @@ dense sum. The modules:
 - :mod:`~vlasov_tf.kernels.threads`: the thread count (``VLASOV_TF_NUM_THREADS``) and pool.
 """
 
-from .choice import METHODS, choose_method, kernel_sums, method_costs
+from .choice import METHODS, SMALL_PAIRS, choose_method, few_pairs, kernel_sums, method_costs
 from .dense import dense_cost, exp_kernel_sums
 from .distributed import Distributed
 from .threads import blas_single_thread, num_threads
 
 __all__ = [
     "METHODS",
+    "SMALL_PAIRS",
     "Distributed",
     "blas_single_thread",
     "choose_method",
     "dense_cost",
     "exp_kernel_sums",
+    "few_pairs",
     "kernel_sums",
     "method_costs",
     "num_threads",

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import numpy as np
 
-__all__ = ["MAX_ENTRIES", "cached_names", "derived", "frozen"]
+__all__ = ["MAX_ENTRIES", "cached_names", "derived", "frozen", "immutable"]
 
 T = TypeVar("T")
 
@@ -30,8 +30,11 @@ _store: OrderedDict[tuple[int, str], tuple[weakref.ref, object]] = OrderedDict()
 _lock = threading.RLock()  # re-entrant: dropping an entry can free arrays whose callbacks forget theirs
 
 
-def _immutable(arr: np.ndarray) -> bool:
-    """Read-only, and so is every array it views (a read-only view of a writable array can change)."""
+def immutable(arr: np.ndarray) -> bool:
+    """Read-only, and so is every array it views (a read-only view of a writable array can change).
+
+    What :func:`derived` caches for; a caller may test it first to skip building a cache key.
+    """
     a = arr
     while isinstance(a, np.ndarray):
         if a.flags.writeable:
@@ -42,7 +45,7 @@ def _immutable(arr: np.ndarray) -> bool:
 
 def derived(arr: np.ndarray, name: str, fn: Callable[[np.ndarray], T]) -> T:
     """``fn(arr)``, remembered under ``name`` while ``arr`` lives if ``arr`` is read-only."""
-    if not _immutable(arr):
+    if not immutable(arr):
         return fn(arr)
     key = (id(arr), name)
     with _lock:

@@ -18,6 +18,12 @@ method         applies to                                                  cost
 units of :func:`~vlasov_tf.kernels.dense.dense_cost`). Under MPI (``split``) the choice is
 made from global sizes and ranges, so every rank takes the same branch; there ``dense``
 and ``taylor`` pass the keys round the ring and ``fft`` does not apply.
+
+One rule comes first: at most :data:`SMALL_PAIRS` query-key pairs (``n m``, one rank) are
+summed densely without looking at the points (:func:`few_pairs`). Looking costs 0.1-0.2 ms
+(norms, ranges, the FFT's lattice test), more than the dense sums of a few tokens (~16 us for
+64), and every other method has fixed costs of that order. :func:`choose_method` applies the
+same rule, so the two always agree.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from .distributed import Distributed
 from .spectral import GEOMETRIES, UNIT_RTOL, Scales, local_scales, spectral_cost, spectral_sums
 from .taylor import taylor_cost, taylor_sums
 
-__all__ = ["METHODS", "choose_method", "kernel_sums", "method_costs"]
+__all__ = ["METHODS", "SMALL_PAIRS", "choose_method", "few_pairs", "kernel_sums", "method_costs"]
 
 #: Method names, as the solvers' ``field_method`` and the case files take them.
 METHODS = ("auto", "dense", "taylor", "spectral", "fft")
@@ -43,6 +49,12 @@ METHODS = ("auto", "dense", "taylor", "spectral", "fft")
 _FFT_MAX_SCALE = 200.0
 # Cost units per point and log2 of the two real FFTs (measured, ~1/3 of a spectral synthesis point).
 _FFT_UNIT = 40.0
+#: "auto" sums at most this many query-key pairs densely without looking at the points
+#: (:func:`few_pairs`): 128 tokens attending to each other. Below the fused kernel's threshold
+#: (``dense._FUSED_MIN_PAIRS``), so that the rule never compiles it (~0.8 s once per process). The
+#: estimates have no fixed costs: on a 128-cell circle grid they would pick the FFT (~100 us a
+#: call) over dense sums of ~30 us; a 256-cell grid (65536 pairs) is left to them.
+SMALL_PAIRS = 1 << 14
 
 
 def _facts(
@@ -107,6 +119,16 @@ def method_costs(
     return costs
 
 
+def few_pairs(n: int, m: int) -> bool:
+    """Whether "auto" sums n queries against m keys densely without looking at them.
+
+    True when ``n m <= SMALL_PAIRS`` (up to 128 tokens attending to each other): an explicit
+    rule, not a cost comparison, so that a layer of a few tokens does not pay the 0.1-0.2 ms of
+    :func:`method_costs`. Zero-weight keys count. Not under MPI (there the sizes are global).
+    """
+    return n * m <= SMALL_PAIRS
+
+
 def choose_method(
     z: np.ndarray,
     y: np.ndarray,
@@ -117,7 +139,9 @@ def choose_method(
     split: Distributed | None = None,
     facts: tuple[Scales, float] | None = None,
 ) -> str:
-    """The cheapest method by :func:`method_costs` ("dense" on ties)."""
+    """The cheapest method by :func:`method_costs` ("dense" on ties); "dense" for :func:`few_pairs`."""
+    if split is None and few_pairs(len(z), len(y)):
+        return "dense"
     costs = method_costs(z, y, weights, k, tol, split=split, facts=facts)
     return min(costs, key=costs.__getitem__)
 
@@ -156,6 +180,8 @@ def kernel_sums(
     if method not in METHODS:
         raise ValueError(f"unknown field method {method!r}; choose one of {METHODS}")
     k = 0 if values is None else values.shape[1]
+    if method == "auto" and split is None and few_pairs(len(z), len(y)):
+        method = "dense"  # choose_method's rule, without its look at the points
     facts = _facts(z, y, weights, split) if method in ("auto", "spectral") else None
     if method == "auto":
         method = choose_method(z, y, weights, k, tol, split=split, facts=facts)

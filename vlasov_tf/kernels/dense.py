@@ -15,6 +15,11 @@ sums over separate key blocks simply add, which is what lets the keys be
 streamed in blocks (bounded memory) and passed round a ring of MPI ranks
 (:class:`vlasov_tf.parallel.RingSums`).
 
+A few tokens, whose sums fit one tile (:func:`tile_sums`), take the exact row maximum of
+the tile instead: the tile is computed anyway, and the bound's norms and augmented GEMM cost
+more than the sums of 64 tokens. The two shifts give the same ``S_i`` up to round-off
+(1e-16 relative), not the same bits.
+
 Two engines: a fused numba kernel (score, exp and sums in registers over
 L2-sized key chunks) and numpy tiles of at most 1 MiB (GEMM, in-place exp,
 GEMM) for small problems or wide d, k. Query blocks run on the shared thread
@@ -31,7 +36,17 @@ import numpy as np
 from ..profiling import section
 from .threads import blas_single_thread, num_threads, thread_map
 
-__all__ = ["EXP_MIN", "FAST_MATH", "dense_cost", "exp_kernel_sums", "numba_available", "numba_exp"]
+__all__ = [
+    "EXP_MIN",
+    "FAST_MATH",
+    "dense_cost",
+    "exp_kernel_sums",
+    "log_weights",
+    "numba_available",
+    "numba_exp",
+    "one_tile",
+    "tile_sums",
+]
 
 # 2 * 300: exp(-600) ~ 1e-261 is still a normal double, so with a shift at most
 # 600 above the true row maximum the largest term never underflows.
@@ -96,8 +111,12 @@ def exp_kernel_sums(
     at least one weight must be positive. Every row is summed by one thread in a fixed key
     order, so the result does not depend on ``threads``.
     """
-    with section("dense", pairs=float(len(z)) * float(np.count_nonzero(weights > 0))):
-        return _dense_sums(z, y, weights, values, threads, engine)
+    if engine not in ("auto", "fused", "numpy"):
+        raise ValueError(f"engine must be 'auto', 'fused' or 'numpy', got {engine!r}")
+    keep = weights > 0
+    kept = int(np.count_nonzero(keep))
+    with section("dense", pairs=float(len(z)) * float(kept)):
+        return _dense_sums(z, y, weights, values, threads, engine, keep, kept)
 
 
 def _dense_sums(
@@ -107,24 +126,29 @@ def _dense_sums(
     values: np.ndarray | None,
     threads: int | None,
     engine: str,
+    keep: np.ndarray,
+    kept: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    keep = weights > 0
-    y, w = y[keep], weights[keep]
-    vals = np.zeros((y.shape[0], 0)) if values is None else values[keep]
+    """:func:`exp_kernel_sums` given ``keep = weights > 0`` and its count ``kept``."""
+    if kept < len(keep):
+        y, w = y[keep], weights[keep]
+        vals = None if values is None else values[keep]
+    else:
+        # Every key kept: no copies (C order, as the copies would be: the same GEMMs, the same bits).
+        y, w = np.ascontiguousarray(y), weights
+        vals = None if values is None else np.ascontiguousarray(values)
     n, m = z.shape[0], y.shape[0]
+    k = 0 if vals is None else vals.shape[1]
+    fused = _fused(n, m, z.shape[1], k, engine)
+    if not fused and _fits_one_tile(n, m):
+        with np.errstate(under="ignore"):  # underflowed terms are negligible by construction
+            return tile_sums(z, y, log_weights(w), vals)
     logw = np.log(w)
     shift = _shift(z, y, logw)
 
-    nthreads = num_threads() if threads is None else threads
-    k = vals.shape[1]
-    if engine not in ("auto", "fused", "numpy"):
-        raise ValueError(f"engine must be 'auto', 'fused' or 'numpy', got {engine!r}")
-    fused = engine == "fused" or (
-        engine == "auto"
-        and n * m >= _FUSED_MIN_PAIRS
-        and max(z.shape[1], k) <= _FUSED_MAX_DIM
-        and numba_available()
-    )
+    small = n * m < _THREAD_MIN_PAIRS
+    # One thread below _THREAD_MIN_PAIRS whatever was asked (see the dispatch at the end).
+    nthreads = 1 if small else num_threads() if threads is None else threads
     if fused:
         if max(z.shape[1], k) > _FUSED_MAX_DIM:
             raise ValueError(f"the fused engine takes d, k <= {_FUSED_MAX_DIM}; got d={z.shape[1]}, k={k}")
@@ -132,8 +156,9 @@ def _dense_sums(
         sums = np.zeros((n, k + 1))
         zc = np.ascontiguousarray(z, dtype=float)
         yt = np.ascontiguousarray(y.T, dtype=float)
-        vt = np.ascontiguousarray(vals.T, dtype=float)
-        # ~4 blocks per thread balance the load when another process takes part of a core.
+        vt = np.ascontiguousarray(np.zeros((0, m)) if vals is None else vals.T, dtype=float)
+        # ~4 blocks per thread balance the load when another process takes part of a core (the
+        # rows are independent: the blocks do not change the result).
         bq = max(16, -(-n // (4 * nthreads)))
 
         def work(i: int) -> None:
@@ -142,26 +167,26 @@ def _dense_sums(
     else:
         # The shift enters the GEMM as an extra coordinate: tile = <z,y> + logw - shift; the
         # normaliser is a row sum of the tile (no column of ones appended to the values).
-        za = np.c_[z, np.ones(n), -shift]
-        ya_t = np.ascontiguousarray(np.r_[y.T, logw[None], np.ones((1, m))])
+        # np.concatenate lays za out as np.c_ did (C order, Fortran order for Fortran-like z), without
+        # np.c_'s ~5 us of parsing: the GEMM's rounding may depend on the layout.
+        za = np.concatenate((z, np.ones((n, 1)), -shift[:, None]), axis=1)
+        ya_t = np.empty((z.shape[1] + 2, m))
+        ya_t[:-2] = y.T
+        ya_t[-2] = logw
+        ya_t[-1] = 1.0
         sums = np.zeros((n, k + 1))
-        bq = int(np.clip(_TILE // max(m, 1), 16, 256))
-        bk = max(1, _TILE // bq)
+        bq, bk = _tile_shape(m)
 
         def work(i: int) -> None:
             tile_buf = np.empty((bq, min(bk, m)))
             with np.errstate(under="ignore"):  # underflowed terms are negligible by construction
                 for j in range(0, m, bk):
                     tile = tile_buf[: min(bq, n - i), : min(bk, m - j)]
-                    np.matmul(za[i : i + bq], ya_t[:, j : j + bk], out=tile)
-                    np.exp(tile, out=tile)
-                    if k:
-                        sums[i : i + bq, :k] += tile @ vals[j : j + bk]
-                    sums[i : i + bq, k] += tile.sum(axis=1)
+                    _add_tile(za[i : i + bq], ya_t[:, j : j + bk], vals, tile, sums[i : i + bq], j)
 
     starts = range(0, n, bq)
-    if nthreads == 1 or n * m < _THREAD_MIN_PAIRS or n <= bq:
-        if fused or n * m < _THREAD_MIN_PAIRS:
+    if nthreads == 1 or small or n <= bq:
+        if fused or small:
             for i in starts:
                 work(i)
         else:
@@ -173,16 +198,102 @@ def _dense_sums(
     return shift, sums
 
 
+def _tile_shape(m: int) -> tuple[int, int]:
+    """(query rows, keys) of the numpy path's tiles for m keys."""
+    bq = min(max(_TILE // max(m, 1), 16), 256)
+    return bq, max(1, _TILE // bq)
+
+
+def _fits_one_tile(n: int, m: int) -> bool:
+    bq, bk = _tile_shape(m)
+    return n <= bq and m <= bk
+
+
+def _fused(n: int, m: int, d: int, k: int, engine: str) -> bool:
+    """Whether :func:`exp_kernel_sums` takes the fused engine."""
+    return engine == "fused" or (
+        engine == "auto" and n * m >= _FUSED_MIN_PAIRS and max(d, k) <= _FUSED_MAX_DIM and numba_available()
+    )
+
+
+def one_tile(n: int, m: int, d: int, k: int, engine: str = "auto") -> bool:
+    """Whether :func:`exp_kernel_sums` sums n queries against m positive-weight keys in R^d with k
+    values by :func:`tile_sums` (numpy path, one tile: up to ~256 x 512 pairs, fewer than the
+    fused engine's threshold of 65536 with numba and d, k <= 8)."""
+    return not _fused(n, m, d, k, engine) and _fits_one_tile(n, m)
+
+
+def log_weights(w: np.ndarray) -> np.ndarray | float:
+    """``log w`` (positive weights) for :func:`tile_sums`: one float when all are equal, else (m,)."""
+    logw = np.log(w)
+    return float(logw[0]) if len(logw) and (logw == logw[0]).all() else logw
+
+
+def tile_sums(
+    z: np.ndarray, y: np.ndarray, logw: np.ndarray | float, values: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The scaled sums of :func:`exp_kernel_sums` in one tile, the shift the exact row maximum.
+
+    ``z`` (n, d) queries, ``y`` (m, d) keys (C order, as :func:`exp_kernel_sums` passes them),
+    ``logw`` their log-weights from :func:`log_weights` (all positive; one float when all are
+    equal), ``values`` (m, k) or None. For a few tokens (:func:`one_tile`); the caller holds
+    ``np.errstate(under="ignore")``: terms below ``e^-708`` of a row's largest underflow to 0.
+
+    The transposed tile ``T_ji = <y_j, z_i> + log w_j`` (m, n): ``shift_i = max_j T_ji`` (a
+    reduction down the columns, numpy's fast direction), ``exp(T - shift)`` in place, then
+    ``sums = exp(T - shift)^T [v, 1]``, one GEMM. The normaliser is ``>= 1`` (the largest
+    term is ``e^0``). Equal weights are left out of the tile and added to the shift, which
+    changes the sums by round-off only (1e-16 relative): ``log w`` cancels in ``T - shift``.
+    """
+    # np.dot of C-order operands: ~1 us less than matmul with a transposed view at 64 x 64.
+    tile = np.dot(y, np.ascontiguousarray(z.T))
+    uniform = isinstance(logw, float)
+    if not uniform:
+        tile += logw[:, None]
+    shift = tile.max(axis=0)
+    tile -= shift
+    np.exp(tile, out=tile)
+    m, k = y.shape[0], 0 if values is None else values.shape[1]
+    vals = np.empty((m, k + 1))
+    if k:
+        vals[:, :k] = values
+    vals[:, k] = 1.0
+    sums = np.dot(tile.T, vals)
+    if uniform:
+        shift += logw
+    return shift, sums
+
+
+def _add_tile(
+    za: np.ndarray, ya_t: np.ndarray, vals: np.ndarray | None, tile: np.ndarray, sums: np.ndarray, j: int = 0
+) -> None:
+    """Add one tile's sums to ``sums`` (rows of za, (b, k + 1)), the keys ``j:`` of ``ya_t``'s columns.
+
+    ``za`` (b, d + 2) ``= [z, 1, -shift]``, ``ya_t`` (d + 2, c) ``= [y, log w, 1]^T`` for keys j..j+c,
+    ``vals`` (m, k) all keys' values or None, ``tile`` (b, c) scratch.
+    """
+    np.matmul(za, ya_t, out=tile)
+    np.exp(tile, out=tile)
+    k = sums.shape[1] - 1
+    if k:
+        sums[:, :k] += tile @ vals[j : j + tile.shape[1]]
+    sums[:, k] += tile.sum(axis=1)
+
+
 def _shift(z: np.ndarray, y: np.ndarray, logw: np.ndarray) -> np.ndarray:
     """Row shifts: the Cauchy-Schwarz bound, replaced by the exact max on rows where it is loose."""
-    znorm = np.linalg.norm(z, axis=1)
-    radius = np.linalg.norm(y, axis=1).max()
+    # np.linalg.norm(., axis=1)'s arithmetic without its argument handling; the largest norm is the
+    # root of the largest square (the root is correctly rounded, hence monotone).
+    znorm = np.sqrt(np.add.reduce(z * z, axis=1))
+    radius = np.sqrt(np.add.reduce(y * y, axis=1).max())
     shift = znorm * radius + logw.max()
     # The best-weighted key alone reaches shift - 2 |z| R, so the bound is safe
-    # whenever 2 |z| R <= _SAFE_GAP.
-    loose = 2.0 * znorm * radius > _SAFE_GAP
-    if loose.any():
-        shift[loose] = _row_max(np.c_[z[loose], np.ones(loose.sum())], np.r_[y.T, logw[None]])
+    # whenever 2 |z| R <= _SAFE_GAP. (2 |z| R is monotone in |z|: the largest row decides, unless
+    # something is NaN.)
+    if len(znorm) and not 2.0 * znorm.max() * radius <= _SAFE_GAP:
+        loose = 2.0 * znorm * radius > _SAFE_GAP
+        if loose.any():
+            shift[loose] = _row_max(np.c_[z[loose], np.ones(loose.sum())], np.r_[y.T, logw[None]])
     return shift
 
 
