@@ -281,7 +281,7 @@ def run_worker(args: argparse.Namespace, comm: Any) -> dict[str, Any] | None:
         queries, keys, w = mesh.face_midpoints, mesh.centres, rho0 * mesh.areas
         c_local = mesh.n_cells
     else:
-        local = LocalMesh.distribute(mesh, comm)
+        local = LocalMesh.distribute(mesh, comm, vertex_halo=False)  # the linear scheme's halo
         n = local.n_owned
         queries, keys = local.mesh.face_midpoints, local.mesh.centres[:n]
         w = (rho0[local.cells] * local.mesh.areas)[:n]

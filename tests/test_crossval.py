@@ -115,6 +115,31 @@ def test_a_crash_loses_nothing_and_resume_reproduces_the_run(case, tmp_path, mon
             np.testing.assert_array_equal(again[key], full[key])
 
 
+def test_a_crash_between_step_counts_and_snapshot_loses_no_count(case, tmp_path, monkeypatch):
+    """The step counts of an output are written before its snapshot: a run killed between the two
+    recounts them on resume (written after, they were lost: resume starts past that output)."""
+    full = diagnostic(run_case(case, tmp_path / "full.h5", log=lambda s: None), "steps")
+    calls = {"n": 0}
+    add = io.RunFile.add_diagnostic
+
+    def failing_add(self, name, key, t, value):
+        if name == "steps":
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt("simulated kill")
+        return add(self, name, key, t, value)
+
+    monkeypatch.setattr(io.RunFile, "add_diagnostic", failing_add)
+    with pytest.raises(KeyboardInterrupt):
+        run_case(case, tmp_path / "crashed.h5", log=lambda s: None)
+    monkeypatch.setattr(io.RunFile, "add_diagnostic", add)
+    run_case(case, tmp_path / "crashed.h5", resume=True, log=lambda s: None)
+    again = diagnostic(tmp_path / "crashed.h5", "steps")
+    assert sorted(again) == sorted(full)
+    for key in full:
+        np.testing.assert_array_equal(again[key], full[key])
+
+
 def test_cli_run_study_plot(case, tmp_path, capsys):
     src = tmp_path / "tiny.toml"
     assert main(["run", str(src), "--out", str(tmp_path / "o"), "--solver", "grid"]) == 0

@@ -287,16 +287,22 @@ points = [[1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
-        ("radius = 0.5\n[[inputs]]", "radius = -0.5\n[[inputs]]",
-            r"bad\.toml: inputs\[0\]\.radius must be > 0"),
+        (
+            "radius = 0.5\n[[inputs]]",
+            "radius = -0.5\n[[inputs]]",
+            r"bad\.toml: inputs\[0\]\.radius must be > 0",
+        ),
         ("d = 3", "d = 2", r"bad\.toml: case\.d must be >= 3"),
         ("[0.0, -1.0, 0.0]]", "[0.0, -2.0, 0.0]]", r"bad\.toml: targets\.points\[1\] must be a unit vector"),
         ("[0.0, -1.0, 0.0]]", "[1.0, 0.0, 0.0]]", r"bad\.toml: targets\.points\[1\] repeats"),
         (", [0.0, -1.0, 0.0]]", "]", r"bad\.toml: targets\.points has 1 points for 2 inputs"),
         ("eps = 0.1", "eps = 0.1\nepsilon = 2", r"bad\.toml: unknown key case\.epsilon"),
         ("eps = 0.1", "eps = 1.5", r"bad\.toml: case\.eps must be < 1"),
-        ("radius = 0.5\n[[inputs]]", "radius = 0.5\nkappa = -1\n[[inputs]]",
-            r"inputs\[0\]\.kappa must be >= 0"),
+        (
+            "radius = 0.5\n[[inputs]]",
+            "radius = 0.5\nkappa = -1\n[[inputs]]",
+            r"inputs\[0\]\.kappa must be >= 0",
+        ),
     ],
 )
 def test_case_errors_name_file_and_key(old, new, message):

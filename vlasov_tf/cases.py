@@ -157,7 +157,6 @@ _T_RTOL = 1e-9
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
-# Gauss-Legendre nodes on [0, 1] for cell averages on the circle (exact for degree 11).
 def sphere_measure(d: int) -> float:
     """|S^{d-1}| = 2 pi^{d/2} / Gamma(d/2): 2 pi for d = 2, 4 pi for d = 3."""
     return 2.0 * math.pi ** (d / 2) / math.gamma(d / 2)

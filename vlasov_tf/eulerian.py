@@ -3,30 +3,38 @@
 The unknowns are cell averages ``rho_c`` of the density (per unit length or
 area) on a :class:`~vlasov_tf.meshes.MeshGeometry`. One forward-Euler stage is
 
-    m_c <- m_c - dt sum_{faces f of c} +-F_f,    F_f = u_f L_f rho_f^upwind,   m_c = rho_c A_c,
+    m_c <- m_c - dt sum_{faces f of c} +-F_f,   F_f = sum_q w_q u_fq rho_fq^upwind,   m_c = rho_c A_c,
 
-with ``u_f = X(m_f) . n_f`` the normal velocity at the face midpoint (owner to
-neighbour). The scheme:
+with ``u_fq = X(x_fq) . n_f`` the normal velocity at the flux points ``x_fq``
+of face f (owner to neighbour) and ``w_q`` their weights. The scheme:
 
 - conservative: each face flux leaves one cell and enters the other, so the
   total mass changes only by round-off;
-- second order in space (MUSCL): a least-squares gradient in the tangent
-  plane of each cell, limited (Barth-Jespersen by default) so that the
-  reconstructed face values stay within the cell's and its neighbours' range;
+- space, ``reconstruction="quadratic"`` (the default, third order,
+  :mod:`vlasov_tf.reconstruction`): a quadratic per cell by k-exact least
+  squares over its vertex neighbours, read at two Gauss points per edge
+  (one point, the face, on S^1), limiter ``"positivity"`` (Zhang-Shu) or
+  ``"none"``; ``reconstruction="linear"`` (second order, MUSCL): a
+  least-squares gradient in the tangent plane of each cell read at the face
+  midpoints, limited (``"barth-jespersen"`` by default) so that face values
+  stay within the cell's and its neighbours' range, or ``"none"``;
 - third order in time: SSP-RK3 (Shu-Osher), whose stages are convex
   combinations of forward-Euler steps;
-- positive: face values inherit the bounds of the limiter, and where a cell's
+- positive: face values are >= 0 by either limiter, and where a cell's
   outflow in one stage would exceed its mass, that cell's outgoing fluxes are
-  scaled down (still conservative: a face is outgoing for exactly one cell);
+  scaled down (still conservative: a flux point is outgoing for exactly one cell);
 - error-controlled steps: SSP-RK3 carries an embedded second-order solution
   (Heun's, ``2 m2 - m0`` from its own stages, no extra field), and a step is
   accepted when ``||m_rk3 - m_heun||_1 <= atol * mass + rtol * ||m_new - m_old||_1``
   (``rtol`` relative to what the step changes, ``atol`` to the total mass); a
-  rejected step is retried shorter, the next one grows by at most 5x. Steps from
+  rejected step is retried shorter (``ratio^(-1/2)`` where the relative part
+  dominates, the ratio going like dt^2 there; ``ratio^(-1/3)`` elsewhere), the
+  next one grows by at most 5x, not at all right after a rejection. Steps from
   the estimate are powers of 2^(1/16), so the round-off of norms summed over MPI
   ranks cannot change them. The CFL bound ``dt <= cfl * min_c A_c / sum_{out}
   u_f L_f`` and ``max_dt`` cap the step, and steps are equal between stops
-  (schedule switches and output times), where they land exactly. The
+  (schedule switches and output times; a retried step is only shortened),
+  where they land exactly. The
   controller restarts at every stop from a step estimated from the state
   (:func:`first_step`, one extra field evaluation), so the steps after a stop
   depend only on the state there and a resumed run is bit-exact. Without the
@@ -35,7 +43,9 @@ neighbour). The scheme:
 
 The velocity is either the attention field of the cell measure (masses at
 the cell centres), computed by :func:`vlasov_tf.model.velocity_unchecked` at
-the face midpoints, or a prescribed field ``v(t, x)``. The kernel sums go
+the flux points, or a prescribed field ``v(t, x)``. The cell measure makes the
+attention field a second-order quadrature of ``X[rho]``: with attention both
+schemes converge at order 2 at least, the quadratic one with the smaller error. The kernel sums go
 through :func:`vlasov_tf.kernels.kernel_sums`, which picks per head the cheapest
 method within 1e-10 per row (the FFT on a uniform circle grid for scaled
 rotations, spectral sums on S^1 and S^2 for any head, dense sums for small
@@ -125,9 +135,12 @@ class FiniteVolume:
     """The spatial operator of the scheme on one mesh: reconstruction, fluxes, CFL.
 
     Everything that depends only on the mesh is computed once here: the
-    reconstruction (least-squares gradients in the tangent planes, evaluated at
-    the face midpoints) is linear in the face jumps, so it is stored as two
-    sparse (F, F) operators.
+    reconstruction is linear in the cell values before limiting, so it is stored
+    as operators (linear: least-squares gradients at the face midpoints, two
+    sparse (F, F) operators in the face jumps; quadratic:
+    :class:`~vlasov_tf.reconstruction.QuadraticReconstruction`). ``points`` (F, Q, d)
+    and ``weights`` (F, Q) are the flux points and their weights (Q = 1 for the
+    linear scheme: the face midpoints and lengths).
 
     On one rank's :class:`~vlasov_tf.parallel.LocalMesh` pass ``ring``: the
     attention then sums the measure of the first ``n_owned`` cells of every
@@ -164,6 +177,12 @@ class FiniteVolume:
         self.ring = ring
         self.n_owned = mesh.n_cells if n_owned is None else n_owned
         self._keys = mesh.centres if n_owned is None else mesh.centres[:n_owned]
+        self._n = mesh.n_cells
+        if self._quadratic is None:
+            self._build_gradients(mesh)
+
+    def _build_gradients(self, mesh: MeshGeometry) -> None:
+        """The linear reconstruction's operators ``_to_own``, ``_to_nbr`` (F, F)."""
         c, f = mesh.centres, mesh.face_cells
         own, nbr = f[:, 0], f[:, 1]
         n, d, nf = mesh.n_cells, c.shape[1], mesh.n_faces
@@ -195,7 +214,6 @@ class FiniteVolume:
         ]  # grad_op[i] @ jump = i-th component of every cell gradient
         self._to_own = sum(sparse.diags(r_of[:, i]) @ grad_op[i][own] for i in range(d)).tocsr()
         self._to_nbr = sum(sparse.diags(r_nf[:, i]) @ grad_op[i][nbr] for i in range(d)).tocsr()
-        self._n = n
 
     def face_values(self, rho: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Limited reconstruction at the flux points: (owner side, neighbour side), each (F, Q).
@@ -290,13 +308,20 @@ def check_scheme(reconstruction: str | None, limiter: str | None) -> tuple[str, 
 
     ``reconstruction=None``: :data:`RECONSTRUCTION`, unless ``limiter`` is one that only the
     other reconstruction takes ("barth-jespersen" names the linear scheme, as before the
-    third-order default). ``limiter=None``: the reconstruction's first limiter.
+    third-order default); a limiter both take ("none") then needs the reconstruction named.
+    ``limiter=None``: the reconstruction's first limiter.
     """
     if limiter is not None and limiter not in LIMITERS:
         raise ValueError(f"unknown limiter {limiter!r}; choose one of {LIMITERS}")
     if reconstruction is None:
         owners = [r for r, allowed in RECONSTRUCTION_LIMITERS.items() if limiter in allowed]
-        reconstruction = RECONSTRUCTION if limiter is None or RECONSTRUCTION in owners else owners[0]
+        if len(owners) > 1:
+            # "none" meant the unlimited linear scheme before the quadratic default: ask.
+            raise ValueError(
+                f"limiter {limiter!r} applies to either reconstruction: name one "
+                f"(reconstruction = 'quadratic', the default, or 'linear', the second-order scheme)"
+            )
+        reconstruction = RECONSTRUCTION if limiter is None else owners[0]
     if reconstruction not in RECONSTRUCTIONS:
         raise ValueError(f"unknown reconstruction {reconstruction!r}; choose one of {RECONSTRUCTIONS}")
     allowed = RECONSTRUCTION_LIMITERS[reconstruction]
@@ -415,13 +440,14 @@ def solve_grid(
         raise ValueError(f"output times must lie in [0, T] = [0, {T}]")
     times = np.minimum(times, T)
 
+    reconstruction, limiter = check_scheme(reconstruction, limiter)
     if comm is None:
         local, fv = (
             None,
             FiniteVolume(mesh, limiter, reconstruction=reconstruction, field_method=field_method),
         )
     else:
-        local = LocalMesh.distribute(mesh, comm)
+        local = LocalMesh.distribute(mesh, comm, vertex_halo=reconstruction == "quadratic")
         fv = FiniteVolume(
             local.mesh,
             limiter,
@@ -484,10 +510,11 @@ def solve_grid(
         while True:
             while k_out < len(times) and times[k_out] <= t + tol:
                 rho = mass / areas
-                emit(rho, t)
+                # The counts before the snapshot: a run killed between the two recounts them.
                 if step_counts is not None and is_root(comm):
                     step_counts(t, taken_out, rejected_out)
                 taken_out = rejected_out = 0
+                emit(rho, t)
                 # Continue from the emitted density, as a resumed run does: resume is then bit-exact.
                 mass = rho * areas
                 k_out += 1
@@ -506,6 +533,7 @@ def solve_grid(
                 proposal = np.inf
             else:
                 proposal = first_step(fv, fld, t, mass, u, horizon, rtol, scale, l1, exchange)
+            retried = False
             while t < t_next - tol:
                 if u is None:
                     u = fv.normal_velocity(fld, t, mass / areas)
@@ -522,14 +550,19 @@ def solve_grid(
                             f"the grid solution became non-finite at t = {t:.6g} (step {taken})"
                         )
                     if rtol is None or not err > 0:
-                        ratio = 0.0
+                        ratio, power = 0.0, 3.0
                     else:
-                        ratio = err / (scale + rtol * l1(new - mass))
+                        relative = rtol * l1(new - mass)
+                        ratio = err / (scale + relative)
+                        # The error is O(dt^3) and the change O(dt): the ratio goes like dt^2
+                        # where the relative part of the tolerance dominates, dt^3 elsewhere.
+                        power = 2.0 if relative >= scale else 3.0
                     if ratio <= 1.0:
                         break
                     rejected += 1
                     rejected_out += 1
-                    dt = _quantized(dt * max(0.2, 0.9 * ratio ** (-1 / 3)))
+                    retried = True
+                    dt = _quantized(dt * max(0.2, 0.9 * ratio ** (-1 / power)))
                     if dt < 1e-12 * T:
                         raise FloatingPointError(
                             f"the time step fell below 1e-12 T at t = {t:.6g} (rtol = {rtol}, "
@@ -539,7 +572,11 @@ def solve_grid(
                 t = t_next if t_next - (t + dt) <= tol else t + dt
                 taken += 1
                 taken_out += 1
-                proposal = dt * min(5.0, 0.9 * ratio ** (-1 / 3)) if ratio > 0 else np.inf
+                if retried:  # no growth right after a rejection
+                    proposal = dt
+                else:
+                    proposal = dt * min(5.0, 0.9 * ratio ** (-1 / power)) if ratio > 0 else np.inf
+                retried = False
                 u = None
                 bar.update(dt)
     dens = np.array(out_rho) if out_rho else np.empty((len(out_mass), 0))

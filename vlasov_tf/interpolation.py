@@ -494,8 +494,13 @@ def _stage0_orthant(bld: _Builder, w0: np.ndarray, safety: float) -> float:
         blk = _Block(0.0, 0, W=a[:, None], U=np.zeros((1, d)), b=np.ones(1))
         if k < len(chain) - 1:
             nxt = chain[k + 1]
-            bld.run_until(blk, lambda nxt=nxt: worst(nxt) <= math.pi - 0.3, chunk=0.1, t_max=40.0,
-                          what="orthant transport (clearing the antipode of the next target)")
+            bld.run_until(
+                blk,
+                lambda nxt=nxt: worst(nxt) <= math.pi - 0.3,
+                chunk=0.1,
+                t_max=40.0,
+                what="orthant transport (clearing the antipode of the next target)",
+            )
             continue
         # <x, a> = tanh(t + artanh <x0, a>): aim as if the worst token were `safety` farther out.
         c0 = math.cos(min(worst(a) + safety, math.pi - 1e-6))
@@ -809,8 +814,13 @@ def _finish(bld: _Builder, y: np.ndarray, w0: np.ndarray, T: float, eps: float, 
             times.append(starts[k] + off / scale[k])
     times = np.minimum(np.array(times), T)
     stages = np.array([b.stage for b in bld.blocks])
-    stage_times = np.r_[0.0, [starts[np.flatnonzero(stages <= s)[-1] + 1] if (stages <= s).any() else 0.0
-                              for s in range(len(STAGES))]]
+    stage_times = np.r_[
+        0.0,
+        [
+            starts[np.flatnonzero(stages <= s)[-1] + 1] if (stages <= s).any() else 0.0
+            for s in range(len(STAGES))
+        ],
+    ]
     records = tuple(
         MeasureRecord(
             times=times,
@@ -990,8 +1000,12 @@ def parse_interpolation_case(text: str, source: str = "<string>") -> Interpolati
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{source}: not valid TOML: {err}") from err
     r.table(data, "", _CASE_TOP, required=("case", "inputs", "targets"))
-    case = r.table(data["case"], "case", ("name", "description", "d", "T", "eps", "seed"),
-                   required=("name", "d", "T", "eps"))
+    case = r.table(
+        data["case"],
+        "case",
+        ("name", "description", "d", "T", "eps", "seed"),
+        required=("name", "d", "T", "eps"),
+    )
     name = r.string(case["name"], "case.name")
     d = r.integer(case["d"], "case.d")
     if d < 3:
@@ -1087,10 +1101,16 @@ def run_interpolation_case(
     rerun = particle_w2(interp, measures)
     fresh = case.measures(np.random.default_rng(case.seed + 1))
     res["w2_rerun"], res["w2_fresh"] = rerun, particle_w2(interp, fresh)
-    log(f"W2, each input alone through the schedule (RK4, {interp.rk4_steps} steps): "
-        + ", ".join(f"{v:.3g}" for v in rerun) + f"   (eps = {case.eps:g})")
-    log("W2, fresh samples of the inputs (not seen by the construction): "
-        + ", ".join(f"{v:.3g}" for v in res["w2_fresh"]) + f"   [{time.perf_counter() - t1:.1f} s]")
+    log(
+        f"W2, each input alone through the schedule (RK4, {interp.rk4_steps} steps): "
+        + ", ".join(f"{v:.3g}" for v in rerun)
+        + f"   (eps = {case.eps:g})"
+    )
+    log(
+        "W2, fresh samples of the inputs (not seen by the construction): "
+        + ", ".join(f"{v:.3g}" for v in res["w2_fresh"])
+        + f"   [{time.perf_counter() - t1:.1f} s]"
+    )
 
     layers = case.layers if layers is None else tuple(layers)
     t1 = time.perf_counter()
@@ -1100,8 +1120,10 @@ def run_interpolation_case(
     log("        L   " + "  ".join(f"W2[{i}]" for i in range(interp.N)))
     for L, row in zip(layers, table, strict=True):
         log(f"  {L:7d}   " + "  ".join(f"{v:.3g}" for v in row))
-    log(f"  depth needed for W2 <= eps on every input: {depth if depth else '> ' + str(max(layers))}"
-        f" ({interp.switches + 1} blocks)   [{time.perf_counter() - t1:.1f} s]")
+    log(
+        f"  depth needed for W2 <= eps on every input: {depth if depth else '> ' + str(max(layers))}"
+        f" ({interp.switches + 1} blocks)   [{time.perf_counter() - t1:.1f} s]"
+    )
 
     levels = case.levels if levels is None else tuple(levels)
     res["grid_levels"], res["grid_w2"] = [], []
@@ -1116,8 +1138,11 @@ def run_interpolation_case(
             w2 = grid_w2(interp, mesh, dens, cfl=case.cfl, max_dt=case.max_dt)
             res["grid_levels"].append(level)
             res["grid_w2"].append(w2)
-            log(f"  level {level} ({mesh.n_cells} cells, h = {mesh.h:.3g}): W2 "
-                + ", ".join(f"{v:.3g}" for v in w2) + f"   [{time.perf_counter() - t1:.1f} s]")
+            log(
+                f"  level {level} ({mesh.n_cells} cells, h = {mesh.h:.3g}): W2 "
+                + ", ".join(f"{v:.3g}" for v in w2)
+                + f"   [{time.perf_counter() - t1:.1f} s]"
+            )
     if out_dir is not None:
         path = Path(out_dir) / f"{case.name}.png"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -274,8 +274,9 @@ def tile_head_sums(weights: np.ndarray) -> HeadSums:
     logw = log_weights(weights)
 
     def head_sums(
-        B: np.ndarray, queries: np.ndarray, points: np.ndarray, weights: np.ndarray
+        B: np.ndarray, queries: np.ndarray, points: np.ndarray, _weights: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
+        # _weights: the HeadSums signature; these sums use the weights fixed above (logw).
         z = np.dot(queries, B.T)
         if not profiling_active():
             return tile_sums(z, points, logw, points)

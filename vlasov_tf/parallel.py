@@ -225,8 +225,12 @@ class LocalMesh:
     _recv_counts: tuple[list[int], list[int]]
 
     @classmethod
-    def distribute(cls, mesh: MeshGeometry, comm: Comm) -> LocalMesh:
-        """Partition ``mesh`` (known whole on every rank) and keep this rank's share."""
+    def distribute(cls, mesh: MeshGeometry, comm: Comm, *, vertex_halo: bool = True) -> LocalMesh:
+        """Partition ``mesh`` (known whole on every rank) and keep this rank's share.
+
+        ``vertex_halo``: the second halo layer is every cell sharing a vertex with the first (the
+        quadratic reconstruction's stencils); False: sharing a face (enough for the linear one).
+        """
         part = partition(mesh.centres, comm.size)
         rank, f = comm.rank, mesh.face_cells
         owned = np.flatnonzero(part == rank)
@@ -235,7 +239,10 @@ class LocalMesh:
         near = is_owned | layer1
         # Cells sharing a vertex with one of them: the quadratic reconstruction's stencils
         # (reconstruction.vertex_neighbours) of the first layer; they include its face neighbours.
-        layer2 = _vertex_neighbours(mesh.cell_vertices, near)
+        if vertex_halo:
+            layer2 = _vertex_neighbours(mesh.cell_vertices, near)
+        else:
+            layer2 = _neighbours(f, near)
         halo = np.flatnonzero(layer1 | layer2)
         # Halo cells ordered by owner rank, then global index: the order the exchange delivers them in.
         halo = halo[np.lexsort((halo, part[halo]))]

@@ -4,10 +4,10 @@ The third-order finite-volume scheme of :class:`vlasov_tf.eulerian.FiniteVolume`
 (``reconstruction="quadratic"``) reads the density at the Gauss points of every
 face (:func:`vlasov_tf.meshes.face_quadrature`) from a quadratic polynomial per cell:
 
-- chart: the gnomonic projection at the cell centre ``c``,
+- chart: on S^2 the gnomonic projection at the cell centre ``c``,
   ``xi(x) = (x . e_i / x . c) / h_c`` (``e_i`` an orthonormal basis of the tangent
-  plane, ``h_c`` the cell size: the square root of its area, its length on S^1),
-  in which great circles are straight lines;
+  plane, ``h_c`` the square root of the cell's area), in which great circles are
+  straight lines; on S^1 the angle from the centre over the cell's length;
 - polynomial: ``p_c(x) = rho_c + sum_k a_ck (phi_k(xi(x)) - <phi_k>_c)`` with the
   monomials ``phi = (xi_1, xi_2, xi_1^2, xi_1 xi_2, xi_2^2)`` (S^1: ``xi, xi^2``)
   and ``<.>_j`` the mean over cell j (:func:`vlasov_tf.meshes.cell_quadrature`):
@@ -48,7 +48,8 @@ def vertex_neighbours(mesh: MeshGeometry) -> tuple[np.ndarray, np.ndarray]:
     """Cells sharing a vertex with each cell: indices (C, S) padded with the cell itself, mask (C, S).
 
     Each row lists its neighbours in the lexicographic order of their centres (an order that does
-    not depend on how the cells are numbered), padding last.
+    not depend on how the cells are numbered), padding last; S = 16 on S^2 unless a cell has
+    more neighbours, 2 on S^1.
     """
     n = mesh.n_cells
     cv = mesh.cell_vertices
@@ -58,7 +59,9 @@ def vertex_neighbours(mesh: MeshGeometry) -> tuple[np.ndarray, np.ndarray]:
     keep = adjacency.row != adjacency.col
     r, c = adjacency.row[keep], adjacency.col[keep]
     counts = np.bincount(r, minlength=n)
-    width = max(int(counts.max()) if n else 0, 1)
+    # A fixed width where the counts allow it (16 on S^2, 2 on S^1): an MPI rank's sub-mesh then
+    # pads its stencils as the whole mesh does, and its least squares give the same bits.
+    width = max(int(counts.max()) if n else 0, 2 * (mesh.d - 1) ** 3)
     idx = np.repeat(np.arange(n)[:, None], width, axis=1)
     mask = np.arange(width)[None, :] < counts[:, None]
     order = np.argsort(r, kind="stable")
@@ -69,8 +72,8 @@ def vertex_neighbours(mesh: MeshGeometry) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(idx, perm, axis=1), np.take_along_axis(mask, perm, axis=1)
 
 
-def _charts(centres: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """(C, d, d) rows: the centre, then an orthonormal tangent basis, the basis divided by the size."""
+def _charts(centres: np.ndarray) -> np.ndarray:
+    """(C, d, d) rows: the centre, then an orthonormal basis of the tangent plane there."""
     d = centres.shape[1]
     if d == 2:
         tangent = np.stack([-centres[:, 1], centres[:, 0]], axis=1)[:, None, :]
@@ -81,15 +84,30 @@ def _charts(centres: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         e1 = axis - np.einsum("ci,ci->c", axis, centres)[:, None] * centres
         e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
         tangent = np.stack([e1, np.cross(centres, e1)], axis=1)
-    return np.concatenate([centres[:, None, :], tangent / sizes[:, None, None]], axis=1)
+    return np.concatenate([centres[:, None, :], tangent], axis=1)
 
 
-def _monomials(chart: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """phi(xi(x)) (..., K) for points x (..., P, d) in the charts (..., d, d) (module docstring)."""
+#: The gnomonic chart holds within this angle of its centre (cos 80 degrees).
+_CHART_COS = float(np.cos(np.radians(80.0)))
+
+
+def _monomials(chart: np.ndarray, size: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """phi(xi(x)) (..., P, K) for points x (..., P, d), charts (..., d, d), cell sizes (...).
+
+    S^1: xi is the angle from the centre (exact on the whole circle); S^2: the gnomonic
+    coordinates, which need every point within 80 degrees of the centre (ValueError otherwise:
+    a mesh too coarse for the quadratic reconstruction).
+    """
     proj = np.einsum("...ij,...pj->...pi", chart, x)
-    xi = proj[..., 1:] / proj[..., :1]
-    if xi.shape[-1] == 1:
+    if proj.shape[-1] == 2:
+        xi = np.arctan2(proj[..., 1:], proj[..., :1]) / size[..., None, None]
         return np.concatenate([xi, xi * xi], axis=-1)
+    if not (proj[..., 0] > _CHART_COS).all():
+        raise ValueError(
+            "the quadratic reconstruction needs every cell's neighbours within 80 degrees of it: "
+            "the mesh is too coarse (use reconstruction='linear')"
+        )
+    xi = proj[..., 1:] / (proj[..., :1] * size[..., None, None])
     x1, x2 = xi[..., 0], xi[..., 1]
     return np.stack([x1, x2, x1 * x1, x1 * x2, x2 * x2], axis=-1)
 
@@ -113,17 +131,17 @@ class QuadraticReconstruction:
         cell_pts, cell_w = cell_quadrature(mesh)
         cell_w = cell_w / cell_w.sum(axis=1, keepdims=True)
         sizes = mesh.areas if mesh.d == 2 else np.sqrt(mesh.areas)
-        charts = _charts(mesh.centres, sizes)
+        charts = _charts(mesh.centres)
         n, width = self.stencil.shape
         k = 2 if mesh.d == 2 else 5
         self.coef = np.zeros((n, k, width))  # a_c = coef[c] @ (rho[stencil[c]] - rho_c)
         own_mean = np.zeros((n, k))
         for lo in range(0, n, self.BLOCK):
             sl = slice(lo, min(lo + self.BLOCK, n))
-            ch = charts[sl]
-            own_mean[sl] = np.einsum("cqk,cq->ck", _monomials(ch, cell_pts[sl]), cell_w[sl])
+            ch, sz = charts[sl], sizes[sl]
+            own_mean[sl] = np.einsum("cqk,cq->ck", _monomials(ch, sz, cell_pts[sl]), cell_w[sl])
             nb = self.stencil[sl]
-            phi = _monomials(ch[:, None], cell_pts[nb])  # (B, S, Q, K)
+            phi = _monomials(ch[:, None], sz[:, None], cell_pts[nb])  # (B, S, Q, K)
             means = np.einsum("csqk,csq->csk", phi, cell_w[nb]) - own_mean[sl, None, :]
             dist2 = np.einsum("csk,csk->cs", means[..., : mesh.d - 1], means[..., : mesh.d - 1])
             with np.errstate(divide="ignore"):
@@ -131,8 +149,8 @@ class QuadraticReconstruction:
             self.coef[sl] = np.linalg.pinv(w[..., None] * means) * w[:, None, :]
         own, nbr = mesh.face_cells[:, 0], mesh.face_cells[:, 1]
         # (F, Q, K) each side: phi at the points minus the cell's mean of phi.
-        self._basis_own = _monomials(charts[own], self.points) - own_mean[own][:, None, :]
-        self._basis_nbr = _monomials(charts[nbr], self.points) - own_mean[nbr][:, None, :]
+        self._basis_own = _monomials(charts[own], sizes[own], self.points) - own_mean[own][:, None, :]
+        self._basis_nbr = _monomials(charts[nbr], sizes[nbr], self.points) - own_mean[nbr][:, None, :]
 
     def coefficients(self, rho: np.ndarray) -> np.ndarray:
         """(C, K) ``a_c`` of every cell's polynomial for cell averages ``rho`` (C,)."""
