@@ -77,6 +77,21 @@ def timed(mesh, rho0, field, T, **kw):
     return sol, time.perf_counter() - t0
 
 
+def attention_rows(name, meshes, fine, start, beta, T, ref_rtol) -> list[tuple]:
+    """Both schemes on ``meshes`` (SA, Q = K = V = I) against the quadratic one on ``fine`` at
+    ``ref_rtol``, its masses summed onto each (nested) mesh: (case, scheme, cells, steps, s, L1)."""
+    sched = Schedule.constant(Params.identity(fine.d, beta), T)
+    ref = solve_grid(fine, averages(fine, start), sched, reconstruction="quadratic", rtol=ref_rtol).final
+    rows = []
+    for mesh in meshes:
+        exact = coarsen_masses(ref * fine.areas, fine, mesh) / mesh.areas
+        for scheme in SCHEMES:
+            sol, secs = timed(mesh, averages(mesh, start), sched, None, reconstruction=scheme)
+            error = np.abs(sol.final - exact) @ mesh.areas
+            rows.append((name, scheme, mesh.n_cells, sol.steps, secs, error))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the two coarsest resolutions of each case")
@@ -109,35 +124,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
 
-    sched = Schedule.constant(Params.identity(2, 4.0), 2.0)
-    fine = circle_mesh(8192)
-    ref = solve_grid(fine, averages(fine, circle_start), sched, reconstruction="quadratic", rtol=1e-7).final
-    for m in cells:
-        mesh = circle_mesh(m)
-        exact = coarsen_masses(ref * fine.areas, fine, mesh) / mesh.areas
-        for scheme in SCHEMES:
-            sol, secs = timed(mesh, averages(mesh, circle_start), sched, None, reconstruction=scheme)
-            rows.append(("attention S^1", scheme, m, sol.steps, secs, np.abs(sol.final - exact) @ mesh.areas))
-
-    # S^2 attention against the quadratic scheme one level finer than the finest compared, at rtol 1e-5.
-    sched = Schedule.constant(Params.identity(3, 3.0), 1.5)
-    fine = sphere_mesh(levels[-1] + 1)
-    ref = solve_grid(fine, averages(fine, two_bumps), sched, reconstruction="quadratic", rtol=1e-5).final
-    for level in levels:
-        mesh = sphere_mesh(level)
-        exact = coarsen_masses(ref * fine.areas, fine, mesh) / mesh.areas
-        for scheme in SCHEMES:
-            sol, secs = timed(mesh, averages(mesh, two_bumps), sched, None, reconstruction=scheme)
-            rows.append(
-                (
-                    "attention S^2",
-                    scheme,
-                    mesh.n_cells,
-                    sol.steps,
-                    secs,
-                    np.abs(sol.final - exact) @ mesh.areas,
-                )
-            )
+    rows += attention_rows(
+        "attention S^1", [circle_mesh(m) for m in cells], circle_mesh(8192), circle_start, 4.0, 2.0, 1e-7
+    )
+    # S^2 against the quadratic scheme one level finer than the finest compared.
+    meshes = [sphere_mesh(level) for level in levels]
+    rows += attention_rows("attention S^2", meshes, sphere_mesh(levels[-1] + 1), two_bumps, 3.0, 1.5, 1e-5)
 
     head = ("case", "scheme", "cells", "steps", "s/step", "run s", "L1 error")
     print("{:14s} {:10s} {:>6s} {:>6s} {:>9s} {:>8s} {:>10s}".format(*head))
