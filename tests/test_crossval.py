@@ -6,7 +6,7 @@ import pytest
 from vlasov_tf import io
 from vlasov_tf.cases import parse_case
 from vlasov_tf.cli import main
-from vlasov_tf.crossval import case_jobs, run_case
+from vlasov_tf.crossval import CaseMismatch, case_jobs, run_case
 from vlasov_tf.studies import crossval_tables
 
 SMALL = """
@@ -138,6 +138,55 @@ def test_a_crash_between_step_counts_and_snapshot_loses_no_count(case, tmp_path,
     assert sorted(again) == sorted(full)
     for key in full:
         np.testing.assert_array_equal(again[key], full[key])
+
+
+def test_resume_refuses_another_case_naming_the_difference(tmp_path):
+    """A run killed at beta = 3 and resumed with beta = 30 went on at beta = 30 while the file
+    said 3; and a default that changed between versions (the grid scheme) changed the run too."""
+    path = tmp_path / "tiny.h5"
+    case = parse_case(SMALL, overrides={"particles.tokens": [50]})
+    run_case(case, path, solvers=("grid",), log=lambda s: None)
+    with io.RunFile.open(path, mode="r") as run:
+        assert run.overrides == [("particles.tokens", [50])]
+        assert run.settings["model.beta"] == "3.0" and run.settings["grid.reconstruction"] == '"linear"'
+    hotter = parse_case(SMALL.replace("beta = 3.0", "beta = 30.0"), overrides={"particles.tokens": [50]})
+    with pytest.raises(
+        CaseMismatch,
+        match=r"tiny\.h5: cannot resume with another case: model\.beta = 3\.0 when run, 30\.0 now",
+    ):
+        run_case(hotter, path, resume=True, log=lambda s: None)
+    with pytest.raises(CaseMismatch, match=r"particles\.tokens = \[50\] when run, \[50, 200\] now"):
+        run_case(parse_case(SMALL), path, resume=True, log=lambda s: None)
+    third = parse_case(SMALL, overrides={"particles.tokens": [50], "grid.reconstruction": "quadratic"})
+    with pytest.raises(
+        CaseMismatch, match=r"grid\.limiter = \"barth-jespersen\" when run, \"positivity\" now"
+    ):
+        run_case(third, path, resume=True, log=lambda s: None)
+    # The same case resumes (nothing left to do), a new description does not matter.
+    described = parse_case(
+        SMALL.replace('name = "tiny"', 'name = "tiny"\ndescription = "x"'),
+        overrides={"particles.tokens": [50]},
+    )
+    run_case(described, path, resume=True, solvers=("grid",), log=lambda s: None)
+
+
+def test_resume_of_a_file_without_settings_compares_the_text(tmp_path):
+    path = tmp_path / "old.h5"
+    io.RunFile.create(path, SMALL, "tiny").close()  # as files written before settings were kept
+    run_case(parse_case(SMALL), path, resume=True, solvers=("grid",), log=lambda s: None)
+    with pytest.raises(CaseMismatch, match="its case text"):
+        run_case(parse_case(SMALL.replace("beta = 3.0", "beta = 4.0")), path, resume=True, log=lambda s: None)
+
+
+def test_cli_resume_with_an_edited_case_is_one_line_exit_2(tmp_path, capsys):
+    src = tmp_path / "tiny.toml"
+    src.write_text(SMALL)
+    assert main(["run", str(src), "--out", str(tmp_path / "o"), "--solver", "grid"]) == 0
+    src.write_text(SMALL.replace("beta = 3.0", "beta = 30.0"))
+    with pytest.raises(SystemExit) as exc:
+        main(["run", str(src), "--out", str(tmp_path / "o"), "--resume"])
+    assert exc.value.code == 2
+    assert "cannot resume with another case: model.beta = 3.0 when run, 30.0 now" in capsys.readouterr().err
 
 
 def test_cli_run_study_plot(case, tmp_path, capsys):

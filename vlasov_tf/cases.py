@@ -97,7 +97,9 @@ and recorded in :attr:`Case.overrides`: one file serves a sweep in beta.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import json
 import math
 import os
 import re
@@ -128,8 +130,10 @@ __all__ = [
     "GridSpec",
     "InitialMeasure",
     "ParticleSpec",
+    "case_settings",
     "load_case",
     "parse_case",
+    "settings_difference",
     "shipped_cases",
     "sphere_measure",
 ]
@@ -458,7 +462,8 @@ class Case:
     (for output files), ``output_times`` (n_out,) strictly increasing from 0 to
     T, ``betas`` the inverse temperature of each schedule block (1.0 where the
     block gives matrices and no beta), ``overrides`` the (dotted key, value)
-    pairs applied on top of ``text``.
+    pairs applied on top of ``text``, ``file_settings`` the text with the
+    overrides applied as (dotted key, JSON value) pairs (:func:`case_settings`).
     """
 
     name: str
@@ -474,6 +479,7 @@ class Case:
     description: str = ""
     betas: tuple[float, ...] = ()
     overrides: tuple[tuple[str, Any], ...] = ()
+    file_settings: tuple[tuple[str, str], ...] = ()
 
     @property
     def T(self) -> float:
@@ -1107,7 +1113,48 @@ def parse_case(
         description=description,
         betas=betas,
         overrides=tuple((overrides or {}).items()),
+        file_settings=tuple(_flatten(data, "")),
     )
+
+
+#: Keys that do not change a run (a resumed run may differ there).
+_COSMETIC = ("case.description",)
+
+
+def _flatten(value: Any, key: str) -> list[tuple[str, str]]:
+    """(dotted key, JSON) pairs of a TOML value: tables by key, arrays of tables by index."""
+    if isinstance(value, Mapping):
+        return [p for k in sorted(value) for p in _flatten(value[k], f"{key}.{k}" if key else k)]
+    if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+        return [p for i, v in enumerate(value) for p in _flatten(v, f"{key}[{i}]")]
+    return [] if key in _COSMETIC else [(key, json.dumps(value, sort_keys=True, default=str))]
+
+
+def case_settings(case: Case) -> dict[str, str]:
+    """Everything a run of ``case`` depends on: dotted key -> JSON value.
+
+    The case file with its overrides applied (:attr:`Case.file_settings`), then every field of
+    the particle and grid specs as resolved now, defaults included (``particles.field_method``,
+    ``grid.reconstruction``, ...: a default that changes between versions changes the run), and
+    the output times. Run files store it; a resumed run must match (:func:`settings_difference`).
+    """
+    out = dict(case.file_settings)
+    specs = {"particles": case.particles, "grid": case.grid}
+    for name, spec in specs.items():
+        if spec is not None:
+            for field in dataclasses.fields(spec):
+                out[f"{name}.{field.name}"] = json.dumps(getattr(spec, field.name), default=str)
+    out["case.output_times"] = json.dumps(case.output_times.tolist())
+    return out
+
+
+def settings_difference(stored: Mapping[str, str], current: Mapping[str, str]) -> str | None:
+    """The first key (sorted) whose value differs, in words; None when the settings agree."""
+    for key in sorted(set(stored) | set(current)):
+        old, new = stored.get(key, "(unset)"), current.get(key, "(unset)")
+        if old != new:
+            return f"{key} = {old} when run, {new} now"
+    return None
 
 
 def load_case(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> Case:

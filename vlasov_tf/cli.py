@@ -33,7 +33,7 @@ import numpy as np
 
 from . import __version__
 from .cases import load_case, parse_case
-from .crossval import run_case
+from .crossval import CaseMismatch, run_case
 from .io import RunFile
 from .kernels import num_threads
 from .meshes import SPHERE_LEVELS, build_sphere_mesh, load_mesh, mesh_quality
@@ -248,15 +248,18 @@ def _run(args: argparse.Namespace, case, solvers: tuple[str, ...]) -> Path:
     if on_root(args.comm, path.exists) and not (args.resume or args.overwrite):
         args.parser.error(f"{path} exists: pass --resume to continue it or --overwrite to replace it")
     tic = time.perf_counter()
-    run_case(
-        case,
-        path,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        solvers=solvers,
-        progress=args.progress,
-        comm=args.comm,
-    )
+    try:
+        run_case(
+            case,
+            path,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            solvers=solvers,
+            progress=args.progress,
+            comm=args.comm,
+        )
+    except CaseMismatch as err:
+        args.parser.error(str(err))
     if is_root(args.comm):
         ranks = "" if args.comm is None else f" on {args.comm.size} ranks"
         print(f"run file: {path} ({time.perf_counter() - tic:.1f} s{ranks})")

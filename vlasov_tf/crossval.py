@@ -55,7 +55,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cases import Case
+from .cases import Case, case_settings, settings_difference
 from .comparison import SlicedSphere, coupling_w1, sliced_wasserstein_sphere, wasserstein
 from .eulerian import solve_grid
 from .io import RunFile
@@ -69,8 +69,10 @@ __all__ = [
     "MAX_DEEP_TOKEN_LAYERS",
     "MAX_EXACT_PAIRS",
     "SLICED",
+    "CaseMismatch",
     "Job",
     "case_jobs",
+    "check_same_case",
     "compute_diagnostics",
     "run_case",
     "run_jobs",
@@ -257,11 +259,28 @@ def run_case(
 
     opened: list[RunFile] = []  # the writer's file stays on rank 0; only success is broadcast
 
+    settings = case_settings(case)
+
     def open_run() -> None:
         if resume and path.exists():
-            opened.append(RunFile.open(path))
+            run = RunFile.open(path)
+            try:
+                check_same_case(run, case, settings)
+            except BaseException:
+                run.close()
+                raise
+            opened.append(run)
         else:
-            opened.append(RunFile.create(path, case.text, case.name, overwrite=overwrite))
+            opened.append(
+                RunFile.create(
+                    path,
+                    case.text,
+                    case.name,
+                    settings=settings,
+                    overrides=case.overrides,
+                    overwrite=overwrite,
+                )
+            )
 
     on_root(comm, open_run)
     run = opened[0] if opened else None
@@ -279,6 +298,29 @@ def run_case(
         if run is not None:
             run.close()
     return path
+
+
+class CaseMismatch(ValueError):
+    """A resume with a case (or overrides, or defaults) other than the one the run file was run with."""
+
+
+def check_same_case(run: RunFile, case: Case, settings: dict[str, str] | None = None) -> None:
+    """Raise :class:`CaseMismatch`, naming the first difference, unless ``case`` is what ``run`` ran.
+
+    The run file's settings (:func:`vlasov_tf.cases.case_settings`) against the case's now; a
+    file written before settings were recorded is compared by its case text and overrides.
+    """
+    stored = run.settings
+    if stored is None:
+        same = run.case_text == case.text and not case.overrides
+        diff = None if same else "its case text (a file older than recorded settings: the text must be equal)"
+    else:
+        diff = settings_difference(stored, case_settings(case) if settings is None else settings)
+    if diff is not None:
+        raise CaseMismatch(
+            f"{run.path}: cannot resume with another case: {diff}. Resume with the case it was run "
+            "with (its text is in the run file), or start afresh with --overwrite"
+        )
 
 
 def _silent(_: str) -> None:

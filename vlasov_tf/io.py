@@ -81,6 +81,7 @@ import threading
 import warnings
 import xml.etree.ElementTree as ET
 import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -448,10 +449,16 @@ class RunFile:
         case_text: str,
         case_name: str,
         *,
+        settings: Mapping[str, str] | None = None,
+        overrides: Sequence[tuple[str, Any]] = (),
         overwrite: bool = False,
         sync: bool = True,
     ) -> RunFile:
         """Create the run file ``path`` for the case (its TOML text and name); open it for writing.
+
+        ``settings`` (:func:`vlasov_tf.cases.case_settings`: what the run depends on) and
+        ``overrides`` (the dotted keys set on top of the text) are kept with the case text
+        (:attr:`settings`, :attr:`overrides`), so that a resume can check it runs the same case.
 
         Raises ``FileExistsError`` if ``path`` exists and not ``overwrite`` (open it to resume).
         ``sync=False`` skips fsync: still safe if the process is killed, not if the machine dies.
@@ -494,8 +501,11 @@ class RunFile:
                             "name": case_name,
                             "version": __version__,
                             "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                            "overrides": json.dumps([[k, v] for k, v in overrides], default=str),
                         }
                     )
+                    if settings is not None:
+                        case.attrs["settings"] = json.dumps(dict(settings), sort_keys=True)
                     for name in ("jobs", "meshes", "diagnostics"):
                         f.create_group(name)
                 _replace(tmp, path, sync)
@@ -590,6 +600,10 @@ class RunFile:
         if missing:
             raise self._fail(f"/case lacks attribute(s) {', '.join(missing)}")
         self._case = {k: str(_from_h5_attr(case[k])) for k in ("text", "name", "version", "created")}
+        # Absent from files written before settings were recorded.
+        for key in ("settings", "overrides"):
+            if key in case:
+                self._case[key] = str(_from_h5_attr(case[key]))
 
         jobs: list[tuple[str, _Job]] = []
 
@@ -1187,6 +1201,19 @@ class RunFile:
     @property
     def case_text(self) -> str:
         return self._case["text"]
+
+    @property
+    def settings(self) -> dict[str, str] | None:
+        """What the run depends on (``create``'s ``settings``); None if none were given (or the
+        file was written before settings were recorded)."""
+        text = self._case.get("settings")
+        return None if text is None else json.loads(text)
+
+    @property
+    def overrides(self) -> list[tuple[str, Any]] | None:
+        """The (dotted key, value) overrides the run was made with; None for an older file."""
+        text = self._case.get("overrides")
+        return None if text is None else [tuple(p) for p in json.loads(text)]
 
     @property
     def case_name(self) -> str:
