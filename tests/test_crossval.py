@@ -189,6 +189,37 @@ def test_cli_resume_with_an_edited_case_is_one_line_exit_2(tmp_path, capsys):
     assert "cannot resume with another case: model.beta = 3.0 when run, 30.0 now" in capsys.readouterr().err
 
 
+def test_cli_sweeps_with_set_and_name(tmp_path, capsys):
+    """Every point of a sweep gets its own run file, with its overrides recorded; plot applies them."""
+    src = tmp_path / "tiny.toml"
+    src.write_text(SMALL)
+    out = tmp_path / "o"
+    base = ["run", str(src), "--out", str(out), "--solver", "grid"]
+    assert main([*base, "--set", "model.beta=9", "--set", "particles.tokens=[50]"]) == 0
+    path = out / "tiny-model.beta-9-particles.tokens-50.h5"
+    with io.RunFile.open(path, mode="r") as run:
+        assert run.overrides == [("model.beta", 9), ("particles.tokens", [50])]
+        assert run.settings["model.beta"] == "9"
+    assert main([*base, "--set", "grid.reconstruction=quadratic", "--name", "third"]) == 0
+    with io.RunFile.open(out / "third.h5", mode="r") as run:
+        assert run.settings["grid.reconstruction"] == '"quadratic"'
+    assert main(["plot", str(path)]) == 0
+    assert (out / "tiny-model.beta-9-particles.tokens-50.png").stat().st_size > 20_000
+    capsys.readouterr()
+    for extra, message in (
+        (["--set", "model.gamma=1"], "unknown key model.gamma"),
+        (["--set", "model.beta"], "expected KEY=VALUE"),
+        (["--set", "model.beta=-1"], "model.beta must be > 0"),
+        (["--set", "model.beta=(1"], "is not a TOML value"),
+        (["--resume", "--overwrite"], "--resume and --overwrite contradict"),
+        (["--name", "a/b"], "--name 'a/b'"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main([*base, *extra])
+        assert exc.value.code == 2
+        assert message in capsys.readouterr().err, extra
+
+
 def test_cli_run_study_plot(case, tmp_path, capsys):
     src = tmp_path / "tiny.toml"
     assert main(["run", str(src), "--out", str(tmp_path / "o"), "--solver", "grid"]) == 0

@@ -6,8 +6,9 @@ Subcommands
 ``study [CASE] [--full]``
     The cross-validation (the README's main job): run a case with both solvers
     into ``out/<name>.h5``, print W1 rate tables in L, N and h, save a figure.
-``run CASE [--solver grid|particles|both] [--resume]``
-    Run a case file into one HDF5 run file (and its XDMF companion). Under
+``run CASE [--solver grid|particles|both] [--resume] [--set KEY=VALUE ...] [--name NAME]``
+    Run a case file into one HDF5 run file (and its XDMF companion); ``--set``
+    overrides case entries (recorded in the run file, and in its default name). Under
     ``mpiexec -n P`` (or ``srun``) every solver runs on the P ranks and rank 0
     writes the file; an error on any rank aborts the job with its message.
 ``plot RUNFILE``
@@ -23,11 +24,15 @@ Subcommands
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import re
 import sys
 import time
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -161,6 +166,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--resume", action="store_true", help="continue an interrupted run from its file")
         p.add_argument("--overwrite", action="store_true", help="replace an existing run file")
         p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a case entry (dotted key, TOML value; repeatable), e.g. --set model.beta=9 "
+            "--set 'particles.tokens=[1000]'; checked like the case file and recorded in the run file",
+        )
+        p.add_argument(
+            "--name",
+            default=None,
+            help="run file name (without .h5; default: the case name, then each --set as key-value)",
+        )
+        p.add_argument(
             "--progress",
             action=argparse.BooleanOptionalAction,
             default=sys.stderr.isatty(),
@@ -235,15 +253,51 @@ def _cmd_mesh(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace):
+    if args.resume and args.overwrite:
+        args.parser.error("--resume and --overwrite contradict each other: pass one")
     try:
-        return load_case(args.case)
+        return load_case(args.case, overrides=parse_overrides(args.set) or None)
     except (ValueError, FileNotFoundError) as err:
         args.parser.error(str(err))
 
 
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["model.beta=9", ...]`` -> ``{"model.beta": 9.0, ...}``: each value read as TOML (a bare
+    word that is not TOML, such as ``linear``, as a string). ValueError names a malformed item."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set model.beta=9")
+        try:
+            out[key] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            if not re.fullmatch(r"[A-Za-z0-9_.+-]+", value):
+                raise ValueError(f"--set {item!r}: {value!r} is not a TOML value") from None
+            out[key] = value
+    return out
+
+
+def run_name(case, name: str | None = None) -> str:
+    """The run file's stem: ``name``, else the case name followed by each override as key-value
+    (characters other than letters, digits, ``.``, ``_`` and ``-`` dropped), so that the points of
+    a sweep do not share a file."""
+    if name is not None:
+        return name
+    parts = [case.name]
+    for key, value in case.overrides:
+        text = value if isinstance(value, str) else json.dumps(value)
+        parts.append(re.sub(r"[^A-Za-z0-9._-]+", "", f"{key}-{text}".replace(", ", "_").replace(",", "_")))
+    return "-".join(parts)
+
+
 def _run(args: argparse.Namespace, case, solvers: tuple[str, ...]) -> Path:
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{case.name}.h5"
+    stem = run_name(case, args.name)
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", stem):
+        args.parser.error(f"--name {stem!r}: use letters, digits, '.', '_' and '-' only")
+    path = args.out / f"{stem}.h5"
     # Rank 0 looks: by the time another rank looked, rank 0 may have created the file.
     if on_root(args.comm, path.exists) and not (args.resume or args.overwrite):
         args.parser.error(f"{path} exists: pass --resume to continue it or --overwrite to replace it")
@@ -287,15 +341,17 @@ def _cmd_study(args: argparse.Namespace) -> int:
         if line:
             print(line)
         print(format_lipschitz(lipschitz_estimate(case)))
-        print(f"figure: {plot_crossval(case, run, args.out / f'{case.name}.png')}")
+        print(f"figure: {plot_crossval(case, run, path.with_suffix('.png'))}")
     return 0
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
     with RunFile.open(args.runfile) as run:
-        case = parse_case(run.case_text, source=str(args.runfile))
+        # The case as run: its text with the overrides recorded beside it.
+        overrides = dict(run.overrides or []) or None
+        case = parse_case(run.case_text, source=str(args.runfile), overrides=overrides)
         out = args.out or args.runfile.parent
-        print(f"figure: {plot_crossval(case, run, out / f'{case.name}.png')}")
+        print(f"figure: {plot_crossval(case, run, out / f'{args.runfile.stem}.png')}")
     return 0
 
 
