@@ -1,5 +1,8 @@
 """The cross-validation driver end to end: jobs, run file, diagnostics, crash and resume, CLI."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -218,6 +221,39 @@ def test_cli_sweeps_with_set_and_name(tmp_path, capsys):
             main([*base, *extra])
         assert exc.value.code == 2
         assert message in capsys.readouterr().err, extra
+
+
+def test_plot_reads_without_writing(tmp_path):
+    """plot opened the run file for writing: it failed on a running job and consumed the journal
+    of a killed one. Now a killed run's file and journal stay byte for byte as they were, and a
+    run held open by its writer plots too."""
+    src = tmp_path / "tiny.toml"
+    src.write_text(SMALL)
+    path = tmp_path / "tiny.h5"
+    # A writer killed outright (os._exit in its 7th append): its journal holds what it appended.
+    script = (
+        "import os, sys\n"
+        "from vlasov_tf import io\n"
+        "from vlasov_tf.cases import load_case\n"
+        "from vlasov_tf.crossval import run_case\n"
+        "append, n = io.RunFile.append, [0]\n"
+        "def dying(self, *a):\n"
+        "    n[0] += 1\n"
+        "    if n[0] == 7:\n"
+        "        os._exit(9)\n"
+        "    return append(self, *a)\n"
+        "io.RunFile.append = dying\n"
+        "run_case(load_case(sys.argv[1]), sys.argv[2], log=lambda s: None)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(src), str(path)], check=False)
+    assert proc.returncode == 9
+    journal = io.journal_path(path)
+    before = path.read_bytes(), journal.read_bytes()
+    assert len(before[1]) > 0  # records a writer would replay
+    assert main(["plot", str(path), "--out", str(tmp_path / "fig")]) == 0
+    assert (path.read_bytes(), journal.read_bytes()) == before
+    with io.RunFile.open(path):  # a writer holds it (and takes the journal in)
+        assert main(["plot", str(path), "--out", str(tmp_path / "fig")]) == 0
 
 
 def test_cli_run_study_plot(case, tmp_path, capsys):

@@ -334,7 +334,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
     path = _run(args, case, ("grid", "particles"))
     if not is_root(args.comm):
         return 0
-    with RunFile.open(path) as run:
+    with RunFile.open(path, mode="r") as run:
         print()
         print(format_tables(crossval_tables(case, run)))
         line = grid_against_deep(case, run)
@@ -346,7 +346,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    with RunFile.open(args.runfile) as run:
+    with RunFile.open(args.runfile, mode="r") as run:  # reading never writes
         # The case as run: its text with the overrides recorded beside it.
         overrides = dict(run.overrides or []) or None
         case = parse_case(run.case_text, source=str(args.runfile), overrides=overrides)
