@@ -256,6 +256,59 @@ def test_plot_reads_without_writing(tmp_path):
         assert main(["plot", str(path), "--out", str(tmp_path / "fig")]) == 0
 
 
+def test_a_run_failing_at_start_leaves_no_file(tmp_path):
+    """USA at beta = 1000 overflows in the first step: the run file (only initial snapshots) is
+    removed, so the next plain run is not refused ("exists: pass --resume")."""
+    path = tmp_path / "tiny.h5"
+    hot = parse_case(SMALL.replace('attention = "SA"\nbeta = 3.0', 'attention = "USA"\nbeta = 1000.0'))
+    with pytest.raises(OverflowError, match="lower beta"):
+        run_case(hot, path, solvers=("grid",), log=lambda s: None)
+    assert not path.exists() and not io.journal_path(path).exists()
+    run_case(
+        parse_case(SMALL, overrides={"particles.tokens": [50]}), path, solvers=("grid",), log=lambda s: None
+    )
+    # A run that computed something keeps its file for --resume.
+    with pytest.raises(CaseMismatch):
+        run_case(hot, path, resume=True, log=lambda s: None)
+    assert path.exists()
+
+
+def test_meshes_are_checked_before_the_run_file_is_replaced(tmp_path, monkeypatch):
+    """A missing sphere mesh was found only after --overwrite had replaced a complete run file."""
+    path = tmp_path / "tiny_sphere.h5"
+    case = parse_case(
+        SPHERE.replace("resolutions = [0, 1, 2]", "resolutions = [0]"), overrides={"particles.tokens": [50]}
+    )
+    io.RunFile.create(path, case.text, case.name).close()
+    before = path.read_bytes()
+    monkeypatch.setenv("VLASOV_TF_MESHES", str(tmp_path / "no_meshes"))
+    with pytest.raises((FileNotFoundError, ValueError)):
+        run_case(case, path, overwrite=True, solvers=("grid",), log=lambda s: None)
+    assert path.read_bytes() == before
+
+
+def test_cli_errors_are_one_line_exit_2(case, tmp_path, capsys):
+    """These ended in a Python traceback."""
+    src = tmp_path / "tiny.toml"
+    src.write_text(SMALL.replace('attention = "SA"\nbeta = 3.0', 'attention = "USA"\nbeta = 1000.0'))
+    not_run = tmp_path / "notes.h5"
+    not_run.write_text("not HDF5")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    cases = [
+        (["plot", str(tmp_path / "missing.h5")], "missing.h5 does not exist"),
+        (["plot", str(not_run)], "notes.h5"),
+        (["run", str(src), "--out", str(tmp_path / "o"), "--solver", "grid"], "lower beta or rescale time"),
+        (["run", str(src), "--out", str(a_file / "sub")], "a_file"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("vlasov-tf: error: ") and message in err and err.count("\n") == 1, err
+    with pytest.raises(OverflowError):  # --debug: the traceback
+        main(["--debug", "run", str(src), "--out", str(tmp_path / "o2"), "--solver", "grid"])
+
+
 def test_cli_run_study_plot(case, tmp_path, capsys):
     src = tmp_path / "tiny.toml"
     assert main(["run", str(src), "--out", str(tmp_path / "o"), "--solver", "grid"]) == 0

@@ -39,7 +39,7 @@ import numpy as np
 from . import __version__
 from .cases import load_case, parse_case
 from .crossval import CaseMismatch, run_case
-from .io import RunFile
+from .io import RunFile, RunFileError
 from .kernels import num_threads
 from .meshes import SPHERE_LEVELS, build_sphere_mesh, load_mesh, mesh_quality
 from .parallel import abort_on_error, is_root, on_root, world
@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vlasov-tf", description="Mean-field (Vlasov) equation of deep Transformers."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error (default: one line)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(
@@ -363,7 +366,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if comm is not None and args.handler not in (_cmd_run, _cmd_study):
             args.parser.error(f"only `run` and `study` run under MPI ({comm.size} ranks): start it serially")
         args.comm = comm
-        return args.handler(args)
+        if comm is not None or args.debug:
+            return args.handler(args)  # under MPI abort_on_error reports it (and stops every rank)
+        try:
+            return args.handler(args)
+        except USER_ERRORS as err:
+            # What a user can cause (bad files and values, missing meshes, unwritable paths, a
+            # field beyond the float range): one line, exit status 2, as for bad arguments.
+            sys.stderr.write(f"vlasov-tf: error: {err}\n")
+            return 2
+
+
+#: Exceptions that mean bad input rather than a bug (``--debug`` shows their traceback).
+USER_ERRORS = (ValueError, OSError, OverflowError, RunFileError)
 
 
 if __name__ == "__main__":

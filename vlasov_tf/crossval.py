@@ -58,7 +58,7 @@ import numpy as np
 from .cases import Case, case_settings, settings_difference
 from .comparison import SlicedSphere, coupling_w1, sliced_wasserstein_sphere, wasserstein
 from .eulerian import solve_grid
-from .io import RunFile
+from .io import RunFile, journal_path, xdmf_path
 from .meshes import coarsen_masses
 from .model import interaction_energy, zonal_beta
 from .parallel import Comm, is_root, on_root
@@ -260,6 +260,7 @@ def run_case(
     opened: list[RunFile] = []  # the writer's file stays on rank 0; only success is broadcast
 
     settings = case_settings(case)
+    created: list[bool] = []
 
     def open_run() -> None:
         if resume and path.exists():
@@ -281,7 +282,13 @@ def run_case(
                     overwrite=overwrite,
                 )
             )
+            created.append(True)
 
+    # What can be checked before the run file is touched: the meshes (a missing or damaged level
+    # must not cost an existing run file under overwrite).
+    if "grid" in solvers and case.grid is not None:
+        for resolution in case.grid.resolutions:
+            case.mesh(resolution)
     on_root(comm, open_run)
     run = opened[0] if opened else None
     try:
@@ -294,10 +301,28 @@ def run_case(
         if root:
             compute_diagnostics(case, run)
             run.write_xdmf()
+    except BaseException:
+        # A run that fails before computing anything (past its initial snapshots) leaves no file
+        # behind, so that the next plain run is not refused for an empty one.
+        if run is not None and created and not _computed(run):
+            run.close()
+            run = None
+            for leftover in (path, journal_path(path), xdmf_path(path)):
+                leftover.unlink(missing_ok=True)
+        raise
     finally:
         if run is not None:
             run.close()
     return path
+
+
+def _computed(run: RunFile) -> bool:
+    """Whether any job of ``run`` stored a snapshot after its start (t > 0)."""
+    for key in run.jobs():
+        times = run.job_state(key)[0]
+        if len(times) and float(times.max()) > 0:
+            return True
+    return False
 
 
 class CaseMismatch(ValueError):
