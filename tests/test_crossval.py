@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 
+import vlasov_tf
 from vlasov_tf import io
 from vlasov_tf.cases import parse_case
 from vlasov_tf.cli import main
@@ -307,6 +308,22 @@ def test_cli_errors_are_one_line_exit_2(case, tmp_path, capsys):
         assert err.startswith("vlasov-tf: error: ") and message in err and err.count("\n") == 1, err
     with pytest.raises(OverflowError):  # --debug: the traceback
         main(["--debug", "run", str(src), "--out", str(tmp_path / "o2"), "--solver", "grid"])
+
+
+def test_run_files_record_provenance_and_timings(tmp_path):
+    path = run_case(
+        parse_case(SMALL, overrides={"particles.tokens": [50]}), tmp_path / "t.h5", log=lambda s: None
+    )
+    with io.RunFile.open(path, mode="r") as run:
+        prov = run.provenance
+        wall = run.diagnostics("wall_s")
+        keys = run.jobs()
+    assert prov["vlasov_tf"] == vlasov_tf.__version__ and prov["mpi_size"] == 1
+    assert prov["packages"]["numpy"] == np.__version__ and prov["host"] and prov["command"]
+    assert prov["git_commit"] is None or len(prov["git_commit"]) == 40
+    assert sorted(wall) == sorted(keys)
+    for rows in wall.values():
+        assert (rows[:, 1] >= 0).all() and rows[-1, 0] == 1.0
 
 
 def test_cli_run_study_plot(case, tmp_path, capsys):

@@ -35,7 +35,11 @@ of its cell masses at its cell centres) are the diagnostics, at every output tim
 ``mass``     each grid job's total mass; ``energy`` the interaction energy of
              every job when the kernel is zonal (Q = K = V = I) in every block;
 ``steps``, ``rejected_steps``  each grid job's time steps accepted and rejected by
-             its error control since the previous output (written as the run goes).
+             its error control since the previous output (written as the run goes);
+``wall_s``   every job's wall seconds since its previous output (or its start).
+
+The run file also keeps the case's settings and overrides (a resume must match them:
+:func:`check_same_case`) and its provenance (:func:`vlasov_tf.io.provenance`).
 
 Tokens come from :meth:`Case.initial_tokens` (a stream keyed to (seed, N), or
 deterministic quantiles): every depth L sees the same N tokens.
@@ -43,12 +47,13 @@ deterministic quantiles): every depth L sees the same N tokens.
 Under MPI (``comm``) every rank runs every job's solver on its share; rank 0
 alone opens the run file, stores the snapshots (gathered in global order),
 decides what a resume skips and where it restarts (broadcast to the others),
-and computes the diagnostics. A run file does not record the number of ranks:
-it resumes on any.
+and computes the diagnostics. A run file records the number of ranks it was
+started on (its provenance) and resumes on any.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +63,7 @@ import numpy as np
 from .cases import Case, case_settings, settings_difference
 from .comparison import SlicedSphere, coupling_w1, sliced_wasserstein_sphere, wasserstein
 from .eulerian import solve_grid
-from .io import RunFile, journal_path, xdmf_path
+from .io import RunFile, journal_path, provenance, xdmf_path
 from .meshes import coarsen_masses
 from .model import interaction_energy, zonal_beta
 from .parallel import Comm, is_root, on_root
@@ -185,9 +190,16 @@ def _run_job(
         t0, start = float(stored[0][-1]), stored[1][-1]
         log(f"{job.key}: resuming at t = {t0:g} ({len(stored[0])} snapshots stored)")
 
+    clock = [time.perf_counter()]
+
     def store(t: float, state: np.ndarray) -> None:
         if stored is None or not len(stored[0]) or t > t0:  # the snapshot at t0 is already stored
+            now = time.perf_counter()
+            # Wall seconds since the previous output (or the job's start): timings per job, kept
+            # across a resume.
+            run.add_diagnostic("wall_s", job.key, t, now - clock[0])
             run.append(job.key, t, state)
+            clock[0] = now
 
     def count_steps(t: float, taken: int, rejected: int) -> None:
         if t > t0:  # at t0 a resumed run has taken nothing yet: keep what is stored
@@ -279,6 +291,7 @@ def run_case(
                     case.name,
                     settings=settings,
                     overrides=case.overrides,
+                    provenance=provenance(1 if comm is None else comm.size),
                     overwrite=overwrite,
                 )
             )

@@ -94,7 +94,17 @@ import numpy as np
 if TYPE_CHECKING:
     from .meshes import MeshGeometry
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "KINDS", "RunFile", "RunFileError", "journal_path", "xdmf_path"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "KINDS",
+    "PROVENANCE_PACKAGES",
+    "RunFile",
+    "RunFileError",
+    "journal_path",
+    "provenance",
+    "xdmf_path",
+]
 
 #: Value of the root attribute ``format`` of a run file.
 FORMAT = "vlasov_tf run"
@@ -122,6 +132,49 @@ class RunFileError(ValueError):
 
 class _ChangedError(RunFileError):
     """A reader's view went stale: a writer checkpointed the run meanwhile (open it again)."""
+
+
+#: The libraries whose versions a run file records (the numerics depend on them).
+PROVENANCE_PACKAGES = ("numpy", "scipy", "h5py", "ducc0", "finufft", "POT", "numba", "mpi4py")
+
+
+def provenance(mpi_size: int = 1) -> dict[str, Any]:
+    """What made a run: command line, package version and git commit (when the package sits in a
+    git checkout), versions of :data:`PROVENANCE_PACKAGES` (those installed), Python, host, number
+    of MPI ranks, start time (UTC)."""
+    import platform
+    import socket
+    import subprocess
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    versions = {}
+    for name in PROVENANCE_PACKAGES:
+        with contextlib.suppress(PackageNotFoundError):
+            versions[name] = version(name)
+    commit = None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+        commit = out.stdout.strip() if out.returncode == 0 else None
+    return {
+        "command": list(sys.argv),
+        "vlasov_tf": __version__,
+        "git_commit": commit,
+        "python": platform.python_version(),
+        "packages": versions,
+        "host": socket.gethostname(),
+        "mpi_size": int(mpi_size),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 def journal_path(path: str | os.PathLike) -> Path:
@@ -451,6 +504,7 @@ class RunFile:
         *,
         settings: Mapping[str, str] | None = None,
         overrides: Sequence[tuple[str, Any]] = (),
+        provenance: Mapping[str, Any] | None = None,
         overwrite: bool = False,
         sync: bool = True,
     ) -> RunFile:
@@ -458,7 +512,8 @@ class RunFile:
 
         ``settings`` (:func:`vlasov_tf.cases.case_settings`: what the run depends on) and
         ``overrides`` (the dotted keys set on top of the text) are kept with the case text
-        (:attr:`settings`, :attr:`overrides`), so that a resume can check it runs the same case.
+        (:attr:`settings`, :attr:`overrides`), so that a resume can check it runs the same case;
+        ``provenance`` (:func:`provenance`: command line, versions, host, ranks) as JSON too.
 
         Raises ``FileExistsError`` if ``path`` exists and not ``overwrite`` (open it to resume).
         ``sync=False`` skips fsync: still safe if the process is killed, not if the machine dies.
@@ -506,6 +561,8 @@ class RunFile:
                     )
                     if settings is not None:
                         case.attrs["settings"] = json.dumps(dict(settings), sort_keys=True)
+                    if provenance is not None:
+                        case.attrs["provenance"] = json.dumps(dict(provenance), default=str)
                     for name in ("jobs", "meshes", "diagnostics"):
                         f.create_group(name)
                 _replace(tmp, path, sync)
@@ -601,7 +658,7 @@ class RunFile:
             raise self._fail(f"/case lacks attribute(s) {', '.join(missing)}")
         self._case = {k: str(_from_h5_attr(case[k])) for k in ("text", "name", "version", "created")}
         # Absent from files written before settings were recorded.
-        for key in ("settings", "overrides"):
+        for key in ("settings", "overrides", "provenance"):
             if key in case:
                 self._case[key] = str(_from_h5_attr(case[key]))
 
@@ -1207,6 +1264,12 @@ class RunFile:
         """What the run depends on (``create``'s ``settings``); None if none were given (or the
         file was written before settings were recorded)."""
         text = self._case.get("settings")
+        return None if text is None else json.loads(text)
+
+    @property
+    def provenance(self) -> dict[str, Any] | None:
+        """How the run was made (``create``'s ``provenance``); None if not recorded."""
+        text = self._case.get("provenance")
         return None if text is None else json.loads(text)
 
     @property
