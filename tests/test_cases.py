@@ -654,6 +654,7 @@ BAD = [
     (SPHERE, "resolutions = [0, 1]", "resolutions = [-1, 1]", "grid.resolutions[0]"),
     (BASE, "[grid]", "[grid]\ncells = 8", "grid.cells"),
     (BASE, "[grid]", "[grid]\nmax_dt = 0.0", "grid.max_dt"),
+    (BASE, "outputs = 5", "outputs = 1000000000", "case.outputs"),
     (BASE, "[grid]", "[grid]\nrtol = 1.0", "grid.rtol"),
     (BASE, "[grid]", '[grid]\nreconstruction = "cubic"', "grid.reconstruction"),
     (BASE, "[grid]", '[grid]\nreconstruction = "quadratic"', "grid.limiter"),

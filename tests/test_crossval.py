@@ -326,6 +326,29 @@ def test_run_files_record_provenance_and_timings(tmp_path):
         assert (rows[:, 1] >= 0).all() and rows[-1, 0] == 1.0
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            "resolutions = [64, 128, 256]",
+            "resolutions = [64, 1000000000]",
+            r"grid\.resolutions 1000000000 \(1000000000 cells\) needs about 7629\.4 GiB",
+        ),
+        (
+            "tokens = [50, 200]",
+            "tokens = [50, 1000000000]",
+            r"particles\.tokens 1000000000 needs about 1907\.3 GiB",
+        ),
+    ],
+)
+def test_sizes_beyond_the_memory_are_refused_before_anything_is_allocated(tmp_path, old, new, message):
+    """These ended in numpy's memory error after trying to take many GiB."""
+    case = parse_case(SMALL.replace(old, new))
+    with pytest.raises(ValueError, match=message):
+        run_case(case, tmp_path / "big.h5", log=lambda s: None)
+    assert not (tmp_path / "big.h5").exists()
+
+
 def test_cli_run_study_plot(case, tmp_path, capsys):
     src = tmp_path / "tiny.toml"
     assert main(["run", str(src), "--out", str(tmp_path / "o"), "--solver", "grid"]) == 0

@@ -123,6 +123,7 @@ __all__ = [
     "CASES_DIR",
     "FAMILIES",
     "GEOMETRIES",
+    "MAX_OUTPUTS",
     "MAX_SPHERE_DEGREE",
     "MIN_CIRCLE_CELLS",
     "SAMPLINGS",
@@ -159,6 +160,10 @@ _DIM = {"circle": 2, "sphere": 3}
 # Output times and durations that differ from T by rounding only (e.g. 0.1 + 0.2 vs 0.3) are T.
 _T_RTOL = 1e-9
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+#: The most output times a case may ask for.
+MAX_OUTPUTS = 1_000_000
 
 
 def sphere_measure(d: int) -> float:
@@ -678,7 +683,8 @@ def _geometry(r: _Reader, case: dict[str, Any]) -> tuple[str, int]:
 def _output_times(r: _Reader, v: Any, T: float) -> np.ndarray:
     key = "case.outputs"
     if isinstance(v, int) and not isinstance(v, bool):
-        return np.linspace(0.0, T, r.integer(v, key, lo=2))
+        # Each output is a snapshot of every job: a million is already far more than a figure shows.
+        return np.linspace(0.0, T, r.integer(v, key, lo=2, hi=MAX_OUTPUTS))
     if not isinstance(v, list):
         r.fail(
             key,

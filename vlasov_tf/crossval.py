@@ -53,6 +53,7 @@ started on (its provenance) and resumes on any.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,7 +65,7 @@ from .cases import Case, case_settings, settings_difference
 from .comparison import SlicedSphere, coupling_w1, sliced_wasserstein_sphere, wasserstein
 from .eulerian import solve_grid
 from .io import RunFile, journal_path, provenance, xdmf_path
-from .meshes import coarsen_masses
+from .meshes import SPHERE_LEVEL0_CELLS, coarsen_masses
 from .model import interaction_energy, zonal_beta
 from .parallel import Comm, is_root, on_root
 from .particles import solve_particles
@@ -78,6 +79,7 @@ __all__ = [
     "Job",
     "case_jobs",
     "check_same_case",
+    "check_sizes",
     "compute_diagnostics",
     "run_case",
     "run_jobs",
@@ -297,8 +299,9 @@ def run_case(
             )
             created.append(True)
 
-    # What can be checked before the run file is touched: the meshes (a missing or damaged level
-    # must not cost an existing run file under overwrite).
+    # What can be checked before the run file is touched: sizes against the memory, then the
+    # meshes (a missing or damaged level must not cost an existing run file under overwrite).
+    check_sizes(case, solvers, 1 if comm is None else comm.size)
     if "grid" in solvers and case.grid is not None:
         for resolution in case.grid.resolutions:
             case.mesh(resolution)
@@ -327,6 +330,47 @@ def run_case(
         if run is not None:
             run.close()
     return path
+
+
+#: Bytes a job holds per grid cell and per token and dimension, with a margin of about 3 over
+#: the measured peak (ru_maxrss, a step of SA beta = 4, quadratic scheme: 2.9 kB a cell from
+#: sphere level 2 to 3; the adaptive reference on S^2: 0.87 kB a token from 2e4 to 2e5).
+BYTES_PER_CELL = 8192
+BYTES_PER_TOKEN_DIM = 1024
+
+
+def physical_memory() -> int:
+    """Bytes of physical memory of this machine (0 if unknown)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def check_sizes(case: Case, solvers: tuple[str, ...] = ("grid", "particles"), ranks: int = 1) -> None:
+    """ValueError, with the estimate, for a job whose share per rank would not fit in memory.
+
+    Before anything is allocated: a circle of 1e9 cells or 1e9 tokens ended in numpy's memory
+    error after trying to take many GiB.
+    """
+    memory = physical_memory()
+    if not memory:
+        return
+    sizes = []
+    if "grid" in solvers and case.grid is not None:
+        for res in case.grid.resolutions:
+            cells = res if case.geometry == "circle" else SPHERE_LEVEL0_CELLS * 4**res
+            sizes.append(("grid.resolutions", f"{res} ({cells} cells)", cells * BYTES_PER_CELL))
+    if "particles" in solvers:
+        for n in case.particles.tokens:
+            sizes.append(("particles.tokens", f"{n}", n * case.d * BYTES_PER_TOKEN_DIM))
+    for key, what, need in sizes:
+        if need / ranks > memory:
+            raise ValueError(
+                f"{case.source}: {key} {what} needs about {need / ranks / 2**30:.1f} GiB per rank, "
+                f"more than this machine's {memory / 2**30:.1f} GiB"
+                + (" (run it on more ranks)" if case.geometry != "euclidean" else "")
+            )
 
 
 def _computed(run: RunFile) -> bool:
