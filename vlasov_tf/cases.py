@@ -140,7 +140,15 @@ __all__ = [
 ]
 
 #: The case files that come with the repository.
-CASES_DIR = Path(__file__).resolve().parents[1] / "cases"
+# The repository's cases/ (an editable install), else the copy a wheel carries in the package.
+CASES_DIR = next(
+    (
+        d
+        for d in (Path(__file__).resolve().parents[1] / "cases", Path(__file__).parent / "shipped" / "cases")
+        if d.is_dir()
+    ),
+    Path(__file__).parent / "shipped" / "cases",
+)
 GEOMETRIES = ("circle", "sphere", "euclidean")
 #: Initial families available in each geometry.
 FAMILIES = {

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .cases import load_case, parse_case
+from .cases import CASES_DIR, load_case, parse_case
 from .crossval import CaseMismatch, run_case
 from .io import RunFile, RunFileError
 from .kernels import num_threads
@@ -58,7 +58,7 @@ from .studies import (
 )
 
 #: The case of ``vlasov-tf study`` without arguments (the README's main job).
-DEFAULT_STUDY_CASE = Path(__file__).resolve().parents[1] / "cases" / "sphere_clustering.toml"
+DEFAULT_STUDY_CASE = CASES_DIR / "sphere_clustering.toml"
 
 __all__ = ["build_parser", "main"]
 

@@ -99,7 +99,18 @@ SPHERE_COMMITTED_LEVELS = (0, 1, 2)
 #: Cells of level 0 (the gmsh mesh); level K has 4^K times as many.
 SPHERE_LEVEL0_CELLS = 1080
 
-_REPO_MESHES = Path(__file__).resolve().parents[1] / "meshes"
+# The repository's meshes/ (an editable install), else the levels 0-2 a wheel carries in the package.
+_REPO_MESHES = next(
+    (
+        d
+        for d in (
+            Path(__file__).resolve().parents[1] / "meshes",
+            Path(__file__).parent / "shipped" / "meshes",
+        )
+        if d.is_dir()
+    ),
+    Path(__file__).parent / "shipped" / "meshes",
+)
 _GEO_NAME = "sphere.geo"
 _ARRAYS = (
     "vertices",
@@ -556,7 +567,9 @@ def sphere_char_length(level: int) -> float:
 
 
 def meshes_dir() -> Path:
-    """Directory of the mesh files: ``$VLASOV_TF_MESHES`` if set, else ``meshes/`` of the repository."""
+    """Directory of the mesh files: ``$VLASOV_TF_MESHES`` if set, else ``meshes/`` of the repository,
+    else (a non-editable install) the levels 0-2 inside the package; finer levels are refined from
+    them on first use and kept there if it is writable, else in memory."""
     env = os.environ.get(MESHES_ENV)
     if env:
         path = Path(env).expanduser()
@@ -565,9 +578,9 @@ def meshes_dir() -> Path:
         return path
     if not _REPO_MESHES.is_dir():
         raise FileNotFoundError(
-            f"the meshes directory {_REPO_MESHES} next to the package source does not exist (vlasov_tf is "
-            f"meant to be installed editable from its repository); set {MESHES_ENV} to the directory that "
-            "holds the sphere_L*.h5 files"
+            f"the meshes directory {_REPO_MESHES} does not exist (neither the repository's meshes/ nor "
+            f"the copy an installed package carries); set {MESHES_ENV} to the directory that holds the "
+            "sphere_L*.h5 files"
         )
     return _REPO_MESHES
 

@@ -1,0 +1,39 @@
+"""A non-editable install (a wheel, as on a cluster) finds the shipped cases and meshes."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_a_wheel_runs_shipped_cases_outside_the_repository(tmp_path):
+    """`vlasov-tf study` could not find cases/ and sphere runs the meshes after `pip install .`."""
+    wheels, site, work = tmp_path / "wheels", tmp_path / "site", tmp_path / "work"
+    work.mkdir()
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(wheels), str(REPO)], check=True, cwd=tmp_path)
+    (wheel,) = wheels.glob("vlasov_tf-*.whl")
+    # Into a directory of its own (the dependencies come from this environment): the package
+    # there, not the repository, is what the child imports.
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True)
+    env = {k: v for k, v in os.environ.items() if k != "VLASOV_TF_MESHES"} | {"PYTHONPATH": str(site)}
+    script = (
+        "import sys, vlasov_tf\n"
+        "from vlasov_tf.cases import CASES_DIR, load_case, shipped_cases\n"
+        "from vlasov_tf.meshes import meshes_dir, sphere_mesh\n"
+        "from vlasov_tf.cli import main\n"
+        "site = sys.argv[1]\n"
+        "assert vlasov_tf.__file__.startswith(site), vlasov_tf.__file__\n"
+        "assert str(CASES_DIR).startswith(site) and str(meshes_dir()).startswith(site)\n"
+        "assert len(shipped_cases()) >= 7\n"
+        "assert sphere_mesh(2).n_cells == 17280 and sphere_mesh(3).n_cells == 69120\n"
+        "case = CASES_DIR / 'circle_instability.toml'\n"
+        "sys.exit(main(['run', str(case), '--solver', 'grid', '--out', 'out']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(site)], cwd=work, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (work / "out" / "circle_instability.h5").is_file()
