@@ -29,7 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", type=int, nargs="*", default=None,
                     help="depths L of the discrete Transformer (default: the case's)")
     args = ap.parse_args(argv)
-    case = load_interpolation_case(args.case)
+    try:
+        case = load_interpolation_case(args.case)
+    except (ValueError, FileNotFoundError) as err:
+        ap.error(str(err))  # one line, exit status 2
     run_interpolation_case(case, args.out, levels=args.levels, layers=args.layers)
     return 0
 

@@ -349,6 +349,24 @@ def test_sizes_beyond_the_memory_are_refused_before_anything_is_allocated(tmp_pa
     assert not (tmp_path / "big.h5").exists()
 
 
+def test_diagnostics_are_optional_logged_and_added_later(tmp_path, capsys):
+    src = tmp_path / "tiny.toml"
+    src.write_text(SMALL)
+    out = tmp_path / "o"
+    assert (
+        main(["run", str(src), "--out", str(out), "--no-diagnostics", "--set", "particles.tokens=[50]"]) == 0
+    )
+    path = out / "tiny-particles.tokens-50.h5"
+    with io.RunFile.open(path, mode="r") as run:
+        assert "mass" not in run.diagnostic_names() and {"steps", "wall_s"} <= set(run.diagnostic_names())
+    assert "diagnostics of" not in capsys.readouterr().out
+    assert main(["run", str(src), "--out", str(out), "--resume", "--set", "particles.tokens=[50]"]) == 0
+    printed = capsys.readouterr().out
+    assert "diagnostics of" in printed and "diagnostics: t = 0.5 done (2/3" in printed
+    with io.RunFile.open(path, mode="r") as run:
+        assert {"mass", "w1_grid", "w1_ref"} <= set(run.diagnostic_names())
+
+
 def test_cli_run_study_plot(case, tmp_path, capsys):
     src = tmp_path / "tiny.toml"
     assert main(["run", str(src), "--out", str(tmp_path / "o"), "--solver", "grid"]) == 0

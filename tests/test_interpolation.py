@@ -2,6 +2,9 @@
 the end-to-end W2 bound holds, the schedule is one theta for all inputs, and bad hypotheses are refused."""
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -310,6 +313,17 @@ def test_case_errors_name_file_and_key(old, new, message):
     with pytest.raises(ValueError, match=message):
         parse_interpolation_case(_GOOD.replace(old, new, 1), "bad.toml")
     parse_interpolation_case(_GOOD, "good.toml")
+
+
+def test_script_bad_case_is_one_line(tmp_path):
+    """scripts/interpolate.py given a bad case ended in a traceback."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text(_GOOD.replace("eps = 0.1", "eps = 1.5", 1))
+    repo = Path(__file__).resolve().parents[1]
+    for path, message in ((bad, "case.eps must be < 1"), (tmp_path / "missing.toml", "missing.toml")):
+        script = str(repo / "scripts" / "interpolate.py")
+        done = subprocess.run([sys.executable, script, str(path)], capture_output=True, text=True)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
 
 
 @pytest.mark.slow

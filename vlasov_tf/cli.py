@@ -189,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         if name == "run":
             p.add_argument("--solver", choices=("both", "grid", "particles"), default="both")
+            p.add_argument(
+                "--no-diagnostics",
+                dest="diagnostics",
+                action="store_false",
+                help="skip the distances, mass and energy after the jobs (`study --resume` adds them)",
+            )
         else:
             p.add_argument(
                 "--full",
@@ -314,6 +320,7 @@ def _run(args: argparse.Namespace, case, solvers: tuple[str, ...]) -> Path:
             solvers=solvers,
             progress=args.progress,
             comm=args.comm,
+            diagnostics=getattr(args, "diagnostics", True),
         )
     except CaseMismatch as err:
         args.parser.error(str(err))

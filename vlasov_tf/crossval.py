@@ -261,10 +261,13 @@ def run_case(
     progress: bool = False,
     log: Callable[[str], None] = print,
     comm: Comm | None = None,
+    diagnostics: bool = True,
 ) -> Path:
     """Run every job of ``case`` into the HDF5 file ``path``, then its diagnostics and XDMF companion.
 
     ``comm``: run every solver on the ranks of this mpi4py communicator (module docstring).
+    ``diagnostics=False`` skips the distances, mass and energy afterwards (the steps and timings
+    written as the jobs run stay); ``vlasov-tf study`` or :func:`compute_diagnostics` add them later.
     """
     path = Path(path)
     root = is_root(comm)
@@ -315,7 +318,9 @@ def run_case(
             log(f"{job.key}: running")
             _run_job(case, job, run, progress, log, comm)
         if root:
-            compute_diagnostics(case, run)
+            if diagnostics:
+                log(f"diagnostics of {len(run.jobs())} jobs at {len(case.output_times)} times")
+                compute_diagnostics(case, run, log)
             run.write_xdmf()
     except BaseException:
         # A run that fails before computing anything (past its initial snapshots) leaves no file
@@ -420,8 +425,12 @@ def _measure(case: Case, run: RunFile, job: Job) -> tuple[np.ndarray, np.ndarray
     return times, states, np.broadcast_to(w, (len(times), len(w)))
 
 
-def compute_diagnostics(case: Case, run: RunFile) -> None:
-    """Mass, energy and the distances of the stored jobs at every output time (module docstring)."""
+def compute_diagnostics(case: Case, run: RunFile, log: Callable[[str], None] = _silent) -> None:
+    """Mass, energy and the distances of the stored jobs at every output time (module docstring).
+
+    ``log`` hears of each output time as it is done, with the seconds so far.
+    """
+    tic = time.perf_counter()
     jobs = run_jobs(run)
     measures = {j.key: _measure(case, run, j) for j in jobs}
     grids = [j for j in jobs if j.kind == "grid"]
@@ -482,6 +491,7 @@ def compute_diagnostics(case: Case, run: RunFile) -> None:
                 ref = measures.get(f"particles/N{job.tokens}_ref")
                 if ref is not None:
                     run.add_diagnostic("w1_ref", job.key, t, _depth_distance(case, pts[k], wts[k], ref[1][k]))
+        log(f"diagnostics: t = {t:g} done ({k + 1}/{len(times)}, {time.perf_counter() - tic:.1f} s)")
 
 
 def _depth_distance(case: Case, pts: np.ndarray, wts: np.ndarray, ref: np.ndarray) -> float:
