@@ -1,6 +1,7 @@
 """A non-editable install (a wheel, as on a cluster) finds the shipped cases and meshes."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,10 +11,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_a_wheel_runs_shipped_cases_outside_the_repository(tmp_path):
     """`vlasov-tf study` could not find cases/ and sphere runs the meshes after `pip install .`."""
-    wheels, site, work = tmp_path / "wheels", tmp_path / "site", tmp_path / "work"
+    wheels, site, work, src = (tmp_path / name for name in ("wheels", "site", "work", "src"))
     work.mkdir()
+    # Built from a copy of what the package is made of: setuptools leaves build/ in its source tree.
+    shutil.copytree(REPO / "vlasov_tf", src / "vlasov_tf", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "cases", src / "cases")
+    (src / "meshes").mkdir()
+    for name in ("sphere.geo", "sphere_L0.h5", "sphere_L1.h5", "sphere_L2.h5"):
+        shutil.copy(REPO / "meshes" / name, src / "meshes" / name)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
     pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(wheels), str(REPO)], check=True, cwd=tmp_path)
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(wheels), str(src)], check=True, cwd=tmp_path)
     (wheel,) = wheels.glob("vlasov_tf-*.whl")
     # Into a directory of its own (the dependencies come from this environment): the package
     # there, not the repository, is what the child imports.
