@@ -1,5 +1,7 @@
 """The finite-volume solver against exact solutions, conservation laws and linear theory."""
 
+import re
+
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
@@ -252,6 +254,15 @@ def test_looser_tolerance_takes_fewer_steps():
     # Third order: the step grows like rtol^(1/2) per unit change (first_step), so 100x looser
     # takes about 10x fewer steps.
     assert 4 < counts[0] / counts[2] < 25
+
+
+def test_progress_shows_the_time_to_four_digits(capsys):
+    mesh = circle_mesh(64)
+    solve_grid(
+        mesh, 1 + 0.5 * np.cos(angles(mesh)), Schedule.constant(Params.identity(2, 4.0), 0.7), progress=True
+    )
+    err = capsys.readouterr().err
+    assert "t = 0.7/0.7" in err and not re.search(r"\d\.\d{6,}", err), err
 
 
 def test_step_counts_are_reported_per_output():

@@ -506,6 +506,8 @@ def solve_grid(
         disable=not (progress and is_root(comm)),
         desc=f"grid ({mesh.kind}, C={mesh.n_cells})",
         unit="t",
+        # The time as 4 digits, not the float sum of the steps (4.286404755325911/8.0).
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| t = {n:.4g}/{total:.4g} [{elapsed}<{remaining}]",
     ) as bar:
         while True:
             while k_out < len(times) and times[k_out] <= t + tol:
