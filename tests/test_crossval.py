@@ -367,6 +367,27 @@ def test_diagnostics_are_optional_logged_and_added_later(tmp_path, capsys):
         assert {"mass", "w1_grid", "w1_ref"} <= set(run.diagnostic_names())
 
 
+def test_full_study_gets_its_own_file(tmp_path, monkeypatch):
+    """study --full wrote to the main job's file: --resume was refused (another case) and
+    --overwrite lost the main job."""
+    import vlasov_tf.cli as cli
+
+    paths = []
+
+    def record(case, path, **kwargs):
+        paths.append(path.name)
+        raise KeyboardInterrupt  # stop before the study's tables
+
+    src = tmp_path / "tiny.toml"
+    src.write_text(SMALL)
+    monkeypatch.setattr(cli, "full_study", lambda case: case)
+    monkeypatch.setattr(cli, "run_case", record)
+    for extra in ([], ["--full"], ["--full", "--name", "mine"]):
+        with pytest.raises(KeyboardInterrupt):
+            main(["study", str(src), "--out", str(tmp_path / "o"), *extra])
+    assert paths == ["tiny.h5", "tiny-full.h5", "mine.h5"]
+
+
 def test_cli_run_study_plot(case, tmp_path, capsys):
     src = tmp_path / "tiny.toml"
     assert main(["run", str(src), "--out", str(tmp_path / "o"), "--solver", "grid"]) == 0

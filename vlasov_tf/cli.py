@@ -304,6 +304,8 @@ def run_name(case, name: str | None = None) -> str:
 def _run(args: argparse.Namespace, case, solvers: tuple[str, ...]) -> Path:
     args.out.mkdir(parents=True, exist_ok=True)
     stem = run_name(case, args.name)
+    if getattr(args, "full", False) and args.name is None:
+        stem += "-full"  # its own file: the main job's run of the same case is kept beside it
     if not re.fullmatch(r"[A-Za-z0-9._-]+", stem):
         args.parser.error(f"--name {stem!r}: use letters, digits, '.', '_' and '-' only")
     path = args.out / f"{stem}.h5"

@@ -364,9 +364,7 @@ def velocity_pinned(
 ) -> np.ndarray:
     """:func:`velocity_unchecked` for a caller that holds :func:`~vlasov_tf.kernels.blas_single_thread`
     itself (a loop of layers pins BLAS once for all of them)."""
-    # The terms are added up in ``out`` from the first (not onto zeros: the same sums, but for the
-    # sign of exact zeros, and ~1 us less a call on a few tokens).
-    out = None
+    terms = []
     d = params.d
     sa = params.attention == "SA"
     for head in params.heads:
@@ -382,17 +380,14 @@ def velocity_pinned(
                     f"(log-magnitude up to {shift.max():.0f}); lower beta or rescale time"
                 )
         # np.dot, not @: numpy's matmul is ~5x slower for (n, d) times a transposed (d, d).
-        term = np.dot(avg, head.output.T)
-        if out is None:
-            out = term
-        else:
-            out += term
+        terms.append(np.dot(avg, head.output.T))
     if params.perceptron is not None:
-        term = params.perceptron(queries)
-        if out is None:
-            out = term
-        else:
-            out += term
+        terms.append(params.perceptron(queries))
+    # Added up in the first term's array (not onto zeros: the same sums, but for the sign of exact
+    # zeros, and ~1 us less a call on a few tokens).
+    out = terms[0]
+    for term in terms[1:]:
+        out += term
     if sphere:
         out -= np.einsum("ij,ij->i", out, queries)[:, None] * queries
     return out

@@ -182,7 +182,11 @@ def _dense_sums(
             with np.errstate(under="ignore"):  # underflowed terms are negligible by construction
                 for j in range(0, m, bk):
                     tile = tile_buf[: min(bq, n - i), : min(bk, m - j)]
-                    _add_tile(za[i : i + bq], ya_t[:, j : j + bk], vals, tile, sums[i : i + bq], j)
+                    np.matmul(za[i : i + bq], ya_t[:, j : j + bk], out=tile)
+                    np.exp(tile, out=tile)
+                    if k:
+                        sums[i : i + bq, :k] += tile @ vals[j : j + bk]
+                    sums[i : i + bq, k] += tile.sum(axis=1)
 
     starts = range(0, n, bq)
     if nthreads == 1 or small or n <= bq:
@@ -262,22 +266,6 @@ def tile_sums(
     if uniform:
         shift += logw
     return shift, sums
-
-
-def _add_tile(
-    za: np.ndarray, ya_t: np.ndarray, vals: np.ndarray | None, tile: np.ndarray, sums: np.ndarray, j: int = 0
-) -> None:
-    """Add one tile's sums to ``sums`` (rows of za, (b, k + 1)), the keys ``j:`` of ``ya_t``'s columns.
-
-    ``za`` (b, d + 2) ``= [z, 1, -shift]``, ``ya_t`` (d + 2, c) ``= [y, log w, 1]^T`` for keys j..j+c,
-    ``vals`` (m, k) all keys' values or None, ``tile`` (b, c) scratch.
-    """
-    np.matmul(za, ya_t, out=tile)
-    np.exp(tile, out=tile)
-    k = sums.shape[1] - 1
-    if k:
-        sums[:, :k] += tile @ vals[j : j + tile.shape[1]]
-    sums[:, k] += tile.sum(axis=1)
 
 
 def _shift(z: np.ndarray, y: np.ndarray, logw: np.ndarray) -> np.ndarray:
