@@ -466,6 +466,10 @@ def test_overrides_sweep_a_parameter(tmp_path):
     np.testing.assert_allclose(case.schedule.blocks[0][1].heads[0].B, 9.0 * np.eye(2))
     tight = load_case(path, overrides={"grid.rtol": 1e-5, "grid.atol": 1e-12}).grid
     assert (tight.rtol, tight.atol) == (1e-5, 1e-12)
+    # Fixed CFL steps (solve_grid's rtol=None) had no case key.
+    assert load_case(path, overrides={"grid.rtol": False}).grid.rtol is None
+    with pytest.raises(ValueError, match=r"grid\.rtol must be a number"):
+        load_case(path, overrides={"grid.rtol": True})
     third = load_case(path, overrides={"grid.reconstruction": "quadratic", "grid.limiter": "positivity"}).grid
     assert (third.reconstruction, third.limiter) == ("quadratic", "positivity")
     case = parse_case(GENERAL, overrides={"schedule[1].beta": 3.0, "particles.seed": 7})

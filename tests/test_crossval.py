@@ -1,5 +1,7 @@
 """The cross-validation driver end to end: jobs, run file, diagnostics, crash and resume, CLI."""
 
+import os
+import re
 import subprocess
 import sys
 
@@ -10,7 +12,7 @@ import vlasov_tf
 from vlasov_tf import io
 from vlasov_tf.cases import parse_case
 from vlasov_tf.cli import main
-from vlasov_tf.crossval import CaseMismatch, case_jobs, run_case
+from vlasov_tf.crossval import DIAGNOSTICS, CaseMismatch, case_jobs, job_layouts, run_case
 from vlasov_tf.studies import crossval_tables
 
 SMALL = """
@@ -61,7 +63,7 @@ def diagnostic(path, name):
 
 
 def test_run_case_stores_every_job_and_its_diagnostics(case, tmp_path):
-    path = run_case(case, tmp_path / "tiny.h5", log=lambda s: None)
+    path = run_case(case, tmp_path / "tiny.h5")
     states, mass = read_all(path)
     assert sorted(states) == sorted(j.key for j in case_jobs(case))
     for times, snaps in states.values():
@@ -76,7 +78,9 @@ def test_run_case_stores_every_job_and_its_diagnostics(case, tmp_path):
     # Errors against the finest grid M = 256 for a 2nd-order scheme: M = 64 gives C h^2 (1 - 1/16),
     # M = 128 gives C (h/2)^2 (1 - 1/4); their ratio is 5, a fitted slope of log2(5) = 2.32.
     assert tables["grid"].rate == pytest.approx(np.log2(5.0), abs=0.15)
-    assert (tmp_path / "tiny.xdmf").exists()
+    # The XDMF companions: one per job, every snapshot (meshio reads them: test_io).
+    for key in states:
+        assert io.xdmf_path(tmp_path / "tiny.h5", key).read_text().count("<Time ") == len(case.output_times)
     # Every grid job reports its error-controlled steps at each output after the first.
     steps, rejected = diagnostic(path, "steps"), diagnostic(path, "rejected_steps")
     grid_keys = sorted(j.key for j in case_jobs(case) if j.kind == "grid")
@@ -88,7 +92,7 @@ def test_run_case_stores_every_job_and_its_diagnostics(case, tmp_path):
 
 def test_a_crash_loses_nothing_and_resume_reproduces_the_run(case, tmp_path, monkeypatch):
     """Kill the run (an exception inside the 7th append), resume, compare with an uninterrupted run."""
-    reference, _ = read_all(run_case(case, tmp_path / "full.h5", log=lambda s: None))
+    reference, _ = read_all(run_case(case, tmp_path / "full.h5"))
 
     calls = {"n": 0}
     append = io.RunFile.append
@@ -101,12 +105,12 @@ def test_a_crash_loses_nothing_and_resume_reproduces_the_run(case, tmp_path, mon
 
     monkeypatch.setattr(io.RunFile, "append", failing_append)
     with pytest.raises(KeyboardInterrupt):
-        run_case(case, tmp_path / "crashed.h5", log=lambda s: None)
+        run_case(case, tmp_path / "crashed.h5")
     monkeypatch.setattr(io.RunFile, "append", append)
     kept, _ = read_all(tmp_path / "crashed.h5")
     assert sum(len(t) for t, _ in kept.values()) == 6  # every acknowledged snapshot survived
 
-    run_case(case, tmp_path / "crashed.h5", resume=True, log=lambda s: None)
+    run_case(case, tmp_path / "crashed.h5", resume=True)
     resumed, _ = read_all(tmp_path / "crashed.h5")
     assert sorted(resumed) == sorted(reference)
     for key in reference:
@@ -122,26 +126,65 @@ def test_a_crash_loses_nothing_and_resume_reproduces_the_run(case, tmp_path, mon
 def test_a_crash_between_step_counts_and_snapshot_loses_no_count(case, tmp_path, monkeypatch):
     """The step counts of an output are written before its snapshot: a run killed between the two
     recounts them on resume (written after, they were lost: resume starts past that output)."""
-    full = diagnostic(run_case(case, tmp_path / "full.h5", log=lambda s: None), "steps")
+    full = diagnostic(run_case(case, tmp_path / "full.h5"), "steps")
     calls = {"n": 0}
-    add = io.RunFile.add_diagnostic
+    add = io.RunFile.add_diagnostics
 
-    def failing_add(self, name, key, t, value):
-        if name == "steps":
+    def failing_add(self, rows):
+        if rows and rows[0][0] == "steps":
             calls["n"] += 1
             if calls["n"] == 3:
                 raise KeyboardInterrupt("simulated kill")
-        return add(self, name, key, t, value)
+        return add(self, rows)
 
-    monkeypatch.setattr(io.RunFile, "add_diagnostic", failing_add)
+    monkeypatch.setattr(io.RunFile, "add_diagnostics", failing_add)
     with pytest.raises(KeyboardInterrupt):
-        run_case(case, tmp_path / "crashed.h5", log=lambda s: None)
-    monkeypatch.setattr(io.RunFile, "add_diagnostic", add)
-    run_case(case, tmp_path / "crashed.h5", resume=True, log=lambda s: None)
+        run_case(case, tmp_path / "crashed.h5")
+    monkeypatch.setattr(io.RunFile, "add_diagnostics", add)
+    run_case(case, tmp_path / "crashed.h5", resume=True)
     again = diagnostic(tmp_path / "crashed.h5", "steps")
     assert sorted(again) == sorted(full)
     for key in full:
         np.testing.assert_array_equal(again[key], full[key])
+
+
+def test_diagnostics_resume_where_a_kill_left_them(case, tmp_path, monkeypatch, caplog):
+    """The diagnostics ran again from the start on every --resume (about 450 s for
+    sphere_metastable). Now each (job, output time) is stored with its mark, once."""
+    full = run_case(case, tmp_path / "full.h5")
+    path = run_case(case, tmp_path / "part.h5", diagnostics=False)
+    with io.RunFile.open(path, mode="r") as run:
+        assert run.diagnostics("energy") == {} and run.diagnostics("wall_s")  # timings went as it ran
+    calls = {"n": 0}
+    add = io.RunFile.add_diagnostics
+
+    def failing_add(self, rows):
+        calls["n"] += 1
+        if calls["n"] == 5:  # values, marks of t0; values, marks of t1; values of t2: killed
+            raise KeyboardInterrupt("simulated kill")
+        return add(self, rows)
+
+    monkeypatch.setattr(io.RunFile, "add_diagnostics", failing_add)
+    with pytest.raises(KeyboardInterrupt):
+        run_case(case, path, resume=True)
+    monkeypatch.setattr(io.RunFile, "add_diagnostics", add)
+    caplog.set_level("INFO", logger="vlasov_tf")
+    run_case(case, path, resume=True)
+    lines = [r.getMessage() for r in caplog.records]
+    n_left = len(case.output_times) - 2
+    assert next(line for line in lines if line.startswith("diagnostics: t = ")).startswith(
+        f"diagnostics: t = {case.output_times[2]:g} done (1/{n_left},"
+    )
+    with io.RunFile.open(full, mode="r") as a, io.RunFile.open(path, mode="r") as b:
+        names = set(a.diagnostic_names()) - {"wall_s", "diagnostics_s"}
+        assert names >= {"energy", "mass", "w1_ref", "w1_grid", "l1_grid"}
+        assert b.diagnostic_names() == a.diagnostic_names()
+        for name in names:
+            da, db = a.diagnostics(name), b.diagnostics(name)
+            assert sorted(da) == sorted(db), name
+            for key in da:
+                np.testing.assert_array_equal(db[key], da[key])
+        assert all(len(rows) == len(case.output_times) for rows in b.diagnostics("diagnostics_s").values())
 
 
 def test_resume_refuses_another_case_naming_the_difference(tmp_path):
@@ -149,7 +192,7 @@ def test_resume_refuses_another_case_naming_the_difference(tmp_path):
     said 3; and a default that changed between versions (the grid scheme) changed the run too."""
     path = tmp_path / "tiny.h5"
     case = parse_case(SMALL, overrides={"particles.tokens": [50]})
-    run_case(case, path, solvers=("grid",), log=lambda s: None)
+    run_case(case, path, solvers=("grid",))
     with io.RunFile.open(path, mode="r") as run:
         assert run.overrides == [("particles.tokens", [50])]
         assert run.settings["model.beta"] == "3.0" and run.settings["grid.reconstruction"] == '"linear"'
@@ -158,28 +201,30 @@ def test_resume_refuses_another_case_naming_the_difference(tmp_path):
         CaseMismatch,
         match=r"tiny\.h5: cannot resume with another case: model\.beta = 3\.0 when run, 30\.0 now",
     ):
-        run_case(hotter, path, resume=True, log=lambda s: None)
+        run_case(hotter, path, resume=True)
     with pytest.raises(CaseMismatch, match=r"particles\.tokens = \[50\] when run, \[50, 200\] now"):
-        run_case(parse_case(SMALL), path, resume=True, log=lambda s: None)
+        run_case(parse_case(SMALL), path, resume=True)
     third = parse_case(SMALL, overrides={"particles.tokens": [50], "grid.reconstruction": "quadratic"})
     with pytest.raises(
         CaseMismatch, match=r"grid\.limiter = \"barth-jespersen\" when run, \"positivity\" now"
     ):
-        run_case(third, path, resume=True, log=lambda s: None)
+        run_case(third, path, resume=True)
     # The same case resumes (nothing left to do), a new description does not matter.
     described = parse_case(
         SMALL.replace('name = "tiny"', 'name = "tiny"\ndescription = "x"'),
         overrides={"particles.tokens": [50]},
     )
-    run_case(described, path, resume=True, solvers=("grid",), log=lambda s: None)
+    run_case(described, path, resume=True, solvers=("grid",))
 
 
 def test_resume_of_a_file_without_settings_compares_the_text(tmp_path):
     path = tmp_path / "old.h5"
-    io.RunFile.create(path, SMALL, "tiny").close()  # as files written before settings were kept
-    run_case(parse_case(SMALL), path, resume=True, solvers=("grid",), log=lambda s: None)
+    case = parse_case(SMALL)
+    layout = dict(jobs=job_layouts(case), times=case.output_times, diagnostics=DIAGNOSTICS)
+    io.RunFile.create(path, SMALL, "tiny", **layout).close()  # made through the API without settings
+    run_case(case, path, resume=True, solvers=("grid",))
     with pytest.raises(CaseMismatch, match="its case text"):
-        run_case(parse_case(SMALL.replace("beta = 3.0", "beta = 4.0")), path, resume=True, log=lambda s: None)
+        run_case(parse_case(SMALL.replace("beta = 3.0", "beta = 4.0")), path, resume=True)
 
 
 def test_cli_resume_with_an_edited_case_is_one_line_exit_2(tmp_path, capsys):
@@ -226,12 +271,12 @@ def test_cli_sweeps_with_set_and_name(tmp_path, capsys):
 
 def test_plot_reads_without_writing(tmp_path):
     """plot opened the run file for writing: it failed on a running job and consumed the journal
-    of a killed one. Now a killed run's file and journal stay byte for byte as they were, and a
-    run held open by its writer plots too."""
+    of a killed one. Now a killed run's file stays byte for byte as it was, and a run held open by
+    its writer plots too."""
     src = tmp_path / "tiny.toml"
     src.write_text(SMALL)
     path = tmp_path / "tiny.h5"
-    # A writer killed outright (os._exit in its 7th append): its journal holds what it appended.
+    # A writer killed outright (os._exit in its 7th append).
     script = (
         "import os, sys\n"
         "from vlasov_tf import io\n"
@@ -244,16 +289,16 @@ def test_plot_reads_without_writing(tmp_path):
         "        os._exit(9)\n"
         "    return append(self, *a)\n"
         "io.RunFile.append = dying\n"
-        "run_case(load_case(sys.argv[1]), sys.argv[2], log=lambda s: None)\n"
+        "run_case(load_case(sys.argv[1]), sys.argv[2])\n"
     )
     proc = subprocess.run([sys.executable, "-c", script, str(src), str(path)], check=False)
     assert proc.returncode == 9
-    journal = io.journal_path(path)
-    before = path.read_bytes(), journal.read_bytes()
-    assert len(before[1]) > 0  # records a writer would replay
+    before = path.read_bytes(), sorted(os.listdir(tmp_path))
+    with io.RunFile.open(path, mode="r") as run:
+        assert sum(len(run.job_state(key)[0]) for key in run.jobs()) == 6
     assert main(["plot", str(path), "--out", str(tmp_path / "fig")]) == 0
-    assert (path.read_bytes(), journal.read_bytes()) == before
-    with io.RunFile.open(path):  # a writer holds it (and takes the journal in)
+    assert (path.read_bytes(), sorted(set(os.listdir(tmp_path)) - {"fig"})) == before  # only fig/ is new
+    with io.RunFile.open(path):  # a writer holds it
         assert main(["plot", str(path), "--out", str(tmp_path / "fig")]) == 0
 
 
@@ -263,14 +308,14 @@ def test_a_run_failing_at_start_leaves_no_file(tmp_path):
     path = tmp_path / "tiny.h5"
     hot = parse_case(SMALL.replace('attention = "SA"\nbeta = 3.0', 'attention = "USA"\nbeta = 1000.0'))
     with pytest.raises(OverflowError, match="lower beta"):
-        run_case(hot, path, solvers=("grid",), log=lambda s: None)
-    assert not path.exists() and not io.journal_path(path).exists()
+        run_case(hot, path, solvers=("grid",))
+    assert sorted(os.listdir(tmp_path)) == []  # nor its lock or XDMF companions
     run_case(
-        parse_case(SMALL, overrides={"particles.tokens": [50]}), path, solvers=("grid",), log=lambda s: None
+        parse_case(SMALL, overrides={"particles.tokens": [50]}), path, solvers=("grid",)
     )
     # A run that computed something keeps its file for --resume.
     with pytest.raises(CaseMismatch):
-        run_case(hot, path, resume=True, log=lambda s: None)
+        run_case(hot, path, resume=True)
     assert path.exists()
 
 
@@ -280,12 +325,38 @@ def test_meshes_are_checked_before_the_run_file_is_replaced(tmp_path, monkeypatc
     case = parse_case(
         SPHERE.replace("resolutions = [0, 1, 2]", "resolutions = [0]"), overrides={"particles.tokens": [50]}
     )
-    io.RunFile.create(path, case.text, case.name).close()
+    io.RunFile.create(path, case.text, case.name, jobs=job_layouts(case), times=case.output_times).close()
     before = path.read_bytes()
     monkeypatch.setenv("VLASOV_TF_MESHES", str(tmp_path / "no_meshes"))
     with pytest.raises((FileNotFoundError, ValueError)):
-        run_case(case, path, overwrite=True, solvers=("grid",), log=lambda s: None)
+        run_case(case, path, overwrite=True, solvers=("grid",))
     assert path.read_bytes() == before
+
+
+def test_cli_run_logs_beside_its_run_file(tmp_path, capsys):
+    """Output was print only: no timestamps, no per-job timings, nothing kept. Now a log beside the
+    run file, appended to by a resume; a run that leaves no run file leaves no log."""
+    src = tmp_path / "tiny.toml"
+    src.write_text(SMALL)
+    out = tmp_path / "o"
+    assert main(["run", str(src), "--out", str(out), "--solver", "grid"]) == 0
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d "
+    log = (out / "tiny.log").read_text()
+    for key in ("grid/M64", "grid/M128", "grid/M256"):
+        done = r": done in [\d.]+ s \(3 snapshots, \d+ steps \(\d+ rejected\)\)\n"
+        assert re.search(stamp + key + done, log)
+    assert re.search(stamp + r"diagnostics: t = 0 done \(1/3, [\d.]+ s\)\n", log)
+    assert re.search(stamp + r"run file: .*tiny.h5 \([\d.]+ s\)\n", log)
+    assert log in capsys.readouterr().out  # the terminal saw the same lines
+    assert main(["run", str(src), "--out", str(out), "--resume"]) == 0
+    again = (out / "tiny.log").read_text()
+    assert again.startswith(log) and re.search(stamp + r"grid/M64: complete, skipped", again)
+    assert re.search(stamp + r"particles/N50_ref: done in", again)
+
+    hot = tmp_path / "hot.toml"
+    hot.write_text(SMALL.replace('attention = "SA"\nbeta = 3.0', 'attention = "USA"\nbeta = 1000.0'))
+    assert main(["run", str(hot), "--out", str(out), "--solver", "grid", "--name", "hot"]) == 2
+    assert not (out / "hot.h5").exists() and not (out / "hot.log").exists()
 
 
 def test_cli_errors_are_one_line_exit_2(case, tmp_path, capsys):
@@ -312,7 +383,7 @@ def test_cli_errors_are_one_line_exit_2(case, tmp_path, capsys):
 
 def test_run_files_record_provenance_and_timings(tmp_path):
     path = run_case(
-        parse_case(SMALL, overrides={"particles.tokens": [50]}), tmp_path / "t.h5", log=lambda s: None
+        parse_case(SMALL, overrides={"particles.tokens": [50]}), tmp_path / "t.h5"
     )
     with io.RunFile.open(path, mode="r") as run:
         prov = run.provenance
@@ -345,7 +416,7 @@ def test_sizes_beyond_the_memory_are_refused_before_anything_is_allocated(tmp_pa
     """These ended in numpy's memory error after trying to take many GiB."""
     case = parse_case(SMALL.replace(old, new))
     with pytest.raises(ValueError, match=message):
-        run_case(case, tmp_path / "big.h5", log=lambda s: None)
+        run_case(case, tmp_path / "big.h5")
     assert not (tmp_path / "big.h5").exists()
 
 
@@ -453,7 +524,7 @@ def test_sphere_study_nested_grids_samples_and_sliced_distances(tmp_path):
     keys = [j.key for j in case_jobs(case)]
     assert {"particles/N200s1_ref", "particles/N200s2_ref", "particles/N800s2_ref"} <= set(keys)
     assert "particles/N200s1_L5" not in keys  # the deep Transformers act on sample 0 only
-    path = run_case(case, tmp_path / "tiny_sphere.h5", log=lambda s: None)
+    path = run_case(case, tmp_path / "tiny_sphere.h5")
     with io.RunFile.open(path, mode="r") as run:
         tables = {t.name: t for t in crossval_tables(case, run)}
         se = run.diagnostics("sw1_grid_se")

@@ -1,26 +1,27 @@
-"""The run file: round trip, resume semantics, crash safety under SIGKILL, damaged files, XDMF."""
+"""The run file: round trip, plain-h5py reading while a run writes, resume semantics, crash safety
+under SIGKILL, damaged files, XDMF companions that meshio (and VTK, when installed) read."""
 
 import itertools
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import h5py
+import meshio
 import numpy as np
 import pytest
 
 import vlasov_tf
 import vlasov_tf.io as vio
-from vlasov_tf.io import RunFile, RunFileError, journal_path, xdmf_path
+from vlasov_tf.io import JobLayout, RunFile, RunFileError, lock_path, xdmf_path
 from vlasov_tf.meshes import circle_mesh, sphere_mesh
 
 CASE = '# a case\nname = "clustering"\n[model]\nbeta = 4.0  # inverse temperature, ß\n'
+TIMES = 0.25 * np.arange(4)
 
 
 @pytest.fixture(scope="module")
@@ -33,32 +34,42 @@ def snapshot(i: int, shape: tuple[int, ...]) -> np.ndarray:
     return np.random.default_rng(i).standard_normal(shape)
 
 
+def layouts(sphere) -> list[JobLayout]:
+    return [
+        JobLayout("grid/sphere_L0", "grid", mesh=sphere, attrs={"level": 0, "cfl": 0.5, "scheme": "muscl"}),
+        JobLayout("grid/M32", "grid", mesh=circle_mesh(32), attrs={"M": 32}),
+        JobLayout(
+            "particles/N50_L10",
+            "particles",
+            tokens=50,
+            d=3,
+            attrs={"N": 50, "L": 10, "adaptive": False, "seeds": [1, 2]},
+        ),
+        JobLayout("particles/circle/N20", "particles", tokens=20, d=2, attrs={"N": 20}),
+        JobLayout("particles/empty", "particles", tokens=3, d=3),
+    ]
+
+
+def create(path: Path, sphere, **kw) -> RunFile:
+    kw.setdefault("diagnostics", ["mass", "w1_to_grid/sphere_L0"])
+    return RunFile.create(path, CASE, "clustering", jobs=layouts(sphere), times=TIMES, **kw)
+
+
 def fill_run(path: Path, sphere, *, n: int = 3) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """A run with sphere and circle grid jobs, 3-d and 2-d particle jobs; returns key -> (times, states)."""
-    ring = circle_mesh(32)
+    """n snapshots of the first four jobs; the first and third finished. key -> (times, states)."""
     rng = np.random.default_rng(7)
     w3, w2 = rng.random(50), rng.random(20)
-    shapes = {
-        "grid/sphere_L0": (sphere.n_cells,),
-        "grid/M32": (32,),
-        "particles/N50_L10": (50, 3),
-        "particles/circle/N20": (20, 2),
-    }
     stored = {}
-    with RunFile.create(path, CASE, "clustering") as rf:
-        rf.start_job("grid/sphere_L0", "grid", mesh=sphere, level=0, cfl=0.5, scheme="muscl")
-        rf.start_job("grid/M32", "grid", mesh=ring, M=32)
-        rf.start_job("particles/N50_L10", "particles", weights=w3, N=50, L=10, adaptive=False, seeds=[1, 2])
-        rf.start_job("particles/circle/N20", "particles", weights=w2, N=20)
-        for key, shape in shapes.items():
-            times = 0.25 * np.arange(n)
-            states = np.stack([snapshot(100 * len(key) + i, shape) for i in range(n)])
-            for t, s in zip(times, states, strict=True):
-                rf.append(key, t, s)
-                rf.add_diagnostic("mass", key, t, float(s.sum()))
-            stored[key] = (times, states)
-        for t in (0.0, 0.25):
-            rf.add_diagnostic("w1_to_grid/sphere_L0", "particles/N50_L10", t, 0.1 + t)
+    with create(path, sphere) as rf:
+        for job in layouts(sphere)[:4]:
+            extra = {"mesh": job.mesh} if job.kind == "grid" else {"weights": w3 if job.d == 3 else w2}
+            rf.start_job(job.key, job.kind, **extra, **job.attrs)
+            states = np.stack([snapshot(100 * len(job.key) + i, job.state_shape) for i in range(n)])
+            for t, s in zip(TIMES[:n], states, strict=True):
+                rf.append(job.key, t, s)
+                rf.add_diagnostic("mass", job.key, t, float(s.sum()))
+            stored[job.key] = (TIMES[:n], states)
+        rf.add_diagnostics([("w1_to_grid/sphere_L0", "particles/N50_L10", t, 0.1 + t) for t in (0.0, 0.25)])
         rf.finish_job("grid/sphere_L0")
         rf.finish_job("particles/N50_L10")
     stored["weights"] = (w3, w2)
@@ -71,16 +82,17 @@ def fill_run(path: Path, sphere, *, n: int = 3) -> dict[str, tuple[np.ndarray, n
 def test_round_trip(tmp_path, sphere):
     path = tmp_path / "run.h5"
     stored = fill_run(path, sphere)
-    assert sorted(os.listdir(tmp_path)) == ["run.h5"]  # a clean close leaves the one file
     with RunFile.open(path, mode="r") as rf:
-        assert rf.jobs() == ["grid/sphere_L0", "grid/M32", "particles/N50_L10", "particles/circle/N20"]
+        assert rf.jobs() == [job.key for job in layouts(sphere)]
         assert rf.case_text == CASE and rf.case_name == "clustering"
-        assert rf.version == vlasov_tf.__version__
-        for key in rf.jobs():
+        assert rf.version == vlasov_tf.__version__ and np.array_equal(rf.times, TIMES)
+        for key in rf.jobs()[:4]:
             times, states = rf.job_state(key)
             assert np.array_equal(times, stored[key][0]) and np.array_equal(states, stored[key][1])
             t, last = rf.last_state(key)
             assert t == times[-1] and np.array_equal(last, states[-1])
+        times, states = rf.job_state("particles/empty")
+        assert times.shape == (0,) and states.shape == (0, 3, 3) and rf.last_state("particles/empty") is None
         assert rf.is_complete("grid/sphere_L0") and rf.is_complete("particles/N50_L10")
         assert not rf.is_complete("grid/M32") and not rf.is_complete("no/such")
         assert rf.job_state("no/such") is None
@@ -88,10 +100,11 @@ def test_round_trip(tmp_path, sphere):
         info = rf.job_info("particles/N50_L10")
         assert info["attrs"] == {"N": 50, "L": 10, "adaptive": False, "seeds": [1, 2]}
         assert type(info["attrs"]["adaptive"]) is bool and (info["n"], info["d"]) == (3, 3)
+        assert info["started"] <= info["finished"] and rf.job_info("grid/M32")["finished"] is None
         assert rf.job_info("grid/sphere_L0")["attrs"] == {"level": 0, "cfl": 0.5, "scheme": "muscl"}
         assert rf.diagnostic_names() == ["mass", "w1_to_grid/sphere_L0"]
         mass = rf.diagnostics("mass")
-        assert set(mass) == set(rf.jobs())
+        assert list(mass) == rf.jobs()[:4]
         for key, rows in mass.items():
             assert np.array_equal(rows[:, 0], stored[key][0])
             assert np.array_equal(rows[:, 1], [s.sum() for s in stored[key][1]])
@@ -99,71 +112,58 @@ def test_round_trip(tmp_path, sphere):
         assert list(w1) == ["particles/N50_L10"] and np.array_equal(
             w1["particles/N50_L10"], [[0, 0.1], [0.25, 0.35]]
         )
+        assert rf.diagnostics("no such") == {}
         rf.verify()
     # The layout promised to other tools, read with h5py alone.
     with h5py.File(path, "r") as f:
         assert f["case"].attrs["text"] == CASE and f["case"].attrs["version"] == vlasov_tf.__version__
         g = f["jobs/grid/sphere_L0"]
-        assert g.attrs["kind"] == "grid" and g.attrs["complete"] and g.attrs["level"] == 0
-        assert g["densities"].shape == (3, sphere.n_cells)
+        assert g.attrs["kind"] == "grid" and np.isfinite(g["clock"][1]) and g.attrs["level"] == 0
+        assert g["densities"].shape == (4, sphere.n_cells) and np.isnan(g["densities"][3]).all()
+        k = np.isfinite(g["times"][()]).sum()
+        assert k == 3 and np.array_equal(g["densities"][:k], stored["grid/sphere_L0"][1])
+        assert np.array_equal(g["step/1"][()], stored["grid/sphere_L0"][1][1])  # the XDMF view
         assert np.array_equal(g["mesh/cell_vertices"][()], sphere.cell_vertices)
-        assert np.array_equal(g["mesh/vertices"][()], sphere.vertices)
         p = f["jobs/particles/N50_L10"]
-        assert (
-            p.attrs["kind"] == "particles"
-            and p["positions"].shape == (3, 50, 3)
-            and p["weights"].shape == (50,)
-        )
+        assert p.attrs["kind"] == "particles" and p["positions"].shape == (4, 50, 3)
+        assert p["weights"].shape == (50,)
+        mass = f["diagnostics/mass"]
+        assert list(mass.attrs["jobs"]) == [job.key for job in layouts(sphere)]
+        assert mass[0, 2] == stored["grid/sphere_L0"][1][2].sum() and np.isnan(mass[0, 3])
 
 
-def test_reads_mix_checkpoint_and_journal(tmp_path):
-    with RunFile.create(tmp_path / "run.h5", CASE, "c", sync=False) as rf:
-        rf.start_job("particles/a", "particles", weights=np.ones(4))
-        assert rf.job_state("particles/a")[1].shape == (0, 4, 0) and rf.last_state("particles/a") is None
-        states = [snapshot(i, (4, 3)) for i in range(5)]
-        for i in range(2):
-            rf.append("particles/a", i, states[i])
-        rf.checkpoint()
-        for i in range(2, 5):
-            rf.append("particles/a", i, states[i])
-        times, got = rf.job_state("particles/a")
-        assert np.array_equal(times, np.arange(5)) and np.array_equal(got, states)
-        assert journal_path(rf.path).stat().st_size > 0  # the last three are only in the journal
-        with RunFile.open(rf.path, mode="r") as reader:  # a reader sees the journal too
-            assert np.array_equal(reader.job_state("particles/a")[1], states)
-    assert not journal_path(tmp_path / "run.h5").exists()
-
-
-def test_reader_detects_a_checkpoint_by_the_writer(tmp_path):
-    with RunFile.create(tmp_path / "run.h5", CASE, "c") as rf:
-        rf.start_job("grid/M8", "grid", mesh=circle_mesh(8))
-        rf.append("grid/M8", 0, np.zeros(8))
-        reader = RunFile.open(rf.path, mode="r")  # sees the snapshot in the journal
-        rf.checkpoint()
-        rf.append("grid/M8", 1, np.ones(8))  # a new record where the reader's one was
-        with pytest.raises(RunFileError, match="open it again"):
-            reader.job_state("grid/M8")
-        reader.close()
-        with RunFile.open(rf.path, mode="r") as reader:
-            assert np.array_equal(reader.job_state("grid/M8")[1], [np.zeros(8), np.ones(8)])
-
-
-def test_diagnostics_replace_same_time(tmp_path):
-    with RunFile.create(tmp_path / "run.h5", CASE, "c") as rf:
-        for t, v in ((0.5, 2.0), (0.0, 1.0), (0.5, 3.0), (1.0, float("nan"))):
-            rf.add_diagnostic("energy", "grid/M8", t, v)
-    with RunFile.open(tmp_path / "run.h5", mode="r") as rf:
-        rows = rf.diagnostics("energy")["grid/M8"]
-        assert (
-            np.array_equal(rows[:2], [[0.0, 1.0], [0.5, 3.0]]) and rows[2, 0] == 1.0 and np.isnan(rows[2, 1])
-        )
+def test_plain_h5py_reads_while_a_run_writes_and_reading_never_writes(tmp_path, sphere):
+    """Snapshots sat in a journal until the run finished (plain h5py saw none); now each is in
+    the .h5 when append returns, for h5py as for RunFile readers, and opening never changes it."""
+    path = tmp_path / "run.h5"
+    rf = create(path, sphere)
+    rf.start_job("grid/M32", "grid", mesh=circle_mesh(32), M=32)
+    for i in range(3):
+        rf.append("grid/M32", TIMES[i], snapshot(i, (32,)))
+        with h5py.File(path, "r") as f:  # plain h5py, the writer holding the file
+            g = f["jobs/grid/M32"]
+            assert np.isfinite(g["times"][()]).sum() == i + 1
+            assert np.array_equal(g["densities"][i], snapshot(i, (32,)))
+        with RunFile.open(path, mode="r") as reader:
+            assert len(reader.job_state("grid/M32")[0]) == i + 1
+    before = path.read_bytes()
+    with RunFile.open(path, mode="r") as reader:
+        reader.verify()
+    with pytest.raises(OSError, match="lock"):
+        h5py.File(path, "r+")  # an HDF5 writer is kept out while the run writes
+    rf.close()
+    with RunFile.open(path) as writer:
+        assert writer.job_info("grid/M32")["n"] == 3
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["run.grid.M32.xdmf", "run.h5"]  # the lock went with close
 
 
 def test_threads_append_to_their_jobs(tmp_path):
-    with RunFile.create(tmp_path / "run.h5", CASE, "c", sync=False) as rf:
-        ring = circle_mesh(16)
-        for j in range(4):
-            rf.start_job(f"grid/t{j}", "grid", mesh=ring)
+    ring = circle_mesh(16)
+    jobs = [JobLayout(f"grid/t{j}", "grid", mesh=ring) for j in range(4)]
+    with RunFile.create(tmp_path / "run.h5", CASE, "c", jobs=jobs, times=np.arange(20.0), sync=False) as rf:
+        for job in jobs:
+            rf.start_job(job.key, "grid", mesh=ring)
 
         def work(j: int) -> None:
             for i in range(20):
@@ -184,85 +184,125 @@ def test_threads_append_to_their_jobs(tmp_path):
 
 def test_resume_semantics(tmp_path, sphere):
     path = tmp_path / "run.h5"
-    w = np.linspace(0.1, 1.0, 10)
-    with RunFile.create(path, CASE, "c") as rf:
-        rf.start_job("grid/L0", "grid", mesh=sphere, level=0)
-        rf.start_job("particles/N10", "particles", weights=w, N=10, L=8)
+    w = np.linspace(0.1, 1.0, 50)
+    attrs = {"N": 50, "L": 10, "adaptive": False, "seeds": [1, 2]}
+    with create(path, sphere) as rf:
+        rf.start_job("grid/sphere_L0", "grid", mesh=sphere, level=0, cfl=0.5, scheme="muscl")
+        rf.start_job("particles/N50_L10", "particles", weights=w, **attrs)
         for i in range(3):
-            rf.append("particles/N10", 0.1 * i, snapshot(i, (10, 3)))
-            rf.append("grid/L0", 0.1 * i, snapshot(i, (sphere.n_cells,)))
-        rf.finish_job("grid/L0")
+            rf.append("particles/N50_L10", TIMES[i], snapshot(i, (50, 3)))
+            rf.append("grid/sphere_L0", TIMES[i], snapshot(i, (sphere.n_cells,)))
+        rf.finish_job("grid/sphere_L0")
 
     with RunFile.open(path) as rf:
-        rf.start_job("grid/L0", "grid", mesh=sphere, level=0)  # same: a no-op
-        rf.start_job("particles/N10", "particles", weights=w.copy(), N=10, L=8)
-        assert rf.is_complete("grid/L0") and not rf.is_complete("particles/N10")
-        times, states = rf.job_state("particles/N10")
-        assert np.array_equal(times, 0.1 * np.arange(3))
-        assert np.array_equal(states, [snapshot(i, (10, 3)) for i in range(3)])
+        rf.start_job("grid/sphere_L0", "grid", mesh=sphere, level=0, cfl=0.5, scheme="muscl")  # a check
+        rf.start_job("particles/N50_L10", "particles", weights=w.copy(), **attrs)
+        assert rf.is_complete("grid/sphere_L0") and not rf.is_complete("particles/N50_L10")
+        times, states = rf.job_state("particles/N50_L10")
+        assert np.array_equal(times, TIMES[:3])
+        assert np.array_equal(states, [snapshot(i, (50, 3)) for i in range(3)])
 
-        with pytest.raises(ValueError, match=r"attrs \(L: 8 -> 9\)"):
-            rf.start_job("particles/N10", "particles", weights=w, N=10, L=9)
+        with pytest.raises(ValueError, match=r"attrs \(L: 10 -> 9\)"):
+            rf.start_job("particles/N50_L10", "particles", weights=w, **{**attrs, "L": 9})
         with pytest.raises(ValueError, match=r"attrs.*extra"):
-            rf.start_job("particles/N10", "particles", weights=w, N=10, L=8, extra=1)
+            rf.start_job("particles/N50_L10", "particles", weights=w, **attrs, extra=1)
         with pytest.raises(ValueError, match="weights"):
-            rf.start_job("particles/N10", "particles", weights=w[::-1], N=10, L=8)
+            rf.start_job("particles/N50_L10", "particles", weights=w[::-1], **attrs)
         with pytest.raises(ValueError, match="kind"):
-            rf.start_job("particles/N10", "grid", mesh=sphere)
+            rf.start_job("particles/N50_L10", "grid", mesh=sphere)
         with pytest.raises(ValueError, match="mesh"):
-            rf.start_job("grid/L0", "grid", mesh=sphere_mesh(1), level=0)
+            rf.start_job("grid/sphere_L0", "grid", mesh=sphere_mesh(1), level=0, cfl=0.5, scheme="muscl")
+        with pytest.raises(KeyError, match="no job 'grid/other'"):
+            rf.start_job("grid/other", "grid", mesh=sphere)
 
         # A restarted solver may report its initial state again: an identical repeat is a no-op.
-        rf.append("particles/N10", times[-1], states[-1])
+        rf.append("particles/N50_L10", times[-1], states[-1])
         with pytest.raises(ValueError, match="does not follow"):
-            rf.append("particles/N10", times[-1], states[-1] + 1e-16 + 1e-9)
+            rf.append("particles/N50_L10", times[-1], states[-1] + 1e-9)
         with pytest.raises(ValueError, match="does not follow"):
-            rf.append("particles/N10", 0.05, states[-1])
-        with pytest.raises(ValueError, match="positions must be"):
-            rf.append("particles/N10", 1.0, np.zeros((10, 2)))
+            rf.append("particles/N50_L10", 0.6, states[-1])  # not the next output time
+        with pytest.raises(ValueError, match=r"positions must be \(50, 3\)"):
+            rf.append("particles/N50_L10", TIMES[3], np.zeros((50, 2)))
         with pytest.raises(ValueError, match="complete"):
-            rf.append("grid/L0", 1.0, np.zeros(sphere.n_cells))
-        rf.append("particles/N10", 0.1 * 3, snapshot(3, (10, 3)))
-        rf.finish_job("particles/N10")
+            rf.append("grid/sphere_L0", TIMES[3], np.zeros(sphere.n_cells))
+        with pytest.raises(ValueError, match="not one of the run's output times"):
+            rf.add_diagnostic("mass", "grid/M32", 0.3, 1.0)
+        with pytest.raises(ValueError, match="no diagnostic 'energy'"):
+            rf.add_diagnostic("energy", "grid/M32", 0.25, 1.0)
+        rf.append("particles/N50_L10", TIMES[3], snapshot(3, (50, 3)))
+        with pytest.raises(ValueError, match="no output time left"):
+            rf.append("particles/N50_L10", 1.0, snapshot(4, (50, 3)))
+        rf.finish_job("particles/N50_L10")
 
     with RunFile.open(path, mode="r") as rf:
-        times, states = rf.job_state("particles/N10")
-        assert np.array_equal(times, 0.1 * np.arange(4)) and np.array_equal(states[3], snapshot(3, (10, 3)))
-        assert rf.is_complete("particles/N10")
+        times, states = rf.job_state("particles/N50_L10")
+        assert np.array_equal(times, TIMES) and np.array_equal(states[3], snapshot(3, (50, 3)))
+        assert rf.is_complete("particles/N50_L10")
         with pytest.raises(ValueError, match="read-only"):
-            rf.append("particles/N10", 1.0, states[0])
+            rf.append("particles/N50_L10", 1.0, states[0])
 
 
-def test_create_and_open_guards(tmp_path):
+def test_create_and_open_guards(tmp_path, sphere):
     path = tmp_path / "run.h5"
     with pytest.raises(FileNotFoundError, match=r"run.h5"):
         RunFile.open(path)
-    rf = RunFile.create(path, CASE, "c")
-    rf.start_job("grid/M4", "grid", mesh=circle_mesh(4))
+    rf = create(path, sphere)
     with pytest.raises(FileExistsError, match="overwrite"):
-        RunFile.create(path, CASE, "c")
+        create(path, sphere)
     with pytest.raises(RuntimeError, match="another process"):  # one writer at a time
         RunFile.open(path)
+    with pytest.raises(RuntimeError, match="another process"):
+        create(path, sphere, overwrite=True)
     with RunFile.open(path, mode="r") as reader:
-        assert reader.jobs() == ["grid/M4"]
-    for bad in ("", "grid/", "/grid", "grid//M4", "grid/../x", "grid/.x", "grid/M 4"):
-        with pytest.raises(ValueError, match="job key"):
-            rf.start_job(bad, "grid", mesh=circle_mesh(4))
-    with pytest.raises(ValueError, match="nests"):
-        rf.start_job("grid/M4/b", "grid", mesh=circle_mesh(4))
-    with pytest.raises(ValueError, match="reserved"):
-        rf.start_job("grid/M8", "grid", mesh=circle_mesh(8), complete=True)
-    with pytest.raises(TypeError, match="attr"):
-        rf.start_job("grid/M8", "grid", mesh=circle_mesh(8), opts={"a": 1})
+        assert reader.jobs()[0] == "grid/sphere_L0"
     rf.close()
-    with RunFile.create(path, "other", "fresh", overwrite=True) as rf:
+    ring = circle_mesh(4)
+
+    def bad(jobs, times=TIMES, **kw):
+        return RunFile.create(tmp_path / "bad.h5", CASE, "c", jobs=jobs, times=times, **kw)
+
+    for key in ("", "grid/", "/grid", "grid//M4", "grid/../x", "grid/.x", "grid/M 4"):
+        with pytest.raises(ValueError, match="job key"):
+            bad([JobLayout(key, "grid", mesh=ring)])
+    with pytest.raises(ValueError, match="nests"):
+        bad([JobLayout("grid/M4", "grid", mesh=ring), JobLayout("grid/M4/b", "grid", mesh=ring)])
+    with pytest.raises(ValueError, match="repeats"):
+        bad([JobLayout("grid/M4", "grid", mesh=ring), JobLayout("grid/M4", "grid", mesh=ring)])
+    with pytest.raises(ValueError, match="reserved"):
+        bad([JobLayout("grid/M8", "grid", mesh=ring, attrs={"job_index": 1})])
+    with pytest.raises(TypeError, match="attr"):
+        bad([JobLayout("grid/M8", "grid", mesh=ring, attrs={"opts": {"a": 1}})])
+    with pytest.raises(ValueError, match="needs tokens"):
+        bad([JobLayout("particles/N", "particles", tokens=0, d=3)])
+    with pytest.raises(ValueError, match="strictly increasing"):
+        bad([], times=[0.0, 0.5, 0.5])
+    with pytest.raises(ValueError, match="diagnostic names repeat"):
+        bad([], diagnostics=["mass", "mass"])
+    assert sorted(os.listdir(tmp_path)) == ["run.h5"]  # the failed creations made nothing
+    with RunFile.create(path, "other", "fresh", jobs=[], times=[0.0], overwrite=True) as rf:
         assert rf.jobs() == [] and rf.case_name == "fresh"
+
+
+def test_failed_creation_leaves_nothing_and_keeps_the_old_run(tmp_path, sphere, monkeypatch):
+    path = tmp_path / "run.h5"
+    fill_run(path, sphere)
+    before = path.read_bytes(), sorted(os.listdir(tmp_path))
+    write = vio._write_layout
+
+    def full_disk(tmp, *args):  # the new file written, then the disk fills up
+        write(tmp, *args)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(vio, "_write_layout", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        create(path, sphere, overwrite=True)
+    assert (path.read_bytes(), sorted(os.listdir(tmp_path))) == before  # no temporary, no lock
 
 
 # ------------------------------------------------------------------------------------------ crash safety
 
 CHILD = """
-import importlib.util, sys
+import importlib.util, sys, time
 import numpy as np
 
 # Load vlasov_tf/io.py alone: importing the package (scipy, ...) would cost ~1 s per child.
@@ -277,14 +317,13 @@ for i in range(n, 10**6):
     rf.append("particles/N", 0.5 * i, np.random.default_rng(i).standard_normal((500, 3)))
     rf.add_diagnostic("energy", "particles/N", 0.5 * i, float(i))
     print(i, flush=True)  # acknowledged: append and add_diagnostic returned
-    if i % 4 == 3:
-        rf.checkpoint()  # so that kills also land inside checkpoints
+    time.sleep(0.002 * (i % 3))  # without a pause the 2000 outputs are written within a round
 """
 
 
-def check_prefix(path: Path, mode: str, acknowledged: set[int]) -> int:
-    """Open the run after a kill: a prefix of the snapshots, each intact, the acknowledged ones included."""
-    with RunFile.open(path, mode=mode) as rf:
+def check_prefix(path: Path, acknowledged: set[int]) -> int:
+    """Read the run after a kill: a prefix of the snapshots, each intact, the acknowledged ones included."""
+    with RunFile.open(path, mode="r") as rf:
         times, states = rf.job_state("particles/N")
         energy = rf.diagnostics("energy").get("particles/N", np.zeros((0, 2)))
     n = len(times)
@@ -292,15 +331,20 @@ def check_prefix(path: Path, mode: str, acknowledged: set[int]) -> int:
     assert np.array_equal(times, 0.5 * np.arange(n))
     for i in range(n):
         assert np.array_equal(states[i], snapshot(i, (500, 3))), f"snapshot {i} differs"
-    assert np.array_equal(energy[:, 1], energy[:, 0] / 0.5)  # each row intact
-    # Not every snapshot has its row: a kill between append and add_diagnostic leaves it out for good.
+    assert np.array_equal(energy[:, 1], energy[:, 0] / 0.5)  # each value intact
+    # Not every snapshot has its value: a kill between append and add_diagnostic leaves it out.
     assert acknowledged <= set(energy[:, 1].astype(int).tolist())
+    with h5py.File(path, "r") as f:  # and plain h5py opens the killed run
+        assert np.isfinite(f["jobs/particles/N/times"][()]).sum() == n
     return n
 
 
 def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path, rng):
     path = tmp_path / "run.h5"
-    with RunFile.create(path, CASE, "crash") as rf:
+    jobs = [JobLayout("particles/N", "particles", tokens=500, d=3)]
+    with RunFile.create(
+        path, CASE, "crash", jobs=jobs, times=0.5 * np.arange(2000), diagnostics=["energy"]
+    ) as rf:
         rf.start_job("particles/N", "particles", weights=np.ones(500))
     acknowledged: set[int] = set()
     n, resumed_from = 0, []
@@ -314,13 +358,13 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path, rng):
         seen: list[str] = []
         try:
             if round % 3 == 2:
-                time.sleep(rng.uniform(0.15, 0.35))  # around start-up: kills may land in open()'s recovery
+                time.sleep(rng.uniform(0.15, 0.35))  # around start-up: kills may land in open()
             else:
                 # Three acknowledged snapshots first, so that progress does not depend on how fast
                 # the child starts on a loaded machine; then a random moment.
                 seen = [proc.stdout.readline() for _ in range(4)]
                 assert seen[0].startswith("start")
-                time.sleep(rng.uniform(0.0, 0.25))
+                time.sleep(rng.uniform(0.0, 0.1))
         finally:
             os.kill(proc.pid, signal.SIGKILL)
             out, err = proc.communicate()
@@ -328,79 +372,54 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path, rng):
         lines = [line.split() for line in [*seen, *out.splitlines()] if line.strip()]
         resumed_from += [int(w[1]) for w in lines if w[0] == "start"]
         acknowledged |= {int(w[0]) for w in lines if w[0] != "start"}
-        n = check_prefix(path, "r" if round % 2 else "a", acknowledged)
+        n = check_prefix(path, acknowledged)
     assert resumed_from and all(a <= b for a, b in itertools.pairwise(resumed_from))
     assert n > 10  # the rounds did write
     with RunFile.open(path) as rf:  # resume after the last kill, then finish cleanly
         assert len(rf.job_state("particles/N")[0]) == n
         rf.finish_job("particles/N")
-    assert sorted(os.listdir(tmp_path)) == ["run.h5"]  # no journal, no checkpoint temporaries
+    assert sorted(os.listdir(tmp_path)) == ["run.h5", "run.particles.N.xdmf"]  # no lock, no temporaries
 
 
-def copy_on_disk_state(src: Path, dst: Path) -> Path:
-    """What a SIGKILL would leave: the run file and its journal as they are on disk now."""
-    dst.mkdir()
-    for p in (src, journal_path(src)):
-        shutil.copyfile(p, dst / p.name)
-    return dst / src.name
-
-
-def test_torn_journal_tail_is_dropped_and_inner_damage_raises(tmp_path):
+def test_half_written_rows_are_absent_and_damaged_ones_raise(tmp_path):
+    """What a kill inside append leaves (row bytes written, the time not yet): the row is not
+    there, and the next append writes it. A flipped byte in a stored row fails its CRC."""
     path = tmp_path / "run.h5"
-    rf = RunFile.create(path, CASE, "c")
-    rf.start_job("grid/M64", "grid", mesh=circle_mesh(64))
-    for i in range(5):
-        rf.append("grid/M64", i, snapshot(i, (64,)))
-    crashed = copy_on_disk_state(path, tmp_path / "crashed")
-    rf.close()
-    journal = journal_path(crashed)
-    size = journal.stat().st_size
-    record = size // 5 + 1  # records are of equal size here; cut into the last one
+    jobs = [JobLayout("grid/M64", "grid", mesh=circle_mesh(64))]
+    with RunFile.create(path, CASE, "c", jobs=jobs, times=np.arange(5.0)) as rf:
+        rf.start_job("grid/M64", "grid", mesh=circle_mesh(64))
+        for i in range(3):
+            rf.append("grid/M64", i, snapshot(i, (64,)))
+    with h5py.File(path, "r") as f:
+        rows, times = f["jobs/grid/M64/densities"].id.get_offset(), f["jobs/grid/M64/times"].id.get_offset()
+    with open(path, "r+b") as f:  # snapshot 3's bytes, without its commit mark
+        f.seek(rows + 3 * 64 * 8)
+        f.write(snapshot(99, (64,)).tobytes())
+    with RunFile.open(path) as rf:
+        assert len(rf.job_state("grid/M64")[0]) == 3
+        rf.append("grid/M64", 3, snapshot(3, (64,)))
+    with RunFile.open(path, mode="r") as rf:
+        assert np.array_equal(rf.job_state("grid/M64")[1], [snapshot(i, (64,)) for i in range(4)])
 
-    torn = copy_on_disk_state(crashed, tmp_path / "torn")
-    os.truncate(journal_path(torn), size - 100)
-    with RunFile.open(torn, mode="r") as r:
-        assert len(r.job_state("grid/M64")[0]) == 4 and r.dropped_bytes > 0
-    with RunFile.open(torn) as r:  # the writer cuts the tail off and checkpoints the rest
-        assert r.replayed_records == 5 and r.dropped_bytes > 0  # start + 4 snapshots
-        r.append("grid/M64", 4, snapshot(4, (64,)))
-    with RunFile.open(torn, mode="r") as r:
-        assert np.array_equal(r.job_state("grid/M64")[1], [snapshot(i, (64,)) for i in range(5)])
-
-    damaged = copy_on_disk_state(crashed, tmp_path / "damaged")
-    with open(journal_path(damaged), "r+b") as f:  # a flipped byte in the middle of the journal
-        f.seek(size - 2 * record)
-        b = f.read(1)
-        f.seek(size - 2 * record)
-        f.write(bytes([b[0] ^ 0xFF]))
-    with pytest.raises(RunFileError, match=r"journal .*damaged.*intact record follows"):
-        RunFile.open(damaged, mode="r")
-
-
-def test_kill_between_checkpoint_and_journal_reset_does_not_duplicate(tmp_path):
-    path = tmp_path / "run.h5"
-    rf = RunFile.create(path, CASE, "c")
-    rf.start_job("grid/M8", "grid", mesh=circle_mesh(8))
-    for i in range(3):
-        rf.append("grid/M8", i, np.full(8, float(i)))
-        rf.add_diagnostic("mass", "grid/M8", i, float(i))
-    old_journal = journal_path(path).read_bytes()
-    rf.checkpoint()
-    # The new checkpoint is in place but the kill came before the journal was emptied.
-    crashed = copy_on_disk_state(path, tmp_path / "crashed")
-    journal_path(crashed).write_bytes(old_journal)
-    rf.close()
-    with RunFile.open(crashed) as r:
-        assert np.array_equal(r.job_state("grid/M8")[0], [0, 1, 2]) and r.replayed_records == 0
-        assert len(r.diagnostics("mass")["grid/M8"]) == 3
+    data = bytearray(path.read_bytes())
+    data[rows + 2 * 64 * 8 + 100] ^= 0xFF
+    corrupt = tmp_path / "corrupt.h5"
+    corrupt.write_bytes(bytes(data))
+    with RunFile.open(corrupt, mode="r") as rf:
+        with pytest.raises(RunFileError, match=r"corrupt.h5: job grid/M64: snapshot 2 .*damaged"):
+            rf.verify()
+    data = bytearray(path.read_bytes())
+    data[times + 8 * 1 : times + 8 * 2] = np.array(np.nan).tobytes()  # a hole before stored rows
+    holed = tmp_path / "holed.h5"
+    holed.write_bytes(bytes(data))
+    with pytest.raises(RunFileError, match=r"holed.h5: job grid/M64: snapshot 2 stored after a missing one"):
+        RunFile.open(holed, mode="r")
 
 
 def test_damaged_or_foreign_files_raise_naming_the_file(tmp_path):
     path = tmp_path / "run.h5"
-    with RunFile.create(path, CASE, "c") as rf:
-        rf.start_job("grid/M4096", "grid", mesh=circle_mesh(4096))
-        for i in range(4):
-            rf.append("grid/M4096", i, snapshot(i, (4096,)))
+    jobs = [JobLayout("grid/M4096", "grid", mesh=circle_mesh(4096))]
+    RunFile.create(path, CASE, "c", jobs=jobs, times=np.arange(4.0)).close()
     data = path.read_bytes()
 
     truncated = tmp_path / "truncated.h5"
@@ -411,92 +430,71 @@ def test_damaged_or_foreign_files_raise_naming_the_file(tmp_path):
     garbage.write_bytes(b"not an HDF5 file" * 100)
     with pytest.raises(RunFileError, match=r"garbage.h5.*not a readable HDF5"):
         RunFile.open(garbage)
-    assert not journal_path(garbage).exists()  # a failed open leaves nothing behind
+    assert not lock_path(garbage).exists()  # a failed open leaves nothing behind
     foreign = tmp_path / "foreign.h5"
     with h5py.File(foreign, "w") as f:
         f["x"] = np.arange(3)
     with pytest.raises(RunFileError, match=r"foreign.h5.*not a vlasov_tf run file"):
         RunFile.open(foreign, mode="r")
-
-    # A flipped byte inside a snapshot: the HDF5 checksum catches it when the data is read.
-    with h5py.File(path, "r") as f:
-        offset = f["jobs/grid/M4096/densities"].id.get_chunk_info(2).byte_offset
-    corrupt = tmp_path / "corrupt.h5"
-    damaged = bytearray(data)
-    damaged[offset + 100] ^= 0xFF
-    corrupt.write_bytes(bytes(damaged))
-    with RunFile.open(corrupt, mode="r") as rf:
-        with pytest.raises(RunFileError, match=r"corrupt.h5.*densities"):
-            rf.verify()
-        with pytest.raises(OSError):
-            rf.job_state("grid/M4096")
+    older = tmp_path / "older.h5"
+    with h5py.File(older, "w") as f:
+        f.attrs.update({"format": vio.FORMAT, "format_version": 1})
+    with pytest.raises(RunFileError, match=r"older.h5: format version 1, this code reads 2"):
+        RunFile.open(older, mode="r")
 
 
 # ------------------------------------------------------------------------------------------ XDMF
 
 
-def xdmf_array(item: ET.Element, f: h5py.File, h5name: str) -> np.ndarray:
-    """The array an XDMF DataItem denotes, checking its declared dimensions and type on the way."""
-    dims = tuple(int(x) for x in item.get("Dimensions").split())
-    if item.get("ItemType") == "HyperSlab":
-        selection, source = list(item)
-        data = xdmf_array(source, f, h5name)
-        start, stride, count = np.array(selection.text.split(), dtype=int).reshape(3, data.ndim)
-        assert selection.get("Dimensions") == f"3 {data.ndim}" and tuple(count) == dims
-        assert (start >= 0).all() and (start + (count - 1) * stride < data.shape).all()
-        return data[tuple(slice(a, a + c * s, s) for a, c, s in zip(start, count, stride, strict=True))]
-    assert item.get("Format") == "HDF"
-    fname, dataset = item.text.strip().split(":")
-    assert fname == h5name and dataset in f
-    ds = f[dataset]
-    assert ds.shape == dims
-    assert item.get("NumberType") == ("Int" if ds.dtype.kind == "i" else "Float")
-    assert int(item.get("Precision")) == ds.dtype.itemsize
-    return ds[()]
-
-
-def test_xdmf_references_the_datasets(tmp_path, sphere):
+def test_xdmf_companions_open_in_meshio_at_every_snapshot(tmp_path, sphere):
+    """The .xdmf was written at the end only, and meshio could not read it (several temporal
+    collections, hyperslabs). Now one per job, rewritten with each snapshot, of whole datasets."""
     path = tmp_path / "run.h5"
     stored = fill_run(path, sphere)
-    with RunFile.open(path) as rf:
-        rf.start_job("particles/empty", "particles", weights=np.ones(3))  # no snapshots: not shown
-        out = rf.write_xdmf()
-    assert out == xdmf_path(path) == tmp_path / "run.xdmf"
-    root = ET.parse(out).getroot()
-    collections = root.findall("./Domain/Grid")
-    assert [c.get("Name") for c in collections] == list(stored)[:4]
-    with h5py.File(path, "r") as f:
-        for coll in collections:
-            key = coll.get("Name")
-            times, states = stored[key]
-            assert coll.get("CollectionType") == "Temporal"
-            steps = coll.findall("Grid")
-            assert [float(g.find("Time").get("Value")) for g in steps] == times.tolist()
-            for i, grid in enumerate(steps):
-                topo, geom = grid.find("Topology"), grid.find("Geometry")
-                attrs = {a.get("Name"): a for a in grid.findall("Attribute")}
+    assert not xdmf_path(path, "particles/empty").exists()  # no snapshots: no companion
+    for key in list(stored)[:4]:
+        times, states = stored[key]
+        with meshio.xdmf.TimeSeriesReader(xdmf_path(path, key)) as reader:
+            points, cells = reader.read_points_cells()
+            assert reader.num_steps == len(times)
+            for i in range(reader.num_steps):
+                t, point_data, cell_data = reader.read_data(i)
+                assert t == times[i]
                 if key.startswith("grid/"):
-                    points = xdmf_array(geom.find("DataItem"), f, path.name)
-                    cells = xdmf_array(topo.find("DataItem"), f, path.name)
-                    density = xdmf_array(attrs["density"].find("DataItem"), f, path.name)
-                    assert attrs["density"].get("Center") == "Cell"
-                    assert np.array_equal(density.ravel(), states[i])
-                    assert int(topo.get("NumberOfElements")) == len(cells) == states.shape[1]
-                    assert cells.min() >= 0 and cells.max() < len(points)
-                    if key == "grid/sphere_L0":
-                        assert topo.get("TopologyType") == "Triangle" and geom.get("GeometryType") == "XYZ"
-                        assert np.array_equal(cells, sphere.cell_vertices)
-                        assert np.array_equal(points, sphere.vertices)
-                    else:  # the circle: a closed polyline of its arcs, in the plane
-                        assert topo.get("TopologyType") == "Polyline" and topo.get("NodesPerElement") == "2"
-                        assert geom.get("GeometryType") == "XY" and points.shape == (32, 2)
+                    assert np.array_equal(cell_data["density"][0], states[i])
                 else:
-                    n_particles, d = states.shape[1:]
-                    assert topo.get("TopologyType") == "Polyvertex"
-                    assert int(topo.get("NumberOfElements")) == n_particles
-                    assert geom.get("GeometryType") == ("XYZ" if d == 3 else "XY")
-                    points = xdmf_array(geom.find("DataItem"), f, path.name)
-                    assert np.array_equal(points.reshape(n_particles, d), states[i])
-                    weights = xdmf_array(attrs["weight"].find("DataItem"), f, path.name)
-                    assert attrs["weight"].get("Center") == "Node"
-                    assert np.array_equal(weights, stored["weights"][0 if d == 3 else 1])
+                    assert np.array_equal(point_data["position"], states[i])
+                    assert np.array_equal(
+                        point_data["weight"], stored["weights"][0 if key.endswith("L10") else 1]
+                    )
+        if key == "grid/sphere_L0":
+            assert cells[0].type == "triangle" and np.array_equal(cells[0].data, sphere.cell_vertices)
+            assert np.array_equal(points, sphere.vertices)
+        elif key == "grid/M32":  # the circle: a closed polyline of its arcs, in the plane
+            assert cells[0].type == "line" and points.shape == (32, 2) and len(cells[0].data) == 32
+
+
+def test_xdmf_companions_open_in_vtk(tmp_path, sphere):
+    """VTK's XDMF reader is the one behind ParaView's; a large optional dependency."""
+    pytest.importorskip("vtkmodules.vtkIOXdmf2")
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+    from vtkmodules.vtkCommonExecutionModel import vtkStreamingDemandDrivenPipeline
+    from vtkmodules.vtkIOXdmf2 import vtkXdmfReader
+
+    path = tmp_path / "run.h5"
+    stored = fill_run(path, sphere)
+    for key in list(stored)[:4]:
+        times, states = stored[key]
+        reader = vtkXdmfReader()
+        reader.SetFileName(str(xdmf_path(path, key)))
+        reader.UpdateInformation()
+        steps = reader.GetOutputInformation(0).Get(vtkStreamingDemandDrivenPipeline.TIME_STEPS())
+        assert list(steps) == times.tolist()
+        for i, t in enumerate(steps):
+            reader.UpdateTimeStep(t)
+            out = reader.GetOutputDataObject(0)
+            if key.startswith("grid/"):
+                assert np.array_equal(vtk_to_numpy(out.GetCellData().GetArray("density")), states[i])
+            else:
+                d = states.shape[2]
+                assert np.array_equal(vtk_to_numpy(out.GetPoints().GetData())[:, :d], states[i])

@@ -7,6 +7,7 @@ changes the round-off, bit for bit where nothing nonlocal is summed.
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -187,6 +188,9 @@ def test_cli_run_on_2_ranks_resumed_on_3_equals_serial(tmp_path):
     first = launch(2, vtf, "run", str(case), "--out", str(tmp_path / "mpi"), "--solver", "grid")
     assert first.returncode == 0, first.stderr[-3000:]
     assert "on 2 ranks" in first.stdout
+    # Log lines with their rank, on the terminal and in the log beside the run file.
+    assert re.search(r"\d\d:\d\d:\d\d \[rank 0/2\] grid/K0: done in", first.stdout)
+    assert "[rank 0/2] grid/K0: done in" in (tmp_path / "mpi" / "tiny_sphere.log").read_text()
     again = launch(3, vtf, "run", str(case), "--out", str(tmp_path / "mpi"), "--resume")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "grid/K0: complete, skipped" in again.stdout
@@ -198,6 +202,40 @@ def test_cli_run_on_2_ranks_resumed_on_3_equals_serial(tmp_path):
             (ta, sa), (tb, sb) = a.job_state(key), b.job_state(key)
             np.testing.assert_array_equal(ta, tb)
             assert rel(sb, sa) <= RTOL, key
+
+
+@pytest.mark.mpi
+def test_diagnostics_on_3_ranks_equal_serial(tmp_path):
+    """The diagnostics ran on rank 0 alone while the others waited; now the output times are dealt
+    to the ranks, and each value is what the serial run computes, bit for bit."""
+    case = tmp_path / "tiny_sphere.toml"
+    case.write_text(TINY)
+    vtf = str(BIN / "vlasov-tf")
+    args = ["run", str(case), "--no-progress"]
+    made = subprocess.run([vtf, *args, "--out", str(tmp_path / "a"), "--no-diagnostics"], capture_output=True,
+                          text=True, cwd=REPO)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    # One thread, as launch() gives every rank: BLAS rounds by its thread count, not the ranks'.
+    one = {**os.environ, "VLASOV_TF_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    serial = subprocess.run([vtf, *args, "--out", str(tmp_path / "a"), "--resume"], capture_output=True,
+                            text=True, cwd=REPO, env=one)  # fmt: skip
+    assert serial.returncode == 0, serial.stderr
+    mpi = launch(3, vtf, *args, "--out", str(tmp_path / "b"), "--resume")
+    assert mpi.returncode == 0, mpi.stderr[-3000:]
+    assert "diagnostics: t = 0, 0.2, 0.4 done (3/3" in mpi.stdout + mpi.stderr
+    with (
+        RunFile.open(tmp_path / "a" / "tiny_sphere.h5", mode="r") as a,
+        RunFile.open(tmp_path / "b" / "tiny_sphere.h5", mode="r") as b,
+    ):
+        names = set(a.diagnostic_names()) - {"wall_s", "diagnostics_s"}
+        assert names >= {"energy", "mass", "w1_ref", "sw1_grid"}
+        assert b.diagnostic_names() == a.diagnostic_names()
+        for name in names:
+            da, db = a.diagnostics(name), b.diagnostics(name)
+            assert sorted(da) == sorted(db), name
+            for key in da:
+                np.testing.assert_array_equal(db[key], da[key])
 
 
 @pytest.mark.mpi

@@ -301,3 +301,22 @@ def test_few_tokens_are_profiled_as_dense_sums(rng):
         solve_particles(s, uniform_sphere(10, 3, rng), steps=5)
     assert prof.counts["dense.pairs"] == 5 * 10 * 10
     assert prof.seconds["sums.dense"] > 0 and not profiling.active()
+
+
+def test_adaptive_reference_bar_moves_with_time(monkeypatch):
+    """The adaptive reference's bar counted blocks: a one-block run sat at 0 until the end. Now
+    it follows the time DOP853 has reached, and ends at T."""
+    import vlasov_tf.particles as particles
+
+    seen: list[float] = []
+
+    class Recording(particles.tqdm):
+        def update(self, n=1):
+            super().update(n)
+            seen.append(self.n)
+
+    monkeypatch.setattr(particles, "tqdm", Recording)
+    x0 = uniform_sphere(40, 3, np.random.default_rng(0))
+    solve_particles(Schedule.constant(Params.identity(3, beta=2.0), 2.0), x0, None, method="adaptive",
+                    progress=True)  # fmt: skip
+    assert len(set(seen)) > 5 and np.all(np.diff(seen) >= 0) and seen[-1] == 2.0

@@ -78,7 +78,7 @@ max_dt = 0.05
 
 def _run(tmp_path_factory, text):
     case = parse_case(text)
-    path = run_case(case, tmp_path_factory.mktemp(case.name) / f"{case.name}.h5", log=lambda s: None)
+    path = run_case(case, tmp_path_factory.mktemp(case.name) / f"{case.name}.h5")
     return case, path
 
 

@@ -11,4 +11,5 @@ def test_readme_examples_run(capsys):
     namespace: dict = {}  # the blocks read as one session
     for block in blocks:
         exec(compile(block, "README.md", "exec"), namespace)
-    assert "(5, 1000, 3) 200" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "(5, 1000, 3) 200" in out and "2 (2, 1080)" in out

@@ -7,7 +7,7 @@ Subcommands
     The cross-validation (the README's main job): run a case with both solvers
     into ``out/<name>.h5``, print W1 rate tables in L, N and h, save a figure.
 ``run CASE [--solver grid|particles|both] [--resume] [--set KEY=VALUE ...] [--name NAME]``
-    Run a case file into one HDF5 run file (and its XDMF companion); ``--set``
+    Run a case file into one HDF5 run file (and its XDMF companions); ``--set``
     overrides case entries (recorded in the run file, and in its default name). Under
     ``mpiexec -n P`` (or ``srun``) every solver runs on the P ranks and rank 0
     writes the file; an error on any rank aborts the job with its message.
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import re
 import sys
@@ -41,6 +42,7 @@ from .cases import CASES_DIR, load_case, parse_case
 from .crossval import CaseMismatch, run_case
 from .io import RunFile, RunFileError
 from .kernels import num_threads
+from .logs import configure, log_file
 from .meshes import SPHERE_LEVELS, build_sphere_mesh, load_mesh, mesh_quality
 from .parallel import abort_on_error, is_root, on_root, world
 from .plots import plot_crossval, plot_depth_convergence
@@ -56,6 +58,8 @@ from .studies import (
     grid_against_deep,
     lipschitz_estimate,
 )
+
+_log = logging.getLogger(__name__)
 
 #: The case of ``vlasov-tf study`` without arguments (the README's main job).
 DEFAULT_STUDY_CASE = CASES_DIR / "sphere_clustering.toml"
@@ -313,22 +317,30 @@ def _run(args: argparse.Namespace, case, solvers: tuple[str, ...]) -> Path:
     if on_root(args.comm, path.exists) and not (args.resume or args.overwrite):
         args.parser.error(f"{path} exists: pass --resume to continue it or --overwrite to replace it")
     tic = time.perf_counter()
+    rank, size = (0, 1) if args.comm is None else (args.comm.rank, args.comm.size)
+    # The log beside the run file: appended to by every session of the run (resumes included).
+    log = path.with_suffix(".log")
+    new_log = not on_root(args.comm, log.exists)
     try:
-        run_case(
-            case,
-            path,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            solvers=solvers,
-            progress=args.progress,
-            comm=args.comm,
-            diagnostics=getattr(args, "diagnostics", True),
-        )
-    except CaseMismatch as err:
-        args.parser.error(str(err))
-    if is_root(args.comm):
-        ranks = "" if args.comm is None else f" on {args.comm.size} ranks"
-        print(f"run file: {path} ({time.perf_counter() - tic:.1f} s{ranks})")
+        with log_file(log, rank, size):
+            run_case(
+                case,
+                path,
+                resume=args.resume,
+                overwrite=args.overwrite,
+                solvers=solvers,
+                progress=args.progress,
+                comm=args.comm,
+                diagnostics=getattr(args, "diagnostics", True),
+            )
+            ranks = "" if args.comm is None else f" on {size} ranks"
+            _log.info(f"run file: {path} ({time.perf_counter() - tic:.1f} s{ranks})")
+    except BaseException as err:
+        if rank == 0 and new_log and not path.exists():
+            log.unlink(missing_ok=True)  # a run that left no file leaves no log either
+        if isinstance(err, CaseMismatch):
+            args.parser.error(str(err))
+        raise
     return path
 
 
@@ -375,6 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if comm is not None and args.handler not in (_cmd_run, _cmd_study):
             args.parser.error(f"only `run` and `study` run under MPI ({comm.size} ranks): start it serially")
         args.comm = comm
+        configure(*((0, 1) if comm is None else (comm.rank, comm.size)), debug=args.debug)
         if comm is not None or args.debug:
             return args.handler(args)  # under MPI abort_on_error reports it (and stops every rank)
         try:

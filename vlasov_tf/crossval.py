@@ -10,10 +10,12 @@ A case (:mod:`vlasov_tf.cases`) defines
   with ``particles.samples = S > 1`` also ``particles/N<N>s<s>_ref`` (s = 1 .. S-1):
   independent token sets under the continuous flow, for the spread of the N-study.
 
-Every snapshot is written to the run file (:class:`vlasov_tf.io.RunFile`) the
-moment a solver reaches an output time, so a crash loses at most the interval
-in progress; ``resume=True`` skips finished jobs and restarts the others from
-their last stored snapshot (the solvers resume bit-exactly, see their ``t0``).
+The run file (:class:`vlasov_tf.io.RunFile`) is laid out for every job of the
+case (:func:`job_layouts`) and every diagnostic (:data:`DIAGNOSTICS`) before
+anything is computed; every snapshot is written to it the moment a solver
+reaches an output time, so a crash loses at most the interval in progress;
+``resume=True`` skips finished jobs and restarts the others from their last
+stored snapshot (the solvers resume bit-exactly, see their ``t0``).
 
 The distances (same geodesic ground metric on both sides; a grid is the measure
 of its cell masses at its cell centres) are the diagnostics, at every output time:
@@ -36,7 +38,8 @@ of its cell masses at its cell centres) are the diagnostics, at every output tim
              every job when the kernel is zonal (Q = K = V = I) in every block;
 ``steps``, ``rejected_steps``  each grid job's time steps accepted and rejected by
              its error control since the previous output (written as the run goes);
-``wall_s``   every job's wall seconds since its previous output (or its start).
+``wall_s``   every job's wall seconds since its previous output (or its start);
+``diagnostics_s``  the seconds its diagnostics at that time took (their mark of done).
 
 The run file also keeps the case's settings and overrides (a resume must match them:
 :func:`check_same_case`) and its provenance (:func:`vlasov_tf.io.provenance`).
@@ -53,9 +56,10 @@ started on (its provenance) and resumes on any.
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,13 +68,16 @@ import numpy as np
 from .cases import Case, case_settings, settings_difference
 from .comparison import SlicedSphere, coupling_w1, sliced_wasserstein_sphere, wasserstein
 from .eulerian import solve_grid
-from .io import RunFile, journal_path, provenance, xdmf_path
+from .io import JobLayout, RunFile, provenance
 from .meshes import SPHERE_LEVEL0_CELLS, coarsen_masses
 from .model import interaction_energy, zonal_beta
 from .parallel import Comm, is_root, on_root
 from .particles import solve_particles
 
+_log = logging.getLogger(__name__)
+
 __all__ = [
+    "DIAGNOSTICS",
     "MAX_DEEP_PAIRS",
     "MAX_DEEP_TOKEN_LAYERS",
     "MAX_EXACT_PAIRS",
@@ -78,9 +85,11 @@ __all__ = [
     "CaseMismatch",
     "Job",
     "case_jobs",
+    "check_disk",
     "check_same_case",
     "check_sizes",
     "compute_diagnostics",
+    "job_layouts",
     "run_case",
     "run_jobs",
 ]
@@ -154,6 +163,26 @@ def case_jobs(case: Case, solvers: tuple[str, ...] = ("grid", "particles")) -> l
     return jobs
 
 
+#: The diagnostics a run file holds (module docstring), a value per job and output time.
+DIAGNOSTICS = (
+    "w1_ref", "l1_grid", "w1_grid", "sw1_grid", "sw1_grid_se", "mass", "energy",
+    "steps", "rejected_steps", "wall_s", "diagnostics_s",
+)  # fmt: skip
+
+
+def job_layouts(case: Case) -> list[JobLayout]:
+    """What the run file allocates for ``case``: every job of both solvers (a run of one solver can
+    be resumed with the other)."""
+    out = []
+    for job in case_jobs(case):
+        attrs = {k: v for k, v in job.attrs.items() if k != "kind"}
+        if job.kind == "grid":
+            out.append(JobLayout(job.key, "grid", mesh=case.mesh(job.resolution), attrs=attrs))
+        else:
+            out.append(JobLayout(job.key, "particles", tokens=job.tokens, d=case.d, attrs=attrs))
+    return out
+
+
 def run_jobs(run: RunFile) -> list[Job]:
     """The complete jobs stored in ``run``, in the order they ran.
 
@@ -175,10 +204,9 @@ def _run_job(
     job: Job,
     run: RunFile | None,
     progress: bool,
-    log: Callable[[str], None],
     comm: Comm | None = None,
 ) -> None:
-    """One job; ``run`` is None on the ranks other than 0."""
+    """One job; ``run`` is None on the ranks other than 0. Logs its timings when done."""
     stored = on_root(comm, lambda: run.job_state(job.key))
     mesh = case.mesh(job.resolution) if job.kind == "grid" else None
     if job.kind == "grid":
@@ -190,9 +218,11 @@ def _run_job(
     t0 = 0.0
     if stored is not None and len(stored[0]):
         t0, start = float(stored[0][-1]), stored[1][-1]
-        log(f"{job.key}: resuming at t = {t0:g} ({len(stored[0])} snapshots stored)")
+        _log.info(f"{job.key}: resuming at t = {t0:g} ({len(stored[0])} snapshots stored)")
 
-    clock = [time.perf_counter()]
+    tic = time.perf_counter()
+    clock = [tic]
+    counts = {"snapshots": 0, "steps": 0, "rejected": 0}
 
     def store(t: float, state: np.ndarray) -> None:
         if stored is None or not len(stored[0]) or t > t0:  # the snapshot at t0 is already stored
@@ -201,12 +231,15 @@ def _run_job(
             # across a resume.
             run.add_diagnostic("wall_s", job.key, t, now - clock[0])
             run.append(job.key, t, state)
+            counts["snapshots"] += 1
+            _log.debug(f"{job.key}: t = {t:g} stored ({now - clock[0]:.2f} s)")
             clock[0] = now
 
     def count_steps(t: float, taken: int, rejected: int) -> None:
         if t > t0:  # at t0 a resumed run has taken nothing yet: keep what is stored
-            run.add_diagnostic("steps", job.key, t, taken)
-            run.add_diagnostic("rejected_steps", job.key, t, rejected)
+            run.add_diagnostics([("steps", job.key, t, taken), ("rejected_steps", job.key, t, rejected)])
+            counts["steps"] += taken
+            counts["rejected"] += rejected
 
     times = case.output_times
     if job.kind == "grid":
@@ -249,6 +282,9 @@ def _run_job(
             comm=comm,
         )
     on_root(comm, lambda: run.finish_job(job.key) and None)
+    steps = f", {counts['steps']} steps ({counts['rejected']} rejected)" if job.kind == "grid" else ""
+    seconds = time.perf_counter() - tic
+    _log.info(f"{job.key}: done in {seconds:.1f} s ({counts['snapshots']} snapshots{steps})")
 
 
 def run_case(
@@ -259,11 +295,10 @@ def run_case(
     overwrite: bool = False,
     solvers: tuple[str, ...] = ("grid", "particles"),
     progress: bool = False,
-    log: Callable[[str], None] = print,
     comm: Comm | None = None,
     diagnostics: bool = True,
 ) -> Path:
-    """Run every job of ``case`` into the HDF5 file ``path``, then its diagnostics and XDMF companion.
+    """Run every job of ``case`` into the HDF5 file ``path`` (and its XDMF companions), then the diagnostics.
 
     ``comm``: run every solver on the ranks of this mpi4py communicator (module docstring).
     ``diagnostics=False`` skips the distances, mass and energy afterwards (the steps and timings
@@ -271,8 +306,6 @@ def run_case(
     """
     path = Path(path)
     root = is_root(comm)
-    if not root:
-        log = _silent
 
     opened: list[RunFile] = []  # the writer's file stays on rank 0; only success is broadcast
 
@@ -294,6 +327,9 @@ def run_case(
                     path,
                     case.text,
                     case.name,
+                    jobs=layouts,
+                    times=case.output_times,
+                    diagnostics=DIAGNOSTICS,
                     settings=settings,
                     overrides=case.overrides,
                     provenance=provenance(1 if comm is None else comm.size),
@@ -302,34 +338,35 @@ def run_case(
             )
             created.append(True)
 
-    # What can be checked before the run file is touched: sizes against the memory, then the
-    # meshes (a missing or damaged level must not cost an existing run file under overwrite).
+    # What can be checked before the run file is touched: sizes against the memory and the disk,
+    # then the meshes (a missing or damaged level must not cost an existing run file under overwrite).
     check_sizes(case, solvers, 1 if comm is None else comm.size)
-    if "grid" in solvers and case.grid is not None:
-        for resolution in case.grid.resolutions:
-            case.mesh(resolution)
+    layouts = job_layouts(case)
+    on_root(comm, lambda: check_disk(path, layouts, len(case.output_times)))
     on_root(comm, open_run)
     run = opened[0] if opened else None
     try:
         for job in case_jobs(case, solvers):
             if on_root(comm, lambda job=job: run.is_complete(job.key)):
-                log(f"{job.key}: complete, skipped")
+                _log.info(f"{job.key}: complete, skipped")
                 continue
-            log(f"{job.key}: running")
-            _run_job(case, job, run, progress, log, comm)
-        if root:
-            if diagnostics:
-                log(f"diagnostics of {len(run.jobs())} jobs at {len(case.output_times)} times")
-                compute_diagnostics(case, run, log)
-            run.write_xdmf()
+            _log.info(f"{job.key}: running")
+            _run_job(case, job, run, progress, comm)
+        if diagnostics:
+            if root:
+                _log.info(f"diagnostics of {len(run_jobs(run))} jobs at {len(case.output_times)} times")
+            reader = run if root else RunFile.open(path, mode="r")
+            try:
+                compute_diagnostics(case, reader, comm)
+            finally:
+                if not root:
+                    reader.close()
     except BaseException:
         # A run that fails before computing anything (past its initial snapshots) leaves no file
         # behind, so that the next plain run is not refused for an empty one.
         if run is not None and created and not _computed(run):
-            run.close()
+            run.discard()
             run = None
-            for leftover in (path, journal_path(path), xdmf_path(path)):
-                leftover.unlink(missing_ok=True)
         raise
     finally:
         if run is not None:
@@ -344,8 +381,16 @@ BYTES_PER_CELL = 8192
 BYTES_PER_TOKEN_DIM = 1024
 
 
-def physical_memory() -> int:
-    """Bytes of physical memory of this machine (0 if unknown)."""
+def available_memory() -> int:
+    """Bytes of memory available to a new job now (Linux ``MemAvailable``: free memory plus what
+    the kernel can reclaim), else the physical memory; 0 if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):
@@ -358,7 +403,7 @@ def check_sizes(case: Case, solvers: tuple[str, ...] = ("grid", "particles"), ra
     Before anything is allocated: a circle of 1e9 cells or 1e9 tokens ended in numpy's memory
     error after trying to take many GiB.
     """
-    memory = physical_memory()
+    memory = available_memory()
     if not memory:
         return
     sizes = []
@@ -373,9 +418,22 @@ def check_sizes(case: Case, solvers: tuple[str, ...] = ("grid", "particles"), ra
         if need / ranks > memory:
             raise ValueError(
                 f"{case.source}: {key} {what} needs about {need / ranks / 2**30:.1f} GiB per rank, "
-                f"more than this machine's {memory / 2**30:.1f} GiB"
+                f"more than the {memory / 2**30:.1f} GiB available on this machine"
                 + (" (run it on more ranks)" if case.geometry != "euclidean" else "")
             )
+
+
+def check_disk(path: Path, layouts: list[JobLayout], outputs: int) -> None:
+    """OSError naming the sizes when the disk under ``path`` cannot hold the run file (it is
+    allocated whole when created)."""
+    need = outputs * sum(layout.nbytes for layout in layouts)
+    folder = path.parent if path.parent.exists() else Path(".")
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise OSError(
+            f"{path}: the run file needs {need / 2**30:.2f} GiB ({outputs} outputs of {len(layouts)} "
+            f"jobs), the disk has {free / 2**30:.2f} GiB free"
+        )
 
 
 def _computed(run: RunFile) -> bool:
@@ -410,10 +468,6 @@ def check_same_case(run: RunFile, case: Case, settings: dict[str, str] | None = 
         )
 
 
-def _silent(_: str) -> None:
-    pass
-
-
 def _measure(case: Case, run: RunFile, job: Job) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(times, supports (n_t, K, d), weights (n_t, K)) of a stored job as weighted point clouds."""
     times, states = run.job_state(job.key)
@@ -425,73 +479,121 @@ def _measure(case: Case, run: RunFile, job: Job) -> tuple[np.ndarray, np.ndarray
     return times, states, np.broadcast_to(w, (len(times), len(w)))
 
 
-def compute_diagnostics(case: Case, run: RunFile, log: Callable[[str], None] = _silent) -> None:
-    """Mass, energy and the distances of the stored jobs at every output time (module docstring).
+def compute_diagnostics(case: Case, run: RunFile, comm: Comm | None = None) -> None:
+    """Mass, energy and the distances of the complete jobs in ``run`` at every output time
+    (module docstring).
 
-    ``log`` hears of each output time as it is done, with the seconds so far.
+    Resumable: the diagnostics of each (job, output time) are stored together, then marked done by
+    their seconds (diagnostic ``diagnostics_s``); a later call computes only what is not marked (the
+    jobs a resume added, the times a kill interrupted). Each output time done is logged.
+    Under MPI (``comm``) the output times are dealt to the ranks in turn: each rank reads ``run``
+    (open read-only on the ranks other than 0), rank 0 stores every rank's values; a value does not
+    depend on the number of ranks.
     """
     tic = time.perf_counter()
     jobs = run_jobs(run)
-    measures = {j.key: _measure(case, run, j) for j in jobs}
-    grids = [j for j in jobs if j.kind == "grid"]
-    finest = grids[-1] if grids else None
-    betas = {zonal_beta(p) for _, p in case.schedule.blocks}
-    beta = betas.pop() if len(betas) == 1 else None
-    sphere = case.geometry == "sphere"
-    sliced = SlicedSphere(d=case.d, **SLICED) if sphere and finest is not None else None
-    fine_mesh = case.mesh(finest.resolution) if finest is not None else None
-    fine_hist: dict[float, np.ndarray] = {}  # the finest grid's histograms at each time
+    times = run.times
 
-    def against_grid(job: Job, k: int, t: float) -> None:
-        pts, wts = measures[job.key][1][k], measures[job.key][2][k]
-        _, fp, fw = measures[finest.key]
+    def todo() -> list[list[str]]:
+        done = run.diagnostics("diagnostics_s")
+        marked = {key: set(rows[:, 0].tolist()) for key, rows in done.items()}
+        return [[j.key for j in jobs if t not in marked.get(j.key, ())] for t in times.tolist()]
+
+    # Decided on rank 0: it writes marks while the others would still be reading them.
+    pending = on_root(comm, todo)
+    n_todo = sum(1 for keys in pending if keys)
+    if not n_todo:
+        return
+    values = _Diagnostics(case, run, jobs)
+    size, rank = (1, 0) if comm is None else (comm.size, comm.rank)
+    k_todo = [k for k, keys in enumerate(pending) if keys]
+    for first in range(0, len(k_todo), size):
+        mine = first + rank
+        rows: list[tuple[str, str, float, float]] = []
+        if mine < len(k_todo):
+            k = k_todo[mine]
+            for key in pending[k]:
+                start = time.perf_counter()
+                job_rows = values.at(k, key)
+                rows += [*job_rows, ("diagnostics_s", key, times[k], time.perf_counter() - start)]
+        every = [rows] if comm is None else comm.gather(rows, root=0)
+        if is_root(comm):
+            for rank_rows in every:
+                marks = [r for r in rank_rows if r[0] == "diagnostics_s"]
+                run.add_diagnostics([r for r in rank_rows if r[0] != "diagnostics_s"])
+                run.add_diagnostics(marks)  # after the values are on disk: done means stored
+            last = min(first + size, len(k_todo))
+            span = ", ".join(f"{times[k_todo[i]]:g}" for i in range(first, last))
+            seconds = time.perf_counter() - tic
+            _log.info(f"diagnostics: t = {span} done ({last}/{len(k_todo)}, {seconds:.1f} s)")
+
+
+class _Diagnostics:
+    """The diagnostics of one job at one output time (module docstring), from the stored runs."""
+
+    def __init__(self, case: Case, run: RunFile, jobs: list[Job]) -> None:
+        self.case = case
+        self.jobs = {j.key: j for j in jobs}
+        self.times = run.times
+        self.measures = {j.key: _measure(case, run, j) for j in jobs}
+        grids = [j for j in jobs if j.kind == "grid"]
+        self.finest = grids[-1] if grids else None
+        betas = {zonal_beta(p) for _, p in case.schedule.blocks}
+        self.beta = betas.pop() if len(betas) == 1 else None
+        self.sphere = case.geometry == "sphere"
+        self.sliced = SlicedSphere(d=case.d, **SLICED) if self.sphere and self.finest is not None else None
+        self.fine_mesh = case.mesh(self.finest.resolution) if self.finest is not None else None
+        self.fine_hist: dict[int, np.ndarray] = {}  # the finest grid's histograms at one time
+
+    def w1(self, pa: np.ndarray, wa: np.ndarray, pb: np.ndarray, wb: np.ndarray) -> float:
+        return wasserstein(pa, wa, pb, wb, geometry=self.case.geometry)[0]
+
+    def at(self, k: int, key: str) -> list[tuple[str, str, float, float]]:
+        """(name, key, t, value) rows of job ``key`` at output ``k``."""
+        job, t = self.jobs[key], self.times[k]
+        _, pts, wts = self.measures[key]
+        rows = []
         if job.kind == "grid":
-            mesh = case.mesh(job.resolution)
+            rows.append(("mass", key, t, float(wts[k].sum())))
+        if self.beta is not None:
+            rows.append(("energy", key, t, interaction_energy(pts[k], wts[k], self.beta)))
+        if self.finest is not None and key != self.finest.key:
+            rows += [(name, key, t, value) for name, value in self.against_grid(job, k)]
+        if job.kind == "particles" and job.layers is not None:
+            ref = self.measures.get(f"particles/N{job.tokens}_ref")
+            if ref is not None:
+                rows.append(("w1_ref", key, t, _depth_distance(self.case, pts[k], wts[k], ref[1][k])))
+        return rows
+
+    def against_grid(self, job: Job, k: int) -> list[tuple[str, float]]:
+        pts, wts = self.measures[job.key][1][k], self.measures[job.key][2][k]
+        _, fp, fw = self.measures[self.finest.key]
+        sliced = self.sliced
+        if job.kind == "grid":
+            mesh = self.case.mesh(job.resolution)
+            out = []
             common = None
             # Sphere levels are nested; circle grids when M divides the finest one's M (else lumped).
-            if sphere or fine_mesh.n_cells % mesh.n_cells == 0:
-                common = coarsen_masses(fw[k], fine_mesh, mesh)
+            if self.sphere or self.fine_mesh.n_cells % mesh.n_cells == 0:
+                common = coarsen_masses(fw[k], self.fine_mesh, mesh)
             if common is not None:
-                run.add_diagnostic("l1_grid", job.key, t, float(np.abs(wts - common).sum()))
+                out.append(("l1_grid", float(np.abs(wts - common).sum())))
                 fp_k, fw_k = pts, common
             else:
                 fp_k, fw_k = fp[k], fw[k]
-            if sphere:
+            if self.sphere:
                 # Grid against grid: exact sliced W1 on the common support (same directions).
                 sw1 = sliced_wasserstein_sphere(pts, wts, fp_k, fw_k, n_projections=sliced.n_projections,
                                                 seed=sliced.seed)  # fmt: skip
-                run.add_diagnostic("sw1_grid", job.key, t, sw1)
-            else:
-                run.add_diagnostic("w1_grid", job.key, t, w1(pts, wts, fp_k, fw_k))
-            return
-        if sphere:
-            if t not in fine_hist:
-                fine_hist.clear()  # one time at a time: a histogram set is n_projections x bins
-                fine_hist[t] = sliced.histograms(fp[k], fw[k])
-            value, se = sliced.compare(sliced.histograms(pts, wts), fine_hist[t])
-            run.add_diagnostic("sw1_grid", job.key, t, value)
-            run.add_diagnostic("sw1_grid_se", job.key, t, se)
-        else:
-            run.add_diagnostic("w1_grid", job.key, t, w1(pts, wts, fp[k], fw[k]))
-
-    def w1(pa: np.ndarray, wa: np.ndarray, pb: np.ndarray, wb: np.ndarray) -> float:
-        return wasserstein(pa, wa, pb, wb, geometry=case.geometry)[0]
-
-    times = measures[jobs[0].key][0] if jobs else np.zeros(0)
-    for k, t in enumerate(times):
-        for job in jobs:
-            _, pts, wts = measures[job.key]
-            if job.kind == "grid":
-                run.add_diagnostic("mass", job.key, t, float(wts[k].sum()))
-            if beta is not None:
-                run.add_diagnostic("energy", job.key, t, interaction_energy(pts[k], wts[k], beta))
-            if finest is not None and job.key != finest.key:
-                against_grid(job, k, t)
-            if job.kind == "particles" and job.layers is not None:
-                ref = measures.get(f"particles/N{job.tokens}_ref")
-                if ref is not None:
-                    run.add_diagnostic("w1_ref", job.key, t, _depth_distance(case, pts[k], wts[k], ref[1][k]))
-        log(f"diagnostics: t = {t:g} done ({k + 1}/{len(times)}, {time.perf_counter() - tic:.1f} s)")
+                return [*out, ("sw1_grid", sw1)]
+            return [*out, ("w1_grid", self.w1(pts, wts, fp_k, fw_k))]
+        if self.sphere:
+            if k not in self.fine_hist:
+                self.fine_hist.clear()  # one time at a time: a histogram set is n_projections x bins
+                self.fine_hist[k] = sliced.histograms(fp[k], fw[k])
+            value, se = sliced.compare(sliced.histograms(pts, wts), self.fine_hist[k])
+            return [("sw1_grid", value), ("sw1_grid_se", se)]
+        return [("w1_grid", self.w1(pts, wts, fp[k], fw[k]))]
 
 
 def _depth_distance(case: Case, pts: np.ndarray, wts: np.ndarray, ref: np.ndarray) -> float:

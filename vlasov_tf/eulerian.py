@@ -72,6 +72,7 @@ from scipy import sparse
 from tqdm.auto import tqdm
 
 from .kernels import METHODS
+from .logs import TIME_BAR
 from .meshes import MeshGeometry
 from .model import Params, Schedule, method_head_sums, velocity_unchecked
 from .parallel import Comm, LocalMesh, RingSums, is_root
@@ -506,8 +507,7 @@ def solve_grid(
         disable=not (progress and is_root(comm)),
         desc=f"grid ({mesh.kind}, C={mesh.n_cells})",
         unit="t",
-        # The time as 4 digits, not the float sum of the steps (4.286404755325911/8.0).
-        bar_format="{desc}: {percentage:3.0f}%|{bar}| t = {n:.4g}/{total:.4g} [{elapsed}<{remaining}]",
+        bar_format=TIME_BAR,
     ) as bar:
         while True:
             while k_out < len(times) and times[k_out] <= t + tol:

@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 from .kernels import METHODS as KERNEL_METHODS
 from .kernels import blas_single_thread, choose_method, exp_kernel_sums, few_pairs, kernel_sums
 from .kernels.dense import one_tile
+from .logs import TIME_BAR
 from .measures import SPHERE_ATOL, check_points, check_weights, normalize
 from .model import (
     HeadSums,
@@ -332,16 +333,19 @@ def _solve_adaptive(
     tol = 1e-12 * schedule.T
     if np.isclose(times, t0, rtol=0, atol=tol).any():
         emit(t0, x)
-    with tqdm(total=len(schedule.blocks), disable=not progress, desc="adaptive", unit="block") as bar:
+    # The bar follows the time DOP853 has reached (it moved once per block).
+    with tqdm(total=float(schedule.T), initial=t0, disable=not progress, desc="adaptive", unit="t",
+              bar_format=TIME_BAR) as bar:  # fmt: skip
         for k, (_, params) in enumerate(schedule.blocks):
             start, t1 = max(bp[k], t0), bp[k + 1]
             if t1 <= t0 + tol:
-                bar.update()
                 continue
             # Positions are continuous at a switch, so block k owns the outputs in (start, t1].
             mine = times[(times > start + tol) & (times <= t1)]
 
-            def rhs(_t: float, u: np.ndarray, params: Params = params) -> np.ndarray:
+            def rhs(t: float, u: np.ndarray, params: Params = params) -> np.ndarray:
+                if t > bar.n:
+                    bar.update(t - bar.n)
                 y = u.reshape(shape)
                 if sphere:
                     y = normalize(y)
@@ -360,7 +364,7 @@ def _solve_adaptive(
             x = sol.y[:, -1].reshape(shape)
             if sphere:
                 x = normalize(x)
-            bar.update()
+            bar.update(t1 - bar.n)
     return nfev
 
 
