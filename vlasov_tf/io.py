@@ -48,10 +48,11 @@ The writer lock is ``flock`` on ``<run>.h5.lock`` (removed at a clean close): a 
 opening the run for writing gets a clear error. The writer also holds a shared ``flock`` on the
 ``.h5`` itself, as HDF5 readers do, so an HDF5 writer (h5py mode "r+") cannot open it meanwhile.
 
-Cost: an append writes its snapshot once plus two fdatasyncs (1-3 ms each on the development
-machine); creation writes the file's full size once (the NaN fill), about the cost of writing
-every snapshot. ``sync=False`` skips the fsyncs: still safe if the process is killed, not if the
-machine dies.
+Cost (``python scripts/bench_io.py``, development machine, 100 snapshots of 1e5 float64 in one
+grid job, 76 MiB): plain h5py appends without durability 0.038 s; creating the layout 0.08 s
+(it writes the file's full size once, the NaN fill); create + every append 0.16 s with
+``sync=False``, 0.19 s with ``sync=True`` (the default: two fdatasyncs a snapshot). ``sync=False``
+is still safe if the process is killed, not if the machine dies.
 
 Resuming: ``RunFile.open(path)`` then, per job, ``start_job`` again with the same arguments (a
 check), ``is_complete`` to skip finished jobs, and ``job_state``/``last_state`` to restart the
