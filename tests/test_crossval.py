@@ -1,7 +1,10 @@
 """The cross-validation driver end to end: jobs, run file, diagnostics, crash and resume, CLI."""
 
+import collections
+import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -13,6 +16,7 @@ from vlasov_tf import io
 from vlasov_tf.cases import parse_case
 from vlasov_tf.cli import main
 from vlasov_tf.crossval import DIAGNOSTICS, CaseMismatch, case_jobs, job_layouts, run_case
+from vlasov_tf.logs import log_file
 from vlasov_tf.studies import crossval_tables
 
 SMALL = """
@@ -160,7 +164,7 @@ def test_diagnostics_resume_where_a_kill_left_them(case, tmp_path, monkeypatch, 
 
     def failing_add(self, rows):
         calls["n"] += 1
-        if calls["n"] == 5:  # values, marks of t0; values, marks of t1; values of t2: killed
+        if calls["n"] == 3:  # the values of t0, of t1; those of t2: killed
             raise KeyboardInterrupt("simulated kill")
         return add(self, rows)
 
@@ -185,6 +189,64 @@ def test_diagnostics_resume_where_a_kill_left_them(case, tmp_path, monkeypatch, 
             for key in da:
                 np.testing.assert_array_equal(db[key], da[key])
         assert all(len(rows) == len(case.output_times) for rows in b.diagnostics("diagnostics_s").values())
+
+
+def test_resume_with_the_other_solver_adds_the_distances_to_the_grid(case, tmp_path):
+    """Particles first, the grid on --resume: the particle jobs' (job, time) were marked done
+    before there was a grid, so their distances to it were never computed."""
+    both = run_case(case, tmp_path / "both.h5")
+    path = run_case(case, tmp_path / "split.h5", solvers=("particles",))
+    run_case(case, path, resume=True, solvers=("grid",))
+    with io.RunFile.open(both, mode="r") as a, io.RunFile.open(path, mode="r") as b:
+        assert a.diagnostic_names() == b.diagnostic_names()
+        for name in set(a.diagnostic_names()) - {"wall_s", "diagnostics_s", "steps", "rejected_steps"}:
+            da, db = a.diagnostics(name), b.diagnostics(name)
+            assert sorted(da) == sorted(db), name
+            for key in da:
+                np.testing.assert_allclose(db[key], da[key], rtol=1e-12, err_msg=f"{name} {key}")
+
+
+def test_resume_does_not_ask_for_the_disk_again(case, tmp_path, monkeypatch):
+    """The whole run's size was checked against the free disk on --resume too, though its file
+    is allocated: a resume on a nearly full disk was refused."""
+    path = run_case(case, tmp_path / "run.h5", solvers=("grid",))
+    Usage = collections.namedtuple("Usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: Usage(10**12, 10**12 - 1000, 1000))
+    run_case(case, path, resume=True)
+    needs = r"the run file needs [\d.]+ GiB \(3 outputs of 11 jobs\), the disk has 0\.00 GiB free"
+    with pytest.raises(OSError, match=needs):
+        run_case(case, tmp_path / "new.h5")
+    assert not (tmp_path / "new.h5").exists()
+
+
+def test_cli_run_held_by_another_writer_is_one_line_exit_2(tmp_path, capsys):
+    src = tmp_path / "tiny.toml"
+    src.write_text(SMALL)
+    assert main(["run", str(src), "--out", str(tmp_path), "--solver", "grid"]) == 0
+    capsys.readouterr()
+    with io.RunFile.open(tmp_path / "tiny.h5"):  # another writer
+        assert main(["run", str(src), "--out", str(tmp_path), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is open for writing by another process" in err
+
+
+def test_the_log_file_leaves_the_logger_as_it_was_and_overwrite_starts_afresh(tmp_path):
+    logger = logging.getLogger("vlasov_tf")
+    before = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with log_file(tmp_path / "a.log"):
+            logger.info("inside")
+        assert logger.level == logging.WARNING  # it stayed INFO: records reached a script's console
+    finally:
+        logger.setLevel(before)
+    assert (tmp_path / "a.log").read_text().endswith("inside\n")
+    src = tmp_path / "tiny.toml"
+    src.write_text(SMALL)
+    args = ["run", str(src), "--out", str(tmp_path / "o"), "--solver", "grid"]
+    assert main(args) == 0
+    assert main([*args, "--overwrite"]) == 0
+    assert (tmp_path / "o" / "tiny.log").read_text().count("run file:") == 1  # the replaced run's went
 
 
 def test_resume_refuses_another_case_naming_the_difference(tmp_path):

@@ -17,7 +17,7 @@ import pytest
 
 import vlasov_tf
 import vlasov_tf.io as vio
-from vlasov_tf.io import JobLayout, RunFile, RunFileError, lock_path, xdmf_path
+from vlasov_tf.io import JobLayout, RunFile, RunFileBusy, RunFileError, lock_path, xdmf_path
 from vlasov_tf.meshes import circle_mesh, sphere_mesh
 
 CASE = '# a case\nname = "clustering"\n[model]\nbeta = 4.0  # inverse temperature, ß\n'
@@ -249,9 +249,9 @@ def test_create_and_open_guards(tmp_path, sphere):
     rf = create(path, sphere)
     with pytest.raises(FileExistsError, match="overwrite"):
         create(path, sphere)
-    with pytest.raises(RuntimeError, match="another process"):  # one writer at a time
+    with pytest.raises(RunFileBusy, match="another process"):  # one writer at a time
         RunFile.open(path)
-    with pytest.raises(RuntimeError, match="another process"):
+    with pytest.raises(RunFileBusy, match="another process"):
         create(path, sphere, overwrite=True)
     with RunFile.open(path, mode="r") as reader:
         assert reader.jobs()[0] == "grid/sphere_L0"
@@ -498,3 +498,106 @@ def test_xdmf_companions_open_in_vtk(tmp_path, sphere):
             else:
                 d = states.shape[2]
                 assert np.array_equal(vtk_to_numpy(out.GetPoints().GetData())[:, :d], states[i])
+
+
+# ------------------------------------------------------------------------------------------ review fixes
+
+
+def test_torn_weights_do_not_block_a_resume(tmp_path):
+    """A kill inside start_job's weights write left them half-written; the resume compared and
+    refused ("another weights") for good. The start time now commits them."""
+    path = tmp_path / "run.h5"
+    jobs = [JobLayout("particles/N", "particles", tokens=64, d=3)]
+    RunFile.create(path, CASE, "c", jobs=jobs, times=TIMES).close()
+    with h5py.File(path, "r") as f:
+        offset = f["jobs/particles/N/weights"].id.get_offset()
+    with open(path, "r+b") as f:  # the first half of the weights, then the kill
+        f.seek(offset)
+        f.write(np.full(32, 0.5).tobytes())
+    w = np.linspace(1.0, 2.0, 64)
+    with RunFile.open(path) as rf:
+        rf.start_job("particles/N", "particles", weights=w)
+        assert np.array_equal(rf.weights("particles/N"), w)
+        with pytest.raises(ValueError, match="another weights"):  # once committed, compared
+            rf.start_job("particles/N", "particles", weights=w[::-1])
+
+
+def test_non_finite_times_are_refused(tmp_path, sphere):
+    """append at t = nan passed the time check and made the whole file unreadable."""
+    with create(tmp_path / "run.h5", sphere) as rf:
+        rf.start_job("grid/M32", "grid", mesh=circle_mesh(32), M=32)
+        for bad in (np.nan, np.inf):
+            with pytest.raises(ValueError, match="must be finite"):
+                rf.append("grid/M32", bad, np.zeros(32))
+        rf.append("grid/M32", 0.0, np.zeros(32))
+    with RunFile.open(tmp_path / "run.h5", mode="r") as rf:
+        assert len(rf.job_state("grid/M32")[0]) == 1
+
+
+def test_create_looks_again_under_the_lock(tmp_path, sphere, monkeypatch):
+    """Another process could make the run between create's existence check and its lock: the
+    new run replaced it without overwrite."""
+    path = tmp_path / "run.h5"
+    lock = vio._lock
+
+    def meanwhile(p):
+        monkeypatch.setattr(vio, "_lock", lock)
+        fill_run(path, sphere)  # the other process: a run with snapshots, closed
+        return lock(p)
+
+    monkeypatch.setattr(vio, "_lock", meanwhile)
+    with pytest.raises(FileExistsError, match="exists"):
+        create(path, sphere)
+    with RunFile.open(path, mode="r") as rf:
+        assert len(rf.job_state("grid/M32")[0]) == 3
+
+
+def test_a_close_in_another_thread_stops_waiting_writes(tmp_path, sphere):
+    """A write that checked the file open, then waited for the lock while another thread closed
+    it, wrote through a descriptor number the process had reused for another file."""
+    rf = create(tmp_path / "run.h5", sphere)
+    rf.start_job("grid/M32", "grid", mesh=circle_mesh(32), M=32)
+    errors = []
+
+    def write():
+        try:
+            rf.add_diagnostic("mass", "grid/M32", 0.0, 1.0)
+        except ValueError as err:
+            errors.append(str(err))
+
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"\0" * (1 << 20))
+    with rf._lock:
+        thread = threading.Thread(target=write)
+        thread.start()
+        time.sleep(0.2)  # it passed the open check and waits for the lock
+        rf.close()
+        fds = [os.open(other, os.O_RDWR) for _ in range(2)]  # the numbers of the file and its lock
+    thread.join()
+    for fd in fds:
+        os.close(fd)
+    assert errors and "closed" in errors[0]
+    assert other.read_bytes() == b"\0" * (1 << 20)
+
+
+def test_xdmf_rewrites_are_throttled_and_complete(tmp_path, monkeypatch):
+    """Each append rewrote the whole XDMF: quadratic in the outputs (8000 took 99 s). Now at most
+    every XDMF_INTERVAL, and always at a job's last output, finish and close."""
+    writes = []
+    write_text = vio._write_text
+    monkeypatch.setattr(vio, "_write_text", lambda p, text: (writes.append(p), write_text(p, text)))
+    monkeypatch.setattr(vio, "XDMF_INTERVAL", 3600.0)
+    jobs = [JobLayout(f"grid/M{m}", "grid", mesh=circle_mesh(m)) for m in (8, 4)]
+    path = tmp_path / "run.h5"
+    with RunFile.create(path, CASE, "c", jobs=jobs, times=np.arange(500.0), sync=False) as rf:
+        rf.start_job("grid/M8", "grid", mesh=circle_mesh(8))
+        rf.start_job("grid/M4", "grid", mesh=circle_mesh(4))
+        for i in range(500):
+            rf.append("grid/M8", i, np.full(8, i))
+        for i in range(100):
+            rf.append("grid/M4", i, np.full(4, i))
+    # M8 at its last output, M4 (which stopped early) at close
+    assert [p.name for p in writes] == ["run.grid.M8.xdmf", "run.grid.M4.xdmf"]
+    for key, n in (("grid/M8", 500), ("grid/M4", 100)):
+        with meshio.xdmf.TimeSeriesReader(xdmf_path(path, key)) as reader:
+            assert reader.num_steps == n

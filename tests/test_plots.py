@@ -8,19 +8,22 @@ from matplotlib.text import Text
 from scipy.special import iv, spherical_in
 
 from vlasov_tf.cases import parse_case
+from vlasov_tf.clusters import plateaus
 from vlasov_tf.crossval import run_case
 from vlasov_tf.io import RunFile
 from vlasov_tf.linear_theory import linear_growth_rate, predicted_growth
 from vlasov_tf.meshes import sphere_mesh
 from vlasov_tf.plots import (
+    clusters_figure,
     convergence_figure,
     crossval_figure,
     density_norm,
     mode_growth_figure,
+    plot_clusters,
     plot_crossval,
 )
 from vlasov_tf.sphere_views import choose_view, orthographic, rim_mass, view_basis, visible_cells
-from vlasov_tf.studies import RateTable, crossval_tables
+from vlasov_tf.studies import RateTable, cluster_jobs, crossval_tables
 
 SPHERE = """
 [case]
@@ -296,3 +299,26 @@ def test_predicted_growth_is_piecewise_over_the_schedule():
         predicted_growth(case, t), np.exp(l1 * np.minimum(t, 1) + l2 * np.maximum(t - 1, 0))
     )
     assert predicted_growth(parse_case(SPHERE), t) is None  # not a perturbed uniform state
+
+
+def test_clusters_figure_shows_every_job_and_its_counts(sphere_run, tmp_path):
+    case, path = sphere_run
+    with RunFile.open(path, mode="r") as run:
+        fig = clusters_figure(case, run)
+        png = plot_clusters(case, run, tmp_path / "clusters.png")
+        jobs = cluster_jobs(case, run)
+        counts = {key: rows[:, 1] for key, rows in run.diagnostics("clusters").items()}
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    count_ax, mass_ax, energy_ax = fig.axes
+    assert [line.get_label() for line in count_ax.get_lines()][: len(jobs)] == [
+        ("grid, level 1" if j.kind == "grid" else f"tokens, N = {j.tokens}, ")
+        + ("" if j.kind == "grid" else ("continuous flow" if j.layers is None else f"L = {j.layers}"))
+        for j in jobs
+    ]
+    for line, job in zip(count_ax.get_lines(), jobs, strict=False):
+        np.testing.assert_array_equal(line.get_ydata(), counts[job.key])
+    assert "number of clusters" in count_ax.get_title() and "nan" not in " ".join(texts(fig))
+    # a line per cluster rank and job, and one legend proxy per job
+    assert len(mass_ax.get_lines()) == sum(int(counts[j.key].max()) + 1 for j in jobs)
+    first = [c for c, _, _ in plateaus(case.output_times, counts[jobs[0].key])]
+    assert [int(t.get_text()) for t in energy_ax.texts] == first

@@ -87,6 +87,11 @@ Layout (every key below; comments say which are optional)::
     atol = 1e-8                       # optional, in (0, 1): the same relative to the total mass
     # max_dt = 0.05                   # optional cap on the time step (default: none)
     field_method = "auto"             # optional: as for particles, plus "fft" (uniform circle grids)
+
+    [clusters]                        # optional: how clusters are found (vlasov_tf/clusters.py)
+    scale = 1.0                       # linking distance in kernel widths (largest beta)^(-1/2)
+    trim = 0.01                       # mass fraction of the lowest local densities left out, [0, 1)
+    min_mass = 0.01                   # smallest cluster mass, (0, 1]; at most 1/min_mass clusters
     # --8<-- end
 
 A block's parameters are the ``[model]`` table with the block's own keys put
@@ -114,6 +119,7 @@ import numpy as np
 from numpy.polynomial import legendre
 from scipy import special
 
+from .clusters import MIN_MASS, SCALE, TRIM, linking_distance
 from .eulerian import ATOL, FIELD_METHODS, LIMITERS, RECONSTRUCTION, RECONSTRUCTIONS, RTOL, check_scheme
 from .measures import SPHERE_ATOL, angles_to_circle, normalize, uniform_sphere, von_mises_fisher_mixture
 from .meshes import SPHERE_LEVELS, MeshGeometry, cell_quadrature, circle_mesh, sphere_mesh
@@ -129,6 +135,7 @@ __all__ = [
     "MIN_CIRCLE_CELLS",
     "SAMPLINGS",
     "Case",
+    "ClusterSpec",
     "GridSpec",
     "InitialMeasure",
     "ParticleSpec",
@@ -172,8 +179,9 @@ _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 #: The most output times a case may ask for: the run file lays every output of every job out when
-#: it is made (a view per snapshot for XDMF readers: about 0.3 ms and 400 bytes each).
-MAX_OUTPUTS = 10_000
+#: it is made (a view per snapshot for XDMF readers: about 0.3 ms and 500 bytes each, so 2000
+#: outputs of the 37 jobs of a large ladder take ~20 s and ~37 MB of metadata).
+MAX_OUTPUTS = 2_000
 
 
 def sphere_measure(d: int) -> float:
@@ -469,6 +477,21 @@ class GridSpec:
     atol: float = ATOL
 
 
+@dataclass(frozen=True)
+class ClusterSpec:
+    """How a run's clusters are found (:func:`vlasov_tf.clusters.find_clusters`): linking at
+    ``scale`` kernel widths, the lowest-density ``trim`` of the mass left out, clusters of at least
+    ``min_mass``."""
+
+    scale: float = SCALE
+    trim: float = TRIM
+    min_mass: float = MIN_MASS
+
+    @property
+    def max_clusters(self) -> int:
+        return int(1.0 / self.min_mass + 1e-9)
+
+
 @dataclass(frozen=True, eq=False)
 class Case:
     """A validated case: everything a particle or grid run of it needs.
@@ -491,6 +514,7 @@ class Case:
     initial: InitialMeasure
     particles: ParticleSpec
     grid: GridSpec | None
+    clusters: ClusterSpec = ClusterSpec()
     description: str = ""
     betas: tuple[float, ...] = ()
     overrides: tuple[tuple[str, Any], ...] = ()
@@ -504,6 +528,11 @@ class Case:
     def sphere(self) -> bool:
         """Whether tokens live on S^{d-1} (the ``sphere`` argument of the solvers)."""
         return self.geometry != "euclidean"
+
+    @property
+    def linking_distance(self) -> float:
+        """The clusters' linking distance: ``clusters.scale`` kernel widths of the largest beta."""
+        return linking_distance(max(self.betas, default=1.0), self.clusters.scale)
 
     def mesh(self, resolution: int) -> MeshGeometry:
         """The grid of one resolution: ``circle_mesh(M)`` or ``sphere_mesh(K)``."""
@@ -667,7 +696,7 @@ class _Reader:
 
 # -- the sections -------------------------------------------------------------------------------------
 
-_TOP = ("case", "initial", "model", "schedule", "particles", "grid")
+_TOP = ("case", "initial", "model", "schedule", "particles", "grid", "clusters")
 _MODEL_KEYS = ("attention", "beta", "Q", "K", "V", "W", "perceptron")
 _INITIAL_KEYS = {
     "vmf_mixture": ("means", "angles", "kappas", "proportions"),
@@ -693,7 +722,7 @@ def _geometry(r: _Reader, case: dict[str, Any]) -> tuple[str, int]:
 def _output_times(r: _Reader, v: Any, T: float) -> np.ndarray:
     key = "case.outputs"
     if isinstance(v, int) and not isinstance(v, bool):
-        # Each output is a snapshot of every job: 10^4 is already far more than a figure shows.
+        # Each output is a snapshot of every job: 2000 is already far more than a figure shows.
         return np.linspace(0.0, T, r.integer(v, key, lo=2, hi=MAX_OUTPUTS))
     if not isinstance(v, list):
         r.fail(
@@ -702,6 +731,8 @@ def _output_times(r: _Reader, v: Any, T: float) -> np.ndarray:
         )
     # Python floats, so that messages show 3.0, not np.float64(3.0).
     times = r.reals(v, key).tolist()
+    if len(times) > MAX_OUTPUTS:
+        r.fail(key, f"lists {len(times)} times, at most {MAX_OUTPUTS} are allowed")
     for i, t in enumerate(times):
         if not -_T_RTOL * T <= t <= T * (1 + _T_RTOL):
             r.fail(f"{key}[{i}]", f"must lie in [0, T] = [0, {T!r}], got {t!r}")
@@ -997,6 +1028,18 @@ def _particles(r: _Reader, v: Any, geometry: str, initial: InitialMeasure) -> Pa
     )
 
 
+def _clusters(r: _Reader, v: Any) -> ClusterSpec:
+    t = r.table(v, "clusters", ("scale", "trim", "min_mass"), ())
+    scale = r.positive(t.get("scale", SCALE), "clusters.scale")
+    trim = r.real(t.get("trim", TRIM), "clusters.trim")
+    if not 0 <= trim < 1:
+        r.fail("clusters.trim", f"must lie in [0, 1), got {trim!r}")
+    min_mass = r.positive(t.get("min_mass", MIN_MASS), "clusters.min_mass")
+    if min_mass > 1:
+        r.fail("clusters.min_mass", f"must lie in (0, 1], got {min_mass!r}")
+    return ClusterSpec(scale, trim, min_mass)
+
+
 def _grid(r: _Reader, v: Any, geometry: str, initial: InitialMeasure) -> GridSpec:
     if geometry == "euclidean":
         r.fail("grid", "is not available for geometry 'euclidean' (particles only): remove the [grid] table")
@@ -1117,6 +1160,7 @@ def parse_case(
     initial = _initial(r, data["initial"], geometry, d)
     particles = _particles(r, data["particles"], geometry, initial)
     grid = _grid(r, data["grid"], geometry, initial) if "grid" in data else None
+    clusters = _clusters(r, data.get("clusters", {}))
     times.setflags(write=False)
     return Case(
         name=name,
@@ -1129,6 +1173,7 @@ def parse_case(
         initial=initial,
         particles=particles,
         grid=grid,
+        clusters=clusters,
         description=description,
         betas=betas,
         overrides=tuple((overrides or {}).items()),
@@ -1158,7 +1203,7 @@ def case_settings(case: Case) -> dict[str, str]:
     the output times. Run files store it; a resumed run must match (:func:`settings_difference`).
     """
     out = dict(case.file_settings)
-    specs = {"particles": case.particles, "grid": case.grid}
+    specs = {"particles": case.particles, "grid": case.grid, "clusters": case.clusters}
     for name, spec in specs.items():
         if spec is not None:
             for field in dataclasses.fields(spec):

@@ -45,12 +45,13 @@ from .kernels import num_threads
 from .logs import configure, log_file
 from .meshes import SPHERE_LEVELS, build_sphere_mesh, load_mesh, mesh_quality
 from .parallel import abort_on_error, is_root, on_root, world
-from .plots import plot_crossval, plot_depth_convergence
+from .plots import plot_clusters, plot_crossval, plot_depth_convergence
 from .studies import (
     DEFAULT_LAYERS,
     check_case,
     crossval_tables,
     depth_convergence,
+    format_clusters,
     format_lipschitz,
     format_report,
     format_tables,
@@ -322,7 +323,7 @@ def _run(args: argparse.Namespace, case, solvers: tuple[str, ...]) -> Path:
     log = path.with_suffix(".log")
     new_log = not on_root(args.comm, log.exists)
     try:
-        with log_file(log, rank, size):
+        with log_file(log, rank, size, fresh=args.overwrite):
             run_case(
                 case,
                 path,
@@ -365,7 +366,9 @@ def _cmd_study(args: argparse.Namespace) -> int:
         if line:
             print(line)
         print(format_lipschitz(lipschitz_estimate(case)))
+        print(format_clusters(case, run))
         print(f"figure: {plot_crossval(case, run, path.with_suffix('.png'))}")
+        print(f"figure: {plot_clusters(case, run, path.with_suffix('.clusters.png'))}")
     return 0
 
 
@@ -376,6 +379,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         case = parse_case(run.case_text, source=str(args.runfile), overrides=overrides)
         out = args.out or args.runfile.parent
         print(f"figure: {plot_crossval(case, run, out / f'{args.runfile.stem}.png')}")
+        print(f"figure: {plot_clusters(case, run, out / f'{args.runfile.stem}.clusters.png')}")
     return 0
 
 

@@ -66,10 +66,11 @@ from pathlib import Path
 import numpy as np
 
 from .cases import Case, case_settings, settings_difference
+from .clusters import Clusters, find_clusters
 from .comparison import SlicedSphere, coupling_w1, sliced_wasserstein_sphere, wasserstein
 from .eulerian import solve_grid
 from .io import JobLayout, RunFile, provenance
-from .meshes import SPHERE_LEVEL0_CELLS, coarsen_masses
+from .meshes import SPHERE_LEVEL0_CELLS, MeshGeometry, coarsen_masses
 from .model import interaction_energy, zonal_beta
 from .parallel import Comm, is_root, on_root
 from .particles import solve_particles
@@ -88,6 +89,7 @@ __all__ = [
     "check_disk",
     "check_same_case",
     "check_sizes",
+    "clusters_of",
     "compute_diagnostics",
     "job_layouts",
     "run_case",
@@ -166,7 +168,7 @@ def case_jobs(case: Case, solvers: tuple[str, ...] = ("grid", "particles")) -> l
 #: The diagnostics a run file holds (module docstring), a value per job and output time.
 DIAGNOSTICS = (
     "w1_ref", "l1_grid", "w1_grid", "sw1_grid", "sw1_grid_se", "mass", "energy",
-    "steps", "rejected_steps", "wall_s", "diagnostics_s",
+    "steps", "rejected_steps", "wall_s", "diagnostics_s", "clusters",
 )  # fmt: skip
 
 
@@ -174,13 +176,30 @@ def job_layouts(case: Case) -> list[JobLayout]:
     """What the run file allocates for ``case``: every job of both solvers (a run of one solver can
     be resumed with the other)."""
     out = []
+    tables = {"clusters": (case.clusters.max_clusters, case.d + 2)}  # clusters.Clusters.table
     for job in case_jobs(case):
         attrs = {k: v for k, v in job.attrs.items() if k != "kind"}
         if job.kind == "grid":
-            out.append(JobLayout(job.key, "grid", mesh=case.mesh(job.resolution), attrs=attrs))
+            shape = {"mesh": case.mesh(job.resolution)}
         else:
-            out.append(JobLayout(job.key, "particles", tokens=job.tokens, d=case.d, attrs=attrs))
+            shape = {"tokens": job.tokens, "d": case.d}
+        out.append(JobLayout(job.key, job.kind, attrs=attrs, tables=tables, **shape))
     return out
+
+
+def clusters_of(case: Case, state: np.ndarray, *, mesh: MeshGeometry | None = None,
+                weights: np.ndarray | None = None) -> Clusters:  # fmt: skip
+    """The clusters (``case.clusters``, :mod:`vlasov_tf.clusters`) of a grid's densities (C,) on
+    ``mesh`` or of tokens (N, d) with ``weights``."""
+    spec, r = case.clusters, case.linking_distance
+    if mesh is not None:
+        rho = np.maximum(state, 0.0)
+        points, masses, density = mesh.centres, rho * mesh.areas, rho
+    else:
+        points, masses, density = state, weights, None
+    found, _ = find_clusters(points, masses, r, density=density, trim=spec.trim, min_mass=spec.min_mass,
+                             sphere=case.sphere)  # fmt: skip
+    return found
 
 
 def run_jobs(run: RunFile) -> list[Job]:
@@ -223,13 +242,20 @@ def _run_job(
     tic = time.perf_counter()
     clock = [tic]
     counts = {"snapshots": 0, "steps": 0, "rejected": 0}
+    if mesh is not None and mesh.char_length > case.linking_distance:
+        _log.warning(f"{job.key}: cells ({mesh.char_length:.3g}) wider than the clusters' linking "
+                     f"distance {case.linking_distance:.3g}: its clusters will fragment")  # fmt: skip
 
     def store(t: float, state: np.ndarray) -> None:
         if stored is None or not len(stored[0]) or t > t0:  # the snapshot at t0 is already stored
             now = time.perf_counter()
+            # Before the snapshot, as the step counts: a resume restarts after the last snapshot.
+            found = clusters_of(case, state, mesh=mesh, weights=weights)
+            run.add_row(job.key, "clusters", t, found.table(case.clusters.max_clusters))
             # Wall seconds since the previous output (or the job's start): timings per job, kept
             # across a resume.
-            run.add_diagnostic("wall_s", job.key, t, now - clock[0])
+            wall = now - clock[0]
+            run.add_diagnostics([("clusters", job.key, t, found.count), ("wall_s", job.key, t, wall)])
             run.append(job.key, t, state)
             counts["snapshots"] += 1
             _log.debug(f"{job.key}: t = {t:g} stored ({now - clock[0]:.2f} s)")
@@ -342,7 +368,8 @@ def run_case(
     # then the meshes (a missing or damaged level must not cost an existing run file under overwrite).
     check_sizes(case, solvers, 1 if comm is None else comm.size)
     layouts = job_layouts(case)
-    on_root(comm, lambda: check_disk(path, layouts, len(case.output_times)))
+    if not (resume and on_root(comm, path.exists)):  # a run file being resumed is allocated
+        on_root(comm, lambda: check_disk(path, layouts, len(case.output_times)))
     on_root(comm, open_run)
     run = opened[0] if opened else None
     try:
@@ -468,45 +495,25 @@ def check_same_case(run: RunFile, case: Case, settings: dict[str, str] | None = 
         )
 
 
-def _measure(case: Case, run: RunFile, job: Job) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(times, supports (n_t, K, d), weights (n_t, K)) of a stored job as weighted point clouds."""
-    times, states = run.job_state(job.key)
-    if job.kind == "grid":
-        mesh = case.mesh(job.resolution)
-        pts = np.broadcast_to(mesh.centres, (len(times), *mesh.centres.shape))
-        return times, pts, states * mesh.areas
-    w = run.weights(job.key)  # stored with the job: no need to draw the tokens again
-    return times, states, np.broadcast_to(w, (len(times), len(w)))
-
-
 def compute_diagnostics(case: Case, run: RunFile, comm: Comm | None = None) -> None:
     """Mass, energy and the distances of the complete jobs in ``run`` at every output time
     (module docstring).
 
-    Resumable: the diagnostics of each (job, output time) are stored together, then marked done by
-    their seconds (diagnostic ``diagnostics_s``); a later call computes only what is not marked (the
-    jobs a resume added, the times a kill interrupted). Each output time done is logged.
-    Under MPI (``comm``) the output times are dealt to the ranks in turn: each rank reads ``run``
-    (open read-only on the ranks other than 0), rank 0 stores every rank's values; a value does not
-    depend on the number of ranks.
+    Resumable: each (job, output time) whose expected diagnostics are all stored is skipped (a
+    later call computes what a kill interrupted, and what jobs a resume added, with the other
+    solver's included, need); the seconds each took are the diagnostic ``diagnostics_s``. Each
+    output time done is logged. Under MPI (``comm``) the output times are dealt to the ranks in
+    turn: each rank reads ``run`` (open read-only on the ranks other than 0), one time's snapshots
+    at a time, and rank 0 stores every rank's values; a value does not depend on the number of
+    ranks.
     """
     tic = time.perf_counter()
-    jobs = run_jobs(run)
+    values = _Diagnostics(case, run, run_jobs(run))
     times = run.times
-
-    def todo() -> list[list[str]]:
-        done = run.diagnostics("diagnostics_s")
-        marked = {key: set(rows[:, 0].tolist()) for key, rows in done.items()}
-        return [[j.key for j in jobs if t not in marked.get(j.key, ())] for t in times.tolist()]
-
-    # Decided on rank 0: it writes marks while the others would still be reading them.
-    pending = on_root(comm, todo)
-    n_todo = sum(1 for keys in pending if keys)
-    if not n_todo:
-        return
-    values = _Diagnostics(case, run, jobs)
-    size, rank = (1, 0) if comm is None else (comm.size, comm.rank)
+    # Decided on rank 0: it writes values while the others would still be reading them.
+    pending = on_root(comm, values.pending)
     k_todo = [k for k, keys in enumerate(pending) if keys]
+    size, rank = (1, 0) if comm is None else (comm.size, comm.rank)
     for first in range(0, len(k_todo), size):
         mine = first + rank
         rows: list[tuple[str, str, float, float]] = []
@@ -514,14 +521,12 @@ def compute_diagnostics(case: Case, run: RunFile, comm: Comm | None = None) -> N
             k = k_todo[mine]
             for key in pending[k]:
                 start = time.perf_counter()
-                job_rows = values.at(k, key)
-                rows += [*job_rows, ("diagnostics_s", key, times[k], time.perf_counter() - start)]
+                rows += values.at(k, key)
+                rows.append(("diagnostics_s", key, times[k], time.perf_counter() - start))
         every = [rows] if comm is None else comm.gather(rows, root=0)
         if is_root(comm):
             for rank_rows in every:
-                marks = [r for r in rank_rows if r[0] == "diagnostics_s"]
-                run.add_diagnostics([r for r in rank_rows if r[0] != "diagnostics_s"])
-                run.add_diagnostics(marks)  # after the values are on disk: done means stored
+                run.add_diagnostics(rank_rows)
             last = min(first + size, len(k_todo))
             span = ", ".join(f"{times[k_todo[i]]:g}" for i in range(first, last))
             seconds = time.perf_counter() - tic
@@ -529,13 +534,13 @@ def compute_diagnostics(case: Case, run: RunFile, comm: Comm | None = None) -> N
 
 
 class _Diagnostics:
-    """The diagnostics of one job at one output time (module docstring), from the stored runs."""
+    """The diagnostics of one job at one output time (module docstring), from the stored runs;
+    one output time's snapshots in memory at a time."""
 
     def __init__(self, case: Case, run: RunFile, jobs: list[Job]) -> None:
-        self.case = case
+        self.case, self.run = case, run
         self.jobs = {j.key: j for j in jobs}
         self.times = run.times
-        self.measures = {j.key: _measure(case, run, j) for j in jobs}
         grids = [j for j in jobs if j.kind == "grid"]
         self.finest = grids[-1] if grids else None
         betas = {zonal_beta(p) for _, p in case.schedule.blocks}
@@ -543,7 +548,58 @@ class _Diagnostics:
         self.sphere = case.geometry == "sphere"
         self.sliced = SlicedSphere(d=case.d, **SLICED) if self.sphere and self.finest is not None else None
         self.fine_mesh = case.mesh(self.finest.resolution) if self.finest is not None else None
-        self.fine_hist: dict[int, np.ndarray] = {}  # the finest grid's histograms at one time
+        self._k: int | None = None
+        self._measures: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._fine_hist: np.ndarray | None = None  # the finest grid's histograms at time _k
+
+    def expected(self, key: str) -> list[str]:
+        """The diagnostics job ``key`` has at each output time."""
+        job, names = self.jobs[key], []
+        if job.kind == "grid":
+            names.append("mass")
+        if self.beta is not None:
+            names.append("energy")
+        if self.finest is not None and key != self.finest.key:
+            if job.kind == "grid":
+                names += ["l1_grid"] if self._common(job) else []
+                names.append("sw1_grid" if self.sphere else "w1_grid")
+            else:
+                names += ["sw1_grid", "sw1_grid_se"] if self.sphere else ["w1_grid"]
+        if job.kind == "particles" and job.layers is not None and f"particles/N{job.tokens}_ref" in self.jobs:
+            names.append("w1_ref")
+        return names
+
+    def pending(self) -> list[list[str]]:
+        """For each output time, the jobs with an expected diagnostic not stored yet."""
+        stored: dict[str, dict[str, set[float]]] = {}
+        out: list[list[str]] = [[] for _ in self.times]
+        for key in self.jobs:
+            for name in self.expected(key):
+                if name not in stored:
+                    rows = self.run.diagnostics(name)
+                    stored[name] = {k: set(r[:, 0].tolist()) for k, r in rows.items()}
+                have = stored[name].get(key, set())
+                for k, t in enumerate(self.times.tolist()):
+                    if t not in have and key not in out[k]:
+                        out[k].append(key)
+        return [[key for key in self.jobs if key in keys] for keys in out]  # in run order
+
+    def _common(self, job: Job) -> bool:
+        """Whether a coarser grid and the finest have a common support (nested cells)."""
+        return self.sphere or self.fine_mesh.n_cells % self.case.mesh(job.resolution).n_cells == 0
+
+    def measure(self, k: int, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(supports (K, d), weights (K,)) of job ``key`` at output ``k`` as a weighted point cloud."""
+        if k != self._k:
+            self._k, self._measures, self._fine_hist = k, {}, None
+        if key not in self._measures:
+            job, state = self.jobs[key], self.run.snapshot(key, k)
+            if job.kind == "grid":
+                mesh = self.case.mesh(job.resolution)
+                self._measures[key] = (mesh.centres, state * mesh.areas)
+            else:  # the weights are stored with the job: no need to draw the tokens again
+                self._measures[key] = (state, self.run.weights(key))
+        return self._measures[key]
 
     def w1(self, pa: np.ndarray, wa: np.ndarray, pb: np.ndarray, wb: np.ndarray) -> float:
         return wasserstein(pa, wa, pb, wb, geometry=self.case.geometry)[0]
@@ -551,49 +607,43 @@ class _Diagnostics:
     def at(self, k: int, key: str) -> list[tuple[str, str, float, float]]:
         """(name, key, t, value) rows of job ``key`` at output ``k``."""
         job, t = self.jobs[key], self.times[k]
-        _, pts, wts = self.measures[key]
+        pts, wts = self.measure(k, key)
         rows = []
         if job.kind == "grid":
-            rows.append(("mass", key, t, float(wts[k].sum())))
+            rows.append(("mass", key, t, float(wts.sum())))
         if self.beta is not None:
-            rows.append(("energy", key, t, interaction_energy(pts[k], wts[k], self.beta)))
+            rows.append(("energy", key, t, interaction_energy(pts, wts, self.beta)))
         if self.finest is not None and key != self.finest.key:
             rows += [(name, key, t, value) for name, value in self.against_grid(job, k)]
-        if job.kind == "particles" and job.layers is not None:
-            ref = self.measures.get(f"particles/N{job.tokens}_ref")
-            if ref is not None:
-                rows.append(("w1_ref", key, t, _depth_distance(self.case, pts[k], wts[k], ref[1][k])))
+        ref = f"particles/N{job.tokens}_ref"
+        if job.kind == "particles" and job.layers is not None and ref in self.jobs:
+            rows.append(("w1_ref", key, t, _depth_distance(self.case, pts, wts, self.measure(k, ref)[0])))
         return rows
 
     def against_grid(self, job: Job, k: int) -> list[tuple[str, float]]:
-        pts, wts = self.measures[job.key][1][k], self.measures[job.key][2][k]
-        _, fp, fw = self.measures[self.finest.key]
+        pts, wts = self.measure(k, job.key)
+        fp, fw = self.measure(k, self.finest.key)
         sliced = self.sliced
         if job.kind == "grid":
             mesh = self.case.mesh(job.resolution)
             out = []
-            common = None
             # Sphere levels are nested; circle grids when M divides the finest one's M (else lumped).
-            if self.sphere or self.fine_mesh.n_cells % mesh.n_cells == 0:
-                common = coarsen_masses(fw[k], self.fine_mesh, mesh)
-            if common is not None:
+            if self._common(job):
+                common = coarsen_masses(fw, self.fine_mesh, mesh)
                 out.append(("l1_grid", float(np.abs(wts - common).sum())))
-                fp_k, fw_k = pts, common
-            else:
-                fp_k, fw_k = fp[k], fw[k]
+                fp, fw = pts, common
             if self.sphere:
                 # Grid against grid: exact sliced W1 on the common support (same directions).
-                sw1 = sliced_wasserstein_sphere(pts, wts, fp_k, fw_k, n_projections=sliced.n_projections,
+                sw1 = sliced_wasserstein_sphere(pts, wts, fp, fw, n_projections=sliced.n_projections,
                                                 seed=sliced.seed)  # fmt: skip
                 return [*out, ("sw1_grid", sw1)]
-            return [*out, ("w1_grid", self.w1(pts, wts, fp_k, fw_k))]
+            return [*out, ("w1_grid", self.w1(pts, wts, fp, fw))]
         if self.sphere:
-            if k not in self.fine_hist:
-                self.fine_hist.clear()  # one time at a time: a histogram set is n_projections x bins
-                self.fine_hist[k] = sliced.histograms(fp[k], fw[k])
-            value, se = sliced.compare(sliced.histograms(pts, wts), self.fine_hist[k])
+            if self._fine_hist is None:  # one time at a time: a histogram set is n_projections x bins
+                self._fine_hist = sliced.histograms(fp, fw)
+            value, se = sliced.compare(sliced.histograms(pts, wts), self._fine_hist)
             return [("sw1_grid", value), ("sw1_grid_se", se)]
-        return [("w1_grid", self.w1(pts, wts, fp[k], fw[k]))]
+        return [("w1_grid", self.w1(pts, wts, fp, fw))]
 
 
 def _depth_distance(case: Case, pts: np.ndarray, wts: np.ndarray, ref: np.ndarray) -> float:

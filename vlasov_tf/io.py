@@ -12,6 +12,8 @@ run is going and after it was killed::
         densities  (n, C)        grid jobs: cell averages (NaN rows: not yet computed)
         positions  (n, N, d)     particle jobs: tokens;  weights (N,)
         crc        (n,)          CRC-32 of each stored row (a damaged row fails to read)
+        tables/<name>/values (n, ...), times (n,)   per-output arrays of the job (e.g. its
+                                 clusters), each row valid once its time is finite
         clock      (2,)          UNIX times the job started and finished (NaN: not yet)
         step/<i>                 snapshot i alone (a virtual dataset: a view of row i), for XDMF
         mesh -> /meshes/<id>     grid jobs (hard link);   vertex_ids (N, 1) particle jobs (XDMF)
@@ -60,7 +62,8 @@ solver from the last stored snapshot. ``append`` of a repeat of the last stored 
 time, same values) is a no-op, so a restarted solver may report its initial state again.
 
 The XDMF companions (:func:`xdmf_path`: ``<run>.<job key with '.' for '/'>.xdmf`` next to the
-``.h5``), one per job, are rewritten (atomically) after every snapshot: one temporal collection
+``.h5``), one per job, are rewritten (atomically) after every snapshot (at most once a second
+while snapshots come faster; always after a job's last one and at close): one temporal collection
 of the snapshots stored, each referencing whole datasets (``step/<i>``): sphere densities on the
 triangles, circle densities on the polyline of its arcs (cell-centred), particles as points with
 their weights and positions. meshio (``meshio.xdmf.TimeSeriesReader``) and VTK's XDMF reader (the
@@ -101,6 +104,7 @@ __all__ = [
     "PROVENANCE_PACKAGES",
     "JobLayout",
     "RunFile",
+    "RunFileBusy",
     "RunFileError",
     "lock_path",
     "provenance",
@@ -120,10 +124,16 @@ _KEY_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*")
 _ATTR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MESH_ARRAYS = ("vertices", "cell_vertices", "centres", "areas")
 _F8 = np.dtype("<f8")
+#: Seconds between rewrites of a job's XDMF companion while its snapshots come faster.
+XDMF_INTERVAL = 1.0
 
 
 class RunFileError(ValueError):
     """A run file is unreadable, damaged, or not a vlasov_tf run file."""
+
+
+class RunFileBusy(BlockingIOError):
+    """Another process writes the run file (one writer at a time)."""
 
 
 #: The libraries whose versions a run file records (the numerics depend on them).
@@ -188,6 +198,8 @@ class JobLayout:
     ``kind="grid"`` with its ``mesh`` (the state: densities (C,)), or ``"particles"`` with
     ``tokens`` N and dimension ``d`` (the state: positions (N, d)). ``attrs`` (str, bool, int,
     float or flat lists of numbers; not kind or job_index) are stored on the job's group.
+    ``tables``: name -> row shape of per-output arrays the job stores beside its snapshots
+    (:meth:`RunFile.add_row`).
     """
 
     key: str
@@ -196,6 +208,7 @@ class JobLayout:
     tokens: int | None = None
     d: int | None = None
     attrs: Mapping[str, Any] = field(default_factory=dict)
+    tables: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def state_shape(self) -> tuple[int, ...]:
@@ -221,9 +234,12 @@ class _Job:
     mesh_id: str | None
     offsets: dict[str, int]  # dataset name -> byte offset in the file
     mesh_shape: tuple[int, int, int] | None = None  # grid: vertices, their dimension, vertices a cell
+    tables: dict[str, tuple[tuple[int, ...], int, int]] = field(default_factory=dict)  # shape, offsets
     n_stored: int = 0  # writers: snapshots stored, the last at last_t
     last_t: float = math.nan
     xdmf_steps: list[str] = field(default_factory=list)
+    xdmf_shown: int = -1  # snapshots in the XDMF companion as last written, and when
+    xdmf_at: float = -math.inf
 
     @property
     def dataset(self) -> str:
@@ -366,7 +382,7 @@ def _lock(path: Path) -> int:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise RuntimeError(
+            raise RunFileBusy(
                 f"run file {path} is open for writing by another process (lock {lpath}); "
                 "read it with mode='r', or wait for that process to finish"
             ) from None
@@ -437,7 +453,7 @@ class RunFile:
                 try:
                     fcntl.flock(self._fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    raise RuntimeError(f"run file {path} is open for writing in HDF5 elsewhere") from None
+                    raise RunFileBusy(f"run file {path} is open for writing by HDF5 elsewhere") from None
             self._load()
             self._closed = False
             for job in self._jobs.values():
@@ -503,6 +519,8 @@ class RunFile:
             raise ValueError(f"run file {path}: diagnostic names repeat: {names}")
         lock_fd = _lock(path)
         try:
+            if path.exists() and not overwrite:  # again, holding the lock: made meanwhile?
+                raise FileExistsError(f"run file {path} exists: open it to resume, or pass overwrite=True")
             _remove_stale_tmp(path)
             tmp = _tmp_name(path)
             try:
@@ -525,8 +543,8 @@ class RunFile:
 
         Validates the file (``RunFileError``, naming it, if it is truncated, damaged or not a run
         file; ``FileNotFoundError`` if missing). A run open for writing elsewhere raises
-        ``RuntimeError`` in mode "a"; in mode "r" it can be read meanwhile, and each read sees the
-        snapshots stored up to then. Opening never modifies the ``.h5`` file.
+        ``RunFileBusy`` (a ``BlockingIOError``) in mode "a"; in mode "r" it can be read meanwhile,
+        and each read sees the snapshots stored up to then. Opening never modifies the ``.h5`` file.
         """
         path = Path(path)
         if mode not in ("a", "r"):
@@ -637,19 +655,32 @@ class RunFile:
         if kind == "particles":
             offsets["weights"] = self._offset(g["weights"], shape[:1], _F8)
         attrs = {k: _from_h5_attr(v) for k, v in g.attrs.items() if k not in _RESERVED_ATTRS}
-        return _Job(key, kind, int(g.attrs["job_index"]), attrs, shape, mesh_id, offsets, mesh_shape)
+        tables = {}
+        for name, t in g.get("tables", {}).items():
+            values = t["values"]
+            row = tuple(values.shape[1:])
+            tables[name] = (row, self._offset(values, (n, *row), _F8), self._offset(t["times"], (n,), _F8))
+        return _Job(key, kind, int(g.attrs["job_index"]), attrs, shape, mesh_id, offsets, mesh_shape, tables)
 
     # -- raw access --------------------------------------------------------------------------------
 
+    # Every access to the descriptor holds the lock and finds the file open: a close by another
+    # thread could otherwise free the number for an unrelated file that the access then hits.
     def _read(self, offset: int, shape: tuple[int, ...], dtype: np.dtype = _F8) -> np.ndarray:
-        return _pread(self._fd, np.empty(shape, dtype=dtype), offset)
+        with self._lock:
+            self._check_open()
+            return _pread(self._fd, np.empty(shape, dtype=dtype), offset)
 
-    def _write(self, offset: int, data: np.ndarray) -> None:
-        _pwrite(self._fd, _le(data).tobytes(), offset)
+    def _write(self, offset: int, data: np.ndarray | bytes) -> None:
+        with self._lock:
+            self._check_writable()
+            _pwrite(self._fd, data if isinstance(data, bytes) else _le(data).tobytes(), offset)
 
     def _flush(self) -> None:
-        if self.sync:
-            os.fdatasync(self._fd)
+        with self._lock:
+            self._check_writable()
+            if self.sync:
+                os.fdatasync(self._fd)
 
     def _stored_times(self, job: _Job) -> np.ndarray:
         """The finite prefix of the job's times: its stored snapshots."""
@@ -733,10 +764,11 @@ class RunFile:
                     raise ValueError(
                         f"particle job {key}: weights must be {job.shape[:1]} finite; got {w.shape}"
                     )
-                stored = self._read(job.offsets["weights"], job.shape[:1])
-                if np.isnan(stored).all():
+                # The start time commits the weights: until it is set they may be half-written.
+                if np.isnan(self._clock(job)[0]):
                     self._write(job.offsets["weights"], w)
-                elif not np.array_equal(stored, w):
+                    self._flush()
+                elif not np.array_equal(self._read(job.offsets["weights"], job.shape[:1]), w):
                     raise differ("weights")
             user = {name: _normalise_attr(name, v) for name, v in attrs.items()}
             names = sorted(set(job.attrs) | set(user))
@@ -764,6 +796,8 @@ class RunFile:
         """
         self._check_writable()
         t = float(t)
+        if not math.isfinite(t):
+            raise ValueError(f"job {key}: snapshot time must be finite; got {t}")
         state = np.asarray(state, dtype=np.float64)
         with self._lock:
             self._check_writable()
@@ -790,13 +824,13 @@ class RunFile:
                     "identical repeat of the last is allowed)"
                 )
             data = _le(state).tobytes()
-            _pwrite(self._fd, data, job.offsets[job.dataset] + k * job.row_bytes)
+            self._write(job.offsets[job.dataset] + k * job.row_bytes, data)
             self._write(job.offsets["crc"] + 4 * k, np.array(zlib.crc32(data), dtype="<u4"))
             self._flush()
             self._write(job.offsets["times"] + 8 * k, np.array(t))  # the commit mark
             self._flush()
             job.n_stored, job.last_t = k + 1, t
-            self._write_xdmf(job)
+            self._write_xdmf(job, force=False)
 
     def finish_job(self, key: str) -> None:
         """Mark job ``key`` complete (its finish time); durable when this returns."""
@@ -806,6 +840,7 @@ class RunFile:
             if not self.is_complete(key):
                 self._write(job.offsets["clock"] + 8, np.array(time.time()))
                 self._flush()
+            self._write_xdmf(job)
 
     def add_diagnostic(self, name: str, key: str, t: float, value: float) -> None:
         """Record ``value`` of diagnostic ``name`` (one of those laid out) for job ``key`` at output
@@ -828,7 +863,45 @@ class RunFile:
             if rows:
                 self._flush()
 
+    def add_row(self, key: str, name: str, t: float, values: np.ndarray) -> None:
+        """Store ``values`` as job ``key``'s row of table ``name`` (laid out by :class:`JobLayout`)
+        at output time ``t``; a later call replaces it. Durable when this returns."""
+        self._check_writable()
+        with self._lock:
+            shape, values_at, times_at = self._table(key, name)
+            values = np.asarray(values, dtype=np.float64)
+            if values.shape != shape:
+                raise ValueError(f"job {key}: table {name} rows must be {shape}; got {values.shape}")
+            i = self._time_index(f"table {name} of {key}", float(t))
+            self._write(times_at + 8 * i, np.array(np.nan))  # invalid while the row changes
+            self._flush()
+            self._write(values_at + i * 8 * math.prod(shape), values)
+            self._flush()
+            self._write(times_at + 8 * i, np.array(float(t)))
+            self._flush()
+
+    def _table(self, key: str, name: str) -> tuple[tuple[int, ...], int, int]:
+        job = self._job(key)
+        if name not in job.tables:
+            raise ValueError(
+                f"run file {self.path}: job {key} has no table {name!r} (laid out: {sorted(job.tables)})"
+            )
+        return job.tables[name]
+
     # -- reading -----------------------------------------------------------------------------------
+
+    def table(self, key: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(times (m,), rows (m, ...)) of job ``key``'s table ``name``: the rows stored, by time."""
+        self._check_open()
+        with self._lock:
+            shape, values_at, times_at = self._table(key, name)
+            n = len(self._times)
+            t = self._read(times_at, (n,))
+            have = np.flatnonzero(np.isfinite(t))
+            rows = np.empty((len(have), *shape))
+            for j, i in enumerate(have):
+                rows[j] = self._read(values_at + int(i) * 8 * math.prod(shape), shape)
+            return t[have], rows
 
     @property
     def times(self) -> np.ndarray:
@@ -852,6 +925,16 @@ class RunFile:
             for i in range(len(times)):
                 states[i] = self._row(job, i)
             return times, states
+
+    def snapshot(self, key: str, i: int) -> np.ndarray:
+        """Stored snapshot ``i`` of job ``key`` (CRC-checked); ``IndexError`` if not stored."""
+        self._check_open()
+        with self._lock:
+            job = self._job(key)
+            n = len(self._stored_times(job))
+            if not 0 <= i < n:
+                raise IndexError(f"job {key} has {n} snapshots stored, not {i + 1}")
+            return self._row(job, i)
 
     def last_state(self, key: str) -> tuple[float, np.ndarray] | None:
         """(t, state) of the last stored snapshot of job ``key``; None if it has none (or no such job)."""
@@ -967,10 +1050,18 @@ class RunFile:
 
     # -- XDMF --------------------------------------------------------------------------------------
 
-    def _write_xdmf(self, job: _Job) -> None:
-        """Rewrite the XDMF companion of ``job`` for its stored snapshots (writers only)."""
+    def _write_xdmf(self, job: _Job, *, force: bool = True) -> None:
+        """Rewrite the XDMF companion of ``job`` for its stored snapshots (writers only); without
+        ``force`` at most every :data:`XDMF_INTERVAL` seconds before the last output (a rewrite
+        is O(snapshots): at every one of many fast snapshots it would be quadratic)."""
         if job.kind == "particles" and job.shape[1] not in (2, 3):
             return  # particles in R^d, d > 3, have no XDMF geometry
+        if job.xdmf_shown == job.n_stored:
+            return
+        now = time.monotonic()
+        if not force and job.n_stored < len(self._times) and now - job.xdmf_at < XDMF_INTERVAL:
+            return
+        job.xdmf_shown, job.xdmf_at = job.n_stored, now
         path = xdmf_path(self.path, job.key)
         if job.n_stored == 0:
             path.unlink(missing_ok=True)
@@ -1011,15 +1102,20 @@ class RunFile:
         with self._lock:
             if self._closed:
                 return
-            self._closed = True
-            if unlink and not self.readonly:
-                for key in self._jobs:
-                    xdmf_path(self.path, key).unlink(missing_ok=True)
-                self.path.unlink(missing_ok=True)
-            os.close(self._fd)
-            if self._lock_fd is not None:
-                _unlock(self.path, self._lock_fd)
-                self._lock_fd = None
+            try:
+                if not self.readonly and not unlink:
+                    for job in self._jobs.values():  # what a throttled rewrite left out
+                        self._write_xdmf(job)
+            finally:
+                self._closed = True
+                if unlink and not self.readonly:
+                    for key in self._jobs:
+                        xdmf_path(self.path, key).unlink(missing_ok=True)
+                    self.path.unlink(missing_ok=True)
+                os.close(self._fd)
+                if self._lock_fd is not None:
+                    _unlock(self.path, self._lock_fd)
+                    self._lock_fd = None
 
     def __enter__(self) -> RunFile:
         return self
@@ -1053,6 +1149,9 @@ def _check_layouts(jobs: Sequence[JobLayout]) -> list[JobLayout]:
             if name in _RESERVED_ATTRS or not _ATTR_NAME.fullmatch(name):
                 raise ValueError(f"job {key}: attr name {name!r} is reserved or not an identifier")
             _normalise_attr(name, value)
+        for name in job.tables:
+            if not _ATTR_NAME.fullmatch(name):
+                raise ValueError(f"job {key}: table name {name!r} is not an identifier")
         if job.kind == "grid" and (job.mesh is None or job.tokens is not None):
             raise ValueError(f"grid job {key} needs a mesh and no tokens")
         if job.kind == "particles" and (
@@ -1133,6 +1232,9 @@ def _write_layout(
             else:
                 allocated(g, "weights", (job.tokens,))
                 g.create_dataset("vertex_ids", data=np.arange(job.tokens, dtype="<i8")[:, None])
+            for table, row in job.tables.items():
+                allocated(g, f"tables/{table}/values", (n, *row))
+                allocated(g, f"tables/{table}/times", (n,))
             steps = g.create_group("step")
             source = h5py.VirtualSource(".", data.name, shape=data.shape, dtype=data.dtype)
             for i in range(n):

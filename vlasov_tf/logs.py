@@ -56,21 +56,25 @@ def configure(rank: int = 0, size: int = 1, *, debug: bool = False) -> None:
 
 
 @contextmanager
-def log_file(path: Path, rank: int = 0, size: int = 1) -> Iterator[Path]:
-    """Append the package's INFO records to ``path`` while the block runs (rank 0 writes it)."""
+def log_file(path: Path, rank: int = 0, size: int = 1, *, fresh: bool = False) -> Iterator[Path]:
+    """Append the package's INFO records to ``path`` while the block runs (rank 0 writes it);
+    ``fresh``: empty it at the first record (a run that replaces another: its first record comes
+    after the run file was replaced, so a run refused before keeps the old log)."""
     if rank != 0:
         yield path
         return
     logger = logging.getLogger(_ROOT)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = logging.FileHandler(path, mode="w" if fresh else "a", encoding="utf-8", delay=True)
     handler.setFormatter(logging.Formatter(FORMAT, _DATE))
     handler.addFilter(_RankFilter(rank, size))
     handler.setLevel(logging.INFO)
     logger.addHandler(handler)
-    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+    level = logger.level
+    if level == logging.NOTSET or level > logging.INFO:
         logger.setLevel(logging.INFO)
     try:
         yield path
     finally:
         logger.removeHandler(handler)
         handler.close()
+        logger.setLevel(level)  # the API configures nothing beyond the block

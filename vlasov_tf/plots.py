@@ -39,11 +39,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .clusters import merges, plateaus
 from .comparison import geodesic_cost
 from .linear_theory import mode_amplitude, mode_function, predicted_growth
 from .measures import circle_to_angles, normalize
 from .sphere_views import choose_view, orthographic, view_basis, visible_cells
-from .studies import DepthConvergence, RateTable, crossval_tables, fitted_order, grid_against_deep
+from .studies import (
+    DepthConvergence,
+    RateTable,
+    cluster_history,
+    cluster_jobs,
+    crossval_tables,
+    fitted_order,
+    grid_against_deep,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -688,6 +697,74 @@ def crossval_figure(case, run, view: Sequence[float] | None = None) -> Figure:
 def plot_crossval(case, run, path: Path) -> Path:
     """Save :func:`crossval_figure` of ``case`` and its open run file as a PNG at ``path``."""
     return _save(crossval_figure(case, run), path)
+
+
+# ---------------------------------------------------------------------------
+# clusters over time
+# ---------------------------------------------------------------------------
+
+
+def clusters_figure(case, run) -> Figure:
+    """Clusters over time (:func:`vlasov_tf.studies.cluster_jobs`: finest grid, continuous flow and
+    deepest Transformer of the most tokens): their count with the merges marked, the mass of each
+    (heaviest first), and the interaction energy with the finest grid's plateaus of constant count."""
+    jobs = cluster_jobs(case, run)
+    fig = _new_figure((16, 4.8))
+    ax_count, ax_mass, ax_energy = fig.subplots(1, 3)
+    energy = run.diagnostics("energy")
+    for job, (colour, line) in zip(jobs, [("k", "-"), ("C0", "--"), ("C1", ":")], strict=False):
+        times, history = cluster_history(run, job.key)
+        if not len(times):
+            continue
+        label = _grid_label(job) if job.kind == "grid" else _tok_label(job)
+        label = ("grid, " if job.kind == "grid" else "tokens, ") + label
+        counts = np.array([c.count for c in history])
+        ax_count.step(times, counts, color=colour, ls=line, where="post", label=label)
+        for m in merges(times, history, sphere=case.sphere):
+            ax_count.plot(m.t, counts[_at(times, m.t)], "v", color=colour, ms=8)
+        masses = np.full((len(times), max(counts.max(), 1)), np.nan)
+        for i, c in enumerate(history):
+            masses[i, : c.count] = c.masses
+        for k in range(masses.shape[1]):
+            ax_mass.plot(times, masses[:, k], ls=line, color=f"C{k + 2}")
+        ax_mass.plot([], [], ls=line, color="k", label=label)  # the job's line style in the legend
+        if job.key in energy:
+            rows = energy[job.key][np.argsort(energy[job.key][:, 0])]
+            ax_energy.plot(rows[:, 0], rows[:, 1], color=colour, ls=line, marker="o", ms=3, label=label)
+        if job is jobs[0]:
+            runs = plateaus(times, counts)
+            ends = [a for _, a, _ in runs[1:]] + [float(times[-1])]
+            for i, ((c, a, _), b) in enumerate(zip(runs, ends, strict=True)):
+                ax_energy.axvspan(a, b, color="0.85" if i % 2 else "0.93", zorder=0)
+                ax_energy.text(0.5 * (a + b), 1.0, f"{c}", transform=ax_energy.get_xaxis_transform(),
+                               ha="center", va="bottom", fontsize=8)  # fmt: skip
+    ax_count.yaxis.get_major_locator().set_params(integer=True)
+    ax_count.set_title("number of clusters (▼: a merge)", fontsize=10)
+    ax_count.set_xlabel("time t")
+    ax_count.set_ylabel("clusters")
+    ax_count.legend(fontsize=7)
+    ax_mass.set_title("cluster masses (colour: rank, heaviest first; line: job)", fontsize=10)
+    ax_mass.set_xlabel("time t")
+    ax_mass.set_ylabel("mass (fraction of the total)")
+    ax_mass.legend(fontsize=7)
+    ax_energy.set_xlabel("time t")
+    ax_energy.set_ylabel("E(t)")
+    if energy:
+        ax_energy.set_title("interaction energy; shaded: plateaus of the first count", fontsize=10, pad=14)
+        ax_energy.legend(fontsize=7)
+    else:
+        ax_energy.set_title("interaction energy: not stored (the kernel is not zonal)", fontsize=10)
+    spec = case.clusters
+    fig.suptitle(
+        f"{case.name}: clusters at linking distance {case.linking_distance:.3g} ({spec.scale:g} β^-1/2), "
+        f"lowest-density {spec.trim:.0%} of the mass left out, clusters of ≥ {spec.min_mass:.0%} of it"
+    )
+    return fig
+
+
+def plot_clusters(case, run, path: Path) -> Path:
+    """Save :func:`clusters_figure` of ``case`` and its open run file as a PNG at ``path``."""
+    return _save(clusters_figure(case, run), path)
 
 
 # ---------------------------------------------------------------------------

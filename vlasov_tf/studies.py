@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .clusters import Clusters, merges, plateaus
 from .comparison import geodesic_distance, wasserstein_circle
 from .measures import angles_to_circle, von_mises_fisher_mixture
 from .model import Params, Schedule, interaction_energy
@@ -408,6 +409,49 @@ def grid_against_deep(case, run) -> str | None:
     if ref in diag:
         line += f" (the same tokens under the continuous flow: {_final(diag, ref):.4e})"
     return line
+
+
+def cluster_jobs(case, run) -> list:
+    """The jobs whose clusters a study shows: the finest grid, then the continuous flow and the
+    deepest Transformer of the most tokens (the first sample)."""
+    from .crossval import run_jobs
+
+    jobs = run_jobs(run)
+    grids = [j for j in jobs if j.kind == "grid"]
+    tokens = [j for j in jobs if j.kind == "particles" and j.sample is None]
+    n = max((j.tokens for j in tokens), default=None)
+    ref = [j for j in tokens if j.tokens == n and j.layers is None]
+    deep = sorted((j for j in tokens if j.tokens == n and j.layers is not None), key=lambda j: j.layers)
+    return grids[-1:] + ref + deep[-1:]
+
+
+def cluster_history(run, key: str) -> tuple[np.ndarray, list[Clusters]]:
+    """(times, clusters at each) of job ``key`` as stored while it ran."""
+    times, rows = run.table(key, "clusters")
+    return times, [Clusters.from_table(r) for r in rows]
+
+
+def format_clusters(case, run) -> str:
+    """The clusters over time of :func:`cluster_jobs` as text: counts, plateaus, merges, masses at T."""
+    spec = case.clusters
+    lines = [
+        f"clusters (linking distance {case.linking_distance:.3g} = {spec.scale:g} beta^-1/2, "
+        f"lowest-density {spec.trim:.0%} of the mass left out, clusters of >= {spec.min_mass:.0%}):"
+    ]
+    for job in cluster_jobs(case, run):
+        times, history = cluster_history(run, job.key)
+        if not len(times):
+            continue
+        counts = np.array([c.count for c in history])
+        steps = ", ".join(f"{c} on [{a:g}, {b:g}]" for c, a, b in plateaus(times, counts))
+        lines.append(f"  {job.key}: {steps}")
+        for m in merges(times, history, sphere=case.sphere):
+            lines.append(f"    merge at t = {m.t:g}: clusters {', '.join(map(str, m.before))} -> {m.after}")
+        last = history[-1]
+        masses = " ".join(f"{x:.3f}" for x in last.masses)
+        rest = f"unclustered {last.unclustered:.3f}"
+        lines.append(f"    at t = {times[-1]:g}: {last.count} clusters, masses {masses} ({rest})")
+    return "\n".join(lines)
 
 
 def format_tables(tables: list[RateTable]) -> str:
