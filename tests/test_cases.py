@@ -661,6 +661,8 @@ BAD = [
     (BASE, "outputs = 5", "outputs = 1000000000", "case.outputs"),
     (BASE, "outputs = 5", f"outputs = {[2.0 * i / 2001 for i in range(2002)]}", "case.outputs"),
     (BASE, "[grid]", "[clusters]\nscale = 0.0\n[grid]", "clusters.scale"),
+    (BASE, "[particles]", '[particles]\nnorm = "middle"', "particles.norm"),
+    (BASE, "[particles]", '[particles]\nnorm = "pre"', "particles.norm"),
     (BASE, "[grid]", "[clusters]\ntrim = 1.0\n[grid]", "clusters.trim"),
     (BASE, "[grid]", "[clusters]\nmin_mass = 2.0\n[grid]", "clusters.min_mass"),
     (BASE, "[grid]", "[clusters]\nradius = 0.1\n[grid]", "clusters.radius"),

@@ -249,6 +249,28 @@ def test_the_log_file_leaves_the_logger_as_it_was_and_overwrite_starts_afresh(tm
     assert (tmp_path / "o" / "tiny.log").read_text().count("run file:") == 1  # the replaced run's went
 
 
+@pytest.mark.parametrize("norm", ["pre", "peri"])
+def test_pre_and_peri_ln_cases_run_their_depth_study(norm, tmp_path):
+    """particles.norm in a case: the deep Transformers against their own continuous-time limit
+    (rate 1 in L), the clusters of the directions; no grid (the "post" flow's)."""
+    text = SMALL[: SMALL.index("[grid]")].replace("seed = 4", f'seed = 4\nnorm = "{norm}"')
+    case = parse_case(text)
+    path = run_case(case, tmp_path / "run.h5")
+    with io.RunFile.open(path, mode="r") as run:
+        tables = {t.name: t for t in crossval_tables(case, run)}
+        _, z = run.job_state("particles/N200_L20")
+        counts = run.diagnostics("clusters")
+    assert tables["layers"].rate == pytest.approx(1.0, abs=0.1)
+    assert np.linalg.norm(z[-1], axis=1).min() > 1.2  # the residual stream grew off the sphere
+    assert set(counts) == set(run_jobs_keys(case)) and all((c[:, 1] >= 1).all() for c in counts.values())
+    with pytest.raises(ValueError, match=r"particles\.norm 'pre' has no grid here"):
+        parse_case(SMALL.replace("seed = 4", 'seed = 4\nnorm = "pre"'))
+
+
+def run_jobs_keys(case) -> list[str]:
+    return [j.key for j in case_jobs(case)]
+
+
 def test_resume_refuses_another_case_naming_the_difference(tmp_path):
     """A run killed at beta = 3 and resumed with beta = 30 went on at beta = 30 while the file
     said 3; and a default that changed between versions (the grid scheme) changed the run too."""

@@ -320,3 +320,48 @@ def test_adaptive_reference_bar_moves_with_time(monkeypatch):
     solve_particles(Schedule.constant(Params.identity(3, beta=2.0), 2.0), x0, None, method="adaptive",
                     progress=True)  # fmt: skip
     assert len(set(seen)) > 5 and np.all(np.diff(seen) >= 0) and seen[-1] == 2.0
+
+
+@pytest.mark.parametrize("norm", ["pre", "peri"])
+def test_pre_and_peri_ln_layers_converge_at_first_order_to_their_limits(norm):
+    """x <- x + h A(pi(x)) (pre-LN) and x <- x + h A / |A| (peri-LN) on the residual stream are
+    explicit Euler for dz/dt = A(z), resp. A(z) / |A(z)| (solve_particles' docstring): order 1
+    against DOP853 on the same limit, RK4 at order 4."""
+    rng = np.random.default_rng(0)
+    x0 = uniform_sphere(40, 3, rng) * rng.uniform(0.5, 2.0, (40, 1))  # a stream off the sphere
+    s = Schedule.constant(Params.identity(3, beta=2.0), 2.0)
+    ref = solve_particles(s, x0, None, method="adaptive", norm=norm).final
+    layers = np.array([50, 100, 200, 400])
+    def error(method: str, steps: int) -> float:
+        final = solve_particles(s, x0, None, method=method, steps=steps, norm=norm).final
+        return float(np.abs(final - ref).max())
+
+    err = np.array([error("layers", L) for L in layers])
+    orders = np.log2(err[:-1] / err[1:])
+    assert np.all(np.abs(orders - 1.0) < 0.05) and err[-1] < 0.01
+    rk4 = [error("rk4", L) for L in (40, 80)]
+    assert np.log2(rk4[0] / rk4[1]) > 3.7 and rk4[1] < 1e-6
+
+
+@pytest.mark.parametrize("norm", ["post", "pre", "peri"])
+def test_one_token_under_each_layer_norm(norm):
+    """One token, Q = K = V = I: the attention returns the token's own direction, A = pi(z). Post-LN
+    projects it away (the token stays); pre- and peri-LN add it: |z(t)| = |z(0)| + t, the
+    direction fixed; the layers are then exact."""
+    z0 = np.array([[0.0, 0.6, 0.8]]) * (1.0 if norm == "post" else 1.5)
+    s = Schedule.constant(Params.identity(3, beta=3.0), 2.0)
+    for method, steps in (("layers", 7), ("adaptive", None)):
+        z = solve_particles(s, z0, None, method=method, steps=steps, norm=norm).final
+        grow = 0.0 if norm == "post" else 2.0
+        np.testing.assert_allclose(z, z0 * (1 + grow / np.linalg.norm(z0)), rtol=1e-10, atol=1e-12)
+
+
+def test_layer_norm_placements_are_checked():
+    s = Schedule.constant(Params.identity(3, beta=1.0), 1.0)
+    x0 = uniform_sphere(5, 3, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="unknown layer-norm placement 'middle'"):
+        solve_particles(s, x0, None, steps=2, norm="middle")
+    with pytest.raises(ValueError, match="needs sphere=True"):
+        solve_particles(s, x0, None, steps=2, norm="pre", sphere=False)
+    with pytest.raises(ValueError, match="nonzero"):
+        solve_particles(s, np.r_[x0[:4], np.zeros((1, 3))], None, steps=2, norm="peri")

@@ -73,6 +73,9 @@ Layout (every key below; comments say which are optional)::
                                       # its points and weights as they are)
     field_method = "auto"             # optional: "auto" (cheapest within 1e-10 per row) | "dense" |
                                       # "taylor" (small beta) | "spectral" (tokens on S^1 or S^2)
+    norm = "post"                     # optional: layer norm after the residual update ("post": the
+                                      # sphere), before the sublayer ("pre") or around it ("peri");
+                                      # "pre" and "peri" have no [grid] (solve_particles' norm)
 
     [grid]                            # optional (circle and sphere only): the Eulerian runs
     resolutions = [0, 1]              # circle: numbers of cells M >= 3; sphere: nested mesh levels 0..5
@@ -125,6 +128,7 @@ from .measures import SPHERE_ATOL, angles_to_circle, normalize, uniform_sphere, 
 from .meshes import SPHERE_LEVELS, MeshGeometry, cell_quadrature, circle_mesh, sphere_mesh
 from .model import Params, Perceptron, Schedule
 from .particles import FIELD_METHODS as TOKEN_FIELD_METHODS
+from .particles import NORMS
 
 __all__ = [
     "CASES_DIR",
@@ -444,6 +448,9 @@ class ParticleSpec:
     ``samples``: independent token sets per N run under the continuous flow ("random" only;
     the deep Transformers act on sample 0). ``field_method``: how the attention sums are
     evaluated (``solve_particles``'s ``field_method``: "auto", "dense", "taylor", "spectral").
+    ``norm``: the layer-normalisation placement (``solve_particles``'s ``norm``: "post", "pre",
+    "peri"); with "pre" or "peri" the tokens are a residual stream in R^d whose directions are
+    compared and clustered, and there is no grid (it solves the "post" flow on the sphere).
     """
 
     tokens: tuple[int, ...]
@@ -453,6 +460,7 @@ class ParticleSpec:
     sampling: str = "random"
     field_method: str = "auto"
     samples: int = 1
+    norm: str = "post"
 
 
 @dataclass(frozen=True)
@@ -989,7 +997,7 @@ def _particles(r: _Reader, v: Any, geometry: str, initial: InitialMeasure) -> Pa
     t = r.table(
         v,
         "particles",
-        ("tokens", "layers", "reference_steps", "seed", "sampling", "field_method", "samples"),
+        ("tokens", "layers", "reference_steps", "seed", "sampling", "field_method", "samples", "norm"),
         ("tokens", "layers"),
     )
     method = r.string(t.get("field_method", "auto"), "particles.field_method", TOKEN_FIELD_METHODS)
@@ -1017,6 +1025,9 @@ def _particles(r: _Reader, v: Any, geometry: str, initial: InitialMeasure) -> Pa
     samples = r.integer(t.get("samples", 1), "particles.samples", lo=1)
     if samples > 1 and sampling != "random":
         r.fail("particles.samples", f"must be 1 with sampling {sampling!r} (only random tokens differ)")
+    norm = r.string(t.get("norm", "post"), "particles.norm", NORMS)
+    if norm != "post" and geometry == "euclidean":
+        r.fail("particles.norm", f"{norm!r} normalises tokens onto the sphere: not for geometry 'euclidean'")
     return ParticleSpec(
         tokens=tokens,
         layers=layers,
@@ -1025,6 +1036,7 @@ def _particles(r: _Reader, v: Any, geometry: str, initial: InitialMeasure) -> Pa
         sampling=sampling,
         field_method=method,
         samples=samples,
+        norm=norm,
     )
 
 
@@ -1160,6 +1172,12 @@ def parse_case(
     initial = _initial(r, data["initial"], geometry, d)
     particles = _particles(r, data["particles"], geometry, initial)
     grid = _grid(r, data["grid"], geometry, initial) if "grid" in data else None
+    if grid is not None and particles.norm != "post":
+        r.fail(
+            "particles.norm",
+            f"{particles.norm!r} has no grid here (the grid solves the 'post' flow on the sphere): "
+            "remove the [grid] table or use norm = \"post\"",
+        )
     clusters = _clusters(r, data.get("clusters", {}))
     times.setflags(write=False)
     return Case(

@@ -70,6 +70,7 @@ from .clusters import Clusters, find_clusters
 from .comparison import SlicedSphere, coupling_w1, sliced_wasserstein_sphere, wasserstein
 from .eulerian import solve_grid
 from .io import JobLayout, RunFile, provenance
+from .measures import normalize
 from .meshes import SPHERE_LEVEL0_CELLS, MeshGeometry, coarsen_masses
 from .model import interaction_energy, zonal_beta
 from .parallel import Comm, is_root, on_root
@@ -195,8 +196,9 @@ def clusters_of(case: Case, state: np.ndarray, *, mesh: MeshGeometry | None = No
     if mesh is not None:
         rho = np.maximum(state, 0.0)
         points, masses, density = mesh.centres, rho * mesh.areas, rho
-    else:
-        points, masses, density = state, weights, None
+    else:  # the directions of a pre- or peri-LN residual stream
+        points = state if case.particles.norm == "post" else normalize(state)
+        masses, density = weights, None
     found, _ = find_clusters(points, masses, r, density=density, trim=spec.trim, min_mass=spec.min_mass,
                              sphere=case.sphere)  # fmt: skip
     return found
@@ -302,6 +304,7 @@ def _run_job(
             t_eval=times,
             sphere=case.geometry != "euclidean",
             field_method=case.particles.field_method,
+            norm=case.particles.norm,
             progress=progress,
             callback=store,
             t0=t0,
@@ -598,6 +601,8 @@ class _Diagnostics:
                 mesh = self.case.mesh(job.resolution)
                 self._measures[key] = (mesh.centres, state * mesh.areas)
             else:  # the weights are stored with the job: no need to draw the tokens again
+                if self.case.particles.norm != "post":
+                    state = normalize(state)  # the directions of a residual stream
                 self._measures[key] = (state, self.run.weights(key))
         return self._measures[key]
 

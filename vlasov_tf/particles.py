@@ -65,9 +65,12 @@ from .model import (
 )
 from .parallel import Comm, RingSums, block_range, gather_rows, is_root
 
-__all__ = ["FIELD_METHODS", "METHODS", "ParticleSolution", "solve_particles"]
+__all__ = ["FIELD_METHODS", "METHODS", "NORMS", "ParticleSolution", "residual_velocity", "solve_particles"]
 
 METHODS = ("layers", "rk4", "adaptive")
+#: Layer-normalisation placements (``solve_particles(norm=...)``): after the residual update
+#: (the sphere), before the sublayer, before and after it.
+NORMS = ("post", "pre", "peri")
 #: How the kernel sums may be computed for tokens (the FFT needs a uniform grid).
 FIELD_METHODS = tuple(m for m in KERNEL_METHODS if m != "fft")
 # Rows per field evaluation of "adaptive" (see _solve_adaptive).
@@ -130,17 +133,35 @@ def _pieces(schedule: Schedule, times: np.ndarray, steps: int) -> list[tuple[flo
     ]
 
 
+def residual_velocity(params: Params, z: np.ndarray, w: np.ndarray, norm: str, sums: HeadSums) -> np.ndarray:
+    """(N, d) velocity of the residual stream ``z`` (N, d) under a pre- or peri-LN layer norm.
+
+    The sublayer reads the normalised tokens ``pi(z) = z / |z|`` (queries, keys and values) and
+    its output is added unprojected: ``A(z_i) = sum_h W_h A_h[mu~](pi(z_i)) + W (U pi(z_i) + b)_+``
+    with ``mu~ = sum_j w_j delta_{pi(z_j)}`` (:func:`~vlasov_tf.model.velocity_unchecked` in R^d
+    at the normalised tokens); ``"pre"`` returns ``A``, ``"peri"`` ``A / |A|`` (the output
+    normalised too).
+    """
+    y = normalize(z)
+    v = velocity_unchecked(params, y, w, y, False, head_sums=sums)
+    return v if norm == "pre" else normalize(v)
+
+
 def _layer_step(
-    params: Params, x: np.ndarray, w: np.ndarray, h: float, sphere: bool, sums: HeadSums
+    params: Params, x: np.ndarray, w: np.ndarray, h: float, sphere: bool, sums: HeadSums, norm: str = "post"
 ) -> np.ndarray:
+    if norm != "post":
+        return x + h * residual_velocity(params, x, w, norm, sums)
     x = x + h * velocity_unchecked(params, x, w, x, sphere, head_sums=sums)
     return normalize(x) if sphere else x
 
 
 def _rk4_step(
-    params: Params, x: np.ndarray, w: np.ndarray, h: float, sphere: bool, sums: HeadSums
+    params: Params, x: np.ndarray, w: np.ndarray, h: float, sphere: bool, sums: HeadSums, norm: str = "post"
 ) -> np.ndarray:
     def f(y: np.ndarray) -> np.ndarray:
+        if norm != "post":
+            return residual_velocity(params, y, w, norm, sums)
         if sphere:
             y = normalize(y)
         return velocity_unchecked(params, y, w, y, sphere, head_sums=sums)
@@ -150,7 +171,7 @@ def _rk4_step(
     k3 = f(x + 0.5 * h * k2)
     k4 = f(x + h * k3)
     x = x + (h / 6.0) * (k1 + 2 * k2 + 2 * k3 + k4)
-    return normalize(x) if sphere else x
+    return normalize(x) if sphere and norm == "post" else x
 
 
 _STEPPERS = {"layers": _layer_step, "rk4": _rk4_step}
@@ -205,6 +226,7 @@ def solve_particles(
     t0: float = 0.0,
     comm: Comm | None = None,
     field_method: str = "auto",
+    norm: str = "post",
 ) -> ParticleSolution:
     """Move N weighted tokens by the attention flow of ``schedule`` up to ``T``.
 
@@ -235,14 +257,30 @@ def solve_particles(
         per row instead of 1e-10, and runs the non-dense ones on one thread (their library
         transforms round differently with more threads, and under MPI every rank must compute
         the same bits): a serial DOP853 reference on 1e6 tokens uses one core.
+    norm : where the layer normalisation sits (:data:`NORMS`), with its continuous-time limit:
+        ``"post"`` (the default): ``x <- pi(x + h X[mu](x))``, the limit the Vlasov flow on the
+        sphere ``dx/dt = P_x A[mu](x)`` (module docstring); ``"pre"``: ``z <- z + h A(z)``,
+        ``"peri"``: ``z <- z + h A(z) / |A(z)|`` on the residual stream z in R^d, the sublayer
+        reading ``pi(z)`` (:func:`residual_velocity`); their limits ``dz/dt = A(z)`` and
+        ``dz/dt = A(z) / |A(z)|``: the directions ``pi(z_i)`` follow the attention on the sphere,
+        each at its own speed (``1 / |z_i|``, resp. ``1 / (|z_i| |A|)``), while the norms grow.
+        Every method integrates the placement's limit ("layers" is its explicit Euler scheme:
+        first order). ``points`` may then lie off the sphere (not at 0); needs ``sphere``.
     """
+    if norm not in NORMS:
+        raise ValueError(f"unknown layer-norm placement {norm!r}; choose one of {NORMS}")
+    if norm != "post" and not sphere:
+        raise ValueError(f"norm {norm!r} normalises tokens onto the sphere: it needs sphere=True")
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     if field_method not in FIELD_METHODS:
         raise ValueError(f"unknown field method {field_method!r} for tokens; choose one of {FIELD_METHODS}")
-    x = check_points(points, name="initial tokens", dim=schedule.d, sphere=sphere, atol=SPHERE_ATOL)
+    on_sphere = sphere and norm == "post"
+    x = check_points(points, name="initial tokens", dim=schedule.d, sphere=on_sphere, atol=SPHERE_ATOL)
+    if norm != "post" and not (np.linalg.norm(x, axis=1) > 0).all():
+        raise ValueError("initial tokens must be nonzero: a layer norm divides by |z|")
     w = check_weights(weights, len(x))
-    if sphere and t0 == 0.0:
+    if on_sphere and t0 == 0.0:
         # Not on resume: re-normalising the solver's own state moves it by an ulp.
         x = normalize(x)
     times = _check_times(t_eval, schedule.T)
@@ -270,7 +308,7 @@ def solve_particles(
 
     if method == "adaptive":
         ref = _reference_sums(field_method, rtol, len(x), comm)
-        n_eval = _solve_adaptive(schedule, x, w, times, sphere, rtol, atol, emit, progress, t0, ref)
+        n_eval = _solve_adaptive(schedule, x, w, times, sphere, rtol, atol, emit, progress, t0, ref, norm)
         return solution(n_eval)
 
     if steps is None or int(steps) != steps or steps < 1:
@@ -279,7 +317,7 @@ def solve_particles(
     x, w_local = x[lo:hi], w[lo:hi]
     # A few tokens (e.g. 64 for 10,000 layers): the dense sums without their per-call dispatch, and
     # for "layers" a loop without per-layer calls; the same bits as the general path.
-    few = _few_tokens(field_method, x, w_local, comm)
+    few = norm == "post" and _few_tokens(field_method, x, w_local, comm)
     if few:
         x = np.ascontiguousarray(x)  # the layout the dense sums would copy the keys to
         sums = tile_head_sums(w_local)
@@ -302,7 +340,7 @@ def solve_particles(
                     bar.update(n)
                 else:
                     for _ in range(n):
-                        x = step(params, x, w_local, h, sphere, sums)
+                        x = step(params, x, w_local, h, sphere, sums, norm)
                         bar.update()
         while next_out < len(times):
             emit(times[next_out], x)
@@ -322,6 +360,7 @@ def _solve_adaptive(
     progress: bool,
     t0: float,
     sums: HeadSums,
+    norm: str = "post",
 ) -> int:
     """DOP853 block by block (restarted at every switch) from ``t0``; returns the field evaluations.
 
@@ -347,6 +386,8 @@ def _solve_adaptive(
                 if t > bar.n:
                     bar.update(t - bar.n)
                 y = u.reshape(shape)
+                if norm != "post":
+                    return residual_velocity(params, y, w, norm, sums).ravel()
                 if sphere:
                     y = normalize(y)
                 return velocity_unchecked(params, y, w, y, sphere, head_sums=sums).ravel()
@@ -358,11 +399,12 @@ def _solve_adaptive(
             if not sol.success:
                 raise RuntimeError(f"solve_ivp failed on block {k} [{start}, {t1}]: {sol.message}")
             nfev += sol.nfev
+            on_sphere = sphere and norm == "post"
             for j, t in enumerate(mine):
                 y = sol.y[:, j].reshape(shape)
-                emit(float(t), normalize(y) if sphere else y)
+                emit(float(t), normalize(y) if on_sphere else y)
             x = sol.y[:, -1].reshape(shape)
-            if sphere:
+            if on_sphere:
                 x = normalize(x)
             bar.update(t1 - bar.n)
     return nfev

@@ -739,6 +739,8 @@ def clusters_figure(case, run) -> Figure:
                 ax_energy.text(0.5 * (a + b), 1.0, f"{c}", transform=ax_energy.get_xaxis_transform(),
                                ha="center", va="bottom", fontsize=8)  # fmt: skip
     ax_count.yaxis.get_major_locator().set_params(integer=True)
+    ax_count.set_ylim(0, max(ax_count.get_ylim()[1], 1) + 0.5)  # counts from 0: a flat 1 reads as 1
+    ax_mass.set_ylim(0, 1.02)  # fractions of the total: not a zoom into round-off
     ax_count.set_title("number of clusters (▼: a merge)", fontsize=10)
     ax_count.set_xlabel("time t")
     ax_count.set_ylabel("clusters")
