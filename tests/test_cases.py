@@ -662,6 +662,8 @@ BAD = [
     (BASE, "outputs = 5", f"outputs = {[2.0 * i / 2001 for i in range(2002)]}", "case.outputs"),
     (BASE, "[grid]", "[clusters]\nscale = 0.0\n[grid]", "clusters.scale"),
     (BASE, "[particles]", '[particles]\nnorm = "middle"', "particles.norm"),
+    (BASE, "[model]", '[model]\nmask = "future"', "model.mask"),
+    (BASE, "[model]", '[model]\nmask = "causal"', "model.mask"),
     (BASE, "[particles]", '[particles]\nnorm = "pre"', "particles.norm"),
     (BASE, "[grid]", "[clusters]\ntrim = 1.0\n[grid]", "clusters.trim"),
     (BASE, "[grid]", "[clusters]\nmin_mass = 2.0\n[grid]", "clusters.min_mass"),

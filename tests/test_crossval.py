@@ -267,6 +267,21 @@ def test_pre_and_peri_ln_cases_run_their_depth_study(norm, tmp_path):
         parse_case(SMALL.replace("seed = 4", 'seed = 4\nnorm = "pre"'))
 
 
+def test_causal_cases_run_their_depth_study(tmp_path):
+    """model.mask = "causal": the masked Transformer against its continuous-time limit (rate 1 in
+    L); the first token (s = 1/(2N)) never moves; no grid yet."""
+    text = SMALL[: SMALL.index("[grid]")].replace('attention = "SA"', 'attention = "SA"\nmask = "causal"')
+    case = parse_case(text)
+    path = run_case(case, tmp_path / "run.h5")
+    with io.RunFile.open(path, mode="r") as run:
+        tables = {t.name: t for t in crossval_tables(case, run)}
+        _, x = run.job_state("particles/N200_L20")
+    assert tables["layers"].rate == pytest.approx(1.0, abs=0.1)
+    assert np.abs(x[-1, 0] - x[0, 0]).max() < 1e-14 and np.abs(x[-1, 1] - x[0, 1]).max() > 1e-3
+    with pytest.raises(ValueError, match=r"model\.mask 'causal' has no grid yet"):
+        parse_case(SMALL.replace('attention = "SA"', 'attention = "SA"\nmask = "causal"'))
+
+
 def run_jobs_keys(case) -> list[str]:
     return [j.key for j in case_jobs(case)]
 

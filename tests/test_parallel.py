@@ -239,6 +239,61 @@ def test_diagnostics_on_3_ranks_equal_serial(tmp_path):
 
 
 @pytest.mark.mpi
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_sweep_on_ranks_equals_serial(tmp_path, ranks):
+    """The members of a sweep dealt to the ranks: each member's flow, clusters and close pairs
+    are the serial ones bit for bit (its parameters come from its own stream)."""
+    case = tmp_path / "phase.toml"
+    case.write_text(
+        SWEEP_CASE.replace("members = 6", "members = 5")  # 20 (beta, member) pairs: uneven blocks
+    )
+    vtf = str(BIN / "vlasov-tf")
+    one = {**os.environ, "VLASOV_TF_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    serial = subprocess.run([vtf, "sweep", str(case), "--out", str(tmp_path / "a")], capture_output=True,
+                            text=True, cwd=REPO, env=one)  # fmt: skip
+    assert serial.returncode == 0, serial.stderr
+    mpi = launch(ranks, vtf, "sweep", str(case), "--out", str(tmp_path / "b"))
+    assert mpi.returncode == 0, mpi.stderr[-3000:]
+    with (
+        RunFile.open(tmp_path / "a" / "phase-sweep.h5", mode="r") as a,
+        RunFile.open(tmp_path / "b" / "phase-sweep.h5", mode="r") as b,
+    ):
+        assert a.jobs() == b.jobs() and len(a.jobs()) == 4
+        for key in a.jobs():
+            np.testing.assert_array_equal(a.job_state(key)[1], b.job_state(key)[1])
+            for table in ("clusters", "close"):
+                np.testing.assert_array_equal(a.table(key, table)[1], b.table(key, table)[1])
+
+
+SWEEP_CASE = """
+[case]
+name = "phase"
+geometry = "sphere"
+d = 4
+T = 3.0
+outputs = 4
+
+[initial]
+family = "uniform"
+
+[model]
+attention = "SA"
+beta = 1.0
+
+[particles]
+tokens = [24]
+layers = [1]
+
+[sweep]
+betas = [0.5, 2.0, 8.0, 32.0]
+members = 6
+parameters = "goe"
+redraw = 1.0
+steps = 30
+"""
+
+
+@pytest.mark.mpi
 def test_error_on_one_rank_ends_the_job(tmp_path):
     script = tmp_path / "fail.py"
     script.write_text(

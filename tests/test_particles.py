@@ -365,3 +365,49 @@ def test_layer_norm_placements_are_checked():
         solve_particles(s, x0, None, steps=2, norm="pre", sphere=False)
     with pytest.raises(ValueError, match="nonzero"):
         solve_particles(s, np.r_[x0[:4], np.zeros((1, 3))], None, steps=2, norm="peri")
+
+
+def test_causal_first_token_never_moves_and_the_second_closes_by_the_two_point_ode():
+    """Causal attention, Q = K = V = I: the first token attends to itself alone (P_x x = 0), the
+    second to the first and itself: with theta their angle, d theta/dt = -sin theta / (1 +
+    exp(beta (1 - cos theta))), whatever the later tokens do."""
+    from scipy.integrate import solve_ivp as ivp
+
+    rng = np.random.default_rng(0)
+    x0 = uniform_sphere(30, 3, rng)
+    beta, T = 2.0, 3.0
+    times = np.linspace(0.0, T, 7)
+    sol = solve_particles(Schedule.constant(Params.identity(3, beta=beta), T), x0, None, method="adaptive",
+                          causal_s=np.arange(30) / 30.0, t_eval=times)  # fmt: skip
+    assert np.abs(sol.positions[:, 0] - x0[0]).max() < 1e-14
+    theta = np.arccos(np.clip(np.einsum("td,d->t", sol.positions[:, 1], x0[0]), -1.0, 1.0))
+    ode = ivp(lambda _t, th: -np.sin(th) / (1 + np.exp(beta * (1 - np.cos(th)))), (0.0, T), theta[:1],
+              t_eval=times, rtol=1e-12, atol=1e-14)  # fmt: skip
+    np.testing.assert_allclose(theta, ode.y[0], rtol=1e-8)
+    assert np.all(np.diff(theta) < 0)  # drawn toward the first token
+    # Unmasked, the first token moves.
+    free = solve_particles(Schedule.constant(Params.identity(3, beta=beta), T), x0, None, method="adaptive")
+    assert np.abs(free.final[0] - x0[0]).max() > 0.05
+
+
+def test_causal_layers_converge_at_first_order_and_sums_are_the_masked_ones():
+    from vlasov_tf.kernels.dense import causal_kernel_sums
+
+    rng = np.random.default_rng(1)
+    x0 = uniform_sphere(40, 3, rng)
+    s = rng.random(40)
+    sch = Schedule.constant(general_params(rng, d=3, heads=2), 1.0)
+    ref = solve_particles(sch, x0, None, method="adaptive", causal_s=s).final
+    err = np.array([np.abs(solve_particles(sch, x0, None, steps=L, causal_s=s).final - ref).max()
+                    for L in (40, 80, 160)])  # fmt: skip
+    assert np.all(np.abs(np.log2(err[:-1] / err[1:]) - 1.0) < 0.05)
+    z, w, v = rng.standard_normal((40, 3)), rng.random(40), rng.standard_normal((40, 2))
+    shift, sums = causal_kernel_sums(z, x0, w, v, s, s, rows=7)
+    for i in range(40):
+        j = s <= s[i]
+        e = w[j] * np.exp(x0[j] @ z[i])
+        np.testing.assert_allclose(np.exp(shift[i]) * sums[i], np.r_[e @ v[j], e.sum()], rtol=1e-12)
+    with pytest.raises(ValueError, match="no key at or before"):
+        causal_kernel_sums(z, x0, w, v, s - 2.0, s)
+    with pytest.raises(ValueError, match="causal_s must be"):
+        solve_particles(sch, x0, None, steps=2, causal_s=s[:5])

@@ -17,8 +17,9 @@ Layout (every key below; comments say which are optional)::
     [case]
     name = "example"                  # letters, digits, '_', '-', '.': used in output file names
     description = "what it shows"     # optional
-    geometry = "sphere"               # "circle" (S^1, d = 2) | "sphere" (S^2, d = 3) | "euclidean" (R^d)
-    # d = 3                           # required for "euclidean"; optional (and checked) otherwise
+    geometry = "sphere"               # "circle" (S^1, d = 2) | "sphere" (S^{d-1}) | "euclidean" (R^d)
+    # d = 3                           # required for "euclidean"; "sphere": d >= 3 (default 3; grids
+                                      # only for S^2); "circle": 2
     T = 2.5                           # final time, > 0
     outputs = 6                       # n >= 2 equally spaced times in [0, T], or a list [0.0, 1.0, 2.5]
                                       # (strictly increasing, from 0 to T)
@@ -38,6 +39,9 @@ Layout (every key below; comments say which are optional)::
 
     [model]                           # the parameters of every block unless a block overrides them
     attention = "SA"                  # optional: "SA" (softmax, default) | "USA" (unnormalised)
+    mask = "none"                     # optional: "causal": token i (of N, in the order drawn) sits at
+                                      # s = (i + 1/2) / N and attends to the tokens at or before it
+                                      # (particles only, every block)
     beta = 1.0                        # inverse temperature > 0; with no Q, K, V: Q = K = V = I, one head
     Q = [[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],   # per-head d x d matrices: a list of H
          [[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]]  # matrices (or one d x d matrix for H = 1)
@@ -95,6 +99,15 @@ Layout (every key below; comments say which are optional)::
     scale = 1.0                       # linking distance in kernel widths (largest beta)^(-1/2)
     trim = 0.01                       # mass fraction of the lowest local densities left out, [0, 1)
     min_mass = 0.01                   # smallest cluster mass, (0, 1]; at most 1/min_mass clusters
+
+    [sweep]                           # optional: an ensemble over beta (vlasov-tf sweep), tokens only
+    betas = [1.0, 4.0, 16.0]          # increasing, > 0; or { from = 1.0, to = 100.0, count = 100 } (log)
+    members = 32                      # optional: flows per beta (member m: tokens of sample m)
+    parameters = "identity"           # optional: Q, K, V "identity" | "gaussian" | "wigner" | "goe"
+    redraw = 0.0                      # optional: draw them again every redraw time units (0: never)
+    steps = 200                       # optional: RK4 steps over [0, T]
+    close = 0.1                       # optional: pairs closer than this (radians) are close
+    seed = 0                          # optional: the parameters' streams
     # --8<-- end
 
 A block's parameters are the ``[model]`` table with the block's own keys put
@@ -123,6 +136,7 @@ from numpy.polynomial import legendre
 from scipy import special
 
 from .clusters import MIN_MASS, SCALE, TRIM, linking_distance
+from .ensembles import ENSEMBLES
 from .eulerian import ATOL, FIELD_METHODS, LIMITERS, RECONSTRUCTION, RECONSTRUCTIONS, RTOL, check_scheme
 from .measures import SPHERE_ATOL, angles_to_circle, normalize, uniform_sphere, von_mises_fisher_mixture
 from .meshes import SPHERE_LEVELS, MeshGeometry, cell_quadrature, circle_mesh, sphere_mesh
@@ -143,6 +157,7 @@ __all__ = [
     "GridSpec",
     "InitialMeasure",
     "ParticleSpec",
+    "SweepSpec",
     "case_settings",
     "load_case",
     "parse_case",
@@ -500,6 +515,24 @@ class ClusterSpec:
         return int(1.0 / self.min_mass + 1e-9)
 
 
+@dataclass(frozen=True)
+class SweepSpec:
+    """An ensemble over beta (``vlasov-tf sweep``, :mod:`vlasov_tf.sweeps`): ``members`` flows of
+    ``particles.tokens[0]`` tokens for each of ``betas`` (the model's beta is replaced), member m
+    from the tokens of sample m and, unless ``parameters`` is "identity", Q, K, V of a random
+    ensemble (:func:`vlasov_tf.ensembles.random_qkv`, streams from ``seed``) drawn again every
+    ``redraw`` (0: never); ``steps`` RK4 steps over [0, T]; pairs closer than ``close`` radians
+    count as close."""
+
+    betas: tuple[float, ...]
+    members: int = 32
+    parameters: str = "identity"
+    redraw: float = 0.0
+    steps: int = 200
+    close: float = 0.1
+    seed: int = 0
+
+
 @dataclass(frozen=True, eq=False)
 class Case:
     """A validated case: everything a particle or grid run of it needs.
@@ -523,6 +556,8 @@ class Case:
     particles: ParticleSpec
     grid: GridSpec | None
     clusters: ClusterSpec = ClusterSpec()
+    sweep: SweepSpec | None = None
+    mask: str = "none"
     description: str = ""
     betas: tuple[float, ...] = ()
     overrides: tuple[tuple[str, Any], ...] = ()
@@ -541,6 +576,11 @@ class Case:
     def linking_distance(self) -> float:
         """The clusters' linking distance: ``clusters.scale`` kernel widths of the largest beta."""
         return linking_distance(max(self.betas, default=1.0), self.clusters.scale)
+
+    def token_positions(self, n: int) -> np.ndarray | None:
+        """(n,) the positions s of n tokens under ``model.mask = "causal"``: token i (in the order
+        drawn) at ``(i + 1/2) / n``, uniform on [0, 1]; None without a mask."""
+        return (np.arange(n) + 0.5) / n if self.mask == "causal" else None
 
     def mesh(self, resolution: int) -> MeshGeometry:
         """The grid of one resolution: ``circle_mesh(M)`` or ``sphere_mesh(K)``."""
@@ -704,8 +744,10 @@ class _Reader:
 
 # -- the sections -------------------------------------------------------------------------------------
 
-_TOP = ("case", "initial", "model", "schedule", "particles", "grid", "clusters")
+_TOP = ("case", "initial", "model", "schedule", "particles", "grid", "clusters", "sweep")
 _MODEL_KEYS = ("attention", "beta", "Q", "K", "V", "W", "perceptron")
+#: ``model.mask``: "none", or "causal" (token i attends to the tokens at or before its position s).
+MASKS = ("none", "causal")
 _INITIAL_KEYS = {
     "vmf_mixture": ("means", "angles", "kappas", "proportions"),
     "uniform": (),
@@ -722,6 +764,8 @@ def _geometry(r: _Reader, case: dict[str, Any]) -> tuple[str, int]:
             r.missing("case.d", "the dimension of R^d, for geometry 'euclidean'")
         return geometry, r.integer(case["d"], "case.d", lo=2)
     d = _DIM[geometry]
+    if geometry == "sphere" and "d" in case:
+        return geometry, r.integer(case["d"], "case.d", lo=3)  # S^{d-1}: tokens (S^2 for grids)
     if "d" in case and r.integer(case["d"], "case.d") != d:
         r.fail("case.d", f"must be {d} for geometry {geometry!r} (S^{d - 1} in R^{d}), got {case['d']}")
     return geometry, d
@@ -777,6 +821,8 @@ def _initial(r: _Reader, v: Any, geometry: str, d: int) -> InitialMeasure:
     if fam == "vmf_mixture" and geometry != "circle":
         allowed = tuple(k for k in allowed if k != "angles")
     if fam == "uniform_perturbed":
+        if d > 3:
+            r.fail("initial.family", f"'uniform_perturbed' is defined on S^1 and S^2, not S^{d - 1}")
         allowed = ("family", "amplitude", "k", "phase") if d == 2 else ("family", "amplitude", "l", "axis")
     required = {
         "uniform_perturbed": ("amplitude", "k" if d == 2 else "l"),
@@ -963,8 +1009,8 @@ def _block_params(r: _Reader, entries: dict[str, tuple[Any, str]], d: int) -> tu
 
 
 def _schedule(r: _Reader, data: dict[str, Any], T: float, d: int) -> tuple[Schedule, tuple[float, ...]]:
-    model = r.table(data["model"], "model", _MODEL_KEYS)
-    base = {name: (v, f"model.{name}") for name, v in model.items()}
+    model = r.table(data["model"], "model", (*_MODEL_KEYS, "mask"))
+    base = {name: (v, f"model.{name}") for name, v in model.items() if name != "mask"}
     if "schedule" not in data:
         blocks = [(T, base)]
     else:
@@ -1040,6 +1086,38 @@ def _particles(r: _Reader, v: Any, geometry: str, initial: InitialMeasure) -> Pa
     )
 
 
+def _sweep(r: _Reader, v: Any) -> SweepSpec:
+    keys = ("betas", "members", "parameters", "redraw", "steps", "close", "seed")
+    t = r.table(v, "sweep", keys, ("betas",))
+    raw = t["betas"]
+    if isinstance(raw, dict):
+        span = r.table(raw, "sweep.betas", ("from", "to", "count"), ("from", "to", "count"))
+        lo, hi = r.positive(span["from"], "sweep.betas.from"), r.positive(span["to"], "sweep.betas.to")
+        count = r.integer(span["count"], "sweep.betas.count", lo=1, hi=MAX_OUTPUTS)
+        if hi <= lo and count > 1:
+            r.fail("sweep.betas.to", f"must be larger than sweep.betas.from = {lo!r}, got {hi!r}")
+        betas = tuple(np.geomspace(lo, hi, count).tolist())  # log-spaced
+    else:
+        betas = tuple(r.reals(raw, "sweep.betas").tolist())
+        for i, b in enumerate(betas):
+            if not b > 0:
+                r.fail(f"sweep.betas[{i}]", f"must be > 0, got {b!r}")
+            if i and b <= betas[i - 1]:
+                r.fail(f"sweep.betas[{i}]", f"must be larger than sweep.betas[{i - 1}] (strictly increasing)")
+    redraw = r.real(t.get("redraw", 0.0), "sweep.redraw")
+    if redraw < 0:
+        r.fail("sweep.redraw", f"must be >= 0 (0: never), got {redraw!r}")
+    return SweepSpec(
+        betas=betas,
+        members=r.integer(t.get("members", 32), "sweep.members", lo=1),
+        parameters=r.string(t.get("parameters", "identity"), "sweep.parameters", ENSEMBLES),
+        redraw=redraw,
+        steps=r.integer(t.get("steps", 200), "sweep.steps", lo=1),
+        close=r.positive(t.get("close", 0.1), "sweep.close"),
+        seed=r.integer(t.get("seed", 0), "sweep.seed", lo=0),
+    )
+
+
 def _clusters(r: _Reader, v: Any) -> ClusterSpec:
     t = r.table(v, "clusters", ("scale", "trim", "min_mass"), ())
     scale = r.positive(t.get("scale", SCALE), "clusters.scale")
@@ -1060,6 +1138,8 @@ def _grid(r: _Reader, v: Any, geometry: str, initial: InitialMeasure) -> GridSpe
             "grid",
             "needs a density, and initial.family 'file' gives weighted points: remove the [grid] table",
         )
+    if geometry == "sphere" and initial.d != 3:
+        r.fail("grid", f"meshes are of S^2 (d = 3), not S^{initial.d - 1}: remove the [grid] table")
     keys = ("resolutions", "cfl", "reconstruction", "limiter", "max_dt", "rtol", "atol", "field_method")
     t = r.table(v, "grid", keys, ("resolutions",))
     if geometry == "circle":
@@ -1168,10 +1248,13 @@ def parse_case(
     geometry, d = _geometry(r, case)
     T = r.positive(case["T"], "case.T")
     schedule, betas = _schedule(r, data, T, d)
+    mask = r.string(data["model"].get("mask", "none"), "model.mask", MASKS)  # a table: checked above
     times = _output_times(r, case["outputs"], schedule.T)
     initial = _initial(r, data["initial"], geometry, d)
     particles = _particles(r, data["particles"], geometry, initial)
     grid = _grid(r, data["grid"], geometry, initial) if "grid" in data else None
+    if grid is not None and mask == "causal":
+        r.fail("model.mask", "'causal' has no grid yet (densities in slices of s): remove the [grid] table")
     if grid is not None and particles.norm != "post":
         r.fail(
             "particles.norm",
@@ -1179,6 +1262,9 @@ def parse_case(
             "remove the [grid] table or use norm = \"post\"",
         )
     clusters = _clusters(r, data.get("clusters", {}))
+    if "sweep" in data and geometry == "euclidean":
+        r.fail("sweep", "runs tokens on a sphere: geometry 'circle' or 'sphere', not 'euclidean'")
+    sweep = _sweep(r, data["sweep"]) if "sweep" in data else None
     times.setflags(write=False)
     return Case(
         name=name,
@@ -1192,6 +1278,8 @@ def parse_case(
         particles=particles,
         grid=grid,
         clusters=clusters,
+        sweep=sweep,
+        mask=mask,
         description=description,
         betas=betas,
         overrides=tuple((overrides or {}).items()),
@@ -1221,7 +1309,7 @@ def case_settings(case: Case) -> dict[str, str]:
     the output times. Run files store it; a resumed run must match (:func:`settings_difference`).
     """
     out = dict(case.file_settings)
-    specs = {"particles": case.particles, "grid": case.grid, "clusters": case.clusters}
+    specs = {"particles": case.particles, "grid": case.grid, "clusters": case.clusters, "sweep": case.sweep}
     for name, spec in specs.items():
         if spec is not None:
             for field in dataclasses.fields(spec):

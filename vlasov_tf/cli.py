@@ -11,8 +11,12 @@ Subcommands
     overrides case entries (recorded in the run file, and in its default name). Under
     ``mpiexec -n P`` (or ``srun``) every solver runs on the P ranks and rank 0
     writes the file; an error on any rank aborts the job with its message.
+``sweep CASE``
+    An ensemble over beta (the case's ``[sweep]`` table, :mod:`vlasov_tf.sweeps`) into
+    ``out/<name>-sweep.h5``: (beta, t) maps of the number of clusters and the fraction of close
+    pairs over the members, printed and drawn.
 ``plot RUNFILE``
-    Figures of a stored run.
+    Figures of a stored run (or sweep).
 ``particles``
     Depth convergence on the circle: L-layer Transformers against the
     continuous-time flow; a table of errors and orders, and a figure.
@@ -40,12 +44,13 @@ import numpy as np
 from . import __version__
 from .cases import CASES_DIR, load_case, parse_case
 from .crossval import CaseMismatch, run_case
+from .ensembles import phase_maps
 from .io import RunFile, RunFileError
 from .kernels import num_threads
 from .logs import configure, log_file
 from .meshes import SPHERE_LEVELS, build_sphere_mesh, load_mesh, mesh_quality
 from .parallel import abort_on_error, is_root, on_root, world
-from .plots import plot_clusters, plot_crossval, plot_depth_convergence
+from .plots import plot_clusters, plot_crossval, plot_depth_convergence, plot_phase
 from .studies import (
     DEFAULT_LAYERS,
     check_case,
@@ -53,12 +58,14 @@ from .studies import (
     depth_convergence,
     format_clusters,
     format_lipschitz,
+    format_phase,
     format_report,
     format_tables,
     full_study,
     grid_against_deep,
     lipschitz_estimate,
 )
+from .sweeps import run_sweep
 
 _log = logging.getLogger(__name__)
 
@@ -155,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in (
         ("run", "run a case file with both solvers (or one) into one HDF5 file"),
         ("study", "cross-validation: run a case, print convergence tables, save figures"),
+        ("sweep", "an ensemble over beta (the case's [sweep] table): (beta, t) maps of clusters"),
     ):
         p = sub.add_parser(
             name,
@@ -162,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
             description=help_text,
             formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         )
-        default_case = None if name == "run" else DEFAULT_STUDY_CASE
+        default_case = DEFAULT_STUDY_CASE if name == "study" else None
         p.add_argument(
             "case",
             type=Path,
@@ -200,13 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
                 action="store_false",
                 help="skip the distances, mass and energy after the jobs (`study --resume` adds them)",
             )
-        else:
+        elif name == "study":
             p.add_argument(
                 "--full",
                 action="store_true",
                 help="the full study: L = 10 ... 1e4, N = 1e2 ... 1e5 (sphere 1e6), finer grids (~1 hour)",
             )
-        p.set_defaults(handler=_cmd_run if name == "run" else _cmd_study, parser=p)
+        handlers = {"run": _cmd_run, "study": _cmd_study, "sweep": _cmd_sweep}
+        p.set_defaults(handler=handlers[name], parser=p)
 
     p = sub.add_parser("plot", help="figures of a stored run", description="figures of a stored run")
     p.add_argument("runfile", type=Path, help="HDF5 file written by `vlasov-tf run` or `study`")
@@ -306,11 +315,14 @@ def run_name(case, name: str | None = None) -> str:
     return "-".join(parts)
 
 
-def _run(args: argparse.Namespace, case, solvers: tuple[str, ...]) -> Path:
+def _run(args: argparse.Namespace, case, solvers: tuple[str, ...] = ("grid", "particles"), *,
+         sweep: bool = False) -> Path:  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     stem = run_name(case, args.name)
     if getattr(args, "full", False) and args.name is None:
         stem += "-full"  # its own file: the main job's run of the same case is kept beside it
+    if sweep and args.name is None:
+        stem += "-sweep"  # beside the case's own run
     if not re.fullmatch(r"[A-Za-z0-9._-]+", stem):
         args.parser.error(f"--name {stem!r}: use letters, digits, '.', '_' and '-' only")
     path = args.out / f"{stem}.h5"
@@ -324,16 +336,19 @@ def _run(args: argparse.Namespace, case, solvers: tuple[str, ...]) -> Path:
     new_log = not on_root(args.comm, log.exists)
     try:
         with log_file(log, rank, size, fresh=args.overwrite):
-            run_case(
-                case,
-                path,
-                resume=args.resume,
-                overwrite=args.overwrite,
-                solvers=solvers,
-                progress=args.progress,
-                comm=args.comm,
-                diagnostics=getattr(args, "diagnostics", True),
-            )
+            if sweep:
+                run_sweep(case, path, resume=args.resume, overwrite=args.overwrite, comm=args.comm)
+            else:
+                run_case(
+                    case,
+                    path,
+                    resume=args.resume,
+                    overwrite=args.overwrite,
+                    solvers=solvers,
+                    progress=args.progress,
+                    comm=args.comm,
+                    diagnostics=getattr(args, "diagnostics", True),
+                )
             ranks = "" if args.comm is None else f" on {size} ranks"
             _log.info(f"run file: {path} ({time.perf_counter() - tic:.1f} s{ranks})")
     except BaseException as err:
@@ -372,12 +387,28 @@ def _cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    case = _load(args)
+    if case.sweep is None:
+        args.parser.error(f"{args.case}: no [sweep] table (betas, members, parameters, ...) to run")
+    path = _run(args, case, sweep=True)
+    if is_root(args.comm):
+        with RunFile.open(path, mode="r") as run:
+            maps = phase_maps(run)
+        print(format_phase(case, maps))
+        print(f"figure: {plot_phase(case, maps, path.with_suffix('.phase.png'))}")
+    return 0
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     with RunFile.open(args.runfile, mode="r") as run:  # reading never writes
         # The case as run: its text with the overrides recorded beside it.
         overrides = dict(run.overrides or []) or None
         case = parse_case(run.case_text, source=str(args.runfile), overrides=overrides)
         out = args.out or args.runfile.parent
+        if any(key.startswith("sweep/") for key in run.jobs()):
+            print(f"figure: {plot_phase(case, phase_maps(run), out / f'{args.runfile.stem}.phase.png')}")
+            return 0
         print(f"figure: {plot_crossval(case, run, out / f'{args.runfile.stem}.png')}")
         print(f"figure: {plot_clusters(case, run, out / f'{args.runfile.stem}.clusters.png')}")
     return 0
@@ -388,8 +419,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     comm = world()
     with abort_on_error(comm):
         args = build_parser().parse_args(argv)
-        if comm is not None and args.handler not in (_cmd_run, _cmd_study):
-            args.parser.error(f"only `run` and `study` run under MPI ({comm.size} ranks): start it serially")
+        if comm is not None and args.handler not in (_cmd_run, _cmd_study, _cmd_sweep):
+            args.parser.error(
+                f"only `run`, `study` and `sweep` run under MPI ({comm.size} ranks): start it serially"
+            )
         args.comm = comm
         configure(*((0, 1) if comm is None else (comm.rank, comm.size)), debug=args.debug)
         if comm is not None or args.debug:

@@ -135,7 +135,7 @@ def find_clusters(
     # On the sphere geodesic < r is chord < 2 sin(r / 2): distances are taken in R^d.
     chord = 2.0 * math.sin(min(radius, math.pi) / 2.0) if sphere else radius
     if density is None:
-        log_density = _log_density(x, m, radius, chord, sphere)
+        log_density = _log_density(x, m, radius, sphere)
     else:
         with np.errstate(divide="ignore"):
             log_density = np.log(np.maximum(np.asarray(density, dtype=np.float64), 0.0))
@@ -167,18 +167,16 @@ def find_clusters(
     return Clusters(masses_k, centres, spreads, float(1.0 - masses_k.sum())), labels
 
 
-def _log_density(x: np.ndarray, m: np.ndarray, radius: float, chord: float, sphere: bool) -> np.ndarray:
-    """The log of a token's local density: on S^1 and S^2 of the kernel density
-    ``sum_j m_j exp(<x_i, x_j> / r^2)`` (the attention kernel's own smoothing at beta = r^-2; fast
-    kernel sums), elsewhere of the mass within ``r``."""
-    if sphere and x.shape[1] in (2, 3):
+def _log_density(x: np.ndarray, m: np.ndarray, radius: float, sphere: bool) -> np.ndarray:
+    """The log of each token's kernel density at width r, ``sum_j m_j exp(-|x_i - x_j|^2 / (2 r^2))``
+    up to a constant: on the sphere ``exp(<x_i, x_j> / r^2)``, the attention kernel's own
+    smoothing at beta = r^-2 (fast kernel sums)."""
+    if sphere:
         shift, sums = kernel_sums(x / radius**2, x, m)
         return shift + np.log(sums[:, -1])
-    pairs = cKDTree(x).query_pairs(chord, output_type="ndarray")
-    out = m.copy()
-    np.add.at(out, pairs[:, 0], m[pairs[:, 1]])
-    np.add.at(out, pairs[:, 1], m[pairs[:, 0]])
-    return np.log(out)
+    sq = np.einsum("ij,ij->i", x, x) / (2 * radius**2)
+    shift, sums = kernel_sums(x / radius**2, x, m * np.exp(sq.min() - sq))
+    return shift + np.log(sums[:, -1]) - sq
 
 
 def _close_pairs(x: np.ndarray, chord: float, sphere: bool) -> np.ndarray:

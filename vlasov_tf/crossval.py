@@ -305,6 +305,7 @@ def _run_job(
             sphere=case.geometry != "euclidean",
             field_method=case.particles.field_method,
             norm=case.particles.norm,
+            causal_s=case.token_positions(job.tokens),
             progress=progress,
             callback=store,
             t0=t0,

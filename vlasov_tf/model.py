@@ -27,7 +27,7 @@ from scipy.special import logsumexp
 
 from .kernels import METHODS, Distributed, blas_single_thread, exp_kernel_sums, kernel_sums
 from .kernels.cache import derived, frozen, immutable
-from .kernels.dense import log_weights, tile_sums
+from .kernels.dense import causal_kernel_sums, log_weights, tile_sums
 from .measures import SPHERE_ATOL, check_points, check_weights
 from .profiling import active as profiling_active
 from .profiling import section
@@ -37,6 +37,7 @@ __all__ = [
     "Params",
     "Perceptron",
     "Schedule",
+    "causal_head_sums",
     "dense_head_sums",
     "interaction_energy",
     "log_potential",
@@ -282,6 +283,21 @@ def tile_head_sums(weights: np.ndarray) -> HeadSums:
             return tile_sums(z, points, logw, points)
         with section("sums.dense"), section("dense", pairs=float(len(z)) * float(len(points))):
             return tile_sums(z, points, logw, points)
+
+    return head_sums
+
+
+def causal_head_sums(s_queries: np.ndarray, s_keys: np.ndarray) -> HeadSums:
+    """The :data:`HeadSums` of causal attention: query i attends to the keys at or before its
+    position, ``s_keys[j] <= s_queries[i]`` (itself included when it is a key):
+    ``A_h[mu](x_i) = sum_{j: s_j <= s_i} w_j e^{<B x_i, x_j>} V x_j / sum_{j: s_j <= s_i} w_j e^{...}``
+    (:func:`~vlasov_tf.kernels.dense.causal_kernel_sums`, dense)."""
+    s_q, s_k = np.asarray(s_queries, dtype=np.float64), np.asarray(s_keys, dtype=np.float64)
+
+    def head_sums(
+        B: np.ndarray, queries: np.ndarray, points: np.ndarray, weights: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return causal_kernel_sums(np.dot(queries, B.T), points, weights, points, s_q, s_k)
 
     return head_sums
 

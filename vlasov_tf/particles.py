@@ -58,6 +58,7 @@ from .model import (
     HeadSums,
     Params,
     Schedule,
+    causal_head_sums,
     method_head_sums,
     tile_head_sums,
     velocity_pinned,
@@ -227,6 +228,7 @@ def solve_particles(
     comm: Comm | None = None,
     field_method: str = "auto",
     norm: str = "post",
+    causal_s: np.ndarray | None = None,
 ) -> ParticleSolution:
     """Move N weighted tokens by the attention flow of ``schedule`` up to ``T``.
 
@@ -266,6 +268,9 @@ def solve_particles(
         each at its own speed (``1 / |z_i|``, resp. ``1 / (|z_i| |A|)``), while the norms grow.
         Every method integrates the placement's limit ("layers" is its explicit Euler scheme:
         first order). ``points`` may then lie off the sphere (not at 0); needs ``sphere``.
+    causal_s : (N,) each token's position s (None: no mask): causal attention, token i attends
+        to the tokens with ``s_j <= s_i``, itself included (:func:`~vlasov_tf.model.causal_head_sums`;
+        dense sums, serial). With V = I the first token attends to itself alone and never moves.
     """
     if norm not in NORMS:
         raise ValueError(f"unknown layer-norm placement {norm!r}; choose one of {NORMS}")
@@ -280,6 +285,14 @@ def solve_particles(
     if norm != "post" and not (np.linalg.norm(x, axis=1) > 0).all():
         raise ValueError("initial tokens must be nonzero: a layer norm divides by |z|")
     w = check_weights(weights, len(x))
+    causal = None
+    if causal_s is not None:
+        s_tok = np.asarray(causal_s, dtype=np.float64)
+        if s_tok.shape != (len(x),) or not np.isfinite(s_tok).all():
+            raise ValueError(f"causal_s must be ({len(x)},) finite positions; got shape {s_tok.shape}")
+        if comm is not None or field_method not in ("auto", "dense"):
+            raise ValueError("causal attention sums densely, serially: field_method auto or dense, no MPI")
+        causal = causal_head_sums(s_tok, s_tok)
     if on_sphere and t0 == 0.0:
         # Not on resume: re-normalising the solver's own state moves it by an ulp.
         x = normalize(x)
@@ -307,7 +320,7 @@ def solve_particles(
         return ParticleSolution(times[resumed], pos, w, method, steps, sphere)
 
     if method == "adaptive":
-        ref = _reference_sums(field_method, rtol, len(x), comm)
+        ref = causal if causal is not None else _reference_sums(field_method, rtol, len(x), comm)
         n_eval = _solve_adaptive(schedule, x, w, times, sphere, rtol, atol, emit, progress, t0, ref, norm)
         return solution(n_eval)
 
@@ -317,12 +330,12 @@ def solve_particles(
     x, w_local = x[lo:hi], w[lo:hi]
     # A few tokens (e.g. 64 for 10,000 layers): the dense sums without their per-call dispatch, and
     # for "layers" a loop without per-layer calls; the same bits as the general path.
-    few = norm == "post" and _few_tokens(field_method, x, w_local, comm)
+    few = norm == "post" and causal is None and _few_tokens(field_method, x, w_local, comm)
     if few:
         x = np.ascontiguousarray(x)  # the layout the dense sums would copy the keys to
         sums = tile_head_sums(w_local)
     else:
-        sums = method_head_sums(field_method, split=None if comm is None else RingSums(comm))
+        sums = causal or method_head_sums(field_method, split=None if comm is None else RingSums(comm))
     pieces = [p for p in _pieces(schedule, times, int(steps)) if p[1] > t0 + 1e-12 * schedule.T]
     total = sum(n for _, _, n, _ in pieces)
     next_out = int(np.argmax(resumed)) if resumed.any() else len(times)

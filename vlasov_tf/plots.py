@@ -41,6 +41,7 @@ import numpy as np
 
 from .clusters import merges, plateaus
 from .comparison import geodesic_cost
+from .ensembles import PhaseMaps
 from .linear_theory import mode_amplitude, mode_function, predicted_growth
 from .measures import circle_to_angles, normalize
 from .sphere_views import choose_view, orthographic, view_basis, visible_cells
@@ -767,6 +768,57 @@ def clusters_figure(case, run) -> Figure:
 def plot_clusters(case, run, path: Path) -> Path:
     """Save :func:`clusters_figure` of ``case`` and its open run file as a PNG at ``path``."""
     return _save(clusters_figure(case, run), path)
+
+
+# ---------------------------------------------------------------------------
+# phase diagrams of a sweep
+# ---------------------------------------------------------------------------
+
+
+def phase_figure(case, maps: PhaseMaps) -> Figure:
+    """A sweep's (beta, t) maps: mean number of clusters, its spread over the members, the mean
+    fraction of close pairs, and the mean count against time for a few betas with +-1 sd bands."""
+    fig = _new_figure((15, 9))
+    axes = fig.subplots(2, 2)
+    t, b = maps.times, maps.betas
+    log_beta = len(b) > 1 and b[0] > 0 and b[-1] / b[0] > 10
+    close = f"mean fraction of pairs closer than {case.sweep.close:g} rad"
+    shown = (
+        (axes[0, 0], maps.clusters_mean, "mean number of clusters", "viridis"),
+        (axes[0, 1], maps.clusters_sd, "its standard deviation over the members", "magma"),
+        (axes[1, 0], maps.close_mean, close, "cividis"),
+    )
+    for ax, values, title, cmap in shown:
+        if len(b) > 1 and len(t) > 1:
+            mesh = ax.pcolormesh(t, b, values, shading="nearest", cmap=cmap)
+            fig.colorbar(mesh, ax=ax)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("time t")
+        ax.set_ylabel("β")
+        if log_beta:
+            ax.set_yscale("log")
+    ax = axes[1, 1]
+    for i, k in enumerate(sorted({round(x) for x in np.linspace(0, len(b) - 1, min(5, len(b)))})):
+        mean, sd = maps.clusters_mean[k], maps.clusters_sd[k]
+        ax.plot(t, mean, color=f"C{i}", label=f"β = {b[k]:.3g}")
+        ax.fill_between(t, mean - sd, mean + sd, color=f"C{i}", alpha=0.2)
+    ax.set_title("mean number of clusters ± 1 sd", fontsize=10)
+    ax.set_xlabel("time t")
+    ax.set_ylabel("clusters")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    spec = case.sweep
+    redraw = f", drawn again every {spec.redraw:g}" if spec.redraw else ""
+    fig.suptitle(
+        f"{case.name}: {maps.members} members a β, N = {case.particles.tokens[0]} tokens on S^{case.d - 1}, "
+        f"Q, K, V {spec.parameters}{redraw}; clusters at {case.clusters.scale:g} β^-1/2"
+    )
+    return fig
+
+
+def plot_phase(case, maps: PhaseMaps, path: Path) -> Path:
+    """Save :func:`phase_figure` as a PNG at ``path``."""
+    return _save(phase_figure(case, maps), path)
 
 
 # ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import numpy as np
 
 from .clusters import Clusters, merges, plateaus
 from .comparison import geodesic_distance, wasserstein_circle
+from .ensembles import PhaseMaps
 from .measures import angles_to_circle, von_mises_fisher_mixture
 from .model import Params, Schedule, interaction_energy
 from .particles import solve_particles
@@ -451,6 +452,26 @@ def format_clusters(case, run) -> str:
         masses = " ".join(f"{x:.3f}" for x in last.masses)
         rest = f"unclustered {last.unclustered:.3f}"
         lines.append(f"    at t = {times[-1]:g}: {last.count} clusters, masses {masses} ({rest})")
+    return "\n".join(lines)
+
+
+def format_phase(case, maps: PhaseMaps, columns: int = 6) -> str:
+    """A sweep's maps as text (what ``vlasov-tf sweep`` prints): for each beta, the mean number
+    of clusters (with its standard deviation over the members) at a few times, and the fraction
+    of close pairs at T."""
+    spec = case.sweep
+    picks = sorted({round(i) for i in np.linspace(0, len(maps.times) - 1, min(columns, len(maps.times)))})
+    head = "".join(f"{'t = ' + format(maps.times[i], 'g'):>14}" for i in picks)
+    lines = [
+        f"sweep: {maps.members} members a beta, N = {case.particles.tokens[0]}, d = {case.d}, "
+        f"parameters {spec.parameters}" + (f" drawn again every {spec.redraw:g}" if spec.redraw else ""),
+        f"number of clusters (mean +- sd over the members; linking distance {case.clusters.scale:g} "
+        f"beta^-1/2), and close pairs (< {spec.close:g} rad) at T:",
+        f"{'beta':>10}{head}{'close at T':>12}",
+    ]
+    for b, beta in enumerate(maps.betas):
+        cells = "".join(f"{maps.clusters_mean[b, i]:>7.2f} +-{maps.clusters_sd[b, i]:>4.1f}" for i in picks)
+        lines.append(f"{beta:>10.4g}{cells}{maps.close_mean[b, -1]:>12.3f}")
     return "\n".join(lines)
 
 

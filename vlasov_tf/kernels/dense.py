@@ -39,6 +39,7 @@ from .threads import blas_single_thread, num_threads, thread_map
 __all__ = [
     "EXP_MIN",
     "FAST_MATH",
+    "causal_kernel_sums",
     "dense_cost",
     "exp_kernel_sums",
     "log_weights",
@@ -117,6 +118,38 @@ def exp_kernel_sums(
     kept = int(np.count_nonzero(keep))
     with section("dense", pairs=float(len(z)) * float(kept)):
         return _dense_sums(z, y, weights, values, threads, engine, keep, kept)
+
+
+def causal_kernel_sums(
+    z: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray,
+    values: np.ndarray | None,
+    s_queries: np.ndarray,
+    s_keys: np.ndarray,
+    *,
+    rows: int = 512,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The sums of :func:`exp_kernel_sums` over the keys at or before each query (causal
+    attention): ``S_i = sum_{j: s_keys_j <= s_queries_i} w_j exp(<z_i, y_j>) [v_j, 1]``.
+
+    Dense (the mask breaks the structure the fast methods use), ``rows`` queries at a time (an
+    (rows, m) block of scores). ``ValueError`` if a query has no key at or before it.
+    """
+    n, k = len(z), 0 if values is None else values.shape[1]
+    vals = weights[:, None] * (np.c_[values, np.ones(len(y))] if k else np.ones((len(y), 1)))
+    shift, sums = np.empty(n), np.empty((n, k + 1))
+    for lo in range(0, n, rows):
+        hi = min(n, lo + rows)
+        scores = np.dot(z[lo:hi], y.T)
+        scores[s_keys[None, :] > s_queries[lo:hi, None]] = -np.inf
+        top = scores.max(axis=1)
+        if not np.isfinite(top).all():
+            raise ValueError("causal attention: a query has no key at or before its position s")
+        scores -= top[:, None]
+        shift[lo:hi] = top
+        sums[lo:hi] = np.dot(np.exp(scores, out=scores), vals)
+    return shift, sums
 
 
 def _dense_sums(

@@ -1,0 +1,166 @@
+"""Sweeps: a case's ensemble over beta (:mod:`vlasov_tf.ensembles`) run into one run file.
+
+A run file (:mod:`vlasov_tf.io`) holds one job per beta (``sweep/b<index>``, attribute ``beta``):
+the positions of all its members (``members * N`` tokens, member-major) and the tables
+``clusters`` and ``close`` (one value per member) at every output time. It resumes like any run:
+complete betas are skipped, and a beta a kill interrupted is run again and stored from where its
+file stops. Betas run in batches of ``BATCH_SCORES // (members N^2)``, their members moving
+together; under MPI the (beta, member) pairs of a batch are dealt to the ranks in contiguous
+blocks and rank 0 stores them (the values do not depend on the number of ranks).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .cases import Case, case_settings
+from .clusters import linking_distance
+from .crossval import check_disk, check_same_case
+from .ensembles import close_fraction, cluster_counts, ensemble_flow, member_stream, random_qkv
+from .io import JobLayout, RunFile, provenance
+from .parallel import Comm, block_range, is_root, on_root
+
+__all__ = ["BATCH_SCORES", "run_sweep", "sweep_layouts"]
+
+_log = logging.getLogger(__name__)
+
+#: Scores (float64 entries of the (M, N, N) arrays) a batch of members may hold: ~32 MB.
+BATCH_SCORES = 1 << 22
+
+
+def sweep_layouts(case: Case) -> list[JobLayout]:
+    """A job per beta: all members' tokens, and their clusters and close pairs per output."""
+    spec, n = case.sweep, case.particles.tokens[0]
+    tables = {"clusters": (spec.members,), "close": (spec.members,)}
+    size = {"tokens": spec.members * n, "d": case.d}
+    return [
+        JobLayout(f"sweep/b{i:03d}", "particles", attrs={"beta": beta}, tables=tables, **size)
+        for i, beta in enumerate(spec.betas)
+    ]
+
+
+def run_sweep(
+    case: Case,
+    path: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    comm: Comm | None = None,
+) -> Path:
+    """Run the sweep of ``case`` (its ``[sweep]`` table) into the run file ``path``; resumable
+    (complete betas are skipped, a beta a kill interrupted is run again and stored from where its
+    file stops). Under MPI the members of each batch are dealt to the ranks in contiguous
+    blocks; rank 0 stores them (the values do not depend on the number of ranks)."""
+    path = Path(path)
+    spec, n = case.sweep, case.particles.tokens[0]
+    layouts = sweep_layouts(case)
+    settings = case_settings(case)
+    opened: list[RunFile] = []
+
+    def open_run() -> None:
+        if resume and path.exists():
+            run = RunFile.open(path)
+            try:
+                check_same_case(run, case, settings)
+            except BaseException:
+                run.close()
+                raise
+            opened.append(run)
+            return
+        check_disk(path, layouts, len(case.output_times))
+        opened.append(
+            RunFile.create(path, case.text, case.name, jobs=layouts, times=case.output_times,
+                           settings=settings, overrides=case.overrides,
+                           provenance=provenance(1 if comm is None else comm.size), overwrite=overwrite)
+        )  # fmt: skip
+
+    on_root(comm, open_run)
+    run = opened[0] if opened else None
+    try:
+        todo = on_root(comm, lambda: [i for i, job in enumerate(layouts) if not run.is_complete(job.key)])
+        per_batch = max(1, BATCH_SCORES // (spec.members * n * n))
+        x_members = np.stack([case.initial_tokens(n, sample=m)[0] for m in range(spec.members)])
+        weights = np.full(spec.members * n, 1.0 / n)
+        for first in range(0, len(todo), per_batch):
+            batch = todo[first : first + per_batch]
+            tic = time.perf_counter()
+            results = _run_batch(case, batch, x_members, comm)
+            if is_root(comm):
+                for b, (positions, counts, close) in zip(batch, results, strict=True):
+                    _store(run, layouts[b], weights, positions, counts, close, case.output_times)
+                log_batch(np.array([spec.betas[b] for b in batch]), spec.members, time.perf_counter() - tic)
+    finally:
+        if run is not None:
+            run.close()
+    return path
+
+
+def _run_batch(
+    case: Case, batch: list[int], x_members: np.ndarray, comm: Comm | None
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(positions (n_t, members, N, d), clusters (n_t, members), close (n_t, members)) of each beta
+    of ``batch`` on rank 0 (an empty list elsewhere)."""
+    spec = case.sweep
+    members, times = spec.members, case.output_times
+    pairs = [(b, m) for b in batch for m in range(members)]
+    lo, hi = (0, len(pairs)) if comm is None else block_range(len(pairs), comm.size, comm.rank)
+    mine = pairs[lo:hi]
+    betas = np.array([spec.betas[b] for b, _ in mine], dtype=np.float64)
+    radius = np.array([linking_distance(beta, case.clusters.scale) for beta in betas])
+    x0 = x_members[[m for _, m in mine]]
+    n_t = len(times)
+    positions = np.empty((n_t, *x0.shape))
+    counts = np.empty((n_t, len(mine)))
+    close = np.empty((n_t, len(mine)))
+
+    def draw(period: int) -> tuple[np.ndarray | None, ...]:
+        if spec.parameters == "identity":
+            return None, None, None  # the batched field skips the products
+        qkv = [random_qkv(spec.parameters, case.d, member_stream(spec.seed, m, period)) for _, m in mine]
+        return tuple(np.array([p[i] for p in qkv]).reshape(len(mine), case.d, case.d) for i in range(3))
+
+    def record(i: int, x: np.ndarray) -> None:
+        positions[i] = x
+        if len(mine):
+            counts[i] = cluster_counts(x, radius, case.clusters.trim, case.clusters.min_mass)
+            close[i] = close_fraction(x, spec.close)
+
+    if len(mine):
+        attention = case.schedule.blocks[0][1].attention
+        ensemble_flow(x0, draw, betas, times, spec.steps, spec.redraw, attention, record)
+    if comm is not None:
+        gathered = comm.gather((positions, counts, close), root=0)
+        if comm.rank != 0:
+            return []
+        positions = np.concatenate([g[0] for g in gathered], axis=1)
+        counts = np.concatenate([g[1] for g in gathered], axis=1)
+        close = np.concatenate([g[2] for g in gathered], axis=1)
+    out = []
+    for j in range(len(batch)):
+        cols = slice(j * members, (j + 1) * members)
+        out.append((positions[:, cols], counts[:, cols], close[:, cols]))
+    return out
+
+
+def _store(run: RunFile, job: JobLayout, weights: np.ndarray, positions: np.ndarray, counts: np.ndarray,
+           close: np.ndarray, times: np.ndarray) -> None:  # fmt: skip
+    """One beta's outputs into its job, from where a killed run's file stops."""
+    run.start_job(job.key, "particles", weights=weights, **job.attrs)
+    stored = run.job_info(job.key)["n"]
+    for i, t in enumerate(times):
+        run.add_row(job.key, "clusters", t, counts[i])
+        run.add_row(job.key, "close", t, close[i])
+        if i >= stored:
+            run.append(job.key, t, positions[i].reshape(-1, positions.shape[-1]))
+    run.finish_job(job.key)
+
+
+def log_batch(betas: np.ndarray, members: int, seconds: float) -> None:
+    rate = len(betas) * members / seconds if seconds > 0 else math.inf
+    span = f"{betas[0]:g}" if len(betas) == 1 else f"{betas[0]:g} .. {betas[-1]:g}"
+    _log.info(f"sweep: beta = {span} done ({len(betas)} x {members} members, {rate:.1f} members/s)")
