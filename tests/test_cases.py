@@ -663,7 +663,8 @@ BAD = [
     (BASE, "[grid]", "[clusters]\nscale = 0.0\n[grid]", "clusters.scale"),
     (BASE, "[particles]", '[particles]\nnorm = "middle"', "particles.norm"),
     (BASE, "[model]", '[model]\nmask = "future"', "model.mask"),
-    (BASE, "[model]", '[model]\nmask = "causal"', "model.mask"),
+    (BASE, "[model]", '[model]\nmask = "causal"', "particles.tokens"),  # 10 tokens in 8 slices
+    (BASE, "[model]", '[model]\nmask = "causal"\nslices = 0', "model.slices"),
     (BASE, "[particles]", '[particles]\nnorm = "pre"', "particles.norm"),
     (BASE, "[grid]", "[clusters]\ntrim = 1.0\n[grid]", "clusters.trim"),
     (BASE, "[grid]", "[clusters]\nmin_mass = 2.0\n[grid]", "clusters.min_mass"),

@@ -268,9 +268,10 @@ def test_pre_and_peri_ln_cases_run_their_depth_study(norm, tmp_path):
 
 
 def test_causal_cases_run_their_depth_study(tmp_path):
-    """model.mask = "causal": the masked Transformer against its continuous-time limit (rate 1 in
-    L); the first token (s = 1/(2N)) never moves; no grid yet."""
-    text = SMALL[: SMALL.index("[grid]")].replace('attention = "SA"', 'attention = "SA"\nmask = "causal"')
+    """model.mask = "causal" without a grid: the masked Transformer against its continuous-time
+    limit (rate 1 in L); the first token (alone in the first slice: slices = N) never moves."""
+    causal = 'attention = "SA"\nmask = "causal"\nslices = 200'
+    text = SMALL[: SMALL.index("[grid]")].replace('attention = "SA"', causal)
     case = parse_case(text)
     path = run_case(case, tmp_path / "run.h5")
     with io.RunFile.open(path, mode="r") as run:
@@ -278,7 +279,7 @@ def test_causal_cases_run_their_depth_study(tmp_path):
         _, x = run.job_state("particles/N200_L20")
     assert tables["layers"].rate == pytest.approx(1.0, abs=0.1)
     assert np.abs(x[-1, 0] - x[0, 0]).max() < 1e-14 and np.abs(x[-1, 1] - x[0, 1]).max() > 1e-3
-    with pytest.raises(ValueError, match=r"model\.mask 'causal' has no grid yet"):
+    with pytest.raises(ValueError, match=r"particles\.tokens 50 tokens do not fill the 8 slices"):
         parse_case(SMALL.replace('attention = "SA"', 'attention = "SA"\nmask = "causal"'))
 
 

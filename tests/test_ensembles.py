@@ -102,7 +102,7 @@ def test_batched_flow_is_rk4_with_its_redraws(rng):
             blocks.append((end - start, vt.Params.qkv(q, k, v, beta=betas[i])))
         sol = vt.solve_particles(vt.Schedule(tuple(blocks)), x0[i], None, method="rk4", steps=80,
                                  t_eval=times, field_method="dense")  # fmt: skip
-        np.testing.assert_allclose(out[m][:, i], sol.positions, atol=1e-6)
+        np.testing.assert_allclose(out[m][:, i], sol.positions, atol=1e-12)  # the same steps
 
 
 SWEEP = """
@@ -179,6 +179,16 @@ def test_sweep_cases_are_checked():
         parse_case(SWEEP.replace("betas = [0.5, 2.0, 8.0, 32.0]", "betas = [2.0, 1.0]"))
     with pytest.raises(ValueError, match=r"sweep\.members must be >= 1"):
         parse_case(SWEEP.replace("members = 6", "members = 0"))
+    # What the sweep would silently ignore, and values that hung it or broke its run file.
+    with pytest.raises(ValueError, match=r"sweep draws its own single head over one block: remove model\.Q"):
+        eye = str(np.eye(5).tolist())
+        parse_case(SWEEP.replace("beta = 1.0", f"beta = 1.0\nQ = {eye}\nK = {eye}\nV = {eye}"))
+    with pytest.raises(ValueError, match=r"remove norm"):
+        parse_case(SWEEP.replace("layers = [1]", 'layers = [1]\nnorm = "pre"'))
+    with pytest.raises(ValueError, match=r"sweep\.redraw must be 0 \(never\) or at least one step"):
+        parse_case(SWEEP.replace("steps = 120", "steps = 120\nredraw = 1e-300"))
+    with pytest.raises(ValueError, match=r"clusters\.min_mass must lie in \[0\.0001, 1\]"):
+        parse_case(SWEEP + "\n[clusters]\nmin_mass = 1e-300\n")
     log_spaced = "betas = { from = 1.0, to = 100.0, count = 5 }"
     spaced = parse_case(SWEEP.replace("betas = [0.5, 2.0, 8.0, 32.0]", log_spaced))
     np.testing.assert_allclose(spaced.sweep.betas, [1.0, 10**0.5, 10.0, 10**1.5, 100.0])

@@ -39,9 +39,10 @@ Layout (every key below; comments say which are optional)::
 
     [model]                           # the parameters of every block unless a block overrides them
     attention = "SA"                  # optional: "SA" (softmax, default) | "USA" (unnormalised)
-    mask = "none"                     # optional: "causal": token i (of N, in the order drawn) sits at
-                                      # s = (i + 1/2) / N and attends to the tokens at or before it
-                                      # (particles only, every block)
+    mask = "none"                     # optional: "causal": a token attends to the tokens at or before
+                                      # its position s (every block); s in `slices` slices of [0, 1],
+    # slices = 8                      # token i of N in slice floor(i slices / N), the grid a density
+                                      # per slice (vlasov_tf/causal_grid.py); N a multiple of slices
     beta = 1.0                        # inverse temperature > 0; with no Q, K, V: Q = K = V = I, one head
     Q = [[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],   # per-head d x d matrices: a list of H
          [[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]]  # matrices (or one d x d matrix for H = 1)
@@ -100,14 +101,15 @@ Layout (every key below; comments say which are optional)::
     trim = 0.01                       # mass fraction of the lowest local densities left out, [0, 1)
     min_mass = 0.01                   # smallest cluster mass, (0, 1]; at most 1/min_mass clusters
 
-    [sweep]                           # optional: an ensemble over beta (vlasov-tf sweep), tokens only
-    betas = [1.0, 4.0, 16.0]          # increasing, > 0; or { from = 1.0, to = 100.0, count = 100 } (log)
-    members = 32                      # optional: flows per beta (member m: tokens of sample m)
-    parameters = "identity"           # optional: Q, K, V "identity" | "gaussian" | "wigner" | "goe"
-    redraw = 0.0                      # optional: draw them again every redraw time units (0: never)
-    steps = 200                       # optional: RK4 steps over [0, T]
-    close = 0.1                       # optional: pairs closer than this (radians) are close
-    seed = 0                          # optional: the parameters' streams
+    # [sweep]                         # optional: an ensemble over beta (vlasov-tf sweep), tokens only;
+    # betas = [1.0, 4.0, 16.0]        # one block with one head of its own (no Q, K, V, [[schedule]]):
+    #                                 # increasing, > 0; or { from = 1.0, to = 100.0, count = 100 } (log)
+    # members = 32                    # optional: flows per beta (member m: tokens of sample m)
+    # parameters = "identity"         # optional: Q, K, V "identity" | "gaussian" | "wigner" | "goe"
+    # redraw = 0.0                    # optional: draw them again every redraw time units (0: never)
+    # steps = 200                     # optional: RK4 steps over [0, T]
+    # close = 0.1                     # optional: pairs closer than this (radians) are close
+    # seed = 0                        # optional: the parameters' streams
     # --8<-- end
 
 A block's parameters are the ``[model]`` table with the block's own keys put
@@ -135,7 +137,7 @@ import numpy as np
 from numpy.polynomial import legendre
 from scipy import special
 
-from .clusters import MIN_MASS, SCALE, TRIM, linking_distance
+from .clusters import MIN_MASS, MIN_MIN_MASS, SCALE, TRIM, linking_distance
 from .ensembles import ENSEMBLES
 from .eulerian import ATOL, FIELD_METHODS, LIMITERS, RECONSTRUCTION, RECONSTRUCTIONS, RTOL, check_scheme
 from .measures import SPHERE_ATOL, angles_to_circle, normalize, uniform_sphere, von_mises_fisher_mixture
@@ -558,6 +560,7 @@ class Case:
     clusters: ClusterSpec = ClusterSpec()
     sweep: SweepSpec | None = None
     mask: str = "none"
+    slices: int = 1
     description: str = ""
     betas: tuple[float, ...] = ()
     overrides: tuple[tuple[str, Any], ...] = ()
@@ -578,9 +581,12 @@ class Case:
         return linking_distance(max(self.betas, default=1.0), self.clusters.scale)
 
     def token_positions(self, n: int) -> np.ndarray | None:
-        """(n,) the positions s of n tokens under ``model.mask = "causal"``: token i (in the order
-        drawn) at ``(i + 1/2) / n``, uniform on [0, 1]; None without a mask."""
-        return (np.arange(n) + 0.5) / n if self.mask == "causal" else None
+        """(n,) the positions s of n tokens under ``model.mask = "causal"``: the midpoints of the
+        ``slices`` slices of [0, 1], token i (in the order drawn) in slice ``floor(i S / n)``,
+        the positions of the grid's slices (:mod:`vlasov_tf.causal_grid`); None without a mask."""
+        if self.mask != "causal":
+            return None
+        return (np.floor(np.arange(n) * self.slices / n) + 0.5) / self.slices
 
     def mesh(self, resolution: int) -> MeshGeometry:
         """The grid of one resolution: ``circle_mesh(M)`` or ``sphere_mesh(K)``."""
@@ -1009,8 +1015,8 @@ def _block_params(r: _Reader, entries: dict[str, tuple[Any, str]], d: int) -> tu
 
 
 def _schedule(r: _Reader, data: dict[str, Any], T: float, d: int) -> tuple[Schedule, tuple[float, ...]]:
-    model = r.table(data["model"], "model", (*_MODEL_KEYS, "mask"))
-    base = {name: (v, f"model.{name}") for name, v in model.items() if name != "mask"}
+    model = r.table(data["model"], "model", (*_MODEL_KEYS, "mask", "slices"))
+    base = {name: (v, f"model.{name}") for name, v in model.items() if name not in ("mask", "slices")}
     if "schedule" not in data:
         blocks = [(T, base)]
     else:
@@ -1086,7 +1092,7 @@ def _particles(r: _Reader, v: Any, geometry: str, initial: InitialMeasure) -> Pa
     )
 
 
-def _sweep(r: _Reader, v: Any) -> SweepSpec:
+def _sweep(r: _Reader, v: Any, data: dict[str, Any], T: float) -> SweepSpec:
     keys = ("betas", "members", "parameters", "redraw", "steps", "close", "seed")
     t = r.table(v, "sweep", keys, ("betas",))
     raw = t["betas"]
@@ -1104,15 +1110,23 @@ def _sweep(r: _Reader, v: Any) -> SweepSpec:
                 r.fail(f"sweep.betas[{i}]", f"must be > 0, got {b!r}")
             if i and b <= betas[i - 1]:
                 r.fail(f"sweep.betas[{i}]", f"must be larger than sweep.betas[{i - 1}] (strictly increasing)")
+    # What a sweep replaces or does not do: refused rather than silently ignored.
+    ignored = [f"model.{k}" for k in ("Q", "K", "V", "W", "perceptron") if k in data["model"]]
+    ignored += ["[[schedule]]"] if "schedule" in data else []
+    ignored += [k for k in ("norm",) if data["particles"].get(k, "post") != "post"]
+    ignored += ["model.mask"] if data["model"].get("mask", "none") != "none" else []
+    if ignored:
+        r.fail("sweep", f"draws its own single head over one block: remove {', '.join(ignored)}")
+    steps = r.integer(t.get("steps", 200), "sweep.steps", lo=1)
     redraw = r.real(t.get("redraw", 0.0), "sweep.redraw")
-    if redraw < 0:
-        r.fail("sweep.redraw", f"must be >= 0 (0: never), got {redraw!r}")
+    if redraw < 0 or 0 < redraw < T / steps:
+        r.fail("sweep.redraw", f"must be 0 (never) or at least one step, {T / steps:g}; got {redraw!r}")
     return SweepSpec(
         betas=betas,
         members=r.integer(t.get("members", 32), "sweep.members", lo=1),
         parameters=r.string(t.get("parameters", "identity"), "sweep.parameters", ENSEMBLES),
         redraw=redraw,
-        steps=r.integer(t.get("steps", 200), "sweep.steps", lo=1),
+        steps=steps,
         close=r.positive(t.get("close", 0.1), "sweep.close"),
         seed=r.integer(t.get("seed", 0), "sweep.seed", lo=0),
     )
@@ -1125,8 +1139,8 @@ def _clusters(r: _Reader, v: Any) -> ClusterSpec:
     if not 0 <= trim < 1:
         r.fail("clusters.trim", f"must lie in [0, 1), got {trim!r}")
     min_mass = r.positive(t.get("min_mass", MIN_MASS), "clusters.min_mass")
-    if min_mass > 1:
-        r.fail("clusters.min_mass", f"must lie in (0, 1], got {min_mass!r}")
+    if not MIN_MIN_MASS <= min_mass <= 1:
+        r.fail("clusters.min_mass", f"must lie in [{MIN_MIN_MASS:g}, 1] (<= 10^4 clusters), got {min_mass!r}")
     return ClusterSpec(scale, trim, min_mass)
 
 
@@ -1249,12 +1263,16 @@ def parse_case(
     T = r.positive(case["T"], "case.T")
     schedule, betas = _schedule(r, data, T, d)
     mask = r.string(data["model"].get("mask", "none"), "model.mask", MASKS)  # a table: checked above
+    slices = r.integer(data["model"].get("slices", 8), "model.slices", lo=1)
     times = _output_times(r, case["outputs"], schedule.T)
     initial = _initial(r, data["initial"], geometry, d)
     particles = _particles(r, data["particles"], geometry, initial)
     grid = _grid(r, data["grid"], geometry, initial) if "grid" in data else None
     if grid is not None and mask == "causal":
-        r.fail("model.mask", "'causal' has no grid yet (densities in slices of s): remove the [grid] table")
+        for n in particles.tokens:
+            if n % slices:
+                r.fail("particles.tokens", f"{n} tokens do not fill the {slices} slices of s equally "
+                       "(model.slices), as the grid's slices of equal mass: use multiples of it")  # fmt: skip
     if grid is not None and particles.norm != "post":
         r.fail(
             "particles.norm",
@@ -1264,7 +1282,7 @@ def parse_case(
     clusters = _clusters(r, data.get("clusters", {}))
     if "sweep" in data and geometry == "euclidean":
         r.fail("sweep", "runs tokens on a sphere: geometry 'circle' or 'sphere', not 'euclidean'")
-    sweep = _sweep(r, data["sweep"]) if "sweep" in data else None
+    sweep = _sweep(r, data["sweep"], data, T) if "sweep" in data else None
     times.setflags(write=False)
     return Case(
         name=name,
@@ -1280,6 +1298,7 @@ def parse_case(
         clusters=clusters,
         sweep=sweep,
         mask=mask,
+        slices=slices if mask == "causal" else 1,
         description=description,
         betas=betas,
         overrides=tuple((overrides or {}).items()),

@@ -42,6 +42,7 @@ from .kernels import kernel_sums
 
 __all__ = [
     "MIN_MASS",
+    "MIN_MIN_MASS",
     "SCALE",
     "TRIM",
     "Clusters",
@@ -59,6 +60,9 @@ SCALE = 1.0
 MIN_MASS = 0.01
 #: Default fraction of the mass, the lowest local densities, left out before linking.
 TRIM = 0.01
+#: The smallest ``min_mass`` allowed: at most 10^4 clusters (a run file lays a row out for each).
+MIN_MIN_MASS = 1e-4
+_RTOL = 1e-12
 
 
 @dataclass(frozen=True)
@@ -128,8 +132,8 @@ def find_clusters(
         raise ValueError(f"points must be (n, d) and masses (n,), n >= 1; got {x.shape}, {m.shape}")
     if not (np.isfinite(m).all() and (m >= 0).all() and m.sum() > 0):
         raise ValueError("masses must be finite, >= 0, with a positive total")
-    if not (0 <= trim < 1 and 0 < min_mass <= 1 and radius > 0):
-        raise ValueError("need 0 <= trim < 1, 0 < min_mass <= 1, radius > 0"
+    if not (0 <= trim < 1 and MIN_MIN_MASS <= min_mass <= 1 and radius > 0):
+        raise ValueError(f"need 0 <= trim < 1, {MIN_MIN_MASS:g} <= min_mass <= 1, radius > 0"
                          f"; got {trim}, {min_mass}, {radius}")
     m = m / m.sum()
     # On the sphere geodesic < r is chord < 2 sin(r / 2): distances are taken in R^d.
@@ -140,7 +144,8 @@ def find_clusters(
         with np.errstate(divide="ignore"):
             log_density = np.log(np.maximum(np.asarray(density, dtype=np.float64), 0.0))
     order = np.argsort(log_density, kind="stable")
-    cut = int(np.searchsorted(np.cumsum(m[order]), trim, side="right"))
+    # Relative tolerances: N masses of 1/N sum to trim = k/N up to round-off (either way).
+    cut = int(np.searchsorted(np.cumsum(m[order]), trim * (1 + _RTOL), side="right"))
     # Points as dense as the first one kept stay too (to round-off): a collapsed cluster or a
     # uniform measure loses nothing to ties.
     keep = log_density >= log_density[order[min(cut, n - 1)]] - 1e-9 if cut else np.ones(n, dtype=bool)
@@ -150,7 +155,7 @@ def find_clusters(
     _, component = connected_components(graph, directed=False)
     component[~keep] = -1
     mass_of = np.bincount(component[keep], weights=m[keep], minlength=component.max() + 1)
-    big = np.flatnonzero(mass_of >= min_mass)
+    big = np.flatnonzero(mass_of >= min_mass * (1 - _RTOL))
     big = big[np.argsort(-mass_of[big], kind="stable")]
     label = np.full(component.max() + 2, -1)
     label[big] = np.arange(len(big))
@@ -174,9 +179,14 @@ def _log_density(x: np.ndarray, m: np.ndarray, radius: float, sphere: bool) -> n
     if sphere:
         shift, sums = kernel_sums(x / radius**2, x, m)
         return shift + np.log(sums[:, -1])
-    sq = np.einsum("ij,ij->i", x, x) / (2 * radius**2)
-    shift, sums = kernel_sums(x / radius**2, x, m * np.exp(sq.min() - sq))
-    return shift + np.log(sums[:, -1]) - sq
+    # R^d: the Gaussian summed over the neighbours within 8 r (exp(-32) of the rest is below the
+    # round-off of a point's own term), in the differences: nothing depends on the origin.
+    tree = cKDTree(x)
+    near = tree.sparse_distance_matrix(tree, 8.0 * radius, output_type="coo_matrix")
+    terms = np.exp(-(near.data**2) / (2 * radius**2)) * m[near.col]
+    out = m.copy()  # each point's own term (distance 0 is not stored)
+    np.add.at(out, near.row, np.where(near.row != near.col, terms, 0.0))
+    return np.log(out)
 
 
 def _close_pairs(x: np.ndarray, chord: float, sphere: bool) -> np.ndarray:
@@ -191,16 +201,19 @@ def _close_pairs(x: np.ndarray, chord: float, sphere: bool) -> np.ndarray:
         order = np.argsort(np.arctan2(x[:, 1], x[:, 0]), kind="stable")
         pairs = np.c_[order, np.roll(order, -1)]
     elif sphere and d == 3 and n >= 5:
+        # Copies of one point (collapsed tokens) are one hull vertex: link each to its first copy.
+        unique, first, inverse = np.unique(x, axis=0, return_index=True, return_inverse=True)
+        copies = np.c_[np.arange(n), first[inverse.ravel()]]
         try:
-            # "Qc": points on a facet's plane (near-duplicates) are listed, each with its facet.
-            hull = ConvexHull(x, qhull_options="Qc")
+            # "Qc Qi": points on a facet's plane (near-duplicates) are listed with their nearest vertex.
+            hull = ConvexHull(unique, qhull_options="Qc Qi")
         except QhullError:  # all on one great circle, or fewer than 4 distinct points
             return cKDTree(x).query_pairs(chord, output_type="ndarray")
         tri = hull.simplices
         pairs = np.r_[tri[:, [0, 1]], tri[:, [1, 2]], tri[:, [2, 0]]]
         if len(hull.coplanar):
-            point, facet = hull.coplanar[:, 0], hull.coplanar[:, 1]
-            pairs = np.r_[pairs, *(np.c_[point, tri[facet, k]] for k in range(3))]
+            pairs = np.r_[pairs, hull.coplanar[:, [0, 2]]]
+        pairs = np.r_[first[pairs], copies]
     else:
         return cKDTree(x).query_pairs(chord, output_type="ndarray")
     close = np.linalg.norm(x[pairs[:, 0]] - x[pairs[:, 1]], axis=1) < chord

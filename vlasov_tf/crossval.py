@@ -66,6 +66,7 @@ from pathlib import Path
 import numpy as np
 
 from .cases import Case, case_settings, settings_difference
+from .causal_grid import solve_causal_grid
 from .clusters import Clusters, find_clusters
 from .comparison import SlicedSphere, coupling_w1, sliced_wasserstein_sphere, wasserstein
 from .eulerian import solve_grid
@@ -181,10 +182,13 @@ def job_layouts(case: Case) -> list[JobLayout]:
     for job in case_jobs(case):
         attrs = {k: v for k, v in job.attrs.items() if k != "kind"}
         if job.kind == "grid":
-            shape = {"mesh": case.mesh(job.resolution)}
+            mesh = case.mesh(job.resolution)
+            shape = {"mesh": mesh}
+            if case.mask == "causal":  # the slices' densities, to resume from (the snapshot: their sum)
+                shape["tables"] = tables | {"slices": (case.slices, mesh.n_cells)}
         else:
             shape = {"tokens": job.tokens, "d": case.d}
-        out.append(JobLayout(job.key, job.kind, attrs=attrs, tables=tables, **shape))
+        out.append(JobLayout(job.key, job.kind, attrs=attrs, **({"tables": tables} | shape)))
     return out
 
 
@@ -236,9 +240,15 @@ def _run_job(
         start, weights = case.initial_tokens(job.tokens, job.sample or 0)
     attrs = {k: v for k, v in job.attrs.items() if k != "kind"}
     on_root(comm, lambda: run.start_job(job.key, job.kind, mesh=mesh, weights=weights, **attrs) and None)
+    causal = job.kind == "grid" and case.mask == "causal"
+    if causal:  # equal slices of s, each with the initial density's share
+        start = np.tile(start / case.slices, (case.slices, 1))
     t0 = 0.0
     if stored is not None and len(stored[0]):
         t0, start = float(stored[0][-1]), stored[1][-1]
+        if causal:
+            t_rows, rows = on_root(comm, lambda: run.table(job.key, "slices"))
+            start = rows[int(np.flatnonzero(t_rows == t0)[0])]
         _log.info(f"{job.key}: resuming at t = {t0:g} ({len(stored[0])} snapshots stored)")
 
     tic = time.perf_counter()
@@ -249,10 +259,14 @@ def _run_job(
                      f"distance {case.linking_distance:.3g}: its clusters will fragment")  # fmt: skip
 
     def store(t: float, state: np.ndarray) -> None:
+        if causal:  # the slices to resume from; the snapshot is their sum (the x-marginal)
+            if stored is None or not len(stored[0]) or t > t0:
+                run.add_row(job.key, "slices", t, state)
+            state = state.sum(axis=0)
         if stored is None or not len(stored[0]) or t > t0:  # the snapshot at t0 is already stored
-            now = time.perf_counter()
             # Before the snapshot, as the step counts: a resume restarts after the last snapshot.
             found = clusters_of(case, state, mesh=mesh, weights=weights)
+            now = time.perf_counter()  # the output's wall time includes its clusters
             run.add_row(job.key, "clusters", t, found.table(case.clusters.max_clusters))
             # Wall seconds since the previous output (or the job's start): timings per job, kept
             # across a resume.
@@ -270,7 +284,23 @@ def _run_job(
             counts["rejected"] += rejected
 
     times = case.output_times
-    if job.kind == "grid":
+    if causal:
+        sol = solve_causal_grid(
+            mesh,
+            start,
+            case.schedule,
+            t_eval=times,
+            cfl=case.grid.cfl,
+            max_dt=case.grid.max_dt,
+            reconstruction=case.grid.reconstruction,
+            limiter=case.grid.limiter,
+            field_method=case.grid.field_method,
+            progress=progress,
+            callback=store,
+            t0=t0,
+        )
+        counts["steps"] = sol.steps
+    elif job.kind == "grid":
         solve_grid(
             mesh,
             start,
@@ -336,6 +366,8 @@ def run_case(
     """
     path = Path(path)
     root = is_root(comm)
+    if case.mask == "causal" and comm is not None:
+        raise ValueError(f"{case.source}: causal attention (model.mask) runs serially, without mpiexec")
 
     opened: list[RunFile] = []  # the writer's file stays on rank 0; only success is broadcast
 

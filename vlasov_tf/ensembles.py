@@ -129,10 +129,17 @@ def ensemble_flow(
     if redraw > 0:
         cuts |= {p * redraw for p in range(1, int(T / redraw - 1e-12) + 1)}
     cuts_sorted = sorted(cuts)
+    lengths = np.diff(cuts_sorted)
+    # Exactly ``steps`` steps (when there are at least as many as pieces): proportional shares,
+    # at least one each, the remainder to the largest fractions (as solve_particles).
+    share = steps * lengths / T
+    counts = np.maximum(1, np.floor(share).astype(int))
+    for i in np.argsort(-(share - np.floor(share)), kind="stable")[: max(0, steps - counts.sum())]:
+        counts[i] += 1
     x = _normalize(np.asarray(x0, dtype=np.float64))
     period, (q, k, v) = 0, draw(0)
     out_i = 0
-    for a, b in zip(cuts_sorted[:-1], [*cuts_sorted[1:]], strict=True):
+    for a, b, n in zip(cuts_sorted[:-1], cuts_sorted[1:], counts.tolist(), strict=True):
         while out_i < len(times) and times[out_i] <= a + 1e-12 * T:
             if callback is not None:
                 callback(out_i, x)
@@ -140,7 +147,6 @@ def ensemble_flow(
         p = int(a / redraw + 1e-9) if redraw > 0 else 0
         if p != period:
             period, (q, k, v) = p, draw(p)
-        n = max(1, round(steps * (b - a) / T))
         h = (b - a) / n
 
         def f(y: np.ndarray, qkv: tuple = (q, k, v)) -> np.ndarray:  # the period's Q, K, V
@@ -164,8 +170,9 @@ def cluster_counts(x: np.ndarray, radius: np.ndarray, trim: float, min_mass: flo
     lowest kernel densities ``trim`` of the mass out, single linkage, components of at least
     ``min_mass``), on all pairs of each member at once (a few dozen tokens: dense is cheapest)."""
     m_count, n, _ = x.shape
+    radius = np.minimum(np.asarray(radius, dtype=np.float64), np.pi)  # as find_clusters
     gram = np.clip(np.matmul(x, np.swapaxes(x, 1, 2)), -1.0, 1.0)
-    r2 = np.asarray(radius, dtype=np.float64)[:, None, None] ** 2
+    r2 = radius[:, None, None] ** 2
     log_density = logsumexp(gram / r2, axis=2)  # the kernel density at width r (up to 1/N)
     cut = math.floor(trim * n * (1 + 1e-12))  # tokens the trim holds (equal weights)
     if cut:
@@ -173,7 +180,7 @@ def cluster_counts(x: np.ndarray, radius: np.ndarray, trim: float, min_mass: flo
         keep = log_density >= threshold[:, None] - 1e-9
     else:
         keep = np.ones((m_count, n), dtype=bool)
-    close = (gram > np.cos(np.asarray(radius))[:, None, None]) & keep[:, :, None] & keep[:, None, :]
+    close = (gram > np.cos(radius)[:, None, None]) & keep[:, :, None] & keep[:, None, :]
     member, i, j = np.nonzero(close)
     offset = member * n
     graph = coo_matrix((np.ones(len(i)), (offset + i, offset + j)), shape=(m_count * n, m_count * n))

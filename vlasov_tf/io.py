@@ -218,8 +218,8 @@ class JobLayout:
 
     @property
     def nbytes(self) -> int:
-        """Bytes a job's snapshots take per output time."""
-        return 8 * math.prod(self.state_shape)
+        """Bytes a job's snapshots and table rows take per output time."""
+        return 8 * (math.prod(self.state_shape) + sum(math.prod(row) for row in self.tables.values()))
 
 
 @dataclass

@@ -792,6 +792,8 @@ def phase_figure(case, maps: PhaseMaps) -> Figure:
         if len(b) > 1 and len(t) > 1:
             mesh = ax.pcolormesh(t, b, values, shading="nearest", cmap=cmap)
             fig.colorbar(mesh, ax=ax)
+        else:
+            ax.text(0.5, 0.5, "one β: no map (see the curves)", transform=ax.transAxes, ha="center")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("time t")
         ax.set_ylabel("β")

@@ -1,0 +1,114 @@
+"""The grid of causal attention: a density over the sphere and the position s, in S slices.
+
+Under causal attention (``model.mask = "causal"``) a token at position s attends to the tokens at
+or before s. Its mean-field equation moves a measure on S^{d-1} x [0, 1] whose s-marginal stays
+put: the part at s moves by the attention field of the part at or before it, ``X[mu_{<=s}]``.
+Here s is cut into S slices (slice k, k = 1..S, at ``s = (k - 1/2) / S``), a cell density
+``rho_k`` on the mesh each, and slice k moves by the field of ``rho_1 + ... + rho_k`` (itself
+included, as a token attends to itself):
+
+    d/dt rho_k + div( X[rho_1 + ... + rho_k] rho_k ) = 0,   k = 1 .. S.
+
+The tokens of a causal case sit at the same S positions (:meth:`Case.token_positions
+<vlasov_tf.cases.Case.token_positions>`), so both solvers discretise one S-slice model: the grid
+in x, the tokens by sampling, and they are compared by their x-marginals as for the unmasked
+equation. With V = I slice 1 attends to itself alone and moves as the unmasked flow of its own
+density.
+
+Time: SSP-RK3 on all slices together at the CFL step of the fastest (``cfl``, ``max_dt``; fixed
+steps, no error control), landing on switches and output times; serial. Each stage evaluates S
+fields through :meth:`FiniteVolume.normal_velocity <vlasov_tf.eulerian.FiniteVolume.normal_velocity>`,
+the same attention field of a cell measure as :func:`~vlasov_tf.eulerian.solve_grid`'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .eulerian import FiniteVolume, GridSolution, check_scheme
+from .logs import TIME_BAR
+from .meshes import MeshGeometry
+from .model import Schedule
+
+__all__ = ["solve_causal_grid"]
+
+
+def solve_causal_grid(
+    mesh: MeshGeometry,
+    rho0: np.ndarray,
+    schedule: Schedule,
+    *,
+    t_eval: np.ndarray | None = None,
+    cfl: float = 0.5,
+    max_dt: float | None = None,
+    reconstruction: str | None = None,
+    limiter: str | None = None,
+    field_method: str = "auto",
+    callback: Callable[[float, np.ndarray], None] | None = None,
+    t0: float = 0.0,
+    progress: bool = False,
+) -> GridSolution:
+    """Evolve S slice densities ``rho0`` (S, C) by the causal continuity equations (module
+    docstring) up to the schedule's T; the solution's densities are (n_out, S, C), its mass the
+    total over the slices. ``callback(t, rho)`` ((S, C)) at every output time; ``t0``: resume
+    from the slices at a switch or output time (the steps after it are those of a run from 0).
+    The scheme's arguments as for :func:`~vlasov_tf.eulerian.solve_grid`."""
+    rho = np.asarray(rho0, dtype=np.float64)
+    if rho.ndim != 2 or rho.shape[1] != mesh.n_cells or not np.isfinite(rho).all() or (rho < 0).any():
+        raise ValueError(f"slice densities must be (S, {mesh.n_cells}), finite, >= 0; got shape {rho.shape}")
+    if not (0 < cfl <= 1):
+        raise ValueError(f"the CFL number must lie in (0, 1]; got {cfl}")
+    T = schedule.T
+    times = np.array([0.0, T] if t_eval is None else t_eval, dtype=np.float64)
+    if (np.diff(times) <= 0).any() or times[0] < 0 or times[-1] > T * (1 + 1e-12):
+        raise ValueError(f"output times must increase within [0, T] = [0, {T}]")
+    reconstruction, limiter = check_scheme(reconstruction, limiter)
+    fv = FiniteVolume(mesh, limiter, reconstruction=reconstruction, field_method=field_method)
+    areas = mesh.areas
+    tol = 1e-12 * T
+    stops = np.union1d(schedule.breakpoints, times)
+    if t0 != 0.0 and not np.isclose(stops, t0, rtol=0, atol=tol).any():
+        raise ValueError(f"t0 = {t0} is neither a switch nor an output time: cannot resume there")
+    times = times[times >= t0 - tol]
+
+    def velocities(fld, t: float, mass: np.ndarray) -> list[np.ndarray]:
+        # Slice k by the field of the slices at or before it.
+        upto = np.cumsum(mass, axis=0) / areas
+        return [fv.normal_velocity(fld, t, upto[k]) for k in range(len(mass))]
+
+    def stage(fld, t: float, mass: np.ndarray, dt: float, u: list[np.ndarray] | None = None) -> np.ndarray:
+        u = velocities(fld, t, mass) if u is None else u
+        steps = [fv.euler_step(m, fv.fluxes(m / areas, uk), dt) for m, uk in zip(mass, u, strict=True)]
+        return np.stack(steps)
+
+    out: list[np.ndarray] = []
+    mass = rho * areas
+    t, k_out, steps = float(t0), 0, 0
+    with tqdm(total=float(T), initial=t, disable=not progress, desc=f"causal grid (S={len(rho)})", unit="t",
+              bar_format=TIME_BAR) as bar:  # fmt: skip
+        while True:
+            while k_out < len(times) and times[k_out] <= t + tol:
+                out.append(mass / areas)
+                if callback is not None:
+                    callback(t, out[-1])
+                mass = out[-1] * areas  # continue from the emitted state, as a resume does
+                k_out += 1
+            if t >= T - tol:
+                break
+            t_next = float(stops[np.searchsorted(stops, t + tol, side="right")])
+            fld = schedule.params_at(0.5 * (t + t_next))
+            while t < t_next - tol:
+                u = velocities(fld, t, mass)
+                dt = min(min(fv.stable_dt(uk, cfl) for uk in u), max_dt or np.inf)
+                dt = (t_next - t) / max(1.0, np.ceil((t_next - t) / dt * (1 - 1e-12)))
+                m1 = stage(fld, t, mass, dt, u)
+                m2 = 0.75 * mass + 0.25 * stage(fld, t + dt, m1, dt)
+                mass = mass / 3.0 + (2.0 / 3.0) * stage(fld, t + 0.5 * dt, m2, dt)
+                t = t_next if t_next - (t + dt) <= tol else t + dt
+                steps += 1
+                bar.update(dt)
+    dens = np.array(out)
+    return GridSolution(mesh, times, dens, (dens * areas).sum(axis=(1, 2)), steps, 0)
