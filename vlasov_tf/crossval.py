@@ -94,6 +94,7 @@ __all__ = [
     "clusters_of",
     "compute_diagnostics",
     "job_layouts",
+    "open_run_file",
     "run_case",
     "run_jobs",
 ]
@@ -284,41 +285,18 @@ def _run_job(
             counts["rejected"] += rejected
 
     times = case.output_times
-    if causal:
-        sol = solve_causal_grid(
-            mesh,
-            start,
-            case.schedule,
-            t_eval=times,
-            cfl=case.grid.cfl,
-            max_dt=case.grid.max_dt,
-            reconstruction=case.grid.reconstruction,
-            limiter=case.grid.limiter,
-            field_method=case.grid.field_method,
-            progress=progress,
-            callback=store,
-            t0=t0,
-        )
-        counts["steps"] = sol.steps
-    elif job.kind == "grid":
-        solve_grid(
-            mesh,
-            start,
-            case.schedule,
-            t_eval=times,
-            cfl=case.grid.cfl,
-            max_dt=case.grid.max_dt,
-            rtol=case.grid.rtol,
-            atol=case.grid.atol,
-            step_counts=count_steps,
-            reconstruction=case.grid.reconstruction,
-            limiter=case.grid.limiter,
-            field_method=case.grid.field_method,
-            progress=progress,
-            callback=store,
-            t0=t0,
-            comm=comm,
-        )
+    if job.kind == "grid":
+        grid = case.grid
+        scheme = {
+            "t_eval": times, "cfl": grid.cfl, "max_dt": grid.max_dt, "reconstruction": grid.reconstruction,
+            "limiter": grid.limiter, "field_method": grid.field_method, "progress": progress,
+            "callback": store, "t0": t0,
+        }  # fmt: skip
+        if causal:
+            counts["steps"] = solve_causal_grid(mesh, start, case.schedule, **scheme).steps
+        else:
+            solve_grid(mesh, start, case.schedule, rtol=grid.rtol, atol=grid.atol, step_counts=count_steps,
+                       comm=comm, **scheme)  # fmt: skip
     else:
         ref_steps = case.particles.reference_steps
         if job.layers is not None:
@@ -369,45 +347,14 @@ def run_case(
     if case.mask == "causal" and comm is not None:
         raise ValueError(f"{case.source}: causal attention (model.mask) runs serially, without mpiexec")
 
-    opened: list[RunFile] = []  # the writer's file stays on rank 0; only success is broadcast
-
-    settings = case_settings(case)
-    created: list[bool] = []
-
-    def open_run() -> None:
-        if resume and path.exists():
-            run = RunFile.open(path)
-            try:
-                check_same_case(run, case, settings)
-            except BaseException:
-                run.close()
-                raise
-            opened.append(run)
-        else:
-            opened.append(
-                RunFile.create(
-                    path,
-                    case.text,
-                    case.name,
-                    jobs=layouts,
-                    times=case.output_times,
-                    diagnostics=DIAGNOSTICS,
-                    settings=settings,
-                    overrides=case.overrides,
-                    provenance=provenance(1 if comm is None else comm.size),
-                    overwrite=overwrite,
-                )
-            )
-            created.append(True)
-
-    # What can be checked before the run file is touched: sizes against the memory and the disk,
-    # then the meshes (a missing or damaged level must not cost an existing run file under overwrite).
+    # What can be checked before the run file is touched: sizes against the memory, then the
+    # meshes (a missing or damaged level must not cost an existing run file under overwrite).
     check_sizes(case, solvers, 1 if comm is None else comm.size)
     layouts = job_layouts(case)
-    if not (resume and on_root(comm, path.exists)):  # a run file being resumed is allocated
-        on_root(comm, lambda: check_disk(path, layouts, len(case.output_times)))
-    on_root(comm, open_run)
-    run = opened[0] if opened else None
+    opened: list[tuple[RunFile, bool]] = []  # the writer's file stays on rank 0
+    on_root(comm, lambda: opened.append(open_run_file(case, path, layouts, DIAGNOSTICS, resume=resume,
+                                                      overwrite=overwrite, comm=comm)))  # fmt: skip
+    run, created = opened[0] if opened else (None, False)
     try:
         for job in case_jobs(case, solvers):
             if on_root(comm, lambda job=job: run.is_complete(job.key)):
@@ -484,6 +431,45 @@ def check_sizes(case: Case, solvers: tuple[str, ...] = ("grid", "particles"), ra
                 f"more than the {memory / 2**30:.1f} GiB available on this machine"
                 + (" (run it on more ranks)" if case.geometry != "euclidean" else "")
             )
+
+
+def open_run_file(
+    case: Case,
+    path: Path,
+    layouts: list[JobLayout],
+    diagnostics: tuple[str, ...] = (),
+    *,
+    resume: bool,
+    overwrite: bool,
+    comm: Comm | None = None,
+) -> tuple[RunFile, bool]:
+    """(the run file of ``case`` at ``path``, whether it was made now): with ``resume`` an existing
+    one, after :func:`check_same_case`; else a new one laid out for ``layouts`` and
+    ``diagnostics``, after :func:`check_disk`. The case's settings, overrides and provenance go
+    with it."""
+    settings = case_settings(case)
+    if resume and path.exists():
+        run = RunFile.open(path)
+        try:
+            check_same_case(run, case, settings)
+        except BaseException:
+            run.close()
+            raise
+        return run, False
+    check_disk(path, layouts, len(case.output_times))
+    run = RunFile.create(
+        path,
+        case.text,
+        case.name,
+        jobs=layouts,
+        times=case.output_times,
+        diagnostics=diagnostics,
+        settings=settings,
+        overrides=case.overrides,
+        provenance=provenance(1 if comm is None else comm.size),
+        overwrite=overwrite,
+    )
+    return run, True
 
 
 def check_disk(path: Path, layouts: list[JobLayout], outputs: int) -> None:

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .cases import Case, case_settings
+from .cases import Case
 from .clusters import linking_distance
-from .crossval import check_disk, check_same_case
+from .crossval import open_run_file
 from .ensembles import close_fraction, cluster_counts, ensemble_flow, member_stream, random_qkv
-from .io import JobLayout, RunFile, provenance
+from .io import JobLayout, RunFile
 from .parallel import Comm, block_range, is_root, on_root
 
 __all__ = ["BATCH_SCORES", "run_sweep", "sweep_layouts"]
@@ -59,28 +59,10 @@ def run_sweep(
     path = Path(path)
     spec, n = case.sweep, case.particles.tokens[0]
     layouts = sweep_layouts(case)
-    settings = case_settings(case)
-    opened: list[RunFile] = []
-
-    def open_run() -> None:
-        if resume and path.exists():
-            run = RunFile.open(path)
-            try:
-                check_same_case(run, case, settings)
-            except BaseException:
-                run.close()
-                raise
-            opened.append(run)
-            return
-        check_disk(path, layouts, len(case.output_times))
-        opened.append(
-            RunFile.create(path, case.text, case.name, jobs=layouts, times=case.output_times,
-                           settings=settings, overrides=case.overrides,
-                           provenance=provenance(1 if comm is None else comm.size), overwrite=overwrite)
-        )  # fmt: skip
-
-    on_root(comm, open_run)
-    run = opened[0] if opened else None
+    opened: list[tuple[RunFile, bool]] = []
+    on_root(comm, lambda: opened.append(open_run_file(case, path, layouts, resume=resume, overwrite=overwrite,
+                                                      comm=comm)))  # fmt: skip
+    run = opened[0][0] if opened else None
     try:
         todo = on_root(comm, lambda: [i for i, job in enumerate(layouts) if not run.is_complete(job.key)])
         per_batch = max(1, BATCH_SCORES // (spec.members * n * n))
