@@ -12,7 +12,7 @@ from vlasov_tf.measures import equally_spaced_circle, normalize, uniform_sphere
 
 
 def reference_field(params: Params, y, w, x, sphere=True):
-    """The formula of DESIGN.md written out head by head in log space (independent of kernels.py)."""
+    """The formula of docs/equations.md written out head by head in log space (independent of kernels.py)."""
     out = np.zeros_like(x)
     for h in params.heads:
         logits = (x @ h.B.T) @ y.T + np.log(w)  # (M, N)

@@ -2,7 +2,7 @@
 
 A case states one problem of the cross-validation: the geometry, the final
 time and output times, the initial measure mu_0, the model (a schedule of
-attention parameters, DESIGN.md section 1) and the discretisations to run
+attention parameters, ``docs/equations.md``) and the discretisations to run
 (particle numbers N and depths L; grid resolutions). :func:`load_case` reads
 a file, :func:`parse_case` a string; both return a :class:`Case` or raise
 ``ValueError`` with the file name and the dotted key of the offending entry,

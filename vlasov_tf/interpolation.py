@@ -39,7 +39,7 @@ sees where they are. Stages, each with the lemma it must achieve:
 3. Atom matching (Prop. 4.1). ``V = 0``; one atom at a time is moved by gated
    perceptron fields ``kappa (<x, q> - cos R)_+ P_x q`` (``U = q^T``,
    ``b = -cos R``, ``W = kappa q``: active exactly inside the cap ``B(q, R)``,
-   the sign the paper's Lemma B.2 gets backwards, see ``INTERPOLATION.md``),
+   the sign the paper's Lemma B.2 gets backwards, see ``docs/interpolation.md``),
    along a chain of waypoints ``q`` ending at the target. Every other atom
    lies outside every cap used, so it does not move at all. Achieves: each
    atom within ``match_tol`` (default ``eps / 4``, in W2) of its target.

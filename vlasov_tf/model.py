@@ -1,6 +1,6 @@
 """The attention velocity field X[mu](t, x): the one place where the physics is written.
 
-For a measure mu (weighted points) and parameters theta, DESIGN.md section 1::
+For a measure mu (weighted points) and parameters theta, ``docs/equations.md``::
 
     A_h[mu](x) = int exp(<B_h x, y>) V_h y dmu(y) / int exp(<B_h x, y>) dmu(y)   (SA)
     A_h[mu](x) = int exp(<B_h x, y>) V_h y dmu(y)                                (USA)
