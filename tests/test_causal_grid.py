@@ -103,5 +103,5 @@ def test_causal_cases_cross_validate_and_resume(tmp_path, monkeypatch):
     with io.RunFile.open(tmp_path / "killed.h5", mode="r") as run:
         for key, states in reference.items():
             np.testing.assert_array_equal(run.job_state(key)[1], states, err_msg=key)
-    with pytest.raises(ValueError, match=r"particles\.tokens 50 tokens do not fill the 3 slices"):
+    with pytest.raises(ValueError, match=r"particles\.tokens must be multiples of model\.slices = 3"):
         parse_case(CAUSAL.replace("slices = 2", "slices = 3"))

@@ -152,7 +152,7 @@ def test_a_crash_between_step_counts_and_snapshot_loses_no_count(case, tmp_path,
         np.testing.assert_array_equal(again[key], full[key])
 
 
-def test_diagnostics_resume_where_a_kill_left_them(case, tmp_path, monkeypatch, caplog):
+def test_diagnostics_resume_where_a_kill_left_them(case, tmp_path, monkeypatch):
     """The diagnostics ran again from the start on every --resume (about 450 s for
     sphere_metastable). Now each (job, output time) is stored with its mark, once."""
     full = run_case(case, tmp_path / "full.h5")
@@ -172,9 +172,18 @@ def test_diagnostics_resume_where_a_kill_left_them(case, tmp_path, monkeypatch, 
     with pytest.raises(KeyboardInterrupt):
         run_case(case, path, resume=True)
     monkeypatch.setattr(io.RunFile, "add_diagnostics", add)
-    caplog.set_level("INFO", logger="vlasov_tf")
-    run_case(case, path, resume=True)
-    lines = [r.getMessage() for r in caplog.records]
+    lines: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("vlasov_tf")  # its own handler: the CLI's configuration stops propagation
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        run_case(case, path, resume=True)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
     n_left = len(case.output_times) - 2
     assert next(line for line in lines if line.startswith("diagnostics: t = ")).startswith(
         f"diagnostics: t = {case.output_times[2]:g} done (1/{n_left},"
@@ -217,6 +226,27 @@ def test_resume_does_not_ask_for_the_disk_again(case, tmp_path, monkeypatch):
     with pytest.raises(OSError, match=needs):
         run_case(case, tmp_path / "new.h5")
     assert not (tmp_path / "new.h5").exists()
+
+
+def test_cli_case_errors_and_interruptions_are_one_line(tmp_path, capsys, monkeypatch):
+    """A bad case printed argparse's usage block before its line, and Ctrl-C a 35-line traceback."""
+    src = tmp_path / "tiny.toml"
+    src.write_text(SMALL.replace("kappas", "kapas"))
+    with pytest.raises(SystemExit) as exc:
+        main(["run", str(src), "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and err.startswith("vlasov-tf: error: ")
+    assert "did you mean 'kappas'" in err
+    src.write_text(SMALL)
+    import vlasov_tf.cli as cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_case", interrupted)
+    assert main(["run", str(src), "--out", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert err == "vlasov-tf: interrupted; what was stored is kept: continue with --resume\n"
 
 
 def test_cli_run_held_by_another_writer_is_one_line_exit_2(tmp_path, capsys):
@@ -279,7 +309,7 @@ def test_causal_cases_run_their_depth_study(tmp_path):
         _, x = run.job_state("particles/N200_L20")
     assert tables["layers"].rate == pytest.approx(1.0, abs=0.1)
     assert np.abs(x[-1, 0] - x[0, 0]).max() < 1e-14 and np.abs(x[-1, 1] - x[0, 1]).max() > 1e-3
-    with pytest.raises(ValueError, match=r"particles\.tokens 50 tokens do not fill the 8 slices"):
+    with pytest.raises(ValueError, match=r"particles\.tokens must be multiples of model\.slices = 8"):
         parse_case(SMALL.replace('attention = "SA"', 'attention = "SA"\nmask = "causal"'))
 
 
@@ -554,8 +584,7 @@ def test_full_study_gets_its_own_file(tmp_path, monkeypatch):
     monkeypatch.setattr(cli, "full_study", lambda case: case)
     monkeypatch.setattr(cli, "run_case", record)
     for extra in ([], ["--full"], ["--full", "--name", "mine"]):
-        with pytest.raises(KeyboardInterrupt):
-            main(["study", str(src), "--out", str(tmp_path / "o"), *extra])
+        assert main(["study", str(src), "--out", str(tmp_path / "o"), *extra]) == 130  # interrupted
     assert paths == ["tiny.h5", "tiny-full.h5", "mine.h5"]
 
 

@@ -172,6 +172,27 @@ def test_a_sweep_maps_clustering_over_beta_and_resumes(tmp_path, monkeypatch):
     np.testing.assert_array_equal(again.close_mean, maps.close_mean)
 
 
+def test_a_sweep_stores_its_betas_batch_by_batch(tmp_path, monkeypatch):
+    """All 24 betas of the shipped sweep ran in one batch, stored only at its end: a kill lost
+    everything. Batches are now at most an eighth of the betas."""
+    import vlasov_tf.sweeps as sweeps
+
+    case = parse_case(SWEEP)  # 4 betas: one a batch
+    store, calls = sweeps._store, {"n": 0}
+
+    def dying(*args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated kill")
+        return store(*args)
+
+    monkeypatch.setattr(sweeps, "_store", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(case, tmp_path / "cut.h5")
+    with RunFile.open(tmp_path / "cut.h5", mode="r") as run:
+        assert [run.is_complete(k) for k in run.jobs()] == [True, False, False, False]
+
+
 def test_sweep_cases_are_checked():
     with pytest.raises(ValueError, match=r"sweep\.parameters must be one of"):
         parse_case(SWEEP.replace('parameters = "identity"', 'parameters = "cauchy"'))

@@ -1271,8 +1271,8 @@ def parse_case(
     if grid is not None and mask == "causal":
         for n in particles.tokens:
             if n % slices:
-                r.fail("particles.tokens", f"{n} tokens do not fill the {slices} slices of s equally "
-                       "(model.slices), as the grid's slices of equal mass: use multiples of it")  # fmt: skip
+                r.fail("particles.tokens", f"must be multiples of model.slices = {slices} (the grid's "
+                       f"slices of s hold equal masses, and so must the tokens'); got {n}")  # fmt: skip
     if grid is not None and particles.norm != "post":
         r.fail(
             "particles.norm",

@@ -37,7 +37,7 @@ import time
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -228,7 +228,7 @@ def _cmd_particles(args: argparse.Namespace) -> int:
     try:
         check_case(args.tokens, args.beta, args.T, args.layers)
     except ValueError as err:
-        args.parser.error(str(err))
+        _refuse(str(err))
     tic = time.perf_counter()
     res = depth_convergence(
         args.tokens,
@@ -275,13 +275,22 @@ def _cmd_mesh(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse(message: str) -> NoReturn:
+    """A user's mistake the parser could not see (a bad case, an existing file): one line, exit 2
+    (argparse's own errors come with the usage)."""
+    sys.stderr.write(f"vlasov-tf: error: {message}\n")
+    raise SystemExit(2)
+
+
 def _load(args: argparse.Namespace):
     if args.resume and args.overwrite:
-        args.parser.error("--resume and --overwrite contradict each other: pass one")
+        _refuse("--resume and --overwrite contradict each other: pass one")
     try:
         return load_case(args.case, overrides=parse_overrides(args.set) or None)
     except (ValueError, FileNotFoundError) as err:
-        args.parser.error(str(err))
+        if args.debug:
+            raise
+        _refuse(str(err))
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -324,11 +333,11 @@ def _run(args: argparse.Namespace, case, solvers: tuple[str, ...] = ("grid", "pa
     if sweep and args.name is None:
         stem += "-sweep"  # beside the case's own run
     if not re.fullmatch(r"[A-Za-z0-9._-]+", stem):
-        args.parser.error(f"--name {stem!r}: use letters, digits, '.', '_' and '-' only")
+        _refuse(f"--name {stem!r}: use letters, digits, '.', '_' and '-' only")
     path = args.out / f"{stem}.h5"
     # Rank 0 looks: by the time another rank looked, rank 0 may have created the file.
     if on_root(args.comm, path.exists) and not (args.resume or args.overwrite):
-        args.parser.error(f"{path} exists: pass --resume to continue it or --overwrite to replace it")
+        _refuse(f"{path} exists: pass --resume to continue it or --overwrite to replace it")
     tic = time.perf_counter()
     rank, size = (0, 1) if args.comm is None else (args.comm.rank, args.comm.size)
     # The log beside the run file: appended to by every session of the run (resumes included).
@@ -355,13 +364,15 @@ def _run(args: argparse.Namespace, case, solvers: tuple[str, ...] = ("grid", "pa
         if rank == 0 and new_log and not path.exists():
             log.unlink(missing_ok=True)  # a run that left no file leaves no log either
         if isinstance(err, CaseMismatch):
-            args.parser.error(str(err))
+            _refuse(str(err))
         raise
     return path
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     case = _load(args)
+    if case.sweep is not None:
+        _log.info(f"{args.case}: its [sweep] table is for `vlasov-tf sweep`; `run` runs the case itself")
     solvers = ("grid", "particles") if args.solver == "both" else (args.solver,)
     _run(args, case, solvers)
     return 0
@@ -390,7 +401,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     case = _load(args)
     if case.sweep is None:
-        args.parser.error(f"{args.case}: no [sweep] table (betas, members, parameters, ...) to run")
+        _refuse(f"{args.case}: no [sweep] table (betas, members, parameters, ...) to run")
     path = _run(args, case, sweep=True)
     if is_root(args.comm):
         with RunFile.open(path, mode="r") as run:
@@ -406,6 +417,10 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         overrides = dict(run.overrides or []) or None
         case = parse_case(run.case_text, source=str(args.runfile), overrides=overrides)
         out = args.out or args.runfile.parent
+        done = sum(run.is_complete(key) for key in run.jobs())
+        if done < len(run.jobs()):
+            print(f"note: {args.runfile} is incomplete ({done} of {len(run.jobs())} jobs complete): the "
+                  "figures show what is stored; `--resume` the run to finish it")  # fmt: skip
         if any(key.startswith("sweep/") for key in run.jobs()):
             print(f"figure: {plot_phase(case, phase_maps(run), out / f'{args.runfile.stem}.phase.png')}")
             return 0
@@ -420,7 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with abort_on_error(comm):
         args = build_parser().parse_args(argv)
         if comm is not None and args.handler not in (_cmd_run, _cmd_study, _cmd_sweep):
-            args.parser.error(
+            _refuse(
                 f"only `run`, `study` and `sweep` run under MPI ({comm.size} ranks): start it serially"
             )
         args.comm = comm
@@ -429,6 +444,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return args.handler(args)  # under MPI abort_on_error reports it (and stops every rank)
         try:
             return args.handler(args)
+        except KeyboardInterrupt:
+            # What was stored stays (every snapshot is on disk when its append returns).
+            sys.stderr.write("vlasov-tf: interrupted; what was stored is kept: continue with --resume\n")
+            return 130
         except USER_ERRORS as err:
             # What a user can cause (bad files and values, missing meshes, unwritable paths, a
             # field beyond the float range): one line, exit status 2, as for bad arguments.

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 __all__ = ["FORMAT", "TIME_BAR", "configure", "log_file"]
 
@@ -39,13 +40,26 @@ class _RankFilter(logging.Filter):
         return True
 
 
+class _Stdout(logging.StreamHandler):
+    """A handler on whatever ``sys.stdout`` is when a record comes (not the one at configuration:
+    a caller that swaps stdout, as a test's capture does, would leave it writing to a closed file)."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 def configure(rank: int = 0, size: int = 1, *, debug: bool = False) -> None:
     """Show the package's records on stdout: INFO and above from rank 0, WARNING and above from
     the other ranks (DEBUG everywhere with ``debug``). Replaces an earlier configuration."""
     logger = logging.getLogger(_ROOT)
     for handler in [h for h in logger.handlers if getattr(h, "_vlasov_tf", False)]:
         logger.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _Stdout()
     handler._vlasov_tf = True  # type: ignore[attr-defined]
     handler.setFormatter(logging.Formatter(FORMAT, _DATE))
     handler.addFilter(_RankFilter(rank, size))

@@ -412,7 +412,8 @@ def _draw_energy(ax: Axes, jobs: _Jobs, run) -> None:
         ax.set_title("interaction energy E(t)\n(non-decreasing for Q = K = V = I)", fontsize=10)
         ax.legend(fontsize=7)
     else:
-        ax.set_title("interaction energy: not stored\n(the kernel is not zonal)", fontsize=10)
+        why = "(the kernel is not zonal, or no diagnostics yet)"
+        ax.set_title(f"interaction energy: not stored\n{why}", fontsize=10)
     ax.set_xlabel("time t")
     ax.set_ylabel("E(t)")
 

@@ -4,9 +4,10 @@ A run file (:mod:`vlasov_tf.io`) holds one job per beta (``sweep/b<index>``, att
 the positions of all its members (``members * N`` tokens, member-major) and the tables
 ``clusters`` and ``close`` (one value per member) at every output time. It resumes like any run:
 complete betas are skipped, and a beta a kill interrupted is run again and stored from where its
-file stops. Betas run in batches of ``BATCH_SCORES // (members N^2)``, their members moving
-together; under MPI the (beta, member) pairs of a batch are dealt to the ranks in contiguous
-blocks and rank 0 stores them (the values do not depend on the number of ranks).
+file stops. Betas run in batches of at most ``BATCH_SCORES // (members N^2)`` and an eighth of
+them (each batch is stored when done), their members moving together; under MPI the (beta,
+member) pairs of a batch are dealt to the ranks in contiguous blocks and rank 0 stores them (the
+values do not depend on the number of ranks).
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def run_sweep(
     run = opened[0][0] if opened else None
     try:
         todo = on_root(comm, lambda: [i for i, job in enumerate(layouts) if not run.is_complete(job.key)])
-        per_batch = max(1, BATCH_SCORES // (spec.members * n * n))
+        # Batches bounded by memory, and at least eight of them: each is stored when done.
+        per_batch = max(1, min(BATCH_SCORES // (spec.members * n * n), -(-len(layouts) // 8)))
         x_members = np.stack([case.initial_tokens(n, sample=m)[0] for m in range(spec.members)])
         weights = np.full(spec.members * n, 1.0 / n)
         for first in range(0, len(todo), per_batch):
