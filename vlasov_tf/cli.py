@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handlers[name], parser=p)
 
     p = sub.add_parser("plot", help="figures of a stored run", description="figures of a stored run")
-    p.add_argument("runfile", type=Path, help="HDF5 file written by `vlasov-tf run` or `study`")
+    p.add_argument("runfile", type=Path, help="HDF5 file written by `vlasov-tf run`, `study` or `sweep`")
     p.add_argument("--out", type=Path, default=None, help="directory (default: next to the run file)")
     p.set_defaults(handler=_cmd_plot, parser=p)
     return parser
