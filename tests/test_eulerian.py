@@ -10,16 +10,13 @@ from scipy.special import iv, spherical_in
 from vlasov_tf import Params, Schedule, velocity
 from vlasov_tf.eulerian import FiniteVolume, solve_grid
 from vlasov_tf.meshes import circle_mesh, sphere_mesh
+from vlasov_tf.studies import fitted_order
 
 SPHERE_LEVELS = (0, 1, 2)
 
 
 def angles(mesh):
     return np.arctan2(mesh.centres[:, 1], mesh.centres[:, 0])
-
-
-def fitted_order(h, err) -> float:
-    return float(np.polyfit(np.log(h), np.log(err), 1)[0])
 
 
 # ------------------------------------------------------- transport, prescribed velocity

@@ -13,15 +13,13 @@ import numpy as np
 import pytest
 
 from vlasov_tf import fipy_baseline as fb
+from vlasov_tf.studies import fitted_order
 
 SPHERE_H = (0.4, 0.2, 0.1)
 
 
-def fitted_order(results: list[fb.RotationResult]) -> float:
-    """Least-squares slope of log(error) against log(h)."""
-    h = np.log([r.h for r in results])
-    e = np.log([r.l1_error for r in results])
-    return float(np.polyfit(h, e, 1)[0])
+def rotation_order(results: list[fb.RotationResult]) -> float:
+    return fitted_order([r.h for r in results], [r.l1_error for r in results])
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +43,7 @@ def test_fipy_imported_lazily():
 )
 def test_circle_rotation_first_order(implicit, sizes, ceiling):
     results = [fb.rotation_error_circle(M, implicit=implicit) for M in sizes]
-    assert 0.7 <= fitted_order(results) <= 1.3
+    assert 0.7 <= rotation_order(results) <= 1.3
     assert all(0.7 <= p <= 1.3 for p in fb.observed_orders(results))
     assert results[-1].l1_error < ceiling
     assert max(r.mass_drift for r in results) < 1e-10
@@ -90,7 +88,7 @@ def test_shell_on_a_nested_level_has_its_triangles():
 @pytest.mark.parametrize(("implicit", "ceiling"), [(True, 0.22), (False, 0.14)], ids=["implicit", "explicit"])
 def test_sphere_rotation_first_order(shells, implicit, ceiling):
     results = [fb.rotation_error_sphere(shells[h], kappa=2.0, implicit=implicit) for h in SPHERE_H]
-    assert 0.7 <= fitted_order(results) <= 1.3
+    assert 0.7 <= rotation_order(results) <= 1.3
     assert results[-1].l1_error < ceiling
     assert max(r.mass_drift for r in results) < 1e-10
 

@@ -27,6 +27,7 @@ from vlasov_tf.meshes import (
     sphere_mesh,
     sphere_mesh_path,
 )
+from vlasov_tf.studies import fitted_order
 
 REPO_MESHES = sphere_mesh_path(0).parent  # resolved before a test points MESHES_ENV elsewhere
 
@@ -45,11 +46,6 @@ ARRAYS = (
 @pytest.fixture(scope="module")
 def spheres() -> dict[int, MeshGeometry]:
     return {level: sphere_mesh(level) for level in SPHERE_COMMITTED_LEVELS}
-
-
-def observed_order(h, errors) -> float:
-    """Least-squares slope of log(error) against log(h)."""
-    return np.polyfit(np.log(h), np.log(errors), 1)[0]
 
 
 def edge_ends(mesh: MeshGeometry) -> np.ndarray:
@@ -253,7 +249,7 @@ def test_divergence_theorem_second_order(spheres, rng):
         D = csr_matrix((np.r_[ones, -ones], (np.r_[f, f], mesh.face_cells.T.ravel())), (len(f), mesh.n_cells))
         assert (D @ np.ones(mesh.n_cells) == 0).all() and (abs(D) @ np.ones(mesh.n_cells) == 2).all()
         np.testing.assert_allclose(D.T @ flux, net, rtol=0, atol=1e-16)
-    assert observed_order(h, errors) >= 1.8
+    assert fitted_order(h, errors) >= 1.8
     assert errors[-1] < 0.2 * h[-1] ** 2 * np.linalg.norm(a)
 
 

@@ -9,11 +9,7 @@ from test_model import commuting_params, general_params
 
 from vlasov_tf import Head, Params, Schedule, interaction_energy, log_potential, solve_particles, velocity
 from vlasov_tf.measures import equally_spaced_circle, normalize, uniform_sphere
-
-
-def observed_order(steps, errors) -> float:
-    """Least-squares slope of log(error) against log(step size T / steps)."""
-    return -np.polyfit(np.log(steps), np.log(errors), 1)[0]
+from vlasov_tf.studies import fitted_order
 
 
 def two_block_case(rng, perceptron: bool):
@@ -33,7 +29,7 @@ def test_deep_transformer_converges_at_order_one(rng):
     ref = solve_particles(s, x0, w, method="adaptive", rtol=1e-13, atol=1e-14).final
     layers = [25, 50, 100, 200, 400]
     errors = [np.abs(solve_particles(s, x0, w, method="layers", steps=L).final - ref).max() for L in layers]
-    assert observed_order(layers, errors) == pytest.approx(1.0, abs=0.1)
+    assert fitted_order(1 / np.asarray(layers), errors) == pytest.approx(1.0, abs=0.1)
     assert errors[-1] < 1e-2
 
 
@@ -43,7 +39,7 @@ def test_rk4_converges_at_order_four(rng):
     ref = solve_particles(s, x0, w, method="adaptive", rtol=1e-13, atol=1e-14).final
     steps = [5, 10, 20, 40, 80]
     errors = [np.abs(solve_particles(s, x0, w, method="rk4", steps=n).final - ref).max() for n in steps]
-    assert observed_order(steps, errors) == pytest.approx(4.0, abs=0.3)
+    assert fitted_order(1 / np.asarray(steps), errors) == pytest.approx(4.0, abs=0.3)
     assert errors[-1] < 1e-8  # C h^4 with h = 1/80 and C = O(1)
 
 
