@@ -11,13 +11,6 @@ from vlasov_tf.model import Head, Params, Schedule, method_head_sums
 from vlasov_tf.particles import solve_particles
 
 
-def row_error(a: tuple, b: tuple) -> float:
-    """Largest per-row error of scaled sums ``a`` against ``b``, relative to b's normaliser."""
-    (sa, ua), (sb, ub) = a, b
-    scaled = ua * np.exp(sa - sb)[:, None]
-    return float(np.max(np.abs(scaled - ub) / ub[:, -1:]))
-
-
 @pytest.mark.parametrize("head", ["zonal", "general"])
 def test_grid_methods_agree_on_the_sphere(rng, head):
     mesh = sphere_mesh(1)  # 4320 cells: the spectral sums are the cheaper

@@ -4,6 +4,7 @@ import threading
 
 import numpy as np
 import pytest
+from helpers import row_errors
 from numpy.polynomial import legendre
 from scipy.special import ive
 
@@ -21,13 +22,6 @@ from vlasov_tf.kernels.sphere import Sphere
 from vlasov_tf.measures import uniform_sphere
 
 TOL = 1e-10  # the contract: every row, relative to its normaliser
-
-
-def row_errors(shift, sums, ref_shift, ref_sums) -> np.ndarray:
-    """Per row ``max_c |S_ic - D_ic| / D_i,normaliser`` at the reference's shift."""
-    assert np.isfinite(shift).all() and np.isfinite(sums).all()
-    scaled = sums * np.exp(shift - ref_shift)[:, None]
-    return np.abs(scaled - ref_sums).max(axis=1) / ref_sums[:, -1]
 
 
 def measure(rng, kind: str, m: int, d: int) -> tuple[np.ndarray, np.ndarray]:

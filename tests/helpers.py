@@ -1,0 +1,20 @@
+"""Helpers the tests share (import as ``from helpers import ...``: pytest puts tests/ on the path)."""
+
+import numpy as np
+
+
+def row_errors(
+    shift: np.ndarray, sums: np.ndarray, ref_shift: np.ndarray, ref_sums: np.ndarray
+) -> np.ndarray:
+    """Per row ``max_c |S_ic - D_ic| / D_i,normaliser`` of scaled kernel sums ``(shift, sums)``
+    against a reference ``(ref_shift, ref_sums)``, at the reference's shift."""
+    assert np.isfinite(shift).all() and np.isfinite(sums).all()
+    scaled = sums * np.exp(shift - ref_shift)[:, None]
+    return np.abs(scaled - ref_sums).max(axis=1) / ref_sums[:, -1]
+
+
+def max_row_error(
+    shift: np.ndarray, sums: np.ndarray, ref_shift: np.ndarray, ref_sums: np.ndarray
+) -> float:
+    """The largest of :func:`row_errors`."""
+    return float(row_errors(shift, sums, ref_shift, ref_sums).max())
