@@ -18,3 +18,16 @@ def max_row_error(
 ) -> float:
     """The largest of :func:`row_errors`."""
     return float(row_errors(shift, sums, ref_shift, ref_sums).max())
+
+
+def assert_same_diagnostics(a, b) -> set[str]:
+    """Every diagnostic of run files ``a`` and ``b`` (open ``RunFile``s) equal bit for bit, the
+    timings (``wall_s``, ``diagnostics_s``) apart; returns the names compared."""
+    assert b.diagnostic_names() == a.diagnostic_names()
+    names = set(a.diagnostic_names()) - {"wall_s", "diagnostics_s"}
+    for name in names:
+        da, db = a.diagnostics(name), b.diagnostics(name)
+        assert sorted(da) == sorted(db), name
+        for key in da:
+            np.testing.assert_array_equal(db[key], da[key], err_msg=f"{name} {key}")
+    return names

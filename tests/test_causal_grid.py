@@ -3,6 +3,7 @@ case's cross-validation with the masked Transformer."""
 
 import numpy as np
 import pytest
+from test_crossval import SMALL
 
 import vlasov_tf as vt
 from vlasov_tf import io
@@ -41,34 +42,11 @@ def test_the_first_slice_moves_as_the_unmasked_flow_of_itself(mesh):
     assert np.abs(sliced.densities[-1, 2] - sliced.densities[-1, 0]).max() > 1e-3
 
 
-CAUSAL = """
-[case]
-name = "causal"
-geometry = "circle"
-T = 1.0
-outputs = 3
-
-[initial]
-family = "vmf_mixture"
-angles = [0.5, 3.0]
-kappas = [2.0, 3.0]
-
-[model]
-attention = "USA"  # the field grows with the mass before s: SA of equal slices would be unmasked
-beta = 1.0
-mask = "causal"
-slices = 2
-
-[particles]
-tokens = [50, 200]
-layers = [5, 10, 20]
-reference_steps = 0
-seed = 4
-
-[grid]
-resolutions = [64, 128, 256]
-reconstruction = "linear"
-"""
+CAUSAL = SMALL.replace('name = "tiny"', 'name = "causal"').replace(
+    'attention = "SA"\nbeta = 3.0',
+    # USA: the field grows with the mass before s (SA of equal slices would be the unmasked flow)
+    'attention = "USA"\nbeta = 1.0\nmask = "causal"\nslices = 2',
+)
 
 
 def test_causal_cases_cross_validate_and_resume(tmp_path, monkeypatch):

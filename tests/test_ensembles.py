@@ -2,10 +2,14 @@
 the batched cluster counts against clusters.find_clusters, the batched flow against
 solve_particles (redraws included), and a sweep's maps, resume and facts."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 
 import vlasov_tf as vt
+import vlasov_tf.sweeps as sweeps
 from vlasov_tf.cases import CASES_DIR, load_case, parse_case
 from vlasov_tf.cli import main
 from vlasov_tf.clusters import find_clusters, linking_distance
@@ -132,6 +136,23 @@ steps = 120
 """
 
 
+@contextmanager
+def killed_at_second_store(monkeypatch) -> Iterator[None]:
+    """A kill (KeyboardInterrupt) as a sweep stores its second batch of betas."""
+    store, calls = sweeps._store, {"n": 0}
+
+    def dying(*args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated kill")
+        return store(*args)
+
+    monkeypatch.setattr(sweeps, "_store", dying)
+    with pytest.raises(KeyboardInterrupt):
+        yield
+    monkeypatch.setattr(sweeps, "_store", store)
+
+
 def test_a_sweep_maps_clustering_over_beta_and_resumes(tmp_path, monkeypatch):
     """Q = K = V = I: at small beta the tokens gather into one cluster; at large beta many
     (metastable) clusters remain at T; close pairs only grow in time. A sweep killed after its
@@ -149,22 +170,9 @@ def test_a_sweep_maps_clustering_over_beta_and_resumes(tmp_path, monkeypatch):
     assert np.all(np.diff(maps.close_mean, axis=1) >= -1e-12)
     assert np.all(maps.close_sd >= 0)
 
-    import vlasov_tf.sweeps as sweeps
-
     monkeypatch.setattr(sweeps, "BATCH_SCORES", 6 * 32 * 32)  # one beta a batch
-    store = sweeps._store
-    calls = {"n": 0}
-
-    def dying(*args):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("simulated kill")
-        return store(*args)
-
-    monkeypatch.setattr(sweeps, "_store", dying)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_second_store(monkeypatch):
         run_sweep(case, tmp_path / "again.h5")
-    monkeypatch.setattr(sweeps, "_store", store)
     run_sweep(case, tmp_path / "again.h5", resume=True)
     with RunFile.open(tmp_path / "again.h5", mode="r") as run:
         again = phase_maps(run)
@@ -175,19 +183,8 @@ def test_a_sweep_maps_clustering_over_beta_and_resumes(tmp_path, monkeypatch):
 def test_a_sweep_stores_its_betas_batch_by_batch(tmp_path, monkeypatch):
     """All 24 betas of the shipped sweep ran in one batch, stored only at its end: a kill lost
     everything. Batches are now at most an eighth of the betas."""
-    import vlasov_tf.sweeps as sweeps
-
     case = parse_case(SWEEP)  # 4 betas: one a batch
-    store, calls = sweeps._store, {"n": 0}
-
-    def dying(*args):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("simulated kill")
-        return store(*args)
-
-    monkeypatch.setattr(sweeps, "_store", dying)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_second_store(monkeypatch):
         run_sweep(case, tmp_path / "cut.h5")
     with RunFile.open(tmp_path / "cut.h5", mode="r") as run:
         assert [run.is_complete(k) for k in run.jobs()] == [True, False, False, False]

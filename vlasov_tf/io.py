@@ -1080,14 +1080,6 @@ class RunFile:
         )
         _write_text(path, text)
 
-    def write_xdmf(self) -> list[Path]:
-        """Rewrite every job's XDMF companion (they are kept up to date by ``append``); their paths."""
-        self._check_writable()
-        with self._lock:
-            for job in self._jobs.values():
-                self._write_xdmf(job)
-            return [xdmf_path(self.path, key) for key in self._jobs if xdmf_path(self.path, key).exists()]
-
     # -- closing -----------------------------------------------------------------------------------
 
     def discard(self) -> None:
