@@ -1,7 +1,7 @@
 // Unit sphere surface as eight octant patches (the construction of FiPy's
 // examples/cahnHilliard/sphere.py), meshed with triangles of size lc.
 //
-// Built by vlasov_tf.meshes.build_sphere_mesh (`vlasov-tf mesh --level K`),
+// Built by vlasov_tf.geometry.mesh_files.build_sphere_mesh (`vlasov-tf mesh --level K`),
 // which prepends `lc = <value>;` (level K: lc = 0.18 / 2^K). By hand:
 //     gmsh sphere.geo -2 -setnumber lc 0.09 -format msh2 -smooth 8 -o sphere.msh
 //

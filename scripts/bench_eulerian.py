@@ -2,7 +2,7 @@
 
 What it measures
 ----------------
-One step of :func:`vlasov_tf.eulerian.solve_grid`'s loop, taken apart so that
+One step of :func:`vlasov_tf.solvers.finite_volumes.solve_grid`'s loop, taken apart so that
 each piece is timed on its own: the operator ``FiniteVolume(mesh,
 field_method=...)`` is built once (its time is the ``setup s`` column:
 least-squares gradients and the sparse reconstruction operators; loading the
@@ -75,7 +75,7 @@ so that the attention field is not zero):
   at level 0 and on levels 1..3 where its estimate is under ``--max-step-s`` (estimated
   beyond).
 * baseline ``fipy-upwind``: FiPy's own first-order upwind scheme
-  (:mod:`vlasov_tf.fipy_baseline`: the level's own triangles extruded
+  (:mod:`vlasov_tf.solvers.fipy_baseline`: the level's own triangles extruded
   into a one-cell shell, ``UpwindConvectionTerm``, one implicit step solved
   by ``LinearLUSolver``) with the same rotation velocity and time step, on
   levels 0..2 (``--fipy-max-level``). Its ``setup s`` includes the extrusion; its
@@ -298,7 +298,7 @@ class Runner:
 
     def __init__(self) -> None:
         from vlasov_tf import profiling
-        from vlasov_tf.eulerian import FiniteVolume, ssp_rk3_step
+        from vlasov_tf.solvers.finite_volumes import FiniteVolume, ssp_rk3_step
 
         self.FiniteVolume = FiniteVolume
         self.ssp_rk3 = ssp_rk3_step
@@ -387,7 +387,7 @@ def fipy_case(level: int, mesh: Any, fv: Any) -> None:
     """FiPy's implicit first-order upwind step on the one-cell shell of the same mesh."""
     import fipy as fp
 
-    from vlasov_tf.fipy_baseline import _face_velocity, _solver, sphere_shell
+    from vlasov_tf.solvers.fipy_baseline import _face_velocity, _solver, sphere_shell
 
     t0 = time.perf_counter()
     shell = sphere_shell(mesh)  # the triangles of sphere_L{level}.h5
@@ -434,8 +434,8 @@ def level5_child() -> int:
     import resource
 
     from vlasov_tf import Params, profiling
-    from vlasov_tf.eulerian import FiniteVolume, ssp_rk3_step
-    from vlasov_tf.meshes import sphere_mesh
+    from vlasov_tf.geometry.mesh_files import sphere_mesh
+    from vlasov_tf.solvers.finite_volumes import FiniteVolume, ssp_rk3_step
 
     t0 = time.perf_counter()
     mesh = sphere_mesh(LEVEL5)
@@ -471,7 +471,7 @@ def level5_child() -> int:
 
 def level5_case(run: Runner) -> dict[str, Any] | None:
     """Run :func:`level5_child` in a fresh interpreter; print its line, return its numbers."""
-    from vlasov_tf.meshes import sphere_mesh_path
+    from vlasov_tf.geometry.mesh_files import sphere_mesh_path
 
     path = sphere_mesh_path(LEVEL5)
     if not path.is_file():
@@ -519,8 +519,9 @@ def main(argv: list[str] | None = None) -> int:
         return level5_child()
     # Imported only now so that VLASOV_TF_NUM_THREADS is in place first.
     from vlasov_tf import Params
+    from vlasov_tf.geometry.mesh_files import sphere_mesh, sphere_mesh_path
+    from vlasov_tf.geometry.meshes import circle_mesh
     from vlasov_tf.kernels import num_threads
-    from vlasov_tf.meshes import circle_mesh, sphere_mesh, sphere_mesh_path
 
     run = Runner()
     print(

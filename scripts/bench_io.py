@@ -1,4 +1,4 @@
-"""What storing a run costs: the run file (vlasov_tf.io.RunFile) against plain h5py appends.
+"""What storing a run costs: the run file (vlasov_tf.runs.storage.RunFile) against plain h5py appends.
 
 A grid job of S snapshots of C float64 cell averages (default 100 x 1e5: 80 MB). Rows:
 
@@ -25,8 +25,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from vlasov_tf.io import JobLayout, RunFile
-from vlasov_tf.meshes import circle_mesh
+from vlasov_tf.geometry.meshes import circle_mesh
+from vlasov_tf.runs.storage import JobLayout, RunFile
 
 
 def best(fn, repeats: int = 3) -> float:

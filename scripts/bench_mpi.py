@@ -2,7 +2,7 @@
 
 What it measures
 ----------------
-:func:`vlasov_tf.eulerian.solve_grid` on ``meshes/sphere_L{level}.h5`` (level
+:func:`vlasov_tf.solvers.finite_volumes.solve_grid` on ``meshes/sphere_L{level}.h5`` (level
 2 by default: 15020 cells, 22530 faces) with one softmax (SA) head of a
 *general* score matrix, ``Params(heads=(Head(B=beta*Bm, V=V),))`` with seeded
 random ``Bm`` and ``V`` of spectral norm 1 and ``beta = 2``, forced to
@@ -194,8 +194,8 @@ def timed_run(
 ) -> tuple[list[float], float, Any]:
     """``solve_grid`` for ``steps`` steps of ``dt`` with an output at each: (step times on rank 0,
     setup seconds, solution). The callback stamps the clock, so setup is left out of the steps."""
-    from vlasov_tf.eulerian import solve_grid
     from vlasov_tf.model import Params, Schedule
+    from vlasov_tf.solvers.finite_volumes import solve_grid
 
     T = steps * dt
     sched = Schedule.constant(field, T) if isinstance(field, Params) else field
@@ -264,8 +264,8 @@ def worker(args: argparse.Namespace) -> int:
 
 def run_worker(args: argparse.Namespace, comm: Any) -> dict[str, Any] | None:
     from vlasov_tf import profiling
+    from vlasov_tf.geometry.mesh_files import sphere_mesh
     from vlasov_tf.kernels import exp_kernel_sums, num_threads
-    from vlasov_tf.meshes import sphere_mesh
     from vlasov_tf.parallel import LocalMesh
 
     size = 1 if comm is None else comm.size
@@ -533,7 +533,7 @@ def si(x: float, unit: str = "s") -> str:
 
 
 def driver(args: argparse.Namespace) -> int:
-    from vlasov_tf.meshes import sphere_mesh, sphere_mesh_path
+    from vlasov_tf.geometry.mesh_files import sphere_mesh, sphere_mesh_path
 
     path = sphere_mesh_path(args.level)
     if not path.is_file():

@@ -104,7 +104,7 @@ def best_of(fn: Callable[[], np.ndarray], repeats: int) -> tuple[float, np.ndarr
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from vlasov_tf import Params, Schedule, solve_particles
-    from vlasov_tf.measures import uniform_sphere
+    from vlasov_tf.geometry.measures import uniform_sphere
 
     params = Params.identity(D, args.beta)
     V = params.heads[0].V

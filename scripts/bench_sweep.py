@@ -1,4 +1,4 @@
-"""Members per second of an ensemble sweep (vlasov_tf.ensembles) against a plain batched numpy loop.
+"""Members per second of an ensemble sweep (vlasov_tf.runs.ensembles) against a plain batched numpy loop.
 
 The benchmark of the sweep: N = 64 tokens on S^{d-1}, d = 8 and 16, 100 betas (log-spaced,
 0.5 ... 100) x 32 members, random Gaussian Q, K, V (one head), RK4 with fixed steps to T. Rows:
@@ -21,9 +21,9 @@ import time
 
 import numpy as np
 
-from vlasov_tf.ensembles import ensemble_flow, member_stream, random_qkv
-from vlasov_tf.measures import uniform_sphere
-from vlasov_tf.sweeps import BATCH_SCORES
+from vlasov_tf.geometry.measures import uniform_sphere
+from vlasov_tf.runs.ensembles import ensemble_flow, member_stream, random_qkv
+from vlasov_tf.runs.sweeps import BATCH_SCORES
 
 
 def plain_loop(x0: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray, beta: float, T: float,

@@ -1,6 +1,6 @@
 """Measure-to-measure interpolation by one explicit Transformer (arXiv 2411.04551, Theorem 1.1).
 
-Builds the piecewise-constant schedule of ``vlasov_tf.interpolation`` for a case
+Builds the piecewise-constant schedule of ``vlasov_tf.interpolation.construction`` for a case
 file (N input measures -> N target points), then checks it: each input's
 tokens alone through the schedule (RK4), fresh samples of the inputs, the
 discrete Transformer (``solve_particles(method="layers", steps=L)``) for the
@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vlasov_tf.interpolation import load_interpolation_case, run_interpolation_case
+from vlasov_tf.interpolation.construction import load_interpolation_case, run_interpolation_case
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,9 +73,9 @@ from functools import lru_cache
 import numpy as np
 from scipy.special import ive
 
+from vlasov_tf.geometry.measures import check_weights
 from vlasov_tf.kernels.dense import exp_kernel_sums
 from vlasov_tf.kernels.threads import num_threads, thread_map
-from vlasov_tf.measures import check_weights
 
 __all__ = [
     "HarmonicPlan",

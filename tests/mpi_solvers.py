@@ -13,11 +13,12 @@ import sys
 
 import numpy as np
 
-from vlasov_tf.eulerian import solve_grid
-from vlasov_tf.measures import uniform_sphere
-from vlasov_tf.meshes import circle_mesh, sphere_mesh
+from vlasov_tf.geometry.measures import uniform_sphere
+from vlasov_tf.geometry.mesh_files import sphere_mesh
+from vlasov_tf.geometry.meshes import circle_mesh
 from vlasov_tf.model import Head, Params, Perceptron, Schedule
-from vlasov_tf.particles import solve_particles
+from vlasov_tf.solvers.finite_volumes import solve_grid
+from vlasov_tf.solvers.particles import solve_particles
 
 
 def schedule(rng: np.random.Generator, d: int, scale: float = 1.0) -> Schedule:

@@ -16,7 +16,9 @@ from numpy.polynomial.legendre import leggauss
 from scipy import integrate, special
 
 from vlasov_tf import Head, Params, velocity
-from vlasov_tf.cases import (
+from vlasov_tf.geometry.mesh_files import sphere_mesh
+from vlasov_tf.geometry.meshes import circle_mesh
+from vlasov_tf.runs.cases import (
     CASES_DIR,
     Case,
     InitialMeasure,
@@ -25,7 +27,6 @@ from vlasov_tf.cases import (
     shipped_cases,
     sphere_measure,
 )
-from vlasov_tf.meshes import circle_mesh, sphere_mesh
 
 SHIPPED = (
     "circle_clustering",
@@ -158,7 +159,7 @@ def test_instability_case_uses_quantile_tokens():
 
 def test_docstring_example_is_a_valid_case():
     """The layout in the module docstring parses, and uses every section."""
-    import vlasov_tf.cases as mod
+    import vlasov_tf.runs.cases as mod
 
     doc = mod.__doc__
     block = doc[doc.index("# --8<-- example") : doc.index("# --8<-- end")]

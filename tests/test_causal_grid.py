@@ -6,13 +6,14 @@ import pytest
 from test_crossval import SMALL
 
 import vlasov_tf as vt
-from vlasov_tf import io
-from vlasov_tf.cases import parse_case
-from vlasov_tf.causal_grid import solve_causal_grid
-from vlasov_tf.crossval import run_case
-from vlasov_tf.eulerian import solve_grid
-from vlasov_tf.meshes import circle_mesh, sphere_mesh
-from vlasov_tf.studies import crossval_tables
+from vlasov_tf.geometry.mesh_files import sphere_mesh
+from vlasov_tf.geometry.meshes import circle_mesh
+from vlasov_tf.runs import storage as io
+from vlasov_tf.runs.cases import parse_case
+from vlasov_tf.runs.runner import run_case
+from vlasov_tf.runs.studies import crossval_tables
+from vlasov_tf.solvers.causal_grid import solve_causal_grid
+from vlasov_tf.solvers.finite_volumes import solve_grid
 
 
 def bumpy(mesh, sign: float = 1.0) -> np.ndarray:

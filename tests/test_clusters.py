@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 import vlasov_tf as vt
-from vlasov_tf.cases import parse_case
-from vlasov_tf.clusters import (
+from vlasov_tf.analysis.clusters import (
     Clusters,
     Merge,
     find_clusters,
@@ -18,14 +17,16 @@ from vlasov_tf.clusters import (
     plateaus,
     two_cluster_merge_time,
 )
-from vlasov_tf.comparison import geodesic_distance
-from vlasov_tf.crossval import run_case
-from vlasov_tf.ensembles import cluster_counts
-from vlasov_tf.eulerian import solve_grid
-from vlasov_tf.io import RunFile
-from vlasov_tf.measures import normalize, von_mises_fisher_mixture
-from vlasov_tf.meshes import circle_mesh, sphere_mesh
-from vlasov_tf.studies import cluster_history, format_clusters
+from vlasov_tf.analysis.wasserstein import geodesic_distance
+from vlasov_tf.geometry.measures import normalize, von_mises_fisher_mixture
+from vlasov_tf.geometry.mesh_files import sphere_mesh
+from vlasov_tf.geometry.meshes import circle_mesh
+from vlasov_tf.runs.cases import parse_case
+from vlasov_tf.runs.ensembles import cluster_counts
+from vlasov_tf.runs.runner import run_case
+from vlasov_tf.runs.storage import RunFile
+from vlasov_tf.runs.studies import cluster_history, format_clusters
+from vlasov_tf.solvers.finite_volumes import solve_grid
 
 
 def circle(angles: np.ndarray) -> np.ndarray:

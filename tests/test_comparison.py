@@ -4,8 +4,8 @@ import numpy as np
 import ot
 import pytest
 
-from vlasov_tf.comparison import geodesic_distance, wasserstein_circle
-from vlasov_tf.measures import angles_to_circle, equally_spaced_circle, uniform_sphere
+from vlasov_tf.analysis.wasserstein import geodesic_distance, wasserstein_circle
+from vlasov_tf.geometry.measures import angles_to_circle, equally_spaced_circle, uniform_sphere
 
 
 def exact_lp(ta, wa, tb, wb, p):
@@ -70,7 +70,7 @@ def test_geodesic_distance_is_accurate_for_tiny_angles(rng):
 def test_sphere_exact_distance(rng):
     """Exact OT with the geodesic cost: a point moved by an angle a is at distance a (down to 1e-9);
     it equals the linear program with arccos costs; the identity coupling bounds it."""
-    from vlasov_tf.comparison import wasserstein
+    from vlasov_tf.analysis.wasserstein import wasserstein
 
     for a in (1e-9, 0.3, 3.0):
         x, y = np.array([[0.0, 0.0, 1.0]]), np.array([[np.sin(a), 0.0, np.cos(a)]])
@@ -88,7 +88,7 @@ def test_sphere_exact_distance(rng):
 def test_sliced_and_euclidean_distances(rng):
     from scipy.stats import wasserstein_distance
 
-    from vlasov_tf.comparison import sliced_wasserstein_sphere, wasserstein
+    from vlasov_tf.analysis.wasserstein import sliced_wasserstein_sphere, wasserstein
 
     xa, xb = uniform_sphere(200, 3, rng), uniform_sphere(150, 3, rng)
     assert sliced_wasserstein_sphere(xa, None, xa, None) == pytest.approx(0.0, abs=1e-14)

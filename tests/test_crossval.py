@@ -13,12 +13,12 @@ import pytest
 from helpers import assert_same_diagnostics
 
 import vlasov_tf
-from vlasov_tf import io
-from vlasov_tf.cases import parse_case
 from vlasov_tf.cli import main
-from vlasov_tf.crossval import DIAGNOSTICS, CaseMismatch, case_jobs, job_layouts, run_case
 from vlasov_tf.logs import log_file
-from vlasov_tf.studies import crossval_tables
+from vlasov_tf.runs import storage as io
+from vlasov_tf.runs.cases import parse_case
+from vlasov_tf.runs.runner import DIAGNOSTICS, CaseMismatch, case_jobs, job_layouts, run_case
+from vlasov_tf.runs.studies import crossval_tables
 
 SMALL = """
 [case]
@@ -403,9 +403,9 @@ def test_plot_reads_without_writing(tmp_path):
     # A writer killed outright (os._exit in its 7th append).
     script = (
         "import os, sys\n"
-        "from vlasov_tf import io\n"
-        "from vlasov_tf.cases import load_case\n"
-        "from vlasov_tf.crossval import run_case\n"
+        "from vlasov_tf.runs import storage as io\n"
+        "from vlasov_tf.runs.cases import load_case\n"
+        "from vlasov_tf.runs.runner import run_case\n"
         "append, n = io.RunFile.append, [0]\n"
         "def dying(self, *a):\n"
         "    n[0] += 1\n"

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 import vlasov_tf as vt
-import vlasov_tf.sweeps as sweeps
-from vlasov_tf.cases import CASES_DIR, load_case, parse_case
+import vlasov_tf.runs.sweeps as sweeps
+from vlasov_tf.analysis.clusters import find_clusters, linking_distance
 from vlasov_tf.cli import main
-from vlasov_tf.clusters import find_clusters, linking_distance
-from vlasov_tf.ensembles import (
+from vlasov_tf.geometry.measures import normalize, uniform_sphere
+from vlasov_tf.runs.cases import CASES_DIR, load_case, parse_case
+from vlasov_tf.runs.ensembles import (
     ENSEMBLES,
     batched_velocity,
     close_fraction,
@@ -23,9 +24,8 @@ from vlasov_tf.ensembles import (
     phase_maps,
     random_qkv,
 )
-from vlasov_tf.io import RunFile
-from vlasov_tf.measures import normalize, uniform_sphere
-from vlasov_tf.sweeps import run_sweep
+from vlasov_tf.runs.storage import RunFile
+from vlasov_tf.runs.sweeps import run_sweep
 
 
 @pytest.mark.parametrize("attention", ["SA", "USA"])

@@ -8,9 +8,10 @@ from scipy.spatial.transform import Rotation
 from scipy.special import iv, spherical_in
 
 from vlasov_tf import Params, Schedule, velocity
-from vlasov_tf.eulerian import FiniteVolume, solve_grid
-from vlasov_tf.meshes import circle_mesh, sphere_mesh
-from vlasov_tf.studies import fitted_order
+from vlasov_tf.geometry.mesh_files import sphere_mesh
+from vlasov_tf.geometry.meshes import circle_mesh
+from vlasov_tf.runs.studies import fitted_order
+from vlasov_tf.solvers.finite_volumes import FiniteVolume, solve_grid
 
 SPHERE_LEVELS = (0, 1, 2)
 

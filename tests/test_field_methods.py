@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 
 from vlasov_tf import kernels
-from vlasov_tf.eulerian import solve_grid
-from vlasov_tf.measures import uniform_sphere
-from vlasov_tf.meshes import circle_mesh, sphere_mesh
+from vlasov_tf.geometry.measures import uniform_sphere
+from vlasov_tf.geometry.mesh_files import sphere_mesh
+from vlasov_tf.geometry.meshes import circle_mesh
 from vlasov_tf.model import Head, Params, Schedule, method_head_sums
-from vlasov_tf.particles import solve_particles
+from vlasov_tf.solvers.finite_volumes import solve_grid
+from vlasov_tf.solvers.particles import solve_particles
 
 
 @pytest.mark.parametrize("head", ["zonal", "general"])
@@ -108,7 +109,7 @@ def test_adaptive_reference_uses_the_fast_sums_within_its_tolerance(rng):
 def test_round_off_negative_density_is_zero_mass_to_the_spectral_sums():
     """A cell may hold -1e-94 after a step (see euler_step); the grid must hand it zero mass, as the
     old harmonic tables refused negative weights (a default "auto" run on S^2 stopped with ValueError)."""
-    from vlasov_tf.eulerian import FiniteVolume
+    from vlasov_tf.solvers.finite_volumes import FiniteVolume
 
     mesh = sphere_mesh(1)
     rho = np.exp(6.0 * (mesh.centres[:, 2] - 1.0))

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vlasov_tf import fipy_baseline as fb
-from vlasov_tf.studies import fitted_order
+from vlasov_tf.runs.studies import fitted_order
+from vlasov_tf.solvers import fipy_baseline as fb
 
 SPHERE_H = (0.4, 0.2, 0.1)
 
@@ -75,7 +75,7 @@ def test_shell_geometry(shells):
 
 def test_shell_on_a_nested_level_has_its_triangles():
     """A refined level is no gmsh mesh: FiPy reads its triangles from a .msh file, in cell order."""
-    from vlasov_tf.meshes import sphere_mesh
+    from vlasov_tf.geometry.mesh_files import sphere_mesh
 
     mesh = sphere_mesh(1)
     shell = fb.sphere_shell(mesh)

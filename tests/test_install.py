@@ -30,8 +30,8 @@ def test_a_wheel_runs_shipped_cases_outside_the_repository(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "VLASOV_TF_MESHES"} | {"PYTHONPATH": str(site)}
     script = (
         "import sys, vlasov_tf\n"
-        "from vlasov_tf.cases import CASES_DIR, load_case, shipped_cases\n"
-        "from vlasov_tf.meshes import meshes_dir, sphere_mesh\n"
+        "from vlasov_tf.runs.cases import CASES_DIR, load_case, shipped_cases\n"
+        "from vlasov_tf.geometry.mesh_files import meshes_dir, sphere_mesh\n"
         "from vlasov_tf.cli import main\n"
         "site = sys.argv[1]\n"
         "assert vlasov_tf.__file__.startswith(site), vlasov_tf.__file__\n"

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vlasov_tf.comparison import w2_to_dirac
-from vlasov_tf.interpolation import (
+from vlasov_tf.analysis.wasserstein import w2_to_dirac
+from vlasov_tf.geometry.measures import normalize, uniform_sphere
+from vlasov_tf.interpolation.construction import (
     STAGES,
     CapInput,
     build_interpolation,
@@ -19,8 +20,7 @@ from vlasov_tf.interpolation import (
     parse_interpolation_case,
     particle_w2,
 )
-from vlasov_tf.measures import normalize, uniform_sphere
-from vlasov_tf.particles import solve_particles
+from vlasov_tf.solvers.particles import solve_particles
 
 CASE = "cases/interpolation.toml"
 
@@ -328,8 +328,8 @@ def test_script_bad_case_is_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_grid_w2_decreases_with_level():
-    from vlasov_tf.interpolation import grid_w2
-    from vlasov_tf.meshes import sphere_mesh
+    from vlasov_tf.geometry.mesh_files import sphere_mesh
+    from vlasov_tf.interpolation.construction import grid_w2
 
     case = load_interpolation_case(CASE)
     from dataclasses import replace

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 import vlasov_tf
-import vlasov_tf.io as vio
-from vlasov_tf.io import JobLayout, RunFile, RunFileBusy, RunFileError, lock_path, xdmf_path
-from vlasov_tf.meshes import circle_mesh, sphere_mesh
+import vlasov_tf.runs.storage as vio
+from vlasov_tf.geometry.mesh_files import sphere_mesh
+from vlasov_tf.geometry.meshes import circle_mesh
+from vlasov_tf.runs.storage import JobLayout, RunFile, RunFileBusy, RunFileError, lock_path, xdmf_path
 
 CASE = '# a case\nname = "clustering"\n[model]\nbeta = 4.0  # inverse temperature, ß\n'
 TIMES = 0.25 * np.arange(4)
@@ -305,7 +306,7 @@ CHILD = """
 import importlib.util, sys, time
 import numpy as np
 
-# Load vlasov_tf/io.py alone: importing the package (scipy, ...) would cost ~1 s per child.
+# Load vlasov_tf/runs/storage.py alone: importing the package (scipy, ...) would cost ~1 s per child.
 spec = importlib.util.spec_from_file_location("vtf_io", sys.argv[2])
 vio = sys.modules["vtf_io"] = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(vio)

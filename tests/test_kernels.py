@@ -5,8 +5,8 @@ import pytest
 from helpers import max_row_error
 
 from vlasov_tf import kernels
+from vlasov_tf.geometry.measures import uniform_sphere
 from vlasov_tf.kernels import dense
-from vlasov_tf.measures import uniform_sphere
 
 numba = pytest.importorskip("numba")
 

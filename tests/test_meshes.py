@@ -10,24 +10,20 @@ import numpy as np
 import pytest
 from scipy.sparse import csr_matrix
 
-from vlasov_tf import meshes
 from vlasov_tf.cli import main
-from vlasov_tf.measures import normalize
-from vlasov_tf.meshes import (
+from vlasov_tf.geometry import mesh_files
+from vlasov_tf.geometry.measures import normalize
+from vlasov_tf.geometry.mesh_files import (
     MESHES_ENV,
     SPHERE_COMMITTED_LEVELS,
-    MeshGeometry,
     _checksum,
-    circle_mesh,
-    coarsen_masses,
     load_mesh,
-    mesh_quality,
     save_mesh,
-    sphere_geometry,
     sphere_mesh,
     sphere_mesh_path,
 )
-from vlasov_tf.studies import fitted_order
+from vlasov_tf.geometry.meshes import MeshGeometry, circle_mesh, coarsen_masses, mesh_quality, sphere_geometry
+from vlasov_tf.runs.studies import fitted_order
 
 REPO_MESHES = sphere_mesh_path(0).parent  # resolved before a test points MESHES_ENV elsewhere
 
@@ -279,7 +275,7 @@ def test_a_missing_refined_level_is_built_from_level_0(tmp_path, monkeypatch):
     locked.mkdir()
     shutil.copy(sphere_mesh_path(0), locked / "sphere_L0.h5")
     monkeypatch.setenv(MESHES_ENV, str(locked))
-    monkeypatch.setattr(meshes.os, "access", lambda *_: False)  # a directory we may not write (as root)
+    monkeypatch.setattr(mesh_files.os, "access", lambda *_: False)  # a directory we may not write (as root)
     in_memory = sphere_mesh(3)
     assert not (locked / "sphere_L3.h5").exists()
     np.testing.assert_array_equal(in_memory.areas, built.areas)
@@ -357,7 +353,7 @@ def test_check_names_the_problem():
 
 def test_loading_needs_neither_fipy_nor_gmsh():
     code = (
-        "import sys; from vlasov_tf.meshes import sphere_mesh; sphere_mesh(0); "
+        "import sys; from vlasov_tf.geometry.mesh_files import sphere_mesh; sphere_mesh(0); "
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('fipy', 'gmsh')); "
         "assert not bad, bad"
     )

@@ -7,8 +7,8 @@ from scipy.special import softmax
 
 import vlasov_tf.kernels as kernels
 from vlasov_tf import Head, Params, Perceptron, Schedule, interaction_energy, log_potential, velocity
+from vlasov_tf.geometry.measures import equally_spaced_circle, normalize, uniform_sphere
 from vlasov_tf.kernels import dense
-from vlasov_tf.measures import equally_spaced_circle, normalize, uniform_sphere
 
 
 def reference_field(params: Params, y, w, x, sphere=True):

@@ -22,11 +22,12 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from vlasov_tf import parallel
-from vlasov_tf.io import RunFile
+from vlasov_tf.geometry.measures import uniform_sphere
+from vlasov_tf.geometry.mesh_files import sphere_mesh
+from vlasov_tf.geometry.meshes import circle_mesh
 from vlasov_tf.kernels import exp_kernel_sums
-from vlasov_tf.measures import uniform_sphere
-from vlasov_tf.meshes import circle_mesh, sphere_mesh
 from vlasov_tf.model import dense_head_sums
+from vlasov_tf.runs.storage import RunFile
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -318,8 +319,8 @@ def test_serial_runs_never_import_mpi4py():
     """Without a launcher nothing initialises MPI (a cluster login node may forbid it)."""
     code = (
         "import sys, numpy as np\n"
-        "from vlasov_tf.eulerian import solve_grid\n"
-        "from vlasov_tf.meshes import sphere_mesh\n"
+        "from vlasov_tf.solvers.finite_volumes import solve_grid\n"
+        "from vlasov_tf.geometry.mesh_files import sphere_mesh\n"
         "from vlasov_tf.model import Params, Schedule\n"
         "from vlasov_tf.cli import main\n"
         "m = sphere_mesh(0)\n"

@@ -8,8 +8,8 @@ from scipy.spatial.transform import Rotation
 from test_model import commuting_params, general_params
 
 from vlasov_tf import Head, Params, Schedule, interaction_energy, log_potential, solve_particles, velocity
-from vlasov_tf.measures import equally_spaced_circle, normalize, uniform_sphere
-from vlasov_tf.studies import fitted_order
+from vlasov_tf.geometry.measures import equally_spaced_circle, normalize, uniform_sphere
+from vlasov_tf.runs.studies import fitted_order
 
 
 def two_block_case(rng, perceptron: bool):
@@ -263,8 +263,8 @@ def test_resume_reproduces_the_uninterrupted_run(rng, method):
 def test_few_tokens_take_the_general_steps_bit_for_bit(rng, attention, sphere):
     """A few tokens run a lean loop (particles._tile_layers, model.tile_head_sums): the same bits
     as the general step with the dense sums chosen per call, for "auto" and "dense" alike."""
-    from vlasov_tf import particles
     from vlasov_tf.model import method_head_sums
+    from vlasov_tf.solvers import particles
 
     params = general_params(rng, 3, attention=attention, beta=0.5)
     x0 = uniform_sphere(24, 3, rng)
@@ -302,7 +302,7 @@ def test_few_tokens_are_profiled_as_dense_sums(rng):
 def test_adaptive_reference_bar_moves_with_time(monkeypatch):
     """The adaptive reference's bar counted blocks: a one-block run sat at 0 until the end. Now
     it follows the time DOP853 has reached, and ends at T."""
-    import vlasov_tf.particles as particles
+    import vlasov_tf.solvers.particles as particles
 
     seen: list[float] = []
 

@@ -7,12 +7,9 @@ from matplotlib.colors import LogNorm, Normalize, PowerNorm
 from matplotlib.text import Text
 from scipy.special import iv, spherical_in
 
-from vlasov_tf.cases import parse_case
-from vlasov_tf.clusters import plateaus
-from vlasov_tf.crossval import run_case
-from vlasov_tf.io import RunFile
-from vlasov_tf.linear_theory import linear_growth_rate, predicted_growth
-from vlasov_tf.meshes import sphere_mesh
+from vlasov_tf.analysis.clusters import plateaus
+from vlasov_tf.analysis.linear_theory import linear_growth_rate, predicted_growth
+from vlasov_tf.geometry.mesh_files import sphere_mesh
 from vlasov_tf.plots import (
     clusters_figure,
     convergence_figure,
@@ -22,8 +19,11 @@ from vlasov_tf.plots import (
     plot_clusters,
     plot_crossval,
 )
-from vlasov_tf.sphere_views import choose_view, orthographic, rim_mass, view_basis, visible_cells
-from vlasov_tf.studies import RateTable, cluster_jobs, crossval_tables
+from vlasov_tf.plots.sphere_views import choose_view, orthographic, rim_mass, view_basis, visible_cells
+from vlasov_tf.runs.cases import parse_case
+from vlasov_tf.runs.runner import run_case
+from vlasov_tf.runs.storage import RunFile
+from vlasov_tf.runs.studies import RateTable, cluster_jobs, crossval_tables
 
 SPHERE = """
 [case]

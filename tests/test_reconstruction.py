@@ -1,16 +1,18 @@
 """The third-order scheme: quadratic reconstruction, Gauss fluxes, positivity limiter.
 
-Errors are against exact cell averages (meshes.cell_quadrature, degree 11 on S^1, 5 on S^2).
+Errors are against exact cell averages (quadrature.cell_quadrature, degree 11 on S^1, 5 on S^2).
 """
 
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from vlasov_tf.eulerian import solve_grid
-from vlasov_tf.meshes import cell_quadrature, circle_mesh, sphere_mesh
-from vlasov_tf.reconstruction import QuadraticReconstruction, vertex_neighbours
-from vlasov_tf.studies import fitted_order
+from vlasov_tf.geometry.mesh_files import sphere_mesh
+from vlasov_tf.geometry.meshes import circle_mesh
+from vlasov_tf.geometry.quadrature import cell_quadrature
+from vlasov_tf.runs.studies import fitted_order
+from vlasov_tf.solvers.finite_volumes import solve_grid
+from vlasov_tf.solvers.reconstruction import QuadraticReconstruction, vertex_neighbours
 
 LEVELS = (0, 1, 2)
 CIRCLES = (64, 128, 256, 512)

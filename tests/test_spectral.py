@@ -9,6 +9,7 @@ from numpy.polynomial import legendre
 from scipy.special import ive
 
 from vlasov_tf import kernels
+from vlasov_tf.geometry.measures import uniform_sphere
 from vlasov_tf.kernels import spectral
 from vlasov_tf.kernels.circle import Circle
 from vlasov_tf.kernels.spectral import (
@@ -19,7 +20,6 @@ from vlasov_tf.kernels.spectral import (
     tail_degree,
 )
 from vlasov_tf.kernels.sphere import Sphere
-from vlasov_tf.measures import uniform_sphere
 
 TOL = 1e-10  # the contract: every row, relative to its normaliser
 

@@ -5,8 +5,8 @@ import pytest
 
 from vlasov_tf import Params, Schedule, solve_particles
 from vlasov_tf.cli import main
-from vlasov_tf.measures import angles_to_circle, von_mises_fisher_mixture
-from vlasov_tf.studies import depth_convergence, fitted_order
+from vlasov_tf.geometry.measures import angles_to_circle, von_mises_fisher_mixture
+from vlasov_tf.runs.studies import depth_convergence, fitted_order
 
 
 def test_depth_convergence_is_first_order():
@@ -67,8 +67,8 @@ def test_field_lipschitz_constants_hold(rng, attention):
     from test_model import general_params
 
     from vlasov_tf import velocity
-    from vlasov_tf.measures import normalize, uniform_sphere
-    from vlasov_tf.studies import field_lipschitz
+    from vlasov_tf.geometry.measures import normalize, uniform_sphere
+    from vlasov_tf.runs.studies import field_lipschitz
 
     params = general_params(rng, 3, beta=0.8, attention=attention)
     lip_x, lip_mu = field_lipschitz(params)
@@ -84,8 +84,8 @@ def test_field_lipschitz_constants_hold(rng, attention):
 
 
 def test_lipschitz_estimate_respects_its_bound(tmp_path):
-    from vlasov_tf.cases import parse_case
-    from vlasov_tf.studies import lipschitz_estimate
+    from vlasov_tf.runs.cases import parse_case
+    from vlasov_tf.runs.studies import lipschitz_estimate
 
     text = (
         '[case]\nname = "small"\ngeometry = "circle"\nT = 0.5\noutputs = 2\n'

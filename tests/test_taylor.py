@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from vlasov_tf import kernels
+from vlasov_tf.geometry.measures import uniform_sphere
 from vlasov_tf.kernels.taylor import radii, taylor_bound, taylor_cost, taylor_degree, taylor_sums
-from vlasov_tf.measures import uniform_sphere
 
 
 def general_head(rng, beta, d=3):

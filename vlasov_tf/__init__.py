@@ -6,8 +6,8 @@ moves it by a nonlocal continuity equation. See README.md.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .model import Head, Params, Perceptron, Schedule, interaction_energy, log_potential, velocity
-from .particles import ParticleSolution, solve_particles
+from vlasov_tf.model import Head, Params, Perceptron, Schedule, interaction_energy, log_potential, velocity
+from vlasov_tf.solvers.particles import ParticleSolution, solve_particles
 
 try:
     __version__ = version("vlasov_tf")

@@ -1,5 +1,5 @@
 """The ``vlasov-tf`` command line: argument parsing only; the work is in
-:mod:`vlasov_tf.crossval`, :mod:`vlasov_tf.studies` and :mod:`vlasov_tf.plots`.
+:mod:`vlasov_tf.runs.runner`, :mod:`vlasov_tf.runs.studies` and :mod:`vlasov_tf.plots`.
 
 Subcommands
 -----------
@@ -12,7 +12,7 @@ Subcommands
     ``mpiexec -n P`` (or ``srun``) every solver runs on the P ranks and rank 0
     writes the file; an error on any rank aborts the job with its message.
 ``sweep CASE``
-    An ensemble over beta (the case's ``[sweep]`` table, :mod:`vlasov_tf.sweeps`) into
+    An ensemble over beta (the case's ``[sweep]`` table, :mod:`vlasov_tf.runs.sweeps`) into
     ``out/<name>-sweep.h5``: (beta, t) maps of the number of clusters and the fraction of close
     pairs over the members, printed and drawn.
 ``plot RUNFILE``
@@ -21,7 +21,7 @@ Subcommands
     Depth convergence on the circle: L-layer Transformers against the
     continuous-time flow; a table of errors and orders, and a figure.
 ``mesh``
-    Build the sphere meshes of :mod:`vlasov_tf.meshes` (gmsh through FiPy) into
+    Build the sphere meshes of :mod:`vlasov_tf.geometry.meshes` (gmsh through FiPy) into
     ``meshes/sphere_L{level}.h5``, once, serially, for runs that load them.
 """
 
@@ -41,17 +41,18 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from . import __version__
-from .cases import CASES_DIR, load_case, parse_case
-from .crossval import CaseMismatch, run_case
-from .ensembles import phase_maps
-from .io import RunFile, RunFileError
-from .kernels import num_threads
-from .logs import configure, log_file
-from .meshes import SPHERE_LEVELS, build_sphere_mesh, load_mesh, mesh_quality
-from .parallel import abort_on_error, is_root, on_root, world
-from .plots import plot_clusters, plot_crossval, plot_depth_convergence, plot_phase
-from .studies import (
+from vlasov_tf import __version__
+from vlasov_tf.geometry.mesh_files import build_sphere_mesh, load_mesh
+from vlasov_tf.geometry.meshes import SPHERE_LEVELS, mesh_quality
+from vlasov_tf.kernels import num_threads
+from vlasov_tf.logs import configure, log_file
+from vlasov_tf.parallel import abort_on_error, is_root, on_root, world
+from vlasov_tf.plots import plot_clusters, plot_crossval, plot_depth_convergence, plot_phase
+from vlasov_tf.runs.cases import CASES_DIR, load_case, parse_case
+from vlasov_tf.runs.ensembles import phase_maps
+from vlasov_tf.runs.runner import CaseMismatch, run_case
+from vlasov_tf.runs.storage import RunFile, RunFileError
+from vlasov_tf.runs.studies import (
     DEFAULT_LAYERS,
     check_case,
     crossval_tables,
@@ -65,7 +66,7 @@ from .studies import (
     grid_against_deep,
     lipschitz_estimate,
 )
-from .sweeps import run_sweep
+from vlasov_tf.runs.sweeps import run_sweep
 
 _log = logging.getLogger(__name__)
 

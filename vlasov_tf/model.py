@@ -25,12 +25,12 @@ from typing import Literal
 import numpy as np
 from scipy.special import logsumexp
 
-from .kernels import METHODS, Distributed, blas_single_thread, exp_kernel_sums, kernel_sums
-from .kernels.cache import derived, frozen, immutable
-from .kernels.dense import causal_kernel_sums, log_weights, tile_sums
-from .measures import SPHERE_ATOL, check_points, check_weights
-from .profiling import active as profiling_active
-from .profiling import section
+from vlasov_tf.geometry.measures import SPHERE_ATOL, check_points, check_weights
+from vlasov_tf.kernels import METHODS, Distributed, blas_single_thread, exp_kernel_sums, kernel_sums
+from vlasov_tf.kernels.cache import derived, frozen, immutable
+from vlasov_tf.kernels.dense import causal_kernel_sums, log_weights, tile_sums
+from vlasov_tf.profiling import active as profiling_active
+from vlasov_tf.profiling import section
 
 __all__ = [
     "Head",

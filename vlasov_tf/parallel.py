@@ -45,9 +45,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .kernels import exp_kernel_sums, num_threads
-from .meshes import MeshGeometry
-from .profiling import section
+from vlasov_tf.geometry.meshes import MeshGeometry
+from vlasov_tf.kernels import exp_kernel_sums, num_threads
+from vlasov_tf.profiling import section
 
 __all__ = [
     "LocalMesh",

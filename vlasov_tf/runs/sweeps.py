@@ -1,6 +1,6 @@
-"""Sweeps: a case's ensemble over beta (:mod:`vlasov_tf.ensembles`) run into one run file.
+"""Sweeps: a case's ensemble over beta (:mod:`vlasov_tf.runs.ensembles`) run into one run file.
 
-A run file (:mod:`vlasov_tf.io`) holds one job per beta (``sweep/b<index>``, attribute ``beta``):
+A run file (:mod:`vlasov_tf.runs.storage`) holds one job per beta (``sweep/b<index>``, attribute ``beta``):
 the positions of all its members (``members * N`` tokens, member-major) and the tables
 ``clusters`` and ``close`` (one value per member) at every output time. It resumes like any run:
 complete betas are skipped, and a beta a kill interrupted is run again and stored from where its
@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .cases import Case
-from .clusters import linking_distance
-from .crossval import open_run_file
-from .ensembles import close_fraction, cluster_counts, ensemble_flow, member_stream, random_qkv
-from .io import JobLayout, RunFile
-from .parallel import Comm, block_range, is_root, on_root
+from vlasov_tf.analysis.clusters import linking_distance
+from vlasov_tf.parallel import Comm, block_range, is_root, on_root
+from vlasov_tf.runs.cases import Case
+from vlasov_tf.runs.ensembles import close_fraction, cluster_counts, ensemble_flow, member_stream, random_qkv
+from vlasov_tf.runs.runner import open_run_file
+from vlasov_tf.runs.storage import JobLayout, RunFile
 
 __all__ = ["BATCH_SCORES", "run_sweep", "sweep_layouts"]
 

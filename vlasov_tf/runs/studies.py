@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .clusters import Clusters, merges, plateaus
-from .comparison import geodesic_distance, wasserstein_circle
-from .ensembles import PhaseMaps
-from .measures import angles_to_circle, von_mises_fisher_mixture
-from .model import Params, Schedule, interaction_energy
-from .particles import solve_particles
+from vlasov_tf.analysis.clusters import Clusters, merges, plateaus
+from vlasov_tf.analysis.wasserstein import geodesic_distance, wasserstein_circle
+from vlasov_tf.geometry.measures import angles_to_circle, von_mises_fisher_mixture
+from vlasov_tf.model import Params, Schedule, interaction_energy
+from vlasov_tf.runs.ensembles import PhaseMaps
+from vlasov_tf.solvers.particles import solve_particles
 
 __all__ = [
     "DEFAULT_LAYERS",
@@ -276,7 +276,7 @@ def format_report(res: DepthConvergence) -> str:
 
 
 # ---------------------------------------------------------------------------
-# cross-validation tables (from a run file of vlasov_tf.crossval.run_case)
+# cross-validation tables (from a run file of vlasov_tf.runs.runner.run_case)
 # ---------------------------------------------------------------------------
 
 #: Expected convergence rates of W1 at time T: in the depth L (the Transformer step is
@@ -326,7 +326,7 @@ def crossval_tables(case, run) -> list[RateTable]:
     - grid: each coarser grid against the finest one summed into its cells (nested grids),
       in L1 and in W1 (circle: exact; sphere: sliced).
     """
-    from .crossval import MAX_EXACT_PAIRS, run_jobs
+    from vlasov_tf.runs.runner import MAX_EXACT_PAIRS, run_jobs
 
     sphere = case.geometry == "sphere"
     dist = "sw1_grid" if sphere else "w1_grid"
@@ -394,7 +394,7 @@ def crossval_tables(case, run) -> list[RateTable]:
 
 def grid_against_deep(case, run) -> str | None:
     """One line: the finest grid against the deepest Transformer on the most tokens, at T."""
-    from .crossval import run_jobs
+    from vlasov_tf.runs.runner import run_jobs
 
     sphere = case.geometry == "sphere"
     dist = "sw1_grid" if sphere else "w1_grid"
@@ -415,7 +415,7 @@ def grid_against_deep(case, run) -> str | None:
 def cluster_jobs(case, run) -> list:
     """The jobs whose clusters a study shows: the finest grid, then the continuous flow and the
     deepest Transformer of the most tokens (the first sample)."""
-    from .crossval import run_jobs
+    from vlasov_tf.runs.runner import run_jobs
 
     jobs = run_jobs(run)
     grids = [j for j in jobs if j.kind == "grid"]
@@ -509,7 +509,7 @@ def full_study(case):
 
     Circle: N = 1e2 ... 1e5 tokens, L = 10 ... 1e4 layers, M = 256 ... 16384 cells. Sphere:
     N = 1e2 ... 1e6, L = 10 ... 1e4, the nested levels 0 ... 5 (1.1e6 cells). Deep runs with
-    ``N L`` above :data:`~vlasov_tf.crossval.MAX_DEEP_TOKEN_LAYERS` are left out (sphere: N = 1e6
+    ``N L`` above :data:`~vlasov_tf.runs.runner.MAX_DEEP_TOKEN_LAYERS` are left out (sphere: N = 1e6
     runs L <= 100, N = 1e5 L <= 1000); every N keeps its continuous-flow references. The
     references are RK4 with ``ceil(100 T)`` steps rather than DOP853 (which takes a quarter of an
     hour per sample on 1e6 tokens): on 2000 tokens of the shipped sphere and circle cases they
@@ -588,7 +588,7 @@ def lipschitz_estimate(case, n_tokens: int = 200, pairs: int = 8, eps: float = 1
     evolve by the continuous-time flow (DOP853); the ratio of W1 at T to W1 at 0 (same
     geometry and method as the cross-validation) is one sample of the constant.
     """
-    from .comparison import wasserstein
+    from vlasov_tf.analysis.wasserstein import wasserstein
 
     x0, w = case.initial_tokens(n_tokens)
     sphere = case.geometry != "euclidean"

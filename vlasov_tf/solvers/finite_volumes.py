@@ -1,7 +1,7 @@
 """Eulerian solver: finite volumes for d rho/dt + div_S(rho X) = 0 on the circle and on S^2.
 
 The unknowns are cell averages ``rho_c`` of the density (per unit length or
-area) on a :class:`~vlasov_tf.meshes.MeshGeometry`. One forward-Euler stage is
+area) on a :class:`~vlasov_tf.geometry.meshes.MeshGeometry`. One forward-Euler stage is
 
     m_c <- m_c - dt sum_{faces f of c} +-F_f,   F_f = sum_q w_q u_fq rho_fq^upwind,   m_c = rho_c A_c,
 
@@ -11,7 +11,7 @@ of face f (owner to neighbour) and ``w_q`` their weights. The scheme:
 - conservative: each face flux leaves one cell and enters the other, so the
   total mass changes only by round-off;
 - space, ``reconstruction="quadratic"`` (the default, third order,
-  :mod:`vlasov_tf.reconstruction`): a quadratic per cell by k-exact least
+  :mod:`vlasov_tf.solvers.reconstruction`): a quadratic per cell by k-exact least
   squares over its vertex neighbours, read at two Gauss points per edge
   (one point, the face, on S^1), limiter ``"positivity"`` (Zhang-Shu) or
   ``"none"``; ``reconstruction="linear"`` (second order, MUSCL): a
@@ -71,12 +71,12 @@ import numpy as np
 from scipy import sparse
 from tqdm.auto import tqdm
 
-from .kernels import METHODS
-from .logs import TIME_BAR
-from .meshes import MeshGeometry
-from .model import Params, Schedule, method_head_sums, velocity_unchecked
-from .parallel import Comm, LocalMesh, RingSums, is_root
-from .reconstruction import QuadraticReconstruction
+from vlasov_tf.geometry.meshes import MeshGeometry
+from vlasov_tf.kernels import METHODS
+from vlasov_tf.logs import TIME_BAR
+from vlasov_tf.model import Params, Schedule, method_head_sums, velocity_unchecked
+from vlasov_tf.parallel import Comm, LocalMesh, RingSums, is_root
+from vlasov_tf.solvers.reconstruction import QuadraticReconstruction
 
 __all__ = [
     "ATOL",
@@ -139,7 +139,7 @@ class FiniteVolume:
     reconstruction is linear in the cell values before limiting, so it is stored
     as operators (linear: least-squares gradients at the face midpoints, two
     sparse (F, F) operators in the face jumps; quadratic:
-    :class:`~vlasov_tf.reconstruction.QuadraticReconstruction`). ``points`` (F, Q, d)
+    :class:`~vlasov_tf.solvers.reconstruction.QuadraticReconstruction`). ``points`` (F, Q, d)
     and ``weights`` (F, Q) are the flux points and their weights (Q = 1 for the
     linear scheme: the face midpoints and lengths).
 
@@ -219,7 +219,7 @@ class FiniteVolume:
     def face_values(self, rho: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Limited reconstruction at the flux points: (owner side, neighbour side), each (F, Q).
 
-        Linear: Q = 1, the face midpoints. Quadratic: :mod:`vlasov_tf.reconstruction`.
+        Linear: Q = 1, the face midpoints. Quadratic: :mod:`vlasov_tf.solvers.reconstruction`.
         """
         if self._quadratic is not None:
             return self._quadratic.face_values(rho, positive=self.limiter == "positivity")
@@ -393,7 +393,7 @@ def solve_grid(
         changes, ``atol`` relative to the total mass. ``rtol=None``: no error control, the
         CFL step capped by ``max_dt`` (fixed steps, for benchmarks and comparisons at a given dt).
     reconstruction : ``"quadratic"`` (k-exact least squares, third order:
-        :mod:`vlasov_tf.reconstruction`) or ``"linear"`` (MUSCL, second order); None: the
+        :mod:`vlasov_tf.solvers.reconstruction`) or ``"linear"`` (MUSCL, second order); None: the
         quadratic one unless ``limiter`` is the linear one's (:func:`check_scheme`).
     limiter : quadratic: ``"positivity"`` (default) or ``"none"``; linear: ``"barth-jespersen"``
         (default) or ``"none"`` (unlimited, not positive).

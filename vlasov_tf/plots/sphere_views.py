@@ -1,8 +1,10 @@
-"""Orthographic views of S^2: projections, the visible cells of a mesh and the choice of view axis.
+"""Orthographic views of S^2: projections, the visible cells of a mesh, the choice of view axis, and
+one hemisphere drawn as a disc (:func:`draw_disc`).
 
-The figures of :mod:`vlasov_tf.plots` show the sphere as two discs, seen from +v and -v: no seam,
+The figures of :mod:`vlasov_tf.plots.runs` show the sphere as two discs, seen from +v and -v: no seam,
 no singular pole, every cell in one of the two discs (:func:`visible_cells`), shapes and areas
-true near the centre of a disc. This module is the geometry of those views (numpy only).
+true near the centre of a disc. This module is the geometry of those views (numpy) and their
+drawing (matplotlib, imported when a disc is drawn).
 """
 
 from __future__ import annotations
@@ -13,9 +15,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from .meshes import MeshGeometry
+    from matplotlib.axes import Axes
 
-__all__ = ["PREFER_Z", "RIM_WIDTH", "choose_view", "orthographic", "rim_mass", "view_basis", "visible_cells"]
+    from vlasov_tf.geometry.meshes import MeshGeometry
+
+__all__ = [
+    "PREFER_Z",
+    "RIM_WIDTH",
+    "choose_view",
+    "draw_disc",
+    "orthographic", "rim_mass", "view_basis", "visible_cells",
+]
 
 #: Width (in <x, v>, i.e. about radians) of the band around the rim whose mass :func:`choose_view`
 #: keeps small.
@@ -119,3 +129,54 @@ def choose_view(
     if np.mean([w @ (p @ v > 0) for p, w in sub]) < 0.5:
         v = -v
     return v, "the axis with the least mass near the rim"
+
+
+def draw_disc(
+    ax: Axes,
+    mesh: MeshGeometry | None,
+    rho: np.ndarray | None,
+    view: np.ndarray,
+    norm,
+    tokens: np.ndarray | None,
+    cmap: str = "viridis",
+):
+    """One hemisphere: the visible cells coloured by ``rho``, the visible tokens, the rim, equator, poles."""
+    from matplotlib.patches import Circle
+
+    pc = None
+    if mesh is not None:
+        cells = visible_cells(mesh, view)
+        tri = mesh.cell_vertices[cells]
+        used, inv = np.unique(tri.ravel(), return_inverse=True)
+        xy, _ = orthographic(mesh.vertices[used], view)
+        floor = norm.vmin if norm.vmin is not None else 0.0
+        pc = ax.tripcolor(
+            xy[:, 0],
+            xy[:, 1],
+            inv.reshape(tri.shape),
+            facecolors=np.maximum(rho[cells], floor),
+            norm=norm,
+            cmap=cmap,
+            edgecolors="none",
+            antialiased=False,  # no hairline seams between the triangles
+        )
+    # Equator (dashed) and the poles, for orientation.
+    phi = np.linspace(0.0, 2.0 * np.pi, 361)
+    xy, depth = orthographic(np.column_stack([np.cos(phi), np.sin(phi), np.zeros_like(phi)]), view)
+    xy[depth < 0] = np.nan
+    ax.plot(xy[:, 0], xy[:, 1], color="w", lw=0.6, ls="--", alpha=0.5)
+    for pole, name in (((0.0, 0.0, 1.0), "N"), ((0.0, 0.0, -1.0), "S")):
+        (pxy,), (pd,) = orthographic(np.array([pole]), view)
+        if pd >= 0:
+            ax.plot(*pxy, "+", color="w", ms=7, mew=1.0)
+            ax.annotate(name, pxy, xytext=(3, 3), textcoords="offset points", color="w", fontsize=8)
+    if tokens is not None:
+        xy, depth = orthographic(tokens, view)
+        xy = xy[depth >= 0]
+        ax.plot(xy[:, 0], xy[:, 1], "o", mfc="#ff2020", mec="w", mew=0.25, ms=2.2, alpha=0.8)
+    ax.add_patch(Circle((0.0, 0.0), 1.0, fill=False, lw=0.8, color="0.2"))
+    ax.set_xlim(-1.04, 1.04)
+    ax.set_ylim(-1.04, 1.04)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    return pc

@@ -1,8 +1,8 @@
 """Quadratic reconstruction of cell averages at the flux points of a mesh of S^1 or S^2.
 
-The third-order finite-volume scheme of :class:`vlasov_tf.eulerian.FiniteVolume`
+The third-order finite-volume scheme of :class:`vlasov_tf.solvers.finite_volumes.FiniteVolume`
 (``reconstruction="quadratic"``) reads the density at the Gauss points of every
-face (:func:`vlasov_tf.meshes.face_quadrature`) from a quadratic polynomial per cell:
+face (:func:`vlasov_tf.geometry.quadrature.face_quadrature`) from a quadratic polynomial per cell:
 
 - chart: on S^2 the gnomonic projection at the cell centre ``c``,
   ``xi(x) = (x . e_i / x . c) / h_c`` (``e_i`` an orthonormal basis of the tangent
@@ -10,7 +10,7 @@ face (:func:`vlasov_tf.meshes.face_quadrature`) from a quadratic polynomial per 
   straight lines; on S^1 the angle from the centre over the cell's length;
 - polynomial: ``p_c(x) = rho_c + sum_k a_ck (phi_k(xi(x)) - <phi_k>_c)`` with the
   monomials ``phi = (xi_1, xi_2, xi_1^2, xi_1 xi_2, xi_2^2)`` (S^1: ``xi, xi^2``)
-  and ``<.>_j`` the mean over cell j (:func:`vlasov_tf.meshes.cell_quadrature`):
+  and ``<.>_j`` the mean over cell j (:func:`vlasov_tf.geometry.quadrature.cell_quadrature`):
   the cell's mean of ``p_c`` is ``rho_c`` whatever ``a``, so the scheme stays
   conservative;
 - coefficients (k-exact least squares): ``a_c`` minimises
@@ -39,7 +39,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-from .meshes import MeshGeometry, cell_quadrature, face_quadrature
+from vlasov_tf.geometry.meshes import MeshGeometry
+from vlasov_tf.geometry.quadrature import cell_quadrature, face_quadrature
 
 __all__ = ["QuadraticReconstruction", "vertex_neighbours"]
 
@@ -115,7 +116,7 @@ def _monomials(chart: np.ndarray, size: np.ndarray, x: np.ndarray) -> np.ndarray
 class QuadraticReconstruction:
     """The quadratic polynomials of a mesh's cells, evaluated at its face quadrature points.
 
-    points (F, Q, d) and weights (F, Q): :func:`vlasov_tf.meshes.face_quadrature` (read-only).
+    points (F, Q, d) and weights (F, Q): :func:`vlasov_tf.geometry.quadrature.face_quadrature` (read-only).
     ``face_values(rho, positive)`` gives the owner's and the neighbour's values there.
     """
 

@@ -112,11 +112,11 @@ import numpy as np
 from scipy import stats
 from scipy.sparse.csgraph import dijkstra
 
-from .cases import _Reader
-from .comparison import geodesic_cost, w2_to_dirac
-from .measures import check_points, check_weights, normalize
-from .model import Params, Schedule
-from .particles import solve_particles
+from vlasov_tf.analysis.wasserstein import geodesic_cost, w2_to_dirac
+from vlasov_tf.geometry.measures import check_points, check_weights, normalize
+from vlasov_tf.model import Params, Schedule
+from vlasov_tf.runs.toml_reader import TomlReader
+from vlasov_tf.solvers.particles import solve_particles
 
 __all__ = [
     "STAGES",
@@ -858,7 +858,7 @@ def particle_w2(
 ) -> np.ndarray:
     """(N,) W2 to the targets after running each measure alone through the schedule.
 
-    ``method`` and ``steps`` as in :func:`~vlasov_tf.particles.solve_particles`
+    ``method`` and ``steps`` as in :func:`~vlasov_tf.solvers.particles.solve_particles`
     (default RK4 with as many steps as the construction took).
     """
     steps = interp.rk4_steps if steps is None and method != "adaptive" else steps
@@ -906,7 +906,7 @@ def grid_w2(
     keeps every mass > 0 where the outflow is zero. Its mass (~1e-11) is
     negligible in W2.
     """
-    from .eulerian import solve_grid
+    from vlasov_tf.solvers.finite_volumes import solve_grid
 
     out = []
     for rho0, y in zip(densities, interp.targets, strict=True):
@@ -994,7 +994,7 @@ def parse_interpolation_case(text: str, source: str = "<string>") -> Interpolati
 
     Errors are ``ValueError('<source>: <dotted key> ...')``.
     """
-    r = _Reader(source, Path("."))
+    r = TomlReader(source, Path("."))
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -1128,7 +1128,7 @@ def run_interpolation_case(
     levels = case.levels if levels is None else tuple(levels)
     res["grid_levels"], res["grid_w2"] = [], []
     if levels:
-        from .meshes import sphere_mesh
+        from vlasov_tf.geometry.mesh_files import sphere_mesh
 
         log("grid (solve_grid, one run per input density, same schedule):")
         for level in levels:
@@ -1146,7 +1146,9 @@ def run_interpolation_case(
     if out_dir is not None:
         path = Path(out_dir) / f"{case.name}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        from .plots import plot_interpolation  # matplotlib only when a figure is asked for
+        from vlasov_tf.plots import (
+            plot_interpolation,  # matplotlib only when a figure is asked for
+        )
 
         plot_interpolation(interp, res, path)
         res["figure"] = path

@@ -38,7 +38,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import ConvexHull, QhullError, cKDTree
 
-from .kernels import kernel_sums
+from vlasov_tf.kernels import kernel_sums
 
 __all__ = [
     "MIN_MASS",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
-from .model import zonal_beta
+from vlasov_tf.model import zonal_beta
 
 __all__ = ["linear_growth_rate", "mode_amplitude", "mode_function", "predicted_growth"]
 

@@ -10,15 +10,15 @@ included, as a token attends to itself):
     d/dt rho_k + div( X[rho_1 + ... + rho_k] rho_k ) = 0,   k = 1 .. S.
 
 The tokens of a causal case sit at the same S positions (:meth:`Case.token_positions
-<vlasov_tf.cases.Case.token_positions>`), so both solvers discretise one S-slice model: the grid
+<vlasov_tf.runs.cases.Case.token_positions>`), so both solvers discretise one S-slice model: the grid
 in x, the tokens by sampling, and they are compared by their x-marginals as for the unmasked
 equation. With V = I slice 1 attends to itself alone and moves as the unmasked flow of its own
 density.
 
 Time: SSP-RK3 on all slices together at the CFL step of the fastest (``cfl``, ``max_dt``; fixed
 steps, no error control), landing on switches and output times; serial. Each stage evaluates S
-fields through :meth:`FiniteVolume.normal_velocity <vlasov_tf.eulerian.FiniteVolume.normal_velocity>`,
-the same attention field of a cell measure as :func:`~vlasov_tf.eulerian.solve_grid`'s.
+fields through :meth:`~vlasov_tf.solvers.finite_volumes.FiniteVolume.normal_velocity`,
+the same attention field of a cell measure as :func:`~vlasov_tf.solvers.finite_volumes.solve_grid`'s.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from collections.abc import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from .eulerian import FiniteVolume, GridSolution, check_scheme
-from .logs import TIME_BAR
-from .meshes import MeshGeometry
-from .model import Schedule
+from vlasov_tf.geometry.meshes import MeshGeometry
+from vlasov_tf.logs import TIME_BAR
+from vlasov_tf.model import Schedule
+from vlasov_tf.solvers.finite_volumes import FiniteVolume, GridSolution, check_scheme
 
 __all__ = ["solve_causal_grid"]
 
@@ -55,7 +55,7 @@ def solve_causal_grid(
     docstring) up to the schedule's T; the solution's densities are (n_out, S, C), its mass the
     total over the slices. ``callback(t, rho)`` ((S, C)) at every output time; ``t0``: resume
     from the slices at a switch or output time (the steps after it are those of a run from 0).
-    The scheme's arguments as for :func:`~vlasov_tf.eulerian.solve_grid`."""
+    The scheme's arguments as for :func:`~vlasov_tf.solvers.finite_volumes.solve_grid`."""
     rho = np.asarray(rho0, dtype=np.float64)
     if rho.ndim != 2 or rho.shape[1] != mesh.n_cells or not np.isfinite(rho).all() or (rho < 0).any():
         raise ValueError(f"slice densities must be (S, {mesh.n_cells}), finite, >= 0; got shape {rho.shape}")

@@ -37,7 +37,7 @@ FiPy is imported lazily inside the functions: importing this module does not imp
 
 The solid-body rotation test problem, its exact solutions and the L1 errors quoted in the README
 are in :func:`rotation_error_circle` and :func:`rotation_error_sphere`;
-``python -m vlasov_tf.fipy_baseline`` prints the convergence tables.
+``python -m vlasov_tf.solvers.fipy_baseline`` prints the convergence tables.
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ from typing import Any
 
 import numpy as np
 
-from . import meshes
+from vlasov_tf.geometry import mesh_files
+from vlasov_tf.geometry.meshes import MeshGeometry, sphere_geometry
 
 __all__ = [
     "RotationResult",
@@ -164,10 +165,10 @@ def fipy_upwind_circle(
 def sphere_geo(h: float) -> str:
     """The project's sphere source (``meshes/sphere.geo``) at characteristic length ``h``.
 
-    ``h = 0.18`` gives exactly the triangles of sphere level 0 of :mod:`vlasov_tf.meshes` (the
+    ``h = 0.18`` gives exactly the triangles of sphere level 0 of :mod:`vlasov_tf.geometry.meshes` (the
     finer levels refine those; pass the level's mesh to :func:`sphere_shell` to get its triangles).
     """
-    return meshes.sphere_geo(h)
+    return mesh_files.sphere_geo(h)
 
 
 @dataclass(frozen=True)
@@ -197,14 +198,14 @@ class ShellMesh:
         return int(self.centres.shape[0])
 
 
-def sphere_shell(geo_or_h: str | float | meshes.MeshGeometry, delta: float = SHELL_DELTA) -> ShellMesh:
+def sphere_shell(geo_or_h: str | float | MeshGeometry, delta: float = SHELL_DELTA) -> ShellMesh:
     """Mesh the unit sphere with gmsh through FiPy and extrude it into a one-cell shell.
 
     Parameters
     ----------
     geo_or_h : gmsh ``.geo`` text (or a path to a ``.geo``/``.msh`` file) of a surface whose
         vertices lie on the unit sphere, a characteristic length ``h`` for :func:`sphere_geo`, or
-        a sphere :class:`~vlasov_tf.meshes.MeshGeometry` (its triangles, through a ``.msh`` file:
+        a sphere :class:`~vlasov_tf.geometry.MeshGeometry` (its triangles, through a ``.msh`` file:
         the same cells as the project's scheme).
     delta : shell thickness; the shell spans radii 1 to ``1 + delta``.
 
@@ -215,14 +216,14 @@ def sphere_shell(geo_or_h: str | float | meshes.MeshGeometry, delta: float = SHE
 
     if not 0 < delta < 1:
         raise ValueError(f"need 0 < delta < 1, got {delta}")
-    if isinstance(geo_or_h, meshes.MeshGeometry):
+    if isinstance(geo_or_h, MeshGeometry):
         with tempfile.TemporaryDirectory() as tmp:
-            msh = meshes.write_gmsh(geo_or_h, Path(tmp) / "sphere.msh")
-            surface, _ = meshes.fipy_sphere_surface(str(msh))
+            msh = mesh_files.write_gmsh(geo_or_h, Path(tmp) / "sphere.msh")
+            surface, _ = mesh_files.fipy_sphere_surface(str(msh))
     else:
         geo = sphere_geo(float(geo_or_h)) if isinstance(geo_or_h, int | float) else geo_or_h
-        surface, _ = meshes.fipy_sphere_surface(geo)
-    verts, triangles = meshes._fipy_triangles(surface)
+        surface, _ = mesh_files.fipy_sphere_surface(geo)
+    verts, triangles = mesh_files.fipy_triangles(surface)
     radius = np.linalg.norm(verts, axis=1)
     if np.max(np.abs(radius - 1.0)) > 1e-6:
         raise ValueError(
@@ -230,7 +231,7 @@ def sphere_shell(geo_or_h: str | float | meshes.MeshGeometry, delta: float = SHE
         )
     verts = verts / radius[:, np.newaxis]
     # Exact spherical areas, in FiPy's cell order (sphere_geometry keeps the order of its triangles).
-    areas = meshes.sphere_geometry(verts, triangles).areas
+    areas = sphere_geometry(verts, triangles).areas
 
     edges = np.ma.getdata(surface.faceVertexIDs)  # (2, E)
     lengths = np.linalg.norm(verts[edges[0]] - verts[edges[1]], axis=1)

@@ -1,7 +1,7 @@
 """Distances between measures (and between labelled tokens), to compare solvers and depths.
 
 A measure is a weighted point cloud ``(points, weights)`` as in
-:mod:`vlasov_tf.measures`. The distances are Wasserstein distances; the
+:mod:`vlasov_tf.geometry.measures`. The distances are Wasserstein distances; the
 general ones come from POT (``import ot``).
 """
 
@@ -11,7 +11,7 @@ import numpy as np
 import ot
 from scipy.spatial.distance import cdist
 
-from .measures import check_points, check_weights, circle_to_angles
+from vlasov_tf.geometry.measures import check_points, check_weights, circle_to_angles
 
 __all__ = [
     "SlicedSphere",

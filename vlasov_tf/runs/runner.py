@@ -1,6 +1,6 @@
 """Cross-validation of the two solvers: a case's jobs, run into one file, and their distances.
 
-A case (:mod:`vlasov_tf.cases`) defines
+A case (:mod:`vlasov_tf.runs.cases`) defines
 
 - grid jobs ``grid/<res>``: the finite-volume solution on each mesh resolution
   (circle: M cells, ``grid/M1024``; sphere: level K, ``grid/K2``);
@@ -10,7 +10,7 @@ A case (:mod:`vlasov_tf.cases`) defines
   with ``particles.samples = S > 1`` also ``particles/N<N>s<s>_ref`` (s = 1 .. S-1):
   independent token sets under the continuous flow, for the spread of the N-study.
 
-The run file (:class:`vlasov_tf.io.RunFile`) is laid out for every job of the
+The run file (:class:`vlasov_tf.runs.storage.RunFile`) is laid out for every job of the
 case (:func:`job_layouts`) and every diagnostic (:data:`DIAGNOSTICS`) before
 anything is computed; every snapshot is written to it the moment a solver
 reaches an output time, so a crash loses at most the interval in progress;
@@ -24,7 +24,7 @@ of its cell masses at its cell centres) are the diagnostics, at every output tim
              same tokens): the depth error alone. Exact W1 (circle: closed form;
              sphere: ``ot.emd2`` while N^2 <= ``MAX_EXACT_PAIRS``, beyond it the
              cost of moving each token to its own image, an upper bound:
-             :func:`~vlasov_tf.comparison.coupling_w1`);
+             :func:`~vlasov_tf.analysis.wasserstein.coupling_w1`);
 ``l1_grid``  each coarser grid against the finest one summed into its cells
              (nested grids: a common support): ``sum_c |m_c - m'_c|``, exact;
 ``w1_grid``  (circle) exact W1 of each particle job and of each coarser grid
@@ -32,7 +32,7 @@ of its cell masses at its cell centres) are the diagnostics, at every output tim
 ``sw1_grid`` (sphere) the sliced spherical W1 instead (fixed seeded great circles,
              :data:`SLICED`): coarser grids on the common support exactly, particle
              jobs by angular histograms within ``2 pi / bins`` (:class:`SlicedSphere
-             <vlasov_tf.comparison.SlicedSphere>`); ``sw1_grid_se`` its standard
+             <vlasov_tf.analysis.wasserstein.SlicedSphere>`); ``sw1_grid_se`` its standard
              error over the directions;
 ``mass``     each grid job's total mass; ``energy`` the interaction energy of
              every job when the kernel is zonal (Q = K = V = I) in every block;
@@ -42,7 +42,7 @@ of its cell masses at its cell centres) are the diagnostics, at every output tim
 ``diagnostics_s``  the seconds its diagnostics at that time took (their mark of done).
 
 The run file also keeps the case's settings and overrides (a resume must match them:
-:func:`check_same_case`) and its provenance (:func:`vlasov_tf.io.provenance`).
+:func:`check_same_case`) and its provenance (:func:`vlasov_tf.runs.storage.provenance`).
 
 Tokens come from :meth:`Case.initial_tokens` (a stream keyed to (seed, N), or
 deterministic quantiles): every depth L sees the same N tokens.
@@ -65,17 +65,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .cases import Case, case_settings, settings_difference
-from .causal_grid import solve_causal_grid
-from .clusters import Clusters, find_clusters
-from .comparison import SlicedSphere, coupling_w1, sliced_wasserstein_sphere, wasserstein
-from .eulerian import solve_grid
-from .io import JobLayout, RunFile, provenance
-from .measures import normalize
-from .meshes import SPHERE_LEVEL0_CELLS, MeshGeometry, coarsen_masses
-from .model import interaction_energy, zonal_beta
-from .parallel import Comm, is_root, on_root
-from .particles import solve_particles
+from vlasov_tf.analysis.clusters import Clusters, find_clusters
+from vlasov_tf.analysis.wasserstein import SlicedSphere, coupling_w1, sliced_wasserstein_sphere, wasserstein
+from vlasov_tf.geometry.measures import normalize
+from vlasov_tf.geometry.meshes import SPHERE_LEVEL0_CELLS, MeshGeometry, coarsen_masses
+from vlasov_tf.model import interaction_energy, zonal_beta
+from vlasov_tf.parallel import Comm, is_root, on_root
+from vlasov_tf.runs.cases import Case, case_settings, settings_difference
+from vlasov_tf.runs.storage import JobLayout, RunFile, provenance
+from vlasov_tf.solvers.causal_grid import solve_causal_grid
+from vlasov_tf.solvers.finite_volumes import solve_grid
+from vlasov_tf.solvers.particles import solve_particles
 
 _log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def job_layouts(case: Case) -> list[JobLayout]:
 
 def clusters_of(case: Case, state: np.ndarray, *, mesh: MeshGeometry | None = None,
                 weights: np.ndarray | None = None) -> Clusters:  # fmt: skip
-    """The clusters (``case.clusters``, :mod:`vlasov_tf.clusters`) of a grid's densities (C,) on
+    """The clusters (``case.clusters``, :mod:`vlasov_tf.analysis.clusters`) of a grid's densities (C,) on
     ``mesh`` or of tokens (N, d) with ``weights``."""
     spec, r = case.clusters, case.linking_distance
     if mesh is not None:
@@ -501,7 +501,7 @@ class CaseMismatch(ValueError):
 def check_same_case(run: RunFile, case: Case, settings: dict[str, str] | None = None) -> None:
     """Raise :class:`CaseMismatch`, naming the first difference, unless ``case`` is what ``run`` ran.
 
-    The run file's settings (:func:`vlasov_tf.cases.case_settings`) against the case's now; a
+    The run file's settings (:func:`vlasov_tf.runs.cases.case_settings`) against the case's now; a
     file written before settings were recorded is compared by its case text and overrides.
     """
     stored = run.settings

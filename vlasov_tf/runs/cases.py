@@ -42,7 +42,7 @@ Layout (every key below; comments say which are optional)::
     mask = "none"                     # optional: "causal": a token attends to the tokens at or before
                                       # its position s (every block); s in `slices` slices of [0, 1],
     # slices = 8                      # token i of N in slice floor(i slices / N), the grid a density
-                                      # per slice (vlasov_tf/causal_grid.py); N a multiple of slices
+                                      # per slice (vlasov_tf/solvers/causal_grid.py); N a multiple of slices
     beta = 1.0                        # inverse temperature > 0; with no Q, K, V: Q = K = V = I, one head
     Q = [[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],   # per-head d x d matrices: a list of H
          [[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]]  # matrices (or one d x d matrix for H = 1)
@@ -96,7 +96,7 @@ Layout (every key below; comments say which are optional)::
     # max_dt = 0.05                   # optional cap on the time step (default: none)
     field_method = "auto"             # optional: as for particles, plus "fft" (uniform circle grids)
 
-    [clusters]                        # optional: how clusters are found (vlasov_tf/clusters.py)
+    [clusters]                        # optional: how clusters are found (vlasov_tf/analysis/clusters.py)
     scale = 1.0                       # linking distance in kernel widths (largest beta)^(-1/2)
     trim = 0.01                       # mass fraction of the lowest local densities left out, [0, 1)
     min_mass = 0.01                   # smallest cluster mass, (0, 1]; at most 1/min_mass clusters
@@ -122,29 +122,45 @@ and recorded in :attr:`Case.overrides`: one file serves a sweep in beta.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 from numpy.polynomial import legendre
 from scipy import special
 
-from .clusters import MIN_MASS, MIN_MIN_MASS, SCALE, TRIM, linking_distance
-from .ensembles import ENSEMBLES
-from .eulerian import ATOL, FIELD_METHODS, LIMITERS, RECONSTRUCTION, RECONSTRUCTIONS, RTOL, check_scheme
-from .measures import SPHERE_ATOL, angles_to_circle, normalize, uniform_sphere, von_mises_fisher_mixture
-from .meshes import SPHERE_LEVELS, MeshGeometry, cell_quadrature, circle_mesh, sphere_mesh
-from .model import Params, Perceptron, Schedule
-from .particles import FIELD_METHODS as TOKEN_FIELD_METHODS
-from .particles import NORMS
+from vlasov_tf.analysis.clusters import MIN_MASS, MIN_MIN_MASS, SCALE, TRIM, linking_distance
+from vlasov_tf.geometry.measures import (
+    SPHERE_ATOL,
+    angles_to_circle,
+    normalize,
+    uniform_sphere,
+    von_mises_fisher_mixture,
+)
+from vlasov_tf.geometry.mesh_files import sphere_mesh
+from vlasov_tf.geometry.meshes import SPHERE_LEVELS, MeshGeometry, circle_mesh
+from vlasov_tf.geometry.quadrature import cell_quadrature
+from vlasov_tf.model import Params, Perceptron, Schedule
+from vlasov_tf.runs.ensembles import ENSEMBLES
+from vlasov_tf.runs.toml_reader import TomlReader, show_value
+from vlasov_tf.solvers.finite_volumes import (
+    ATOL,
+    FIELD_METHODS,
+    LIMITERS,
+    RECONSTRUCTION,
+    RECONSTRUCTIONS,
+    RTOL,
+    check_scheme,
+)
+from vlasov_tf.solvers.particles import FIELD_METHODS as TOKEN_FIELD_METHODS
+from vlasov_tf.solvers.particles import NORMS
 
 __all__ = [
     "CASES_DIR",
@@ -170,13 +186,10 @@ __all__ = [
 
 #: The case files that come with the repository.
 # The repository's cases/ (an editable install), else the copy a wheel carries in the package.
+_PACKAGE = Path(__file__).resolve().parents[1]
 CASES_DIR = next(
-    (
-        d
-        for d in (Path(__file__).resolve().parents[1] / "cases", Path(__file__).parent / "shipped" / "cases")
-        if d.is_dir()
-    ),
-    Path(__file__).parent / "shipped" / "cases",
+    (d for d in (_PACKAGE.parent / "cases", _PACKAGE / "shipped" / "cases") if d.is_dir()),
+    _PACKAGE / "shipped" / "cases",
 )
 GEOMETRIES = ("circle", "sphere", "euclidean")
 #: Initial families available in each geometry.
@@ -504,7 +517,7 @@ class GridSpec:
 
 @dataclass(frozen=True)
 class ClusterSpec:
-    """How a run's clusters are found (:func:`vlasov_tf.clusters.find_clusters`): linking at
+    """How a run's clusters are found (:func:`vlasov_tf.analysis.clusters.find_clusters`): linking at
     ``scale`` kernel widths, the lowest-density ``trim`` of the mass left out, clusters of at least
     ``min_mass``."""
 
@@ -519,10 +532,10 @@ class ClusterSpec:
 
 @dataclass(frozen=True)
 class SweepSpec:
-    """An ensemble over beta (``vlasov-tf sweep``, :mod:`vlasov_tf.sweeps`): ``members`` flows of
+    """An ensemble over beta (``vlasov-tf sweep``, :mod:`vlasov_tf.runs.sweeps`): ``members`` flows of
     ``particles.tokens[0]`` tokens for each of ``betas`` (the model's beta is replaced), member m
     from the tokens of sample m and, unless ``parameters`` is "identity", Q, K, V of a random
-    ensemble (:func:`vlasov_tf.ensembles.random_qkv`, streams from ``seed``) drawn again every
+    ensemble (:func:`vlasov_tf.runs.ensembles.random_qkv`, streams from ``seed``) drawn again every
     ``redraw`` (0: never); ``steps`` RK4 steps over [0, T]; pairs closer than ``close`` radians
     count as close."""
 
@@ -583,7 +596,7 @@ class Case:
     def token_positions(self, n: int) -> np.ndarray | None:
         """(n,) the positions s of n tokens under ``model.mask = "causal"``: the midpoints of the
         ``slices`` slices of [0, 1], token i (in the order drawn) in slice ``floor(i S / n)``,
-        the positions of the grid's slices (:mod:`vlasov_tf.causal_grid`); None without a mask."""
+        the positions of the grid's slices (:mod:`vlasov_tf.solvers.causal_grid`); None without a mask."""
         if self.mask != "causal":
             return None
         return (np.floor(np.arange(n) * self.slices / n) + 0.5) / self.slices
@@ -616,140 +629,6 @@ class Case:
         return pts, np.full(len(pts), 1.0 / len(pts))
 
 
-# -- reading TOML values with errors that name the file and the key ---------------------------------
-
-
-def _toml_type(v: Any) -> str:
-    if isinstance(v, bool):
-        return "a boolean"
-    if isinstance(v, int):
-        return "an integer"
-    if isinstance(v, float):
-        return "a float"
-    if isinstance(v, str):
-        return "a string"
-    if isinstance(v, list):
-        return "an array"
-    if isinstance(v, dict):
-        return "a table"
-    return f"a {type(v).__name__}"
-
-
-def _show(v: Any) -> str:
-    """A value for an error message: numbers as they are, strings and booleans with their type."""
-    if isinstance(v, bool | str):
-        return f"{_toml_type(v)} ({v!r})"
-    if isinstance(v, list | dict):
-        return _toml_type(v)
-    return repr(v)
-
-
-class _Reader:
-    """Typed access to parsed TOML; every failure is ``ValueError('<source>: <key> ...')``."""
-
-    def __init__(self, source: str, base_dir: Path) -> None:
-        self.source = source
-        self.base_dir = base_dir
-
-    def fail(self, key: str, problem: str) -> NoReturn:
-        raise ValueError(f"{self.source}: {key} {problem}")
-
-    def missing(self, key: str, hint: str = "") -> NoReturn:
-        raise ValueError(f"{self.source}: missing required key {key}" + (f" ({hint})" if hint else ""))
-
-    def table(
-        self, v: Any, key: str, allowed: Sequence[str], required: Sequence[str] = (), what: str = ""
-    ) -> dict[str, Any]:
-        if not isinstance(v, dict):
-            self.fail(key, f"must be a table, got {_show(v)}")
-        for name in v:
-            if name not in allowed:
-                full = f"{key}.{name}" if key else name
-                close = difflib.get_close_matches(name, allowed, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                where = f"in {what or f'[{key}]'}" if key else "at the top level"
-                raise ValueError(
-                    f"{self.source}: unknown key {full} (allowed {where}: {', '.join(allowed)}){hint}"
-                )
-        for name in required:
-            if name not in v:
-                self.missing(f"{key}.{name}" if key else name)
-        return v
-
-    def real(self, v: Any, key: str) -> float:
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            self.fail(key, f"must be a number, got {_show(v)}")
-        x = float(v)
-        if not math.isfinite(x):
-            self.fail(key, f"must be finite, got {x!r}")
-        return x
-
-    def positive(self, v: Any, key: str) -> float:
-        x = self.real(v, key)
-        if not x > 0:
-            self.fail(key, f"must be > 0, got {x!r}")
-        return x
-
-    def integer(self, v: Any, key: str, lo: int | None = None, hi: int | None = None) -> int:
-        if isinstance(v, bool) or not isinstance(v, int):
-            self.fail(key, f"must be an integer, got {_show(v)}")
-        if lo is not None and v < lo:
-            self.fail(key, f"must be >= {lo}, got {v}" if hi is None else f"must lie in {lo}..{hi}, got {v}")
-        if hi is not None and v > hi:
-            self.fail(
-                key, f"must lie in {lo}..{hi}, got {v}" if lo is not None else f"must be <= {hi}, got {v}"
-            )
-        return v
-
-    def string(self, v: Any, key: str, choices: Sequence[str] | None = None) -> str:
-        if not isinstance(v, str):
-            self.fail(key, f"must be a string, got {_show(v)}")
-        if choices is not None and v not in choices:
-            self.fail(key, f"must be one of {', '.join(repr(c) for c in choices)}; got {v!r}")
-        return v
-
-    def array(self, v: Any, key: str, length: int | None = None, what: str = "") -> list:
-        if not isinstance(v, list):
-            self.fail(key, f"must be an array{what}, got {_show(v)}")
-        if length is not None and len(v) != length:
-            self.fail(key, f"must have {length} {'entry' if length == 1 else 'entries'}{what}, got {len(v)}")
-        if not v:
-            self.fail(key, "must not be empty")
-        return v
-
-    def reals(self, v: Any, key: str, length: int | None = None, what: str = "") -> np.ndarray:
-        return np.array([self.real(x, f"{key}[{i}]") for i, x in enumerate(self.array(v, key, length, what))])
-
-    def matrix(self, v: Any, key: str, rows: int, cols: int) -> np.ndarray:
-        shape = f" ({rows} rows of {cols} numbers)"
-        return np.array(
-            [self.reals(r, f"{key}[{i}]", cols) for i, r in enumerate(self.array(v, key, rows, shape))]
-        )
-
-    def unit(self, v: Any, key: str, d: int) -> np.ndarray:
-        x = self.reals(v, key, d, f" (a unit vector in R^{d})")
-        norm = float(np.linalg.norm(x))
-        if abs(norm - 1.0) > SPHERE_ATOL:
-            self.fail(key, f"must be a unit vector (|x| = 1 to {SPHERE_ATOL:g}), got |x| = {norm:.9g}")
-        return x / norm
-
-    def counts(self, v: Any, key: str, lo: int, hi: int | None = None) -> tuple[int, ...]:
-        """An integer or a strictly increasing array of integers in [lo, hi]."""
-        items = (
-            [v] if isinstance(v, int) and not isinstance(v, bool) else self.array(v, key, what=" of integers")
-        )
-        keys = [key] if not isinstance(v, list) else [f"{key}[{i}]" for i in range(len(items))]
-        out = tuple(self.integer(x, k, lo, hi) for x, k in zip(items, keys, strict=True))
-        for i in range(1, len(out)):
-            if out[i] <= out[i - 1]:
-                self.fail(
-                    f"{key}[{i}]", f"must be larger than {key}[{i - 1}] = {out[i - 1]} (strictly increasing)"
-                )
-        return out
-
-
-# -- the sections -------------------------------------------------------------------------------------
-
 _TOP = ("case", "initial", "model", "schedule", "particles", "grid", "clusters", "sweep")
 _MODEL_KEYS = ("attention", "beta", "Q", "K", "V", "W", "perceptron")
 #: ``model.mask``: "none", or "causal" (token i attends to the tokens at or before its position s).
@@ -763,7 +642,7 @@ _INITIAL_KEYS = {
 }
 
 
-def _geometry(r: _Reader, case: dict[str, Any]) -> tuple[str, int]:
+def _geometry(r: TomlReader, case: dict[str, Any]) -> tuple[str, int]:
     geometry = r.string(case["geometry"], "case.geometry", GEOMETRIES)
     if geometry == "euclidean":
         if "d" not in case:
@@ -777,7 +656,7 @@ def _geometry(r: _Reader, case: dict[str, Any]) -> tuple[str, int]:
     return geometry, d
 
 
-def _output_times(r: _Reader, v: Any, T: float) -> np.ndarray:
+def _output_times(r: TomlReader, v: Any, T: float) -> np.ndarray:
     key = "case.outputs"
     if isinstance(v, int) and not isinstance(v, bool):
         # Each output is a snapshot of every job: 2000 is already far more than a figure shows.
@@ -785,7 +664,8 @@ def _output_times(r: _Reader, v: Any, T: float) -> np.ndarray:
     if not isinstance(v, list):
         r.fail(
             key,
-            f"must be a count of equally spaced times (integer >= 2) or an array of times, got {_show(v)}",
+            "must be a count of equally spaced times (integer >= 2) or an array of times, "
+            f"got {show_value(v)}",
         )
     # Python floats, so that messages show 3.0, not np.float64(3.0).
     times = r.reals(v, key).tolist()
@@ -808,10 +688,10 @@ def _output_times(r: _Reader, v: Any, T: float) -> np.ndarray:
     return np.array(times)
 
 
-def _initial(r: _Reader, v: Any, geometry: str, d: int) -> InitialMeasure:
+def _initial(r: TomlReader, v: Any, geometry: str, d: int) -> InitialMeasure:
     families = FAMILIES[geometry]
     if not isinstance(v, dict):
-        r.fail("initial", f"must be a table, got {_show(v)}")
+        r.fail("initial", f"must be a table, got {show_value(v)}")
     if "family" not in v:
         r.missing("initial.family", f"one of {', '.join(families)}")
     fam = r.string(v["family"], "initial.family")
@@ -857,7 +737,7 @@ def _initial(r: _Reader, v: Any, geometry: str, d: int) -> InitialMeasure:
     return _points_file(r, t, d, sphere)
 
 
-def _vmf(r: _Reader, t: dict[str, Any], d: int) -> InitialMeasure:
+def _vmf(r: TomlReader, t: dict[str, Any], d: int) -> InitialMeasure:
     if "means" in t and "angles" in t:
         r.fail("initial.angles", "excludes initial.means: give the modes one way")
     if "means" not in t and "angles" not in t:
@@ -889,7 +769,7 @@ def _vmf(r: _Reader, t: dict[str, Any], d: int) -> InitialMeasure:
     return InitialMeasure("vmf_mixture", d, means=means, kappas=kappas, proportions=p / p.sum())
 
 
-def _perturbed(r: _Reader, t: dict[str, Any], d: int) -> InitialMeasure:
+def _perturbed(r: TomlReader, t: dict[str, Any], d: int) -> InitialMeasure:
     a = r.real(t["amplitude"], "initial.amplitude")
     if d == 2:
         k = r.integer(t["k"], "initial.k", lo=1)
@@ -912,7 +792,7 @@ def _perturbed(r: _Reader, t: dict[str, Any], d: int) -> InitialMeasure:
     return InitialMeasure("uniform_perturbed", 3, amplitude=a, mode=deg, axis=axis)
 
 
-def _points_file(r: _Reader, t: dict[str, Any], d: int, sphere: bool) -> InitialMeasure:
+def _points_file(r: TomlReader, t: dict[str, Any], d: int, sphere: bool) -> InitialMeasure:
     key = "initial.path"
     name = r.string(t["path"], key)
     path = Path(name) if Path(name).is_absolute() else r.base_dir / name
@@ -961,7 +841,7 @@ def _points_file(r: _Reader, t: dict[str, Any], d: int, sphere: bool) -> Initial
     return InitialMeasure("file", d, sphere=sphere, points=pts, weights=w, path=str(path))
 
 
-def _matrices(r: _Reader, v: Any, key: str, d: int) -> np.ndarray:
+def _matrices(r: TomlReader, v: Any, key: str, d: int) -> np.ndarray:
     """(H, d, d) from a list of H d x d matrices, or (1, d, d) from one d x d matrix."""
     raw = r.array(v, key, what=f" of {d} x {d} matrices")
     if isinstance(raw[0], list) and raw[0] and isinstance(raw[0][0], list):
@@ -969,7 +849,7 @@ def _matrices(r: _Reader, v: Any, key: str, d: int) -> np.ndarray:
     return r.matrix(raw, key, d, d)[None]
 
 
-def _perceptron(r: _Reader, v: Any, key: str, d: int) -> Perceptron:
+def _perceptron(r: TomlReader, v: Any, key: str, d: int) -> Perceptron:
     t = r.table(v, key, ("W", "U", "b"), ("W", "U"))
     rows = r.array(t["W"], f"{key}.W", d, f" ({d} rows: W is d x m)")
     m = len(r.array(rows[0], f"{key}.W[0]"))
@@ -979,7 +859,7 @@ def _perceptron(r: _Reader, v: Any, key: str, d: int) -> Perceptron:
     return Perceptron(W=W, U=U, b=b)
 
 
-def _block_params(r: _Reader, entries: dict[str, tuple[Any, str]], d: int) -> tuple[Params, float]:
+def _block_params(r: TomlReader, entries: dict[str, tuple[Any, str]], d: int) -> tuple[Params, float]:
     """Params (and beta) of one block from its merged entries ``name -> (value, dotted key)``."""
 
     def key(name: str) -> str:
@@ -1014,7 +894,7 @@ def _block_params(r: _Reader, entries: dict[str, tuple[Any, str]], d: int) -> tu
     ), beta
 
 
-def _schedule(r: _Reader, data: dict[str, Any], T: float, d: int) -> tuple[Schedule, tuple[float, ...]]:
+def _schedule(r: TomlReader, data: dict[str, Any], T: float, d: int) -> tuple[Schedule, tuple[float, ...]]:
     model = r.table(data["model"], "model", (*_MODEL_KEYS, "mask", "slices"))
     base = {name: (v, f"model.{name}") for name, v in model.items() if name not in ("mask", "slices")}
     if "schedule" not in data:
@@ -1022,7 +902,7 @@ def _schedule(r: _Reader, data: dict[str, Any], T: float, d: int) -> tuple[Sched
     else:
         raw = data["schedule"]
         if not isinstance(raw, list) or not raw or not all(isinstance(b, dict) for b in raw):
-            r.fail("schedule", f"must be one or more [[schedule]] tables, got {_show(raw)}")
+            r.fail("schedule", f"must be one or more [[schedule]] tables, got {show_value(raw)}")
         blocks = []
         for i, b in enumerate(raw):
             t = r.table(
@@ -1045,7 +925,7 @@ def _schedule(r: _Reader, data: dict[str, Any], T: float, d: int) -> tuple[Sched
     return Schedule(tuple((tau, p) for tau, p, _ in built)), tuple(beta for _, _, beta in built)
 
 
-def _particles(r: _Reader, v: Any, geometry: str, initial: InitialMeasure) -> ParticleSpec:
+def _particles(r: TomlReader, v: Any, geometry: str, initial: InitialMeasure) -> ParticleSpec:
     t = r.table(
         v,
         "particles",
@@ -1092,7 +972,7 @@ def _particles(r: _Reader, v: Any, geometry: str, initial: InitialMeasure) -> Pa
     )
 
 
-def _sweep(r: _Reader, v: Any, data: dict[str, Any], T: float) -> SweepSpec:
+def _sweep(r: TomlReader, v: Any, data: dict[str, Any], T: float) -> SweepSpec:
     keys = ("betas", "members", "parameters", "redraw", "steps", "close", "seed")
     t = r.table(v, "sweep", keys, ("betas",))
     raw = t["betas"]
@@ -1132,7 +1012,7 @@ def _sweep(r: _Reader, v: Any, data: dict[str, Any], T: float) -> SweepSpec:
     )
 
 
-def _clusters(r: _Reader, v: Any) -> ClusterSpec:
+def _clusters(r: TomlReader, v: Any) -> ClusterSpec:
     t = r.table(v, "clusters", ("scale", "trim", "min_mass"), ())
     scale = r.positive(t.get("scale", SCALE), "clusters.scale")
     trim = r.real(t.get("trim", TRIM), "clusters.trim")
@@ -1144,7 +1024,7 @@ def _clusters(r: _Reader, v: Any) -> ClusterSpec:
     return ClusterSpec(scale, trim, min_mass)
 
 
-def _grid(r: _Reader, v: Any, geometry: str, initial: InitialMeasure) -> GridSpec:
+def _grid(r: TomlReader, v: Any, geometry: str, initial: InitialMeasure) -> GridSpec:
     if geometry == "euclidean":
         r.fail("grid", "is not available for geometry 'euclidean' (particles only): remove the [grid] table")
     if initial.family == "file":
@@ -1191,7 +1071,7 @@ def _grid(r: _Reader, v: Any, geometry: str, initial: InitialMeasure) -> GridSpe
     )
 
 
-def _apply_overrides(r: _Reader, data: dict[str, Any], overrides: Mapping[str, Any]) -> None:
+def _apply_overrides(r: TomlReader, data: dict[str, Any], overrides: Mapping[str, Any]) -> None:
     """Set each dotted key (``model.beta``, ``schedule[1].beta``) in ``data``, creating tables as needed."""
     for dotted, value in overrides.items():
         parts = dotted.split(".")
@@ -1237,7 +1117,7 @@ def parse_case(
     label = source
     if overrides:
         label = f"{source} (with {', '.join(f'{k} = {v!r}' for k, v in overrides.items())})"
-    r = _Reader(label, Path(base_dir))
+    r = TomlReader(label, Path(base_dir))
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

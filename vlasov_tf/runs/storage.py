@@ -95,7 +95,7 @@ import h5py
 import numpy as np
 
 if TYPE_CHECKING:
-    from .meshes import MeshGeometry
+    from vlasov_tf.geometry.meshes import MeshGeometry
 
 __all__ = [
     "FORMAT",
@@ -150,7 +150,7 @@ def provenance(mpi_size: int = 1) -> dict[str, Any]:
     import sys
     from importlib.metadata import PackageNotFoundError, version
 
-    from . import __version__
+    from vlasov_tf import __version__
 
     versions = {}
     for name in PROVENANCE_PACKAGES:
@@ -493,7 +493,7 @@ class RunFile:
         ``jobs``: every job the run may hold; ``times`` (n,): the output times, strictly
         increasing (snapshot i of every job is at ``times[i]``); ``diagnostics``: the names of the
         diagnostics it may hold (a value per job and output time). ``settings``
-        (:func:`vlasov_tf.cases.case_settings`: what the run depends on) and ``overrides`` (the
+        (:func:`vlasov_tf.runs.cases.case_settings`: what the run depends on) and ``overrides`` (the
         dotted keys set on top of the text) are kept with the case text so that a resume can check
         it runs the same case; ``provenance`` (:func:`provenance`) as JSON too.
 
@@ -1165,7 +1165,7 @@ def _write_layout(
     provenance: Mapping[str, Any] | None,
 ) -> None:
     """Write a run file's whole layout (module docstring) to ``path``, every dataset allocated."""
-    from . import __version__
+    from vlasov_tf import __version__
 
     n = len(times)
     # Superblock v3: virtual datasets (the XDMF steps) need HDF5 1.10 file structures.

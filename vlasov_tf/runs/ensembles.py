@@ -1,6 +1,6 @@
 """Ensembles over beta: random parameters and tokens, batched flows, phase diagrams of clustering.
 
-A sweep (a case's ``[sweep]`` table, :class:`~vlasov_tf.cases.SweepSpec`) runs, for each beta of
+A sweep (a case's ``[sweep]`` table, :class:`~vlasov_tf.runs.cases.SweepSpec`) runs, for each beta of
 a list, ``members`` copies of the continuous-time flow of N tokens on S^{d-1} (RK4, fixed
 steps): member m starts from the case's tokens of sample m (:meth:`Case.initial_tokens`) and,
 unless ``parameters = "identity"`` (Q = K = V = I), has its own single head Q, K, V drawn from a
@@ -14,9 +14,9 @@ computation (:func:`batched_velocity`: (M, N, N) scores, softmax, values, projec
 same formula as :func:`vlasov_tf.model.velocity` for one head (tested against it).
 
 At every output time each member gives its number of clusters (:func:`cluster_counts`: the
-definition of :mod:`vlasov_tf.clusters`, at the linking distance ``clusters.scale
+definition of :mod:`vlasov_tf.analysis.clusters`, at the linking distance ``clusters.scale
 beta^{-1/2}``) and its fraction of close pairs (:func:`close_fraction`: pairs closer than
-``sweep.close`` radians). :mod:`vlasov_tf.sweeps` runs a case's sweep into a run file;
+``sweep.close`` radians). :mod:`vlasov_tf.runs.sweeps` runs a case's sweep into a run file;
 :func:`phase_maps` turns that into (beta, t) maps of the ensemble mean and standard deviation.
 """
 
@@ -166,7 +166,7 @@ def ensemble_flow(
 
 def cluster_counts(x: np.ndarray, radius: np.ndarray, trim: float, min_mass: float) -> np.ndarray:
     """(M,) numbers of clusters of M sets of N equally weighted tokens x (M, N, d), member m at
-    linking distance ``radius[m]``: :func:`vlasov_tf.clusters.find_clusters`'s definition (the
+    linking distance ``radius[m]``: :func:`vlasov_tf.analysis.clusters.find_clusters`'s definition (the
     lowest kernel densities ``trim`` of the mass out, single linkage, components of at least
     ``min_mass``), on all pairs of each member at once (a few dozen tokens: dense is cheapest)."""
     m_count, n, _ = x.shape

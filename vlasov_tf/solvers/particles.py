@@ -49,12 +49,12 @@ import numpy as np
 from scipy.integrate import solve_ivp
 from tqdm.auto import tqdm
 
-from .kernels import METHODS as KERNEL_METHODS
-from .kernels import blas_single_thread, choose_method, exp_kernel_sums, few_pairs, kernel_sums
-from .kernels.dense import one_tile
-from .logs import TIME_BAR
-from .measures import SPHERE_ATOL, check_points, check_weights, normalize
-from .model import (
+from vlasov_tf.geometry.measures import SPHERE_ATOL, check_points, check_weights, normalize
+from vlasov_tf.kernels import METHODS as KERNEL_METHODS
+from vlasov_tf.kernels import blas_single_thread, choose_method, exp_kernel_sums, few_pairs, kernel_sums
+from vlasov_tf.kernels.dense import one_tile
+from vlasov_tf.logs import TIME_BAR
+from vlasov_tf.model import (
     HeadSums,
     Params,
     Schedule,
@@ -64,7 +64,7 @@ from .model import (
     velocity_pinned,
     velocity_unchecked,
 )
-from .parallel import Comm, RingSums, block_range, gather_rows, is_root
+from vlasov_tf.parallel import Comm, RingSums, block_range, gather_rows, is_root
 
 __all__ = ["FIELD_METHODS", "METHODS", "NORMS", "ParticleSolution", "residual_velocity", "solve_particles"]
 

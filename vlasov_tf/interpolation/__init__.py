@@ -1,0 +1,1 @@
+"""The explicit interpolating Transformer: the construction and its checks."""
