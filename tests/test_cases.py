@@ -16,16 +16,15 @@ from numpy.polynomial.legendre import leggauss
 from scipy import integrate, special
 
 from vlasov_tf import Head, Params, velocity
+from vlasov_tf.geometry.initial import InitialMeasure, VmfMixture, sphere_measure
 from vlasov_tf.geometry.mesh_files import sphere_mesh
 from vlasov_tf.geometry.meshes import circle_mesh
 from vlasov_tf.runs.cases import (
     CASES_DIR,
     Case,
-    InitialMeasure,
     load_case,
     parse_case,
     shipped_cases,
-    sphere_measure,
 )
 
 SHIPPED = (
@@ -220,7 +219,7 @@ def test_vmf_density_in_any_dimension(d, kappa):
     """Zonal reduction: int f(<m, x>) dsigma = |S^{d-2}| int f(s) (1 - s^2)^{(d-3)/2} ds; mean length A_d."""
     m = np.zeros(d)
     m[-1] = 1.0
-    mu = InitialMeasure("vmf_mixture", d, means=m[None], kappas=np.array([kappa]), proportions=np.ones(1))
+    mu = VmfMixture(d, means=m[None], kappas=np.array([kappa]), proportions=np.ones(1))
 
     def f(s: float, power: int) -> float:
         x = np.sqrt(max(1 - s * s, 0.0)) * np.eye(d)[0] + s * m
@@ -243,7 +242,7 @@ def test_vmf_density_in_any_dimension(d, kappa):
 def test_vmf_samples_have_the_mean_resultant_length(d, kappa, rng):
     m = rng.standard_normal(d)
     m /= np.linalg.norm(m)
-    mu = InitialMeasure("vmf_mixture", d, means=m[None], kappas=np.array([kappa]), proportions=np.ones(1))
+    mu = VmfMixture(d, means=m[None], kappas=np.array([kappa]), proportions=np.ones(1))
     n = 20000
     mean = mu.sample(n, rng).mean(axis=0)
     assert abs(mean @ m - a_d(d, kappa)) < 5 / np.sqrt(n)

@@ -13,9 +13,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
+from vlasov_tf.geometry.initial import UniformPerturbed
 from vlasov_tf.model import zonal_beta
 
-__all__ = ["linear_growth_rate", "mode_amplitude", "mode_function", "predicted_growth"]
+__all__ = ["linear_growth_rate", "mode_amplitude", "predicted_growth"]
 
 
 def linear_growth_rate(d: int, mode: int, beta: float, attention: str = "SA") -> float:
@@ -43,7 +44,8 @@ def predicted_growth(case, times: np.ndarray) -> np.ndarray | None:
     ``lambda`` is :func:`linear_growth_rate` of each schedule block (piecewise constant). None
     when the initial measure is not ``uniform_perturbed`` or a block is not Q = K = V = I.
     """
-    if case.initial.family != "uniform_perturbed":
+    initial = case.initial
+    if not isinstance(initial, UniformPerturbed):
         return None
     t = np.asarray(times, dtype=float)
     exponent = np.zeros_like(t)
@@ -52,30 +54,23 @@ def predicted_growth(case, times: np.ndarray) -> np.ndarray | None:
         beta = zonal_beta(params)
         if beta is None:
             return None
-        lam = linear_growth_rate(case.d, case.initial.mode, beta, params.attention)
+        lam = linear_growth_rate(case.d, initial.mode, beta, params.attention)
         exponent += lam * np.clip(t - start, 0.0, tau)
         start += tau
     return np.exp(exponent)
 
 
-def mode_function(initial, x: np.ndarray) -> np.ndarray:
-    """The perturbed mode f at (n, d) points: ``cos(k (t - phase))`` on S^1, ``P_l(<x, axis>)`` on S^2."""
-    x = np.asarray(x, dtype=float)
-    if initial.d == 2:
-        return np.cos(initial.mode * (np.arctan2(x[:, 1], x[:, 0]) - initial.phase))
-    return special.eval_legendre(initial.mode, np.clip(x @ initial.axis, -1.0, 1.0))
-
-
 def mode_amplitude(
-    initial, points: np.ndarray, masses: np.ndarray, areas: np.ndarray | None = None
+    initial: UniformPerturbed, points: np.ndarray, masses: np.ndarray, areas: np.ndarray | None = None
 ) -> np.ndarray:
-    """Projections ``sum_i m_i f(x_i)`` of measures on the mode f of ``initial`` (:func:`mode_function`).
+    """Projections ``sum_i m_i f(x_i)`` of measures on the mode f of ``initial``
+    (:meth:`~vlasov_tf.geometry.initial.UniformPerturbed.harmonic`).
 
     ``masses`` (n,) or (n_t, n). For a grid, ``points`` are the cell centres and ``areas`` the
     cell areas: f is then first made of zero mean on the grid (``f - sum f A / sum A``), so that
     the uniform part of the density, which the perturbation rides on, projects to exactly 0.
     """
-    f = mode_function(initial, points)
+    f = initial.harmonic(np.asarray(points, dtype=float))
     if areas is not None:
         f = f - (f @ areas) / areas.sum()
     return np.asarray(masses, dtype=float) @ f

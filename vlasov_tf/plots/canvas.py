@@ -34,8 +34,6 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     return path
 
 
-
-
 def density_norm(values: Sequence[np.ndarray], dynamic_range: float = DYNAMIC_RANGE):
     """One colour norm for density maps at several times (the values of all of them).
 

@@ -28,10 +28,6 @@ __all__ = [
 ]
 
 
-
-
-
-
 def clusters_figure(case, run) -> Figure:
     """Clusters over time (:func:`vlasov_tf.runs.studies.cluster_jobs`: finest grid, continuous flow and
     deepest Transformer of the most tokens): their count with the merges marked, the mass of each
@@ -95,9 +91,6 @@ def clusters_figure(case, run) -> Figure:
 def plot_clusters(case, run, path: Path) -> Path:
     """Save :func:`clusters_figure` of ``case`` and its open run file as a PNG at ``path``."""
     return save_figure(clusters_figure(case, run), path)
-
-
-
 
 
 def phase_figure(case, maps: PhaseMaps) -> Figure:

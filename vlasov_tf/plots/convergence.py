@@ -31,9 +31,6 @@ __all__ = [
 ]
 
 
-
-
-
 _AXIS_NAMES = {"layers": "layers L", "tokens": "tokens N", "grid": "mesh size h", "grid_l1": "mesh size h"}
 
 
@@ -111,9 +108,6 @@ def convergence_figure(tables: Sequence[RateTable]) -> Figure:
     fig = new_figure((4.2 * max(len(tables), 1), 4.2))
     draw_tables(fig, tables)
     return fig
-
-
-
 
 
 def depth_convergence_figure(res: DepthConvergence, n_show: int = 200) -> Figure:

@@ -22,10 +22,6 @@ __all__ = [
 ]
 
 
-
-
-
-
 def _lonlat(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Longitude and latitude (degrees) of (..., 3) points (first three coordinates)."""
     lon = np.degrees(np.arctan2(x[..., 1], x[..., 0]))

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vlasov_tf.analysis.linear_theory import mode_amplitude, mode_function, predicted_growth
+from vlasov_tf.analysis.linear_theory import mode_amplitude, predicted_growth
 from vlasov_tf.geometry.measures import circle_to_angles
 from vlasov_tf.plots.canvas import density_norm, new_figure, norm_label, save_figure
 from vlasov_tf.plots.convergence import draw_tables
@@ -69,19 +69,13 @@ __all__ = [
 ]
 
 
-
 #: Tokens drawn over a density map at most (evenly spaced in their labels).
 MAX_TOKENS_SHOWN = 3000
 #: Where a zero mass drift is drawn on the log scale of the mass panel.
 ZERO_DRIFT = 1e-17
 
 
-
-
-
 # -- the jobs of a run ------------------------------------------------------------
-
-
 
 
 @dataclass(frozen=True)
@@ -136,10 +130,7 @@ def token_label(job) -> str:
     return f"N = {job.tokens}, " + (f"L = {job.layers}" if job.layers is not None else "continuous flow")
 
 
-
 # -- row 1: densities ------------------------------------------------------------
-
-
 
 
 def _draw_circle_density(sub: Figure | SubFigure, case, run) -> None:
@@ -246,10 +237,7 @@ def density_figure(case, run, view: Sequence[float] | None = None) -> Figure:
     return fig
 
 
-
 # -- row 2: diagnostics over time --------------------------------------------------
-
-
 
 
 def _positive(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -364,10 +352,7 @@ def _draw_distances(ax: Axes, case, jobs: RunJobs, run) -> None:
         ax.legend(fontsize=7)
 
 
-
 # -- the growth of a perturbed mode (initial family "uniform_perturbed") ----------
-
-
 
 
 def _mode_curves(case, run) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
@@ -390,7 +375,7 @@ def _mode_curves(case, run) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
             continue
         seen.add(job.key)
         t, pos = run.job_state(job.key)
-        f = mode_function(init, pos.reshape(-1, case.d)).reshape(pos.shape[:2])
+        f = init.harmonic(pos.reshape(-1, case.d)).reshape(pos.shape[:2])
         amp = f @ run.weights(job.key)
         label = f"tokens, {token_label(job)} ({case.particles.sampling})"
         out.append((label, style, t, np.abs(amp / exact0)))
@@ -471,10 +456,7 @@ def diagnostics_figure(case, run) -> Figure:
     return fig
 
 
-
 # -- the whole cross-validation figure ----------------------------------------
-
-
 
 
 def crossval_figure(case, run, view: Sequence[float] | None = None) -> Figure:

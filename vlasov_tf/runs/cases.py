@@ -133,20 +133,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.polynomial import legendre
-from scipy import special
 
 from vlasov_tf.analysis.clusters import MIN_MASS, MIN_MIN_MASS, SCALE, TRIM, linking_distance
+from vlasov_tf.geometry.initial import (
+    Gaussian,
+    InitialMeasure,
+    PointsFile,
+    Uniform,
+    UniformPerturbed,
+    VmfMixture,
+    legendre_range,
+)
 from vlasov_tf.geometry.measures import (
     SPHERE_ATOL,
     angles_to_circle,
     normalize,
-    uniform_sphere,
-    von_mises_fisher_mixture,
 )
 from vlasov_tf.geometry.mesh_files import sphere_mesh
 from vlasov_tf.geometry.meshes import SPHERE_LEVELS, MeshGeometry, circle_mesh
-from vlasov_tf.geometry.quadrature import cell_quadrature
 from vlasov_tf.model import Params, Perceptron, Schedule
 from vlasov_tf.runs.ensembles import ENSEMBLES
 from vlasov_tf.runs.toml_reader import TomlReader, show_value
@@ -173,7 +177,6 @@ __all__ = [
     "Case",
     "ClusterSpec",
     "GridSpec",
-    "InitialMeasure",
     "ParticleSpec",
     "SweepSpec",
     "case_settings",
@@ -181,7 +184,6 @@ __all__ = [
     "parse_case",
     "settings_difference",
     "shipped_cases",
-    "sphere_measure",
 ]
 
 #: The case files that come with the repository.
@@ -216,255 +218,6 @@ _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 #: it is made (a view per snapshot for XDMF readers: about 0.3 ms and 500 bytes each, so 2000
 #: outputs of the 37 jobs of a large ladder take ~20 s and ~37 MB of metadata).
 MAX_OUTPUTS = 2_000
-
-
-def sphere_measure(d: int) -> float:
-    """|S^{d-1}| = 2 pi^{d/2} / Gamma(d/2): 2 pi for d = 2, 4 pi for d = 3."""
-    return 2.0 * math.pi ** (d / 2) / math.gamma(d / 2)
-
-
-def _readonly(a: np.ndarray | None) -> np.ndarray | None:
-    if a is None:
-        return None
-    arr = np.array(a, dtype=float)
-    arr.setflags(write=False)
-    return arr
-
-
-def _legendre_range(degree: int) -> tuple[float, float]:
-    """(min, max) of the Legendre polynomial P_l, l = ``degree``, on [-1, 1] (max = 1, at s = 1)."""
-    crit = legendre.Legendre.basis(degree).deriv().roots() if degree >= 2 else np.array([])
-    s = np.concatenate([[-1.0, 1.0], crit.real[np.abs(crit.imag) < 1e-9]])
-    vals = special.eval_legendre(degree, np.clip(s, -1.0, 1.0))
-    return float(vals.min()), float(vals.max())
-
-
-def _log_vmf_normaliser(d: int, kappas: np.ndarray) -> np.ndarray:
-    """log of kappa^nu / ((2 pi)^{d/2} I_nu(kappa)) + kappa, nu = d/2 - 1 (stable for large kappa).
-
-    The vMF density is then ``exp(log_norm + kappa (<m, x> - 1))``: ``ive`` is
-    ``I_nu(kappa) exp(-kappa)``, so nothing overflows.
-    """
-    nu = d / 2 - 1
-    return nu * np.log(kappas) - (d / 2) * np.log(2 * np.pi) - np.log(special.ive(nu, kappas))
-
-
-@dataclass(frozen=True, eq=False)
-class InitialMeasure:
-    """A probability measure on S^{d-1} (``sphere``) or on R^d: the initial condition mu_0.
-
-    ``family`` and its parameters (the others are ``None`` / unused):
-
-    - ``"uniform"``: density ``1 / |S^{d-1}|``;
-    - ``"vmf_mixture"``: ``sum_j p_j C_d(kappa_j) exp(kappa_j <m_j, x>)`` with
-      ``means`` (k, d) unit vectors, ``kappas`` (k,) > 0, ``proportions`` (k,) summing to 1;
-    - ``"uniform_perturbed"``: ``(1 + amplitude f(x)) / |S^{d-1}|`` with, on the
-      circle (d = 2), ``f = cos(mode (t - phase))``, ``x = (cos t, sin t)``, and on
-      S^2 ``f = P_mode(<x, axis>)`` (a zonal spherical harmonic of degree
-      ``mode``); ``amplitude`` keeps the density > 0;
-    - ``"gaussian"`` (R^d): ``N(mean, covariance)``;
-    - ``"file"``: the weighted points ``points`` (n, d), ``weights`` (n,)
-      summing to 1, read from ``path``: an empirical measure, with no density.
-
-    Densities are with respect to arc length (d = 2), surface area (d = 3),
-    the surface measure of S^{d-1} in general, and Lebesgue measure on R^d.
-    """
-
-    family: str
-    d: int
-    sphere: bool = True
-    means: np.ndarray | None = None
-    kappas: np.ndarray | None = None
-    proportions: np.ndarray | None = None
-    amplitude: float = 0.0
-    mode: int = 0
-    phase: float = 0.0
-    axis: np.ndarray | None = None
-    mean: np.ndarray | None = None
-    covariance: np.ndarray | None = None
-    points: np.ndarray | None = None
-    weights: np.ndarray | None = None
-    path: str | None = None
-
-    def __post_init__(self) -> None:
-        # Structure only: parse_case has checked the values with messages naming the keys.
-        families = {f for fams in FAMILIES.values() for f in fams}
-        if self.family not in families:
-            raise ValueError(f"unknown initial family {self.family!r}; choose one of {sorted(families)}")
-        if self.d < 2:
-            raise ValueError(f"initial measure needs d >= 2; got {self.d}")
-        if self.sphere and self.family == "gaussian":
-            raise ValueError("family 'gaussian' is a measure on R^d: it needs sphere=False")
-        if not self.sphere and self.family not in ("gaussian", "file"):
-            raise ValueError(f"family {self.family!r} is a measure on S^{{d-1}}: it needs sphere=True")
-        need = {
-            "vmf_mixture": ("means", "kappas", "proportions"),
-            "uniform_perturbed": ("axis",) if self.d == 3 else (),
-            "gaussian": ("mean", "covariance"),
-            "file": ("points", "weights"),
-        }.get(self.family, ())
-        for name in need:
-            if getattr(self, name) is None:
-                raise ValueError(f"initial family {self.family!r} needs {name}")
-        if self.family == "uniform_perturbed" and self.d not in (2, 3):
-            raise ValueError(f"family 'uniform_perturbed' is defined for d = 2 and 3; got d = {self.d}")
-        for name in ("means", "kappas", "proportions", "axis", "mean", "covariance", "points", "weights"):
-            object.__setattr__(self, name, _readonly(getattr(self, name)))
-
-    # -- evaluation ---------------------------------------------------------------------------------
-
-    def density(self, x: np.ndarray) -> np.ndarray:
-        """(n, d) points -> (n,) density values (see the class docstring for the reference measure).
-
-        Raises ``ValueError`` for the "file" family (weighted points have no density).
-        """
-        x = np.asarray(x, dtype=float)
-        if x.ndim != 2 or x.shape[1] != self.d:
-            raise ValueError(f"density needs points of shape (n, {self.d}); got {x.shape}")
-        fam = self.family
-        if fam == "uniform":
-            return np.full(len(x), 1.0 / sphere_measure(self.d))
-        if fam == "vmf_mixture":
-            log_c = _log_vmf_normaliser(self.d, self.kappas)
-            return np.exp(log_c + self.kappas * (np.dot(x, self.means.T) - 1.0)) @ self.proportions
-        if fam == "uniform_perturbed":
-            return (1.0 + self.amplitude * self._harmonic(x)) / sphere_measure(self.d)
-        if fam == "gaussian":
-            chol = np.linalg.cholesky(self.covariance)
-            z = np.linalg.solve(chol, (x - self.mean).T)
-            log_det = 2.0 * np.log(np.diag(chol)).sum()
-            return np.exp(-0.5 * (z * z).sum(axis=0) - 0.5 * (log_det + self.d * np.log(2 * np.pi)))
-        raise ValueError(
-            f"the {fam!r} initial measure ({self.path}) is a set of weighted points: it has no density"
-        )
-
-    def _harmonic(self, x: np.ndarray) -> np.ndarray:
-        """f(x) of "uniform_perturbed": cos(k (t - phase)) on S^1, P_l(<x, axis>) on S^2."""
-        if self.d == 2:
-            t = np.arctan2(x[:, 1], x[:, 0])
-            return np.cos(self.mode * (t - self.phase))
-        return special.eval_legendre(self.mode, np.clip(np.dot(x, self.axis), -1.0, 1.0))
-
-    def cell_averages(self, mesh: MeshGeometry, method: str = "quadrature") -> np.ndarray:
-        """(C,) cell averages of the density on ``mesh``: >= 0, ``sum(rho * mesh.areas) == 1`` to round-off.
-
-        ``method``:
-
-        - ``"quadrature"`` (default): the mean of the density over each cell by
-          a positive quadrature rule on the true cell, Gauss-Legendre with 6
-          nodes in the angle on S^1 (degree 11) and Radon's 7-point rule (degree
-          5) on the spherical triangle, written as the radial projection of its
-          flat triangle (surface element ``h / |p|^3 dA``, ``h`` the distance of
-          the flat triangle's plane from the origin). Error O(h^12) and O(h^6)
-          per cell for smooth densities;
-        - ``"centre"``: the density at the cell centres. The centres are the
-          cells' centroids (projected), so the linear term of the Taylor
-          expansion cancels and the error is O(h^2) per cell: the order of the
-          finite-volume scheme itself.
-
-        Either way the values are then divided by their total mass
-        ``sum(rho * areas)``, which differs from 1 by the quadrature error, so
-        that the mass is exactly 1 (to round-off). Raises ``ValueError`` for the
-        "file" and "gaussian" families (no grid) and for a mesh of another
-        dimension.
-        """
-        if self.family in ("file", "gaussian") or not self.sphere:
-            raise ValueError(
-                f"the {self.family!r} initial measure cannot be put on a grid (no density on a sphere): "
-                "it is for particle runs only"
-            )
-        if mesh.d != self.d:
-            raise ValueError(
-                f"the initial measure is on S^{self.d - 1}, the mesh is a {mesh.kind} (d = {mesh.d})"
-            )
-        if method == "centre":
-            rho = self.density(mesh.centres)
-        elif method == "quadrature":
-            rho = self._quadrature_averages(mesh)
-        else:
-            raise ValueError(f"cell average method must be 'quadrature' or 'centre'; got {method!r}")
-        return rho / float(rho @ mesh.areas)
-
-    def _quadrature_averages(self, mesh: MeshGeometry) -> np.ndarray:
-        points, weights = cell_quadrature(mesh)
-        f = self.density(points.reshape(-1, mesh.d)).reshape(weights.shape)
-        return (f * weights).sum(axis=1) / weights.sum(axis=1)
-
-    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """(n, d) independent exact samples (on the sphere unless the measure is on R^d).
-
-        vMF by scipy's ``vonmises_fisher`` (Wood's algorithm) per component
-        after a multinomial draw of the counts; "uniform_perturbed" by rejection
-        from the uniform law (acceptance ``(1 + a f) / max(1 + a f)``); "file"
-        by drawing atoms with replacement, with probabilities their weights.
-        """
-        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-            raise ValueError(f"the number of samples must be an integer >= 1; got {n!r}")
-        n = int(n)
-        fam = self.family
-        if fam == "uniform":
-            return uniform_sphere(n, self.d, rng)
-        if fam == "vmf_mixture":
-            return von_mises_fisher_mixture(n, self.means, self.kappas, self.proportions, rng)
-        if fam == "gaussian":
-            return self.mean + rng.standard_normal((n, self.d)) @ np.linalg.cholesky(self.covariance).T
-        if fam == "file":
-            return self.points[rng.choice(len(self.points), size=n, p=self.weights)].copy()
-        return self._sample_perturbed(n, rng)
-
-    def _sample_perturbed(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        lo, hi = (-1.0, 1.0) if self.d == 2 else _legendre_range(self.mode)
-        bound = 1.0 + max(self.amplitude * lo, self.amplitude * hi)
-        out: list[np.ndarray] = []
-        need = n
-        while need > 0:
-            # Expected acceptance is 1 / bound: draw enough for one pass most of the time.
-            x = uniform_sphere(int(need * bound * 1.1) + 16, self.d, rng)
-            keep = rng.random(len(x)) * bound < 1.0 + self.amplitude * self._harmonic(x)
-            out.append(x[keep][:need])
-            need -= len(out[-1])
-        return np.concatenate(out)
-
-    def quantiles(self, n: int) -> np.ndarray:
-        """(n, 2) deterministic points on the circle at the quantiles ``F(t_i) = (i + 1/2) / n``.
-
-        ``F(t) = int_0^t rho`` is the distribution function of the angle from
-        t = 0. The empirical measure of these points is within ``2 pi / n`` of
-        mu_0 in W1 (each of n arcs of mass 1/n holds its point; random samples
-        are ~n^{-1/2} away), and its Fourier
-        coefficients are those of mu_0 up to O(k^2 / n^2) (a midpoint rule):
-        particles can then follow a perturbation much smaller than the Monte
-        Carlo noise. F is integrated by 8-point Gauss-Legendre on 4096 arcs
-        and inverted by safeguarded Newton steps, to round-off.
-        """
-        if self.d != 2 or not self.sphere or self.family == "file":
-            raise ValueError(
-                f"quantile points need a density on the circle; not a {self.family!r} measure in d = {self.d}"
-            )
-        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-            raise ValueError(f"the number of quantile points must be an integer >= 1; got {n!r}")
-        x8, w8 = np.polynomial.legendre.leggauss(8)
-        x8, w8 = 0.5 * (x8 + 1.0), 0.5 * w8
-
-        def rho(t: np.ndarray) -> np.ndarray:
-            return self.density(angles_to_circle(t.ravel())).reshape(t.shape)
-
-        def partial(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # int_a^b rho, for short arcs
-            return (rho(a[:, None] + (b - a)[:, None] * x8) @ w8) * (b - a)
-
-        edges = np.linspace(0.0, 2 * np.pi, 4097)
-        cum = np.concatenate([[0.0], np.cumsum(partial(edges[:-1], edges[1:]))])
-        total = cum[-1]
-        q = (np.arange(n) + 0.5) / n * total
-        j = np.clip(np.searchsorted(cum, q, side="right") - 1, 0, len(edges) - 2)
-        a, b = edges[j], edges[j + 1]
-        gap = cum[j + 1] - cum[j]
-        frac = np.divide(q - cum[j], gap, out=np.full(n, 0.5), where=gap > 0)
-        t = a + np.clip(frac, 0.0, 1.0) * (b - a)
-        tiny = np.finfo(float).tiny
-        for _ in range(8):
-            t = np.clip(t - (cum[j] + partial(a, t) - q) / np.maximum(rho(t), tiny), a, b)
-        return angles_to_circle(t)
 
 
 @dataclass(frozen=True)
@@ -719,7 +472,7 @@ def _initial(r: TomlReader, v: Any, geometry: str, d: int) -> InitialMeasure:
     sphere = geometry != "euclidean"
 
     if fam == "uniform":
-        return InitialMeasure("uniform", d)
+        return Uniform(d)
     if fam == "vmf_mixture":
         return _vmf(r, t, d)
     if fam == "uniform_perturbed":
@@ -733,7 +486,7 @@ def _initial(r: TomlReader, v: Any, geometry: str, d: int) -> InitialMeasure:
             np.linalg.cholesky(cov)
         except np.linalg.LinAlgError:
             r.fail("initial.covariance", f"must be positive definite (eigenvalues {np.linalg.eigvalsh(cov)})")
-        return InitialMeasure("gaussian", d, sphere=False, mean=mean, covariance=cov)
+        return Gaussian(d, mean=mean, covariance=cov)
     return _points_file(r, t, d, sphere)
 
 
@@ -766,7 +519,7 @@ def _vmf(r: TomlReader, t: dict[str, Any], d: int) -> InitialMeasure:
             r.fail("initial.proportions", "must have a positive sum")
     else:
         p = np.ones(k)
-    return InitialMeasure("vmf_mixture", d, means=means, kappas=kappas, proportions=p / p.sum())
+    return VmfMixture(d, means=means, kappas=kappas, proportions=p / p.sum())
 
 
 def _perturbed(r: TomlReader, t: dict[str, Any], d: int) -> InitialMeasure:
@@ -779,17 +532,17 @@ def _perturbed(r: TomlReader, t: dict[str, Any], d: int) -> InitialMeasure:
                 f"must keep the density 1 + a cos(k (t - phase)) > 0, i.e. |a| < 1; got {a!r}",
             )
         phase = r.real(t.get("phase", 0.0), "initial.phase")
-        return InitialMeasure("uniform_perturbed", 2, amplitude=a, mode=k, phase=phase)
+        return UniformPerturbed(2, amplitude=a, mode=k, phase=phase)
     deg = r.integer(t["l"], "initial.l", lo=1, hi=MAX_SPHERE_DEGREE)
     axis = r.unit(t.get("axis", [0.0, 0.0, 1.0]), "initial.axis", 3)
-    lo, hi = _legendre_range(deg)
+    lo, hi = legendre_range(deg)
     if not (1 + a * lo > 0 and 1 + a * hi > 0):
         r.fail(
             "initial.amplitude",
             f"must keep the density 1 + a P_{deg}(<x, axis>) > 0, i.e. -1 < a < {-1 / lo:.6g} (P_{deg} spans "
             f"[{lo:.6g}, 1]); got {a!r}",
         )
-    return InitialMeasure("uniform_perturbed", 3, amplitude=a, mode=deg, axis=axis)
+    return UniformPerturbed(3, amplitude=a, mode=deg, axis=axis)
 
 
 def _points_file(r: TomlReader, t: dict[str, Any], d: int, sphere: bool) -> InitialMeasure:
@@ -838,7 +591,7 @@ def _points_file(r: TomlReader, t: dict[str, Any], d: int, sphere: bool) -> Init
         if w.shape != (len(pts),) or not np.isfinite(w).all() or (w < 0).any() or not w.sum() > 0:
             r.fail(key, f"({path}): weights must be ({len(pts)},), finite, >= 0 with a positive sum")
         w = w / w.sum()
-    return InitialMeasure("file", d, sphere=sphere, points=pts, weights=w, path=str(path))
+    return PointsFile(d, sphere=sphere, points=pts, weights=w, path=str(path))
 
 
 def _matrices(r: TomlReader, v: Any, key: str, d: int) -> np.ndarray:
