@@ -302,16 +302,16 @@ def test_few_tokens_are_profiled_as_dense_sums(rng):
 def test_adaptive_reference_bar_moves_with_time(monkeypatch):
     """The adaptive reference's bar counted blocks: a one-block run sat at 0 until the end. Now
     it follows the time DOP853 has reached, and ends at T."""
-    import vlasov_tf.solvers.particles as particles
+    import vlasov_tf.solvers.time_loop as time_loop
 
     seen: list[float] = []
 
-    class Recording(particles.tqdm):
+    class Recording(time_loop.tqdm):
         def update(self, n=1):
             super().update(n)
             seen.append(self.n)
 
-    monkeypatch.setattr(particles, "tqdm", Recording)
+    monkeypatch.setattr(time_loop, "tqdm", Recording)
     x0 = uniform_sphere(40, 3, np.random.default_rng(0))
     solve_particles(Schedule.constant(Params.identity(3, beta=2.0), 2.0), x0, None, method="adaptive",
                     progress=True)  # fmt: skip

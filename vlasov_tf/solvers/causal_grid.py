@@ -26,12 +26,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from vlasov_tf.geometry.meshes import MeshGeometry
-from vlasov_tf.logs import TIME_BAR
 from vlasov_tf.model import Schedule
 from vlasov_tf.solvers.finite_volumes import FiniteVolume, GridSolution, check_scheme
+from vlasov_tf.solvers.time_loop import TimeLoop
 
 __all__ = ["solve_causal_grid"]
 
@@ -61,18 +60,11 @@ def solve_causal_grid(
         raise ValueError(f"slice densities must be (S, {mesh.n_cells}), finite, >= 0; got shape {rho.shape}")
     if not (0 < cfl <= 1):
         raise ValueError(f"the CFL number must lie in (0, 1]; got {cfl}")
-    T = schedule.T
-    times = np.array([0.0, T] if t_eval is None else t_eval, dtype=np.float64)
-    if (np.diff(times) <= 0).any() or times[0] < 0 or times[-1] > T * (1 + 1e-12):
-        raise ValueError(f"output times must increase within [0, T] = [0, {T}]")
+    loop = TimeLoop.start(schedule.T, schedule.breakpoints, t_eval, t0, callback)
     reconstruction, limiter = check_scheme(reconstruction, limiter)
     fv = FiniteVolume(mesh, limiter, reconstruction=reconstruction, field_method=field_method)
     areas = mesh.areas
-    tol = 1e-12 * T
-    stops = np.union1d(schedule.breakpoints, times)
-    if t0 != 0.0 and not np.isclose(stops, t0, rtol=0, atol=tol).any():
-        raise ValueError(f"t0 = {t0} is neither a switch nor an output time: cannot resume there")
-    times = times[times >= t0 - tol]
+    tol = loop.tol
 
     def velocities(fld, t: float, mass: np.ndarray) -> list[np.ndarray]:
         # Slice k by the field of the slices at or before it.
@@ -84,21 +76,17 @@ def solve_causal_grid(
         steps = [fv.euler_step(m, fv.fluxes(m / areas, uk), dt) for m, uk in zip(mass, u, strict=True)]
         return np.stack(steps)
 
-    out: list[np.ndarray] = []
     mass = rho * areas
-    t, k_out, steps = float(t0), 0, 0
-    with tqdm(total=float(T), initial=t, disable=not progress, desc=f"causal grid (S={len(rho)})", unit="t",
-              bar_format=TIME_BAR) as bar:  # fmt: skip
+    t, steps = float(t0), 0
+    with loop.time_bar(progress, f"causal grid (S={len(rho)})") as bar:
         while True:
-            while k_out < len(times) and times[k_out] <= t + tol:
-                out.append(mass / areas)
-                if callback is not None:
-                    callback(t, out[-1])
-                mass = out[-1] * areas  # continue from the emitted state, as a resume does
-                k_out += 1
-            if t >= T - tol:
+            for _ in loop.due(t):
+                rho = mass / areas
+                loop.store(t, rho)
+                mass = rho * areas  # continue from the emitted state, as a resume does
+            if loop.finished(t):
                 break
-            t_next = float(stops[np.searchsorted(stops, t + tol, side="right")])
+            t_next = loop.next_stop(t)
             fld = schedule.params_at(0.5 * (t + t_next))
             while t < t_next - tol:
                 u = velocities(fld, t, mass)
@@ -110,5 +98,5 @@ def solve_causal_grid(
                 t = t_next if t_next - (t + dt) <= tol else t + dt
                 steps += 1
                 bar.update(dt)
-    dens = np.array(out)
-    return GridSolution(mesh, times, dens, (dens * areas).sum(axis=(1, 2)), steps, 0)
+    dens = np.array(loop.snapshots)
+    return GridSolution(mesh, loop.times, dens, (dens * areas).sum(axis=(1, 2)), steps, 0)

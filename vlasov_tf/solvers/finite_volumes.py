@@ -69,14 +69,13 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
-from tqdm.auto import tqdm
 
 from vlasov_tf.geometry.meshes import MeshGeometry
 from vlasov_tf.kernels import METHODS
-from vlasov_tf.logs import TIME_BAR
 from vlasov_tf.model import Params, Schedule, method_head_sums, velocity_unchecked
 from vlasov_tf.parallel import Comm, LocalMesh, RingSums, is_root
 from vlasov_tf.solvers.reconstruction import QuadraticReconstruction
+from vlasov_tf.solvers.time_loop import TimeLoop
 
 __all__ = [
     "ATOL",
@@ -434,12 +433,7 @@ def solve_grid(
         if T is None or not (np.isfinite(T) and T > 0):
             raise ValueError(f"a prescribed velocity needs a final time T > 0; got {T}")
         switches = np.array([0.0, T])
-    times = np.array([0.0, T] if t_eval is None else t_eval, dtype=float).ravel()
-    if times.size == 0 or not np.isfinite(times).all() or (np.diff(times) <= 0).any():
-        raise ValueError("output times must be finite and strictly increasing")
-    if times[0] < 0 or times[-1] > T * (1 + 1e-12):
-        raise ValueError(f"output times must lie in [0, T] = [0, {T}]")
-    times = np.minimum(times, T)
+    loop = TimeLoop.start(T, switches, t_eval, t0, callback)
 
     reconstruction, limiter = check_scheme(reconstruction, limiter)
     if comm is None:
@@ -459,11 +453,6 @@ def solve_grid(
         )
         rho = rho[local.cells]
     areas = fv.mesh.areas
-    stops = np.union1d(switches, times)
-    if t0 != 0.0 and not np.isclose(stops, t0, rtol=0, atol=1e-12 * T).any():
-        raise ValueError(f"t0 = {t0} is neither a switch nor an output time: cannot resume there")
-    times = times[times >= t0 - 1e-12 * T]
-    out_rho: list[np.ndarray] = []
     out_mass: list[float] = []
 
     def params_at(t: float) -> Params | VelocityField:
@@ -471,17 +460,14 @@ def solve_grid(
 
     def emit(rho: np.ndarray, t: float) -> None:
         if local is None:
-            out_rho.append(rho.copy())
             out_mass.append(float(rho @ areas))
+            loop.store(t, rho.copy())
         else:
             n = local.n_owned
             out_mass.append(comm.allreduce(float(rho[:n] @ areas[:n])))
             full = local.gather(rho[:n])
-            if full is None:
-                return
-            out_rho.append(full)
-        if callback is not None:
-            callback(t, out_rho[-1])
+            if full is not None:  # rank 0 only
+                loop.store(t, full)
 
     def reduce_min(x: float) -> float:
         if comm is None:
@@ -490,27 +476,21 @@ def solve_grid(
 
         return comm.allreduce(x, op=MPI.MIN)
 
-    t, k_out = float(t0), 0
+    t = float(t0)
     taken = rejected = taken_out = rejected_out = 0
     mass = rho * areas
     n_owned = fv.n_owned
     exchange = None if local is None else local.exchange
-    tol = 1e-12 * T
+    tol = loop.tol
 
     def l1(x: np.ndarray) -> float:
         """sum_c |x_c| over this rank's owned cells, summed over the ranks."""
         s = float(np.abs(x[:n_owned]).sum())
         return s if comm is None else comm.allreduce(s)
 
-    with tqdm(
-        total=float(T),
-        disable=not (progress and is_root(comm)),
-        desc=f"grid ({mesh.kind}, C={mesh.n_cells})",
-        unit="t",
-        bar_format=TIME_BAR,
-    ) as bar:
+    with loop.time_bar(progress and is_root(comm), f"grid ({mesh.kind}, C={mesh.n_cells})") as bar:
         while True:
-            while k_out < len(times) and times[k_out] <= t + tol:
+            for _ in loop.due(t):
                 rho = mass / areas
                 # The counts before the snapshot: a run killed between the two recounts them.
                 if step_counts is not None and is_root(comm):
@@ -519,10 +499,9 @@ def solve_grid(
                 emit(rho, t)
                 # Continue from the emitted density, as a resumed run does: resume is then bit-exact.
                 mass = rho * areas
-                k_out += 1
-            if t >= T - tol:
+            if loop.finished(t):
                 break
-            t_next = float(stops[np.searchsorted(stops, t + tol, side="right")])
+            t_next = loop.next_stop(t)
             # The block in force up to the next stop (steps never straddle a switch).
             fld = params_at(0.5 * (t + t_next))
             # The controller restarts at every stop, so the steps after a stop depend only on the
@@ -565,7 +544,7 @@ def solve_grid(
                     rejected_out += 1
                     retried = True
                     dt = _quantized(dt * max(0.2, 0.9 * ratio ** (-1 / power)))
-                    if dt < 1e-12 * T:
+                    if dt < tol:
                         raise FloatingPointError(
                             f"the time step fell below 1e-12 T at t = {t:.6g} (rtol = {rtol}, "
                             f"atol = {atol}): the error estimate does not shrink with the step"
@@ -581,8 +560,8 @@ def solve_grid(
                 retried = False
                 u = None
                 bar.update(dt)
-    dens = np.array(out_rho) if out_rho else np.empty((len(out_mass), 0))
-    return GridSolution(mesh, times, dens, np.array(out_mass), taken, rejected)
+    dens = np.array(loop.snapshots) if loop.snapshots else np.empty((len(out_mass), 0))
+    return GridSolution(mesh, loop.times, dens, np.array(out_mass), taken, rejected)
 
 
 def _quantized(dt: float) -> float:

@@ -53,7 +53,6 @@ from vlasov_tf.geometry.measures import SPHERE_ATOL, check_points, check_weights
 from vlasov_tf.kernels import METHODS as KERNEL_METHODS
 from vlasov_tf.kernels import blas_single_thread, choose_method, exp_kernel_sums, few_pairs, kernel_sums
 from vlasov_tf.kernels.dense import one_tile
-from vlasov_tf.logs import TIME_BAR
 from vlasov_tf.model import (
     HeadSums,
     Params,
@@ -65,6 +64,7 @@ from vlasov_tf.model import (
     velocity_unchecked,
 )
 from vlasov_tf.parallel import Comm, RingSums, block_range, gather_rows, is_root
+from vlasov_tf.solvers.time_loop import TimeLoop
 
 __all__ = ["FIELD_METHODS", "METHODS", "NORMS", "ParticleSolution", "residual_velocity", "solve_particles"]
 
@@ -100,29 +100,15 @@ class ParticleSolution:
         return self.positions[-1]
 
 
-def _check_times(t_eval, T: float) -> np.ndarray:
-    times = np.array([0.0, T] if t_eval is None else t_eval, dtype=float).ravel()
-    if times.size == 0 or not np.isfinite(times).all():
-        raise ValueError(f"output times must be a non-empty list of finite numbers; got {t_eval}")
-    if (np.diff(times) <= 0).any():
-        raise ValueError("output times must be strictly increasing")
-    # Tolerate a rounding-level overshoot of T (e.g. from np.linspace sums).
-    if times[0] < 0 or times[-1] > T * (1 + 1e-12):
-        raise ValueError(f"output times must lie in [0, T] = [0, {T}]; got [{times[0]}, {times[-1]}]")
-    return np.minimum(times, T)
-
-
-def _pieces(schedule: Schedule, times: np.ndarray, steps: int) -> list[tuple[float, float, int, Params]]:
-    """Cut [0, T] at switches and output times; ``(t0, t1, n_steps, params)`` per piece.
+def _pieces(schedule: Schedule, cuts: np.ndarray, steps: int) -> list[tuple[float, float, int, Params]]:
+    """Cut [0, T] at the ``cuts`` (the stops: switches and output times); ``(t0, t1, n_steps, params)``
+    per piece.
 
     The ``steps`` are shared out in proportion to the pieces' lengths by largest
     remainders, at least one each: the total is exactly ``steps`` whenever
     ``steps`` >= the number of pieces, and uniform where the cuts allow.
     """
     T = schedule.T
-    cuts = np.union1d(schedule.breakpoints, times)
-    # Merge cuts that differ by rounding only, keeping exact switch times.
-    cuts = cuts[np.r_[True, np.diff(cuts) > 1e-12 * T]]
     share = np.diff(cuts) * steps / T
     counts = np.maximum(np.floor(share + 1e-9).astype(int), 1)
     spare = steps - counts.sum()
@@ -296,12 +282,7 @@ def solve_particles(
     if on_sphere and t0 == 0.0:
         # Not on resume: re-normalising the solver's own state moves it by an ulp.
         x = normalize(x)
-    times = _check_times(t_eval, schedule.T)
-    cuts = np.union1d(schedule.breakpoints, times)
-    if t0 != 0.0 and not np.isclose(cuts, t0, rtol=0, atol=1e-12 * schedule.T).any():
-        raise ValueError(f"t0 = {t0} is neither a switch nor an output time: cannot resume there")
-    resumed = times >= t0 - 1e-12 * schedule.T
-    out: list[np.ndarray] = []
+    loop = TimeLoop.start(schedule.T, schedule.breakpoints, t_eval, t0, callback)
     lo, hi = (0, len(x)) if comm is None else block_range(len(x), comm.size, comm.rank)
     progress = progress and is_root(comm)
 
@@ -311,17 +292,16 @@ def solve_particles(
             pos = pos if method == "adaptive" else gather_rows(comm, pos)
             if comm.rank != 0:
                 return
-        out.append(pos.copy())
-        if callback is not None:
-            callback(t, out[-1])
+        loop.store(t, pos.copy())
 
     def solution(steps: int) -> ParticleSolution:
-        pos = np.array(out) if out else np.empty((len(times[resumed]), 0, x.shape[1]))
-        return ParticleSolution(times[resumed], pos, w, method, steps, sphere)
+        out = loop.snapshots
+        pos = np.array(out) if out else np.empty((len(loop.times), 0, x.shape[1]))
+        return ParticleSolution(loop.times, pos, w, method, steps, sphere)
 
     if method == "adaptive":
         ref = causal if causal is not None else _reference_sums(field_method, rtol, len(x), comm)
-        n_eval = _solve_adaptive(schedule, x, w, times, sphere, rtol, atol, emit, progress, t0, ref, norm)
+        n_eval = _solve_adaptive(schedule, x, w, loop, sphere, rtol, atol, emit, progress, ref, norm)
         return solution(n_eval)
 
     if steps is None or int(steps) != steps or steps < 1:
@@ -336,14 +316,12 @@ def solve_particles(
         sums = tile_head_sums(w_local)
     else:
         sums = causal or method_head_sums(field_method, split=None if comm is None else RingSums(comm))
-    pieces = [p for p in _pieces(schedule, times, int(steps)) if p[1] > t0 + 1e-12 * schedule.T]
+    pieces = [p for p in _pieces(schedule, loop.stops, int(steps)) if p[1] > t0 + loop.tol]
     total = sum(n for _, _, n, _ in pieces)
-    next_out = int(np.argmax(resumed)) if resumed.any() else len(times)
     with tqdm(total=total, disable=not progress, desc=f"{method} (N={len(x)})", unit="step") as bar:
         for start, end, n, params in pieces:
-            while next_out < len(times) and times[next_out] <= start + 1e-12 * schedule.T:
-                emit(times[next_out], x)
-                next_out += 1
+            for t_out in loop.due(start):
+                emit(t_out, x)
             h = (end - start) / n
             # BLAS on one thread for the piece, as velocity_unchecked pins it for every field:
             # its own pins are then nested ones (~0.3 us, not ~10 us a layer).
@@ -355,9 +333,8 @@ def solve_particles(
                     for _ in range(n):
                         x = step(params, x, w_local, h, sphere, sums, norm)
                         bar.update()
-        while next_out < len(times):
-            emit(times[next_out], x)
-            next_out += 1
+        for t_out in loop.rest():
+            emit(t_out, x)
     return solution(total)
 
 
@@ -365,29 +342,27 @@ def _solve_adaptive(
     schedule: Schedule,
     x: np.ndarray,
     w: np.ndarray,
-    times: np.ndarray,
+    loop: TimeLoop,
     sphere: bool,
     rtol: float,
     atol: float,
     emit: Callable[[float, np.ndarray], None],
     progress: bool,
-    t0: float,
     sums: HeadSums,
     norm: str = "post",
 ) -> int:
-    """DOP853 block by block (restarted at every switch) from ``t0``; returns the field evaluations.
-
-    The field is the radially extended one (as for RK4), its sums by :func:`_reference_sums`.
+    """DOP853 block by block (restarted at every switch) from ``loop.t0``; returns the field
+    evaluations. The field is the radially extended one (as for RK4), its sums by
+    :func:`_reference_sums`.
     """
     shape = x.shape
     nfev = 0
     bp = schedule.breakpoints
-    tol = 1e-12 * schedule.T
-    if np.isclose(times, t0, rtol=0, atol=tol).any():
+    t0, tol, times = loop.t0, loop.tol, loop.times
+    for _ in loop.due(t0):
         emit(t0, x)
     # The bar follows the time DOP853 has reached (it moved once per block).
-    with tqdm(total=float(schedule.T), initial=t0, disable=not progress, desc="adaptive", unit="t",
-              bar_format=TIME_BAR) as bar:  # fmt: skip
+    with loop.time_bar(progress, "adaptive") as bar:
         for k, (_, params) in enumerate(schedule.blocks):
             start, t1 = max(bp[k], t0), bp[k + 1]
             if t1 <= t0 + tol:

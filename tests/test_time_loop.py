@@ -1,0 +1,51 @@
+"""The time bookkeeping both solvers share (vlasov_tf/solvers/time_loop.py)."""
+
+import numpy as np
+import pytest
+
+from vlasov_tf.solvers.time_loop import TimeLoop, output_times
+
+
+def test_output_times_default_and_rounding_overshoot():
+    assert np.array_equal(output_times(None, 2.0), [0.0, 2.0])
+    t = output_times(np.linspace(0.0, 0.3, 4) * (1 + 1e-15), 0.3)
+    assert t[-1] == 0.3
+
+
+@pytest.mark.parametrize(
+    ("t_eval", "message"),
+    [
+        ([], "non-empty list of finite numbers"),
+        ([0.0, np.nan], "non-empty list of finite numbers"),
+        ([0.0, 1.0, 1.0], "strictly increasing"),
+        ([-0.1, 1.0], r"must lie in \[0, T\]"),
+        ([0.0, 1.1], r"must lie in \[0, T\]"),
+    ],
+)
+def test_bad_output_times_are_named(t_eval, message):
+    with pytest.raises(ValueError, match=message):
+        output_times(t_eval, 1.0)
+
+
+def test_stops_outputs_and_resume_points():
+    """Switches at 0.5, outputs at 0, 0.25, 0.5 + rounding, 1: one stop at 0.5; a resume at 0.25
+    returns the outputs from there; a resume between stops is refused."""
+    switches = np.array([0.0, 0.5, 1.0])
+    loop = TimeLoop.start(1.0, switches, [0.0, 0.25, 0.5 + 1e-14, 1.0])
+    assert np.array_equal(loop.stops, [0.0, 0.25, 0.5, 1.0])
+    assert loop.next_stop(0.0) == 0.25 and loop.next_stop(0.25 - 1e-14) == 0.5
+    assert list(loop.due(0.0)) == [0.0] and list(loop.due(0.0)) == []
+    assert list(loop.due(0.5)) == [0.25, 0.5 + 1e-14]
+    assert list(loop.rest()) == [1.0] and loop.finished(1.0 - 1e-14) and not loop.finished(0.9)
+    resumed = TimeLoop.start(1.0, switches, [0.0, 0.25, 0.75, 1.0], t0=0.25)
+    assert np.array_equal(resumed.times, [0.25, 0.75, 1.0]) and resumed.next_stop(0.25) == 0.5
+    with pytest.raises(ValueError, match="neither a switch nor an output time: cannot resume there"):
+        TimeLoop.start(1.0, switches, [0.0, 1.0], t0=0.3)
+
+
+def test_store_keeps_snapshots_and_calls_back():
+    seen = []
+    loop = TimeLoop.start(1.0, np.array([0.0, 1.0]), None, callback=lambda t, s: seen.append((t, s)))
+    loop.store(0.0, "a")
+    loop.store(1.0, "b")
+    assert loop.snapshots == ["a", "b"] and seen == [(0.0, "a"), (1.0, "b")]
