@@ -6,11 +6,13 @@ import pytest
 from vlasov_tf import Params, Schedule, solve_particles
 from vlasov_tf.cli import main
 from vlasov_tf.geometry.measures import angles_to_circle, von_mises_fisher_mixture
+from vlasov_tf.runs.cases import CASES_DIR, load_case
 from vlasov_tf.runs.studies import depth_convergence, fitted_order
 
 
 def test_depth_convergence_is_first_order():
-    res = depth_convergence(n_tokens=60, beta=4.0, T=2.0, layers=(20, 40, 80, 160), n_times=11)
+    case = load_case(CASES_DIR / "circle_clustering.toml", overrides={"case.T": 2.0})
+    res = depth_convergence(case, n_tokens=60, layers=(20, 40, 80, 160), n_times=11)
     assert fitted_order(res.h, res.w1) == pytest.approx(1.0, abs=0.15)
     assert fitted_order(res.h, res.max_error) == pytest.approx(1.0, abs=0.15)
     assert res.max_error[-1] < 0.05
@@ -20,7 +22,8 @@ def test_depth_convergence_is_first_order():
 
 
 def test_cli_particles_writes_table_and_figure(tmp_path, capsys):
-    assert main(["particles", "-N", "40", "-T", "1", "--layers", "10", "20", "--out", str(tmp_path)]) == 0
+    argv = ["particles", "-N", "40", "--set", "case.T=1", "--layers", "10", "20", "--out", str(tmp_path)]
+    assert main(argv) == 0
     out = capsys.readouterr().out
     assert "fitted order" in out and "non-decreasing" in out
     png = tmp_path / "particles_depth_convergence.png"
@@ -31,8 +34,10 @@ def test_cli_particles_writes_table_and_figure(tmp_path, capsys):
     ("argv", "message"),
     [
         (["particles", "-N", "1"], "at least 2 tokens"),
-        (["particles", "--beta", "-1"], "must be a finite number > 0"),
-        (["particles", "-T", "nan"], "must be a finite number > 0"),
+        (["particles", "--set", "model.beta=-1"], "model.beta must be > 0"),
+        (["particles", "--set", "case.T=nan"], "case.T must be finite"),
+        (["particles", "cases/sphere_collapse.toml"], "the depth study is on the circle, not the sphere"),
+        (["particles", "--set", "model.perceptron={W = [[1.0], [0.0]], U = [[1.0, 0.0]]}"], "no perceptron"),
         (["particles", "--layers", "0"], "must be >= 1"),
         (["nonsense"], "invalid choice"),
     ],

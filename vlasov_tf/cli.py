@@ -17,9 +17,9 @@ Subcommands
     pairs over the members, printed and drawn.
 ``plot RUNFILE``
     Figures of a stored run (or sweep).
-``particles``
-    Depth convergence on the circle: L-layer Transformers against the
-    continuous-time flow; a table of errors and orders, and a figure.
+``particles [CASE]``
+    Depth convergence on the circle (default ``cases/circle_clustering.toml``): L-layer
+    Transformers against the continuous-time flow; a table of errors and orders, and a figure.
 ``mesh``
     Build the sphere meshes of :mod:`vlasov_tf.geometry.meshes` (gmsh through FiPy) into
     ``meshes/sphere_L{level}.h5``, once, serially, for runs that load them.
@@ -65,6 +65,7 @@ from vlasov_tf.runs.studies import (
     full_study,
     grid_against_deep,
     lipschitz_estimate,
+    study_beta,
 )
 from vlasov_tf.runs.sweeps import run_sweep
 
@@ -72,6 +73,8 @@ _log = logging.getLogger(__name__)
 
 #: The case of ``vlasov-tf study`` without arguments (the README's main job).
 DEFAULT_STUDY_CASE = CASES_DIR / "sphere_clustering.toml"
+#: The case of ``vlasov-tf particles`` without arguments: the main job's circle counterpart.
+DEFAULT_PARTICLES_CASE = CASES_DIR / "circle_clustering.toml"
 
 __all__ = ["build_parser", "main"]
 
@@ -117,15 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
         "particles",
         help="depth convergence of a deep Transformer to the continuous flow (circle)",
         description=(
-            "Tokens on the circle, drawn from a mixture of three von Mises laws, moved by one softmax "
-            "head with Q = K = V = I. Compares L-layer Transformers (h = T/L) with a DOP853 reference "
-            "at time T, prints the errors and their order (expected 1), and saves a figure."
+            "The tokens of a circle case (default: the main job's circle case, a mixture of three von "
+            "Mises laws moved by one softmax head with Q = K = V = I), L-layer Transformers (h = T/L) "
+            "against a DOP853 reference at time T: prints the errors and their order (expected 1), "
+            "and saves a figure."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    p.add_argument("case", type=Path, nargs="?", default=DEFAULT_PARTICLES_CASE, help="circle case file")
     p.add_argument("-N", "--tokens", type=_tokens, default=2000, metavar="N", help="number of tokens")
-    p.add_argument("--beta", type=_positive_float, default=4.0, help="inverse temperature")
-    p.add_argument("-T", "--T", dest="T", type=_positive_float, default=5.0, help="final time")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial tokens")
     p.add_argument(
         "--layers",
@@ -135,9 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="L",
         help="depths to compare",
     )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a case entry, e.g. --set model.beta=9 --set case.T=2",
+    )
     p.add_argument("--out", type=Path, default=Path("out"), help="directory for the figure")
     p.add_argument("--progress", action="store_true", help="show progress bars")
-    p.set_defaults(handler=_cmd_particles, parser=p)
+    p.set_defaults(handler=_cmd_particles, parser=p, resume=False, overwrite=False)
 
     p = sub.add_parser(
         "mesh",
@@ -226,19 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_particles(args: argparse.Namespace) -> int:
+    case = _load(args)
     try:
-        check_case(args.tokens, args.beta, args.T, args.layers)
+        check_case(args.tokens, args.layers)
+        study_beta(case)
     except ValueError as err:
         _refuse(str(err))
     tic = time.perf_counter()
-    res = depth_convergence(
-        args.tokens,
-        args.beta,
-        args.T,
-        args.layers,
-        seed=args.seed,
-        progress=args.progress,
-    )
+    res = depth_convergence(case, args.tokens, args.layers, seed=args.seed, progress=args.progress)
     print(format_report(res))
     tic_plot = time.perf_counter()
     path = plot_depth_convergence(res, args.out / "particles_depth_convergence.png")

@@ -18,8 +18,8 @@ import numpy as np
 
 from vlasov_tf.analysis.clusters import Clusters, merges, plateaus
 from vlasov_tf.analysis.wasserstein import geodesic_distance, wasserstein_circle
-from vlasov_tf.geometry.measures import angles_to_circle, von_mises_fisher_mixture
-from vlasov_tf.model import Params, Schedule, interaction_energy
+from vlasov_tf.model import interaction_energy, zonal_beta
+from vlasov_tf.runs.cases import Case
 from vlasov_tf.runs.ensembles import PhaseMaps
 from vlasov_tf.solvers.particles import solve_particles
 
@@ -28,7 +28,6 @@ __all__ = [
     "N_TIMES",
     "DepthConvergence",
     "check_case",
-    "clustering_initial_tokens",
     "depth_convergence",
     "fitted_order",
     "format_report",
@@ -40,30 +39,9 @@ DEFAULT_LAYERS = (10, 20, 40, 80, 160, 320, 640)
 #: Output times of the reference trajectory (for the figure and the energy check).
 N_TIMES = 51
 
-# The initial density: a mixture of three von Mises laws on the circle.
-_MIX_ANGLES = (0.5, 2.5, 4.5)
-_MIX_KAPPAS = (2.0, 3.0, 4.0)
-_MIX_PROPORTIONS = (0.3, 0.3, 0.4)
-
 # Relative slack on the monotonicity of the energy along the reference: above
 # its integration error (rtol 1e-10), far below the physical increments.
 _ENERGY_RTOL = 1e-9
-
-
-def clustering_initial_tokens(n: int, rng: np.random.Generator) -> np.ndarray:
-    """(n, 2) tokens drawn from a mixture of three von Mises laws on the circle.
-
-    Modes at angles 0.5, 2.5, 4.5 with concentrations 2, 3, 4 and proportions
-    0.3, 0.3, 0.4: a smooth density with separated bumps, so that clustering
-    is visible and no two tokens coincide.
-    """
-    return von_mises_fisher_mixture(
-        n,
-        angles_to_circle(np.array(_MIX_ANGLES)),
-        np.array(_MIX_KAPPAS),
-        np.array(_MIX_PROPORTIONS),
-        rng,
-    )
 
 
 def observed_orders(h: np.ndarray, err: np.ndarray) -> np.ndarray:
@@ -90,7 +68,7 @@ def fitted_order(h: np.ndarray, err: np.ndarray) -> float:
 @dataclass(frozen=True)
 class DepthConvergence:
     """Results of :func:`depth_convergence`.
-
+    Case: ``case`` (its name), ``n_tokens`` tokens, inverse temperature ``beta``, final time ``T``.
     Case: ``n_tokens`` tokens, inverse temperature ``beta``, final time ``T``.
 
     times : (n_times,) output times of the reference, ``linspace(0, T, n_times)``.
@@ -107,6 +85,7 @@ class DepthConvergence:
     seconds : wall time of each part (``reference``, ``reference_check``, ``layers``).
     """
 
+    case: str
     n_tokens: int
     beta: float
     T: float
@@ -147,24 +126,33 @@ class DepthConvergence:
         return bool((self.energy_increments >= -_ENERGY_RTOL * np.abs(self.ref_energy[1:])).all())
 
 
-def check_case(n_tokens: int, beta: float, T: float, layers: Sequence[int], n_times: int = N_TIMES) -> None:
-    """Raise ``ValueError`` with a readable message if the case's parameters are unusable."""
+def check_case(n_tokens: int, layers: Sequence[int], n_times: int = N_TIMES) -> None:
+    """Raise ``ValueError`` with a readable message if the study's parameters are unusable."""
     if int(n_tokens) != n_tokens or n_tokens < 2:
         raise ValueError(f"the number of tokens N must be an integer >= 2; got {n_tokens}")
-    if not (math.isfinite(beta) and beta > 0):
-        raise ValueError(f"the inverse temperature beta must be finite and > 0; got {beta}")
-    if not (math.isfinite(T) and T > 0):
-        raise ValueError(f"the final time T must be finite and > 0; got {T}")
     if len(layers) == 0 or any(int(L) != L or L < 1 for L in layers):
         raise ValueError(f"the depths L must be positive integers; got {list(layers)}")
     if int(n_times) != n_times or n_times < 2:
         raise ValueError(f"the reference needs at least 2 output times; got {n_times}")
 
 
+def study_beta(case: Case) -> float:
+    """The beta of a case the depth study can take: on the circle, one block with Q = K = V = I
+    (:func:`~vlasov_tf.model.zonal_beta`); else ``ValueError`` naming what is not."""
+    if case.geometry != "circle":
+        raise ValueError(f"case {case.name}: the depth study is on the circle, not the {case.geometry}")
+    beta = zonal_beta(case.schedule.blocks[0][1]) if len(case.schedule.blocks) == 1 else None
+    if beta is None:
+        raise ValueError(
+            f"case {case.name}: the depth study needs one block with Q = K = V = I and no perceptron "
+            "(the interaction energy it checks is that model's)"
+        )
+    return beta
+
+
 def depth_convergence(
+    case: Case,
     n_tokens: int = 2000,
-    beta: float = 4.0,
-    T: float = 5.0,
     layers: Sequence[int] = DEFAULT_LAYERS,
     *,
     ref_rtol: float = 1e-10,
@@ -172,22 +160,19 @@ def depth_convergence(
     seed: int = 0,
     progress: bool = False,
 ) -> DepthConvergence:
-    """Errors at time T of L-layer Transformers against the continuous flow, on the circle.
+    """Errors at time T of L-layer Transformers against the continuous flow of a circle case.
 
-    Tokens: ``n_tokens`` draws of :func:`clustering_initial_tokens` (seeded by
-    ``seed``), uniform weights. Model: one softmax head with Q = K = V = I at
-    inverse temperature ``beta``, constant on [0, T]. Reference: DOP853 at
-    relative tolerance ``ref_rtol``, stored at ``n_times`` equally spaced
-    times; its error is bounded by a second run at 100x that tolerance. Each
-    depth L in ``layers`` is the Transformer step (explicit Euler plus
-    normalisation) with h = T / L.
+    Tokens: ``n_tokens`` draws of the case's initial measure (``default_rng(seed)``), uniform
+    weights. Model: the case's schedule, one block with a zonal kernel (:func:`study_beta`), on
+    [0, T]. Reference: DOP853 at relative tolerance ``ref_rtol``, stored at ``n_times`` equally
+    spaced times; its error is bounded by a second run at 100x that tolerance. Each depth L in
+    ``layers`` is the Transformer step (explicit Euler plus normalisation) with h = T / L.
     """
-    check_case(n_tokens, beta, T, layers, n_times)
+    check_case(n_tokens, layers, n_times)
+    beta, T, schedule = study_beta(case), case.T, case.schedule
     layers_arr = np.unique(np.asarray(layers, dtype=int))
-    rng = np.random.default_rng(seed)
-    x0 = clustering_initial_tokens(int(n_tokens), rng)
+    x0 = case.initial.sample(int(n_tokens), np.random.default_rng(seed))
     weights = np.full(len(x0), 1.0 / len(x0))
-    schedule = Schedule.constant(Params.identity(2, beta), T)
     times = np.linspace(0.0, T, n_times)
     seconds: dict[str, float] = {}
 
@@ -213,6 +198,7 @@ def depth_convergence(
 
     ref_energy = np.array([interaction_energy(x, weights, beta) for x in ref.positions])
     return DepthConvergence(
+        case=case.name,
         n_tokens=int(n_tokens),
         beta=float(beta),
         T=float(T),
@@ -243,8 +229,8 @@ def _fmt_order(x: float) -> str:
 def format_report(res: DepthConvergence) -> str:
     """The table and summary lines printed by ``vlasov-tf particles``."""
     lines = [
-        f"depth convergence on the circle: N = {res.n_tokens} tokens (von Mises mixture, seed {res.seed}), "
-        f"Q = K = V = I, softmax, beta = {res.beta:g}, T = {res.T:g}",
+        f"depth convergence on the circle, case {res.case}: N = {res.n_tokens} tokens (seed {res.seed}), "
+        f"beta = {res.beta:g}, T = {res.T:g}",
         f"reference: DOP853 at rtol {res.ref_rtol:.0e}, {len(res.times)} output times; "
         f"its max token error at T is below {res.ref_error:.1e} (distance to rtol {100 * res.ref_rtol:.0e})",
         "",
