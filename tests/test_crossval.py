@@ -83,7 +83,7 @@ def test_run_case_stores_every_job_and_its_diagnostics(case, tmp_path):
     # Errors against the finest grid M = 256 for a 2nd-order scheme: M = 64 gives C h^2 (1 - 1/16),
     # M = 128 gives C (h/2)^2 (1 - 1/4); their ratio is 5, a fitted slope of log2(5) = 2.32.
     assert tables["grid"].rate == pytest.approx(np.log2(5.0), abs=0.15)
-    # The XDMF companions: one per job, every snapshot (meshio reads them: test_io).
+    # The XDMF companions: one per job, every snapshot (meshio reads them: test_storage).
     for key in states:
         assert io.xdmf_path(tmp_path / "tiny.h5", key).read_text().count("<Time ") == len(case.output_times)
     # Every grid job reports its error-controlled steps at each output after the first.

@@ -17,6 +17,8 @@ import pytest
 
 import vlasov_tf
 import vlasov_tf.runs.storage as vio
+import vlasov_tf.runs.storage.run_file as vio_run_file
+import vlasov_tf.runs.storage.xdmf as vio_xdmf
 from vlasov_tf.geometry.mesh_files import sphere_mesh
 from vlasov_tf.geometry.meshes import circle_mesh
 from vlasov_tf.runs.storage import JobLayout, RunFile, RunFileBusy, RunFileError, lock_path, xdmf_path
@@ -288,13 +290,13 @@ def test_failed_creation_leaves_nothing_and_keeps_the_old_run(tmp_path, sphere, 
     path = tmp_path / "run.h5"
     fill_run(path, sphere)
     before = path.read_bytes(), sorted(os.listdir(tmp_path))
-    write = vio._write_layout
+    write = vio_run_file.write_layout
 
     def full_disk(tmp, *args):  # the new file written, then the disk fills up
         write(tmp, *args)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(vio, "_write_layout", full_disk)
+    monkeypatch.setattr(vio_run_file, "write_layout", full_disk)
     with pytest.raises(OSError, match="No space"):
         create(path, sphere, overwrite=True)
     assert (path.read_bytes(), sorted(os.listdir(tmp_path))) == before  # no temporary, no lock
@@ -303,11 +305,15 @@ def test_failed_creation_leaves_nothing_and_keeps_the_old_run(tmp_path, sphere, 
 # ------------------------------------------------------------------------------------------ crash safety
 
 CHILD = """
-import importlib.util, sys, time
+import importlib.util, os, sys, time
 import numpy as np
 
-# Load vlasov_tf/runs/storage.py alone: importing the package (scipy, ...) would cost ~1 s per child.
-spec = importlib.util.spec_from_file_location("vtf_io", sys.argv[2])
+# Load vlasov_tf/runs/storage/ alone (its modules import each other relatively): importing the
+# package (scipy, ...) would cost ~1 s per child.
+init = sys.argv[2]
+spec = importlib.util.spec_from_file_location(
+    "vtf_io", init, submodule_search_locations=[os.path.dirname(init)]
+)
 vio = sys.modules["vtf_io"] = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(vio)
 
@@ -539,14 +545,14 @@ def test_create_looks_again_under_the_lock(tmp_path, sphere, monkeypatch):
     """Another process could make the run between create's existence check and its lock: the
     new run replaced it without overwrite."""
     path = tmp_path / "run.h5"
-    lock = vio._lock
+    lock = vio_run_file.lock_writer
 
     def meanwhile(p):
-        monkeypatch.setattr(vio, "_lock", lock)
+        monkeypatch.setattr(vio_run_file, "lock_writer", lock)
         fill_run(path, sphere)  # the other process: a run with snapshots, closed
         return lock(p)
 
-    monkeypatch.setattr(vio, "_lock", meanwhile)
+    monkeypatch.setattr(vio_run_file, "lock_writer", meanwhile)
     with pytest.raises(FileExistsError, match="exists"):
         create(path, sphere)
     with RunFile.open(path, mode="r") as rf:
@@ -585,9 +591,9 @@ def test_xdmf_rewrites_are_throttled_and_complete(tmp_path, monkeypatch):
     """Each append rewrote the whole XDMF: quadratic in the outputs (8000 took 99 s). Now at most
     every XDMF_INTERVAL, and always at a job's last output, finish and close."""
     writes = []
-    write_text = vio._write_text
-    monkeypatch.setattr(vio, "_write_text", lambda p, text: (writes.append(p), write_text(p, text)))
-    monkeypatch.setattr(vio, "XDMF_INTERVAL", 3600.0)
+    write_text = vio_xdmf.write_text
+    monkeypatch.setattr(vio_xdmf, "write_text", lambda p, text: (writes.append(p), write_text(p, text)))
+    monkeypatch.setattr(vio_xdmf, "XDMF_INTERVAL", 3600.0)
     jobs = [JobLayout(f"grid/M{m}", "grid", mesh=circle_mesh(m)) for m in (8, 4)]
     path = tmp_path / "run.h5"
     with RunFile.create(path, CASE, "c", jobs=jobs, times=np.arange(500.0), sync=False) as rf:
