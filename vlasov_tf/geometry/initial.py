@@ -260,6 +260,7 @@ class UniformPerturbed(InitialMeasure):
         if self.d == 2:
             t = np.arctan2(x[:, 1], x[:, 0])
             return np.cos(self.mode * (t - self.phase))
+        assert self.axis is not None  # required on S^2 (__post_init__)
         return special.eval_legendre(self.mode, np.clip(np.dot(x, self.axis), -1.0, 1.0))
 
     def density(self, x: np.ndarray) -> np.ndarray:

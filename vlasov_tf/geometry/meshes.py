@@ -225,16 +225,16 @@ class MeshGeometry:
         if faces_per_cell.min() < 2:
             fail(f"cell {int(np.argmin(faces_per_cell))} has {faces_per_cell.min()} faces (< 2)")
 
-        n, m = self.face_normals, self.face_midpoints
-        dev = np.abs(np.linalg.norm(n, axis=1) - 1.0)
+        normals, mids = self.face_normals, self.face_midpoints
+        dev = np.abs(np.linalg.norm(normals, axis=1) - 1.0)
         if dev.max() > _UNIT_ATOL:
             fail(f"face normal {int(np.argmax(dev))} is not unit (| |n| - 1 | = {dev.max():.2e})")
-        tan = np.abs(np.einsum("fi,fi->f", n, m))
+        tan = np.abs(np.einsum("fi,fi->f", normals, mids))
         if tan.max() > _UNIT_ATOL:
             fail(
                 f"face normal {int(np.argmax(tan))} is not tangent at its midpoint (|n.m| = {tan.max():.2e})"
             )
-        side = np.einsum("fi,fi->f", n, self.centres[nbr] - self.centres[own])
+        side = np.einsum("fi,fi->f", normals, self.centres[nbr] - self.centres[own])
         if not (side > 0).all():
             fail(f"face normal {int(np.argmin(side))} does not point from owner to neighbour")
 

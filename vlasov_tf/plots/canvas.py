@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
 __all__ = ["DYNAMIC_RANGE", "density_norm", "new_figure", "norm_label", "save_figure"]
@@ -34,7 +35,7 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     return path
 
 
-def density_norm(values: Sequence[np.ndarray], dynamic_range: float = DYNAMIC_RANGE):
+def density_norm(values: Sequence[np.ndarray], dynamic_range: float = DYNAMIC_RANGE) -> Normalize:
     """One colour norm for density maps at several times (the values of all of them).
 
     - Logarithmic (``LogNorm``) when the largest value exceeds 100 times the median (clusters):
@@ -61,10 +62,11 @@ def density_norm(values: Sequence[np.ndarray], dynamic_range: float = DYNAMIC_RA
     return PowerNorm(0.4, 0.0, vmax)
 
 
-def norm_label(norm) -> str:
+def norm_label(norm: Normalize) -> str:
+    """How a colour norm of :func:`density_norm` maps values, for a colour bar's label."""
     from matplotlib.colors import LogNorm, PowerNorm
 
-    if isinstance(norm, LogNorm):
+    if isinstance(norm, LogNorm) and norm.vmin and norm.vmax:
         return f"log scale, floor max/{norm.vmax / norm.vmin:.6g}: lower values take its colour"
     if isinstance(norm, PowerNorm):
         return f"power scale, γ = {norm.gamma:g}"

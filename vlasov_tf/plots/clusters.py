@@ -58,9 +58,9 @@ def clusters_figure(case, run) -> Figure:
         if job is jobs[0]:
             runs = plateaus(times, counts)
             ends = [a for _, a, _ in runs[1:]] + [float(times[-1])]
-            for i, ((c, a, _), b) in enumerate(zip(runs, ends, strict=True)):
+            for i, ((count, a, _), b) in enumerate(zip(runs, ends, strict=True)):
                 ax_energy.axvspan(a, b, color="0.85" if i % 2 else "0.93", zorder=0)
-                ax_energy.text(0.5 * (a + b), 1.0, f"{c}", transform=ax_energy.get_xaxis_transform(),
+                ax_energy.text(0.5 * (a + b), 1.0, f"{count}", transform=ax_energy.get_xaxis_transform(),
                                ha="center", va="bottom", fontsize=8)  # fmt: skip
     ax_count.yaxis.get_major_locator().set_params(integer=True)
     ax_count.set_ylim(0, max(ax_count.get_ylim()[1], 1) + 0.5)  # counts from 0: a flat 1 reads as 1

@@ -102,8 +102,9 @@ def run_jobs_shown(case, run) -> RunJobs:
     jobs = run_jobs(run)
     grids = [j for j in jobs if j.kind == "grid"]
     parts = [j for j in jobs if j.kind == "particles" and j.sample is None]
-    n_max = max((j.tokens for j in parts), default=None)
-    deep = sorted((j for j in parts if j.tokens == n_max and j.layers is not None), key=lambda j: j.layers)
+    n_max = max((j.tokens or 0 for j in parts), default=None)
+    deep = [j for j in parts if j.tokens == n_max and j.layers is not None]
+    deep.sort(key=lambda j: j.layers or 0)
     ref = next((j for j in parts if j.tokens == n_max and j.layers is None), None)
     return RunJobs(grids, deep, ref)
 
@@ -181,7 +182,7 @@ def _draw_sphere_density(sub: Figure | SubFigure, case, run, view: Sequence[floa
         tokens = [p_pos[time_index(p_t, times[k])][idx] for k in picks]
     if view is None:
         # The view is chosen for the density at T: the clusters, the point of the figure, have formed.
-        if rho is not None:
+        if rho is not None and mesh is not None:
             cloud = (mesh.centres, rho[-1] * mesh.areas)
         elif tokens is not None:
             cloud = (tokens[-1], np.ones(len(tokens[-1])))
@@ -203,7 +204,7 @@ def _draw_sphere_density(sub: Figure | SubFigure, case, run, view: Sequence[floa
                 or pc
             )
             ax.set_title(f"t = {times[k]:.3g}, seen from {'+' if sign > 0 else '−'}v", fontsize=10)
-    if pc is not None:
+    if pc is not None and norm is not None:
         log = type(norm).__name__ == "LogNorm"  # values below the floor take its colour
         sub.colorbar(
             pc,
@@ -213,7 +214,7 @@ def _draw_sphere_density(sub: Figure | SubFigure, case, run, view: Sequence[floa
             label=f"grid density ({norm_label(norm)})",
         )
     what = []
-    if grid is not None:
+    if grid is not None and mesh is not None:
         what.append(f"finest grid density ({grid_label(grid)}, {mesh.n_cells} cells)")
     if tok is not None:
         shown = min(MAX_TOKENS_SHOWN, p_pos.shape[1])
@@ -469,7 +470,7 @@ def crossval_figure(case, run, view: Sequence[float] | None = None) -> Figure:
     tables = crossval_tables(case, run)
     sphere = case.geometry == "sphere"
     fig = new_figure((16, 17) if sphere else (16, 12.5))
-    rows = fig.subfigures(3, 1, height_ratios=(2.0, 1.0, 1.0) if sphere else (1.0, 1.0, 1.0))
+    rows = np.asarray(fig.subfigures(3, 1, height_ratios=(2.0, 1.0, 1.0) if sphere else (1.0, 1.0, 1.0)))
     if sphere:
         _draw_sphere_density(rows[0], case, run, view)
     else:

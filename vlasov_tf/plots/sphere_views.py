@@ -35,7 +35,7 @@ RIM_WIDTH = 0.2
 PREFER_Z = 0.03
 
 
-def view_basis(view: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def view_basis(view: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(right, up, v): a right-handed orthonormal frame of the image plane seen from ``view``.
 
     ``v`` is the unit view direction (towards the viewer), ``up`` the projection of +z on the
@@ -53,7 +53,7 @@ def view_basis(view: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return np.cross(up, v), up, v
 
 
-def orthographic(points: np.ndarray, view: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def orthographic(points: np.ndarray, view: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Orthographic projection of (n, 3) points seen from ``view``: (xy (n, 2), depth (n,)).
 
     ``xy`` are the coordinates on the image plane (:func:`view_basis`), inside the unit disc for
@@ -66,7 +66,7 @@ def orthographic(points: np.ndarray, view: Sequence[float]) -> tuple[np.ndarray,
     return np.column_stack([x @ right, x @ up]), x @ v
 
 
-def visible_cells(mesh: MeshGeometry, view: Sequence[float]) -> np.ndarray:
+def visible_cells(mesh: MeshGeometry, view: Sequence[float] | np.ndarray) -> np.ndarray:
     """Indices of the cells whose centres face the viewer (``<centre, v> >= 0``).
 
     The cells of ``view`` and ``-view`` together are every cell of the mesh; a cell that
@@ -144,7 +144,7 @@ def draw_disc(
     from matplotlib.patches import Circle
 
     pc = None
-    if mesh is not None:
+    if mesh is not None and rho is not None:
         cells = visible_cells(mesh, view)
         tri = mesh.cell_vertices[cells]
         used, inv = np.unique(tri.ravel(), return_inverse=True)

@@ -151,7 +151,7 @@ from vlasov_tf.geometry.measures import (
 )
 from vlasov_tf.geometry.mesh_files import sphere_mesh
 from vlasov_tf.geometry.meshes import SPHERE_LEVELS, MeshGeometry, circle_mesh
-from vlasov_tf.model import Params, Perceptron, Schedule
+from vlasov_tf.model import Attention, Params, Perceptron, Schedule
 from vlasov_tf.runs.ensembles import ENSEMBLES
 from vlasov_tf.runs.toml_reader import TomlReader, show_value
 from vlasov_tf.solvers.finite_volumes import (
@@ -369,11 +369,13 @@ class Case:
         from ``default_rng((seed, n, s))``: each (N, sample) has its own reproducible stream,
         whatever the order of the runs.
         """
-        how = self.particles.sampling
+        how, initial = self.particles.sampling, self.initial
         if how == "atoms":
-            if n != len(self.initial.points):
-                raise ValueError(f"case {self.name}: the file has {len(self.initial.points)} atoms, not {n}")
-            return self.initial.points.copy(), self.initial.weights.copy()
+            if not isinstance(initial, PointsFile):
+                raise ValueError(f"case {self.name}: sampling 'atoms' needs the 'file' family")
+            if n != len(initial.points):
+                raise ValueError(f"case {self.name}: the file has {len(initial.points)} atoms, not {n}")
+            return initial.points.copy(), initial.weights.copy()
         if how == "quantiles":
             pts = self.initial.quantiles(n)
         else:
@@ -618,9 +620,9 @@ def _block_params(r: TomlReader, entries: dict[str, tuple[Any, str]], d: int) ->
     def key(name: str) -> str:
         return entries[name][1]
 
-    attention = (
-        r.string(entries["attention"][0], key("attention"), ("SA", "USA")) if "attention" in entries else "SA"
-    )
+    attention: Attention = "SA"
+    if "attention" in entries and r.string(entries["attention"][0], key("attention"), ("SA", "USA")) == "USA":
+        attention = "USA"
     given = [name for name in "QKV" if name in entries]
     if given and len(given) < 3:
         where = key(given[0]).rsplit(".", 1)[0]
@@ -697,7 +699,7 @@ def _particles(r: TomlReader, v: Any, geometry: str, initial: InitialMeasure) ->
             f"'quantiles' needs a density on the circle (geometry {geometry!r}, family {initial.family!r})",
         )
     if sampling == "atoms":
-        if initial.family != "file":
+        if not isinstance(initial, PointsFile):
             r.fail("particles.sampling", f"'atoms' is for the 'file' family, not {initial.family!r}")
         if tokens != (len(initial.points),):
             r.fail(
@@ -804,14 +806,14 @@ def _grid(r: TomlReader, v: Any, geometry: str, initial: InitialMeasure) -> Grid
     except ValueError as err:
         r.fail("grid.limiter", str(err))
     max_dt = r.positive(t["max_dt"], "grid.max_dt") if "max_dt" in t else None
-    tolerances = {}
+    tolerances: dict[str, float | None] = {}
     for name, default in (("rtol", RTOL), ("atol", ATOL)):
         if name == "rtol" and t.get(name) is False:
             tolerances[name] = None  # fixed CFL steps
             continue
-        tolerances[name] = r.positive(t.get(name, default), f"grid.{name}")
-        if tolerances[name] >= 1:
-            r.fail(f"grid.{name}", f"must lie in (0, 1) (rtol: or false), got {tolerances[name]!r}")
+        value = tolerances[name] = r.positive(t.get(name, default), f"grid.{name}")
+        if value >= 1:
+            r.fail(f"grid.{name}", f"must lie in (0, 1) (rtol: or false), got {value!r}")
     method = r.string(t.get("field_method", "auto"), "grid.field_method", FIELD_METHODS)
     return GridSpec(
         resolutions=res,
@@ -820,7 +822,8 @@ def _grid(r: TomlReader, v: Any, geometry: str, initial: InitialMeasure) -> Grid
         max_dt=max_dt,
         reconstruction=reconstruction,
         field_method=method,
-        **tolerances,
+        rtol=tolerances["rtol"],
+        atol=tolerances["atol"] or ATOL,
     )
 
 

@@ -177,13 +177,13 @@ def depth_convergence(
     seconds: dict[str, float] = {}
 
     tic = time.perf_counter()
-    tight = {"rtol": ref_rtol, "atol": 1e-2 * ref_rtol}
-    ref = solve_particles(schedule, x0, weights, method="adaptive", t_eval=times, progress=progress, **tight)
+    ref = solve_particles(schedule, x0, weights, method="adaptive", t_eval=times, progress=progress,
+                          rtol=ref_rtol, atol=1e-2 * ref_rtol)  # fmt: skip
     seconds["reference"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
-    loose = {"rtol": 1e2 * ref_rtol, "atol": ref_rtol}
-    coarse = solve_particles(schedule, x0, weights, method="adaptive", progress=progress, **loose)
+    coarse = solve_particles(schedule, x0, weights, method="adaptive", progress=progress,
+                             rtol=1e2 * ref_rtol, atol=ref_rtol)  # fmt: skip
     ref_error = float(geodesic_distance(coarse.final, ref.final).max())
     seconds["reference_check"] = time.perf_counter() - tic
 
@@ -327,7 +327,7 @@ def crossval_tables(case, run) -> list[RateTable]:
         done = [j for j in particles if j.layers is not None and j.key in diag["w1_ref"]]
         counts: dict[int, int] = {}
         for j in done:
-            counts[j.tokens] = counts.get(j.tokens, 0) + 1
+            counts[j.tokens or 0] = counts.get(j.tokens or 0, 0) + 1
         n_max = max(counts, key=lambda n: (counts[n], n)) if counts else 0
         deep = [j for j in done if j.tokens == n_max]
         if deep:
@@ -348,7 +348,7 @@ def crossval_tables(case, run) -> list[RateTable]:
         refs: dict[int, list] = {}
         for j in particles:
             if j.layers is None and j.key in diag[dist]:
-                refs.setdefault(j.tokens, []).append(j)
+                refs.setdefault(j.tokens or 0, []).append(j)
         if refs:
             N = np.array(sorted(refs), dtype=float)
             vals = [np.array([_final(diag[dist], j.key) for j in refs[n]]) for n in sorted(refs)]
@@ -406,9 +406,9 @@ def cluster_jobs(case, run) -> list:
     jobs = run_jobs(run)
     grids = [j for j in jobs if j.kind == "grid"]
     tokens = [j for j in jobs if j.kind == "particles" and j.sample is None]
-    n = max((j.tokens for j in tokens), default=None)
+    n = max((j.tokens or 0 for j in tokens), default=None)
     ref = [j for j in tokens if j.tokens == n and j.layers is None]
-    deep = sorted((j for j in tokens if j.tokens == n and j.layers is not None), key=lambda j: j.layers)
+    deep = sorted((j for j in tokens if j.tokens == n and j.layers is not None), key=lambda j: j.layers or 0)
     return grids[-1:] + ref + deep[-1:]
 
 
@@ -537,7 +537,7 @@ def field_lipschitz(params) -> tuple[float, float]:
       USA: e^|B| (1 + |B|).
     Norms are spectral. The bound is crude (it is exponential in beta).
     """
-    lip_x = lip_mu = 0.0
+    lip_x = lip_mu = np.float64(0.0)
     for h in params.heads:
         wv, b = np.linalg.norm(h.output, 2), np.linalg.norm(h.B, 2)
         if params.attention == "SA":

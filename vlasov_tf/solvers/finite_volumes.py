@@ -164,11 +164,11 @@ class FiniteVolume:
         self.mesh = mesh
         self.limiter = limiter
         self.reconstruction = reconstruction
+        self._quadratic: QuadraticReconstruction | None = None
         if reconstruction == "quadratic":
             self._quadratic = QuadraticReconstruction(mesh)
             self.points, self.weights = self._quadratic.points, self._quadratic.weights
         else:
-            self._quadratic = None
             self.points, self.weights = mesh.face_midpoints[:, None, :], mesh.face_lengths[:, None]
         # The flux points as one read-only (F Q, d) array: the same object at every call, so the
         # kernel sums keep what they derive from it (kernels.cache).
@@ -459,7 +459,7 @@ def solve_grid(
         return field.params_at(t) if isinstance(field, Schedule) else field
 
     def emit(rho: np.ndarray, t: float) -> None:
-        if local is None:
+        if local is None or comm is None:  # (comm is None exactly when local is)
             out_mass.append(float(rho @ areas))
             loop.store(t, rho.copy())
         else:
@@ -507,13 +507,14 @@ def solve_grid(
             # The controller restarts at every stop, so the steps after a stop depend only on the
             # state there (what a resumed run has).
             scale = atol * l1(mass)
-            u = fv.normal_velocity(fld, t, mass / areas)
-            dt_cfl = reduce_min(fv.stable_dt(u, cfl))
+            u0 = fv.normal_velocity(fld, t, mass / areas)
+            dt_cfl = reduce_min(fv.stable_dt(u0, cfl))
             horizon = min(t_next - t, dt_cfl / cfl, max_dt or np.inf)
             if rtol is None:
                 proposal = np.inf
             else:
-                proposal = first_step(fv, fld, t, mass, u, horizon, rtol, scale, l1, exchange)
+                proposal = first_step(fv, fld, t, mass, u0, horizon, rtol, scale, l1, exchange)
+            u: np.ndarray | None = u0
             retried = False
             while t < t_next - tol:
                 if u is None:

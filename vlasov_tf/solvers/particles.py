@@ -289,9 +289,10 @@ def solve_particles(
     def emit(t: float, pos: np.ndarray) -> None:
         if comm is not None:
             # "adaptive" holds the whole state on every rank: rank 0 has it already.
-            pos = pos if method == "adaptive" else gather_rows(comm, pos)
-            if comm.rank != 0:
+            full = pos if method == "adaptive" else gather_rows(comm, pos)
+            if comm.rank != 0 or full is None:
                 return
+            pos = full
         loop.store(t, pos.copy())
 
     def solution(steps: int) -> ParticleSolution:
