@@ -2,6 +2,8 @@
 
 Tokens are points on the unit sphere, a prompt is a measure, and attention
 moves it by a nonlocal continuity equation. See README.md.
+
+Design notes: docs/design.md §8 (the package layout).
 """
 
 from importlib.metadata import PackageNotFoundError, version

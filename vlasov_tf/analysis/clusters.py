@@ -25,6 +25,8 @@ are the maximal intervals of constant count, with their durations: the metastabl
 Two clusters of equal mass an angle theta apart (Q = K = V = I, SA) move like two point masses:
 ``d theta / dt = -2 sin theta / (1 + exp(beta (1 - cos theta)))`` (:func:`two_cluster_merge_time`
 integrates it), so their lifetime grows like ``exp(beta (1 - cos theta_0))``.
+
+Design notes: docs/numerics.md §6 (clusters).
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 A measure is a weighted point cloud ``(points, weights)`` as in
 :mod:`vlasov_tf.geometry.measures`. The distances are Wasserstein distances; the
 general ones come from POT (``import ot``).
+
+Design notes: docs/numerics.md §5 (distances).
 """
 
 from __future__ import annotations

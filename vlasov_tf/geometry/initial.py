@@ -17,6 +17,8 @@ points on the circle). Densities are with respect to arc length (d = 2), surface
 the surface measure of S^{d-1} in general, and Lebesgue measure on R^d. The constructors check
 structure only; case files (:mod:`vlasov_tf.runs.cases`) check values with messages that name
 their keys.
+
+Design notes: docs/equations.md; docs/numerics.md §2.2.
 """
 
 from __future__ import annotations

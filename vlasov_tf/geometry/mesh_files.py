@@ -6,6 +6,8 @@ Each level of the nested sphere ladder (:mod:`vlasov_tf.geometry.meshes`) is wri
 level below (numpy only). :func:`load_mesh` and :func:`sphere_mesh` read them back, checked
 against their recorded checksum, and import neither FiPy nor gmsh: FiPy refuses to import under
 ``mpiexec`` with more than one rank, so parallel runs load the files.
+
+Design notes: docs/design.md §7 (nested sphere meshes; levels 0-2 committed).
 """
 
 from __future__ import annotations

@@ -38,6 +38,8 @@ counter-clockwise seen from outside):
   tangent to the sphere and perpendicular to the arc at every point of the
   arc, so the outward flux of a field through a geodesic cell is exactly
   ``sum_f int_f v . n_f ds``: no curvature error in the face normals.
+
+Design notes: docs/numerics.md §2.1; docs/design.md §7.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 Cells: Gauss-Legendre with 6 nodes in the angle on S^1 (degree 11); Radon's 7-point rule (degree
 5, positive weights) on each flat triangle of S^2, projected radially onto the sphere with its
 surface element. Faces: 2-point Gauss-Legendre along each great-circle edge (degree 3).
+
+Design notes: docs/numerics.md §2.4.
 """
 
 from __future__ import annotations

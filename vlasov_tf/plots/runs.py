@@ -1,4 +1,4 @@
-"""Figures of one run: Figures of runs and convergence studies.
+"""Figures of one run: its densities, its diagnostics and the whole cross-validation figure.
 
 Each ``*_figure`` function builds and returns a matplotlib ``Figure`` (in a notebook, display it
 or call ``fig.savefig``); each ``plot_*`` function draws the same figure, saves it as a PNG and

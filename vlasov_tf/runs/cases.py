@@ -117,6 +117,8 @@ in its place (so a block that sets only ``beta`` keeps the model's Q, K, V).
 :func:`parse_case` also takes ``overrides`` such as ``{"model.beta": 9.0}``
 (dotted keys, ``schedule[1].beta`` for a block), applied before validation
 and recorded in :attr:`Case.overrides`: one file serves a sweep in beta.
+
+Design notes: docs/design.md §6 (cases are TOML files, a mistake is one line).
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ attention layer per step ``h = T / L``, then layer normalisation) tends to
 the continuous-time flow of its tokens as the depth ``L`` grows, with error
 O(h). :func:`depth_convergence` computes it, :func:`format_report` prints it,
 and :func:`vlasov_tf.plots.plot_depth_convergence` draws it.
+
+Design notes: docs/numerics.md §7 (the orders the tests check); docs/design.md §1.
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ Time: SSP-RK3 on all slices together at the CFL step of the fastest (``cfl``, ``
 steps, no error control), landing on switches and output times; serial. Each stage evaluates S
 fields through :meth:`~vlasov_tf.solvers.finite_volumes.FiniteVolume.normal_velocity`,
 the same attention field of a cell measure as :func:`~vlasov_tf.solvers.finite_volumes.solve_grid`'s.
+
+Design notes: docs/numerics.md §1 (causal attention).
 """
 
 from __future__ import annotations

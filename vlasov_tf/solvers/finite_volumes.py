@@ -60,6 +60,8 @@ pass blocks of (cell centres, masses) round a ring
 (:class:`vlasov_tf.parallel.RingSums`). The local operators keep the global
 order of faces, so the scheme itself gives the serial bits; only the split of
 the nonlocal sums changes the round-off.
+
+Design notes: docs/numerics.md §2 (the finite-volume scheme); docs/design.md §2.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Baseline: FiPy's own first-order upwind scheme for the continuity equation on S^1 and S^2.
 
 The project keeps FiPy's ``UpwindConvectionTerm`` (the convection term FiPy offers) as a
-baseline against which the project's second-order finite-volume scheme is compared on the same
-test. Both solve the linear continuity equation with a *given* velocity field
+baseline against which the project's finite-volume schemes (linear MUSCL and the third-order
+default) are compared on the same test. Both solve the linear continuity equation with a *given*
+velocity field
 
     d rho/dt + div_S(rho v) = 0
 
@@ -38,6 +39,8 @@ FiPy is imported lazily inside the functions: importing this module does not imp
 The solid-body rotation test problem, its exact solutions and the L1 errors quoted in the README
 are in :func:`rotation_error_circle` and :func:`rotation_error_sphere`;
 ``python -m vlasov_tf.solvers.fipy_baseline`` prints the convergence tables.
+
+Design notes: docs/numerics.md §2.9.
 """
 
 from __future__ import annotations

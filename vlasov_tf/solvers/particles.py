@@ -36,6 +36,8 @@ state on every rank, because DOP853's step control needs the global error norm,
 and computes the same bits everywhere: dense sums in fixed chunks of rows, each
 rank its share, all-gathered; the other methods whole on every rank, on one
 thread. Its steps are then the serial ones.
+
+Design notes: docs/numerics.md §1 (the particle solver).
 """
 
 from __future__ import annotations

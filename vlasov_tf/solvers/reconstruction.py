@@ -32,6 +32,8 @@ points. It touches only cells whose polynomial dips below zero, so smooth
 extrema (cluster peaks) keep their third order; the positivity of the update
 then comes, as for the linear scheme, from the outflow scaling of
 ``FiniteVolume.euler_step``.
+
+Design notes: docs/numerics.md §2.4-2.5.
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ uninterrupted one (the solvers' tests check this).
 next stop (:meth:`~TimeLoop.next_stop`), the outputs due at its time (:meth:`~TimeLoop.due`),
 stores its snapshots through it (:meth:`~TimeLoop.store`, which calls the run's callback) and
 draws its bar (:meth:`~TimeLoop.time_bar`).
+
+Design notes: docs/numerics.md §2.8; docs/design.md §5 (resume is bit-exact).
 """
 
 from __future__ import annotations

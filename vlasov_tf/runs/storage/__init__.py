@@ -73,6 +73,8 @@ Modules: :mod:`.run_file` (:class:`RunFile`), :mod:`.layout` (:class:`JobLayout`
 above, written at creation and read back at opening), :mod:`.files` (the writer lock, positioned
 reads and writes, atomic replacement), :mod:`.xdmf` (the companions), :mod:`.environment`
 (:func:`provenance`). Import from here: ``from vlasov_tf.runs.storage import RunFile, JobLayout``.
+
+Design notes: docs/design.md §4-5 (run files; resume).
 """
 
 from .environment import PROVENANCE_PACKAGES, provenance
