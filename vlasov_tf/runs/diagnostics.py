@@ -82,6 +82,11 @@ class Job:
                 out[name] = value
         return out
 
+    def mesh(self, case: Case) -> MeshGeometry:
+        """A grid job's mesh: ``case.mesh`` at its resolution."""
+        assert self.resolution is not None, f"{self.key}: a particle job has no mesh"
+        return case.mesh(self.resolution)
+
 
 #: The diagnostics a run file holds (module docstring), a value per job and output time.
 DIAGNOSTICS = (
@@ -178,7 +183,7 @@ class _Diagnostics:
         self.beta = betas.pop() if len(betas) == 1 else None
         self.sphere = case.geometry == "sphere"
         self.sliced = SlicedSphere(d=case.d, **SLICED) if self.sphere and self.finest is not None else None
-        self.fine_mesh = case.mesh(self.finest.resolution) if self.finest is not None else None
+        self.fine_mesh = self.finest.mesh(case) if self.finest is not None else None
         self._k: int | None = None
         self._measures: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._fine_hist: np.ndarray | None = None  # the finest grid's histograms at time _k
@@ -217,7 +222,10 @@ class _Diagnostics:
 
     def _common(self, job: Job) -> bool:
         """Whether a coarser grid and the finest have a common support (nested cells)."""
-        return self.sphere or self.fine_mesh.n_cells % self.case.mesh(job.resolution).n_cells == 0
+        if self.sphere:
+            return True
+        assert self.fine_mesh is not None  # asked only where there is a finest grid
+        return self.fine_mesh.n_cells % job.mesh(self.case).n_cells == 0
 
     def measure(self, k: int, key: str) -> tuple[np.ndarray, np.ndarray]:
         """(supports (K, d), weights (K,)) of job ``key`` at output ``k`` as a weighted point cloud."""
@@ -226,7 +234,7 @@ class _Diagnostics:
         if key not in self._measures:
             job, state = self.jobs[key], self.run.snapshot(key, k)
             if job.kind == "grid":
-                mesh = self.case.mesh(job.resolution)
+                mesh = job.mesh(self.case)
                 self._measures[key] = (mesh.centres, state * mesh.areas)
             else:  # the weights are stored with the job: no need to draw the tokens again
                 if self.case.particles.norm != "post":
@@ -254,11 +262,13 @@ class _Diagnostics:
         return rows
 
     def against_grid(self, job: Job, k: int) -> list[tuple[str, float]]:
+        """(name, value) of job ``job`` against the finest grid at output ``k`` (one there is)."""
+        assert self.finest is not None and self.fine_mesh is not None
         pts, wts = self.measure(k, job.key)
         fp, fw = self.measure(k, self.finest.key)
         sliced = self.sliced
         if job.kind == "grid":
-            mesh = self.case.mesh(job.resolution)
+            mesh = job.mesh(self.case)
             out = []
             # Sphere levels are nested; circle grids when M divides the finest one's M (else lumped).
             if self._common(job):
@@ -266,12 +276,14 @@ class _Diagnostics:
                 out.append(("l1_grid", float(np.abs(wts - common).sum())))
                 fp, fw = pts, common
             if self.sphere:
+                assert sliced is not None  # made on the sphere where there is a finest grid
                 # Grid against grid: exact sliced W1 on the common support (same directions).
                 sw1 = sliced_wasserstein_sphere(pts, wts, fp, fw, n_projections=sliced.n_projections,
                                                 seed=sliced.seed)  # fmt: skip
                 return [*out, ("sw1_grid", sw1)]
             return [*out, ("w1_grid", self.w1(pts, wts, fp, fw))]
         if self.sphere:
+            assert sliced is not None
             if self._fine_hist is None:  # one time at a time: a histogram set is n_projections x bins
                 self._fine_hist = sliced.histograms(fp, fw)
             value, se = sliced.compare(sliced.histograms(pts, wts), self._fine_hist)

@@ -41,6 +41,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -123,14 +124,21 @@ def job_layouts(case: Case) -> list[JobLayout]:
     for job in case_jobs(case):
         attrs = {k: v for k, v in job.attrs.items() if k != "kind"}
         if job.kind == "grid":
-            mesh = case.mesh(job.resolution)
-            shape = {"mesh": mesh}
+            mesh = job.mesh(case)
+            grid_tables = tables
             if case.mask == "causal":  # the slices' densities, to resume from (the snapshot: their sum)
-                shape["tables"] = tables | {"slices": (case.slices, mesh.n_cells)}
+                grid_tables = tables | {"slices": (case.slices, mesh.n_cells)}
+            out.append(JobLayout(job.key, job.kind, mesh=mesh, attrs=attrs, tables=grid_tables))
         else:
-            shape = {"tokens": job.tokens, "d": case.d}
-        out.append(JobLayout(job.key, job.kind, attrs=attrs, **({"tables": tables} | shape)))
+            out.append(JobLayout(job.key, job.kind, tokens=job.tokens, d=case.d, attrs=attrs, tables=tables))
     return out
+
+
+def _writer(run: RunFile | None) -> RunFile:
+    """``run``, the run file rank 0 holds: what :func:`~vlasov_tf.parallel.on_root`'s functions and the
+    solvers' callbacks (called on rank 0 only) write to."""
+    assert run is not None, "the run file is open on rank 0 only"
+    return run
 
 
 def _run_job(
@@ -141,14 +149,16 @@ def _run_job(
     comm: Comm | None = None,
 ) -> None:
     """One job; ``run`` is None on the ranks other than 0. Logs its timings when done."""
-    stored = on_root(comm, lambda: run.job_state(job.key))
-    mesh = case.mesh(job.resolution) if job.kind == "grid" else None
-    if job.kind == "grid":
-        start, weights = case.initial.cell_averages(mesh), None
+    stored = on_root(comm, lambda: _writer(run).job_state(job.key))
+    mesh = job.mesh(case) if job.kind == "grid" else None
+    weights: np.ndarray | None = None
+    if mesh is not None:
+        start = case.initial.cell_averages(mesh)
     else:
+        assert job.tokens is not None  # a particle job
         start, weights = case.initial_tokens(job.tokens, job.sample or 0)
     attrs = {k: v for k, v in job.attrs.items() if k != "kind"}
-    on_root(comm, lambda: run.start_job(job.key, job.kind, mesh=mesh, weights=weights, **attrs) and None)
+    on_root(comm, lambda: _writer(run).start_job(job.key, job.kind, mesh=mesh, weights=weights, **attrs))
     causal = job.kind == "grid" and case.mask == "causal"
     if causal:  # equal slices of s, each with the initial density's share
         start = np.tile(start / case.slices, (case.slices, 1))
@@ -156,7 +166,7 @@ def _run_job(
     if stored is not None and len(stored[0]):
         t0, start = float(stored[0][-1]), stored[1][-1]
         if causal:
-            t_rows, rows = on_root(comm, lambda: run.table(job.key, "slices"))
+            t_rows, rows = on_root(comm, lambda: _writer(run).table(job.key, "slices"))
             start = rows[int(np.flatnonzero(t_rows == t0)[0])]
         _log.info(f"{job.key}: resuming at t = {t0:g} ({len(stored[0])} snapshots stored)")
 
@@ -168,34 +178,38 @@ def _run_job(
                      f"distance {case.linking_distance:.3g}: its clusters will fragment")  # fmt: skip
 
     def store(t: float, state: np.ndarray) -> None:
+        out = _writer(run)
         if causal:  # the slices to resume from; the snapshot is their sum (the x-marginal)
             if stored is None or not len(stored[0]) or t > t0:
-                run.add_row(job.key, "slices", t, state)
+                out.add_row(job.key, "slices", t, state)
             state = state.sum(axis=0)
         if stored is None or not len(stored[0]) or t > t0:  # the snapshot at t0 is already stored
             # Before the snapshot, as the step counts: a resume restarts after the last snapshot.
             found = clusters_of(case, state, mesh=mesh, weights=weights)
             now = time.perf_counter()  # the output's wall time includes its clusters
-            run.add_row(job.key, "clusters", t, found.table(case.clusters.max_clusters))
+            out.add_row(job.key, "clusters", t, found.table(case.clusters.max_clusters))
             # Wall seconds since the previous output (or the job's start): timings per job, kept
             # across a resume.
             wall = now - clock[0]
-            run.add_diagnostics([("clusters", job.key, t, found.count), ("wall_s", job.key, t, wall)])
-            run.append(job.key, t, state)
+            out.add_diagnostics([("clusters", job.key, t, found.count), ("wall_s", job.key, t, wall)])
+            out.append(job.key, t, state)
             counts["snapshots"] += 1
             _log.debug(f"{job.key}: t = {t:g} stored ({now - clock[0]:.2f} s)")
             clock[0] = now
 
     def count_steps(t: float, taken: int, rejected: int) -> None:
         if t > t0:  # at t0 a resumed run has taken nothing yet: keep what is stored
-            run.add_diagnostics([("steps", job.key, t, taken), ("rejected_steps", job.key, t, rejected)])
+            _writer(run).add_diagnostics(
+                [("steps", job.key, t, taken), ("rejected_steps", job.key, t, rejected)]
+            )
             counts["steps"] += taken
             counts["rejected"] += rejected
 
     times = case.output_times
-    if job.kind == "grid":
+    if mesh is not None:
         grid = case.grid
-        scheme = {
+        assert grid is not None  # case_jobs has grid jobs only then
+        scheme: dict[str, Any] = {
             "t_eval": times, "cfl": grid.cfl, "max_dt": grid.max_dt, "reconstruction": grid.reconstruction,
             "limiter": grid.limiter, "field_method": grid.field_method, "progress": progress,
             "callback": store, "t0": t0,
@@ -206,7 +220,9 @@ def _run_job(
             solve_grid(mesh, start, case.schedule, rtol=grid.rtol, atol=grid.atol, step_counts=count_steps,
                        comm=comm, **scheme)  # fmt: skip
     else:
+        assert job.tokens is not None  # a particle job
         ref_steps = case.particles.reference_steps
+        steps: int | None
         if job.layers is not None:
             method, steps = "layers", job.layers
         else:
@@ -227,10 +243,10 @@ def _run_job(
             t0=t0,
             comm=comm,
         )
-    on_root(comm, lambda: run.finish_job(job.key) and None)
-    steps = f", {counts['steps']} steps ({counts['rejected']} rejected)" if job.kind == "grid" else ""
+    on_root(comm, lambda: _writer(run).finish_job(job.key))
+    taken = f", {counts['steps']} steps ({counts['rejected']} rejected)" if job.kind == "grid" else ""
     seconds = time.perf_counter() - tic
-    _log.info(f"{job.key}: done in {seconds:.1f} s ({counts['snapshots']} snapshots{steps})")
+    _log.info(f"{job.key}: done in {seconds:.1f} s ({counts['snapshots']} snapshots{taken})")
 
 
 def run_case(
@@ -264,16 +280,20 @@ def run_case(
                                                       overwrite=overwrite, comm=comm)))  # fmt: skip
     run, created = opened[0] if opened else (None, False)
     try:
-        for job in case_jobs(case, solvers):
-            if on_root(comm, lambda job=job: run.is_complete(job.key)):
+        jobs = case_jobs(case, solvers)
+        complete = on_root(comm, lambda: [_writer(run).is_complete(job.key) for job in jobs])
+        for job, done in zip(jobs, complete, strict=True):
+            if done:
                 _log.info(f"{job.key}: complete, skipped")
                 continue
             _log.info(f"{job.key}: running")
             _run_job(case, job, run, progress, comm)
         if diagnostics:
             if root:
-                _log.info(f"diagnostics of {len(run_jobs(run))} jobs at {len(case.output_times)} times")
-            reader = run if root else RunFile.open(path, mode="r")
+                reader = _writer(run)
+                _log.info(f"diagnostics of {len(run_jobs(reader))} jobs at {len(case.output_times)} times")
+            else:
+                reader = RunFile.open(path, mode="r")
             try:
                 compute_diagnostics(case, reader, comm)
             finally:
@@ -396,7 +416,9 @@ def check_disk(path: Path, layouts: list[JobLayout], outputs: int) -> None:
 def _computed(run: RunFile) -> bool:
     """Whether any job of ``run`` stored a snapshot after its start (t > 0)."""
     for key in run.jobs():
-        times = run.job_state(key)[0]
+        stored = run.job_state(key)
+        assert stored is not None  # a key of run.jobs()
+        times = stored[0]
         if len(times) and float(times.max()) > 0:
             return True
     return False
