@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from vlasov_tf.geometry.meshes import SPHERE_LEVEL0_CELLS
-from vlasov_tf.parallel import Comm, is_root, on_root
+from vlasov_tf.parallel import Comm, is_root, on_root, root_only
 from vlasov_tf.runs.cases import Case, case_settings, settings_difference
 from vlasov_tf.runs.diagnostics import DIAGNOSTICS, Job, clusters_of, compute_diagnostics, run_jobs
 from vlasov_tf.runs.storage import JobLayout, RunFile, provenance
@@ -134,13 +134,6 @@ def job_layouts(case: Case) -> list[JobLayout]:
     return out
 
 
-def _writer(run: RunFile | None) -> RunFile:
-    """``run``, the run file rank 0 holds: what :func:`~vlasov_tf.parallel.on_root`'s functions and the
-    solvers' callbacks (called on rank 0 only) write to."""
-    assert run is not None, "the run file is open on rank 0 only"
-    return run
-
-
 def _run_job(
     case: Case,
     job: Job,
@@ -149,7 +142,7 @@ def _run_job(
     comm: Comm | None = None,
 ) -> None:
     """One job; ``run`` is None on the ranks other than 0. Logs its timings when done."""
-    stored = on_root(comm, lambda: _writer(run).job_state(job.key))
+    stored = on_root(comm, lambda: root_only(run).job_state(job.key))
     mesh = job.mesh(case) if job.kind == "grid" else None
     weights: np.ndarray | None = None
     if mesh is not None:
@@ -158,7 +151,7 @@ def _run_job(
         assert job.tokens is not None  # a particle job
         start, weights = case.initial_tokens(job.tokens, job.sample or 0)
     attrs = {k: v for k, v in job.attrs.items() if k != "kind"}
-    on_root(comm, lambda: _writer(run).start_job(job.key, job.kind, mesh=mesh, weights=weights, **attrs))
+    on_root(comm, lambda: root_only(run).start_job(job.key, job.kind, mesh=mesh, weights=weights, **attrs))
     causal = job.kind == "grid" and case.mask == "causal"
     if causal:  # equal slices of s, each with the initial density's share
         start = np.tile(start / case.slices, (case.slices, 1))
@@ -166,7 +159,7 @@ def _run_job(
     if stored is not None and len(stored[0]):
         t0, start = float(stored[0][-1]), stored[1][-1]
         if causal:
-            t_rows, rows = on_root(comm, lambda: _writer(run).table(job.key, "slices"))
+            t_rows, rows = on_root(comm, lambda: root_only(run).table(job.key, "slices"))
             start = rows[int(np.flatnonzero(t_rows == t0)[0])]
         _log.info(f"{job.key}: resuming at t = {t0:g} ({len(stored[0])} snapshots stored)")
 
@@ -178,7 +171,7 @@ def _run_job(
                      f"distance {case.linking_distance:.3g}: its clusters will fragment")  # fmt: skip
 
     def store(t: float, state: np.ndarray) -> None:
-        out = _writer(run)
+        out = root_only(run)
         if causal:  # the slices to resume from; the snapshot is their sum (the x-marginal)
             if stored is None or not len(stored[0]) or t > t0:
                 out.add_row(job.key, "slices", t, state)
@@ -199,7 +192,7 @@ def _run_job(
 
     def count_steps(t: float, taken: int, rejected: int) -> None:
         if t > t0:  # at t0 a resumed run has taken nothing yet: keep what is stored
-            _writer(run).add_diagnostics(
+            root_only(run).add_diagnostics(
                 [("steps", job.key, t, taken), ("rejected_steps", job.key, t, rejected)]
             )
             counts["steps"] += taken
@@ -243,7 +236,7 @@ def _run_job(
             t0=t0,
             comm=comm,
         )
-    on_root(comm, lambda: _writer(run).finish_job(job.key))
+    on_root(comm, lambda: root_only(run).finish_job(job.key))
     taken = f", {counts['steps']} steps ({counts['rejected']} rejected)" if job.kind == "grid" else ""
     seconds = time.perf_counter() - tic
     _log.info(f"{job.key}: done in {seconds:.1f} s ({counts['snapshots']} snapshots{taken})")
@@ -281,7 +274,7 @@ def run_case(
     run, created = opened[0] if opened else (None, False)
     try:
         jobs = case_jobs(case, solvers)
-        complete = on_root(comm, lambda: [_writer(run).is_complete(job.key) for job in jobs])
+        complete = on_root(comm, lambda: [root_only(run).is_complete(job.key) for job in jobs])
         for job, done in zip(jobs, complete, strict=True):
             if done:
                 _log.info(f"{job.key}: complete, skipped")
@@ -290,7 +283,7 @@ def run_case(
             _run_job(case, job, run, progress, comm)
         if diagnostics:
             if root:
-                reader = _writer(run)
+                reader = root_only(run)
                 _log.info(f"diagnostics of {len(run_jobs(reader))} jobs at {len(case.output_times)} times")
             else:
                 reader = RunFile.open(path, mode="r")
