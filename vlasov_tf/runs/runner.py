@@ -11,11 +11,11 @@ A case (:mod:`vlasov_tf.runs.cases`) defines
   independent token sets under the continuous flow, for the spread of the N-study.
 
 The run file (:class:`vlasov_tf.runs.storage.RunFile`) is laid out for every job of the
-case (:func:`job_layouts`) and every diagnostic (:data:`DIAGNOSTICS`) before
-anything is computed; every snapshot is written to it the moment a solver
-reaches an output time, so a crash loses at most the interval in progress;
-``resume=True`` skips finished jobs and restarts the others from their last
-stored snapshot (the solvers resume bit-exactly, see their ``t0``).
+case (:func:`job_layouts`) and every diagnostic (:data:`~vlasov_tf.runs.diagnostics.DIAGNOSTICS`)
+before anything is computed; every snapshot is written to it the moment a solver reaches an
+output time, so a crash loses at most the interval in progress; ``resume=True`` skips finished
+jobs and restarts the others from their last stored snapshot (the solvers resume bit-exactly,
+see their ``t0``).
 
 The diagnostics (:mod:`vlasov_tf.runs.diagnostics`: mass, energy, the distances between the
 jobs, clusters, steps and timings) are computed on the stored snapshots once the jobs are done;
@@ -257,7 +257,8 @@ def run_case(
 
     ``comm``: run every solver on the ranks of this mpi4py communicator (module docstring).
     ``diagnostics=False`` skips the distances, mass and energy afterwards (the steps and timings
-    written as the jobs run stay); ``vlasov-tf study`` or :func:`compute_diagnostics` add them later.
+    written as the jobs run stay); ``vlasov-tf study`` or
+    :func:`~vlasov_tf.runs.diagnostics.compute_diagnostics` add them later.
     """
     path = Path(path)
     root = is_root(comm)
