@@ -17,7 +17,8 @@ from vlasov_tf.cli import main
 from vlasov_tf.logs import log_file
 from vlasov_tf.runs import storage as io
 from vlasov_tf.runs.cases import parse_case
-from vlasov_tf.runs.runner import DIAGNOSTICS, CaseMismatch, case_jobs, job_layouts, run_case
+from vlasov_tf.runs.diagnostics import DIAGNOSTICS
+from vlasov_tf.runs.runner import CaseMismatch, case_jobs, job_layouts, run_case
 from vlasov_tf.runs.studies import crossval_tables
 
 SMALL = """

@@ -196,8 +196,12 @@ class Params:
         drop that term. ``U`` is (m, d), ``b`` (m,), ``W`` (d, m).
         """
         heads = () if V is None else (Head(B=np.zeros((d, d)) if B is None else B, V=V),)
-        perc = None if W is None else Perceptron(W=W, U=U, b=b)
-        if perc is None and U is not None:
+        perc = None
+        if W is not None:
+            if U is None or b is None:
+                raise ValueError("perceptron W given without its input matrix U and bias b")
+            perc = Perceptron(W=W, U=U, b=b)
+        elif U is not None:
             raise ValueError("perceptron U given without its output matrix W")
         return cls(heads=heads, perceptron=perc, attention="SA")
 
@@ -244,7 +248,7 @@ class Schedule:
         bp = self.breakpoints
         if not (0.0 <= t <= bp[-1]):
             raise ValueError(f"time {t} is outside the schedule's interval [0, {bp[-1]}]")
-        return int(min(np.searchsorted(bp, t, side="right") - 1, len(self.blocks) - 1))
+        return min(int(np.searchsorted(bp, t, side="right")) - 1, len(self.blocks) - 1)
 
     def params_at(self, t: float) -> Params:
         return self.blocks[self.index_at(t)][1]

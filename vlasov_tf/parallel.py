@@ -58,6 +58,7 @@ __all__ = [
     "is_root",
     "on_root",
     "partition",
+    "root_only",
     "world",
 ]
 
@@ -146,6 +147,13 @@ def on_root(comm: Comm | None, fn: Callable[[], T]) -> T:
         raise failure  # rank 0 keeps its own traceback
     if not ok:
         raise value
+    return value
+
+
+def root_only(value: T | None) -> T:
+    """``value``, which rank 0 alone holds (None on the others, e.g. the open run file), where only
+    rank 0 runs: :func:`on_root`'s functions, the solvers' output callbacks."""
+    assert value is not None, "held on rank 0 only"
     return value
 
 

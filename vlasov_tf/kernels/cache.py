@@ -35,7 +35,7 @@ def immutable(arr: np.ndarray) -> bool:
 
     What :func:`derived` caches for; a caller may test it first to skip building a cache key.
     """
-    a = arr
+    a: np.ndarray | None = arr
     while isinstance(a, np.ndarray):
         if a.flags.writeable:
             return False
@@ -57,7 +57,7 @@ def derived(arr: np.ndarray, name: str, fn: Callable[[np.ndarray], T]) -> T:
     with _lock:
         while len(_store) >= MAX_ENTRIES:
             _store.popitem(last=False)
-        _store[key] = (weakref.ref(arr, lambda _, key=key: _forget(key)), value)
+        _store[key] = (weakref.ref(arr, lambda _: _forget(key)), value)
     return value
 
 

@@ -217,7 +217,7 @@ def _dense_sums(
                     tile = tile_buf[: min(bq, n - i), : min(bk, m - j)]
                     np.matmul(za[i : i + bq], ya_t[:, j : j + bk], out=tile)
                     np.exp(tile, out=tile)
-                    if k:
+                    if k and vals is not None:  # k > 0: values given
                         sums[i : i + bq, :k] += tile @ vals[j : j + bk]
                     sums[i : i + bq, k] += tile.sum(axis=1)
 
@@ -284,8 +284,7 @@ def tile_sums(
     """
     # np.dot of C-order operands: ~1 us less than matmul with a transposed view at 64 x 64.
     tile = np.dot(y, np.ascontiguousarray(z.T))
-    uniform = isinstance(logw, float)
-    if not uniform:
+    if not isinstance(logw, float):
         tile += logw[:, None]
     shift = tile.max(axis=0)
     tile -= shift
@@ -296,7 +295,7 @@ def tile_sums(
         vals[:, :k] = values
     vals[:, k] = 1.0
     sums = np.dot(tile.T, vals)
-    if uniform:
+    if isinstance(logw, float):
         shift += logw
     return shift, sums
 

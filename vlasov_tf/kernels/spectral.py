@@ -68,8 +68,10 @@ __all__ = [
     "tail_degree",
 ]
 
-GEOMETRIES = {2: Circle, 3: Sphere}
 Geometry = type[Circle] | type[Sphere]
+GEOMETRIES: dict[int, Geometry] = {2: Circle, 3: Sphere}
+# The caches below are keyed by the geometry's dimension d, not its class: the classes are hashable
+# but mypy does not see a union of them as Hashable (python/mypy#11470).
 
 #: Truncation tail per unit weight (relative to e^r) that fixes the degree: below round-off.
 _TAIL_TOL = 1e-17
@@ -90,8 +92,10 @@ UNIT_RTOL = 1e-12
 
 
 @lru_cache(maxsize=256)
-def _tails(geometry: Geometry, r: float) -> np.ndarray:
-    """``tail[L] = sum_{l > L} mult_l g_l(r)`` for L = 0.. while the terms exceed 1e-32 (read-only)."""
+def _tails(d: int, r: float) -> np.ndarray:
+    """``tail[L] = sum_{l > L} mult_l g_l(r)`` for L = 0.. while the terms exceed 1e-32 (read-only), in
+    dimension ``d``."""
+    geometry = GEOMETRIES[d]
     top = int(r + 12 * np.sqrt(r) + 60)
     while True:
         g = geometry.radial(r, top) * geometry.multiplicity(top)
@@ -105,7 +109,7 @@ def _tails(geometry: Geometry, r: float) -> np.ndarray:
 
 def tail_degree(geometry: Geometry, r: float, tol: float = _TAIL_TOL) -> int:
     """Least degree ``L`` with ``sum_{l > L} mult_l g_l(r) <= tol``; ValueError above MAX_DEGREE."""
-    tails = _tails(geometry, float(r))
+    tails = _tails(geometry.d, float(r))
     ok = tails <= tol
     degree = int(np.argmax(ok)) if ok.any() else len(tails)
     if degree > MAX_DEGREE:
@@ -157,15 +161,16 @@ def _chebyshev(lo: float, hi: float, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=512)
-def _lattice_bin(geometry: Geometry, j: int) -> RadialBin:
-    """Bin ``j`` of the lattice: ``[0, _BIN_START]`` for j = 0, then ratio ``_BIN_RATIO``."""
+def _lattice_bin(d: int, j: int) -> RadialBin:
+    """Lattice bin ``j`` in dimension ``d``: ``[0, _BIN_START]`` for j = 0, then ratio ``_BIN_RATIO``."""
+    geometry = GEOMETRIES[d]
     lo = 0.0 if j == 0 else _BIN_START * _BIN_RATIO ** (j - 1)
     hi = _BIN_START * _BIN_RATIO**j
     degree = tail_degree(geometry, hi)
     mult = geometry.multiplicity(degree)
     check = lo + (hi - lo) * (0.5 - 0.5 * np.cos(np.pi * (np.arange(_CHECK_POINTS) + 0.5) / _CHECK_POINTS))
     exact = np.array([geometry.radial(r, degree) for r in check])  # (P, L + 1)
-    tail = max(float(_tails(geometry, float(r))[degree]) for r in (lo, hi, *check[:: _CHECK_POINTS // 8]))
+    tail = max(float(_tails(d, float(r))[degree]) for r in (lo, hi, *check[:: _CHECK_POINTS // 8]))
     for k in range(3, 65):
         nodes, bary = _chebyshev(lo, hi, k)
         trial = RadialBin(lo, hi, nodes, bary, degree, 0.0, 1.0)
@@ -207,9 +212,10 @@ def radial_bins(geometry: Geometry, scales: Scales, tol: float) -> list[RadialBi
         degree = tail_degree(geometry, r)
         # Radii off the node by delta change each term by exp(delta (<u, y> - 1)): relative 2 delta,
         # well below tol here; it enters the error as a relative term (spectral_approximation).
-        return [RadialBin(lo, hi, np.array([r]), np.ones(1), degree, float(_tails(geometry, r)[degree]), 1.0)]
+        tail = float(_tails(geometry.d, r)[degree])
+        return [RadialBin(lo, hi, np.array([r]), np.ones(1), degree, tail, 1.0)]
     j_lo, j_hi = _lattice_index(np.array([lo, hi]))
-    return [_lattice_bin(geometry, j) for j in range(j_lo, j_hi + 1)]
+    return [_lattice_bin(geometry.d, j) for j in range(j_lo, j_hi + 1)]
 
 
 def spectral_cost(geometry: Geometry, scales: Scales, cols: int, tol: float = 1e-10) -> float:

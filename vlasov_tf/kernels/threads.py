@@ -78,6 +78,7 @@ class _BlasPin(threading.local):
         self.depth -= 1
         if self.depth == 0:
             limiter, self.limiter = self.limiter, None
+            assert limiter is not None  # set by the outermost entry
             limiter.__exit__(None, None, None)
 
 

@@ -97,7 +97,7 @@ class RunJobs:
 
 
 def run_jobs_shown(case, run) -> RunJobs:
-    from vlasov_tf.runs.runner import run_jobs
+    from vlasov_tf.runs.diagnostics import run_jobs
 
     jobs = run_jobs(run)
     grids = [j for j in jobs if j.kind == "grid"]

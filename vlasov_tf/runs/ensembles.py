@@ -46,6 +46,7 @@ __all__ = [
 #: Random-matrix ensembles of the sweep's Q, K, V (:func:`random_qkv`).
 ENSEMBLES = ("identity", "gaussian", "wigner", "goe")
 
+
 def member_stream(seed: int, member: int, period: int) -> np.random.Generator:
     """The generator of one member's parameters in one redraw period (the same for every beta:
     the maps then differ between betas by beta, not by the draws)."""
@@ -109,6 +110,10 @@ def _normalize(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
+#: One period's Q, K, V of every member, (M, d, d) each, or None for the identity.
+_QKV = tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]
+
+
 def ensemble_flow(
     x0: np.ndarray,
     draw: Callable[[int], tuple[np.ndarray | None, ...]],
@@ -149,7 +154,7 @@ def ensemble_flow(
             period, (q, k, v) = p, draw(p)
         h = (b - a) / n
 
-        def f(y: np.ndarray, qkv: tuple = (q, k, v)) -> np.ndarray:  # the period's Q, K, V
+        def f(y: np.ndarray, qkv: _QKV = (q, k, v)) -> np.ndarray:  # the period's Q, K, V
             return batched_velocity(_normalize(y), *qkv, betas, attention)
 
         for _ in range(n):

@@ -1,4 +1,4 @@
-"""Cross-validation of the two solvers: a case's jobs, run into one file, and their distances.
+"""Cross-validation of the two solvers: a case's jobs, run into one file (then its diagnostics).
 
 A case (:mod:`vlasov_tf.runs.cases`) defines
 
@@ -11,35 +11,15 @@ A case (:mod:`vlasov_tf.runs.cases`) defines
   independent token sets under the continuous flow, for the spread of the N-study.
 
 The run file (:class:`vlasov_tf.runs.storage.RunFile`) is laid out for every job of the
-case (:func:`job_layouts`) and every diagnostic (:data:`DIAGNOSTICS`) before
-anything is computed; every snapshot is written to it the moment a solver
-reaches an output time, so a crash loses at most the interval in progress;
-``resume=True`` skips finished jobs and restarts the others from their last
-stored snapshot (the solvers resume bit-exactly, see their ``t0``).
+case (:func:`job_layouts`) and every diagnostic (:data:`~vlasov_tf.runs.diagnostics.DIAGNOSTICS`)
+before anything is computed; every snapshot is written to it the moment a solver reaches an
+output time, so a crash loses at most the interval in progress; ``resume=True`` skips finished
+jobs and restarts the others from their last stored snapshot (the solvers resume bit-exactly,
+see their ``t0``).
 
-The distances (same geodesic ground metric on both sides; a grid is the measure
-of its cell masses at its cell centres) are the diagnostics, at every output time:
-
-``w1_ref``   each deep Transformer against its continuous-time reference (the
-             same tokens): the depth error alone. Exact W1 (circle: closed form;
-             sphere: ``ot.emd2`` while N^2 <= ``MAX_EXACT_PAIRS``, beyond it the
-             cost of moving each token to its own image, an upper bound:
-             :func:`~vlasov_tf.analysis.wasserstein.coupling_w1`);
-``l1_grid``  each coarser grid against the finest one summed into its cells
-             (nested grids: a common support): ``sum_c |m_c - m'_c|``, exact;
-``w1_grid``  (circle) exact W1 of each particle job and of each coarser grid
-             (on the common support) against the finest grid;
-``sw1_grid`` (sphere) the sliced spherical W1 instead (fixed seeded great circles,
-             :data:`SLICED`): coarser grids on the common support exactly, particle
-             jobs by angular histograms within ``2 pi / bins`` (:class:`SlicedSphere
-             <vlasov_tf.analysis.wasserstein.SlicedSphere>`); ``sw1_grid_se`` its standard
-             error over the directions;
-``mass``     each grid job's total mass; ``energy`` the interaction energy of
-             every job when the kernel is zonal (Q = K = V = I) in every block;
-``steps``, ``rejected_steps``  each grid job's time steps accepted and rejected by
-             its error control since the previous output (written as the run goes);
-``wall_s``   every job's wall seconds since its previous output (or its start);
-``diagnostics_s``  the seconds its diagnostics at that time took (their mark of done).
+The diagnostics (:mod:`vlasov_tf.runs.diagnostics`: mass, energy, the distances between the
+jobs, clusters, steps and timings) are computed on the stored snapshots once the jobs are done;
+the clusters, steps and timings are written as the run goes.
 
 The run file also keeps the case's settings and overrides (a resume must match them:
 :func:`check_same_case`) and its provenance (:func:`vlasov_tf.runs.storage.provenance`).
@@ -60,18 +40,15 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from vlasov_tf.analysis.clusters import Clusters, find_clusters
-from vlasov_tf.analysis.wasserstein import SlicedSphere, coupling_w1, sliced_wasserstein_sphere, wasserstein
-from vlasov_tf.geometry.measures import normalize
-from vlasov_tf.geometry.meshes import SPHERE_LEVEL0_CELLS, MeshGeometry, coarsen_masses
-from vlasov_tf.model import interaction_energy, zonal_beta
-from vlasov_tf.parallel import Comm, is_root, on_root
+from vlasov_tf.geometry.meshes import SPHERE_LEVEL0_CELLS
+from vlasov_tf.parallel import Comm, is_root, on_root, root_only
 from vlasov_tf.runs.cases import Case, case_settings, settings_difference
+from vlasov_tf.runs.diagnostics import DIAGNOSTICS, Job, clusters_of, compute_diagnostics, run_jobs
 from vlasov_tf.runs.storage import JobLayout, RunFile, provenance
 from vlasov_tf.solvers.causal_grid import solve_causal_grid
 from vlasov_tf.solvers.finite_volumes import solve_grid
@@ -80,45 +57,20 @@ from vlasov_tf.solvers.particles import solve_particles
 _log = logging.getLogger(__name__)
 
 __all__ = [
-    "DIAGNOSTICS",
+    "BYTES_PER_CELL",
+    "BYTES_PER_TOKEN_DIM",
     "MAX_DEEP_PAIRS",
     "MAX_DEEP_TOKEN_LAYERS",
-    "MAX_EXACT_PAIRS",
-    "SLICED",
     "CaseMismatch",
-    "Job",
+    "available_memory",
     "case_jobs",
     "check_disk",
     "check_same_case",
     "check_sizes",
-    "clusters_of",
-    "compute_diagnostics",
     "job_layouts",
     "open_run_file",
     "run_case",
-    "run_jobs",
 ]
-
-
-@dataclass(frozen=True)
-class Job:
-    """One solver run of a case. ``layers = None`` marks the particle reference."""
-
-    key: str
-    kind: str  # "grid" | "particles"
-    resolution: int | None = None
-    tokens: int | None = None
-    layers: int | None = None
-    sample: int | None = None  # None: sample 0 (the deep Transformers' tokens)
-
-    @property
-    def attrs(self) -> dict[str, int | str]:
-        out: dict[str, int | str] = {"kind": self.kind}
-        for name in ("resolution", "tokens", "layers", "sample"):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = value
-        return out
 
 
 #: Deep-Transformer runs costing more token pairs than this (N^2 L) are left out when their
@@ -129,10 +81,6 @@ MAX_DEEP_PAIRS = 1e12
 #: minutes on 2 cores: on S^2 1e8 (N = 1e6 with L <= 100, N = 1e5 with L <= 1000), on the circle
 #: 1e9 (N = 1e5 with L <= 1e4; its transforms are one-dimensional).
 MAX_DEEP_TOKEN_LAYERS = {"circle": 1e9, "sphere": 1e8}
-#: Largest N M for exact optimal transport on S^2 (``ot.emd2``'s cost matrix: 8 N M bytes).
-MAX_EXACT_PAIRS = 4e7
-#: The sliced spherical W1 of the diagnostics (comparison.SlicedSphere): directions, bins, seed.
-SLICED = {"n_projections": 64, "bins": 1 << 16, "seed": 0}
 
 
 def case_jobs(case: Case, solvers: tuple[str, ...] = ("grid", "particles")) -> list[Job]:
@@ -168,13 +116,6 @@ def case_jobs(case: Case, solvers: tuple[str, ...] = ("grid", "particles")) -> l
     return jobs
 
 
-#: The diagnostics a run file holds (module docstring), a value per job and output time.
-DIAGNOSTICS = (
-    "w1_ref", "l1_grid", "w1_grid", "sw1_grid", "sw1_grid_se", "mass", "energy",
-    "steps", "rejected_steps", "wall_s", "diagnostics_s", "clusters",
-)  # fmt: skip
-
-
 def job_layouts(case: Case) -> list[JobLayout]:
     """What the run file allocates for ``case``: every job of both solvers (a run of one solver can
     be resumed with the other)."""
@@ -183,45 +124,13 @@ def job_layouts(case: Case) -> list[JobLayout]:
     for job in case_jobs(case):
         attrs = {k: v for k, v in job.attrs.items() if k != "kind"}
         if job.kind == "grid":
-            mesh = case.mesh(job.resolution)
-            shape = {"mesh": mesh}
+            mesh = job.mesh(case)
+            grid_tables = tables
             if case.mask == "causal":  # the slices' densities, to resume from (the snapshot: their sum)
-                shape["tables"] = tables | {"slices": (case.slices, mesh.n_cells)}
+                grid_tables = tables | {"slices": (case.slices, mesh.n_cells)}
+            out.append(JobLayout(job.key, job.kind, mesh=mesh, attrs=attrs, tables=grid_tables))
         else:
-            shape = {"tokens": job.tokens, "d": case.d}
-        out.append(JobLayout(job.key, job.kind, attrs=attrs, **({"tables": tables} | shape)))
-    return out
-
-
-def clusters_of(case: Case, state: np.ndarray, *, mesh: MeshGeometry | None = None,
-                weights: np.ndarray | None = None) -> Clusters:  # fmt: skip
-    """The clusters (``case.clusters``, :mod:`vlasov_tf.analysis.clusters`) of a grid's densities (C,) on
-    ``mesh`` or of tokens (N, d) with ``weights``."""
-    spec, r = case.clusters, case.linking_distance
-    if mesh is not None:
-        rho = np.maximum(state, 0.0)
-        points, masses, density = mesh.centres, rho * mesh.areas, rho
-    else:  # the directions of a pre- or peri-LN residual stream
-        points = state if case.particles.norm == "post" else normalize(state)
-        masses, density = weights, None
-    found, _ = find_clusters(points, masses, r, density=density, trim=spec.trim, min_mass=spec.min_mass,
-                             sphere=case.sphere)  # fmt: skip
-    return found
-
-
-def run_jobs(run: RunFile) -> list[Job]:
-    """The complete jobs stored in ``run``, in the order they ran.
-
-    What the run did, whatever ladders its case file names now: a ``--full`` study stores the
-    case file as it is and runs longer ladders, and ``vlasov-tf plot`` must see those.
-    """
-    out = []
-    for key in run.jobs():
-        info = run.job_info(key)
-        if info["complete"]:
-            a = info["attrs"]
-            names = ("resolution", "tokens", "layers", "sample")
-            out.append(Job(key, info["kind"], **{name: int(a[name]) for name in names if name in a}))
+            out.append(JobLayout(job.key, job.kind, tokens=job.tokens, d=case.d, attrs=attrs, tables=tables))
     return out
 
 
@@ -233,14 +142,16 @@ def _run_job(
     comm: Comm | None = None,
 ) -> None:
     """One job; ``run`` is None on the ranks other than 0. Logs its timings when done."""
-    stored = on_root(comm, lambda: run.job_state(job.key))
-    mesh = case.mesh(job.resolution) if job.kind == "grid" else None
-    if job.kind == "grid":
-        start, weights = case.initial.cell_averages(mesh), None
+    stored = on_root(comm, lambda: root_only(run).job_state(job.key))
+    mesh = job.mesh(case) if job.kind == "grid" else None
+    weights: np.ndarray | None = None
+    if mesh is not None:
+        start = case.initial.cell_averages(mesh)
     else:
+        assert job.tokens is not None  # a particle job
         start, weights = case.initial_tokens(job.tokens, job.sample or 0)
     attrs = {k: v for k, v in job.attrs.items() if k != "kind"}
-    on_root(comm, lambda: run.start_job(job.key, job.kind, mesh=mesh, weights=weights, **attrs) and None)
+    on_root(comm, lambda: root_only(run).start_job(job.key, job.kind, mesh=mesh, weights=weights, **attrs))
     causal = job.kind == "grid" and case.mask == "causal"
     if causal:  # equal slices of s, each with the initial density's share
         start = np.tile(start / case.slices, (case.slices, 1))
@@ -248,7 +159,7 @@ def _run_job(
     if stored is not None and len(stored[0]):
         t0, start = float(stored[0][-1]), stored[1][-1]
         if causal:
-            t_rows, rows = on_root(comm, lambda: run.table(job.key, "slices"))
+            t_rows, rows = on_root(comm, lambda: root_only(run).table(job.key, "slices"))
             start = rows[int(np.flatnonzero(t_rows == t0)[0])]
         _log.info(f"{job.key}: resuming at t = {t0:g} ({len(stored[0])} snapshots stored)")
 
@@ -260,34 +171,38 @@ def _run_job(
                      f"distance {case.linking_distance:.3g}: its clusters will fragment")  # fmt: skip
 
     def store(t: float, state: np.ndarray) -> None:
+        out = root_only(run)
         if causal:  # the slices to resume from; the snapshot is their sum (the x-marginal)
             if stored is None or not len(stored[0]) or t > t0:
-                run.add_row(job.key, "slices", t, state)
+                out.add_row(job.key, "slices", t, state)
             state = state.sum(axis=0)
         if stored is None or not len(stored[0]) or t > t0:  # the snapshot at t0 is already stored
             # Before the snapshot, as the step counts: a resume restarts after the last snapshot.
             found = clusters_of(case, state, mesh=mesh, weights=weights)
             now = time.perf_counter()  # the output's wall time includes its clusters
-            run.add_row(job.key, "clusters", t, found.table(case.clusters.max_clusters))
+            out.add_row(job.key, "clusters", t, found.table(case.clusters.max_clusters))
             # Wall seconds since the previous output (or the job's start): timings per job, kept
             # across a resume.
             wall = now - clock[0]
-            run.add_diagnostics([("clusters", job.key, t, found.count), ("wall_s", job.key, t, wall)])
-            run.append(job.key, t, state)
+            out.add_diagnostics([("clusters", job.key, t, found.count), ("wall_s", job.key, t, wall)])
+            out.append(job.key, t, state)
             counts["snapshots"] += 1
             _log.debug(f"{job.key}: t = {t:g} stored ({now - clock[0]:.2f} s)")
             clock[0] = now
 
     def count_steps(t: float, taken: int, rejected: int) -> None:
         if t > t0:  # at t0 a resumed run has taken nothing yet: keep what is stored
-            run.add_diagnostics([("steps", job.key, t, taken), ("rejected_steps", job.key, t, rejected)])
+            root_only(run).add_diagnostics(
+                [("steps", job.key, t, taken), ("rejected_steps", job.key, t, rejected)]
+            )
             counts["steps"] += taken
             counts["rejected"] += rejected
 
     times = case.output_times
-    if job.kind == "grid":
+    if mesh is not None:
         grid = case.grid
-        scheme = {
+        assert grid is not None  # case_jobs has grid jobs only then
+        scheme: dict[str, Any] = {
             "t_eval": times, "cfl": grid.cfl, "max_dt": grid.max_dt, "reconstruction": grid.reconstruction,
             "limiter": grid.limiter, "field_method": grid.field_method, "progress": progress,
             "callback": store, "t0": t0,
@@ -298,7 +213,9 @@ def _run_job(
             solve_grid(mesh, start, case.schedule, rtol=grid.rtol, atol=grid.atol, step_counts=count_steps,
                        comm=comm, **scheme)  # fmt: skip
     else:
+        assert job.tokens is not None  # a particle job
         ref_steps = case.particles.reference_steps
+        steps: int | None
         if job.layers is not None:
             method, steps = "layers", job.layers
         else:
@@ -319,10 +236,10 @@ def _run_job(
             t0=t0,
             comm=comm,
         )
-    on_root(comm, lambda: run.finish_job(job.key) and None)
-    steps = f", {counts['steps']} steps ({counts['rejected']} rejected)" if job.kind == "grid" else ""
+    on_root(comm, lambda: root_only(run).finish_job(job.key))
+    taken = f", {counts['steps']} steps ({counts['rejected']} rejected)" if job.kind == "grid" else ""
     seconds = time.perf_counter() - tic
-    _log.info(f"{job.key}: done in {seconds:.1f} s ({counts['snapshots']} snapshots{steps})")
+    _log.info(f"{job.key}: done in {seconds:.1f} s ({counts['snapshots']} snapshots{taken})")
 
 
 def run_case(
@@ -340,7 +257,8 @@ def run_case(
 
     ``comm``: run every solver on the ranks of this mpi4py communicator (module docstring).
     ``diagnostics=False`` skips the distances, mass and energy afterwards (the steps and timings
-    written as the jobs run stay); ``vlasov-tf study`` or :func:`compute_diagnostics` add them later.
+    written as the jobs run stay); ``vlasov-tf study`` or
+    :func:`~vlasov_tf.runs.diagnostics.compute_diagnostics` add them later.
     """
     path = Path(path)
     root = is_root(comm)
@@ -356,16 +274,20 @@ def run_case(
                                                       overwrite=overwrite, comm=comm)))  # fmt: skip
     run, created = opened[0] if opened else (None, False)
     try:
-        for job in case_jobs(case, solvers):
-            if on_root(comm, lambda job=job: run.is_complete(job.key)):
+        jobs = case_jobs(case, solvers)
+        complete = on_root(comm, lambda: [root_only(run).is_complete(job.key) for job in jobs])
+        for job, done in zip(jobs, complete, strict=True):
+            if done:
                 _log.info(f"{job.key}: complete, skipped")
                 continue
             _log.info(f"{job.key}: running")
             _run_job(case, job, run, progress, comm)
         if diagnostics:
             if root:
-                _log.info(f"diagnostics of {len(run_jobs(run))} jobs at {len(case.output_times)} times")
-            reader = run if root else RunFile.open(path, mode="r")
+                reader = root_only(run)
+                _log.info(f"diagnostics of {len(run_jobs(reader))} jobs at {len(case.output_times)} times")
+            else:
+                reader = RunFile.open(path, mode="r")
             try:
                 compute_diagnostics(case, reader, comm)
             finally:
@@ -488,7 +410,9 @@ def check_disk(path: Path, layouts: list[JobLayout], outputs: int) -> None:
 def _computed(run: RunFile) -> bool:
     """Whether any job of ``run`` stored a snapshot after its start (t > 0)."""
     for key in run.jobs():
-        times = run.job_state(key)[0]
+        stored = run.job_state(key)
+        assert stored is not None  # a key of run.jobs()
+        times = stored[0]
         if len(times) and float(times.max()) > 0:
             return True
     return False
@@ -515,163 +439,3 @@ def check_same_case(run: RunFile, case: Case, settings: dict[str, str] | None = 
             f"{run.path}: cannot resume with another case: {diff}. Resume with the case it was run "
             "with (its text is in the run file), or start afresh with --overwrite"
         )
-
-
-def compute_diagnostics(case: Case, run: RunFile, comm: Comm | None = None) -> None:
-    """Mass, energy and the distances of the complete jobs in ``run`` at every output time
-    (module docstring).
-
-    Resumable: each (job, output time) whose expected diagnostics are all stored is skipped (a
-    later call computes what a kill interrupted, and what jobs a resume added, with the other
-    solver's included, need); the seconds each took are the diagnostic ``diagnostics_s``. Each
-    output time done is logged. Under MPI (``comm``) the output times are dealt to the ranks in
-    turn: each rank reads ``run`` (open read-only on the ranks other than 0), one time's snapshots
-    at a time, and rank 0 stores every rank's values; a value does not depend on the number of
-    ranks.
-    """
-    tic = time.perf_counter()
-    values = _Diagnostics(case, run, run_jobs(run))
-    times = run.times
-    # Decided on rank 0: it writes values while the others would still be reading them.
-    pending = on_root(comm, values.pending)
-    k_todo = [k for k, keys in enumerate(pending) if keys]
-    size, rank = (1, 0) if comm is None else (comm.size, comm.rank)
-    for first in range(0, len(k_todo), size):
-        mine = first + rank
-        rows: list[tuple[str, str, float, float]] = []
-        if mine < len(k_todo):
-            k = k_todo[mine]
-            for key in pending[k]:
-                start = time.perf_counter()
-                rows += values.at(k, key)
-                rows.append(("diagnostics_s", key, times[k], time.perf_counter() - start))
-        every = [rows] if comm is None else comm.gather(rows, root=0)
-        if is_root(comm):
-            for rank_rows in every:
-                run.add_diagnostics(rank_rows)
-            last = min(first + size, len(k_todo))
-            span = ", ".join(f"{times[k_todo[i]]:g}" for i in range(first, last))
-            seconds = time.perf_counter() - tic
-            _log.info(f"diagnostics: t = {span} done ({last}/{len(k_todo)}, {seconds:.1f} s)")
-
-
-class _Diagnostics:
-    """The diagnostics of one job at one output time (module docstring), from the stored runs;
-    one output time's snapshots in memory at a time."""
-
-    def __init__(self, case: Case, run: RunFile, jobs: list[Job]) -> None:
-        self.case, self.run = case, run
-        self.jobs = {j.key: j for j in jobs}
-        self.times = run.times
-        grids = [j for j in jobs if j.kind == "grid"]
-        self.finest = grids[-1] if grids else None
-        betas = {zonal_beta(p) for _, p in case.schedule.blocks}
-        self.beta = betas.pop() if len(betas) == 1 else None
-        self.sphere = case.geometry == "sphere"
-        self.sliced = SlicedSphere(d=case.d, **SLICED) if self.sphere and self.finest is not None else None
-        self.fine_mesh = case.mesh(self.finest.resolution) if self.finest is not None else None
-        self._k: int | None = None
-        self._measures: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self._fine_hist: np.ndarray | None = None  # the finest grid's histograms at time _k
-
-    def expected(self, key: str) -> list[str]:
-        """The diagnostics job ``key`` has at each output time."""
-        job, names = self.jobs[key], []
-        if job.kind == "grid":
-            names.append("mass")
-        if self.beta is not None:
-            names.append("energy")
-        if self.finest is not None and key != self.finest.key:
-            if job.kind == "grid":
-                names += ["l1_grid"] if self._common(job) else []
-                names.append("sw1_grid" if self.sphere else "w1_grid")
-            else:
-                names += ["sw1_grid", "sw1_grid_se"] if self.sphere else ["w1_grid"]
-        if job.kind == "particles" and job.layers is not None and f"particles/N{job.tokens}_ref" in self.jobs:
-            names.append("w1_ref")
-        return names
-
-    def pending(self) -> list[list[str]]:
-        """For each output time, the jobs with an expected diagnostic not stored yet."""
-        stored: dict[str, dict[str, set[float]]] = {}
-        out: list[list[str]] = [[] for _ in self.times]
-        for key in self.jobs:
-            for name in self.expected(key):
-                if name not in stored:
-                    rows = self.run.diagnostics(name)
-                    stored[name] = {k: set(r[:, 0].tolist()) for k, r in rows.items()}
-                have = stored[name].get(key, set())
-                for k, t in enumerate(self.times.tolist()):
-                    if t not in have and key not in out[k]:
-                        out[k].append(key)
-        return [[key for key in self.jobs if key in keys] for keys in out]  # in run order
-
-    def _common(self, job: Job) -> bool:
-        """Whether a coarser grid and the finest have a common support (nested cells)."""
-        return self.sphere or self.fine_mesh.n_cells % self.case.mesh(job.resolution).n_cells == 0
-
-    def measure(self, k: int, key: str) -> tuple[np.ndarray, np.ndarray]:
-        """(supports (K, d), weights (K,)) of job ``key`` at output ``k`` as a weighted point cloud."""
-        if k != self._k:
-            self._k, self._measures, self._fine_hist = k, {}, None
-        if key not in self._measures:
-            job, state = self.jobs[key], self.run.snapshot(key, k)
-            if job.kind == "grid":
-                mesh = self.case.mesh(job.resolution)
-                self._measures[key] = (mesh.centres, state * mesh.areas)
-            else:  # the weights are stored with the job: no need to draw the tokens again
-                if self.case.particles.norm != "post":
-                    state = normalize(state)  # the directions of a residual stream
-                self._measures[key] = (state, self.run.weights(key))
-        return self._measures[key]
-
-    def w1(self, pa: np.ndarray, wa: np.ndarray, pb: np.ndarray, wb: np.ndarray) -> float:
-        return wasserstein(pa, wa, pb, wb, geometry=self.case.geometry)[0]
-
-    def at(self, k: int, key: str) -> list[tuple[str, str, float, float]]:
-        """(name, key, t, value) rows of job ``key`` at output ``k``."""
-        job, t = self.jobs[key], self.times[k]
-        pts, wts = self.measure(k, key)
-        rows = []
-        if job.kind == "grid":
-            rows.append(("mass", key, t, float(wts.sum())))
-        if self.beta is not None:
-            rows.append(("energy", key, t, interaction_energy(pts, wts, self.beta)))
-        if self.finest is not None and key != self.finest.key:
-            rows += [(name, key, t, value) for name, value in self.against_grid(job, k)]
-        ref = f"particles/N{job.tokens}_ref"
-        if job.kind == "particles" and job.layers is not None and ref in self.jobs:
-            rows.append(("w1_ref", key, t, _depth_distance(self.case, pts, wts, self.measure(k, ref)[0])))
-        return rows
-
-    def against_grid(self, job: Job, k: int) -> list[tuple[str, float]]:
-        pts, wts = self.measure(k, job.key)
-        fp, fw = self.measure(k, self.finest.key)
-        sliced = self.sliced
-        if job.kind == "grid":
-            mesh = self.case.mesh(job.resolution)
-            out = []
-            # Sphere levels are nested; circle grids when M divides the finest one's M (else lumped).
-            if self._common(job):
-                common = coarsen_masses(fw, self.fine_mesh, mesh)
-                out.append(("l1_grid", float(np.abs(wts - common).sum())))
-                fp, fw = pts, common
-            if self.sphere:
-                # Grid against grid: exact sliced W1 on the common support (same directions).
-                sw1 = sliced_wasserstein_sphere(pts, wts, fp, fw, n_projections=sliced.n_projections,
-                                                seed=sliced.seed)  # fmt: skip
-                return [*out, ("sw1_grid", sw1)]
-            return [*out, ("w1_grid", self.w1(pts, wts, fp, fw))]
-        if self.sphere:
-            if self._fine_hist is None:  # one time at a time: a histogram set is n_projections x bins
-                self._fine_hist = sliced.histograms(fp, fw)
-            value, se = sliced.compare(sliced.histograms(pts, wts), self._fine_hist)
-            return [("sw1_grid", value), ("sw1_grid_se", se)]
-        return [("w1_grid", self.w1(pts, wts, fp, fw))]
-
-
-def _depth_distance(case: Case, pts: np.ndarray, wts: np.ndarray, ref: np.ndarray) -> float:
-    """W1 between the same tokens after the deep Transformer and under the continuous flow."""
-    if case.geometry == "sphere" and len(pts) ** 2 > MAX_EXACT_PAIRS:
-        return coupling_w1(pts, ref, wts)
-    return wasserstein(pts, wts, ref, wts, geometry=case.geometry)[0]

@@ -314,7 +314,7 @@ def crossval_tables(case, run) -> list[RateTable]:
     - grid: each coarser grid against the finest one summed into its cells (nested grids),
       in L1 and in W1 (circle: exact; sphere: sliced).
     """
-    from vlasov_tf.runs.runner import MAX_EXACT_PAIRS, run_jobs
+    from vlasov_tf.runs.diagnostics import MAX_EXACT_PAIRS, run_jobs
 
     sphere = case.geometry == "sphere"
     dist = "sw1_grid" if sphere else "w1_grid"
@@ -382,7 +382,7 @@ def crossval_tables(case, run) -> list[RateTable]:
 
 def grid_against_deep(case, run) -> str | None:
     """One line: the finest grid against the deepest Transformer on the most tokens, at T."""
-    from vlasov_tf.runs.runner import run_jobs
+    from vlasov_tf.runs.diagnostics import run_jobs
 
     sphere = case.geometry == "sphere"
     dist = "sw1_grid" if sphere else "w1_grid"
@@ -403,7 +403,7 @@ def grid_against_deep(case, run) -> str | None:
 def cluster_jobs(case, run) -> list:
     """The jobs whose clusters a study shows: the finest grid, then the continuous flow and the
     deepest Transformer of the most tokens (the first sample)."""
-    from vlasov_tf.runs.runner import run_jobs
+    from vlasov_tf.runs.diagnostics import run_jobs
 
     jobs = run_jobs(run)
     grids = [j for j in jobs if j.kind == "grid"]

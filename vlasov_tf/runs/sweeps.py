@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from vlasov_tf.analysis.clusters import linking_distance
-from vlasov_tf.parallel import Comm, block_range, is_root, on_root
-from vlasov_tf.runs.cases import Case
+from vlasov_tf.parallel import Comm, block_range, is_root, on_root, root_only
+from vlasov_tf.runs.cases import Case, SweepSpec
 from vlasov_tf.runs.ensembles import close_fraction, cluster_counts, ensemble_flow, member_stream, random_qkv
 from vlasov_tf.runs.runner import open_run_file
 from vlasov_tf.runs.storage import JobLayout, RunFile
@@ -34,13 +34,21 @@ _log = logging.getLogger(__name__)
 BATCH_SCORES = 1 << 22
 
 
+def _sweep(case: Case) -> SweepSpec:
+    """The ``[sweep]`` table of ``case``, which a sweep needs."""
+    assert case.sweep is not None, f"{case.source}: no [sweep] table"
+    return case.sweep
+
+
 def sweep_layouts(case: Case) -> list[JobLayout]:
     """A job per beta: all members' tokens, and their clusters and close pairs per output."""
-    spec, n = case.sweep, case.particles.tokens[0]
+    spec, n = _sweep(case), case.particles.tokens[0]
     tables = {"clusters": (spec.members,), "close": (spec.members,)}
-    size = {"tokens": spec.members * n, "d": case.d}
+    tokens = spec.members * n
     return [
-        JobLayout(f"sweep/b{i:03d}", "particles", attrs={"beta": beta}, tables=tables, **size)
+        JobLayout(
+            f"sweep/b{i:03d}", "particles", attrs={"beta": beta}, tables=tables, tokens=tokens, d=case.d
+        )
         for i, beta in enumerate(spec.betas)
     ]
 
@@ -58,14 +66,16 @@ def run_sweep(
     file stops). Under MPI the members of each batch are dealt to the ranks in contiguous
     blocks; rank 0 stores them (the values do not depend on the number of ranks)."""
     path = Path(path)
-    spec, n = case.sweep, case.particles.tokens[0]
+    spec, n = _sweep(case), case.particles.tokens[0]
     layouts = sweep_layouts(case)
     opened: list[tuple[RunFile, bool]] = []
     on_root(comm, lambda: opened.append(open_run_file(case, path, layouts, resume=resume, overwrite=overwrite,
                                                       comm=comm)))  # fmt: skip
     run = opened[0][0] if opened else None
     try:
-        todo = on_root(comm, lambda: [i for i, job in enumerate(layouts) if not run.is_complete(job.key)])
+        todo = on_root(
+            comm, lambda: [i for i, job in enumerate(layouts) if not root_only(run).is_complete(job.key)]
+        )
         # Batches bounded by memory, and at least eight of them: each is stored when done.
         per_batch = max(1, min(BATCH_SCORES // (spec.members * n * n), -(-len(layouts) // 8)))
         x_members = np.stack([case.initial_tokens(n, sample=m)[0] for m in range(spec.members)])
@@ -76,7 +86,7 @@ def run_sweep(
             results = _run_batch(case, batch, x_members, comm)
             if is_root(comm):
                 for b, (positions, counts, close) in zip(batch, results, strict=True):
-                    _store(run, layouts[b], weights, positions, counts, close, case.output_times)
+                    _store(root_only(run), layouts[b], weights, positions, counts, close, case.output_times)
                 log_batch(np.array([spec.betas[b] for b in batch]), spec.members, time.perf_counter() - tic)
     finally:
         if run is not None:
@@ -89,7 +99,7 @@ def _run_batch(
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(positions (n_t, members, N, d), clusters (n_t, members), close (n_t, members)) of each beta
     of ``batch`` on rank 0 (an empty list elsewhere)."""
-    spec = case.sweep
+    spec = _sweep(case)
     members, times = spec.members, case.output_times
     pairs = [(b, m) for b in batch for m in range(members)]
     lo, hi = (0, len(pairs)) if comm is None else block_range(len(pairs), comm.size, comm.rank)
