@@ -29,6 +29,8 @@ Results do not depend on the number of ranks beyond round-off: partitions
 change only where sums are split, random streams are keyed to global token
 indices (the tokens are drawn whole, then split), and every output is gathered
 to rank 0 in global order.
+
+Design notes: docs/numerics.md §4 (MPI decomposition).
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ dense sum. The modules:
   FFT on uniform circle grids);
 - :mod:`~vlasov_tf.kernels.distributed`: what the sums need from a measure split across MPI ranks;
 - :mod:`~vlasov_tf.kernels.threads`: the thread count (``VLASOV_TF_NUM_THREADS``) and pool.
+
+Design notes: docs/kernel_sums.md; docs/design.md §3.
 """
 
 from .choice import METHODS, SMALL_PAIRS, choose_method, few_pairs, kernel_sums, method_costs

@@ -29,6 +29,8 @@ of its cell masses at its cell centres) are the diagnostics, at every output tim
 
 Under MPI (``comm``) :func:`compute_diagnostics` deals the output times to the ranks; rank 0
 stores every rank's values.
+
+Design notes: docs/numerics.md §5-6 (distances, clusters); docs/design.md §1.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Ensembles over beta: random parameters and tokens, batched flows, phase diagrams of clustering.
 
-A sweep (a case's ``[sweep]`` table, :class:`~vlasov_tf.runs.cases.SweepSpec`) runs, for each beta of
+A sweep (a case's ``[sweep]`` table, :class:`~vlasov_tf.runs.case_tables.SweepSpec`) runs, for each beta of
 a list, ``members`` copies of the continuous-time flow of N tokens on S^{d-1} (RK4, fixed
 steps): member m starts from the case's tokens of sample m (:meth:`Case.initial_tokens`) and,
 unless ``parameters = "identity"`` (Q = K = V = I), has its own single head Q, K, V drawn from a
@@ -18,6 +18,8 @@ definition of :mod:`vlasov_tf.analysis.clusters`, at the linking distance ``clus
 beta^{-1/2}``) and its fraction of close pairs (:func:`close_fraction`: pairs closer than
 ``sweep.close`` radians). :mod:`vlasov_tf.runs.sweeps` runs a case's sweep into a run file;
 :func:`phase_maps` turns that into (beta, t) maps of the ensemble mean and standard deviation.
+
+Design notes: docs/numerics.md §6.
 """
 
 from __future__ import annotations

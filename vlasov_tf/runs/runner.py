@@ -32,6 +32,8 @@ alone opens the run file, stores the snapshots (gathered in global order),
 decides what a resume skips and where it restarts (broadcast to the others),
 and computes the diagnostics. A run file records the number of ranks it was
 started on (its provenance) and resumes on any.
+
+Design notes: docs/design.md §1 and §5; docs/numerics.md §5.
 """
 
 from __future__ import annotations
