@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from vlasov_tf.interpolation.construction import load_interpolation_case, run_interpolation_case
+from vlasov_tf.interpolation.cases import load_interpolation_case
+from vlasov_tf.interpolation.runner import run_interpolation_case
+from vlasov_tf.plots import plot_interpolation
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         case = load_interpolation_case(args.case)
     except (ValueError, FileNotFoundError) as err:
         ap.error(str(err))  # one line, exit status 2
-    run_interpolation_case(case, args.out, levels=args.levels, layers=args.layers)
+    res = run_interpolation_case(case, levels=args.levels, layers=args.layers)
+    print(f"figure: {plot_interpolation(res['interp'], res, Path(args.out) / f'{case.name}.png')}")
     return 0
 
 

@@ -11,15 +11,9 @@ import pytest
 
 from vlasov_tf.analysis.wasserstein import w2_to_dirac
 from vlasov_tf.geometry.measures import normalize, uniform_sphere
-from vlasov_tf.interpolation.construction import (
-    STAGES,
-    CapInput,
-    build_interpolation,
-    find_missed_point,
-    load_interpolation_case,
-    parse_interpolation_case,
-    particle_w2,
-)
+from vlasov_tf.interpolation.cases import CapInput, load_interpolation_case, parse_interpolation_case
+from vlasov_tf.interpolation.checks import particle_w2
+from vlasov_tf.interpolation.construction import STAGES, build_interpolation, find_missed_point
 from vlasov_tf.solvers.particles import solve_particles
 
 CASE = "cases/interpolation.toml"
@@ -329,7 +323,7 @@ def test_script_bad_case_is_one_line(tmp_path):
 @pytest.mark.slow
 def test_grid_w2_decreases_with_level():
     from vlasov_tf.geometry.mesh_files import sphere_mesh
-    from vlasov_tf.interpolation.construction import grid_w2
+    from vlasov_tf.interpolation.checks import grid_w2
 
     case = load_interpolation_case(CASE)
     from dataclasses import replace
