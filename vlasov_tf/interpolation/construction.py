@@ -293,7 +293,8 @@ def _check_inputs(
 ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
     if len(measures) == 0:
         raise ValueError("at least one input measure is needed")
-    xs, ws = [], []
+    xs: list[np.ndarray] = []
+    ws: list[np.ndarray] = []
     for i, m in enumerate(measures):
         pts, wts = m
         x = check_points(pts, name=f"measure {i} points")
@@ -315,7 +316,7 @@ def _check_inputs(
     y = check_points(y, name="targets")
     if len(y) > 1:
         dist = geodesic_cost(y, y) + np.diag(np.full(len(y), np.inf))
-        i, k = np.unravel_index(int(np.argmin(dist)), dist.shape)
+        i, k = (int(j) for j in np.unravel_index(int(np.argmin(dist)), dist.shape))
         if dist[i, k] < 1e-8:
             raise ValueError(f"targets must be distinct: targets {min(i, k)} and {max(i, k)} coincide")
     if not (np.isfinite(T) and T > 0):

@@ -242,14 +242,18 @@ def _directions(c: np.ndarray, bary: np.ndarray) -> tuple[np.ndarray, float, flo
     return u, float(ang.min()), float(size.min())
 
 
-def _choose_direction(bary: np.ndarray, rng: np.random.Generator, n_cand: int = 600) -> tuple:
-    """c near the spherical hull of the barycentres maximising min(min angle, pi/4) x min size."""
+def _choose_direction(
+    bary: np.ndarray, rng: np.random.Generator, n_cand: int = 600
+) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """c near the spherical hull of the barycentres maximising min(min angle, pi/4) x min size;
+    returns it with :func:`_directions` of it."""
     dirs = normalize(bary)
     spread = float(geodesic_cost(dirs, dirs).max())
     lam = rng.dirichlet(np.ones(len(dirs)), size=n_cand)
     cand = lam @ dirs + 0.3 * max(spread, 1e-3) * rng.standard_normal((n_cand, dirs.shape[1]))
     cand = normalize(np.r_[dirs.mean(axis=0, keepdims=True), cand])
-    best, best_score = None, -1.0
+    best: tuple[np.ndarray, np.ndarray, float, float] | None = None
+    best_score = -1.0
     for c in cand:
         u, gamma, size = _directions(c, bary)
         # Past 45 degrees between escape directions, only the sizes |P_c^perp m_i| matter: the
@@ -257,6 +261,8 @@ def _choose_direction(bary: np.ndarray, rng: np.random.Generator, n_cand: int = 
         score = min(gamma, math.pi / 4) * size
         if score > best_score:
             best, best_score = (c, u, gamma, size), score
+    if best is None:  # only NaN scores: the barycentres were not finite
+        raise ValueError(f"no direction for the disentanglement: barycentres {bary.tolist()} are not finite")
     return best
 
 
@@ -364,7 +370,7 @@ def _plan(
     """
     pts = np.r_[start[None], nodes, goal[None]]
     if len(obstacles):
-        free = (geodesic_cost(pts, obstacles) >= 2.0 * margin + clear[None, :]).all(axis=1)
+        free = np.asarray((geodesic_cost(pts, obstacles) >= 2.0 * margin + clear[None, :]).all(axis=1))
         free[0] = True
         pts = pts[free]
     dist = geodesic_cost(pts, pts)
