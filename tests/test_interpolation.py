@@ -2,24 +2,17 @@
 the end-to-end W2 bound holds, the schedule is one theta for all inputs, and bad hypotheses are refused."""
 
 import math
-import subprocess
-import sys
-from pathlib import Path
+import re
 
 import numpy as np
 import pytest
 
 from vlasov_tf.analysis.wasserstein import w2_to_dirac
+from vlasov_tf.cli import main
 from vlasov_tf.geometry.measures import normalize, uniform_sphere
-from vlasov_tf.interpolation.construction import (
-    STAGES,
-    CapInput,
-    build_interpolation,
-    find_missed_point,
-    load_interpolation_case,
-    parse_interpolation_case,
-    particle_w2,
-)
+from vlasov_tf.interpolation.cases import CapInput, load_interpolation_case, parse_interpolation_case
+from vlasov_tf.interpolation.checks import particle_w2
+from vlasov_tf.interpolation.construction import STAGES, build_interpolation, find_missed_point
 from vlasov_tf.solvers.particles import solve_particles
 
 CASE = "cases/interpolation.toml"
@@ -300,6 +293,7 @@ points = [[1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]
         ("[0.0, -1.0, 0.0]]", "[1.0, 0.0, 0.0]]", r"bad\.toml: targets\.points\[1\] repeats"),
         (", [0.0, -1.0, 0.0]]", "]", r"bad\.toml: targets\.points has 1 points for 2 inputs"),
         ("eps = 0.1", "eps = 0.1\nepsilon = 2", r"bad\.toml: unknown key case\.epsilon"),
+        ('name = "t"', 'name = "../t"', r"bad\.toml: case\.name must be letters, digits"),
         ("eps = 0.1", "eps = 1.5", r"bad\.toml: case\.eps must be < 1"),
         (
             "radius = 0.5\n[[inputs]]",
@@ -315,21 +309,57 @@ def test_case_errors_name_file_and_key(old, new, message):
     parse_interpolation_case(_GOOD, "good.toml")
 
 
-def test_script_bad_case_is_one_line(tmp_path):
-    """scripts/interpolate.py given a bad case ended in a traceback."""
+def test_cli_interpolate_end_to_end(tmp_path, capsys):
+    """`vlasov-tf interpolate` on a small case: the report's W2 within the case's eps, the depth
+    table for the depths asked, the figure written under --out."""
+    src = tmp_path / "tiny.toml"
+    src.write_text(_GOOD.replace('name = "t"', 'name = "tiny"') + "[particles]\ntokens = 60\n")
+    assert main(["interpolate", str(src), "--out", str(tmp_path / "figs"), "--layers", "20", "3000"]) == 0
+    out = capsys.readouterr().out
+    eps = load_interpolation_case(src).eps
+    rerun = re.search(r"each input alone through the schedule \(RK4, \d+ steps\): (.*)   \(eps = (.*)\)", out)
+    assert rerun is not None, out
+    assert float(rerun[2]) == eps
+    own = re.search(r"W2 to targets \(construction's tokens\): (.*)", out)
+    assert own is not None, out
+    for line in (rerun[1], own[1]):
+        w2 = [float(v) for v in line.split(", ")]
+        assert len(w2) == 2 and max(w2) <= eps, line
+    assert re.search(r"^\s+20\s", out, re.M) and re.search(r"^\s+3000\s", out, re.M)
+    assert "grid (solve_grid" not in out  # the case has no [grid] levels
+    figure = tmp_path / "figs" / "tiny.png"
+    assert f"figure: {figure}" in out and figure.stat().st_size > 0
+
+
+def test_cli_interpolate_bad_input_is_one_line_exit_2(tmp_path, capsys):
+    """scripts/interpolate.py, which `vlasov-tf interpolate` replaced, ended a bad case in a traceback."""
     bad = tmp_path / "bad.toml"
-    bad.write_text(_GOOD.replace("eps = 0.1", "eps = 1.5", 1))
-    repo = Path(__file__).resolve().parents[1]
-    for path, message in ((bad, "case.eps must be < 1"), (tmp_path / "missing.toml", "missing.toml")):
-        script = str(repo / "scripts" / "interpolate.py")
-        done = subprocess.run([sys.executable, script, str(path)], capture_output=True, text=True)
-        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    bad.write_text(_GOOD.replace("eps = 0.1", "eps = 0.1\nepsilon = 2", 1))
+    d4 = tmp_path / "d4.toml"
+    d4.write_text(
+        _GOOD.replace("d = 3", "d = 4")
+        .replace("[0.0, 0.0, 1.0]", "[0.0, 0.0, 1.0, 0.0]")
+        .replace("[0.0, 1.0, 0.0]", "[0.0, 1.0, 0.0, 0.0]")
+        .replace("[[1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]", "[[1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 0.0]]")
+    )
+    load_interpolation_case(d4)  # a good case: only the grid check needs d = 3
+    for args, message in (
+        ([str(bad)], "bad.toml: unknown key case.epsilon"),
+        ([str(tmp_path / "missing.toml")], "missing.toml does not exist"),
+        ([str(d4), "--levels", "0"], "--levels: the grid check runs on S^2 meshes (d = 3)"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main(["interpolate", *args, "--out", str(tmp_path)])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and err.count("\n") == 1 and err.startswith("vlasov-tf: error: "), err
+        assert message in err, err
+    assert not list(tmp_path.glob("*.png"))
 
 
 @pytest.mark.slow
 def test_grid_w2_decreases_with_level():
     from vlasov_tf.geometry.mesh_files import sphere_mesh
-    from vlasov_tf.interpolation.construction import grid_w2
+    from vlasov_tf.interpolation.checks import grid_w2
 
     case = load_interpolation_case(CASE)
     from dataclasses import replace

@@ -1,5 +1,6 @@
 """The ``vlasov-tf`` command line: argument parsing only; the work is in
-:mod:`vlasov_tf.runs.runner`, :mod:`vlasov_tf.runs.studies` and :mod:`vlasov_tf.plots`.
+:mod:`vlasov_tf.runs.runner`, :mod:`vlasov_tf.runs.studies`, :mod:`vlasov_tf.interpolation.runner`
+and :mod:`vlasov_tf.plots`.
 
 Subcommands
 -----------
@@ -20,8 +21,13 @@ Subcommands
 ``particles [CASE]``
     Depth convergence on the circle (default ``cases/circle_clustering.toml``): L-layer
     Transformers against the continuous-time flow; a table of errors and orders, and a figure.
+``interpolate [CASE] [--out DIR] [--levels K ...] [--layers L ...]``
+    The interpolating Transformer of the first seed paper (:mod:`vlasov_tf.interpolation`) for
+    an interpolation case (default: the shipped ``cases/interpolation.toml``): build it, check
+    it with both solvers, print the switch count, the norms against the paper's bounds and the
+    W2 tables, save ``<out>/<name>.png``.
 ``mesh``
-    Build the sphere meshes of :mod:`vlasov_tf.geometry.meshes` (gmsh through FiPy) into
+    Build the sphere meshes of :mod:`vlasov_tf.geometry.mesh_files` (gmsh through FiPy) into
     ``meshes/sphere_L{level}.h5``, once, serially, for runs that load them.
 """
 
@@ -44,10 +50,18 @@ import numpy as np
 from vlasov_tf import __version__
 from vlasov_tf.geometry.mesh_files import build_sphere_mesh, load_mesh
 from vlasov_tf.geometry.meshes import SPHERE_LEVELS, mesh_quality
+from vlasov_tf.interpolation.cases import MAX_GRID_LEVEL, load_interpolation_case
+from vlasov_tf.interpolation.runner import run_interpolation_case
 from vlasov_tf.kernels import num_threads
 from vlasov_tf.logs import configure, log_file
 from vlasov_tf.parallel import abort_on_error, is_root, on_root, world
-from vlasov_tf.plots import plot_clusters, plot_crossval, plot_depth_convergence, plot_phase
+from vlasov_tf.plots import (
+    plot_clusters,
+    plot_crossval,
+    plot_depth_convergence,
+    plot_interpolation,
+    plot_phase,
+)
 from vlasov_tf.runs.cases import CASES_DIR, load_case, parse_case
 from vlasov_tf.runs.ensembles import phase_maps
 from vlasov_tf.runs.runner import CaseMismatch, run_case
@@ -75,6 +89,8 @@ _log = logging.getLogger(__name__)
 DEFAULT_STUDY_CASE = CASES_DIR / "sphere_clustering.toml"
 #: The case of ``vlasov-tf particles`` without arguments: the main job's circle counterpart.
 DEFAULT_PARTICLES_CASE = CASES_DIR / "circle_clustering.toml"
+#: The case of ``vlasov-tf interpolate`` without arguments.
+DEFAULT_INTERPOLATION_CASE = CASES_DIR / "interpolation.toml"
 
 __all__ = ["build_parser", "main"]
 
@@ -228,6 +244,44 @@ def build_parser() -> argparse.ArgumentParser:
         handlers = {"run": _cmd_run, "study": _cmd_study, "sweep": _cmd_sweep}
         p.set_defaults(handler=handlers[name], parser=p)
 
+    p = sub.add_parser(
+        "interpolate",
+        help="the interpolating Transformer of the first seed paper: build it, check it, draw it",
+        description=(
+            "One piecewise-constant Transformer (arXiv 2411.04551, Theorem 1.1) that sends each input "
+            "measure of an interpolation case within eps (W2) of its target: built stage by stage, then "
+            "checked on each input alone (RK4), on fresh samples, as a discrete Transformer of L layers "
+            "and on the input densities on S^2 meshes. Prints the switch count, the norms against the "
+            "paper's bounds and the W2 tables; saves <out>/<name>.png."
+        ),
+    )
+    p.add_argument(
+        "case",
+        type=Path,
+        nargs="?",
+        default=DEFAULT_INTERPOLATION_CASE,
+        help="interpolation case file (default: the shipped cases/interpolation.toml)",
+    )
+    p.add_argument("--out", type=Path, default=Path("out"), help="directory of the figure (default: out)")
+    p.add_argument(
+        "--levels",
+        type=int,
+        nargs="*",
+        choices=range(MAX_GRID_LEVEL + 1),
+        default=None,
+        metavar="K",
+        help="S^2 mesh levels of the grid check (default: the case's; none: skip; level 2 takes minutes)",
+    )
+    p.add_argument(
+        "--layers",
+        type=_positive_int,
+        nargs="+",
+        default=None,
+        metavar="L",
+        help="depths L of the discrete Transformer (default: the case's)",
+    )
+    p.set_defaults(handler=_cmd_interpolate, parser=p)
+
     p = sub.add_parser("plot", help="figures of a stored run", description="figures of a stored run")
     p.add_argument("runfile", type=Path, help="HDF5 file written by `vlasov-tf run`, `study` or `sweep`")
     p.add_argument("--out", type=Path, default=None, help="directory (default: next to the run file)")
@@ -278,6 +332,22 @@ def _cmd_mesh(args: argparse.Namespace) -> int:
             f"{seconds:>9.1f} {path.stat().st_size / 1e6:>9.2f}  {path}",
             flush=True,
         )
+    return 0
+
+
+def _cmd_interpolate(args: argparse.Namespace) -> int:
+    try:
+        case = load_interpolation_case(args.case)
+    except (ValueError, FileNotFoundError) as err:
+        if args.debug:
+            raise
+        _refuse(str(err))
+    if args.levels and case.d != 3:
+        _refuse(f"--levels: the grid check runs on S^2 meshes (d = 3); {args.case} has case.d = {case.d}")
+    tic = time.perf_counter()
+    res = run_interpolation_case(case, levels=args.levels, layers=args.layers)
+    print(f"figure: {plot_interpolation(res['interp'], res, args.out / f'{case.name}.png')}")
+    print(f"total {time.perf_counter() - tic:.1f} s")
     return 0
 
 

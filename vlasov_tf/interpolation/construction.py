@@ -12,7 +12,9 @@ The construction is built by simulating, as the proof does: each stage picks
 its parameters from the current states of the N measures (tokens), then the
 measures are advanced through that stage with ``solve_particles(method="rk4")``
 (each measure on its own: the inputs never interact), and the next stage
-sees where they are. Stages, each with the lemma it must achieve:
+sees where they are. The stages are the functions of :mod:`vlasov_tf.interpolation.stages`;
+this module checks the hypotheses, calls them in order and rescales time. Stages, each with
+the lemma it must achieve:
 
 0. Orthant transport (paper section 3, step 0). Perceptron only: ``V = 0``,
    ``U = 0``, ``b = 1`` so ``(U x + b)_+ = 1`` and ``W 1 = a`` is a constant
@@ -45,7 +47,7 @@ sees where they are. Stages, each with the lemma it must achieve:
    atom within ``match_tol`` (default ``eps / 4``, in W2) of its target.
 
 Deviations from the paper (all keep the stage structure and the lemma each
-stage proves; numbers are in the module's report):
+stage proves; numbers are in the report of ``vlasov-tf interpolate``):
 
 - Stage 1 uses one block instead of the induction of Prop. 3.1 (O(dN)
   switches, horizon split in quarters, reversals). Lemma 3.3's ``V =
@@ -95,101 +97,44 @@ uniform bound can do); ``B, U, b`` do not scale with time. So the norm is
 ``max(A / T, beta, 1)`` against the paper's ``O(dN / T + log(1/eps))``.
 
 Shapes: measures are ``(points (n_i, d), weights (n_i,))``; targets ``(N, d)``.
+
+The paper's model and the two slips of its appendix the code corrects: ``docs/interpolation.md``.
+Checking a built schedule with the solvers: :mod:`vlasov_tf.interpolation.checks`.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import time
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
-from scipy.sparse.csgraph import dijkstra
 
 from vlasov_tf.analysis.wasserstein import geodesic_cost, w2_to_dirac
 from vlasov_tf.geometry.measures import check_points, check_weights, normalize
-from vlasov_tf.model import Params, Schedule
-from vlasov_tf.runs.toml_reader import TomlReader
-from vlasov_tf.solvers.particles import solve_particles
+from vlasov_tf.interpolation.stages import (
+    Builder,
+    sphere_nodes,
+    stage0_orthant,
+    stage1_disentangle,
+    stage2_cluster,
+    stage3_match,
+)
+from vlasov_tf.model import Schedule
 
 __all__ = [
     "STAGES",
-    "CapInput",
     "Interpolation",
-    "InterpolationCase",
     "MeasureRecord",
     "build_interpolation",
-    "depth_study",
     "find_missed_point",
-    "grid_w2",
-    "load_interpolation_case",
-    "parse_interpolation_case",
-    "particle_w2",
-    "run_interpolation_case",
 ]
 
 STAGES = ("orthant", "disentangle", "cluster", "match")
 
 
-# -- small geometry helpers ---------------------------------------------------------------------------
-
-
-def _angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Arc lengths between the unit rows of ``a`` and ``b`` ((d,) or (n, d) each), flattened;
-    a 0-d array for two single points."""
-    out = geodesic_cost(np.atleast_2d(a), np.atleast_2d(b))
-    return out[0, 0] if np.ndim(a) == np.ndim(b) == 1 else out.ravel()
-
-
-def _barycentre(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    return (w @ x) / w.sum()
-
-
-def _centre(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Unit direction of the barycentre."""
-    m = _barycentre(x, w)
-    return m / np.linalg.norm(m)
-
-
-def _radius(x: np.ndarray, w: np.ndarray) -> float:
-    """Largest arc length from a token of positive weight to the barycentre direction."""
-    return float(_angle(x[w > 0], _centre(x, w)).max())
-
-
-def _gap(xs: Sequence[np.ndarray], ws: Sequence[np.ndarray]) -> tuple[float, tuple[int, int]]:
-    """Smallest arc length between tokens of different measures, and the pair that attains it."""
-    best, pair = math.inf, (-1, -1)
-    for i in range(len(xs)):
-        for k in range(i + 1, len(xs)):
-            g = float(geodesic_cost(xs[i][ws[i] > 0], xs[k][ws[k] > 0]).min())
-            if g < best:
-                best, pair = g, (i, k)
-    return best, pair
-
-
-def _sphere_nodes(d: int, n: int, seed: int = 0) -> np.ndarray:
-    """(n, d) well-spread points: a Fibonacci lattice on S^2, seeded uniform points beyond."""
-    if d == 3:
-        k = np.arange(n) + 0.5
-        z = 1.0 - 2.0 * k / n
-        phi = np.pi * (1.0 + 5.0**0.5) * k
-        r = np.sqrt(1.0 - z * z)
-        return np.c_[r * np.cos(phi), r * np.sin(phi), z]
-    return normalize(np.random.default_rng(seed).standard_normal((n, d)))
-
-
-def _orthogonal_unit(v: np.ndarray) -> np.ndarray:
-    """A unit vector orthogonal to ``v`` (the first basis vector least aligned with it, made orthogonal)."""
-    e = np.zeros_like(v)
-    e[int(np.argmin(np.abs(v)))] = 1.0
-    e = e - (e @ v) * v / (v @ v)
-    return e / np.linalg.norm(e)
+# -- the hypothesis: a point every support misses ---------------------------------------------------------
 
 
 def find_missed_point(
@@ -205,7 +150,7 @@ def find_missed_point(
     """
     x = check_points(points, name="support points")
     d = x.shape[1]
-    cand = _sphere_nodes(d, n_candidates, seed=1)
+    cand = sphere_nodes(d, n_candidates, seed=1)
     mean = x.mean(axis=0)
     if np.linalg.norm(mean) > 1e-12:
         cand = np.r_[cand, -mean[None] / np.linalg.norm(mean)]
@@ -343,97 +288,13 @@ class Interpolation:
 # -- the construction ---------------------------------------------------------------------------------
 
 
-@dataclass
-class _Block:
-    tau: float  # natural duration
-    stage: int
-    B: np.ndarray | None = None
-    V: np.ndarray | None = None
-    W: np.ndarray | None = None
-    U: np.ndarray | None = None
-    b: np.ndarray | None = None
-
-    @property
-    def size(self) -> float:
-        """The scalable size max(|V|, |W|) (spectral norms)."""
-        return max(float(np.linalg.norm(m, 2)) for m in (self.V, self.W) if m is not None)
-
-    def params(self, d: int, scale: float = 1.0) -> Params:
-        return Params.interpolation(
-            d,
-            B=self.B,
-            V=None if self.V is None else scale * self.V,
-            W=None if self.W is None else scale * self.W,
-            U=self.U,
-            b=self.b,
-        )
-
-
-class _Builder:
-    """State of the construction: the N measures' tokens, the blocks so far, the snapshots."""
-
-    def __init__(self, xs: list[np.ndarray], ws: list[np.ndarray], h0: float, n_tracks: int) -> None:
-        self.xs, self.ws = xs, ws
-        self.d = xs[0].shape[1]
-        self.h0 = h0
-        self.blocks: list[_Block] = []
-        self.t = 0.0  # natural time
-        self.steps = 0
-        # Snapshots: (block index, natural offset inside the block) so times can be rescaled later.
-        self.snap_at: list[tuple[int, float]] = [(0, 0.0)]
-        self.snap_bary: list[list[np.ndarray]] = [[_centre(x, w) for x, w in zip(xs, ws, strict=True)]]
-        self.track_idx = [np.linspace(0, len(x) - 1, min(n_tracks, len(x))).astype(int) for x in xs]
-        self.snap_tracks: list[list[np.ndarray]] = [[x[j] for x, j in zip(xs, self.track_idx, strict=True)]]
-        self.stage_points: list[list[np.ndarray]] = [[x.copy() for x in xs]]
-
-    def _advance(self, blk: _Block, dt: float) -> None:
-        """Move every measure (each on its own) by ``dt`` natural time under ``blk``'s parameters."""
-        n = max(1, math.ceil(dt * blk.size / self.h0))
-        sched = Schedule.constant(blk.params(self.d), dt)
-        for i in range(len(self.xs)):
-            self.xs[i] = solve_particles(sched, self.xs[i], self.ws[i], method="rk4", steps=n).final
-        self.steps += n
-
-    def _snapshot(self, offset: float) -> None:
-        self.snap_at.append((len(self.blocks), offset))
-        self.snap_bary.append([_centre(x, w) for x, w in zip(self.xs, self.ws, strict=True)])
-        self.snap_tracks.append([x[j] for x, j in zip(self.xs, self.track_idx, strict=True)])
-
-    def run(self, blk: _Block, chunk: float | None = None) -> None:
-        """A block of fixed natural length ``blk.tau``, with snapshots every ``chunk``."""
-        n_chunks = max(1, math.ceil(blk.tau / chunk)) if chunk else 1
-        for k in range(n_chunks):
-            self._advance(blk, blk.tau / n_chunks)
-            self._snapshot((k + 1) * blk.tau / n_chunks)
-        self.blocks.append(blk)
-        self.t += blk.tau
-
-    def run_until(self, blk: _Block, done, chunk: float, t_max: float, what: str) -> float:
-        """A block run in chunks until ``done()`` holds; its length is what that took. Returns it."""
-        tau = 0.0
-        while not done():
-            if tau >= t_max:
-                raise RuntimeError(f"{what}: not reached after natural time {tau:.3g}")
-            self._advance(blk, chunk)
-            tau += chunk
-            self._snapshot(tau)
-        blk.tau = max(tau, 1e-300)
-        if tau == 0.0:
-            return 0.0
-        self.blocks.append(blk)
-        self.t += tau
-        return tau
-
-    def end_stage(self) -> None:
-        self.stage_points.append([x.copy() for x in self.xs])
-
-
 def _check_inputs(
     measures: Sequence[tuple[np.ndarray, np.ndarray | None]], targets: np.ndarray, T: float, eps: float
 ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
     if len(measures) == 0:
         raise ValueError("at least one input measure is needed")
-    xs, ws = [], []
+    xs: list[np.ndarray] = []
+    ws: list[np.ndarray] = []
     for i, m in enumerate(measures):
         pts, wts = m
         x = check_points(pts, name=f"measure {i} points")
@@ -455,7 +316,7 @@ def _check_inputs(
     y = check_points(y, name="targets")
     if len(y) > 1:
         dist = geodesic_cost(y, y) + np.diag(np.full(len(y), np.inf))
-        i, k = np.unravel_index(int(np.argmin(dist)), dist.shape)
+        i, k = (int(j) for j in np.unravel_index(int(np.argmin(dist)), dist.shape))
         if dist[i, k] < 1e-8:
             raise ValueError(f"targets must be distinct: targets {min(i, k)} and {max(i, k)} coincide")
     if not (np.isfinite(T) and T > 0):
@@ -463,268 +324,6 @@ def _check_inputs(
     if not (np.isfinite(eps) and 0 < eps < 1):
         raise ValueError(f"eps must lie in (0, 1); got {eps}")
     return xs, ws, normalize(y)
-
-
-def _stage0_orthant(bld: _Builder, w0: np.ndarray, safety: float) -> float:
-    """Constant fields P_x a: out of the way of -alpha (towards -w0) if needed, then into Q around alpha.
-
-    The flow towards alpha sends everything but -alpha into any cap around alpha;
-    a preliminary flow towards -w0 (through a midpoint when -w0 is nearly
-    opposite to alpha) is run only while a support comes within 0.3 rad of
-    -alpha. Compressing no more than needed keeps the barycentres apart, which
-    is what stage 1 feeds on.
-    """
-    d = bld.d
-    alpha = np.ones(d) / math.sqrt(d)
-
-    def worst(a: np.ndarray) -> float:
-        return max(float(_angle(x[w > 0], a).max()) for x, w in zip(bld.xs, bld.ws, strict=True))
-
-    chain = []
-    if worst(alpha) > math.pi - 0.3:
-        chain.append(-w0)
-        if _angle(-w0, alpha) > 2 * math.pi / 3:
-            mid = alpha - w0
-            mid = _orthogonal_unit(alpha) if np.linalg.norm(mid) < 1e-9 else mid / np.linalg.norm(mid)
-            chain.append(mid)
-    chain.append(alpha)
-    # A cap of this radius around alpha lies inside Q (radius arcsin(1/sqrt d)) with 15% to spare.
-    r_final = 0.85 * math.asin(1.0 / math.sqrt(d))
-    for k, a in enumerate(chain):
-        blk = _Block(0.0, 0, W=a[:, None], U=np.zeros((1, d)), b=np.ones(1))
-        if k < len(chain) - 1:
-            nxt = chain[k + 1]
-            bld.run_until(
-                blk,
-                lambda nxt=nxt: worst(nxt) <= math.pi - 0.3,
-                chunk=0.1,
-                t_max=40.0,
-                what="orthant transport (clearing the antipode of the next target)",
-            )
-            continue
-        # <x, a> = tanh(t + artanh <x0, a>): aim as if the worst token were `safety` farther out.
-        c0 = math.cos(min(worst(a) + safety, math.pi - 1e-6))
-        blk.tau = max(math.atanh(math.cos(r_final)) - math.atanh(c0), 0.05)
-        bld.run(blk, chunk=0.25)
-    return min(float(x[w > 0].min()) for x, w in zip(bld.xs, bld.ws, strict=True))
-
-
-def _directions(c: np.ndarray, bary: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """Unit u_i = P_c^perp m_i / |.|, the smallest angle between two of them, the smallest |P_c^perp m_i|."""
-    p = bary - np.outer(bary @ c, c)
-    size = np.linalg.norm(p, axis=1)
-    u = p / np.maximum(size, 1e-300)[:, None]
-    if len(u) < 2:
-        return u, math.pi, float(size.min())
-    ang = geodesic_cost(u, u) + np.diag(np.full(len(u), np.inf))
-    return u, float(ang.min()), float(size.min())
-
-
-def _choose_direction(bary: np.ndarray, rng: np.random.Generator, n_cand: int = 600) -> tuple:
-    """c near the spherical hull of the barycentres maximising min(min angle, pi/4) x min size."""
-    dirs = normalize(bary)
-    spread = float(geodesic_cost(dirs, dirs).max())
-    lam = rng.dirichlet(np.ones(len(dirs)), size=n_cand)
-    cand = lam @ dirs + 0.3 * max(spread, 1e-3) * rng.standard_normal((n_cand, dirs.shape[1]))
-    cand = normalize(np.r_[dirs.mean(axis=0, keepdims=True), cand])
-    best, best_score = None, -1.0
-    for c in cand:
-        u, gamma, size = _directions(c, bary)
-        # Past 45 degrees between escape directions, only the sizes |P_c^perp m_i| matter: the
-        # direction of measure i is as sensitive to perturbations as 1 / |P_c^perp m_i|.
-        score = min(gamma, math.pi / 4) * size
-        if score > best_score:
-            best, best_score = (c, u, gamma, size), score
-    return best
-
-
-def _stage1_disentangle(bld: _Builder, rng: np.random.Generator, bary_tol: float) -> dict[str, Any]:
-    d, N = bld.d, len(bld.xs)
-    diag: dict[str, Any] = {"stage1_symmetry_breaking": False}
-    if N == 1:
-        diag.update(stage1_gap=math.inf, stage1_gap_target=0.0)
-        return diag
-
-    def bary() -> np.ndarray:
-        return np.array([_barycentre(x, w) for x, w in zip(bld.xs, bld.ws, strict=True)])
-
-    def worst_pair() -> tuple[float, int, int]:
-        dirs = normalize(bary())
-        ang = geodesic_cost(dirs, dirs) + np.diag(np.full(N, np.inf))
-        i, k = np.unravel_index(int(np.argmin(ang)), ang.shape)
-        return float(ang[i, k]), int(i), int(k)
-
-    ang, i, k = worst_pair()
-    if ang < bary_tol:
-        # Lemma 3.4's situation (equal or colinear barycentres): one drift block V = a c^T, a the
-        # tangent direction along which the two measures' second moments differ most.
-        diag["stage1_symmetry_breaking"] = True
-        c = normalize(bary().mean(axis=0, keepdims=True))[0]
-        proj = np.eye(d) - np.outer(c, c)
-
-        def second(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-            return (x * w[:, None]).T @ x
-
-        diff = proj @ (second(bld.xs[i], bld.ws[i]) - second(bld.xs[k], bld.ws[k])) @ proj
-        vals, vecs = np.linalg.eigh(diff)
-        a = vecs[:, int(np.argmax(np.abs(vals)))]
-        a = a - (a @ c) * c
-        a = a / np.linalg.norm(a) if np.linalg.norm(a) > 1e-9 else _orthogonal_unit(c)
-        # Run it until the barycentres are bary_tol apart, for at most a quarter turn.
-        blk = _Block(0.0, 1, B=np.zeros((d, d)), V=np.outer(a, c))
-        try:
-            bld.run_until(blk, lambda: worst_pair()[0] >= 2 * bary_tol, chunk=0.1, t_max=1.5, what="")
-        except RuntimeError:
-            pass
-        ang, i, k = worst_pair()
-        if ang < bary_tol:
-            raise ValueError(
-                f"inputs {i} and {k} cannot be told apart by the attention's barycentres (equal or "
-                f"colinear, angle {ang:.2g} < {bary_tol:g}, even after a symmetry-breaking block): "
-                "no shared theta can separate them (identical inputs?)"
-            )
-    c, _u, gamma, size = _choose_direction(bary(), rng)
-    if gamma < 1e-2 or size < 1e-6:
-        raise ValueError(
-            f"degenerate barycentres: no direction c gives pairwise distinct escape directions "
-            f"(best min angle {gamma:.2g} rad, min |P_c^perp m_i| {size:.2g}); inputs too alike"
-        )
-    target = min(0.5, 0.4 * gamma)
-    blk = _Block(0.0, 1, B=np.zeros((d, d)), V=np.eye(d) - np.outer(c, c))
-    bld.run_until(
-        blk, lambda: _gap(bld.xs, bld.ws)[0] >= target, chunk=0.25, t_max=80.0, what="disentanglement"
-    )
-    diag.update(
-        stage1_direction=c,
-        stage1_escape_min_angle=gamma,
-        stage1_escape_min_size=size,
-        stage1_gap_target=target,
-        stage1_gap=_gap(bld.xs, bld.ws)[0],
-    )
-    return diag
-
-
-def _stage2_cluster(bld: _Builder, eps: float, tol: float) -> dict[str, Any]:
-    d = bld.d
-    beta = max(1.0, math.log(1.0 / eps))
-    blk = _Block(0.0, 2, B=beta * np.eye(d), V=np.eye(d))
-
-    def radius() -> float:
-        return max(_radius(x, w) for x, w in zip(bld.xs, bld.ws, strict=True))
-
-    bld.run_until(blk, lambda: radius() <= tol, chunk=0.25, t_max=80.0, what="clustering")
-    return {"stage2_beta": beta, "stage2_tol": tol, "stage2_max_radius": radius()}
-
-
-def _plan(
-    start: np.ndarray,
-    goal: np.ndarray,
-    obstacles: np.ndarray,
-    clear: np.ndarray,
-    margin: float,
-    nodes: np.ndarray,
-    max_move: float = 2.5,
-) -> list[np.ndarray] | None:
-    """Waypoints from ``start`` to ``goal`` (excluded, included) with fewest gated blocks, or None.
-
-    A move p -> q uses the cap B(z, |pq| / 2 + margin) around the midpoint z of
-    the arc; it is allowed when every obstacle o (with its own clearance r_o)
-    has dist(z, o) >= |pq| / 2 + 2 margin + r_o (an obstacle may be off by ``margin`` and still
-    be left alone: a schedule built on one sample must not catch another's atom), and |pq| <= ``max_move``:
-    the flow towards q stretches a cluster across the path by at most
-    1 / sin|pq| on the way (and contracts it at the end), so moves stay well short of antipodal.
-    """
-    pts = np.r_[start[None], nodes, goal[None]]
-    if len(obstacles):
-        free = (geodesic_cost(pts, obstacles) >= 2.0 * margin + clear[None, :]).all(axis=1)
-        free[0] = True
-        pts = pts[free]
-    dist = geodesic_cost(pts, pts)
-    ok = (dist <= max_move) & (dist > 0)
-    if len(obstacles):
-        mid = pts[:, None, :] + pts[None, :, :]
-        mid /= np.maximum(np.linalg.norm(mid, axis=-1, keepdims=True), 1e-300)
-        n = len(pts)
-        room = (geodesic_cost(mid.reshape(n * n, -1), obstacles) - clear[None, :]).min(axis=1).reshape(n, n)
-        ok &= dist / 2 + 2.0 * margin <= room
-    cost = np.where(ok, 1.0 + 0.1 * dist, 0.0)
-    _, pred = dijkstra(cost, directed=True, indices=0, return_predecessors=True)
-    goal_i = len(pts) - 1
-    if not np.allclose(pts[goal_i], goal) or pred[goal_i] < 0:
-        return None
-    path, j = [], goal_i
-    while j != 0:
-        path.append(pts[j])
-        j = pred[j]
-    return path[::-1]
-
-
-def _stage3_match(
-    bld: _Builder, targets: np.ndarray, eps: float, match_tol: float, n_nodes: int
-) -> dict[str, Any]:
-    d, N = bld.d, len(bld.xs)
-
-    def centres() -> np.ndarray:
-        return np.array([_centre(x, w) for x, w in zip(bld.xs, bld.ws, strict=True)])
-
-    radii = np.array([_radius(x, w) for x, w in zip(bld.xs, bld.ws, strict=True)])
-    pos = centres()
-    sep = [float(geodesic_cost(targets, targets)[np.triu_indices(N, 1)].min())] if N > 1 else []
-    if N > 1:
-        sep.append(float(geodesic_cost(pos, pos)[np.triu_indices(N, 1)].min()))
-    margin = min([0.3, *[0.22 * s for s in sep]])
-    nodes = _sphere_nodes(d, n_nodes, seed=2)
-    placed: set[int] = set()
-    moves, parks = 0, 0
-
-    def move(M: int, path: list[np.ndarray], final: bool) -> None:
-        nonlocal moves
-        for j, q in enumerate(path):
-            p = _centre(bld.xs[M], bld.ws[M])
-            z = normalize((p + q)[None])[0]
-            R = 0.5 * float(_angle(p, q)) + margin + radii[M]
-            # kappa normalises the gate's peak (at z) to 1: rk4 steps then have one size everywhere.
-            kappa = 1.0 / (1.0 - math.cos(R))
-            blk = _Block(0.0, 3, W=kappa * q[:, None], U=z[None, :], b=np.array([-math.cos(R)]))
-            last = final and j == len(path) - 1
-
-            def done(q: np.ndarray = q, last: bool = last) -> bool:
-                if last:
-                    return w2_to_dirac(bld.xs[M], bld.ws[M], q) <= match_tol
-                return float(_angle(_centre(bld.xs[M], bld.ws[M]), q)) <= 0.25 * margin
-
-            bld.run_until(blk, done, chunk=0.25, t_max=200.0, what=f"matching atom {M}")
-            moves += 1
-
-    for _ in range(3 * N + 3):
-        todo = [M for M in range(N) if M not in placed]
-        if not todo:
-            break
-        pos = centres()
-        progressed = False
-        for M in todo:
-            others = [k for k in range(N) if k != M]
-            path = _plan(pos[M], targets[M], pos[others], radii[others], margin, nodes)
-            if path is not None:
-                move(M, path, final=True)
-                placed.add(M)
-                progressed = True
-                break
-        if progressed:
-            continue
-        # Every unplaced atom is blocked (e.g. it sits on another's target): park one at a free point.
-        M = todo[0]
-        others = [k for k in range(N) if k != M]
-        busy = np.r_[pos[others], targets]
-        spot = nodes[int(np.argmax(geodesic_cost(nodes, busy).min(axis=1)))]
-        path = _plan(pos[M], spot, pos[others], radii[others], margin, nodes)
-        if path is None:
-            raise RuntimeError(f"matching: no gated path for atom {M} even to a parking spot")
-        move(M, path, final=False)
-        parks += 1
-    if len(placed) < N:
-        raise RuntimeError("matching: could not place every atom")
-    return {"stage3_margin": margin, "stage3_moves": moves, "stage3_parks": parks, "stage3_tol": match_tol}
 
 
 def build_interpolation(
@@ -779,21 +378,21 @@ def build_interpolation(
             raise ValueError("w0 lies in a support: the supports must all miss w0")
     cluster_tol = eps / 8 if cluster_tol is None else cluster_tol
     match_tol = eps / 4 if match_tol is None else match_tol
-    bld = _Builder(xs, ws, h0, n_tracks)
+    bld = Builder(xs, ws, h0, n_tracks)
     diag: dict[str, Any] = {"w0_gap": gap}
 
-    diag["stage0_min_coordinate"] = _stage0_orthant(bld, w0, safety=min(0.05, 0.5 * gap))
+    diag["stage0_min_coordinate"] = stage0_orthant(bld, w0, safety=min(0.05, 0.5 * gap))
     bld.end_stage()
-    diag.update(_stage1_disentangle(bld, gen, bary_tol))
+    diag.update(stage1_disentangle(bld, gen, bary_tol))
     bld.end_stage()
-    diag.update(_stage2_cluster(bld, eps, cluster_tol))
+    diag.update(stage2_cluster(bld, eps, cluster_tol))
     bld.end_stage()
-    diag.update(_stage3_match(bld, y, eps, match_tol, n_nodes))
+    diag.update(stage3_match(bld, y, eps, match_tol, n_nodes))
     bld.end_stage()
     return _finish(bld, y, w0, T, eps, diag)
 
 
-def _finish(bld: _Builder, y: np.ndarray, w0: np.ndarray, T: float, eps: float, diag: dict) -> Interpolation:
+def _finish(bld: Builder, y: np.ndarray, w0: np.ndarray, T: float, eps: float, diag: dict) -> Interpolation:
     """Rescale natural time to [0, T] block by block (equal max(|V|, |W|) everywhere) and pack up."""
     d = bld.d
     tau = np.array([b.tau for b in bld.blocks])
@@ -844,314 +443,3 @@ def _finish(bld: _Builder, y: np.ndarray, w0: np.ndarray, T: float, eps: float, 
         rk4_steps=bld.steps,
         diagnostics=diag,
     )
-
-
-# -- verification -------------------------------------------------------------------------------------
-
-
-def particle_w2(
-    interp: Interpolation,
-    measures: Sequence[tuple[np.ndarray, np.ndarray | None]],
-    *,
-    method: str = "rk4",
-    steps: int | None = None,
-) -> np.ndarray:
-    """(N,) W2 to the targets after running each measure alone through the schedule.
-
-    ``method`` and ``steps`` as in :func:`~vlasov_tf.solvers.particles.solve_particles`
-    (default RK4 with as many steps as the construction took).
-    """
-    steps = interp.rk4_steps if steps is None and method != "adaptive" else steps
-    out = []
-    for (x, w), y in zip(measures, interp.targets, strict=True):
-        sol = solve_particles(interp.schedule, x, w, method=method, steps=steps)
-        out.append(w2_to_dirac(sol.final, sol.weights, y))
-    return np.array(out)
-
-
-def depth_study(
-    interp: Interpolation,
-    measures: Sequence[tuple[np.ndarray, np.ndarray | None]],
-    layers: Sequence[int],
-) -> tuple[np.ndarray, int | None]:
-    """The discrete Transformer: ``solve_particles(method="layers", steps=L)`` for each L.
-
-    Returns the (len(layers), N) W2 table and the smallest L whose W2 is <= eps
-    for every input (None if none is).
-    """
-    table = np.array([particle_w2(interp, measures, method="layers", steps=int(L)) for L in layers])
-    ok = [int(L) for L, row in zip(layers, table, strict=True) if (row <= interp.eps).all()]
-    return table, (min(ok) if ok else None)
-
-
-def grid_w2(
-    interp: Interpolation,
-    mesh,
-    densities: Sequence[np.ndarray],
-    *,
-    cfl: float = 0.5,
-    max_dt: float | None = None,
-    floor: float = 1e-12,
-    progress: bool = False,
-) -> np.ndarray:
-    """(N,) W2 to the targets of each input density run alone on ``mesh`` by ``solve_grid``.
-
-    ``densities`` : N arrays (C,) of cell averages. W2 of the final cell measure
-    (cell masses at the cell centres) to the Dirac at the target.
-
-    ``floor`` (relative to each density's maximum) is added everywhere before
-    the run: in an empty cell a round-off negative mass (-1e-50) with zero
-    outflow (the gated fields vanish identically outside their caps) makes
-    ``FiniteVolume.euler_step`` compute ``0 * (-inf)`` = NaN. A positive floor
-    keeps every mass > 0 where the outflow is zero. Its mass (~1e-11) is
-    negligible in W2.
-    """
-    from vlasov_tf.solvers.finite_volumes import solve_grid
-
-    out = []
-    for rho0, y in zip(densities, interp.targets, strict=True):
-        rho0 = np.asarray(rho0, dtype=float)
-        rho0 = rho0 + floor * rho0.max()
-        sol = solve_grid(mesh, rho0, interp.schedule, cfl=cfl, max_dt=max_dt, progress=progress)
-        mass = np.maximum(sol.final * mesh.areas, 0.0)
-        out.append(w2_to_dirac(mesh.centres, mass, y))
-    return np.array(out)
-
-
-# -- case files ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CapInput:
-    """An input measure: density proportional to ``exp(kappa <mean, x>)`` on the cap ``B(mean, radius)``.
-
-    ``kappa = 0`` is the uniform law on the cap; its support is the closed cap.
-    """
-
-    mean: np.ndarray
-    radius: float
-    kappa: float = 0.0
-
-    def density(self, x: np.ndarray) -> np.ndarray:
-        """(n, d) -> (n,) unnormalised density."""
-        dot = x @ self.mean
-        return np.where(dot >= math.cos(self.radius), np.exp(self.kappa * (dot - 1.0)), 0.0)
-
-    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """(n, d) exact samples: vMF (uniform when kappa = 0) restricted to the cap, by rejection."""
-        d = len(self.mean)
-        out: list[np.ndarray] = []
-        got = 0
-        while got < n:
-            if self.kappa > 0:
-                cand = stats.vonmises_fisher(self.mean, self.kappa).rvs(4 * n, random_state=rng)
-                cand = np.reshape(cand, (-1, d))
-            else:
-                cand = normalize(rng.standard_normal((max(4 * n, 1000), d)))
-            keep = cand[cand @ self.mean >= math.cos(self.radius)]
-            out.append(keep)
-            got += len(keep)
-        return normalize(np.concatenate(out)[:n])
-
-    def cell_averages(self, mesh) -> np.ndarray:
-        """(C,) cell averages by the centre rule, normalised to mass 1 (at least the nearest cell)."""
-        rho = self.density(mesh.centres)
-        if rho.sum() == 0:
-            rho[int(np.argmax(mesh.centres @ self.mean))] = 1.0
-        return rho / float(rho @ mesh.areas)
-
-
-@dataclass(frozen=True)
-class InterpolationCase:
-    """A parsed ``cases/interpolation.toml``."""
-
-    name: str
-    description: str
-    d: int
-    T: float
-    eps: float
-    seed: int
-    inputs: tuple[CapInput, ...]
-    targets: np.ndarray
-    tokens: int
-    layers: tuple[int, ...]
-    levels: tuple[int, ...]
-    cfl: float
-    max_dt: float | None
-    source: str
-
-    def measures(self, rng: np.random.Generator | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The inputs as ``tokens`` uniform-weight samples each (default: seeded by the case's seed)."""
-        rng = np.random.default_rng(self.seed) if rng is None else rng
-        return [(c.sample(self.tokens, rng), np.full(self.tokens, 1.0 / self.tokens)) for c in self.inputs]
-
-
-_CASE_TOP = ("case", "inputs", "targets", "particles", "grid")
-
-
-def parse_interpolation_case(text: str, source: str = "<string>") -> InterpolationCase:
-    """Parse and validate an interpolation case (see ``cases/interpolation.toml`` for the layout).
-
-    Errors are ``ValueError('<source>: <dotted key> ...')``.
-    """
-    r = TomlReader(source, Path("."))
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"{source}: not valid TOML: {err}") from err
-    r.table(data, "", _CASE_TOP, required=("case", "inputs", "targets"))
-    case = r.table(
-        data["case"],
-        "case",
-        ("name", "description", "d", "T", "eps", "seed"),
-        required=("name", "d", "T", "eps"),
-    )
-    name = r.string(case["name"], "case.name")
-    d = r.integer(case["d"], "case.d")
-    if d < 3:
-        r.fail("case.d", f"must be >= 3 (Theorem 1.1 needs d >= 3), got {d}")
-    T = r.positive(case["T"], "case.T")
-    eps = r.positive(case["eps"], "case.eps")
-    if eps >= 1:
-        r.fail("case.eps", f"must be < 1, got {eps!r}")
-    seed = r.integer(case.get("seed", 0), "case.seed", lo=0)
-    inputs = []
-    for i, t in enumerate(r.array(data["inputs"], "inputs", what=" of tables ([[inputs]])")):
-        key = f"inputs[{i}]"
-        t = r.table(t, key, ("mean", "radius", "kappa"), required=("mean", "radius"), what=f"[[inputs]] {i}")
-        radius = r.positive(t["radius"], f"{key}.radius")
-        if radius >= math.pi:
-            r.fail(f"{key}.radius", f"must be < pi (a cap, not the sphere), got {radius!r}")
-        kappa = r.real(t.get("kappa", 0.0), f"{key}.kappa")
-        if kappa < 0:
-            r.fail(f"{key}.kappa", f"must be >= 0, got {kappa!r}")
-        inputs.append(CapInput(r.unit(t["mean"], f"{key}.mean", d), radius, kappa))
-    tg = r.table(data["targets"], "targets", ("points",), required=("points",))
-    pts = r.array(tg["points"], "targets.points", what=" of unit vectors")
-    if len(pts) != len(inputs):
-        r.fail("targets.points", f"has {len(pts)} points for {len(inputs)} inputs (one target per input)")
-    targets = np.array([r.unit(p, f"targets.points[{k}]", d) for k, p in enumerate(pts)])
-    for k in range(len(targets)):
-        for j in range(k):
-            if np.linalg.norm(targets[k] - targets[j]) < 1e-8:
-                r.fail(f"targets.points[{k}]", f"repeats targets.points[{j}]: targets must be distinct")
-    part = r.table(data.get("particles", {}), "particles", ("tokens", "layers"))
-    tokens = r.integer(part.get("tokens", 500), "particles.tokens", lo=2)
-    layers = r.counts(part.get("layers", [100, 200, 400, 800]), "particles.layers", lo=1)
-    grid = r.table(data.get("grid", {}), "grid", ("levels", "cfl", "max_dt"))
-    levels: tuple[int, ...] = ()
-    if "levels" in grid:
-        if d != 3:
-            r.fail("grid.levels", f"needs d = 3 (the S^2 meshes), got case.d = {d}")
-        if grid["levels"] == []:
-            levels = ()
-        else:
-            levels = r.counts(grid["levels"], "grid.levels", lo=0, hi=4)
-    cfl = r.positive(grid.get("cfl", 0.5), "grid.cfl")
-    if cfl > 1:
-        r.fail("grid.cfl", f"must lie in (0, 1], got {cfl!r}")
-    max_dt = r.positive(grid["max_dt"], "grid.max_dt") if "max_dt" in grid else None
-    return InterpolationCase(
-        name=name,
-        description=r.string(case.get("description", ""), "case.description"),
-        d=d,
-        T=T,
-        eps=eps,
-        seed=seed,
-        inputs=tuple(inputs),
-        targets=targets,
-        tokens=tokens,
-        layers=layers,
-        levels=levels,
-        cfl=cfl,
-        max_dt=max_dt,
-        source=source,
-    )
-
-
-def load_interpolation_case(path: str | os.PathLike) -> InterpolationCase:
-    """Read and validate an interpolation case file; errors name the file and the dotted key."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"case file {path} does not exist")
-    return parse_interpolation_case(path.read_text(encoding="utf-8"), str(path))
-
-
-def run_interpolation_case(
-    case: InterpolationCase,
-    out_dir: str | os.PathLike | None = "out",
-    *,
-    levels: Sequence[int] | None = None,
-    layers: Sequence[int] | None = None,
-    log=print,
-) -> dict[str, Any]:
-    """Build the construction for ``case``, verify it (particles, fresh samples, grid, depth), plot.
-
-    Returns a dict with the :class:`Interpolation` and every number printed;
-    writes ``<out_dir>/<name>.png`` when ``out_dir`` is not None.
-    """
-    t0 = time.perf_counter()
-    measures = case.measures()
-    interp = build_interpolation(measures, case.targets, case.T, case.eps, rng=case.seed)
-    log(interp.summary())
-    log(f"construction: {interp.rk4_steps} RK4 steps, {time.perf_counter() - t0:.1f} s")
-    res: dict[str, Any] = {"interp": interp, "w2_construction": interp.w2()}
-
-    t1 = time.perf_counter()
-    rerun = particle_w2(interp, measures)
-    fresh = case.measures(np.random.default_rng(case.seed + 1))
-    res["w2_rerun"], res["w2_fresh"] = rerun, particle_w2(interp, fresh)
-    log(
-        f"W2, each input alone through the schedule (RK4, {interp.rk4_steps} steps): "
-        + ", ".join(f"{v:.3g}" for v in rerun)
-        + f"   (eps = {case.eps:g})"
-    )
-    log(
-        "W2, fresh samples of the inputs (not seen by the construction): "
-        + ", ".join(f"{v:.3g}" for v in res["w2_fresh"])
-        + f"   [{time.perf_counter() - t1:.1f} s]"
-    )
-
-    layers = case.layers if layers is None else tuple(layers)
-    t1 = time.perf_counter()
-    table, depth = depth_study(interp, measures, layers)
-    res["depth_layers"], res["depth_table"], res["depth"] = np.array(layers), table, depth
-    log("discrete Transformer (one residual layer per step, method 'layers'):")
-    log("        L   " + "  ".join(f"W2[{i}]" for i in range(interp.N)))
-    for L, row in zip(layers, table, strict=True):
-        log(f"  {L:7d}   " + "  ".join(f"{v:.3g}" for v in row))
-    log(
-        f"  depth needed for W2 <= eps on every input: {depth if depth else '> ' + str(max(layers))}"
-        f" ({interp.switches + 1} blocks)   [{time.perf_counter() - t1:.1f} s]"
-    )
-
-    levels = case.levels if levels is None else tuple(levels)
-    res["grid_levels"], res["grid_w2"] = [], []
-    if levels:
-        from vlasov_tf.geometry.mesh_files import sphere_mesh
-
-        log("grid (solve_grid, one run per input density, same schedule):")
-        for level in levels:
-            t1 = time.perf_counter()
-            mesh = sphere_mesh(level)
-            dens = [c.cell_averages(mesh) for c in case.inputs]
-            w2 = grid_w2(interp, mesh, dens, cfl=case.cfl, max_dt=case.max_dt)
-            res["grid_levels"].append(level)
-            res["grid_w2"].append(w2)
-            log(
-                f"  level {level} ({mesh.n_cells} cells, h = {mesh.h:.3g}): W2 "
-                + ", ".join(f"{v:.3g}" for v in w2)
-                + f"   [{time.perf_counter() - t1:.1f} s]"
-            )
-    if out_dir is not None:
-        path = Path(out_dir) / f"{case.name}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        from vlasov_tf.plots import (
-            plot_interpolation,  # matplotlib only when a figure is asked for
-        )
-
-        plot_interpolation(interp, res, path)
-        res["figure"] = path
-        log(f"figure: {path}")
-    log(f"total {time.perf_counter() - t0:.1f} s")
-    return res

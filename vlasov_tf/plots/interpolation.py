@@ -38,7 +38,7 @@ def _broken(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def interpolation_figure(interp: Interpolation, res: dict[str, Any]) -> Figure:
     """Inputs, trajectories, final clusters (lon/lat), depth study and grid W2, in one figure.
 
-    ``res``: the dict of :func:`vlasov_tf.interpolation.construction.run_interpolation_case`.
+    ``res``: the dict of :func:`vlasov_tf.interpolation.runner.run_interpolation_case`.
     """
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
