@@ -32,9 +32,8 @@ the angle to the image plane), which is why the view axis keeps the mass away fr
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -43,6 +42,7 @@ from vlasov_tf.geometry.measures import circle_to_angles
 from vlasov_tf.plots.canvas import density_norm, new_figure, norm_label, save_figure
 from vlasov_tf.plots.convergence import draw_tables
 from vlasov_tf.plots.sphere_views import choose_view, draw_disc, view_basis
+from vlasov_tf.runs.diagnostics import ShownJobs, shown_jobs
 from vlasov_tf.runs.studies import (
     crossval_tables,
     grid_against_deep,
@@ -54,14 +54,12 @@ if TYPE_CHECKING:
 
 
 __all__ = [
-    "RunJobs",
     "crossval_figure",
     "density_figure",
     "diagnostics_figure",
     "grid_label",
     "mode_growth_figure",
     "plot_crossval",
-    "run_jobs_shown",
     "shown_times",
     "time_index",
     "token_label",
@@ -76,37 +74,6 @@ ZERO_DRIFT = 1e-17
 
 
 # -- the jobs of a run ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunJobs:
-    """The complete jobs of a run that the figures show."""
-
-    grids: list  # grid jobs, coarse to fine
-    deep: list  # deep Transformers on the most tokens (sample 0), shallow to deep
-    ref: Any  # the continuous flow of those tokens (Job or None)
-
-    @property
-    def finest(self):
-        return self.grids[-1] if self.grids else None
-
-    @property
-    def tokens(self):
-        """The token job drawn over the densities: the deepest Transformer on the most tokens."""
-        return self.deep[-1] if self.deep else self.ref
-
-
-def run_jobs_shown(case, run) -> RunJobs:
-    from vlasov_tf.runs.diagnostics import run_jobs
-
-    jobs = run_jobs(run)
-    grids = [j for j in jobs if j.kind == "grid"]
-    parts = [j for j in jobs if j.kind == "particles" and j.sample is None]
-    n_max = max((j.tokens or 0 for j in parts), default=None)
-    deep = [j for j in parts if j.tokens == n_max and j.layers is not None]
-    deep.sort(key=lambda j: j.layers or 0)
-    ref = next((j for j in parts if j.tokens == n_max and j.layers is None), None)
-    return RunJobs(grids, deep, ref)
 
 
 def shown_times(case) -> list[int]:
@@ -135,14 +102,14 @@ def token_label(job) -> str:
 
 
 def _draw_circle_density(sub: Figure | SubFigure, case, run) -> None:
-    jobs = run_jobs_shown(case, run)
+    jobs = shown_jobs(run)
     grid, tok = jobs.finest, jobs.tokens
     axes = sub.subplots(1, 3)
     g = run.job_state(grid.key) if grid else None
     p = run.job_state(tok.key) if tok else None
     times = case.output_times
     for ax, k in zip(axes, [0, len(times) // 2, len(times) - 1], strict=True):  # as shown_times, 3 panels
-        if g is not None:
+        if g is not None and grid is not None:
             mesh = case.mesh(grid.resolution)
             theta = circle_to_angles(mesh.centres)
             order = np.argsort(theta)
@@ -166,7 +133,7 @@ def _draw_circle_density(sub: Figure | SubFigure, case, run) -> None:
 
 
 def _draw_sphere_density(sub: Figure | SubFigure, case, run, view: Sequence[float] | None = None) -> None:
-    jobs = run_jobs_shown(case, run)
+    jobs = shown_jobs(run)
     grid, tok = jobs.finest, jobs.tokens
     times = case.output_times
     picks = shown_times(case)
@@ -246,7 +213,7 @@ def _positive(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rows[keep, 0], rows[keep, 1]
 
 
-def _draw_mass(ax: Axes, jobs: RunJobs, run) -> None:
+def _draw_mass(ax: Axes, jobs: ShownJobs, run) -> None:
     mass = run.diagnostics("mass")
     drawn = False
     for i, job in enumerate(jobs.grids):
@@ -273,7 +240,7 @@ def _draw_mass(ax: Axes, jobs: RunJobs, run) -> None:
     ax.legend(fontsize=7)
 
 
-def _draw_energy(ax: Axes, jobs: RunJobs, run) -> None:
+def _draw_energy(ax: Axes, jobs: ShownJobs, run) -> None:
     energy = run.diagnostics("energy")
     shown = [(jobs.finest, "k-", "grid, "), (jobs.ref, "C0--", "tokens, "), (jobs.tokens, "C1-", "tokens, ")]
     seen = set()
@@ -295,7 +262,7 @@ def _draw_energy(ax: Axes, jobs: RunJobs, run) -> None:
     ax.set_ylabel("E(t)")
 
 
-def _draw_distances(ax: Axes, case, jobs: RunJobs, run) -> None:
+def _draw_distances(ax: Axes, case, jobs: ShownJobs, run) -> None:
     sphere = case.geometry == "sphere"
     metric, name = ("SW1", "sw1_grid") if sphere else ("W1", "w1_grid")
     dist = run.diagnostics(name)
@@ -317,22 +284,21 @@ def _draw_distances(ax: Axes, case, jobs: RunJobs, run) -> None:
             )
             drawn += 1
     seen = set()
-    for job, colour in ((jobs.ref, "C0"), (jobs.tokens, "C1")):
-        if job is None or job.key not in dist or job.key in seen:
+    for tok_job, colour in ((jobs.ref, "C0"), (jobs.tokens, "C1")):
+        if tok_job is None or tok_job.key not in dist or tok_job.key in seen:
             continue
-        seen.add(job.key)
-        t, val = _positive(dist[job.key])
-        ax.semilogy(
-            t, val, "-", color=colour, marker="o", ms=3, label=f"{metric}(tokens {token_label(job)}, finest)"
-        )
-        if job.key in se:
-            rows = se[job.key]
+        seen.add(tok_job.key)
+        t, val = _positive(dist[tok_job.key])
+        label = f"{metric}(tokens {token_label(tok_job)}, finest)"
+        ax.semilogy(t, val, "-", color=colour, marker="o", ms=3, label=label)
+        if tok_job.key in se:
+            rows = se[tok_job.key]
             s = np.interp(t, rows[:, 0], rows[:, 1])
             ax.fill_between(t, np.maximum(val - 2 * s, val / 10), val + 2 * s, color=colour, alpha=0.2, lw=0)
         drawn += 1
-    for i, job in enumerate(jobs.deep):
-        if job.key in w1_ref:
-            t, val = _positive(w1_ref[job.key])
+    for i, tok_job in enumerate(jobs.deep):
+        if tok_job.key in w1_ref:
+            t, val = _positive(w1_ref[tok_job.key])
             ax.semilogy(
                 t,
                 val,
@@ -340,7 +306,7 @@ def _draw_distances(ax: Axes, case, jobs: RunJobs, run) -> None:
                 marker="^",
                 ms=3,
                 color=f"C{2 + i}",
-                label=f"W1(L = {job.layers}, flow), N = {job.tokens}",
+                label=f"W1(L = {tok_job.layers}, flow), N = {tok_job.tokens}",
             )
             drawn += 1
     title = f"{metric} to the finest grid ({fine}) over time\ndashed: W1 depth error (L layers vs flow)"
@@ -359,7 +325,7 @@ def _draw_distances(ax: Axes, case, jobs: RunJobs, run) -> None:
 def _mode_curves(case, run) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
     """(label, style, times, |a(t) / a(0)|) of the grids and of the tokens of the most tokens."""
     init = case.initial
-    jobs = run_jobs_shown(case, run)
+    jobs = shown_jobs(run)
     out = []
     for i, job in enumerate(jobs.grids):
         mesh = case.mesh(job.resolution)
@@ -371,14 +337,14 @@ def _mode_curves(case, run) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
     # to their own, which carries the sampling error (O(N^-1/2) for random tokens).
     exact0 = init.amplitude * (0.5 if case.d == 2 else 1.0 / (2 * init.mode + 1))
     seen = set()
-    for job, style in ((jobs.ref, "C3--"), (jobs.tokens, "C1-.")):
-        if job is None or job.key in seen or exact0 == 0:
+    for tok_job, style in ((jobs.ref, "C3--"), (jobs.tokens, "C1-.")):
+        if tok_job is None or tok_job.key in seen or exact0 == 0:
             continue
-        seen.add(job.key)
-        t, pos = run.job_state(job.key)
+        seen.add(tok_job.key)
+        t, pos = run.job_state(tok_job.key)
         f = init.harmonic(pos.reshape(-1, case.d)).reshape(pos.shape[:2])
-        amp = f @ run.weights(job.key)
-        label = f"tokens, {token_label(job)} ({case.particles.sampling})"
+        amp = f @ run.weights(tok_job.key)
+        label = f"tokens, {token_label(tok_job)} ({case.particles.sampling})"
         out.append((label, style, t, np.abs(amp / exact0)))
     return out
 
@@ -437,7 +403,7 @@ def mode_growth_figure(case, run) -> Figure:
 
 
 def _draw_diagnostics(sub: Figure | SubFigure, case, run) -> None:
-    jobs = run_jobs_shown(case, run)
+    jobs = shown_jobs(run)
     mode = case.initial.family == "uniform_perturbed"
     gs = sub.add_gridspec(2, 4 if mode else 3, height_ratios=(2.2, 1))
     axes = [sub.add_subplot(gs[:, i]) for i in range(3)]

@@ -57,9 +57,11 @@ __all__ = [
     "MAX_EXACT_PAIRS",
     "SLICED",
     "Job",
+    "ShownJobs",
     "clusters_of",
     "compute_diagnostics",
     "run_jobs",
+    "shown_jobs",
 ]
 
 
@@ -115,6 +117,41 @@ def run_jobs(run: RunFile) -> list[Job]:
             names = ("resolution", "tokens", "layers", "sample")
             out.append(Job(key, info["kind"], **{name: int(a[name]) for name in names if name in a}))
     return out
+
+
+@dataclass(frozen=True)
+class ShownJobs:
+    """The complete jobs of a run that its tables and figures show.
+
+    grids : grid jobs, coarse to fine.
+    deep : deep Transformers on the most tokens (sample 0), shallow to deep.
+    ref : the continuous flow of those tokens, or None.
+    """
+
+    grids: list[Job]
+    deep: list[Job]
+    ref: Job | None
+
+    @property
+    def finest(self) -> Job | None:
+        return self.grids[-1] if self.grids else None
+
+    @property
+    def tokens(self) -> Job | None:
+        """The token job drawn over the densities: the deepest Transformer on the most tokens."""
+        return self.deep[-1] if self.deep else self.ref
+
+
+def shown_jobs(run: RunFile) -> ShownJobs:
+    """:class:`ShownJobs` of the complete jobs in ``run`` (:func:`run_jobs`)."""
+    jobs = run_jobs(run)
+    grids = [j for j in jobs if j.kind == "grid"]
+    parts = [j for j in jobs if j.kind == "particles" and j.sample is None]
+    n_max = max((j.tokens or 0 for j in parts), default=None)
+    deep = [j for j in parts if j.tokens == n_max and j.layers is not None]
+    deep.sort(key=lambda j: j.layers or 0)
+    ref = next((j for j in parts if j.tokens == n_max and j.layers is None), None)
+    return ShownJobs(grids, deep, ref)
 
 
 def clusters_of(case: Case, state: np.ndarray, *, mesh: MeshGeometry | None = None,

@@ -33,6 +33,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.special import logsumexp
 
+from vlasov_tf.solvers.time_loop import TIME_RTOL
+
 __all__ = [
     "ENSEMBLES",
     "PhaseMaps",
@@ -147,7 +149,7 @@ def ensemble_flow(
     period, (q, k, v) = 0, draw(0)
     out_i = 0
     for a, b, n in zip(cuts_sorted[:-1], cuts_sorted[1:], counts.tolist(), strict=True):
-        while out_i < len(times) and times[out_i] <= a + 1e-12 * T:
+        while out_i < len(times) and times[out_i] <= a + TIME_RTOL * T:
             if callback is not None:
                 callback(out_i, x)
             out_i += 1

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vlasov_tf.analysis.clusters import Clusters, merges, plateaus
-from vlasov_tf.analysis.wasserstein import geodesic_distance, wasserstein_circle
+from vlasov_tf.analysis.wasserstein import geodesic_distance, wasserstein, wasserstein_circle
 from vlasov_tf.model import interaction_energy, zonal_beta
 from vlasov_tf.runs.cases import Case
+from vlasov_tf.runs.diagnostics import MAX_EXACT_PAIRS, run_jobs, shown_jobs
 from vlasov_tf.runs.ensembles import PhaseMaps
 from vlasov_tf.solvers.particles import solve_particles
 
@@ -314,8 +315,6 @@ def crossval_tables(case, run) -> list[RateTable]:
     - grid: each coarser grid against the finest one summed into its cells (nested grids),
       in L1 and in W1 (circle: exact; sphere: sliced).
     """
-    from vlasov_tf.runs.diagnostics import MAX_EXACT_PAIRS, run_jobs
-
     sphere = case.geometry == "sphere"
     dist = "sw1_grid" if sphere else "w1_grid"
     metric = "SW1" if sphere else "W1"
@@ -382,8 +381,6 @@ def crossval_tables(case, run) -> list[RateTable]:
 
 def grid_against_deep(case, run) -> str | None:
     """One line: the finest grid against the deepest Transformer on the most tokens, at T."""
-    from vlasov_tf.runs.diagnostics import run_jobs
-
     sphere = case.geometry == "sphere"
     dist = "sw1_grid" if sphere else "w1_grid"
     diag = run.diagnostics(dist)
@@ -403,15 +400,8 @@ def grid_against_deep(case, run) -> str | None:
 def cluster_jobs(case, run) -> list:
     """The jobs whose clusters a study shows: the finest grid, then the continuous flow and the
     deepest Transformer of the most tokens (the first sample)."""
-    from vlasov_tf.runs.diagnostics import run_jobs
-
-    jobs = run_jobs(run)
-    grids = [j for j in jobs if j.kind == "grid"]
-    tokens = [j for j in jobs if j.kind == "particles" and j.sample is None]
-    n = max((j.tokens or 0 for j in tokens), default=None)
-    ref = [j for j in tokens if j.tokens == n and j.layers is None]
-    deep = sorted((j for j in tokens if j.tokens == n and j.layers is not None), key=lambda j: j.layers or 0)
-    return grids[-1:] + ref + deep[-1:]
+    shown = shown_jobs(run)
+    return shown.grids[-1:] + ([shown.ref] if shown.ref else []) + shown.deep[-1:]
 
 
 def cluster_history(run, key: str) -> tuple[np.ndarray, list[Clusters]]:
@@ -576,8 +566,6 @@ def lipschitz_estimate(case, n_tokens: int = 200, pairs: int = 8, eps: float = 1
     evolve by the continuous-time flow (DOP853); the ratio of W1 at T to W1 at 0 (same
     geometry and method as the cross-validation) is one sample of the constant.
     """
-    from vlasov_tf.analysis.wasserstein import wasserstein
-
     x0, w = case.initial_tokens(n_tokens)
     sphere = case.geometry != "euclidean"
     rng = np.random.default_rng([case.particles.seed, n_tokens, 7])
