@@ -387,15 +387,15 @@ def fipy_case(level: int, mesh: Any, fv: Any) -> None:
     """FiPy's implicit first-order upwind step on the one-cell shell of the same mesh."""
     import fipy as fp
 
-    from vlasov_tf.solvers.fipy_baseline import _face_velocity, _solver, sphere_shell
+    from vlasov_tf.solvers.fipy_baseline import face_velocity, fipy_solver, sphere_shell
 
     t0 = time.perf_counter()
     shell = sphere_shell(mesh)  # the triangles of sphere_L{level}.h5
-    v = _face_velocity(shell, lambda x: sphere_rotation(0.0, x))
+    v = face_velocity(shell, lambda x: sphere_rotation(0.0, x))
     coeff = fp.FaceVariable(mesh=shell.mesh, rank=1, value=v.T.copy())
     rho = fp.CellVariable(mesh=shell.mesh, value=bump(shell.centres, BUMP_SPHERE), hasOld=True)
     eq = fp.TransientTerm() + fp.UpwindConvectionTerm(coeff=coeff) == 0
-    solver = _solver(fp)
+    solver = fipy_solver(fp)
     setup = time.perf_counter() - t0
     # The same step as the project's scheme at CFL 0.5 on the matching mesh.
     dt = fv.stable_dt(fv.normal_velocity(sphere_rotation, 0.0, np.ones(mesh.n_cells)), CFL)

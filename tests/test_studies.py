@@ -7,7 +7,8 @@ from vlasov_tf import Params, Schedule, solve_particles
 from vlasov_tf.cli import main
 from vlasov_tf.geometry.measures import angles_to_circle, von_mises_fisher_mixture
 from vlasov_tf.runs.cases import CASES_DIR, load_case
-from vlasov_tf.runs.studies import depth_convergence, fitted_order
+from vlasov_tf.runs.depth_study import depth_convergence
+from vlasov_tf.runs.studies import fitted_order
 
 
 def test_depth_convergence_is_first_order():
@@ -37,6 +38,7 @@ def test_cli_particles_writes_table_and_figure(tmp_path, capsys):
         (["particles", "--set", "model.beta=-1"], "model.beta must be > 0"),
         (["particles", "--set", "case.T=nan"], "case.T must be finite"),
         (["particles", "cases/sphere_collapse.toml"], "the depth study is on the circle, not the sphere"),
+        (["particles", "--set", "model.mask=causal", "--set", "particles.tokens=[96]"], "runs unmasked"),
         (["particles", "--set", "model.perceptron={W = [[1.0], [0.0]], U = [[1.0, 0.0]]}"], "no perceptron"),
         (["particles", "--layers", "0"], "must be >= 1"),
         (["nonsense"], "invalid choice"),
@@ -73,7 +75,7 @@ def test_field_lipschitz_constants_hold(rng, attention):
 
     from vlasov_tf import velocity
     from vlasov_tf.geometry.measures import normalize, uniform_sphere
-    from vlasov_tf.runs.studies import field_lipschitz
+    from vlasov_tf.runs.stability import field_lipschitz
 
     params = general_params(rng, 3, beta=0.8, attention=attention)
     lip_x, lip_mu = field_lipschitz(params)
@@ -90,7 +92,7 @@ def test_field_lipschitz_constants_hold(rng, attention):
 
 def test_lipschitz_estimate_respects_its_bound(tmp_path):
     from vlasov_tf.runs.cases import parse_case
-    from vlasov_tf.runs.studies import lipschitz_estimate
+    from vlasov_tf.runs.stability import lipschitz_estimate
 
     text = (
         '[case]\nname = "small"\ngeometry = "circle"\nT = 0.5\noutputs = 2\n'

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import re
 import sys
 import time
@@ -63,23 +62,24 @@ from vlasov_tf.plots import (
     plot_phase,
 )
 from vlasov_tf.runs.cases import CASES_DIR, load_case, parse_case
+from vlasov_tf.runs.depth_study import (
+    DEFAULT_LAYERS,
+    check_depth_study,
+    depth_convergence,
+    depth_study_beta,
+    format_report,
+)
 from vlasov_tf.runs.ensembles import phase_maps
 from vlasov_tf.runs.runner import CaseMismatch, run_case
+from vlasov_tf.runs.stability import format_lipschitz, lipschitz_estimate
 from vlasov_tf.runs.storage import RunFile, RunFileError
 from vlasov_tf.runs.studies import (
-    DEFAULT_LAYERS,
-    check_case,
     crossval_tables,
-    depth_convergence,
     format_clusters,
-    format_lipschitz,
     format_phase,
-    format_report,
     format_tables,
     full_study,
     grid_against_deep,
-    lipschitz_estimate,
-    study_beta,
 )
 from vlasov_tf.runs.sweeps import run_sweep
 
@@ -102,16 +102,6 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
 
 
@@ -292,8 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_particles(args: argparse.Namespace) -> int:
     case = _load(args)
     try:
-        check_case(args.tokens, args.layers)
-        study_beta(case)
+        check_depth_study(args.tokens, args.layers)
+        depth_study_beta(case)
     except ValueError as err:
         _refuse(str(err))
     tic = time.perf_counter()

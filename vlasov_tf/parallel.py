@@ -155,7 +155,8 @@ def on_root(comm: Comm | None, fn: Callable[[], T]) -> T:
 def root_only(value: T | None) -> T:
     """``value``, which rank 0 alone holds (None on the others, e.g. the open run file), where only
     rank 0 runs: :func:`on_root`'s functions, the solvers' output callbacks."""
-    assert value is not None, "held on rank 0 only"
+    if value is None:
+        raise RuntimeError("a value held on rank 0 only was asked for on another rank")
     return value
 
 

@@ -1,6 +1,6 @@
 """Figures: each ``*_figure`` function returns a matplotlib Figure, each ``plot_*`` saves it as a PNG.
 
-By subject: one run (:mod:`.runs`: densities, diagnostics, the cross-validation figure),
+By subject: one run (:mod:`.run_figures`: densities, diagnostics, the cross-validation figure),
 convergence studies (:mod:`.convergence`), clusters and phase diagrams (:mod:`.clusters`), the
 interpolating Transformer (:mod:`.interpolation`); the shared canvas and colour scales
 (:mod:`.canvas`) and the orthographic views of S^2 (:mod:`.sphere_views`).
@@ -10,7 +10,7 @@ from vlasov_tf.plots.canvas import density_norm
 from vlasov_tf.plots.clusters import clusters_figure, phase_figure, plot_clusters, plot_phase
 from vlasov_tf.plots.convergence import convergence_figure, depth_convergence_figure, plot_depth_convergence
 from vlasov_tf.plots.interpolation import interpolation_figure, plot_interpolation
-from vlasov_tf.plots.runs import (
+from vlasov_tf.plots.run_figures import (
     crossval_figure,
     density_figure,
     diagnostics_figure,

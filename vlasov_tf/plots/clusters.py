@@ -9,12 +9,9 @@ import numpy as np
 
 from vlasov_tf.analysis.clusters import merges, plateaus
 from vlasov_tf.plots.canvas import new_figure, save_figure
-from vlasov_tf.plots.runs import grid_label, time_index, token_label
+from vlasov_tf.plots.run_figures import grid_label, time_index, token_label
 from vlasov_tf.runs.ensembles import PhaseMaps
-from vlasov_tf.runs.studies import (
-    cluster_history,
-    cluster_jobs,
-)
+from vlasov_tf.runs.studies import cluster_history, cluster_jobs
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -12,11 +12,8 @@ import numpy as np
 
 from vlasov_tf.geometry.measures import circle_to_angles
 from vlasov_tf.plots.canvas import new_figure, save_figure
-from vlasov_tf.runs.studies import (
-    DepthConvergence,
-    RateTable,
-    fitted_order,
-)
+from vlasov_tf.runs.depth_study import DepthConvergence
+from vlasov_tf.runs.studies import RateTable, fitted_order
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

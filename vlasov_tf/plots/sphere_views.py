@@ -1,7 +1,7 @@
 """Orthographic views of S^2: projections, the visible cells of a mesh, the choice of view axis, and
 one hemisphere drawn as a disc (:func:`draw_disc`).
 
-The figures of :mod:`vlasov_tf.plots.runs` show the sphere as two discs, seen from +v and -v: no seam,
+The figures of :mod:`vlasov_tf.plots.run_figures` show the sphere as two discs, seen from +v and -v: no seam,
 no singular pole, every cell in one of the two discs (:func:`visible_cells`), shapes and areas
 true near the centre of a disc. This module is the geometry of those views (numpy) and their
 drawing (matplotlib, imported when a disc is drawn).

@@ -72,11 +72,8 @@ __all__ = [
 
 GEOMETRIES = ("circle", "sphere", "euclidean")
 #: Initial families available in each geometry.
-FAMILIES = {
-    "circle": ("vmf_mixture", "uniform", "uniform_perturbed", "file"),
-    "sphere": ("vmf_mixture", "uniform", "uniform_perturbed", "file"),
-    "euclidean": ("gaussian", "file"),
-}
+_ON_SPHERES = tuple(c.family for c in (VmfMixture, Uniform, UniformPerturbed, PointsFile))
+FAMILIES = {"circle": _ON_SPHERES, "sphere": _ON_SPHERES, "euclidean": (Gaussian.family, PointsFile.family)}
 SAMPLINGS = ("random", "quantiles", "atoms")
 #: Fewest cells of a circle grid: with 2, both faces join the same two cells (degenerate gradients).
 MIN_CIRCLE_CELLS = 3
@@ -488,7 +485,7 @@ def read_particles(r: TomlReader, v: Any, geometry: str, initial: InitialMeasure
     ref = r.integer(t.get("reference_steps", 0), "particles.reference_steps", lo=0)
     seed = r.integer(t.get("seed", 0), "particles.seed", lo=0)
     sampling = r.string(t.get("sampling", "random"), "particles.sampling", SAMPLINGS)
-    if sampling == "quantiles" and (geometry != "circle" or initial.family == "file"):
+    if sampling == "quantiles" and (geometry != "circle" or isinstance(initial, PointsFile)):
         r.fail(
             "particles.sampling",
             f"'quantiles' needs a density on the circle (geometry {geometry!r}, family {initial.family!r})",
@@ -502,7 +499,7 @@ def read_particles(r: TomlReader, v: Any, geometry: str, initial: InitialMeasure
                 f"must be [{len(initial.points)}] (the atoms in {initial.path}) with sampling 'atoms'; "
                 f"got {list(tokens)}",
             )
-    elif initial.family == "file" and sampling != "random":
+    elif isinstance(initial, PointsFile) and sampling != "random":
         r.fail("particles.sampling", f"must be 'random' or 'atoms' for the 'file' family, got {sampling!r}")
     samples = r.integer(t.get("samples", 1), "particles.samples", lo=1)
     if samples > 1 and sampling != "random":
@@ -577,7 +574,7 @@ def read_clusters(r: TomlReader, v: Any) -> ClusterSpec:
 def read_grid(r: TomlReader, v: Any, geometry: str, initial: InitialMeasure) -> GridSpec:
     if geometry == "euclidean":
         r.fail("grid", "is not available for geometry 'euclidean' (particles only): remove the [grid] table")
-    if initial.family == "file":
+    if isinstance(initial, PointsFile):
         r.fail(
             "grid",
             "needs a density, and initial.family 'file' gives weighted points: remove the [grid] table",

@@ -99,7 +99,7 @@ DIAGNOSTICS = (
 )  # fmt: skip
 #: Largest N M for exact optimal transport on S^2 (``ot.emd2``'s cost matrix: 8 N M bytes).
 MAX_EXACT_PAIRS = 4e7
-#: The sliced spherical W1 of the diagnostics (comparison.SlicedSphere): directions, bins, seed.
+#: The sliced spherical W1 of the diagnostics (analysis.wasserstein.SlicedSphere): directions, bins, seed.
 SLICED = {"n_projections": 64, "bins": 1 << 16, "seed": 0}
 
 

@@ -1,10 +1,10 @@
-"""Convergence studies: the numbers behind the project's claims.
+"""Convergence studies of a run file: the numbers behind the project's claims.
 
-Now: depth convergence on the circle. A deep Transformer (one residual
-attention layer per step ``h = T / L``, then layer normalisation) tends to
-the continuous-time flow of its tokens as the depth ``L`` grows, with error
-O(h). :func:`depth_convergence` computes it, :func:`format_report` prints it,
-and :func:`vlasov_tf.plots.plot_depth_convergence` draws it.
+Observed and fitted orders; the rate tables of a cross-validation run in depth L, tokens N and
+mesh size h (:func:`crossval_tables`, with their expected rates), the grid against the deepest
+Transformer, the clusters and phase maps as printed, and the ladders of ``study --full``. The
+depth study of the particles alone is :mod:`vlasov_tf.runs.depth_study`; the stability of the
+solution map :mod:`vlasov_tf.runs.stability`.
 
 Design notes: docs/numerics.md §7 (the orders the tests check); docs/design.md §1.
 """
@@ -12,39 +12,29 @@ Design notes: docs/numerics.md §7 (the orders the tests check); docs/design.md 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from vlasov_tf.analysis.clusters import Clusters, merges, plateaus
-from vlasov_tf.analysis.wasserstein import geodesic_distance, wasserstein, wasserstein_circle
-from vlasov_tf.model import interaction_energy, zonal_beta
-from vlasov_tf.runs.cases import Case
 from vlasov_tf.runs.diagnostics import MAX_EXACT_PAIRS, run_jobs, shown_jobs
 from vlasov_tf.runs.ensembles import PhaseMaps
-from vlasov_tf.solvers.particles import solve_particles
 
 __all__ = [
-    "DEFAULT_LAYERS",
-    "N_TIMES",
-    "DepthConvergence",
-    "check_case",
-    "depth_convergence",
+    "EXPECTED_RATES",
+    "RateTable",
+    "cluster_history",
+    "cluster_jobs",
+    "crossval_tables",
     "fitted_order",
-    "format_report",
+    "format_clusters",
+    "format_order",
+    "format_phase",
+    "format_tables",
+    "full_study",
     "grid_against_deep",
     "observed_orders",
 ]
-
-DEFAULT_LAYERS = (10, 20, 40, 80, 160, 320, 640)
-#: Output times of the reference trajectory (for the figure and the energy check).
-N_TIMES = 51
-
-# Relative slack on the monotonicity of the energy along the reference: above
-# its integration error (rtol 1e-10), far below the physical increments.
-_ENERGY_RTOL = 1e-9
 
 
 def observed_orders(h: np.ndarray, err: np.ndarray) -> np.ndarray:
@@ -68,200 +58,9 @@ def fitted_order(h: np.ndarray, err: np.ndarray) -> float:
     return float(np.polyfit(np.log(h[ok]), np.log(err[ok]), 1)[0])
 
 
-@dataclass(frozen=True)
-class DepthConvergence:
-    """Results of :func:`depth_convergence`.
-    Case: ``case`` (its name), ``n_tokens`` tokens, inverse temperature ``beta``, final time ``T``.
-    Case: ``n_tokens`` tokens, inverse temperature ``beta``, final time ``T``.
-
-    times : (n_times,) output times of the reference, ``linspace(0, T, n_times)``.
-    reference : (n_times, N, 2) reference trajectory (DOP853, rtol ``ref_rtol``).
-    weights : (N,) token weights (uniform).
-    ref_error : bound on the max token error of the reference at T: its
-        distance to a run with 100x looser tolerances (whose error dominates).
-    ref_energy : (n_times,) interaction energy along the reference.
-    layers : (n_L,) depths L, increasing; ``h = T / L``.
-    w1 : (n_L,) W1 on the circle at T between the L-layer output and the reference.
-    max_error : (n_L,) max over tokens of the arc length between the L-layer
-        output and the reference at T (the tokens are labelled).
-    energy : (n_L,) interaction energy of the L-layer output.
-    seconds : wall time of each part (``reference``, ``reference_check``, ``layers``).
-    """
-
-    case: str
-    n_tokens: int
-    beta: float
-    T: float
-    seed: int
-    ref_rtol: float
-    times: np.ndarray
-    reference: np.ndarray
-    weights: np.ndarray
-    ref_error: float
-    ref_energy: np.ndarray
-    layers: np.ndarray
-    w1: np.ndarray
-    max_error: np.ndarray
-    energy: np.ndarray
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def h(self) -> np.ndarray:
-        """(n_L,) layer step sizes ``T / L``."""
-        return self.T / self.layers
-
-    @property
-    def w1_orders(self) -> np.ndarray:
-        return observed_orders(self.h, self.w1)
-
-    @property
-    def max_error_orders(self) -> np.ndarray:
-        return observed_orders(self.h, self.max_error)
-
-    @property
-    def energy_increments(self) -> np.ndarray:
-        """(n_times - 1,) ``E(t_{k+1}) - E(t_k)`` along the reference."""
-        return np.diff(self.ref_energy)
-
-    @property
-    def energy_nondecreasing(self) -> bool:
-        """Whether the reference energy never decreases (beyond round-off)."""
-        return bool((self.energy_increments >= -_ENERGY_RTOL * np.abs(self.ref_energy[1:])).all())
-
-
-def check_case(n_tokens: int, layers: Sequence[int], n_times: int = N_TIMES) -> None:
-    """Raise ``ValueError`` with a readable message if the study's parameters are unusable."""
-    if int(n_tokens) != n_tokens or n_tokens < 2:
-        raise ValueError(f"the number of tokens N must be an integer >= 2; got {n_tokens}")
-    if len(layers) == 0 or any(int(L) != L or L < 1 for L in layers):
-        raise ValueError(f"the depths L must be positive integers; got {list(layers)}")
-    if int(n_times) != n_times or n_times < 2:
-        raise ValueError(f"the reference needs at least 2 output times; got {n_times}")
-
-
-def study_beta(case: Case) -> float:
-    """The beta of a case the depth study can take: on the circle, one block with Q = K = V = I
-    (:func:`~vlasov_tf.model.zonal_beta`); else ``ValueError`` naming what is not."""
-    if case.geometry != "circle":
-        raise ValueError(f"case {case.name}: the depth study is on the circle, not the {case.geometry}")
-    beta = zonal_beta(case.schedule.blocks[0][1]) if len(case.schedule.blocks) == 1 else None
-    if beta is None:
-        raise ValueError(
-            f"case {case.name}: the depth study needs one block with Q = K = V = I and no perceptron "
-            "(the interaction energy it checks is that model's)"
-        )
-    return beta
-
-
-def depth_convergence(
-    case: Case,
-    n_tokens: int = 2000,
-    layers: Sequence[int] = DEFAULT_LAYERS,
-    *,
-    ref_rtol: float = 1e-10,
-    n_times: int = N_TIMES,
-    seed: int = 0,
-    progress: bool = False,
-) -> DepthConvergence:
-    """Errors at time T of L-layer Transformers against the continuous flow of a circle case.
-
-    Tokens: ``n_tokens`` draws of the case's initial measure (``default_rng(seed)``), uniform
-    weights. Model: the case's schedule, one block with a zonal kernel (:func:`study_beta`), on
-    [0, T]. Reference: DOP853 at relative tolerance ``ref_rtol``, stored at ``n_times`` equally
-    spaced times; its error is bounded by a second run at 100x that tolerance. Each depth L in
-    ``layers`` is the Transformer step (explicit Euler plus normalisation) with h = T / L.
-    """
-    check_case(n_tokens, layers, n_times)
-    beta, T, schedule = study_beta(case), case.T, case.schedule
-    layers_arr = np.unique(np.asarray(layers, dtype=int))
-    x0 = case.initial.sample(int(n_tokens), np.random.default_rng(seed))
-    weights = np.full(len(x0), 1.0 / len(x0))
-    times = np.linspace(0.0, T, n_times)
-    seconds: dict[str, float] = {}
-
-    tic = time.perf_counter()
-    ref = solve_particles(schedule, x0, weights, method="adaptive", t_eval=times, progress=progress,
-                          rtol=ref_rtol, atol=1e-2 * ref_rtol)  # fmt: skip
-    seconds["reference"] = time.perf_counter() - tic
-
-    tic = time.perf_counter()
-    coarse = solve_particles(schedule, x0, weights, method="adaptive", progress=progress,
-                             rtol=1e2 * ref_rtol, atol=ref_rtol)  # fmt: skip
-    ref_error = float(geodesic_distance(coarse.final, ref.final).max())
-    seconds["reference_check"] = time.perf_counter() - tic
-
-    tic = time.perf_counter()
-    w1, max_error, energy = [], [], []
-    for L in layers_arr:
-        out = solve_particles(schedule, x0, weights, method="layers", steps=int(L), progress=progress).final
-        w1.append(wasserstein_circle(out, weights, ref.final, weights))
-        max_error.append(float(geodesic_distance(out, ref.final).max()))
-        energy.append(interaction_energy(out, weights, beta))
-    seconds["layers"] = time.perf_counter() - tic
-
-    ref_energy = np.array([interaction_energy(x, weights, beta) for x in ref.positions])
-    return DepthConvergence(
-        case=case.name,
-        n_tokens=int(n_tokens),
-        beta=float(beta),
-        T=float(T),
-        seed=int(seed),
-        ref_rtol=float(ref_rtol),
-        times=times,
-        reference=ref.positions,
-        weights=weights,
-        ref_error=ref_error,
-        ref_energy=ref_energy,
-        layers=layers_arr,
-        w1=np.array(w1),
-        max_error=np.array(max_error),
-        energy=np.array(energy),
-        seconds=seconds,
-    )
-
-
-# ---------------------------------------------------------------------------
-# output
-# ---------------------------------------------------------------------------
-
-
-def _fmt_order(x: float) -> str:
+def format_order(x: float) -> str:
+    """An observed order for a table: three decimals, or "-" where there is none."""
     return "-" if not np.isfinite(x) else f"{x:.3f}"
-
-
-def format_report(res: DepthConvergence) -> str:
-    """The table and summary lines printed by ``vlasov-tf particles``."""
-    lines = [
-        f"depth convergence on the circle, case {res.case}: N = {res.n_tokens} tokens (seed {res.seed}), "
-        f"beta = {res.beta:g}, T = {res.T:g}",
-        f"reference: DOP853 at rtol {res.ref_rtol:.0e}, {len(res.times)} output times; "
-        f"its max token error at T is below {res.ref_error:.1e} (distance to rtol {100 * res.ref_rtol:.0e})",
-        "",
-        f"{'L':>5} {'h':>9} {'W1(T)':>11} {'order':>6} {'max token err':>14} {'order':>6} {'E(T)':>14}",
-    ]
-    for k, L in enumerate(res.layers):
-        lines.append(
-            f"{L:>5d} {res.h[k]:>9.6f} {res.w1[k]:>11.4e} {_fmt_order(res.w1_orders[k]):>6} "
-            f"{res.max_error[k]:>14.4e} {_fmt_order(res.max_error_orders[k]):>6} {res.energy[k]:>14.10f}"
-        )
-    lines.append(f"{'ref':>5} {'':>9} {'':>11} {'':>6} {'':>14} {'':>6} {res.ref_energy[-1]:>14.10f}")
-    lines += [
-        "",
-        f"fitted order (least squares of log error vs log h, expected 1): "
-        f"W1 {fitted_order(res.h, res.w1):.3f}, max token error {fitted_order(res.h, res.max_error):.3f}",
-    ]
-    inc = res.energy_increments
-    verdict = "non-decreasing" if res.energy_nondecreasing else "NOT non-decreasing"
-    lines.append(
-        f"energy along the reference: E(0) = {res.ref_energy[0]:.10f} -> E(T) = {res.ref_energy[-1]:.10f}, "
-        f"{verdict} at the {len(res.times)} output times (smallest increment {inc.min():.3e})"
-    )
-    smallest = float(res.max_error.min())
-    lines.append(
-        f"reference error / smallest layer error = {res.ref_error / smallest:.1e}"
-        + (" (reference converged)" if res.ref_error < 1e-2 * smallest else " (REFERENCE NOT CONVERGED)")
-    )
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------
@@ -473,7 +272,7 @@ def format_tables(tables: list[RateTable]) -> str:
                 cols += f" {tab.spread[i]:>10.2e}"
             if tab.se is not None:
                 cols += f" {tab.se[i]:>10.2e}"
-            lines.append(f"{cols} {_fmt_order(o):>6}")
+            lines.append(f"{cols} {format_order(o):>6}")
         if np.isfinite(tab.rate):
             lines.append(f"  fitted rate {tab.rate:.2f} (expected {tab.expected:g})")
         else:
@@ -495,7 +294,7 @@ def full_study(case):
     """
     from dataclasses import replace
 
-    tokens = (100, 1000, 10_000, 100_000)
+    tokens: tuple[int, ...] = (100, 1000, 10_000, 100_000)
     if case.geometry == "sphere":
         tokens = (*tokens, 1_000_000)
     steps = math.ceil(100 * case.T)
@@ -507,90 +306,3 @@ def full_study(case):
     return replace(case, particles=particles, grid=grid)
 
 
-# ---------------------------------------------------------------------------
-# stability of the solution map mu_0 -> mu_T
-# ---------------------------------------------------------------------------
-
-
-def field_lipschitz(params) -> tuple[float, float]:
-    """(Lip_x, Lip_mu) of the attention field of one block on the unit sphere (chordal metric).
-
-    C = Lip_x + Lip_mu gives W1(mu_t, nu_t) <= exp(C t) W1(mu_0, nu_0) for that block.
-
-    Dobrushin's coupling argument: follow both flows from an optimal coupling; then
-    |x' - y'| <= Lip_x |x - y| + Lip_mu W1(mu, nu), so C = Lip_x + Lip_mu with, on the
-    unit sphere (|y| = 1), k(y) = exp(<B x, y>) in [e^-|B|, e^|B|]:
-
-    - Lip_x: grad_x A = Cov_pi(y) B with |Cov| <= 1, and grad_x (P_x u) = P_x grad u
-      - <x, u> I - x u^T, so Lip_x <= sum_h |W_h V_h| (|B_h| + 2) + |W| (3 |U| + 2 |b|)
-      (SA); for USA |A| <= e^|B| and |grad A| <= |B| e^|B|;
-    - Lip_mu: A[mu] - A[nu] = int (y - A[nu]) k d(mu - nu) / Z_mu, a Lipschitz function
-      of y with constant e^|B| (1 + 2 |B|) over Z_mu >= e^-|B| (SA): e^{2|B|} (1 + 2 |B|);
-      USA: e^|B| (1 + |B|).
-    Norms are spectral. The bound is crude (it is exponential in beta).
-    """
-    lip_x = lip_mu = np.float64(0.0)
-    for h in params.heads:
-        wv, b = np.linalg.norm(h.output, 2), np.linalg.norm(h.B, 2)
-        if params.attention == "SA":
-            lip_x += wv * (b + 2)
-            lip_mu += wv * np.exp(2 * b) * (1 + 2 * b)
-        else:
-            lip_x += wv * np.exp(b) * (b + 2)
-            lip_mu += wv * np.exp(b) * (1 + b)
-    if params.perceptron is not None:
-        p = params.perceptron
-        lip_x += np.linalg.norm(p.W, 2) * (3 * np.linalg.norm(p.U, 2) + 2 * np.linalg.norm(p.b))
-    return float(lip_x), float(lip_mu)
-
-
-@dataclass(frozen=True)
-class LipschitzEstimate:
-    """Ratios W1(mu_T, nu_T) / W1(mu_0, nu_0) over perturbed pairs, and the Gronwall bound.
-
-    ``log10_bound`` is log10 of (pi / 2) exp(sum_k C_k tau_k): the pi / 2 converts the
-    chordal bound to geodesic W1 on the sphere.
-    """
-
-    ratios: np.ndarray
-    n_tokens: int
-    eps: float
-    log10_bound: float
-
-
-def lipschitz_estimate(case, n_tokens: int = 200, pairs: int = 8, eps: float = 1e-2) -> LipschitzEstimate:
-    """Estimate the W1-Lipschitz constant of mu_0 -> mu_T with the particle reference flow.
-
-    mu_0: ``n_tokens`` tokens of the case's initial measure; nu_0: every token moved by
-    ``eps`` along its own random tangent direction (a different draw per pair). Both
-    evolve by the continuous-time flow (DOP853); the ratio of W1 at T to W1 at 0 (same
-    geometry and method as the cross-validation) is one sample of the constant.
-    """
-    x0, w = case.initial_tokens(n_tokens)
-    sphere = case.geometry != "euclidean"
-    rng = np.random.default_rng([case.particles.seed, n_tokens, 7])
-    ratios = []
-    ref = solve_particles(case.schedule, x0, w, method="adaptive", sphere=sphere).final
-    for _ in range(pairs):
-        xi = rng.standard_normal(x0.shape)
-        if sphere:
-            xi -= np.sum(xi * x0, axis=1, keepdims=True) * x0
-        xi /= np.linalg.norm(xi, axis=1, keepdims=True)
-        y0 = x0 + eps * xi
-        if sphere:
-            y0 /= np.linalg.norm(y0, axis=1, keepdims=True)
-        yT = solve_particles(case.schedule, y0, w, method="adaptive", sphere=sphere).final
-        d0 = wasserstein(x0, w, y0, w, geometry=case.geometry)[0]
-        dT = wasserstein(ref, w, yT, w, geometry=case.geometry)[0]
-        ratios.append(dT / d0)
-    c_t = sum(sum(field_lipschitz(p)) * tau for tau, p in case.schedule.blocks)
-    return LipschitzEstimate(np.array(ratios), n_tokens, eps, float(np.log10(np.pi / 2) + c_t / np.log(10)))
-
-
-def format_lipschitz(est: LipschitzEstimate) -> str:
-    r = est.ratios
-    return (
-        f"Lipschitz constant of mu_0 -> mu_T in W1 ({len(r)} pairs, N = {est.n_tokens}, "
-        f"eps = {est.eps:g}): max ratio {r.max():.3g}, mean {r.mean():.3g}; "
-        f"Gronwall bound 10^{est.log10_bound:.1f}"
-    )

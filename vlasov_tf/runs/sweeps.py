@@ -36,7 +36,8 @@ BATCH_SCORES = 1 << 22
 
 def _sweep(case: Case) -> SweepSpec:
     """The ``[sweep]`` table of ``case``, which a sweep needs."""
-    assert case.sweep is not None, f"{case.source}: no [sweep] table"
+    if case.sweep is None:
+        raise ValueError(f"{case.source}: no [sweep] table: `vlasov-tf run` runs this case")
     return case.sweep
 
 

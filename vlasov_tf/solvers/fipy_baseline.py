@@ -63,6 +63,8 @@ from vlasov_tf.geometry.meshes import MeshGeometry, sphere_geometry
 __all__ = [
     "RotationResult",
     "ShellMesh",
+    "face_velocity",
+    "fipy_solver",
     "fipy_upwind_circle",
     "fipy_upwind_sphere",
     "observed_orders",
@@ -91,7 +93,7 @@ def _n_steps(T: float, dt: float) -> tuple[int, float]:
     return n, (T / n if n else 0.0)
 
 
-def _solver(fp: Any) -> Any:
+def fipy_solver(fp: Any) -> Any:
     """FiPy's direct solver (tight tolerance: one LU solve plus a refinement step at most)."""
     return fp.LinearLUSolver(tolerance=1e-13, iterations=3)
 
@@ -102,7 +104,7 @@ def _march(fp: Any, var: Any, coeff: Any, n: int, dt: float, implicit: bool) -> 
         eq = fp.TransientTerm() + fp.UpwindConvectionTerm(coeff=coeff) == 0
     else:
         eq = fp.TransientTerm() + fp.ExplicitUpwindConvectionTerm(coeff=coeff) == 0
-    solver = _solver(fp)
+    solver = fipy_solver(fp)
     for _ in range(n):
         var.updateOld()
         eq.solve(var=var, dt=dt, solver=solver)
@@ -208,7 +210,7 @@ def sphere_shell(geo_or_h: str | float | MeshGeometry, delta: float = SHELL_DELT
     ----------
     geo_or_h : gmsh ``.geo`` text (or a path to a ``.geo``/``.msh`` file) of a surface whose
         vertices lie on the unit sphere, a characteristic length ``h`` for :func:`sphere_geo`, or
-        a sphere :class:`~vlasov_tf.geometry.MeshGeometry` (its triangles, through a ``.msh`` file:
+        a sphere :class:`~vlasov_tf.geometry.meshes.MeshGeometry` (its triangles, through a ``.msh`` file:
         the same cells as the project's scheme).
     delta : shell thickness; the shell spans radii 1 to ``1 + delta``.
 
@@ -256,7 +258,7 @@ def sphere_shell(geo_or_h: str | float | MeshGeometry, delta: float = SHELL_DELT
     )
 
 
-def _face_velocity(shell: ShellMesh, velocity: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+def face_velocity(shell: ShellMesh, velocity: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """(F, 3) velocity at the projected face centres of the shell, 0 on its inner and outer faces."""
     mesh = shell.mesh
     face_x = np.asarray(mesh.faceCenters, dtype=float).T  # (F, 3)
@@ -274,7 +276,7 @@ def sphere_courant_dt(shell: ShellMesh, velocity: Callable[[np.ndarray], np.ndar
     ``0.2 ... 0.4 h / max|v|``, not ``h / max|v|``).
     """
     mesh = shell.mesh
-    v = _face_velocity(shell, velocity)
+    v = face_velocity(shell, velocity)
     flux = np.einsum("fi,if->f", v, np.asarray(mesh.faceNormals, dtype=float))
     flux *= np.asarray(mesh.scaledFaceAreas, dtype=float)  # > 0: out of faceCellIDs[0]
     ids = np.ma.getdata(mesh.faceCellIDs)
@@ -327,7 +329,7 @@ def fipy_upwind_sphere(
         raise ValueError(
             f"explicit upwind unstable: dt = {step} > Courant limit {sphere_courant_dt(shell, velocity)}"
         )
-    v = _face_velocity(shell, velocity)
+    v = face_velocity(shell, velocity)
     coeff = fp.FaceVariable(mesh=shell.mesh, rank=1, value=v.T.copy())
     r0 = np.broadcast_to(np.asarray(rho0(shell.centres), dtype=float), (shell.n_cells,))
     rho = fp.CellVariable(mesh=shell.mesh, value=r0.copy(), hasOld=True)

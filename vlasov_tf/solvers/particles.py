@@ -361,7 +361,7 @@ def _solve_adaptive(
     shape = x.shape
     nfev = 0
     bp = schedule.breakpoints
-    t0, tol, times = loop.t0, loop.tol, loop.times
+    t0, tol = loop.t0, loop.tol
     for _ in loop.due(t0):
         emit(t0, x)
     # The bar follows the time DOP853 has reached (it moved once per block).
@@ -370,8 +370,10 @@ def _solve_adaptive(
             start, t1 = max(bp[k], t0), bp[k + 1]
             if t1 <= t0 + tol:
                 continue
-            # Positions are continuous at a switch, so block k owns the outputs in (start, t1].
-            mine = times[(times > start + tol) & (times <= t1)]
+            # Positions are continuous at a switch, so block k owns the outputs not yet taken up to
+            # t1 (within the tolerance: one a rounding past the switch is the switch's).
+            mine = np.array(list(loop.due(t1)))
+            at, index = np.unique(np.minimum(mine, t1), return_inverse=True)
 
             def rhs(t: float, u: np.ndarray, params: Params = params) -> np.ndarray:
                 if t > bar.n:
@@ -383,7 +385,7 @@ def _solve_adaptive(
                     y = normalize(y)
                 return velocity_unchecked(params, y, w, y, sphere, head_sums=sums).ravel()
 
-            t_block = mine if mine.size and mine[-1] == t1 else np.r_[mine, t1]
+            t_block = at if at.size and at[-1] == t1 else np.r_[at, t1]
             sol = solve_ivp(
                 rhs, (start, t1), x.ravel(), method="DOP853", t_eval=t_block, rtol=rtol, atol=atol
             )
@@ -391,7 +393,7 @@ def _solve_adaptive(
                 raise RuntimeError(f"solve_ivp failed on block {k} [{start}, {t1}]: {sol.message}")
             nfev += sol.nfev
             on_sphere = sphere and norm == "post"
-            for j, t in enumerate(mine):
+            for j, t in zip(index, mine, strict=True):
                 y = sol.y[:, j].reshape(shape)
                 emit(float(t), normalize(y) if on_sphere else y)
             x = sol.y[:, -1].reshape(shape)

@@ -38,15 +38,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vlasov_tf.analysis.linear_theory import mode_amplitude, predicted_growth
+from vlasov_tf.geometry.initial import UniformPerturbed
 from vlasov_tf.geometry.measures import circle_to_angles
 from vlasov_tf.plots.canvas import density_norm, new_figure, norm_label, save_figure
 from vlasov_tf.plots.convergence import draw_tables
 from vlasov_tf.plots.sphere_views import choose_view, draw_disc, view_basis
 from vlasov_tf.runs.diagnostics import ShownJobs, shown_jobs
-from vlasov_tf.runs.studies import (
-    crossval_tables,
-    grid_against_deep,
-)
+from vlasov_tf.runs.studies import crossval_tables, grid_against_deep
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -392,7 +390,7 @@ def _draw_mode_growth(ax: Axes, ax_ratio: Axes | None, case, run) -> None:
 def mode_growth_figure(case, run) -> Figure:
     """The mode-growth panels of :func:`crossval_figure` alone (initial family ``uniform_perturbed``):
     the amplitude of the perturbed mode over time against the linear theory, and their ratio."""
-    if case.initial.family != "uniform_perturbed":
+    if not isinstance(case.initial, UniformPerturbed):
         raise ValueError(
             f"case {case.name}: the initial family is {case.initial.family!r}, not 'uniform_perturbed'"
         )
@@ -404,7 +402,7 @@ def mode_growth_figure(case, run) -> Figure:
 
 def _draw_diagnostics(sub: Figure | SubFigure, case, run) -> None:
     jobs = shown_jobs(run)
-    mode = case.initial.family == "uniform_perturbed"
+    mode = isinstance(case.initial, UniformPerturbed)
     gs = sub.add_gridspec(2, 4 if mode else 3, height_ratios=(2.2, 1))
     axes = [sub.add_subplot(gs[:, i]) for i in range(3)]
     _draw_mass(axes[0], jobs, run)
@@ -417,7 +415,7 @@ def _draw_diagnostics(sub: Figure | SubFigure, case, run) -> None:
 
 def diagnostics_figure(case, run) -> Figure:
     """The diagnostics row of :func:`crossval_figure` alone."""
-    mode = case.initial.family == "uniform_perturbed"
+    mode = isinstance(case.initial, UniformPerturbed)
     fig = new_figure((18 if mode else 15, 4.5))
     _draw_diagnostics(fig, case, run)
     return fig
