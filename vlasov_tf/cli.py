@@ -126,10 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
         "particles",
         help="depth convergence of a deep Transformer to the continuous flow (circle)",
         description=(
-            "The tokens of a circle case (default: the main job's circle case, a mixture of three von "
-            "Mises laws moved by one softmax head with Q = K = V = I), L-layer Transformers (h = T/L) "
-            "against a DOP853 reference at time T: prints the errors and their order (expected 1), "
-            "and saves a figure."
+            "Random tokens of a circle case's initial measure (default: cases/circle_clustering.toml, "
+            "a mixture of three von Mises laws moved by one softmax head with Q = K = V = I), "
+            "L-layer Transformers (h = T/L) against a DOP853 reference at time T: prints the errors "
+            "and their order (expected 1), and saves a figure."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -260,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=range(MAX_GRID_LEVEL + 1),
         default=None,
         metavar="K",
-        help="S^2 mesh levels of the grid check (default: the case's; none: skip; level 2 takes minutes)",
+        help="S^2 mesh levels of the grid check (default: the case's; the flag alone skips the check; "
+        "level 2 takes minutes)",
     )
     p.add_argument(
         "--layers",
