@@ -22,21 +22,18 @@ from vlasov_tf.geometry.mesh_files import (
     sphere_mesh,
     sphere_mesh_path,
 )
-from vlasov_tf.geometry.meshes import MeshGeometry, circle_mesh, coarsen_masses, mesh_quality, sphere_geometry
+from vlasov_tf.geometry.meshes import (
+    MESH_ARRAYS,
+    MeshGeometry,
+    circle_mesh,
+    coarsen_masses,
+    mesh_quality,
+    sphere_geometry,
+)
 from vlasov_tf.runs.studies import fitted_order
 
 REPO_MESHES = sphere_mesh_path(0).parent  # resolved before a test points MESHES_ENV elsewhere
 
-ARRAYS = (
-    "vertices",
-    "cell_vertices",
-    "centres",
-    "areas",
-    "face_cells",
-    "face_midpoints",
-    "face_lengths",
-    "face_normals",
-)
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +253,7 @@ def test_circle_roundtrip_and_read_only(tmp_path):
     mesh = circle_mesh(12)
     back = load_mesh(save_mesh(mesh, tmp_path / "circle.h5"))
     assert back.kind == "circle" and back.level is None and back.char_length == mesh.char_length
-    for name in ARRAYS:
+    for name in MESH_ARRAYS:
         np.testing.assert_array_equal(getattr(back, name), getattr(mesh, name))
     with pytest.raises(ValueError, match="read-only"):
         back.areas[0] = 1.0
@@ -327,7 +324,7 @@ def test_consistent_but_wrong_file_fails_the_check(copy_l0):
     """A checksum cannot vouch for the geometry: check() runs on every load."""
     with h5py.File(copy_l0, "r+") as f:
         f["areas"][0] *= 1.5
-        f.attrs["sha256"] = _checksum({name: f[name][()] for name in ARRAYS})
+        f.attrs["sha256"] = _checksum({name: f[name][()] for name in MESH_ARRAYS})
     with pytest.raises(ValueError, match=r"sphere_L0\.h5.*cell areas sum to"):
         load_mesh(copy_l0)
 
@@ -345,7 +342,7 @@ def test_missing_dataset_and_other_version(copy_l0):
 
 def test_check_names_the_problem():
     mesh = circle_mesh(8)
-    arrays = {name: getattr(mesh, name).copy() for name in ARRAYS}
+    arrays = {name: getattr(mesh, name).copy() for name in MESH_ARRAYS}
     arrays["face_normals"][3] *= -1
     with pytest.raises(ValueError, match=r"circle_mesh\(8\).*face normal 3 does not point"):
         MeshGeometry("circle", None, mesh.char_length, source="circle_mesh(8)", **arrays).check()
@@ -373,5 +370,5 @@ def test_cli_rebuilds_the_committed_level_0(tmp_path, capsys):
         if f.attrs["gmsh_version"] != committed_gmsh:
             pytest.skip(f"gmsh {f.attrs['gmsh_version']} here, the file was built by {committed_gmsh}")
     new, old = load_mesh(tmp_path / "sphere_L0.h5"), load_mesh(committed)
-    for name in ARRAYS:
+    for name in MESH_ARRAYS:
         np.testing.assert_allclose(getattr(new, name), getattr(old, name), rtol=0, atol=1e-14)
