@@ -1,6 +1,11 @@
 """Helpers the tests share (import as ``from helpers import ...``: pytest puts tests/ on the path)."""
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import numpy as np
+import pytest
 
 
 def row_errors(
@@ -31,3 +36,23 @@ def assert_same_diagnostics(a, b) -> set[str]:
         for key in da:
             np.testing.assert_array_equal(db[key], da[key], err_msg=f"{name} {key}")
     return names
+
+
+@contextmanager
+def killed_at_call(
+    monkeypatch, owner: Any, name: str, k: int, counts: Callable[..., bool] = lambda *args: True
+) -> Iterator[None]:
+    """A kill inside the block: ``owner.name`` raises ``KeyboardInterrupt`` at its ``k``-th call
+    (of those ``counts(*args)`` accepts), which the block must raise; restored after it."""
+    original, calls = getattr(owner, name), [0]
+
+    def dying(*args):
+        calls[0] += counts(*args)
+        if calls[0] == k:
+            raise KeyboardInterrupt("simulated kill")
+        return original(*args)
+
+    monkeypatch.setattr(owner, name, dying)
+    with pytest.raises(KeyboardInterrupt):
+        yield
+    monkeypatch.setattr(owner, name, original)

@@ -3,6 +3,7 @@ case's cross-validation with the masked Transformer."""
 
 import numpy as np
 import pytest
+from helpers import killed_at_call
 from test_crossval import SMALL
 
 import vlasov_tf as vt
@@ -65,19 +66,8 @@ def test_causal_cases_cross_validate_and_resume(tmp_path, monkeypatch):
     assert tables["grid"].rate == pytest.approx(np.log2(5.0), abs=0.2)
     np.testing.assert_array_equal(slices.sum(axis=1), reference["grid/M128"])
 
-    calls = {"n": 0}
-    append = io.RunFile.append
-
-    def dying(self, key, t, state):
-        calls["n"] += 1
-        if calls["n"] == 5:  # inside grid/M128
-            raise KeyboardInterrupt("simulated kill")
-        return append(self, key, t, state)
-
-    monkeypatch.setattr(io.RunFile, "append", dying)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_call(monkeypatch, io.RunFile, "append", 5):  # inside grid/M128
         run_case(case, tmp_path / "killed.h5")
-    monkeypatch.setattr(io.RunFile, "append", append)
     run_case(case, tmp_path / "killed.h5", resume=True)
     with io.RunFile.open(tmp_path / "killed.h5", mode="r") as run:
         for key, states in reference.items():

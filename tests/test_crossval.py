@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import assert_same_diagnostics
+from helpers import assert_same_diagnostics, killed_at_call
 
 import vlasov_tf
 from vlasov_tf.cli import main
@@ -100,19 +100,8 @@ def test_a_crash_loses_nothing_and_resume_reproduces_the_run(case, tmp_path, mon
     """Kill the run (an exception inside the 7th append), resume, compare with an uninterrupted run."""
     reference, _ = read_all(run_case(case, tmp_path / "full.h5"))
 
-    calls = {"n": 0}
-    append = io.RunFile.append
-
-    def failing_append(self, key, t, state):
-        calls["n"] += 1
-        if calls["n"] == 7:
-            raise KeyboardInterrupt("simulated kill")
-        return append(self, key, t, state)
-
-    monkeypatch.setattr(io.RunFile, "append", failing_append)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_call(monkeypatch, io.RunFile, "append", 7):
         run_case(case, tmp_path / "crashed.h5")
-    monkeypatch.setattr(io.RunFile, "append", append)
     kept, _ = read_all(tmp_path / "crashed.h5")
     assert sum(len(t) for t, _ in kept.values()) == 6  # every acknowledged snapshot survived
 
@@ -133,20 +122,9 @@ def test_a_crash_between_step_counts_and_snapshot_loses_no_count(case, tmp_path,
     """The step counts of an output are written before its snapshot: a run killed between the two
     recounts them on resume (written after, they were lost: resume starts past that output)."""
     full = diagnostic(run_case(case, tmp_path / "full.h5"), "steps")
-    calls = {"n": 0}
-    add = io.RunFile.add_diagnostics
-
-    def failing_add(self, rows):
-        if rows and rows[0][0] == "steps":
-            calls["n"] += 1
-            if calls["n"] == 3:
-                raise KeyboardInterrupt("simulated kill")
-        return add(self, rows)
-
-    monkeypatch.setattr(io.RunFile, "add_diagnostics", failing_add)
-    with pytest.raises(KeyboardInterrupt):
+    steps_rows = lambda self, rows: bool(rows) and rows[0][0] == "steps"  # noqa: E731
+    with killed_at_call(monkeypatch, io.RunFile, "add_diagnostics", 3, counts=steps_rows):
         run_case(case, tmp_path / "crashed.h5")
-    monkeypatch.setattr(io.RunFile, "add_diagnostics", add)
     run_case(case, tmp_path / "crashed.h5", resume=True)
     again = diagnostic(tmp_path / "crashed.h5", "steps")
     assert sorted(again) == sorted(full)
@@ -161,19 +139,9 @@ def test_diagnostics_resume_where_a_kill_left_them(case, tmp_path, monkeypatch):
     path = run_case(case, tmp_path / "part.h5", diagnostics=False)
     with io.RunFile.open(path, mode="r") as run:
         assert run.diagnostics("energy") == {} and run.diagnostics("wall_s")  # timings went as it ran
-    calls = {"n": 0}
-    add = io.RunFile.add_diagnostics
-
-    def failing_add(self, rows):
-        calls["n"] += 1
-        if calls["n"] == 3:  # the values of t0, of t1; those of t2: killed
-            raise KeyboardInterrupt("simulated kill")
-        return add(self, rows)
-
-    monkeypatch.setattr(io.RunFile, "add_diagnostics", failing_add)
-    with pytest.raises(KeyboardInterrupt):
+    # The values of t0, of t1 stored; those of t2: killed.
+    with killed_at_call(monkeypatch, io.RunFile, "add_diagnostics", 3):
         run_case(case, path, resume=True)
-    monkeypatch.setattr(io.RunFile, "add_diagnostics", add)
     lines: list[str] = []
     handler = logging.Handler(logging.INFO)
     handler.emit = lambda record: lines.append(record.getMessage())

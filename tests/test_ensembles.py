@@ -2,11 +2,10 @@
 the batched cluster counts against clusters.find_clusters, the batched flow against
 solve_particles (redraws included), and a sweep's maps, resume and facts."""
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
+from helpers import killed_at_call
 
 import vlasov_tf as vt
 import vlasov_tf.runs.sweeps as sweeps
@@ -136,23 +135,6 @@ steps = 120
 """
 
 
-@contextmanager
-def killed_at_second_store(monkeypatch) -> Iterator[None]:
-    """A kill (KeyboardInterrupt) as a sweep stores its second batch of betas."""
-    store, calls = sweeps._store, {"n": 0}
-
-    def dying(*args):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("simulated kill")
-        return store(*args)
-
-    monkeypatch.setattr(sweeps, "_store", dying)
-    with pytest.raises(KeyboardInterrupt):
-        yield
-    monkeypatch.setattr(sweeps, "_store", store)
-
-
 def test_a_sweep_maps_clustering_over_beta_and_resumes(tmp_path, monkeypatch):
     """Q = K = V = I: at small beta the tokens gather into one cluster; at large beta many
     (metastable) clusters remain at T; close pairs only grow in time. A sweep killed after its
@@ -171,7 +153,7 @@ def test_a_sweep_maps_clustering_over_beta_and_resumes(tmp_path, monkeypatch):
     assert np.all(maps.close_sd >= 0)
 
     monkeypatch.setattr(sweeps, "BATCH_SCORES", 6 * 32 * 32)  # one beta a batch
-    with killed_at_second_store(monkeypatch):
+    with killed_at_call(monkeypatch, sweeps, "_store", 2):  # as the second batch is stored
         run_sweep(case, tmp_path / "again.h5")
     run_sweep(case, tmp_path / "again.h5", resume=True)
     with RunFile.open(tmp_path / "again.h5", mode="r") as run:
@@ -184,7 +166,7 @@ def test_a_sweep_stores_its_betas_batch_by_batch(tmp_path, monkeypatch):
     """All 24 betas of the shipped sweep ran in one batch, stored only at its end: a kill lost
     everything. Batches are now at most an eighth of the betas."""
     case = parse_case(SWEEP)  # 4 betas: one a batch
-    with killed_at_second_store(monkeypatch):
+    with killed_at_call(monkeypatch, sweeps, "_store", 2):  # as the second batch is stored
         run_sweep(case, tmp_path / "cut.h5")
     with RunFile.open(tmp_path / "cut.h5", mode="r") as run:
         assert [run.is_complete(k) for k in run.jobs()] == [True, False, False, False]

@@ -20,6 +20,7 @@ from helpers import assert_same_diagnostics
 from mpi4py import MPI
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from test_ensembles import SWEEP
 
 from vlasov_tf import parallel
 from vlasov_tf.geometry.measures import uniform_sphere
@@ -262,32 +263,12 @@ def test_sweep_on_ranks_equals_serial(tmp_path, ranks):
                 np.testing.assert_array_equal(a.table(key, table)[1], b.table(key, table)[1])
 
 
-SWEEP_CASE = """
-[case]
-name = "phase"
-geometry = "sphere"
-d = 4
-T = 3.0
-outputs = 4
-
-[initial]
-family = "uniform"
-
-[model]
-attention = "SA"
-beta = 1.0
-
-[particles]
-tokens = [24]
-layers = [1]
-
-[sweep]
-betas = [0.5, 2.0, 8.0, 32.0]
-members = 6
-parameters = "goe"
-redraw = 1.0
-steps = 30
-"""
+# test_ensembles' sweep, smaller, with GOE parameters drawn again every time unit.
+SWEEP_CASE = (
+    SWEEP.replace("d = 5", "d = 4").replace("T = 6.0", "T = 3.0").replace("outputs = 7", "outputs = 4")
+    .replace("tokens = [32]", "tokens = [24]").replace("steps = 120", "steps = 30")
+    .replace('parameters = "identity"', 'parameters = "goe"\nredraw = 1.0')
+)  # fmt: skip
 
 
 @pytest.mark.mpi

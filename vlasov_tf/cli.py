@@ -40,9 +40,9 @@ import re
 import sys
 import time
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 
@@ -61,7 +61,7 @@ from vlasov_tf.plots import (
     plot_interpolation,
     plot_phase,
 )
-from vlasov_tf.runs.cases import CASES_DIR, load_case, parse_case
+from vlasov_tf.runs.cases import CASES_DIR, Case, load_case, parse_case
 from vlasov_tf.runs.depth_study import (
     DEFAULT_LAYERS,
     check_depth_study,
@@ -84,6 +84,7 @@ from vlasov_tf.runs.studies import (
 from vlasov_tf.runs.sweeps import run_sweep
 
 _log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: The case of ``vlasov-tf study`` without arguments (the README's main job).
 DEFAULT_STUDY_CASE = CASES_DIR / "sphere_clustering.toml"
@@ -153,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, default=Path("out"), help="directory for the figure")
     p.add_argument("--progress", action="store_true", help="show progress bars")
-    p.set_defaults(handler=_cmd_particles, parser=p, resume=False, overwrite=False)
+    p.set_defaults(handler=_cmd_particles, parser=p)
 
     p = sub.add_parser(
         "mesh",
@@ -327,12 +328,7 @@ def _cmd_mesh(args: argparse.Namespace) -> int:
 
 
 def _cmd_interpolate(args: argparse.Namespace) -> int:
-    try:
-        case = load_interpolation_case(args.case)
-    except (ValueError, FileNotFoundError) as err:
-        if args.debug:
-            raise
-        _refuse(str(err))
+    case = _read(args, lambda: load_interpolation_case(args.case))
     if args.levels and case.d != 3:
         _refuse(f"--levels: the grid check runs on S^2 meshes (d = 3); {args.case} has case.d = {case.d}")
     tic = time.perf_counter()
@@ -349,15 +345,21 @@ def _refuse(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
-def _load(args: argparse.Namespace):
-    if args.resume and args.overwrite:
-        _refuse("--resume and --overwrite contradict each other: pass one")
+def _read(args: argparse.Namespace, load: Callable[[], T]) -> T:
+    """``load()`` of a case file; a bad one is one line, exit 2 (``--debug``: the traceback)."""
     try:
-        return load_case(args.case, overrides=parse_overrides(args.set) or None)
+        return load()
     except (ValueError, FileNotFoundError) as err:
         if args.debug:
             raise
         _refuse(str(err))
+
+
+def _load(args: argparse.Namespace) -> Case:
+    """The case of ``args.case`` with the ``--set`` overrides."""
+    if getattr(args, "resume", False) and getattr(args, "overwrite", False):
+        _refuse("--resume and --overwrite contradict each other: pass one")
+    return _read(args, lambda: load_case(args.case, overrides=parse_overrides(args.set) or None))
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
