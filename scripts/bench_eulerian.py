@@ -41,7 +41,7 @@ Field methods (the ``method`` column; :data:`vlasov_tf.kernels.METHODS`, passed 
   ``HarmonicPlan(B, queries=face midpoints, points=cell centres)`` is built in
   ``setup s`` (with a ``FiniteVolume``), and the step is the same SSP-RK3 step
   written out with the operator's public parts: three velocities
-  ``vlasov_tf.model.velocity_unchecked(..., head_sums=plan)`` (the plan called with the
+  ``vlasov_tf.models.attention.velocity_unchecked(..., head_sums=plan)`` (the plan called with the
   cell masses and values = centres) and three ``fv.fluxes`` / ``fv.euler_step``
   stages, the stages of ``ssp_rk3_step``. Skipped where its step, estimated from the last
   level's per (C + F) point, exceeds ``--max-step-s``.
@@ -246,8 +246,8 @@ class LegacyStep:
     """One SSP-RK3 step with the field from ``scripts/legacy_harmonics.py``'s :class:`HarmonicPlan`.
 
     The plan (queries: the face midpoints, points: the cell centres) is built here, once per
-    head; :meth:`head_sums` has the signature of :data:`vlasov_tf.model.HeadSums` and goes to
-    :func:`vlasov_tf.model.velocity_unchecked`. The step repeats ``ssp_rk3_step``'s stages with
+    head; :meth:`head_sums` has the signature of :data:`vlasov_tf.models.sums.HeadSums` and goes to
+    :func:`vlasov_tf.models.attention.velocity_unchecked`. The step repeats ``ssp_rk3_step``'s stages with
     the operator's public ``stable_dt``, ``fluxes`` and ``euler_step``.
     """
 
@@ -269,7 +269,7 @@ class LegacyStep:
         return plan(weights, points)
 
     def velocity(self, mass: np.ndarray) -> np.ndarray:
-        from vlasov_tf.model import velocity_unchecked
+        from vlasov_tf.models.attention import velocity_unchecked
 
         mesh = self.fv.mesh
         # As FiniteVolume.normal_velocity: the masses of rho = m / A, round-off negatives at zero.

@@ -142,7 +142,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def kernel_params(beta: float) -> Any:
     """One SA head with a general (non-zonal) score matrix ``beta Bm`` and value ``V``, norms 1."""
-    from vlasov_tf.model import Head, Params
+    from vlasov_tf.models.attention import Head, Params
 
     rng = np.random.default_rng(SEED)
     Bm, V = rng.standard_normal((2, D, D))
@@ -194,7 +194,7 @@ def timed_run(
 ) -> tuple[list[float], float, Any]:
     """``solve_grid`` for ``steps`` steps of ``dt`` with an output at each: (step times on rank 0,
     setup seconds, solution). The callback stamps the clock, so setup is left out of the steps."""
-    from vlasov_tf.model import Params, Schedule
+    from vlasov_tf.models.attention import Params, Schedule
     from vlasov_tf.solvers.finite_volumes import solve_grid
 
     T = steps * dt

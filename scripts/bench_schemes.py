@@ -42,7 +42,7 @@ import numpy as np
 from vlasov_tf.geometry.mesh_files import sphere_mesh
 from vlasov_tf.geometry.meshes import circle_mesh, coarsen_masses
 from vlasov_tf.geometry.quadrature import cell_quadrature
-from vlasov_tf.model import Params, Schedule
+from vlasov_tf.models.attention import Params, Schedule
 from vlasov_tf.solvers.finite_volumes import solve_grid
 
 SCHEMES = ("linear", "quadratic")

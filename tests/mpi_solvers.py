@@ -16,7 +16,7 @@ import numpy as np
 from vlasov_tf.geometry.measures import uniform_sphere
 from vlasov_tf.geometry.mesh_files import sphere_mesh
 from vlasov_tf.geometry.meshes import circle_mesh
-from vlasov_tf.model import Head, Params, Perceptron, Schedule
+from vlasov_tf.models.attention import Head, Params, Perceptron, Schedule
 from vlasov_tf.solvers.finite_volumes import solve_grid
 from vlasov_tf.solvers.particles import solve_particles
 

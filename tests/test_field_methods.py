@@ -7,7 +7,8 @@ from vlasov_tf import kernels
 from vlasov_tf.geometry.measures import uniform_sphere
 from vlasov_tf.geometry.mesh_files import sphere_mesh
 from vlasov_tf.geometry.meshes import circle_mesh
-from vlasov_tf.model import Head, Params, Schedule, method_head_sums
+from vlasov_tf.models.attention import Head, Params, Schedule
+from vlasov_tf.models.sums import method_head_sums
 from vlasov_tf.solvers.finite_volumes import solve_grid
 from vlasov_tf.solvers.particles import solve_particles
 

@@ -308,17 +308,17 @@ def test_switches_are_step_boundaries():
         ({"atol": np.nan}, r"atol must lie in \(0, 1\)"),
         ({"limiter": "superbee"}, "unknown limiter"),
         ({"t_eval": [0.5, 0.1]}, "strictly increasing"),
-        ({"field": Schedule.constant(Params.identity(3, 1.0), 1.0)}, "d = 3"),
-        ({"field": lambda t, x: x[:1]}, "prescribed velocity must return"),
-        ({"field": lambda t, x: x, "T": None}, "needs a final time"),
+        ({"model": Schedule.constant(Params.identity(3, 1.0), 1.0)}, "d = 3"),
+        ({"model": lambda t, x: x[:1]}, "prescribed velocity must return"),
+        ({"model": lambda t, x: x, "T": None}, "needs a final time"),
     ],
 )
 def test_bad_input_is_named(kwargs, match):
-    args = {"rho0": np.ones(10), "field": Schedule.constant(Params.identity(2, 1.0), 1.0), "T": None} | kwargs
-    if callable(args["field"]) and "T" not in kwargs:
+    args = {"rho0": np.ones(10), "model": Schedule.constant(Params.identity(2, 1.0), 1.0), "T": None} | kwargs
+    if callable(args["model"]) and "T" not in kwargs:
         args["T"] = 1.0
     with pytest.raises(ValueError, match=match):
-        solve_grid(circle_mesh(10), args.pop("rho0"), args.pop("field"), args.pop("T"), **args)
+        solve_grid(circle_mesh(10), args.pop("rho0"), args.pop("model"), args.pop("T"), **args)
 
 
 def test_resume_is_bit_exact():

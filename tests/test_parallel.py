@@ -27,7 +27,7 @@ from vlasov_tf.geometry.measures import uniform_sphere
 from vlasov_tf.geometry.mesh_files import sphere_mesh
 from vlasov_tf.geometry.meshes import circle_mesh
 from vlasov_tf.kernels import exp_kernel_sums
-from vlasov_tf.model import dense_head_sums
+from vlasov_tf.models.sums import dense_head_sums
 from vlasov_tf.runs.storage import RunFile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -302,7 +302,7 @@ def test_serial_runs_never_import_mpi4py():
         "import sys, numpy as np\n"
         "from vlasov_tf.solvers.finite_volumes import solve_grid\n"
         "from vlasov_tf.geometry.mesh_files import sphere_mesh\n"
-        "from vlasov_tf.model import Params, Schedule\n"
+        "from vlasov_tf.models.attention import Params, Schedule\n"
         "from vlasov_tf.cli import main\n"
         "m = sphere_mesh(0)\n"
         "solve_grid(m, np.ones(m.n_cells), Schedule.constant(Params.identity(3, 2.0), 0.05))\n"

@@ -263,7 +263,7 @@ def test_resume_reproduces_the_uninterrupted_run(rng, method):
 def test_few_tokens_take_the_general_steps_bit_for_bit(rng, attention, sphere):
     """A few tokens run a lean loop (particles._tile_layers, model.tile_head_sums): the same bits
     as the general step with the dense sums chosen per call, for "auto" and "dense" alike."""
-    from vlasov_tf.model import method_head_sums
+    from vlasov_tf.models.sums import Sums
     from vlasov_tf.solvers import particles
 
     params = general_params(rng, 3, attention=attention, beta=0.5)
@@ -276,8 +276,8 @@ def test_few_tokens_take_the_general_steps_bit_for_bit(rng, attention, sphere):
     for method, step in particles._STEPPERS.items():
         assert particles._few_tokens("auto", x0, w, None) and particles._few_tokens("dense", x0, w, None)
         want = normalize(x0) if sphere else x0  # as solve_particles starts
-        for _ in range(7):
-            want = step(params, want, w, 0.3 / 7, sphere, method_head_sums("auto"))
+        for i in range(7):
+            want = step(params, i * 0.3 / 7, want, w, 0.3 / 7, sphere, Sums.by_method("auto"))
         for field_method in ("auto", "dense"):
             got = solve_particles(s, x0, w, method=method, steps=7, sphere=sphere, field_method=field_method)
             np.testing.assert_array_equal(got.final, want)

@@ -8,8 +8,9 @@ from matplotlib.text import Text
 from scipy.special import iv, spherical_in
 
 from vlasov_tf.analysis.clusters import plateaus
-from vlasov_tf.analysis.linear_theory import linear_growth_rate, predicted_growth
+from vlasov_tf.analysis.linear_theory import predicted_growth
 from vlasov_tf.geometry.mesh_files import sphere_mesh
+from vlasov_tf.models.attention import linear_growth_rate
 from vlasov_tf.plots import (
     clusters_figure,
     convergence_figure,

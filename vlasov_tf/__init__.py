@@ -8,7 +8,16 @@ Design notes: docs/design.md §8 (the package layout).
 
 from importlib.metadata import PackageNotFoundError, version
 
-from vlasov_tf.model import Head, Params, Perceptron, Schedule, interaction_energy, log_potential, velocity
+from vlasov_tf.models import MeanField, Model, Prescribed, as_model
+from vlasov_tf.models.attention import (
+    Head,
+    Params,
+    Perceptron,
+    Schedule,
+    interaction_energy,
+    log_potential,
+    velocity,
+)
 from vlasov_tf.solvers.particles import ParticleSolution, solve_particles
 
 try:
@@ -18,11 +27,15 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 __all__ = [
     "Head",
+    "MeanField",
+    "Model",
     "Params",
     "ParticleSolution",
     "Perceptron",
+    "Prescribed",
     "Schedule",
     "__version__",
+    "as_model",
     "interaction_energy",
     "log_potential",
     "solve_particles",

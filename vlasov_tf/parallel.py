@@ -332,7 +332,7 @@ class RingSums:
     (:class:`vlasov_tf.kernels.Distributed`): sums over the ranks and the dense ring.
 
     Pass it as ``split`` to :func:`vlasov_tf.kernels.kernel_sums` (or
-    :func:`vlasov_tf.model.method_head_sums`), with this rank's block of the measure.
+    :func:`vlasov_tf.models.sums.method_head_sums`), with this rank's block of the measure.
     :meth:`dense` returns the sums of this rank's queries over every rank's block::
 
         sums_i exp(shift_i) = sum over all ranks' j of w_j exp(<z_i, y_j>) [v_j, 1].
@@ -365,6 +365,14 @@ class RingSums:
         src = np.ascontiguousarray(a, dtype=float)
         out = np.empty((self.comm.size, *src.shape))
         self.comm.Allgather(src, out)
+        return out
+
+    def concatenate(self, rows: np.ndarray) -> np.ndarray:
+        """Every rank's float ``rows`` (n_r, c), stacked in rank order: (sum_r n_r, c)."""
+        src = np.ascontiguousarray(rows, dtype=float)
+        counts = np.array(self.comm.allgather(src.size))
+        out = np.empty((int(counts.sum()) // max(src.shape[1], 1), src.shape[1]))
+        self.comm.Allgatherv(src, (out, counts))
         return out
 
     def dense(

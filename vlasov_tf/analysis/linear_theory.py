@@ -10,53 +10,33 @@ measured mode amplitudes with these predictions.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
-from scipy import special
 
 from vlasov_tf.geometry.initial import UniformPerturbed
-from vlasov_tf.model import zonal_beta
 
-__all__ = ["linear_growth_rate", "mode_amplitude", "predicted_growth"]
-
-
-def linear_growth_rate(d: int, mode: int, beta: float, attention: str = "SA") -> float:
-    """Growth rate of the mode ``mode`` of a small perturbation of the uniform state (README).
-
-    Circle (d = 2), ``a cos(k t)``: ``k^2 I_k(beta) / (beta I_0(beta))`` (SA), ``k^2 I_k(beta) / beta``
-    (USA); S^2 (d = 3), ``a Y_l``: ``l (l + 1) i_l(beta) / (beta i_0(beta))`` (SA),
-    ``l (l + 1) i_l(beta) / beta`` (USA), with ``I_k`` the modified Bessel and ``i_l`` the modified
-    spherical Bessel functions (exponentially scaled here: the scale factors cancel in SA).
-    """
-    if attention not in ("SA", "USA"):
-        raise ValueError(f"attention must be 'SA' or 'USA', got {attention!r}")
-    if d == 2:
-        rate = mode * mode * special.ive(mode, beta) / beta
-        return float(rate / special.ive(0, beta) if attention == "SA" else rate * np.exp(beta))
-    if d == 3:
-        rate = mode * (mode + 1) * special.spherical_in(mode, beta) / beta
-        return float(rate / special.spherical_in(0, beta) if attention == "SA" else rate)
-    raise ValueError(f"linear growth rates are for the circle (d = 2) and S^2 (d = 3), not d = {d}")
+__all__ = ["mode_amplitude", "predicted_growth"]
 
 
 def predicted_growth(case, times: np.ndarray) -> np.ndarray | None:
     """``exp(int_0^t lambda)``: the linear theory's amplitude of the perturbed mode, relative to t = 0.
 
-    ``lambda`` is :func:`linear_growth_rate` of each schedule block (piecewise constant). None
-    when the initial measure is not ``uniform_perturbed`` or a block is not Q = K = V = I.
+    ``lambda`` is the model's :meth:`~vlasov_tf.models.base.MeanField.growth_rate` on each piece
+    between its switch times (piecewise constant). None when the initial measure is not
+    ``uniform_perturbed`` or the model has no growth rate (attention: a block not Q = K = V = I).
     """
     initial = case.initial
     if not isinstance(initial, UniformPerturbed):
         return None
     t = np.asarray(times, dtype=float)
     exponent = np.zeros_like(t)
-    start = 0.0
-    for tau, params in case.schedule.blocks:
-        beta = zonal_beta(params)
-        if beta is None:
+    switches = case.model.switch_times(case.T)
+    for start, end in pairwise(switches):
+        lam = case.model.piece(0.5 * (start + end)).growth_rate(initial.mode)
+        if lam is None:
             return None
-        lam = linear_growth_rate(case.d, initial.mode, beta, params.attention)
-        exponent += lam * np.clip(t - start, 0.0, tau)
-        start += tau
+        exponent += lam * np.clip(t - start, 0.0, end - start)
     return np.exp(exponent)
 
 

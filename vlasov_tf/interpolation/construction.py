@@ -2,7 +2,7 @@
 
 Given N probability measures ``mu^i`` on S^{d-1} (d >= 3) whose supports all
 miss a common point ``w0`` and N distinct targets ``x^i``, build ONE
-piecewise-constant ``theta(t) = (V, B, W, U, b)`` (a :class:`~vlasov_tf.model.Schedule`
+piecewise-constant ``theta(t) = (V, B, W, U, b)`` (a :class:`~vlasov_tf.models.attention.Schedule`
 of ``Params.interpolation`` blocks, field ``P_x(V A_B[mu](x) + W (U x + b)_+)``)
 such that the flow of every input ends within ``eps`` of its target:
 ``W2(mu^i(T), delta_{x^i}) <= eps``. The same theta moves every input; the
@@ -121,7 +121,7 @@ from vlasov_tf.interpolation.stages import (
     stage2_cluster,
     stage3_match,
 )
-from vlasov_tf.model import Schedule
+from vlasov_tf.models.attention import Schedule
 
 __all__ = [
     "STAGES",

@@ -23,7 +23,7 @@ from scipy.sparse.csgraph import dijkstra
 
 from vlasov_tf.analysis.wasserstein import geodesic_cost, w2_to_dirac
 from vlasov_tf.geometry.measures import normalize
-from vlasov_tf.model import Params, Schedule
+from vlasov_tf.models.attention import Params, Schedule
 from vlasov_tf.solvers.particles import solve_particles
 
 __all__ = [

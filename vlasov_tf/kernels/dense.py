@@ -108,7 +108,7 @@ def exp_kernel_sums(
     sums : (n, k + 1) scaled sums; the last column is the normaliser
         ``sum_j w_j exp(<z_i, y_j> - shift_i)``, which is ``>= exp(-_SAFE_GAP)``.
 
-    Inputs are not validated here (the callers in :mod:`vlasov_tf.model` do it);
+    Inputs are not validated here (the callers in :mod:`vlasov_tf.models.attention` do it);
     at least one weight must be positive. Every row is summed by one thread in a fixed key
     order, so the result does not depend on ``threads``.
     """

@@ -1,6 +1,6 @@
 """The tables of a case file, each read into its typed object: ``[case]`` geometry and output times,
 ``[initial]`` (an :class:`~vlasov_tf.geometry.initial.InitialMeasure`), ``[model]`` and
-``[[schedule]]`` (a :class:`~vlasov_tf.model.Schedule`), ``[particles]``, ``[grid]``,
+``[[schedule]]`` (a :class:`~vlasov_tf.models.attention.Schedule`), ``[particles]``, ``[grid]``,
 ``[clusters]`` and ``[sweep]`` (the specs below).
 
 :func:`vlasov_tf.runs.cases.parse_case` calls the readers in order; every failure is one
@@ -33,7 +33,7 @@ from vlasov_tf.geometry.measures import (
     normalize,
 )
 from vlasov_tf.geometry.meshes import SPHERE_LEVELS
-from vlasov_tf.model import Attention, Params, Perceptron, Schedule
+from vlasov_tf.models.attention import Attention, Params, Perceptron, Schedule
 from vlasov_tf.runs.ensembles import ENSEMBLES
 from vlasov_tf.runs.toml_reader import TomlReader, show_value
 from vlasov_tf.solvers.finite_volumes import (

@@ -142,7 +142,8 @@ from vlasov_tf.geometry.initial import (
 )
 from vlasov_tf.geometry.mesh_files import sphere_mesh
 from vlasov_tf.geometry.meshes import MeshGeometry, circle_mesh
-from vlasov_tf.model import Schedule
+from vlasov_tf.models.attention import Schedule
+from vlasov_tf.models.base import MeanField
 from vlasov_tf.runs.case_tables import (
     MASKS,
     ClusterSpec,
@@ -182,9 +183,10 @@ class Case:
     """A validated case: everything a particle or grid run of it needs.
 
     ``source`` is the file (or ``"<string>"``), ``text`` its TOML text as read
-    (for output files), ``output_times`` (n_out,) strictly increasing from 0 to
-    T, ``betas`` the inverse temperature of each schedule block (1.0 where the
-    block gives matrices and no beta), ``overrides`` the (dotted key, value)
+    (for output files), ``model`` the velocity field (an attention :class:`Schedule`, an
+    :class:`~vlasov_tf.models.interaction.Interaction`), ``output_times`` (n_out,) strictly
+    increasing from 0 to T, ``betas`` the inverse temperature of each attention block (1.0 where the
+    block gives matrices and no beta; none for other models), ``overrides`` the (dotted key, value)
     pairs applied on top of ``text``, ``file_settings`` the text with the
     overrides applied as (dotted key, JSON value) pairs (:func:`case_settings`).
     """
@@ -194,7 +196,7 @@ class Case:
     text: str
     geometry: str
     d: int
-    schedule: Schedule
+    model: MeanField
     output_times: np.ndarray
     initial: InitialMeasure
     particles: ParticleSpec
@@ -210,7 +212,17 @@ class Case:
 
     @property
     def T(self) -> float:
-        return self.schedule.T
+        return float(self.output_times[-1])
+
+    @property
+    def schedule(self) -> Schedule:
+        """The attention schedule of an attention case; ValueError for other models."""
+        if not isinstance(self.model, Schedule):
+            raise ValueError(
+                f"{self.source}: this needs an attention model (model.type = 'attention'), "
+                f"not {type(self.model).__name__}"
+            )
+        return self.model
 
     @property
     def sphere(self) -> bool:
@@ -219,8 +231,12 @@ class Case:
 
     @property
     def linking_distance(self) -> float:
-        """The clusters' linking distance: ``clusters.scale`` kernel widths of the largest beta."""
-        return linking_distance(max(self.betas, default=1.0), self.clusters.scale)
+        """The clusters' linking distance: ``clusters.scale`` kernel widths, the model's
+        :attr:`~vlasov_tf.models.base.MeanField.width` or ``beta^{-1/2}`` of the largest beta."""
+        width = self.model.width
+        if width is None:
+            return linking_distance(max(self.betas, default=1.0), self.clusters.scale)
+        return min(self.clusters.scale * width, np.pi)
 
     def token_positions(self, n: int) -> np.ndarray | None:
         """(n,) the positions s of n tokens under ``model.mask = "causal"``: the midpoints of the
@@ -361,7 +377,7 @@ def parse_case(
         text=text,
         geometry=geometry,
         d=d,
-        schedule=schedule,
+        model=schedule,
         output_times=times,
         initial=initial,
         particles=particles,

@@ -45,7 +45,6 @@ from vlasov_tf.analysis.clusters import Clusters, find_clusters
 from vlasov_tf.analysis.wasserstein import SlicedSphere, coupling_w1, sliced_wasserstein_sphere, wasserstein
 from vlasov_tf.geometry.measures import normalize
 from vlasov_tf.geometry.meshes import MeshGeometry, coarsen_masses
-from vlasov_tf.model import interaction_energy, zonal_beta
 from vlasov_tf.parallel import Comm, is_root, on_root
 from vlasov_tf.runs.cases import Case
 from vlasov_tf.runs.storage import RunFile
@@ -218,8 +217,8 @@ class _Diagnostics:
         self.times = run.times
         grids = [j for j in jobs if j.kind == "grid"]
         self.finest = grids[-1] if grids else None
-        betas = {zonal_beta(p) for _, p in case.schedule.blocks}
-        self.beta = betas.pop() if len(betas) == 1 else None
+        # Whether the model defines an energy (attention: one zonal beta), asked of one point.
+        self.energy = case.model.energy(np.eye(case.d)[-1:], np.ones(1)) is not None
         self.sphere = case.geometry == "sphere"
         self.sliced = SlicedSphere(d=case.d, **SLICED) if self.sphere and self.finest is not None else None
         self.fine_mesh = self.finest.mesh(case) if self.finest is not None else None
@@ -232,7 +231,7 @@ class _Diagnostics:
         job, names = self.jobs[key], []
         if job.kind == "grid":
             names.append("mass")
-        if self.beta is not None:
+        if self.energy:
             names.append("energy")
         if self.finest is not None and key != self.finest.key:
             if job.kind == "grid":
@@ -291,8 +290,9 @@ class _Diagnostics:
         rows = []
         if job.kind == "grid":
             rows.append(("mass", key, t, float(wts.sum())))
-        if self.beta is not None:
-            rows.append(("energy", key, t, interaction_energy(pts, wts, self.beta)))
+        energy = self.case.model.energy(pts, wts) if self.energy else None
+        if energy is not None:
+            rows.append(("energy", key, t, energy))
         if self.finest is not None and key != self.finest.key:
             rows += [(name, key, t, value) for name, value in self.against_grid(job, k)]
         ref = f"particles/N{job.tokens}_ref"

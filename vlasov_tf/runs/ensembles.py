@@ -11,7 +11,7 @@ or spread over MPI ranks, and the maps vary over beta by beta alone.
 
 The members of a batch of betas move together: the velocity of all of them is one batched
 computation (:func:`batched_velocity`: (M, N, N) scores, softmax, values, projection), the
-same formula as :func:`vlasov_tf.model.velocity` for one head (tested against it).
+same formula as :func:`vlasov_tf.models.attention.velocity` for one head (tested against it).
 
 At every output time each member gives its number of clusters (:func:`cluster_counts`: the
 definition of :mod:`vlasov_tf.analysis.clusters`, at the linking distance ``clusters.scale

@@ -210,10 +210,10 @@ def _run_job(
             "callback": store, "t0": t0,
         }  # fmt: skip
         if causal:
-            counts["steps"] = solve_causal_grid(mesh, start, case.schedule, **scheme).steps
+            counts["steps"] = solve_causal_grid(mesh, start, case.model, T=case.T, **scheme).steps
         else:
-            solve_grid(mesh, start, case.schedule, rtol=grid.rtol, atol=grid.atol, step_counts=count_steps,
-                       comm=comm, **scheme)  # fmt: skip
+            solve_grid(mesh, start, case.model, case.T, rtol=grid.rtol, atol=grid.atol,
+                       step_counts=count_steps, comm=comm, **scheme)  # fmt: skip
     else:
         assert job.tokens is not None  # a particle job
         ref_steps = case.particles.reference_steps
@@ -223,9 +223,10 @@ def _run_job(
         else:
             method, steps = ("rk4", ref_steps) if ref_steps else ("adaptive", None)
         solve_particles(
-            case.schedule,
+            case.model,
             start,
             weights,
+            T=case.T,
             method=method,
             steps=steps,
             t_eval=times,

@@ -30,7 +30,7 @@ from collections.abc import Callable
 import numpy as np
 
 from vlasov_tf.geometry.meshes import MeshGeometry
-from vlasov_tf.model import Schedule
+from vlasov_tf.models.base import MeanField, Model, as_model, run_times
 from vlasov_tf.solvers.finite_volumes import FiniteVolume, GridSolution, check_scheme
 from vlasov_tf.solvers.time_loop import TimeLoop
 
@@ -40,8 +40,9 @@ __all__ = ["solve_causal_grid"]
 def solve_causal_grid(
     mesh: MeshGeometry,
     rho0: np.ndarray,
-    schedule: Schedule,
+    model: MeanField | Model,
     *,
+    T: float | None = None,
     t_eval: np.ndarray | None = None,
     cfl: float = 0.5,
     max_dt: float | None = None,
@@ -53,7 +54,8 @@ def solve_causal_grid(
     progress: bool = False,
 ) -> GridSolution:
     """Evolve S slice densities ``rho0`` (S, C) by the causal continuity equations (module
-    docstring) up to the schedule's T; the solution's densities are (n_out, S, C), its mass the
+    docstring) of ``model`` (any :func:`~vlasov_tf.models.base.as_model`; attention in a case) up to
+    ``T`` (default: the model's); the solution's densities are (n_out, S, C), its mass the
     total over the slices. ``callback(t, rho)`` ((S, C)) at every output time; ``t0``: resume
     from the slices at a switch or output time (the steps after it are those of a run from 0).
     The scheme's arguments as for :func:`~vlasov_tf.solvers.finite_volumes.solve_grid`."""
@@ -62,7 +64,9 @@ def solve_causal_grid(
         raise ValueError(f"slice densities must be (S, {mesh.n_cells}), finite, >= 0; got shape {rho.shape}")
     if not (0 < cfl <= 1):
         raise ValueError(f"the CFL number must lie in (0, 1]; got {cfl}")
-    loop = TimeLoop.start(schedule.T, schedule.breakpoints, t_eval, t0, callback)
+    model = as_model(model)
+    T, switches = run_times(model, T)
+    loop = TimeLoop.start(T, switches, t_eval, t0, callback)
     reconstruction, limiter = check_scheme(reconstruction, limiter)
     fv = FiniteVolume(mesh, limiter, reconstruction=reconstruction, field_method=field_method)
     areas = mesh.areas
@@ -89,7 +93,7 @@ def solve_causal_grid(
             if loop.finished(t):
                 break
             t_next = loop.next_stop(t)
-            fld = schedule.params_at(0.5 * (t + t_next))
+            fld = model.piece(0.5 * (t + t_next))
             while t < t_next - tol:
                 u = velocities(fld, t, mass)
                 dt = min(min(fv.stable_dt(uk, cfl) for uk in u), max_dt or np.inf)

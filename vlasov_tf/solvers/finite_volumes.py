@@ -41,11 +41,11 @@ of face f (owner to neighbour) and ``w_q`` their weights. The scheme:
   control a state near rest (tiny velocities) would take one CFL step for the
   whole run; the defaults keep linear growth rates within 1e-3 (tests).
 
-The velocity is either the attention field of the cell measure (masses at
-the cell centres), computed by :func:`vlasov_tf.model.velocity_unchecked` at
-the flux points, or a prescribed field ``v(t, x)``. The cell measure makes the
-attention field a second-order quadrature of ``X[rho]``: with attention both
-schemes converge at order 2 at least, the quadratic one with the smaller error. The kernel sums go
+The velocity is the model's field (:class:`~vlasov_tf.models.base.MeanField`) of the cell
+measure (masses at the cell centres) at the flux points: attention, an interaction kernel, a
+user's model, or a prescribed field ``v(t, x)``. The cell measure makes a nonlocal field a
+second-order quadrature of ``X[rho]``: with attention both schemes converge at order 2 at
+least, the quadratic one with the smaller error. The kernel sums go
 through :func:`vlasov_tf.kernels.kernel_sums`, which picks per head the cheapest
 method within 1e-10 per row (the FFT on a uniform circle grid for scaled
 rotations, spectral sums on S^1 and S^2 for any head, dense sums for small
@@ -74,7 +74,8 @@ from scipy import sparse
 
 from vlasov_tf.geometry.meshes import MeshGeometry
 from vlasov_tf.kernels import METHODS
-from vlasov_tf.model import Params, Schedule, method_head_sums, velocity_unchecked
+from vlasov_tf.models.base import MeanField, Model, VelocityField, as_model, run_times
+from vlasov_tf.models.sums import Sums
 from vlasov_tf.parallel import Comm, LocalMesh, RingSums, is_root
 from vlasov_tf.solvers.reconstruction import QuadraticReconstruction
 from vlasov_tf.solvers.time_loop import TimeLoop
@@ -107,8 +108,6 @@ RTOL = 1e-3
 ATOL = 1e-8
 #: How the grid evaluates the attention sums (:data:`vlasov_tf.kernels.METHODS`).
 FIELD_METHODS = METHODS
-#: A prescribed velocity: ``v(t, x)`` for (n, d) points, returning (n, d) tangent vectors.
-VelocityField = Callable[[float, np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -162,7 +161,7 @@ class FiniteVolume:
     ) -> None:
         reconstruction, limiter = check_scheme(reconstruction, limiter)
         self.field_method = field_method
-        self.head_sums = method_head_sums(field_method, split=ring)
+        self.sums = Sums.by_method(field_method, split=ring)
         self.mesh = mesh
         self.limiter = limiter
         self.reconstruction = reconstruction
@@ -282,25 +281,16 @@ class FiniteVolume:
         with np.errstate(divide="ignore"):
             return float(cfl * np.min(self.mesh.areas / out))
 
-    def normal_velocity(self, field: Params | VelocityField, t: float, rho: np.ndarray) -> np.ndarray:
-        """``X(m) . n_f`` at the flux points: attention of the cell measure, or a prescribed field.
+    def normal_velocity(self, model: MeanField, t: float, rho: np.ndarray) -> np.ndarray:
+        """``X[m](t) . n_f`` at the flux points: the model's field of the cell measure.
 
         (F,) for the linear reconstruction (the face midpoints), (F, Q) for the quadratic.
         """
         m = self.mesh
-        pts = self._queries
-        if isinstance(field, Params):
-            k = self.n_owned  # under MPI the halo cells' mass is counted by their owners
-            # Round-off negative masses (see euler_step) are zero mass to every field method.
-            masses = np.maximum(rho[:k] * m.areas[:k], 0.0)
-            x = velocity_unchecked(field, self._keys, masses, pts, True, head_sums=self.head_sums)
-        else:
-            x = np.asarray(field(t, pts), dtype=float)
-            if x.shape != pts.shape or not np.isfinite(x).all():
-                raise ValueError(
-                    f"the prescribed velocity must return finite values of shape {pts.shape}; "
-                    f"got shape {x.shape}"
-                )
+        k = self.n_owned  # under MPI the halo cells' mass is counted by their owners
+        # Round-off negative masses (see euler_step) are zero mass to every field method.
+        masses = np.maximum(rho[:k] * m.areas[:k], 0.0)
+        x = model.evaluate(t, self._keys, masses, self._queries, True, self.sums)
         u = np.einsum("fi,fi->f", x, self._normals)
         return u if self._quadratic is None else u.reshape(self.weights.shape)
 
@@ -359,7 +349,7 @@ def _check_density(mesh: MeshGeometry, rho0: np.ndarray) -> np.ndarray:
 def solve_grid(
     mesh: MeshGeometry,
     rho0: np.ndarray,
-    field: Schedule | VelocityField,
+    model: MeanField | Model | VelocityField,
     T: float | None = None,
     *,
     t_eval: np.ndarray | None = None,
@@ -382,10 +372,13 @@ def solve_grid(
     ----------
     mesh : the circle or sphere mesh geometry.
     rho0 : (C,) initial cell averages, finite and >= 0 with positive mass.
-    field : a :class:`~vlasov_tf.model.Schedule` (attention of the density
-        itself; switches are step boundaries) or a prescribed velocity
-        ``v(t, x)`` for (n, d) points (then ``T`` is required).
-    T : final time (default: the schedule's).
+    model : the velocity field of the density (:func:`~vlasov_tf.models.base.as_model`): a
+        :class:`~vlasov_tf.models.base.MeanField` (an attention
+        :class:`~vlasov_tf.models.attention.Schedule`, an
+        :class:`~vlasov_tf.models.interaction.Interaction`, ...; its switch times are step
+        boundaries), a user's :class:`~vlasov_tf.models.base.Model`, or a prescribed velocity
+        ``v(t, x)`` for (n, d) points.
+    T : final time (default: the model's, a schedule's; required for other models).
     t_eval : increasing output times in [0, T]; default ``[0, T]``.
     cfl : CFL number in (0, 1]; ``max_dt`` optionally caps the step.
     rtol, atol : error control (module docstring): a step is accepted when the L1 norm of the
@@ -420,21 +413,10 @@ def solve_grid(
     if not (np.isfinite(atol) and 0 < atol < 1):
         raise ValueError(f"atol must lie in (0, 1); got {atol}")
     rho = _check_density(mesh, rho0)
-    if isinstance(field, Schedule):
-        if field.d != mesh.centres.shape[1]:
-            raise ValueError(
-                f"the schedule is for d = {field.d}, the {mesh.kind} mesh has d = {mesh.centres.shape[1]}"
-            )
-        T = field.T if T is None else T
-        if not np.isclose(T, field.T, rtol=1e-12):
-            raise ValueError(f"T = {T} differs from the schedule's final time {field.T}")
-        switches = field.breakpoints
-    else:
-        if not callable(field):
-            raise ValueError("field must be a Schedule or a callable v(t, x)")
-        if T is None or not (np.isfinite(T) and T > 0):
-            raise ValueError(f"a prescribed velocity needs a final time T > 0; got {T}")
-        switches = np.array([0.0, T])
+    model = as_model(model, mesh.d)
+    if model.d != mesh.d:
+        raise ValueError(f"the model is for d = {model.d}, the {mesh.kind} mesh has d = {mesh.d}")
+    T, switches = run_times(model, T)
     loop = TimeLoop.start(T, switches, t_eval, t0, callback)
 
     reconstruction, limiter = check_scheme(reconstruction, limiter)
@@ -456,9 +438,6 @@ def solve_grid(
         rho = rho[local.cells]
     areas = fv.mesh.areas
     out_mass: list[float] = []
-
-    def params_at(t: float) -> Params | VelocityField:
-        return field.params_at(t) if isinstance(field, Schedule) else field
 
     def emit(rho: np.ndarray, t: float) -> None:
         if local is None or comm is None:  # (comm is None exactly when local is)
@@ -505,7 +484,7 @@ def solve_grid(
                 break
             t_next = loop.next_stop(t)
             # The block in force up to the next stop (steps never straddle a switch).
-            fld = params_at(0.5 * (t + t_next))
+            fld = model.piece(0.5 * (t + t_next))
             # The controller restarts at every stop, so the steps after a stop depend only on the
             # state there (what a resumed run has).
             scale = atol * l1(mass)
@@ -581,7 +560,7 @@ def _quantized(dt: float) -> float:
 
 def first_step(
     fv: FiniteVolume,
-    field: Params | VelocityField,
+    field: MeanField,
     t: float,
     m0: np.ndarray,
     u0: np.ndarray,
@@ -618,7 +597,7 @@ def first_step(
 
 def ssp_rk3_step(
     fv: FiniteVolume,
-    field: Params | VelocityField,
+    field: MeanField,
     t: float,
     m0: np.ndarray,
     dt: float,

@@ -1,6 +1,7 @@
-"""Lagrangian solver: N weighted tokens moved by the attention field, i.e. a deep Transformer.
+"""Lagrangian solver: N weighted tokens moved by a model's field; for attention, a deep Transformer.
 
-The tokens solve ``dx_i/dt = X[mu_t](t, x_i)`` with ``mu_t = sum_j w_j delta_{x_j(t)}``.
+The tokens solve ``dx_i/dt = X[mu_t](t, x_i)`` with ``mu_t = sum_j w_j delta_{x_j(t)}`` and ``X``
+any :class:`~vlasov_tf.models.base.MeanField` (attention, an interaction kernel, a user's model).
 Three integrators:
 
 ``"layers"``
@@ -15,7 +16,7 @@ Three integrators:
     ``scipy.integrate.solve_ivp`` (DOP853) with tight tolerances on the same radially
     extended field: the reference.
 
-Parameter switches of the :class:`~vlasov_tf.model.Schedule` and the output
+The model's switch times (a :class:`~vlasov_tf.models.attention.Schedule`'s blocks) and the output
 times are always step boundaries: ``[0, T]`` is cut at both, and the steps
 are shared out among the pieces in proportion to their lengths (at least one
 each), so the total is exactly ``steps`` whenever there are at least as many
@@ -24,7 +25,7 @@ steps as pieces; within a piece the steps are equal.
 A few tokens, whose dense sums fit one tile (``field_method`` "auto" up to
 :data:`~vlasov_tf.kernels.SMALL_PAIRS` = 16384 pairs, i.e. N <= 128, or "dense"; one rank;
 every weight positive), skip the per-call dispatch of the sums
-(:func:`~vlasov_tf.model.tile_head_sums`), and "layers" runs them in a loop without per-layer
+(:func:`~vlasov_tf.models.sums.tile_head_sums`), and "layers" runs them in a loop without per-layer
 calls (:func:`_tile_layers`): the same bits as the general steps, ~30 us a layer of 64 tokens
 (the plain numpy loop: ~36 us; ``scripts/bench_particles.py``).
 
@@ -55,16 +56,8 @@ from vlasov_tf.geometry.measures import SPHERE_ATOL, check_points, check_weights
 from vlasov_tf.kernels import METHODS as KERNEL_METHODS
 from vlasov_tf.kernels import blas_single_thread, choose_method, exp_kernel_sums, few_pairs, kernel_sums
 from vlasov_tf.kernels.dense import one_tile
-from vlasov_tf.model import (
-    HeadSums,
-    Params,
-    Schedule,
-    causal_head_sums,
-    method_head_sums,
-    tile_head_sums,
-    velocity_pinned,
-    velocity_unchecked,
-)
+from vlasov_tf.models.base import MeanField, Model, as_model, run_times
+from vlasov_tf.models.sums import Sums, causal_head_sums, tile_head_sums
 from vlasov_tf.parallel import Comm, RingSums, block_range, gather_rows, is_root
 from vlasov_tf.solvers.time_loop import TimeLoop
 
@@ -102,63 +95,79 @@ class ParticleSolution:
         return self.positions[-1]
 
 
-def _pieces(schedule: Schedule, cuts: np.ndarray, steps: int) -> list[tuple[float, float, int, Params]]:
-    """Cut [0, T] at the ``cuts`` (the stops: switches and output times); ``(t0, t1, n_steps, params)``
-    per piece.
+def _pieces(
+    model: MeanField, T: float, cuts: np.ndarray, steps: int
+) -> list[tuple[float, float, int, MeanField]]:
+    """Cut [0, T] at the ``cuts`` (the stops: switches and output times); ``(t0, t1, n_steps, field)``
+    per piece, ``field`` the model's piece in force there.
 
     The ``steps`` are shared out in proportion to the pieces' lengths by largest
     remainders, at least one each: the total is exactly ``steps`` whenever
     ``steps`` >= the number of pieces, and uniform where the cuts allow.
     """
-    T = schedule.T
     share = np.diff(cuts) * steps / T
     counts = np.maximum(np.floor(share + 1e-9).astype(int), 1)
     spare = steps - counts.sum()
     if spare > 0:
         counts[np.argsort(-(share - counts), kind="stable")[:spare]] += 1
     return [
-        (float(t0), float(t1), int(n), schedule.params_at(0.5 * (t0 + t1)))
+        (float(t0), float(t1), int(n), model.piece(0.5 * (t0 + t1)))
         for (t0, t1), n in zip(pairwise(cuts), counts, strict=True)
     ]
 
 
-def residual_velocity(params: Params, z: np.ndarray, w: np.ndarray, norm: str, sums: HeadSums) -> np.ndarray:
+def residual_velocity(
+    field: MeanField, t: float, z: np.ndarray, w: np.ndarray, norm: str, sums: Sums
+) -> np.ndarray:
     """(N, d) velocity of the residual stream ``z`` (N, d) under a pre- or peri-LN layer norm.
 
     The sublayer reads the normalised tokens ``pi(z) = z / |z|`` (queries, keys and values) and
     its output is added unprojected: ``A(z_i) = sum_h W_h A_h[mu~](pi(z_i)) + W (U pi(z_i) + b)_+``
-    with ``mu~ = sum_j w_j delta_{pi(z_j)}`` (:func:`~vlasov_tf.model.velocity_unchecked` in R^d
-    at the normalised tokens); ``"pre"`` returns ``A``, ``"peri"`` ``A / |A|`` (the output
-    normalised too).
+    with ``mu~ = sum_j w_j delta_{pi(z_j)}`` (the field in R^d at the normalised tokens);
+    ``"pre"`` returns ``A``, ``"peri"`` ``A / |A|`` (the output normalised too).
     """
     y = normalize(z)
-    v = velocity_unchecked(params, y, w, y, False, head_sums=sums)
+    v = field.evaluate(t, y, w, y, False, sums)
     return v if norm == "pre" else normalize(v)
 
 
 def _layer_step(
-    params: Params, x: np.ndarray, w: np.ndarray, h: float, sphere: bool, sums: HeadSums, norm: str = "post"
+    field: MeanField,
+    t: float,
+    x: np.ndarray,
+    w: np.ndarray,
+    h: float,
+    sphere: bool,
+    sums: Sums,
+    norm: str = "post",
 ) -> np.ndarray:
     if norm != "post":
-        return x + h * residual_velocity(params, x, w, norm, sums)
-    x = x + h * velocity_unchecked(params, x, w, x, sphere, head_sums=sums)
+        return x + h * residual_velocity(field, t, x, w, norm, sums)
+    x = x + h * field.evaluate(t, x, w, x, sphere, sums)
     return normalize(x) if sphere else x
 
 
 def _rk4_step(
-    params: Params, x: np.ndarray, w: np.ndarray, h: float, sphere: bool, sums: HeadSums, norm: str = "post"
+    field: MeanField,
+    t: float,
+    x: np.ndarray,
+    w: np.ndarray,
+    h: float,
+    sphere: bool,
+    sums: Sums,
+    norm: str = "post",
 ) -> np.ndarray:
-    def f(y: np.ndarray) -> np.ndarray:
+    def f(s: float, y: np.ndarray) -> np.ndarray:
         if norm != "post":
-            return residual_velocity(params, y, w, norm, sums)
+            return residual_velocity(field, s, y, w, norm, sums)
         if sphere:
             y = normalize(y)
-        return velocity_unchecked(params, y, w, y, sphere, head_sums=sums)
+        return field.evaluate(s, y, w, y, sphere, sums)
 
-    k1 = f(x)
-    k2 = f(x + 0.5 * h * k1)
-    k3 = f(x + 0.5 * h * k2)
-    k4 = f(x + h * k3)
+    k1 = f(t, x)
+    k2 = f(t + 0.5 * h, x + 0.5 * h * k1)
+    k3 = f(t + 0.5 * h, x + 0.5 * h * k2)
+    k4 = f(t + h, x + h * k3)
     x = x + (h / 6.0) * (k1 + 2 * k2 + 2 * k3 + k4)
     return normalize(x) if sphere and norm == "post" else x
 
@@ -183,16 +192,17 @@ def _few_tokens(field_method: str, x: np.ndarray, w: np.ndarray, comm: Comm | No
 
 
 def _tile_layers(
-    params: Params, x: np.ndarray, w: np.ndarray, h: float, n: int, sphere: bool, sums: HeadSums
+    field: MeanField, t: float, x: np.ndarray, w: np.ndarray, h: float, n: int, sphere: bool, sums: Sums
 ) -> np.ndarray:
-    """``n`` steps of :func:`_layer_step` for a few tokens, ``sums`` from :func:`tile_head_sums`.
+    """``n`` steps of :func:`_layer_step` from time ``t`` for a few tokens, ``sums`` of
+    :func:`~vlasov_tf.models.sums.tile_head_sums`.
 
-    The same arithmetic, so the same bits, as ``n`` calls of :func:`_layer_step` (the field of
-    :func:`~vlasov_tf.model.velocity_unchecked`, the normalisation), without its per-layer calls
-    and context managers: the caller pins BLAS to one thread and ignores underflow for the piece.
+    The same arithmetic, so the same bits, as ``n`` calls of :func:`_layer_step` (the field, the
+    normalisation), without its per-layer calls: the caller pins BLAS to one thread and ignores
+    underflow for the piece.
     """
-    for _ in range(n):
-        v = velocity_pinned(params, x, w, x, sphere, sums)  # a new array: updated in place
+    for i in range(n):
+        v = field.evaluate(t + i * h, x, w, x, sphere, sums)  # a new array: updated in place
         v *= h
         v += x  # x + h v, as in _layer_step
         x = normalize(v) if sphere else v
@@ -200,10 +210,11 @@ def _tile_layers(
 
 
 def solve_particles(
-    schedule: Schedule,
+    model: MeanField | Model,
     points: np.ndarray,
     weights: np.ndarray | None = None,
     *,
+    T: float | None = None,
     method: str = "layers",
     steps: int | None = None,
     t_eval: np.ndarray | None = None,
@@ -218,13 +229,18 @@ def solve_particles(
     norm: str = "post",
     causal_s: np.ndarray | None = None,
 ) -> ParticleSolution:
-    """Move N weighted tokens by the attention flow of ``schedule`` up to ``T``.
+    """Move N weighted tokens by the flow of ``model`` up to ``T``.
 
     Parameters
     ----------
-    schedule : piecewise-constant parameters on [0, T].
+    model : the velocity field (:func:`~vlasov_tf.models.base.as_model`): an attention
+        :class:`~vlasov_tf.models.attention.Schedule` (piecewise-constant parameters on [0, T]; its
+        blocks' :class:`~vlasov_tf.models.attention.Params` too), an
+        :class:`~vlasov_tf.models.interaction.Interaction`, any
+        :class:`~vlasov_tf.models.base.MeanField` or a user's :class:`~vlasov_tf.models.base.Model`.
     points : (N, d) initial tokens (on S^{d-1} when ``sphere``).
     weights : (N,) non-negative, positive total; ``None`` means 1/N each.
+    T : final time (default: the model's, a schedule's; required for other models).
     method : ``"layers"`` (deep Transformer), ``"rk4"`` or ``"adaptive"``.
     steps : number of layers / RK4 steps on [0, T] (required for those methods);
         taken exactly unless there are more pieces (switches and output times) than steps.
@@ -257,7 +273,7 @@ def solve_particles(
         Every method integrates the placement's limit ("layers" is its explicit Euler scheme:
         first order). ``points`` may then lie off the sphere (not at 0); needs ``sphere``.
     causal_s : (N,) each token's position s (None: no mask): causal attention, token i attends
-        to the tokens with ``s_j <= s_i``, itself included (:func:`~vlasov_tf.model.causal_head_sums`;
+        to the tokens with ``s_j <= s_i``, itself included (:func:`~vlasov_tf.models.sums.causal_head_sums`;
         dense sums, serial). With V = I the first token attends to itself alone and never moves.
     """
     if norm not in NORMS:
@@ -269,7 +285,9 @@ def solve_particles(
     if field_method not in FIELD_METHODS:
         raise ValueError(f"unknown field method {field_method!r} for tokens; choose one of {FIELD_METHODS}")
     on_sphere = sphere and norm == "post"
-    x = check_points(points, name="initial tokens", dim=schedule.d, sphere=on_sphere, atol=SPHERE_ATOL)
+    model = as_model(model)
+    T, switches = run_times(model, T)
+    x = check_points(points, name="initial tokens", dim=model.d, sphere=on_sphere, atol=SPHERE_ATOL)
     if norm != "post" and not (np.linalg.norm(x, axis=1) > 0).all():
         raise ValueError("initial tokens must be nonzero: a layer norm divides by |z|")
     w = check_weights(weights, len(x))
@@ -280,11 +298,11 @@ def solve_particles(
             raise ValueError(f"causal_s must be ({len(x)},) finite positions; got shape {s_tok.shape}")
         if comm is not None or field_method not in ("auto", "dense"):
             raise ValueError("causal attention sums densely, serially: field_method auto or dense, no MPI")
-        causal = causal_head_sums(s_tok, s_tok)
+        causal = Sums(heads=causal_head_sums(s_tok, s_tok), causal=True)
     if on_sphere and t0 == 0.0:
         # Not on resume: re-normalising the solver's own state moves it by an ulp.
         x = normalize(x)
-    loop = TimeLoop.start(schedule.T, schedule.breakpoints, t_eval, t0, callback)
+    loop = TimeLoop.start(T, switches, t_eval, t0, callback)
     lo, hi = (0, len(x)) if comm is None else block_range(len(x), comm.size, comm.rank)
     progress = progress and is_root(comm)
 
@@ -304,7 +322,7 @@ def solve_particles(
 
     if method == "adaptive":
         ref = causal if causal is not None else _reference_sums(field_method, rtol, len(x), comm)
-        n_eval = _solve_adaptive(schedule, x, w, loop, sphere, rtol, atol, emit, progress, ref, norm)
+        n_eval = _solve_adaptive(model, switches, x, w, loop, sphere, rtol, atol, emit, progress, ref, norm)
         return solution(n_eval)
 
     if steps is None or int(steps) != steps or steps < 1:
@@ -316,13 +334,13 @@ def solve_particles(
     few = norm == "post" and causal is None and _few_tokens(field_method, x, w_local, comm)
     if few:
         x = np.ascontiguousarray(x)  # the layout the dense sums would copy the keys to
-        sums = tile_head_sums(w_local)
+        sums = Sums(heads=tile_head_sums(w_local))
     else:
-        sums = causal or method_head_sums(field_method, split=None if comm is None else RingSums(comm))
-    pieces = [p for p in _pieces(schedule, loop.stops, int(steps)) if p[1] > t0 + loop.tol]
+        sums = causal or Sums.by_method(field_method, split=None if comm is None else RingSums(comm))
+    pieces = [p for p in _pieces(model, T, loop.stops, int(steps)) if p[1] > t0 + loop.tol]
     total = sum(n for _, _, n, _ in pieces)
     with tqdm(total=total, disable=not progress, desc=f"{method} (N={len(x)})", unit="step") as bar:
-        for start, end, n, params in pieces:
+        for start, end, n, field in pieces:
             for t_out in loop.due(start):
                 emit(t_out, x)
             h = (end - start) / n
@@ -330,11 +348,11 @@ def solve_particles(
             # its own pins are then nested ones (~0.3 us, not ~10 us a layer).
             with blas_single_thread(), np.errstate(under="ignore") if few else nullcontext():
                 if few and method == "layers":
-                    x = _tile_layers(params, x, w_local, h, n, sphere, sums)
+                    x = _tile_layers(field, start, x, w_local, h, n, sphere, sums)
                     bar.update(n)
                 else:
-                    for _ in range(n):
-                        x = step(params, x, w_local, h, sphere, sums, norm)
+                    for i in range(n):
+                        x = step(field, start + i * h, x, w_local, h, sphere, sums, norm)
                         bar.update()
         for t_out in loop.rest():
             emit(t_out, x)
@@ -342,7 +360,8 @@ def solve_particles(
 
 
 def _solve_adaptive(
-    schedule: Schedule,
+    model: MeanField,
+    bp: np.ndarray,
     x: np.ndarray,
     w: np.ndarray,
     loop: TimeLoop,
@@ -351,22 +370,21 @@ def _solve_adaptive(
     atol: float,
     emit: Callable[[float, np.ndarray], None],
     progress: bool,
-    sums: HeadSums,
+    sums: Sums,
     norm: str = "post",
 ) -> int:
-    """DOP853 block by block (restarted at every switch) from ``loop.t0``; returns the field
+    """DOP853 piece by piece (restarted at every switch ``bp``) from ``loop.t0``; returns the field
     evaluations. The field is the radially extended one (as for RK4), its sums by
     :func:`_reference_sums`.
     """
     shape = x.shape
     nfev = 0
-    bp = schedule.breakpoints
     t0, tol = loop.t0, loop.tol
     for _ in loop.due(t0):
         emit(t0, x)
     # The bar follows the time DOP853 has reached (it moved once per block).
     with loop.time_bar(progress, "adaptive") as bar:
-        for k, (_, params) in enumerate(schedule.blocks):
+        for k in range(len(bp) - 1):
             start, t1 = max(bp[k], t0), bp[k + 1]
             if t1 <= t0 + tol:
                 continue
@@ -375,15 +393,17 @@ def _solve_adaptive(
             mine = np.array(list(loop.due(t1)))
             at, index = np.unique(np.minimum(mine, t1), return_inverse=True)
 
-            def rhs(t: float, u: np.ndarray, params: Params = params) -> np.ndarray:
+            piece = model.piece(0.5 * (bp[k] + t1))
+
+            def rhs(t: float, u: np.ndarray, field: MeanField = piece) -> np.ndarray:
                 if t > bar.n:
                     bar.update(t - bar.n)
                 y = u.reshape(shape)
                 if norm != "post":
-                    return residual_velocity(params, y, w, norm, sums).ravel()
+                    return residual_velocity(field, t, y, w, norm, sums).ravel()
                 if sphere:
                     y = normalize(y)
-                return velocity_unchecked(params, y, w, y, sphere, head_sums=sums).ravel()
+                return field.evaluate(t, y, w, y, sphere, sums).ravel()
 
             t_block = at if at.size and at[-1] == t1 else np.r_[at, t1]
             sol = solve_ivp(
@@ -403,8 +423,8 @@ def _solve_adaptive(
     return nfev
 
 
-def _reference_sums(field_method: str, tol: float, n: int, comm: Comm | None) -> HeadSums:
-    """The adaptive reference's :data:`~vlasov_tf.model.HeadSums`: the same bits on every rank.
+def _reference_sums(field_method: str, tol: float, n: int, comm: Comm | None) -> Sums:
+    """The adaptive reference's :class:`~vlasov_tf.models.sums.Sums`: the same bits on every rank.
 
     Dense sums (chosen or asked) run in fixed chunks of ``_ADAPTIVE_ROWS`` query rows; under
     MPI each rank takes a contiguous run of chunks and the rows are all-gathered. A chunk's
@@ -435,4 +455,5 @@ def _reference_sums(field_method: str, tol: float, n: int, comm: Comm | None) ->
             block = np.concatenate(comm.allgather(block))
         return shift, block
 
-    return head_sums
+    # Other sums (zonal kernels, a user's model) whole on every rank, one thread.
+    return Sums(heads=head_sums, method=field_method, tol=tol, threads=1)

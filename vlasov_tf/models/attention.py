@@ -1,4 +1,4 @@
-"""The attention velocity field X[mu](t, x): the one place where the physics is written.
+"""The attention velocity field X[mu](t, x): the one place where attention's physics is written.
 
 For a measure mu (weighted points) and parameters theta, ``docs/equations.md``::
 
@@ -11,38 +11,35 @@ one-matrix form of the first seed paper). Without the projection P_x the same
 formula is the mean-field Transformer in R^d.
 
 Parameters are piecewise constant in time: a :class:`Schedule` is a sequence
-of (duration, :class:`Params`) blocks. Both solvers (particles and grid) call
-:func:`velocity` (validated) or :func:`velocity_unchecked` (inner loops).
+of (duration, :class:`Params`) blocks. Both are :class:`~vlasov_tf.models.base.MeanField` models:
+the solvers call :meth:`Params.evaluate`, i.e. :func:`velocity_unchecked` (inner loops), with the
+head sums their :class:`~vlasov_tf.models.sums.Sums` choose; :func:`velocity` is the checked form.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
 
 import numpy as np
+from scipy import special
 from scipy.special import logsumexp
 
 from vlasov_tf.geometry.measures import SPHERE_ATOL, check_points, check_weights
-from vlasov_tf.kernels import METHODS, Distributed, blas_single_thread, exp_kernel_sums, kernel_sums
-from vlasov_tf.kernels.cache import derived, frozen, immutable
-from vlasov_tf.kernels.dense import causal_kernel_sums, log_weights, tile_sums
-from vlasov_tf.profiling import active as profiling_active
-from vlasov_tf.profiling import section
+from vlasov_tf.kernels import blas_single_thread, kernel_sums
+from vlasov_tf.models.base import MeanField
+from vlasov_tf.models.sums import HeadSums, Sums, dense_head_sums
 
 __all__ = [
     "Head",
     "Params",
     "Perceptron",
     "Schedule",
-    "causal_head_sums",
-    "dense_head_sums",
     "interaction_energy",
+    "linear_growth_rate",
     "log_potential",
-    "method_head_sums",
-    "tile_head_sums",
     "velocity",
     "velocity_pinned",
     "velocity_unchecked",
@@ -131,8 +128,12 @@ class Perceptron:
 
 
 @dataclass(frozen=True)
-class Params:
-    """Parameters of one constant block: heads, optional perceptron, SA or USA."""
+class Params(MeanField):
+    """Parameters of one constant block: heads, optional perceptron, SA or USA.
+
+    As a :class:`~vlasov_tf.models.base.MeanField`: the attention field of these parameters at
+    any time (a schedule of one block without a horizon).
+    """
 
     heads: tuple[Head, ...] = ()
     perceptron: Perceptron | None = None
@@ -205,12 +206,31 @@ class Params:
             raise ValueError("perceptron U given without its output matrix W")
         return cls(heads=heads, perceptron=perc, attention="SA")
 
+    def evaluate(self, t, points, weights, queries, sphere, sums: Sums) -> np.ndarray:
+        """:func:`velocity_unchecked` with the solver's head sums (``t``: the field is constant)."""
+        return velocity_unchecked(self, points, weights, queries, sphere, sums.heads)
+
+    def energy(self, points: np.ndarray, weights: np.ndarray) -> float | None:
+        """:func:`interaction_energy` for Q = K = V = I (:func:`zonal_beta`), non-decreasing (SA, USA)."""
+        beta = zonal_beta(self)
+        return None if beta is None else interaction_energy(points, weights, beta)
+
+    def growth_rate(self, mode: int) -> float | None:
+        """:func:`linear_growth_rate` for Q = K = V = I on the circle and S^2."""
+        beta = zonal_beta(self)
+        return None if beta is None or self.d > 3 else linear_growth_rate(self.d, mode, beta, self.attention)
+
 
 @dataclass(frozen=True)
-class Schedule:
-    """Piecewise-constant parameters: blocks ``(duration_k, params_k)`` on ``[0, T]``."""
+class Schedule(MeanField):
+    """Piecewise-constant parameters: blocks ``(duration_k, params_k)`` on ``[0, T]``.
+
+    As a :class:`~vlasov_tf.models.base.MeanField`: the final time ``T``, switches at the block
+    boundaries (:attr:`breakpoints`), and each piece's field is its block's :class:`Params`.
+    """
 
     blocks: tuple[tuple[float, Params], ...]
+    d: int = field(init=False)
 
     def __post_init__(self) -> None:
         blocks = tuple((float(tau), p) for tau, p in self.blocks)
@@ -225,14 +245,11 @@ class Schedule:
         if len(dims) > 1:
             raise ValueError(f"schedule blocks disagree on the dimension d: {sorted(dims)}")
         object.__setattr__(self, "blocks", blocks)
+        object.__setattr__(self, "d", dims.pop())
 
     @classmethod
     def constant(cls, params: Params, T: float) -> Schedule:
         return cls(((T, params),))
-
-    @property
-    def d(self) -> int:
-        return self.blocks[0][1].d
 
     @property
     def T(self) -> float:
@@ -253,92 +270,19 @@ class Schedule:
     def params_at(self, t: float) -> Params:
         return self.blocks[self.index_at(t)][1]
 
+    def switch_times(self, T: float) -> np.ndarray:
+        return self.breakpoints
 
-#: ``head_sums(B, queries, points, weights) -> (shift, sums)``: the scaled sums
-#: ``sum_j w_j exp(<B x_i, y_j>) [y_j, 1] = exp(shift_i) sums_i`` of one head.
-HeadSums = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+    def piece(self, t: float) -> Params:
+        return self.params_at(t)
 
+    def evaluate(self, t, points, weights, queries, sphere, sums: Sums) -> np.ndarray:
+        return self.params_at(t).evaluate(t, points, weights, queries, sphere, sums)
 
-def dense_head_sums(
-    B: np.ndarray, queries: np.ndarray, points: np.ndarray, weights: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The default :data:`HeadSums`: dense blocked sums of :func:`~vlasov_tf.kernels.exp_kernel_sums`."""
-    return exp_kernel_sums(np.dot(queries, B.T), points, weights, points)
-
-
-def tile_head_sums(weights: np.ndarray) -> HeadSums:
-    """The dense :data:`HeadSums` of a few tokens (:func:`~vlasov_tf.kernels.dense.one_tile`), lean.
-
-    For a solver's loop over tokens whose ``weights`` (all positive) stay fixed: the log-weights
-    are taken once, and each call is :func:`~vlasov_tf.kernels.dense.tile_sums` of ``B x``, what
-    :func:`dense_head_sums` and ``method_head_sums("dense")`` compute for these sizes (the same
-    bits), without their per-call checks and dispatch (~10 us of a ~30 us layer of 64 tokens).
-    The caller holds ``np.errstate(under="ignore")`` and passes these weights; the calls are
-    recorded as the sections ``"sums.dense"`` and ``"dense"`` only while a profile is active.
-    """
-    logw = log_weights(weights)
-
-    def head_sums(
-        B: np.ndarray, queries: np.ndarray, points: np.ndarray, _weights: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        # _weights: the HeadSums signature; these sums use the weights fixed above (logw).
-        z = np.dot(queries, B.T)
-        if not profiling_active():
-            return tile_sums(z, points, logw, points)
-        with section("sums.dense"), section("dense", pairs=float(len(z)) * float(len(points))):
-            return tile_sums(z, points, logw, points)
-
-    return head_sums
-
-
-def causal_head_sums(s_queries: np.ndarray, s_keys: np.ndarray) -> HeadSums:
-    """The :data:`HeadSums` of causal attention: query i attends to the keys at or before its
-    position, ``s_keys[j] <= s_queries[i]`` (itself included when it is a key):
-    ``A_h[mu](x_i) = sum_{j: s_j <= s_i} w_j e^{<B x_i, x_j>} V x_j / sum_{j: s_j <= s_i} w_j e^{...}``
-    (:func:`~vlasov_tf.kernels.dense.causal_kernel_sums`, dense)."""
-    s_q, s_k = np.asarray(s_queries, dtype=np.float64), np.asarray(s_keys, dtype=np.float64)
-
-    def head_sums(
-        B: np.ndarray, queries: np.ndarray, points: np.ndarray, weights: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        return causal_kernel_sums(np.dot(queries, B.T), points, weights, points, s_q, s_k)
-
-    return head_sums
-
-
-def method_head_sums(
-    method: str = "auto",
-    tol: float = 1e-10,
-    *,
-    split: Distributed | None = None,
-    threads: int | None = None,
-) -> HeadSums:
-    """The :data:`HeadSums` of a field method of :func:`~vlasov_tf.kernels.kernel_sums`.
-
-    ``method``: one of :data:`~vlasov_tf.kernels.METHODS` ("auto" chooses per head and call by
-    the methods' cost estimates); every row within ``tol`` of the dense sums (dense: exact).
-    ``split``: the measure is this rank's block of one split across MPI ranks
-    (:class:`vlasov_tf.parallel.RingSums`).
-    """
-    if method not in METHODS:
-        raise ValueError(f"unknown field method {method!r}; choose one of {METHODS}")
-    if method == "dense" and split is None and threads is None:
-        return dense_head_sums
-
-    def head_sums(
-        B: np.ndarray, queries: np.ndarray, points: np.ndarray, weights: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        if immutable(queries):
-            # Fixed (read-only) queries, e.g. a grid's face midpoints: B x once per head, and with
-            # it everything the kernel sums derive from it (kernels.cache).
-            z = derived(queries, f"B x for B = {B.tobytes().hex()}", lambda q: frozen(np.dot(q, B.T)))
-        else:
-            # Moving tokens: no cache key (B's bytes in hex, ~2 us a layer), but z is read-only all
-            # the same, so that the sums derive what they need from it once per call.
-            z = frozen(np.dot(queries, B.T))
-        return kernel_sums(z, points, weights, points, method=method, tol=tol, split=split, threads=threads)
-
-    return head_sums
+    def energy(self, points: np.ndarray, weights: np.ndarray) -> float | None:
+        """The blocks' energy when they all have the same one (one zonal beta), else None."""
+        betas = {zonal_beta(p) for _, p in self.blocks}
+        return self.blocks[0][1].energy(points, weights) if len(betas) == 1 else None
 
 
 def zonal_beta(params: Params) -> float | None:
@@ -443,6 +387,26 @@ def velocity(
         return velocity_unchecked(params, pts, w, pts, sphere)
     qry = check_points(queries, name="queries", dim=params.d, sphere=sphere, atol=atol)
     return velocity_unchecked(params, pts, w, qry, sphere)
+
+
+def linear_growth_rate(d: int, mode: int, beta: float, attention: str = "SA") -> float:
+    """Growth rate of the mode ``mode`` of a small perturbation of the uniform state, Q = K = V = I.
+
+    Circle (d = 2), ``a cos(k t)``: ``k^2 I_k(beta) / (beta I_0(beta))`` (SA), ``k^2 I_k(beta) / beta``
+    (USA); S^2 (d = 3), ``a Y_l``: ``l (l + 1) i_l(beta) / (beta i_0(beta))`` (SA),
+    ``l (l + 1) i_l(beta) / beta`` (USA), with ``I_k`` the modified Bessel and ``i_l`` the modified
+    spherical Bessel functions (exponentially scaled here: the scale factors cancel in SA).
+    (The Fourier / Funk-Hecke coefficients of the kernel; docs/equations.md.)
+    """
+    if attention not in ("SA", "USA"):
+        raise ValueError(f"attention must be 'SA' or 'USA', got {attention!r}")
+    if d == 2:
+        rate = mode * mode * special.ive(mode, beta) / beta
+        return float(rate / special.ive(0, beta) if attention == "SA" else rate * np.exp(beta))
+    if d == 3:
+        rate = mode * (mode + 1) * special.spherical_in(mode, beta) / beta
+        return float(rate / special.spherical_in(0, beta) if attention == "SA" else rate)
+    raise ValueError(f"linear growth rates are for the circle (d = 2) and S^2 (d = 3), not d = {d}")
 
 
 def log_potential(points, weights, queries, beta: float) -> np.ndarray:

@@ -1,0 +1,228 @@
+"""The model interface: a velocity field of measures, as every solver, the runner and the diagnostics take it.
+
+A mean-field model is the velocity field ``X[mu](t, x)`` of the continuity equation
+
+    d/dt mu + div( X[mu](t, .) mu ) = 0
+
+on the sphere S^{d-1} (tangent vectors; or on R^d). :class:`MeanField` is what the solvers
+call: the grid (:func:`~vlasov_tf.solvers.finite_volumes.solve_grid`) at its flux points under
+the cell measure, the tokens (:func:`~vlasov_tf.solvers.particles.solve_particles`) at
+themselves. It states
+
+- :meth:`MeanField.evaluate`: the velocity at query points of a weighted measure at time t, with
+  the nonlocal sums computed as the solver's :class:`~vlasov_tf.models.sums.Sums` says (under MPI
+  the measure is this rank's block; the sums see all of it);
+- :meth:`MeanField.switch_times` and :meth:`MeanField.piece`: where the field jumps (no step
+  straddles a switch) and the field in force between two of them;
+- what diagnostics may ask of it, each optional (None: not defined for this model):
+  :meth:`~MeanField.energy`, :meth:`~MeanField.growth_rate` of the uniform state's modes, the
+  kernel :attr:`~MeanField.width` that sets the clusters' linking distance.
+
+Implementations: attention (:class:`~vlasov_tf.models.attention.Schedule` and its blocks,
+:class:`~vlasov_tf.models.attention.Params`), interaction kernels
+(:class:`~vlasov_tf.models.interaction.Interaction`), a prescribed field
+(:class:`Prescribed`) and any user object with ``d`` and ``velocity(t, points, weights,
+queries)`` (:func:`as_model` wraps it: :class:`UserModel`). No solver looks at which it has.
+
+Design notes: docs/design.md §9 (models are plug-ins).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from vlasov_tf.geometry.measures import SPHERE_ATOL, check_points, check_weights
+from vlasov_tf.models.sums import DENSE, Sums
+
+__all__ = ["MeanField", "Model", "Prescribed", "UserModel", "VelocityField", "as_model", "run_times"]
+
+#: A prescribed velocity: ``v(t, x)`` for (n, d) points, returning (n, d) tangent vectors.
+VelocityField = Callable[[float, np.ndarray], np.ndarray]
+
+
+@runtime_checkable
+class Model(Protocol):
+    """What a user's model needs: the dimension and the velocity of a measure.
+
+    ``velocity(t, points (N, d), weights (N,), queries (M, d)) -> (M, d)``: ``X[mu](t, x)`` at the
+    queries for ``mu = sum_j w_j delta_{points_j}`` (the whole measure; weights >= 0, summing to the
+    measure's mass), tangent to the sphere at each query. Optionally ``T`` (the final time the
+    model fixes) and ``switch_times(T)`` (where it jumps), as :class:`MeanField` has them.
+    """
+
+    d: int
+
+    def velocity(
+        self, t: float, points: np.ndarray, weights: np.ndarray, queries: np.ndarray
+    ) -> np.ndarray: ...
+
+
+class MeanField(ABC):
+    """A mean-field model as the solvers take it (module docstring).
+
+    Subclasses set ``d`` (the ambient dimension: 2 for the circle, 3 for S^2, any for tokens) and
+    implement :meth:`evaluate`; the rest has defaults for a field that is smooth in time.
+    """
+
+    #: The ambient dimension: 2 for the circle, 3 for S^2 (and any for tokens).
+    d: int
+
+    @property
+    def T(self) -> float | None:
+        """The final time the model fixes (a schedule's), or None: runs choose T."""
+        return None
+
+    @abstractmethod
+    def evaluate(
+        self,
+        t: float,
+        points: np.ndarray,
+        weights: np.ndarray,
+        queries: np.ndarray,
+        sphere: bool,
+        sums: Sums,
+    ) -> np.ndarray:
+        """(M, d) velocity ``X[mu](t, x)`` at the (M, d) ``queries`` of ``mu = sum_j w_j delta_{y_j}``.
+
+        The solvers' inner loop: nothing is checked. ``points`` (N, d), ``weights`` (N,) >= 0
+        (under MPI this rank's block: ``sums.split`` is set, :meth:`Sums.whole
+        <vlasov_tf.models.sums.Sums.whole>` gathers it); ``sphere``: tangent vectors of S^{d-1}
+        (queries may lie off it by a Runge-Kutta stage: project with the formula ``I - x x^T``),
+        else the model in R^d. ``sums``: how the nonlocal sums are computed.
+        """
+
+    def switch_times(self, T: float) -> np.ndarray:
+        """(n + 1,) times ``0 = t_0 < ... < t_n = T`` between which the field is continuous in time:
+        no step straddles one."""
+        return np.array([0.0, float(T)])
+
+    def piece(self, t: float) -> MeanField:
+        """The model in force on the piece between two switch times that holds ``t``.
+
+        Solvers ask once per piece, at its midpoint, so that a stage at the piece's end (a
+        switch) still evaluates the piece's field.
+        """
+        return self
+
+    def velocity(
+        self,
+        points: np.ndarray,
+        weights: np.ndarray | None = None,
+        queries: np.ndarray | None = None,
+        *,
+        t: float = 0.0,
+        sphere: bool = True,
+        atol: float = SPHERE_ATOL,
+    ) -> np.ndarray:
+        """:meth:`evaluate` with checked inputs and dense sums: (M, d) at ``queries`` (default: the
+        points); ``weights`` None means 1/N each."""
+        pts = check_points(points, dim=self.d, sphere=sphere, atol=atol)
+        w = check_weights(weights, len(pts))
+        qry = pts
+        if queries is not None:
+            qry = check_points(queries, name="queries", dim=self.d, sphere=sphere, atol=atol)
+        return self.piece(t).evaluate(t, pts, w, qry, sphere, DENSE)
+
+    # What diagnostics may ask; None where the model does not define it.
+
+    def energy(self, points: np.ndarray, weights: np.ndarray) -> float | None:
+        """An interaction energy of the measure that the flow does not decrease, or None."""
+        return None
+
+    def growth_rate(self, mode: int) -> float | None:
+        """Growth rate of the mode ``mode`` (circle: ``cos(k t)``; S^2: ``P_l``) of a small
+        perturbation of the uniform measure, or None."""
+        return None
+
+    @property
+    def width(self) -> float | None:
+        """The kernel's length scale in radians (clusters link at a multiple of it), or None."""
+        return None
+
+
+class Prescribed(MeanField):
+    """A velocity prescribed as a function ``v(t, x)`` of time and position, not of the measure."""
+
+    def __init__(self, v: VelocityField, d: int) -> None:
+        if not callable(v):
+            raise ValueError(f"a prescribed velocity must be a callable v(t, x); got {type(v).__name__}")
+        self.v, self.d = v, int(d)
+
+    def evaluate(self, t, points, weights, queries, sphere, sums) -> np.ndarray:
+        x = np.asarray(self.v(t, queries), dtype=float)
+        if x.shape != queries.shape or not np.isfinite(x).all():
+            raise ValueError(
+                f"the prescribed velocity must return finite values of shape {queries.shape}; "
+                f"got shape {x.shape}"
+            )
+        return x
+
+
+class UserModel(MeanField):
+    """A user's :class:`Model` as the solvers take it: its velocity of the whole measure (gathered
+    from every rank under MPI; dense sums are the user's own), projected on the tangent space."""
+
+    def __init__(self, user: Model) -> None:
+        d = getattr(user, "d", None)
+        if not isinstance(d, int) or d < 2:
+            raise ValueError(
+                f"the model {type(user).__name__} must have an integer dimension d >= 2; got {d!r}"
+            )
+        self.user, self.d = user, d
+        self.name = type(user).__name__
+
+    @property
+    def T(self) -> float | None:
+        T = getattr(self.user, "T", None)
+        return None if T is None else float(T)
+
+    def switch_times(self, T: float) -> np.ndarray:
+        switches = getattr(self.user, "switch_times", None)
+        return super().switch_times(T) if switches is None else np.asarray(switches(T), dtype=float)
+
+    def evaluate(self, t, points, weights, queries, sphere, sums) -> np.ndarray:
+        pts, w = sums.whole(points, weights)
+        x = np.asarray(self.user.velocity(t, pts, w, queries), dtype=float)
+        if x.shape != queries.shape or not np.isfinite(x).all():
+            raise ValueError(
+                f"{self.name}.velocity must return finite values of shape {queries.shape} (one tangent "
+                f"vector per query); got shape {x.shape}"
+                + ("" if x.shape != queries.shape else " with non-finite entries")
+            )
+        if sphere:
+            x = x - np.einsum("ij,ij->i", x, queries)[:, None] * queries
+        return x
+
+
+def as_model(model: Any, d: int | None = None) -> MeanField:
+    """``model`` as the solvers take it: a :class:`MeanField` as it is, a user's :class:`Model` in a
+    :class:`UserModel`, a callable ``v(t, x)`` (with ``d``) as :class:`Prescribed`; else ValueError."""
+    if isinstance(model, MeanField):
+        return model
+    if isinstance(model, Model):
+        return UserModel(model)
+    if callable(model) and d is not None:
+        return Prescribed(model, d)
+    raise ValueError(
+        f"a model must be a MeanField (attention Schedule, Interaction, ...), an object with d and "
+        f"velocity(t, points, weights, queries), or a prescribed velocity v(t, x); got {type(model).__name__}"
+    )
+
+
+def run_times(model: MeanField, T: float | None) -> tuple[float, np.ndarray]:
+    """``(T, switch times)`` of a run of ``model`` to ``T``: the model's own T when None (a
+    schedule's); ValueError when neither fixes a final time > 0, or they differ (beyond 1e-12)."""
+    fixed = model.T
+    if T is None:
+        if fixed is None:
+            raise ValueError(f"a {type(model).__name__} model needs a final time T > 0 (it fixes none)")
+        T = fixed
+    elif fixed is not None and not np.isclose(T, fixed, rtol=1e-12):
+        raise ValueError(f"T = {T} differs from the schedule's final time {fixed}")
+    if not (np.isfinite(T) and T > 0):
+        raise ValueError(f"the final time T must be finite and > 0; got {T}")
+    return T, model.switch_times(T)
