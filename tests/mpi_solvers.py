@@ -5,8 +5,9 @@ every result to the npz file OUT. Problems: a general two-block schedule
 (random B, V, a perceptron) on the S^2 grid, a zonal head on S^2 by spectral
 sums, a zonal head on a uniform circle grid (FFT serially, the spectral or dense
 sums under MPI), a prescribed rotation on S^2,
-a resume from the serial run's middle snapshot, and the three particle
-integrators on a general two-block schedule.
+a resume from the serial run's middle snapshot, the three particle
+integrators on a general two-block schedule, and an interaction model (spectral and
+dense zonal sums) and a user's model (the measure gathered) on the grid and for tokens.
 """
 
 import sys
@@ -16,9 +17,24 @@ import numpy as np
 from vlasov_tf.geometry.measures import uniform_sphere
 from vlasov_tf.geometry.mesh_files import sphere_mesh
 from vlasov_tf.geometry.meshes import circle_mesh
+from vlasov_tf.kernels.zonal import ExpDifference, Exponential
 from vlasov_tf.models.attention import Head, Params, Perceptron, Schedule
+from vlasov_tf.models.interaction import Interaction
 from vlasov_tf.solvers.finite_volumes import solve_grid
 from vlasov_tf.solvers.particles import solve_particles
+
+
+class Kuramoto:
+    """A user's model: identical Lohe oscillators, X = K P_x int y dmu (it sums the whole measure)."""
+
+    d = 3
+
+    def __init__(self, K: float) -> None:
+        self.K = K
+
+    def velocity(self, t, points, weights, queries):
+        m = self.K * (weights @ points)
+        return m - (queries @ m)[:, None] * queries
 
 
 def schedule(rng: np.random.Generator, d: int, scale: float = 1.0) -> Schedule:
@@ -120,6 +136,20 @@ def main() -> None:
             sched, x0, w0, method=method, steps=steps, t_eval=times, comm=comm, field_method="spectral"
         )
         res[f"particles_{method}_spectral"] = sol.positions
+
+    # Interaction models: zonal sums split across ranks (spectral: coefficients summed; dense: the
+    # keys gathered), a normaliser, a rotation; a user's model sums the gathered measure itself.
+    pair = Interaction(3, ExpDifference(a=1.0, alpha=4.0, r=0.5, rho=1.0), Exponential(1.0),
+                       omega=np.array([[0.0, -0.5, 0.0], [0.5, 0.0, 0.0], [0.0, 0.0, 0.0]]))  # fmt: skip
+    for method in ("spectral", "dense"):
+        res[f"grid_interaction_{method}"] = solve_grid(
+            sphere, rho0, pair, 0.2, t_eval=times, comm=comm, field_method=method
+        ).densities
+    res["grid_user"] = solve_grid(sphere, rho0, Kuramoto(1.5), 0.2, t_eval=times, comm=comm).densities
+    for method, steps in (("rk4", 6), ("adaptive", None)):
+        sol = solve_particles(pair, x0, w0, T=0.2, method=method, steps=steps, t_eval=times, comm=comm)
+        res[f"particles_interaction_{method}"] = sol.positions
+    res["particles_user"] = solve_particles(Kuramoto(1.5), x0, w0, T=0.2, steps=6, method="rk4", comm=comm).positions
 
     res["ring_error"] = np.array(ring_error(comm, rng))
 

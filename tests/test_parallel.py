@@ -137,7 +137,9 @@ def test_parallel_equals_serial(serial_results, ranks):
     got, want = np.load(out), np.load(serial_results)
     keys = ("grid_general", "grid_spectral", "grid_general_spectral", "grid_circle", "grid_general_quadratic")
     particles = ("particles_layers", "particles_rk4", "particles_adaptive")
-    for key in (*keys, *particles, "particles_rk4_spectral", "particles_adaptive_spectral"):
+    models = ("grid_interaction_spectral", "grid_interaction_dense", "grid_user", "particles_interaction_rk4",
+              "particles_interaction_adaptive", "particles_user")  # fmt: skip
+    for key in (*keys, *particles, *models, "particles_rk4_spectral", "particles_adaptive_spectral"):
         assert got[key].shape == want[key].shape, key
         assert rel(got[key], want[key]) <= RTOL, f"{key} on {ranks} ranks: {rel(got[key], want[key]):.2e}"
     # Resumed at t = 0.1 on `ranks` ranks from the serial run's snapshot: the serial final state.

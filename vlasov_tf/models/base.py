@@ -127,7 +127,12 @@ class MeanField(ABC):
             qry = check_points(queries, name="queries", dim=self.d, sphere=sphere, atol=atol)
         return self.piece(t).evaluate(t, pts, w, qry, sphere, DENSE)
 
-    # What diagnostics may ask; None where the model does not define it.
+    # What diagnostics and figures may ask; None where the model does not define it.
+
+    @property
+    def label(self) -> str:
+        """A few words naming the model, for titles."""
+        return type(self).__name__
 
     def energy(self, points: np.ndarray, weights: np.ndarray) -> float | None:
         """An interaction energy of the measure that the flow does not decrease, or None."""

@@ -356,7 +356,7 @@ def _draw_mode_growth(ax: Axes, ax_ratio: Axes | None, case, run) -> None:
         ax.semilogy(t, amp, style, marker="o" if "grid" in label else None, ms=3, label=label)
     pred = predicted_growth(case, case.output_times)
     if pred is not None:
-        blocks = len(case.schedule.blocks)
+        blocks = len(case.model.switch_times(case.T)) - 1
         lam = f"λ = {np.log(pred[-1]) / case.T:.4g}" if blocks == 1 else f"piecewise λ, {blocks} blocks"
         ax.semilogy(case.output_times, pred, "k:", lw=1.8, label=f"linear theory exp(λt), {lam}")
     ax.set_ylabel(f"|a(t) / a(0)|, {name} = {init.mode}")
@@ -442,10 +442,8 @@ def crossval_figure(case, run, view: Sequence[float] | None = None) -> Figure:
     _draw_diagnostics(rows[1], case, run)
     draw_tables(rows[2], tables)
     betas = sorted(set(case.betas))
-    title = (
-        f"{case.name}: Eulerian grid vs deep Transformers ({case.geometry}, "
-        f"β = {', '.join(f'{b:g}' for b in betas)}, T = {case.T:g})"
-    )
+    model = f"β = {', '.join(f'{b:g}' for b in betas)}" if betas else case.model.label
+    title = f"{case.name}: Eulerian grid vs deep Transformers ({case.geometry}, {model}, T = {case.T:g})"
     line = grid_against_deep(case, run)
     fig.suptitle(title + (f"\n{line}" if line else ""))
     return fig

@@ -1,7 +1,7 @@
 """The tables of a case file, each read into its typed object: ``[case]`` geometry and output times,
-``[initial]`` (an :class:`~vlasov_tf.geometry.initial.InitialMeasure`), ``[model]`` and
-``[[schedule]]`` (a :class:`~vlasov_tf.models.attention.Schedule`), ``[particles]``, ``[grid]``,
-``[clusters]`` and ``[sweep]`` (the specs below).
+``[initial]`` (an :class:`~vlasov_tf.geometry.initial.InitialMeasure`), ``[particles]``, ``[grid]``,
+``[clusters]`` and ``[sweep]`` (the specs below); ``[model]`` and ``[[schedule]]`` in
+:mod:`vlasov_tf.runs.model_tables`.
 
 :func:`vlasov_tf.runs.cases.parse_case` calls the readers in order; every failure is one
 ``ValueError('<file>: <dotted key> <problem>')`` through :class:`~vlasov_tf.runs.toml_reader.TomlReader`.
@@ -10,7 +10,6 @@ The layout of a case file, every key, is in :mod:`vlasov_tf.runs.cases`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,6 @@ from vlasov_tf.geometry.measures import (
     normalize,
 )
 from vlasov_tf.geometry.meshes import SPHERE_LEVELS
-from vlasov_tf.models.attention import Attention, Params, Perceptron, Schedule
 from vlasov_tf.runs.ensembles import ENSEMBLES
 from vlasov_tf.runs.toml_reader import TomlReader, show_value
 from vlasov_tf.solvers.finite_volumes import (
@@ -51,7 +49,6 @@ from vlasov_tf.solvers.particles import NORMS
 __all__ = [
     "FAMILIES",
     "GEOMETRIES",
-    "MASKS",
     "MAX_OUTPUTS",
     "MAX_SPHERE_DEGREE",
     "MIN_CIRCLE_CELLS",
@@ -66,7 +63,6 @@ __all__ = [
     "read_initial",
     "read_output_times",
     "read_particles",
-    "read_schedule",
     "read_sweep",
 ]
 
@@ -84,7 +80,7 @@ MAX_SPHERE_DEGREE = 40
 
 _DIM = {"circle": 2, "sphere": 3}
 # Output times and durations that differ from T by rounding only (e.g. 0.1 + 0.2 vs 0.3) are T.
-_T_RTOL = 1e-9
+T_RTOL = 1e-9
 
 
 #: The most output times a case may ask for: the run file lays every output of every job out when
@@ -175,9 +171,6 @@ class SweepSpec:
 
 
 
-_MODEL_KEYS = ("attention", "beta", "Q", "K", "V", "W", "perceptron")
-#: ``model.mask``: "none", or "causal" (token i attends to the tokens at or before its position s).
-MASKS = ("none", "causal")
 _INITIAL_KEYS = {
     "vmf_mixture": ("means", "angles", "kappas", "proportions"),
     "uniform": (),
@@ -217,15 +210,15 @@ def read_output_times(r: TomlReader, v: Any, T: float) -> np.ndarray:
     if len(times) > MAX_OUTPUTS:
         r.fail(key, f"lists {len(times)} times, at most {MAX_OUTPUTS} are allowed")
     for i, t in enumerate(times):
-        if not -_T_RTOL * T <= t <= T * (1 + _T_RTOL):
+        if not -T_RTOL * T <= t <= T * (1 + T_RTOL):
             r.fail(f"{key}[{i}]", f"must lie in [0, T] = [0, {T!r}], got {t!r}")
         if i and t <= times[i - 1]:
             r.fail(
                 f"{key}[{i}]", f"must be larger than {key}[{i - 1}] = {times[i - 1]!r} (strictly increasing)"
             )
-    if abs(times[0]) > _T_RTOL * T:
+    if abs(times[0]) > T_RTOL * T:
         r.fail(f"{key}[0]", f"must be 0 (the outputs run from 0 to T), got {times[0]!r}")
-    if abs(times[-1] - T) > _T_RTOL * T:
+    if abs(times[-1] - T) > T_RTOL * T:
         r.fail(
             f"{key}[{len(times) - 1}]", f"must be T = {T!r} (the outputs run from 0 to T), got {times[-1]!r}"
         )
@@ -384,92 +377,6 @@ def _points_file(r: TomlReader, t: dict[str, Any], d: int, sphere: bool) -> Init
             r.fail(key, f"({path}): weights must be ({len(pts)},), finite, >= 0 with a positive sum")
         w = w / w.sum()
     return PointsFile(d, sphere=sphere, points=pts, weights=w, path=str(path))
-
-
-def _matrices(r: TomlReader, v: Any, key: str, d: int) -> np.ndarray:
-    """(H, d, d) from a list of H d x d matrices, or (1, d, d) from one d x d matrix."""
-    raw = r.array(v, key, what=f" of {d} x {d} matrices")
-    if isinstance(raw[0], list) and raw[0] and isinstance(raw[0][0], list):
-        return np.array([r.matrix(m, f"{key}[{h}]", d, d) for h, m in enumerate(raw)])
-    return r.matrix(raw, key, d, d)[None]
-
-
-def _perceptron(r: TomlReader, v: Any, key: str, d: int) -> Perceptron:
-    t = r.table(v, key, ("W", "U", "b"), ("W", "U"))
-    rows = r.array(t["W"], f"{key}.W", d, f" ({d} rows: W is d x m)")
-    m = len(r.array(rows[0], f"{key}.W[0]"))
-    W = r.matrix(t["W"], f"{key}.W", d, m)
-    U = r.matrix(t["U"], f"{key}.U", m, d)
-    b = r.reals(t["b"], f"{key}.b", m, f" (m = {m}, the columns of {key}.W)") if "b" in t else np.zeros(m)
-    return Perceptron(W=W, U=U, b=b)
-
-
-def _block_params(r: TomlReader, entries: dict[str, tuple[Any, str]], d: int) -> tuple[Params, float]:
-    """Params (and beta) of one block from its merged entries ``name -> (value, dotted key)``."""
-
-    def key(name: str) -> str:
-        return entries[name][1]
-
-    attention: Attention = "SA"
-    if "attention" in entries and r.string(entries["attention"][0], key("attention"), ("SA", "USA")) == "USA":
-        attention = "USA"
-    given = [name for name in "QKV" if name in entries]
-    if given and len(given) < 3:
-        where = key(given[0]).rsplit(".", 1)[0]
-        missing = next(name for name in "QKV" if name not in entries)
-        r.missing(f"{where}.{missing}", f"Q, K and V go together; given: {', '.join(key(g) for g in given)}")
-    if "beta" in entries:
-        beta = r.positive(entries["beta"][0], key("beta"))
-    elif given:
-        beta = 1.0
-    else:
-        r.missing("model.beta", "Q = K = V = I needs the inverse temperature beta; or give Q, K, V")
-    perc = _perceptron(r, *entries["perceptron"], d) if "perceptron" in entries else None
-    if not given:
-        if "W" in entries:
-            r.fail(key("W"), "needs Q, K and V: W holds the per-head output matrices W_h")
-        return Params(heads=Params.identity(d, beta).heads, perceptron=perc, attention=attention), beta
-    mats = {name: _matrices(r, *entries[name], d) for name in ("Q", "K", "V", "W") if name in entries}
-    heads = len(mats["Q"])
-    for name, arr in mats.items():
-        if len(arr) != heads:
-            r.fail(key(name), f"has {len(arr)} heads but {key('Q')} has {heads}")
-    return Params.qkv(
-        mats["Q"], mats["K"], mats["V"], beta, mats.get("W"), perceptron=perc, attention=attention
-    ), beta
-
-
-def read_schedule(
-    r: TomlReader, data: dict[str, Any], T: float, d: int
-) -> tuple[Schedule, tuple[float, ...]]:
-    model = r.table(data["model"], "model", (*_MODEL_KEYS, "mask", "slices"))
-    base = {name: (v, f"model.{name}") for name, v in model.items() if name not in ("mask", "slices")}
-    if "schedule" not in data:
-        blocks = [(T, base)]
-    else:
-        raw = data["schedule"]
-        if not isinstance(raw, list) or not raw or not all(isinstance(b, dict) for b in raw):
-            r.fail("schedule", f"must be one or more [[schedule]] tables, got {show_value(raw)}")
-        blocks = []
-        for i, b in enumerate(raw):
-            t = r.table(
-                b, f"schedule[{i}]", ("duration", *_MODEL_KEYS), ("duration",), f"[[schedule]] block {i}"
-            )
-            tau = r.positive(t["duration"], f"schedule[{i}].duration")
-            blocks.append(
-                (
-                    tau,
-                    base
-                    | {name: (v, f"schedule[{i}].{name}") for name, v in t.items() if name != "duration"},
-                )
-            )
-        total = math.fsum(tau for tau, _ in blocks)
-        if abs(total - T) > _T_RTOL * T:
-            r.fail("schedule", f"durations sum to {total!r}, but case.T = {T!r}")
-        # Rounding only: make the switch times end exactly at T.
-        blocks[-1] = (T - math.fsum(tau for tau, _ in blocks[:-1]), blocks[-1][1])
-    built = [(tau, *_block_params(r, entries, d)) for tau, entries in blocks]
-    return Schedule(tuple((tau, p) for tau, p, _ in built)), tuple(beta for _, _, beta in built)
 
 
 def read_particles(r: TomlReader, v: Any, geometry: str, initial: InitialMeasure) -> ParticleSpec:

@@ -2,7 +2,7 @@
 
 A case states one problem of the cross-validation: the geometry, the final
 time and output times, the initial measure mu_0, the model (a schedule of
-attention parameters, ``docs/equations.md``) and the discretisations to run
+attention parameters, ``docs/equations.md``, or an interaction kernel) and the discretisations to run
 (particle numbers N and depths L; grid resolutions). :func:`load_case` reads
 a file, :func:`parse_case` a string; both return a :class:`Case` or raise
 ``ValueError`` with the file name and the dotted key of the offending entry,
@@ -38,6 +38,7 @@ Layout (every key below; comments say which are optional)::
     # family = "gaussian"; mean = [...]; covariance = [[...], ...]   euclidean only
 
     [model]                           # the parameters of every block unless a block overrides them
+    type = "attention"                # optional: "attention" (the default) | "interaction" (below)
     attention = "SA"                  # optional: "SA" (softmax, default) | "USA" (unnormalised)
     mask = "none"                     # optional: "causal": a token attends to the tokens at or before
                                       # its position s (every block); s in `slices` slices of [0, 1],
@@ -65,6 +66,16 @@ Layout (every key below; comments say which are optional)::
     [schedule.perceptron]             # (a perceptron table replaces the model's as a whole)
     W = [[0.5, 0.0], [0.0, 0.5], [0.0, 0.0]]
     U = [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
+
+    # [model]                         # type "interaction" (vlasov_tf/models/interaction.py), instead:
+    # type = "interaction"            # X = P_x(int phi(<x, y>) y dmu(y) / Z(x)) + Omega x; no [[schedule]]
+    # kernel = { name = "exp_difference", a = 1.0, alpha = 8.0, r = 0.5, rho = 2.0 }   # phi: "constant"
+    #                                 # (c) | "exp" (beta) | "polynomial" (a = [a_0, a_1, ...], sum a_k t^k)
+    #                                 # | "exp_difference" (a e^{alpha (t - 1)} - r e^{rho (t - 1)})
+    # normalised = false              # optional: Z = int psi(<x, y>) dmu(y), psi the kernel or:
+    # normaliser = { name = "exp", beta = 4.0 }   # optional psi, positive on [-1, 1]
+    # frequency = 0.5                 # optional, circle: the drift's angular velocity
+    # omega = [[0.0, -0.5, 0.0], [0.5, 0.0, 0.0], [0.0, 0.0, 0.0]]   # optional, sphere: skew-symmetric
 
     [particles]                       # the Lagrangian runs
     tokens = [100, 1000]              # numbers of tokens N (an integer or a strictly increasing list)
@@ -145,7 +156,6 @@ from vlasov_tf.geometry.meshes import MeshGeometry, circle_mesh
 from vlasov_tf.models.attention import Schedule
 from vlasov_tf.models.base import MeanField
 from vlasov_tf.runs.case_tables import (
-    MASKS,
     ClusterSpec,
     GridSpec,
     ParticleSpec,
@@ -156,9 +166,9 @@ from vlasov_tf.runs.case_tables import (
     read_initial,
     read_output_times,
     read_particles,
-    read_schedule,
     read_sweep,
 )
+from vlasov_tf.runs.model_tables import MASKS, read_model
 from vlasov_tf.runs.toml_reader import TomlReader
 
 __all__ = [
@@ -348,10 +358,11 @@ def parse_case(
     description = r.string(case.get("description", ""), "case.description")
     geometry, d = read_geometry(r, case)
     T = r.positive(case["T"], "case.T")
-    schedule, betas = read_schedule(r, data, T, d)
+    model, betas = read_model(r, data, T, d, geometry)
     mask = r.string(data["model"].get("mask", "none"), "model.mask", MASKS)  # a table: checked above
     slices = r.integer(data["model"].get("slices", 8), "model.slices", lo=1)
-    times = read_output_times(r, case["outputs"], schedule.T)
+    # A schedule's T is its durations' sum: T to rounding (read_schedule).
+    times = read_output_times(r, case["outputs"], T if model.T is None else model.T)
     initial = read_initial(r, data["initial"], geometry, d)
     particles = read_particles(r, data["particles"], geometry, initial)
     grid = read_grid(r, data["grid"], geometry, initial) if "grid" in data else None
@@ -366,6 +377,16 @@ def parse_case(
             f"{particles.norm!r} has no grid here (the grid solves the 'post' flow on the sphere): "
             "remove the [grid] table or use norm = \"post\"",
         )
+    if not isinstance(model, Schedule):
+        # The Taylor features and the FFT sum exponential kernels; zonal kernels take dense or spectral.
+        if particles.field_method == "taylor":
+            r.fail("particles.field_method", "'taylor' sums attention's exponential kernels: 'auto', 'dense' "
+                   "or 'spectral' for an interaction model")  # fmt: skip
+        if grid is not None and grid.field_method in ("taylor", "fft"):
+            r.fail("grid.field_method", f"{grid.field_method!r} sums attention's exponential kernels: "
+                   "'auto', 'dense' or 'spectral' for an interaction model")  # fmt: skip
+        if "sweep" in data:
+            r.fail("sweep", "draws attention heads over beta: it needs model.type = 'attention'")
     clusters = read_clusters(r, data.get("clusters", {}))
     if "sweep" in data and geometry == "euclidean":
         r.fail("sweep", "runs tokens on a sphere: geometry 'circle' or 'sphere', not 'euclidean'")
@@ -377,7 +398,7 @@ def parse_case(
         text=text,
         geometry=geometry,
         d=d,
-        model=schedule,
+        model=model,
         output_times=times,
         initial=initial,
         particles=particles,

@@ -213,7 +213,8 @@ def format_clusters(case, run) -> str:
     """The clusters over time of :func:`cluster_jobs` as text: counts, plateaus, merges, masses at T."""
     spec = case.clusters
     lines = [
-        f"clusters (linking distance {case.linking_distance:.3g} = {spec.scale:g} beta^-1/2, "
+        f"clusters (linking distance {case.linking_distance:.3g} = {spec.scale:g} "
+        f"{'beta^-1/2' if case.model.width is None else 'kernel widths'}, "
         f"lowest-density {spec.trim:.0%} of the mass left out, clusters of >= {spec.min_mass:.0%}):"
     ]
     for job in cluster_jobs(case, run):
