@@ -96,7 +96,9 @@ def _samples(kernel: FunctionKernel) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _finite(kernel: FunctionKernel, t: np.ndarray) -> np.ndarray:
-    f = np.array(kernel(t), dtype=float)
+    """``f(t)``; ValueError where not finite (numpy's own floating-point errors left to this check)."""
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        f = np.array(kernel(t), dtype=float)
     if not np.isfinite(f).all():
         bad = float(t[np.flatnonzero(~np.isfinite(f))[0]])
         raise ValueError(f"{kernel.name} kernel: f({bad:.17g}) is not finite; f must be finite on [-1, 1]")

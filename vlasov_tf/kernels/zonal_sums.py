@@ -12,7 +12,8 @@ weighted keys ``(y_j, w_j)`` (m, d) on the unit sphere, with values ``v_j`` (m, 
 - :func:`zonal_spectral_sums` (S^1, S^2): one analysis of the measure (the coefficients of
   ``w_j [v_j, 1]``), the kernel's coefficients ``c_l`` as the one radial factor row, one synthesis
   at the queries: O(L^2 log L + n + m) on S^2 (O(L log L + n + m) on S^1). A constant kernel
-  (degree 0) is ``c sum_j w_j [v_j, 1]`` in any dimension, O(n + m).
+  (:func:`constant_value`: its minimum is its maximum) is ``c sum_j w_j [v_j, 1]`` in any
+  dimension, O(n + m).
 
 Error of the spectral sums, per column ``c`` and every row (absolute: in the kernel's scale)::
 
@@ -52,10 +53,11 @@ from .dense import dense_cost
 from .distributed import Distributed
 from .spectral import GEOMETRIES
 from .threads import blas_single_thread, num_threads, thread_map
-from .zonal import Constant, ZonalExpansion, ZonalKernel
+from .zonal import ZonalExpansion, ZonalKernel
 
 __all__ = [
     "allgather_keys",
+    "constant_value",
     "unit_deviation",
     "unit_limit",
     "zonal_dense_cost",
@@ -180,6 +182,12 @@ def unit_limit(kernel: ZonalKernel, tol: float) -> float:
     return _UNIT_FRACTION * tol * kernel.width**2
 
 
+def constant_value(kernel: ZonalKernel) -> float | None:
+    """``c`` when ``phi = c`` on [-1, 1] (its minimum is its maximum), else None."""
+    lo, hi = kernel.minimum(), kernel.maximum()
+    return hi if lo == hi else None
+
+
 def _expansion(kernel: ZonalKernel, d: int, tol: float) -> ZonalExpansion:
     """The kernel's expansion for the spectral sums: the tail gets half of ``tol``."""
     return kernel.coefficients(d, 0.5 * tol)
@@ -196,7 +204,7 @@ def zonal_spectral_refusal(kernel: ZonalKernel, d: int, tol: float, deviation: f
 
     ``deviation``: the largest ``| |p| - 1 |`` of the queries and the weighted keys (global under MPI).
     """
-    if isinstance(kernel, Constant):
+    if constant_value(kernel) is not None:
         return None  # degree 0 in any dimension: no transform
     if d not in GEOMETRIES:
         return f"the spectral zonal sums are for S^1 and S^2 (d = 2, 3), got d = {d}"
@@ -221,7 +229,7 @@ def zonal_spectral_refusal(kernel: ZonalKernel, d: int, tol: float, deviation: f
 def zonal_spectral_cost(kernel: ZonalKernel, d: int, n: int, m: int, cols: int, tol: float) -> float:
     """Estimated cost of :func:`zonal_spectral_sums` (units of ``dense_cost``) for ``n`` queries and
     ``m`` weighted keys, ``cols = k + 1`` columns, where :func:`zonal_spectral_refusal` has none."""
-    if isinstance(kernel, Constant):
+    if constant_value(kernel) is not None:
         return float((n + m) * cols)
     geometry = GEOMETRIES[d]
     degree = _expansion(kernel, d, tol).degree
@@ -249,14 +257,15 @@ def zonal_spectral_approximation(
     wv = _mass_values(weights[keep], None if values is None else values[keep])
     totals = np.abs(wv).sum(axis=0)
     eps = np.finfo(float).eps
-    if isinstance(kernel, Constant):  # c sum_j w_j [v_j, 1]: pairwise summation
+    c = constant_value(kernel)
+    if c is not None:  # c sum_j w_j [v_j, 1]: pairwise summation
         mass = wv.sum(axis=0)
         count = float(len(wv))
         if split is not None:
             packed = split.allreduce(np.r_[mass, totals, count])
             mass, totals, count = packed[: len(mass)], packed[len(mass) : -1], float(packed[-1])
-        error = abs(kernel.c) * totals * (math.log2(max(count, 1.0)) + 2.0) * eps
-        return np.broadcast_to(kernel.c * mass, (len(x), len(mass))).copy(), error
+        error = abs(c) * totals * (math.log2(max(count, 1.0)) + 2.0) * eps
+        return np.broadcast_to(c * mass, (len(x), len(mass))).copy(), error
     geometry = GEOMETRIES[d]
     expansion = _expansion(kernel, d, tol)
     degree = expansion.degree
@@ -291,7 +300,7 @@ def zonal_spectral_sums(
 ) -> np.ndarray:
     """``S_i = sum_j w_j phi(<x_i, y_j>) [v_j, 1]`` by harmonic expansion, (n, k + 1).
 
-    ``x`` (n, d), ``y`` (m, d) on the unit sphere, d = 2 or 3 (any d for :class:`Constant`);
+    ``x`` (n, d), ``y`` (m, d) on the unit sphere, d = 2 or 3 (any d for a constant kernel);
     ``weights`` (m,) >= 0; ``values`` (m, k) or None. Every entry within ``tol sup|phi| T_c`` of the
     dense sums (module docstring) where :func:`zonal_spectral_refusal` has no objection.
     ``split``: this rank's block of the measure and its own queries; every rank must call.
