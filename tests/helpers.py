@@ -1,11 +1,29 @@
 """Helpers the tests share (import as ``from helpers import ...``: pytest puts tests/ on the path)."""
 
+import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
+#: What every rank runs with (launch), and a serial run compared bit for bit with them.
+ONE_THREAD = {"VLASOV_TF_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def launch(n: int, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """``mpiexec -n n args`` from the repository root, every rank on one thread."""
+    env = {**os.environ, **ONE_THREAD}
+    return subprocess.run(
+        [MPIEXEC, "-n", str(n), *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO
+    )
 
 
 def row_errors(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_same_diagnostics
+from helpers import ONE_THREAD, assert_same_diagnostics, launch
 from mpi4py import MPI
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -32,17 +32,7 @@ from vlasov_tf.runs.storage import RunFile
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-MPIEXEC = shutil.which("mpiexec", path=str(BIN)) or shutil.which("mpiexec")
 RTOL = 1e-12
-#: What every rank runs with (launch), and a serial run compared bit for bit with them.
-ONE_THREAD = {"VLASOV_TF_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-
-
-def launch(n: int, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    env = {**os.environ, **ONE_THREAD}
-    return subprocess.run(
-        [MPIEXEC, "-n", str(n), *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO
-    )
 
 
 def rel(a: np.ndarray, b: np.ndarray) -> float:

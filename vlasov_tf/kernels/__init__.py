@@ -16,27 +16,66 @@ dense sum. The modules:
   heads, with their error bound and dense fix-up, on the transforms of
   :mod:`~vlasov_tf.kernels.sphere` (ducc0) and :mod:`~vlasov_tf.kernels.circle` (finufft;
   FFT on uniform circle grids);
+- :mod:`~vlasov_tf.kernels.zonal`: zonal kernels ``phi(<x, y>)`` of the interaction models and their
+  expansions on S^1 and S^2 (:mod:`~vlasov_tf.kernels.zonal_function`: any callable);
+  :mod:`~vlasov_tf.kernels.zonal_sums`: their dense and spectral sums
+  (:func:`zonal_kernel_sums`, chosen in :mod:`~vlasov_tf.kernels.choice`);
 - :mod:`~vlasov_tf.kernels.distributed`: what the sums need from a measure split across MPI ranks;
 - :mod:`~vlasov_tf.kernels.threads`: the thread count (``VLASOV_TF_NUM_THREADS``) and pool.
 
 Design notes: docs/kernel_sums.md; docs/design.md §3.
 """
 
-from .choice import METHODS, SMALL_PAIRS, choose_method, few_pairs, kernel_sums, method_costs
+from .choice import (
+    METHODS,
+    SMALL_PAIRS,
+    ZONAL_METHODS,
+    choose_method,
+    choose_zonal_method,
+    few_pairs,
+    kernel_sums,
+    method_costs,
+    zonal_kernel_sums,
+    zonal_method_costs,
+)
 from .dense import dense_cost, exp_kernel_sums
 from .distributed import Distributed
 from .threads import blas_single_thread, num_threads
+from .zonal import (
+    MAX_ZONAL_DEGREE,
+    Constant,
+    ExpDifference,
+    Exponential,
+    Polynomial,
+    ZonalExpansion,
+    ZonalKernel,
+    kernel_from_spec,
+)
+from .zonal_function import FunctionKernel
 
 __all__ = [
+    "MAX_ZONAL_DEGREE",
     "METHODS",
     "SMALL_PAIRS",
+    "ZONAL_METHODS",
+    "Constant",
     "Distributed",
+    "ExpDifference",
+    "Exponential",
+    "FunctionKernel",
+    "Polynomial",
+    "ZonalExpansion",
+    "ZonalKernel",
     "blas_single_thread",
     "choose_method",
+    "choose_zonal_method",
     "dense_cost",
     "exp_kernel_sums",
     "few_pairs",
+    "kernel_from_spec",
     "kernel_sums",
     "method_costs",
     "num_threads",
+    "zonal_kernel_sums",
+    "zonal_method_costs",
 ]

@@ -24,6 +24,11 @@ summed densely without looking at the points (:func:`few_pairs`). Looking costs 
 (norms, ranges, the FFT's lattice test), more than the dense sums of a few tokens (~16 us for
 64), and every other method has fixed costs of that order. :func:`choose_method` applies the
 same rule, so the two always agree.
+
+Zonal kernels (``phi(<x_i, y_j>)``, the interaction models) are chosen here too:
+:func:`zonal_kernel_sums` sums ``S_i = sum_j w_j phi(<x_i, y_j>) [v_j, 1]`` by ``dense`` or
+``spectral`` (:mod:`~vlasov_tf.kernels.zonal_sums`), ``"auto"`` by :func:`zonal_method_costs` after
+the same :func:`few_pairs` rule; every entry within ``tol sup|phi| T_c`` of the dense sum.
 """
 
 from __future__ import annotations
@@ -39,8 +44,29 @@ from .dense import dense_cost, exp_kernel_sums
 from .distributed import Distributed
 from .spectral import GEOMETRIES, UNIT_RTOL, Scales, local_scales, spectral_cost, spectral_sums
 from .taylor import taylor_cost, taylor_sums
+from .zonal import SUP_LIMIT, ZonalKernel
+from .zonal_sums import (
+    allgather_keys,
+    unit_deviation,
+    zonal_dense_cost,
+    zonal_dense_sums,
+    zonal_spectral_cost,
+    zonal_spectral_refusal,
+    zonal_spectral_sums,
+)
 
-__all__ = ["METHODS", "SMALL_PAIRS", "choose_method", "few_pairs", "kernel_sums", "method_costs"]
+__all__ = [
+    "METHODS",
+    "SMALL_PAIRS",
+    "ZONAL_METHODS",
+    "choose_method",
+    "choose_zonal_method",
+    "few_pairs",
+    "kernel_sums",
+    "method_costs",
+    "zonal_kernel_sums",
+    "zonal_method_costs",
+]
 
 #: Method names, as the solvers' ``field_method`` and the case files take them.
 METHODS = ("auto", "dense", "taylor", "spectral", "fft")
@@ -212,3 +238,143 @@ def _dense(z, y, weights, values, threads, split) -> tuple[np.ndarray, np.ndarra
     if split is not None:
         return split.dense(z, y, weights, values)
     return exp_kernel_sums(z, y, weights, values, threads=threads)
+
+
+# -- zonal kernels ---------------------------------------------------------------------------------
+
+#: Method names of :func:`zonal_kernel_sums`.
+ZONAL_METHODS = ("auto", "dense", "spectral")
+
+
+def _zonal_facts(
+    x: np.ndarray, y: np.ndarray, weights: np.ndarray, split: Distributed | None
+) -> tuple[int, int, float]:
+    """Global ``(queries, weighted keys, largest | |p| - 1 |)`` (one all-gather under MPI)."""
+    keep = weights > 0
+    n, m = len(x), int(np.count_nonzero(keep))
+    dev = max(unit_deviation(x), unit_deviation(y[keep]))
+    if split is None:
+        return n, m, dev
+    rows = split.allgather(np.array([n, m, dev], dtype=float))
+    return int(rows[:, 0].sum()), int(rows[:, 1].sum()), float(rows[:, 2].max())
+
+
+def _zonal_refusal(kernel: ZonalKernel, d: int, tol: float, facts: tuple[int, int, float]) -> str | None:
+    n, m, dev = facts
+    if n == 0 or m == 0:
+        return "no queries or no weighted keys"
+    return zonal_spectral_refusal(kernel, d, tol, dev)
+
+
+def zonal_method_costs(
+    kernel: ZonalKernel,
+    x: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray,
+    k: int,
+    tol: float = 1e-10,
+    *,
+    split: Distributed | None = None,
+    facts: tuple[int, int, float] | None = None,
+) -> dict[str, float]:
+    """Estimated cost of each zonal method (inf where it does not apply), in dense-cost units.
+
+    Dense: :func:`~vlasov_tf.kernels.zonal_sums.zonal_dense_cost`; spectral: the analysis and the
+    synthesis at the kernel's degree (:func:`~vlasov_tf.kernels.zonal_sums.zonal_spectral_cost`),
+    inf where :func:`~vlasov_tf.kernels.zonal_sums.zonal_spectral_refusal` objects (d not 2 or 3, a
+    degree above the cap, round-off, points off the sphere). Under ``split`` the sizes are global (a
+    collective call unless ``facts``, the global ``(n, m, deviation)``, are given).
+    """
+    d = x.shape[1]
+    facts = _zonal_facts(x, y, weights, split) if facts is None else facts
+    n, m, _ = facts
+    costs = {"dense": zonal_dense_cost(n, m, d, k)}
+    refusal = _zonal_refusal(kernel, d, tol, facts)
+    costs["spectral"] = math.inf if refusal else zonal_spectral_cost(kernel, d, n, m, k + 1, tol)
+    return costs
+
+
+def choose_zonal_method(
+    kernel: ZonalKernel,
+    x: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray,
+    k: int,
+    tol: float = 1e-10,
+    *,
+    split: Distributed | None = None,
+    facts: tuple[int, int, float] | None = None,
+) -> str:
+    """The cheaper by :func:`zonal_method_costs` ("dense" on ties); "dense" for :func:`few_pairs`."""
+    if split is None and few_pairs(len(x), len(y)):
+        return "dense"
+    costs = zonal_method_costs(kernel, x, y, weights, k, tol, split=split, facts=facts)
+    return min(costs, key=costs.__getitem__)
+
+
+def zonal_kernel_sums(
+    kernel: ZonalKernel,
+    x: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray,
+    values: np.ndarray | None = None,
+    *,
+    method: str = "auto",
+    tol: float = 1e-10,
+    threads: int | None = None,
+    split: Distributed | None = None,
+) -> np.ndarray:
+    """Zonal kernel sums ``S_i = sum_j w_j phi(<x_i, y_j>) [v_j, 1]``, (n, k + 1).
+
+    Parameters
+    ----------
+    kernel : the zonal kernel ``phi`` (:mod:`~vlasov_tf.kernels.zonal`); ``sup |phi|`` at most
+        ``SUP_LIMIT`` (``exp(beta t)`` with beta beyond ~690: use :func:`kernel_sums`).
+    x : (n, d) queries on the unit sphere.
+    y : (m, d) keys on the unit sphere.
+    weights : (m,) non-negative (zeros are dropped).
+    values : (m, k) values ``v_j``; None means k = 0 (the mass only).
+    method : one of :data:`ZONAL_METHODS`: ``dense`` (O(n m), round-off), ``spectral`` (S^1 and S^2,
+        any d for a constant kernel; ValueError saying why where it does not apply) or ``auto`` (the
+        cheaper by the cost estimates; dense for :func:`few_pairs` and where the spectral sums refuse).
+    tol : the contract: every entry within ``tol sup|phi| T_c`` of the dense sum, ``T_c = sum_j w_j
+        |[v_j, 1]_c|`` (absolute, in the kernel's scale: an exp kernel's entries are within ``tol
+        e^|beta| T_c``, not relative to the row's own mass as :func:`kernel_sums` is).
+    threads : worker threads (default :func:`~vlasov_tf.kernels.threads.num_threads`); the dense sums
+        do not depend on it.
+    split : the measure is split across MPI ranks, ``(y, weights, values)`` being this rank's block
+        and ``x`` this rank's queries; every rank must call. Spectral: one all-reduce of the
+        coefficients; dense: the keys are all-gathered, not passed round the ring (``split.dense``
+        sums exp kernels only; :mod:`~vlasov_tf.kernels.zonal_sums` says why).
+
+    Returns
+    -------
+    (n, k + 1) sums; the last column is the kernel-weighted mass ``sum_j w_j phi(<x_i, y_j>)``.
+    """
+    if method not in ZONAL_METHODS:
+        raise ValueError(f"unknown zonal method {method!r}; choose one of {ZONAL_METHODS}")
+    sup = kernel.sup()
+    if not sup <= SUP_LIMIT:
+        raise ValueError(
+            f"{kernel.name} kernel: sup |phi| = {sup:.3g} exceeds {SUP_LIMIT:.0e}: the sums would overflow; "
+            "for exp(beta t) use kernel_sums with z = beta x"
+        )
+    k = 0 if values is None else values.shape[1]
+    if method == "auto" and split is None and few_pairs(len(x), len(y)):
+        method = "dense"
+    facts = _zonal_facts(x, y, weights, split) if method in ("auto", "spectral") else None
+    if method == "auto":
+        method = choose_zonal_method(kernel, x, y, weights, k, tol, split=split, facts=facts)
+    with section(f"zonal.{method}"):
+        if method == "spectral":
+            assert facts is not None  # computed above for "spectral"
+            refusal = _zonal_refusal(kernel, x.shape[1], tol, facts)
+            if refusal is None:
+                return zonal_spectral_sums(
+                    kernel, x, y, weights, values, tol=tol, threads=threads, split=split
+                )
+            if facts[0] and facts[1]:
+                raise ValueError(f"zonal method 'spectral' does not apply: {refusal}")
+        if split is not None:
+            y, weights, values = allgather_keys(split, y, weights, values)
+        return zonal_dense_sums(kernel, x, y, weights, values, threads=threads)
