@@ -149,7 +149,8 @@ def main() -> None:
     for method, steps in (("rk4", 6), ("adaptive", None)):
         sol = solve_particles(pair, x0, w0, T=0.2, method=method, steps=steps, t_eval=times, comm=comm)
         res[f"particles_interaction_{method}"] = sol.positions
-    res["particles_user"] = solve_particles(Kuramoto(1.5), x0, w0, T=0.2, steps=6, method="rk4", comm=comm).positions
+    user = solve_particles(Kuramoto(1.5), x0, w0, T=0.2, steps=6, method="rk4", comm=comm)
+    res["particles_user"] = user.positions
 
     res["ring_error"] = np.array(ring_error(comm, rng))
 

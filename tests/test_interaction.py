@@ -36,6 +36,7 @@ def test_exponential_kernel_is_attention_bit_for_bit(rng, normalised):
         sched = Schedule.constant(Params.identity(d, beta, attention), 0.2)
         mesh = circle_mesh(256) if d == 2 else sphere_mesh(1)
         rho = np.exp(np.cos(3 * mesh.centres[:, 0]) + mesh.centres[:, 1])
+        rho /= rho @ mesh.areas  # a probability: the unnormalised field's speed scales with the mass
         a = solve_grid(mesh, rho, model, 0.2, t_eval=[0, 0.1, 0.2]).densities
         b = solve_grid(mesh, rho, sched, t_eval=[0, 0.1, 0.2]).densities
         np.testing.assert_array_equal(a, b)
@@ -53,7 +54,8 @@ def test_growth_rates_of_the_exponential_kernel_are_attentions(attention):
     for d in (2, 3):
         model = Interaction(d, kernel, kernel if attention == "SA" else None)
         for mode in (1, 2, 3):
-            assert model.growth_rate(mode) == pytest.approx(linear_growth_rate(d, mode, 2.5, attention), rel=1e-12)
+            want = linear_growth_rate(d, mode, 2.5, attention)
+            assert model.growth_rate(mode) == pytest.approx(want, rel=1e-12)
 
 
 def test_growth_rates_of_kuramoto_and_lohe():
@@ -83,7 +85,7 @@ def measured_rate(mesh, mode, model, rate):
 
 KERNELS = {
     "exp_difference": (PAIR, None),
-    "polynomial": (Polynomial((0.2, 1.0, 0.0, 1.5)), None),
+    "polynomial": (Polynomial((0.2, 1.0, 0.8, 1.5)), None),
     "normalised": (PAIR, Exponential(1.0)),
 }
 
@@ -99,7 +101,8 @@ def test_circle_growth_rates_of_other_kernels(name):
         exact = model.growth_rate(k)
         assert abs(exact) > 1e-2
         mode = np.cos(k * th) * np.sinc(k / 256)  # the cell averages of cos k t
-        assert measured_rate(mesh, mode, model, exact) == pytest.approx(exact, rel=3e-3)
+        # O(h^2): 6e-5 ... 2.7e-4 measured at M = 256
+        assert measured_rate(mesh, mode, model, exact) == pytest.approx(exact, rel=1e-3)
 
 
 @pytest.mark.parametrize("name", sorted(KERNELS))
@@ -109,10 +112,11 @@ def test_sphere_growth_rates_of_other_kernels(name):
     model = Interaction(3, kernel, psi)
     mesh = sphere_mesh(1)
     z = mesh.centres[:, 2]
-    for degree, mode in ((1, z), (2, z * z - 1 / 3)):
+    for degree, mode in ((1, z), (3, 2.5 * z**3 - 1.5 * z)):
         exact = model.growth_rate(degree)
         assert abs(exact) > 1e-2
-        assert measured_rate(mesh, mode, model, exact) == pytest.approx(exact, rel=1e-2)
+        # O(h^2): 2.4e-4 (l = 1), 1.8e-3 (l = 3) measured at level 1; 4.9e-4 at level 2
+        assert measured_rate(mesh, mode, model, exact) == pytest.approx(exact, rel=4e-3)
 
 
 # ------------------------------------------------------- the energy and the rotation
@@ -132,7 +136,8 @@ def test_tokens_gain_energy_at_the_rate_of_the_gradient_flow(rng, d):
         model = Interaction(d, kernel, omega=omega)
         x0, w = uniform_sphere(200, d, rng), np.full(200, 1 / 200)
         h, t = 1e-3, 0.3
-        xs = solve_particles(model, x0, w, T=t + h, method="rk4", steps=600, t_eval=[t - h, t, t + h]).positions
+        times = [0.0, t - h, t, t + h]
+        xs = solve_particles(model, x0, w, T=t + h, method="rk4", steps=600, t_eval=times).positions[1:]
         e = [model.energy(x, w) for x in xs]
         rate = energy_rate(model, xs[1], w)
         assert rate > 0
@@ -146,11 +151,13 @@ def test_the_grid_gains_energy_at_the_rate_of_the_gradient_flow():
     model = Interaction(3, PAIR)
     x = mesh.centres
     rho = np.exp(3 * x[:, 2]) + 0.5 * np.exp(4 * x[:, 0])
+    rho /= rho @ mesh.areas
     h, t = 2e-3, 0.05
     sol = solve_grid(mesh, rho, model, t + h, t_eval=[0, t - h, t, t + h], rtol=1e-6, atol=1e-12)
     e = [model.energy(x, r * mesh.areas) for r in sol.densities[1:]]
     rate = energy_rate(model, x, sol.densities[2] * mesh.areas)
-    assert (e[2] - e[0]) / (2 * h) == pytest.approx(rate, rel=2e-2)
+    # -2.9e-4, -8.2e-5, -2.2e-5 measured at levels 1, 2, 3 (order 1.9)
+    assert (e[2] - e[0]) / (2 * h) == pytest.approx(rate, rel=3e-4)
 
 
 def test_a_rotation_drift_rotates_the_flow(rng):
@@ -200,6 +207,7 @@ def test_a_users_model_runs_through_both_solvers(rng):
         np.testing.assert_allclose(a, b, atol=1e-12)
     mesh = sphere_mesh(1)
     rho = np.exp(2 * mesh.centres[:, 2])
+    rho /= rho @ mesh.areas
     a = solve_grid(mesh, rho, user, 0.5).final
     b = solve_grid(mesh, rho, named, 0.5).final
     np.testing.assert_allclose(a, b, rtol=1e-9)
@@ -210,7 +218,7 @@ def test_a_users_model_that_returns_bad_values_is_named(rng):
         def velocity(self, t, points, weights, queries):
             return queries[:, :2]
 
-    with pytest.raises(ValueError, match="Broken.velocity must return finite values of shape"):
+    with pytest.raises(ValueError, match=r"Broken\.velocity must return finite values of shape"):
         solve_particles(Broken(3, 1.0), uniform_sphere(10, 3, rng), T=1.0, steps=2)
     with pytest.raises(ValueError, match="needs a final time"):
         solve_particles(Kuramoto(3, 1.0), uniform_sphere(10, 3, rng), steps=2)
@@ -228,7 +236,7 @@ def test_a_callable_kernel_equals_the_named_one(rng):
 
 
 def test_bad_models_are_named():
-    with pytest.raises(ValueError, match="normaliser .* must be positive"):
+    with pytest.raises(ValueError, match=r"normaliser .* must be positive"):
         Interaction(3, PAIR, PAIR)
     with pytest.raises(ValueError, match="skew-symmetric"):
         Interaction(3, PAIR, omega=np.eye(3))

@@ -367,14 +367,6 @@ class RingSums:
         self.comm.Allgather(src, out)
         return out
 
-    def concatenate(self, rows: np.ndarray) -> np.ndarray:
-        """Every rank's float ``rows`` (n_r, c), stacked in rank order: (sum_r n_r, c)."""
-        src = np.ascontiguousarray(rows, dtype=float)
-        counts = np.array(self.comm.allgather(src.size))
-        out = np.empty((int(counts.sum()) // max(src.shape[1], 1), src.shape[1]))
-        self.comm.Allgatherv(src, (out, counts))
-        return out
-
     def dense(
         self, z: np.ndarray, y: np.ndarray, weights: np.ndarray, values: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:

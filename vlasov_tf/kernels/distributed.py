@@ -1,7 +1,7 @@
 """What the kernel sums need from a measure split across MPI ranks (supplied by :mod:`vlasov_tf.parallel`).
 
 The kernels package never imports mpi4py: a solver running under MPI passes an
-object with these collective operations (every rank calls each of them the
+object with these three collective operations (every rank calls each of them the
 same number of times, in the same order).
 """
 
@@ -22,9 +22,6 @@ class Distributed(Protocol):
 
     def allgather(self, a: np.ndarray) -> np.ndarray:
         """(P, *a.shape): every rank's ``a`` (small arrays: sizes and ranges)."""
-
-    def concatenate(self, rows: np.ndarray) -> np.ndarray:
-        """Every rank's float ``rows`` (n_r, c), stacked in rank order: (sum_r n_r, c)."""
 
     def dense(
         self, z: np.ndarray, y: np.ndarray, weights: np.ndarray, values: np.ndarray | None

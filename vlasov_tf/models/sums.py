@@ -22,9 +22,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vlasov_tf.kernels import METHODS, Distributed, exp_kernel_sums, kernel_sums
+from vlasov_tf.kernels import (
+    METHODS,
+    Distributed,
+    ZonalKernel,
+    exp_kernel_sums,
+    kernel_sums,
+    zonal_kernel_sums,
+)
 from vlasov_tf.kernels.cache import derived, frozen, immutable
 from vlasov_tf.kernels.dense import causal_kernel_sums, log_weights, tile_sums
+from vlasov_tf.kernels.zonal_sums import allgather_keys
 from vlasov_tf.profiling import active as profiling_active
 from vlasov_tf.profiling import section
 
@@ -158,24 +166,26 @@ class Sums:
             raise ValueError(f"a causal mask applies to attention heads only, not to {what}")
 
     def whole(self, points: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The whole measure ``(points (N, d), weights (N,))``: this rank's block gathered from every
-        rank under ``split`` (in rank order), as it is otherwise. A collective call under MPI."""
+        """The whole measure ``(points (N, d), weights (N,))``: under ``split`` every rank's block
+        (its points of positive weight, in rank order; a collective call), else as it is."""
         self._refuse_mask("a model that sums by itself")
         if self.split is None:
             return points, weights
-        block = np.c_[points, weights]
-        rows = self.split.concatenate(block)
-        return rows[:, :-1], rows[:, -1]
+        every, w, _ = allgather_keys(self.split, points, weights, None)
+        return every, w
 
     def zonal(
-        self, kernel, queries: np.ndarray, points: np.ndarray, weights: np.ndarray, values: np.ndarray | None
+        self,
+        kernel: ZonalKernel,
+        queries: np.ndarray,
+        points: np.ndarray,
+        weights: np.ndarray,
+        values: np.ndarray | None,
     ) -> np.ndarray:
         """``sum_j w_j phi(<x_i, y_j>) [v_j, 1]`` (n, k + 1) of a zonal kernel phi at the queries
         (:func:`~vlasov_tf.kernels.zonal_kernel_sums`; every entry within ``tol`` in the kernel's
         scale)."""
         self._refuse_mask(f"the zonal kernel {kernel.name!r}")
-        from vlasov_tf.kernels import zonal_kernel_sums  # type: ignore[attr-defined]  # lands next
-
         return zonal_kernel_sums(
             kernel, queries, points, weights, values,
             method=self.method, tol=self.tol, threads=self.threads, split=self.split,
