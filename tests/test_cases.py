@@ -15,7 +15,7 @@ import pytest
 from numpy.polynomial.legendre import leggauss
 from scipy import integrate, special
 
-from vlasov_tf import Head, Params, velocity
+from vlasov_tf import Head, Params, Schedule, velocity
 from vlasov_tf.geometry.initial import InitialMeasure, VmfMixture, sphere_measure
 from vlasov_tf.geometry.mesh_files import sphere_mesh
 from vlasov_tf.geometry.meshes import circle_mesh
@@ -107,11 +107,12 @@ def test_shipped_case_loads_and_makes_sense(name, rng):
     assert isinstance(case, Case)
     assert case.name == name and case.source == str(path) and case.text == path.read_text()
     assert case.description
-    assert case.d == {"circle": 2, "sphere": 3}[case.geometry] == case.schedule.d
-    assert case.T == case.schedule.T > 0
+    assert case.d == {"circle": 2, "sphere": 3}[case.geometry] == case.model.d
+    assert case.T == case.model.switch_times(case.T)[-1] > 0
     t = case.output_times
     assert t[0] == 0.0 and t[-1] == case.T and (np.diff(t) > 0).all() and len(t) >= 2
-    assert len(case.betas) == len(case.schedule.blocks) and min(case.betas) > 0
+    if isinstance(case.model, Schedule):
+        assert len(case.betas) == len(case.schedule.blocks) and min(case.betas) > 0
     p = case.particles
     assert p.tokens and p.layers and min(p.tokens) >= 1 and min(p.layers) >= 1
     assert p.reference_steps >= 0 and p.seed >= 0
@@ -520,6 +521,13 @@ SPHERE = (
 QKV = "beta = 4.0\nQ = [[1.0, 0.0], [0.0, 1.0]]\nK = [[1.0, 0.0], [0.0, 1.0]]\nV = [[1.0, 0.0], [0.0, 1.0]]\n"
 TWO_BLOCKS = "[[schedule]]\nduration = 1.0\n[[schedule]]\nduration = 1.0\n\n[particles]"
 
+INTERACTION = SPHERE.replace(
+    'attention = "SA"\nbeta = 4.0',
+    'type = "interaction"\nkernel = { name = "exp_difference", a = 1.0, alpha = 4.0, r = 0.5, rho = 1.0 }',
+)
+
+SIGNED, EXP = 'name = "polynomial", a = [0.0, 1.0]', 'name = "exp", beta = 1.0'
+
 # (base, old, new, dotted key in the message)
 BAD = [
     (BASE, "[grid]", "[extra]\nx = 1\n\n[grid]", "extra"),
@@ -682,6 +690,22 @@ BAD = [
     (BASE, "[grid]", '[grid]\nrtol = "1e-3"', "grid.rtol"),
     (BASE, "[grid]", '[grid]\nfield_method = "fmm"', "grid.field_method"),
     (BASE, "seed = 0", 'seed = 0\nfield_method = "fft"', "particles.field_method"),
+    # Interaction models (model.type = "interaction")
+    (INTERACTION, 'name = "exp_difference"', 'name = "gauss"', "model.kernel.name"),
+    (INTERACTION, ", rho = 1.0 }", " }", "model.kernel"),
+    (INTERACTION, "rho = 1.0 }", "rho = 1.0, beta = 2.0 }", "model.kernel"),
+    (INTERACTION, "rho = 1.0 }", 'rho = "one" }', "model.kernel.rho"),
+    (INTERACTION, 'kernel = {', 'normalised = true\nkernel = {', "model.kernel"),
+    (INTERACTION, "kernel = {", f"normaliser = {{ {SIGNED} }}\nkernel = {{", "model.normaliser"),
+    (INTERACTION, "kernel = {", f"normalised = false\nnormaliser = {{ {EXP} }}\nkernel = {{", 
+     "model.normaliser"),
+    (INTERACTION, 'kernel = {', 'frequency = 1.0\nkernel = {', "model.frequency"),
+    (INTERACTION, "kernel = {", "omega = [[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]]\nkernel = {", "model.omega"),
+    (INTERACTION, 'kernel = {', 'beta = 2.0\nkernel = {', "model.beta"),
+    (INTERACTION, 'type = "interaction"', 'type = "aggregation"', "model.type"),
+    (INTERACTION, "[particles]", "[[schedule]]\nduration = 2.0\n\n[particles]", "schedule"),
+    (INTERACTION, "seed = 0", 'seed = 0\nfield_method = "taylor"', "particles.field_method"),
+    (INTERACTION, "cfl = 0.5", 'cfl = 0.5\nfield_method = "fft"', "grid.field_method"),
 ]
 PERTURBED = [
     ('family = "uniform_perturbed"\namplitude = 1.2\nk = 2', "circle", "initial.amplitude"),
@@ -754,3 +778,25 @@ def test_syntax_errors_and_missing_files(tmp_path):
         parse_case("[case\n")
     with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "absent.toml"))):
         load_case(tmp_path / "absent.toml")
+
+
+def test_interaction_case_reads_its_model(tmp_path):
+    """model.type = "interaction": the kernel, a normaliser, the rotation (a frequency on the circle)."""
+    from vlasov_tf.kernels.zonal import ExpDifference, Exponential
+    from vlasov_tf.models.interaction import Interaction
+
+    case = parse_case(INTERACTION)
+    assert isinstance(case.model, Interaction) and case.betas == () and case.T == 2.0
+    assert case.model.kernel == ExpDifference(a=1.0, alpha=4.0, r=0.5, rho=1.0)
+    assert case.model.normaliser is None and case.model.omega is None
+    assert case.linking_distance == pytest.approx(case.clusters.scale * case.model.kernel.width)
+    text = INTERACTION.replace("kernel = {", 'normaliser = { name = "exp", beta = 2.0 }\nkernel = {')
+    assert parse_case(text).model.normaliser == Exponential(2.0)
+    kuramoto = 'type = "interaction"\nkernel = { name = "constant", c = 1.0 }\nfrequency = 0.5'
+    circle = BASE.replace('attention = "SA"\nbeta = 4.0', kuramoto)
+    model = parse_case(circle).model
+    np.testing.assert_array_equal(model.omega, [[0.0, -0.5], [0.5, 0.0]])
+    with pytest.raises(ValueError, match="needs an attention model"):
+        _ = parse_case(INTERACTION).schedule
+    shipped = load_case(CASES_DIR / "sphere_interaction.toml")
+    assert isinstance(shipped.model, Interaction) and shipped.model.omega is not None
