@@ -697,7 +697,7 @@ BAD = [
     (INTERACTION, "rho = 1.0 }", 'rho = "one" }', "model.kernel.rho"),
     (INTERACTION, 'kernel = {', 'normalised = true\nkernel = {', "model.kernel"),
     (INTERACTION, "kernel = {", f"normaliser = {{ {SIGNED} }}\nkernel = {{", "model.normaliser"),
-    (INTERACTION, "kernel = {", f"normalised = false\nnormaliser = {{ {EXP} }}\nkernel = {{", 
+    (INTERACTION, "kernel = {", f"normalised = false\nnormaliser = {{ {EXP} }}\nkernel = {{",
      "model.normaliser"),
     (INTERACTION, 'kernel = {', 'frequency = 1.0\nkernel = {', "model.frequency"),
     (INTERACTION, "kernel = {", "omega = [[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]]\nkernel = {", "model.omega"),
