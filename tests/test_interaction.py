@@ -244,3 +244,54 @@ def test_bad_models_are_named():
         Interaction(2, PAIR, omega=np.zeros((3, 3)))
     with pytest.raises(ValueError, match="integer >= 2"):
         Interaction(1, PAIR)
+
+
+TINY = """
+[case]
+name = "tiny_interaction"
+geometry = "sphere"
+T = 0.3
+outputs = 3
+
+[initial]
+family = "vmf_mixture"
+means = [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
+kappas = [4.0, 6.0]
+
+[model]
+type = "interaction"
+kernel = { name = "exp_difference", a = 1.0, alpha = 4.0, r = 0.5, rho = 1.0 }
+omega = [[0.0, -0.5, 0.0], [0.5, 0.0, 0.0], [0.0, 0.0, 0.0]]
+
+[particles]
+tokens = [100]
+layers = [5]
+reference_steps = 10
+
+[grid]
+resolutions = [0]
+"""
+
+
+def test_cases_of_interaction_and_user_models_run_and_resume(tmp_path):
+    """run_case on an interaction case (energy stored: it grows) and on the same case with a user's
+    model put in (no energy: the model defines none), each resumed to the same file."""
+    from vlasov_tf.models import as_model
+    from vlasov_tf.runs.cases import parse_case
+    from vlasov_tf.runs.runner import run_case
+    from vlasov_tf.runs.storage import RunFile
+
+    case = parse_case(TINY)
+    path = run_case(case, tmp_path / "pair.h5")
+    with RunFile.open(path) as run:
+        energy = run.diagnostics("energy")
+        assert set(energy) == {"grid/K0", "particles/N100_ref", "particles/N100_L5"}
+        for rows in energy.values():
+            assert (np.diff(rows[:, 1]) > 0).all()
+        assert "particles/N100_ref" in run.diagnostics("sw1_grid")
+    user = dataclasses.replace(case, model=as_model(Kuramoto(3, 1.0)))
+    path = run_case(user, tmp_path / "user.h5")
+    run_case(user, path, resume=True)
+    with RunFile.open(path) as run:
+        assert run.diagnostics("energy") == {}
+        assert len(run.diagnostics("sw1_grid")["particles/N100_ref"]) == 3
