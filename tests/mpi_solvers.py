@@ -146,10 +146,11 @@ def main() -> None:
             sphere, rho0, pair, 0.2, t_eval=times, comm=comm, field_method=method
         ).densities
     res["grid_user"] = solve_grid(sphere, rho0, Kuramoto(1.5), 0.2, t_eval=times, comm=comm).densities
+    p0 = w0 / w0.sum()  # a probability: an unnormalised field scales with the mass
     for method, steps in (("rk4", 6), ("adaptive", None)):
-        sol = solve_particles(pair, x0, w0, T=0.2, method=method, steps=steps, t_eval=times, comm=comm)
+        sol = solve_particles(pair, x0, p0, T=0.2, method=method, steps=steps, t_eval=times, comm=comm)
         res[f"particles_interaction_{method}"] = sol.positions
-    user = solve_particles(Kuramoto(1.5), x0, w0, T=0.2, steps=6, method="rk4", comm=comm)
+    user = solve_particles(Kuramoto(1.5), x0, p0, T=0.2, steps=6, method="rk4", comm=comm)
     res["particles_user"] = user.positions
 
     res["ring_error"] = np.array(ring_error(comm, rng))

@@ -36,6 +36,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from vlasov_tf.geometry.measures import SPHERE_ATOL, check_points, check_weights
+from vlasov_tf.kernels import blas_single_thread
 from vlasov_tf.models.sums import DENSE, Sums
 
 __all__ = ["MeanField", "Model", "Prescribed", "UserModel", "VelocityField", "as_model", "run_times"]
@@ -191,7 +192,10 @@ class UserModel(MeanField):
 
     def evaluate(self, t, points, weights, queries, sphere, sums) -> np.ndarray:
         pts, w = sums.whole(points, weights)
-        x = np.asarray(self.user.velocity(t, pts, w, queries), dtype=float)
+        # BLAS on one thread, as for every field here: the result then does not depend on the thread
+        # count (and an MPI run, one thread a rank, equals a serial one).
+        with blas_single_thread():
+            x = np.asarray(self.user.velocity(t, pts, w, queries), dtype=float)
         if x.shape != queries.shape or not np.isfinite(x).all():
             raise ValueError(
                 f"{self.name}.velocity must return finite values of shape {queries.shape} (one tangent "

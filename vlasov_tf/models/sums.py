@@ -172,7 +172,7 @@ class Sums:
         if self.split is None:
             return points, weights
         every, w, _ = allgather_keys(self.split, points, weights, None)
-        return every, w
+        return np.ascontiguousarray(every), np.ascontiguousarray(w)  # as a serial run's arrays
 
     def zonal(
         self,

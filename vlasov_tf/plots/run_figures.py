@@ -238,7 +238,7 @@ def _draw_mass(ax: Axes, jobs: ShownJobs, run) -> None:
     ax.legend(fontsize=7)
 
 
-def _draw_energy(ax: Axes, jobs: ShownJobs, run) -> None:
+def _draw_energy(ax: Axes, jobs: ShownJobs, case, run) -> None:
     energy = run.diagnostics("energy")
     shown = [(jobs.finest, "k-", "grid, "), (jobs.ref, "C0--", "tokens, "), (jobs.tokens, "C1-", "tokens, ")]
     seen = set()
@@ -251,7 +251,10 @@ def _draw_energy(ax: Axes, jobs: ShownJobs, run) -> None:
         label = what + (grid_label(job) if job.kind == "grid" else token_label(job))
         ax.plot(rows[:, 0], rows[:, 1], style, marker="o", ms=3, label=label)
     if seen:
-        ax.set_title("interaction energy E(t)\n(non-decreasing for Q = K = V = I)", fontsize=10)
+        # Attention cases (they have betas) have it for Q = K = V = I; other models define it as a
+        # gradient flow's energy (models.interaction).
+        why = "for Q = K = V = I" if case.betas else f"for the {case.model.label}"
+        ax.set_title(f"interaction energy E(t)\n(non-decreasing {why})", fontsize=10)
         ax.legend(fontsize=7)
     else:
         why = "(the kernel is not zonal, or no diagnostics yet)"
@@ -406,7 +409,7 @@ def _draw_diagnostics(sub: Figure | SubFigure, case, run) -> None:
     gs = sub.add_gridspec(2, 4 if mode else 3, height_ratios=(2.2, 1))
     axes = [sub.add_subplot(gs[:, i]) for i in range(3)]
     _draw_mass(axes[0], jobs, run)
-    _draw_energy(axes[1], jobs, run)
+    _draw_energy(axes[1], jobs, case, run)
     _draw_distances(axes[2], case, jobs, run)
     if mode:
         ax = sub.add_subplot(gs[0, 3])
