@@ -9,6 +9,7 @@ Design notes: docs/design.md §8 (the package layout).
 from importlib.metadata import PackageNotFoundError, version
 
 from vlasov_tf.models import MeanField, Model, Prescribed, as_model
+from vlasov_tf.models.interaction import Interaction
 from vlasov_tf.models.attention import (
     Head,
     Params,
@@ -27,6 +28,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 __all__ = [
     "Head",
+    "Interaction",
     "MeanField",
     "Model",
     "Params",

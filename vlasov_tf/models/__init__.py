@@ -13,10 +13,12 @@ Design notes: docs/design.md §9.
 
 from .attention import Head, Params, Perceptron, Schedule
 from .base import MeanField, Model, Prescribed, UserModel, as_model
+from .interaction import Interaction
 from .sums import Sums
 
 __all__ = [
     "Head",
+    "Interaction",
     "MeanField",
     "Model",
     "Params",
