@@ -93,8 +93,8 @@ def main() -> None:
         "user model": as_model(Lohe()),
     }
     print(
-        f"kernel {PAIR.name} (alpha = 8, rho = 2): degree {degree} at tol 1e-10; attention at beta = {beta:g}: "
-        f"degree {tail_degree(GEOMETRIES[3], beta)}; callable: degree "
+        f"kernel {PAIR.name} (alpha = 8, rho = 2): degree {degree} at tol 1e-10; "
+        f"attention at beta = {beta:g}: degree {tail_degree(GEOMETRIES[3], beta)}; callable: degree "
         f"{callable_pair.coefficients(3, 1e-10).degree}"
     )
 
@@ -104,7 +104,9 @@ def main() -> None:
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     w = np.full(n_tokens, 1.0 / n_tokens)
     sums = Sums.by_method("auto")
-    layer = {name: best(lambda m=m: m.evaluate(0.0, x, w, x, True, sums), args.repeat) for name, m in models.items()}
+    layer = {
+        name: best(lambda m=m: m.evaluate(0.0, x, w, x, True, sums), args.repeat) for name, m in models.items()
+    }
 
     t0 = time.perf_counter()
     fv = FiniteVolume(sphere_mesh(level))
@@ -120,7 +122,8 @@ def main() -> None:
     grid = {name: best(lambda m=m: step(m), max(1, args.repeat - 1)) for name, m in models.items()}
 
     print(f"\none field evaluation at N = {n_tokens} tokens on S^2, and one SSP-RK3 step at level {level}")
-    print(f"({fv.mesh.n_cells} cells, {len(fv.points.reshape(-1, 3))} flux points; operator built in {built:.1f} s):")
+    flux = len(fv.points.reshape(-1, 3))
+    print(f"({fv.mesh.n_cells} cells, {flux} flux points; operator built in {built:.1f} s):")
     print(f"{'model':>16}{'layer s':>10}{'ratio':>8}{'grid step s':>13}{'ratio':>8}")
     for name in models:
         print(

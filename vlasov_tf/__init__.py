@@ -9,7 +9,6 @@ Design notes: docs/design.md §8 (the package layout).
 from importlib.metadata import PackageNotFoundError, version
 
 from vlasov_tf.models import MeanField, Model, Prescribed, as_model
-from vlasov_tf.models.interaction import Interaction
 from vlasov_tf.models.attention import (
     Head,
     Params,
@@ -19,6 +18,7 @@ from vlasov_tf.models.attention import (
     log_potential,
     velocity,
 )
+from vlasov_tf.models.interaction import Interaction
 from vlasov_tf.solvers.particles import ParticleSolution, solve_particles
 
 try:

@@ -1,11 +1,12 @@
-"""Linear theory of the uniform state: growth rates of its modes and their projections.
+"""Linear theory of the uniform state: the predicted growth of a perturbed mode, and its projections.
 
-Q = K = V = I attention, a small perturbation of the uniform density by one mode:
-``a cos(k (t - phase))`` on the circle grows at ``k^2 I_k(beta) / (beta I_0(beta))`` (SA) or
-``k^2 I_k(beta) / beta`` (USA), ``a P_l(<x, axis>)`` on S^2 at
-``l (l + 1) i_l(beta) / (beta i_0(beta))`` (SA) or ``l (l + 1) i_l(beta) / beta`` (USA)
-(Fourier / Funk-Hecke coefficients of the kernel; docs/equations.md). The figures compare the
-measured mode amplitudes with these predictions.
+A small perturbation of the uniform density by one mode (``a cos(k (t - phase))`` on the circle,
+``a P_l(<x, axis>)`` on S^2) grows at the model's rate
+(:meth:`~vlasov_tf.models.base.MeanField.growth_rate`): for Q = K = V = I attention
+``k^2 I_k(beta) / (beta I_0(beta))`` (SA) or ``k^2 I_k(beta) / beta`` (USA) on the circle,
+``l (l + 1) i_l(beta) / (beta i_0(beta))`` (SA) or ``l (l + 1) i_l(beta) / beta`` (USA) on S^2;
+for interaction kernels the Fourier / Funk-Hecke formulae of :mod:`vlasov_tf.models.interaction`
+(docs/equations.md). The figures compare the measured mode amplitudes with these predictions.
 """
 
 from __future__ import annotations

@@ -41,7 +41,6 @@ __all__ = [
     "linear_growth_rate",
     "log_potential",
     "velocity",
-    "velocity_pinned",
     "velocity_unchecked",
     "zonal_beta",
 ]
@@ -311,14 +310,15 @@ def velocity_unchecked(
     ``queries`` may lie off the sphere (Runge-Kutta stages): P_x is then the
     formula ``I - x x^T``, for which the sphere is invariant
     (d|x|^2/dt = 2 <x, v> (1 - |x|^2)). ``head_sums`` lets a solver choose how the
-    kernel sums are computed (:func:`method_head_sums`: spectral, Taylor, split across
-    MPI ranks); how the sums make the field stays here.
+    kernel sums are computed (:func:`~vlasov_tf.models.sums.method_head_sums`: spectral, Taylor,
+    split across MPI ranks); how the sums make the field stays here. BLAS runs on one thread
+    (a loop of layers that pins it itself makes this a nested pin, ~0.3 us).
     """
     with blas_single_thread():
-        return velocity_pinned(params, points, weights, queries, sphere, head_sums)
+        return _velocity(params, points, weights, queries, sphere, head_sums)
 
 
-def velocity_pinned(
+def _velocity(
     params: Params,
     points: np.ndarray,
     weights: np.ndarray,
@@ -326,8 +326,7 @@ def velocity_pinned(
     sphere: bool,
     head_sums: HeadSums,
 ) -> np.ndarray:
-    """:func:`velocity_unchecked` for a caller that holds :func:`~vlasov_tf.kernels.blas_single_thread`
-    itself (a loop of layers pins BLAS once for all of them)."""
+    """:func:`velocity_unchecked` inside its BLAS pin."""
     terms = []
     d = params.d
     sa = params.attention == "SA"
