@@ -104,9 +104,10 @@ def main() -> None:
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     w = np.full(n_tokens, 1.0 / n_tokens)
     sums = Sums.by_method("auto")
-    layer = {
-        name: best(lambda m=m: m.evaluate(0.0, x, w, x, True, sums), args.repeat) for name, m in models.items()
-    }
+    def layer_of(model) -> float:
+        return best(lambda: model.evaluate(0.0, x, w, x, True, sums), args.repeat)
+
+    layer = {name: layer_of(m) for name, m in models.items()}
 
     t0 = time.perf_counter()
     fv = FiniteVolume(sphere_mesh(level))
