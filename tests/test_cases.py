@@ -15,7 +15,7 @@ import pytest
 from numpy.polynomial.legendre import leggauss
 from scipy import integrate, special
 
-from vlasov_tf import Head, Params, Schedule, velocity
+from vlasov_tf import Head, Params, velocity
 from vlasov_tf.geometry.initial import InitialMeasure, VmfMixture, sphere_measure
 from vlasov_tf.geometry.mesh_files import sphere_mesh
 from vlasov_tf.geometry.meshes import circle_mesh
@@ -108,11 +108,10 @@ def test_shipped_case_loads_and_makes_sense(name, rng):
     assert case.name == name and case.source == str(path) and case.text == path.read_text()
     assert case.description
     assert case.d == {"circle": 2, "sphere": 3}[case.geometry] == case.model.d
-    assert case.T == case.model.switch_times(case.T)[-1] > 0
+    assert case.T == case.schedule.T > 0
     t = case.output_times
     assert t[0] == 0.0 and t[-1] == case.T and (np.diff(t) > 0).all() and len(t) >= 2
-    if isinstance(case.model, Schedule):
-        assert len(case.betas) == len(case.schedule.blocks) and min(case.betas) > 0
+    assert len(case.betas) == len(case.schedule.blocks) and min(case.betas) > 0
     p = case.particles
     assert p.tokens and p.layers and min(p.tokens) >= 1 and min(p.layers) >= 1
     assert p.reference_steps >= 0 and p.seed >= 0
@@ -692,8 +691,8 @@ BAD = [
     (BASE, "seed = 0", 'seed = 0\nfield_method = "fft"', "particles.field_method"),
     # Interaction models (model.type = "interaction")
     (INTERACTION, 'name = "exp_difference"', 'name = "gauss"', "model.kernel.name"),
-    (INTERACTION, ", rho = 1.0 }", " }", "model.kernel"),
-    (INTERACTION, "rho = 1.0 }", "rho = 1.0, beta = 2.0 }", "model.kernel"),
+    (INTERACTION, ", rho = 1.0 }", " }", "model.kernel.rho"),
+    (INTERACTION, "rho = 1.0 }", "rho = 1.0, beta = 2.0 }", "model.kernel.beta"),
     (INTERACTION, "rho = 1.0 }", 'rho = "one" }', "model.kernel.rho"),
     (INTERACTION, 'kernel = {', 'normalised = true\nkernel = {', "model.kernel"),
     (INTERACTION, "kernel = {", f"normaliser = {{ {SIGNED} }}\nkernel = {{", "model.normaliser"),

@@ -8,7 +8,7 @@
   (Kuramoto, Lohe, aggregation, attraction-repulsion);
 - :mod:`~vlasov_tf.models.sums`: how a solver has a model's sums computed (:class:`Sums`).
 
-Design notes: docs/design.md §9.
+Design notes: docs/design.md §2.
 """
 
 from .attention import Head, Params, Perceptron, Schedule

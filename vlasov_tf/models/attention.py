@@ -403,8 +403,9 @@ def linear_growth_rate(d: int, mode: int, beta: float, attention: str = "SA") ->
         rate = mode * mode * special.ive(mode, beta) / beta
         return float(rate / special.ive(0, beta) if attention == "SA" else rate * np.exp(beta))
     if d == 3:
-        rate = mode * (mode + 1) * special.spherical_in(mode, beta) / beta
-        return float(rate / special.spherical_in(0, beta) if attention == "SA" else rate)
+        if attention == "SA":  # i_l / i_0 = I_{l + 1/2} / I_{1/2}, scaled: finite at beta = 1000
+            return float(mode * (mode + 1) * special.ive(mode + 0.5, beta) / special.ive(0.5, beta) / beta)
+        return float(mode * (mode + 1) * special.spherical_in(mode, beta) / beta)
     raise ValueError(f"linear growth rates are for the circle (d = 2) and S^2 (d = 3), not d = {d}")
 
 

@@ -24,7 +24,7 @@ Implementations: attention (:class:`~vlasov_tf.models.attention.Schedule` and it
 (:class:`Prescribed`) and any user object with ``d`` and ``velocity(t, points, weights,
 queries)`` (:func:`as_model` wraps it: :class:`UserModel`). No solver looks at which it has.
 
-Design notes: docs/design.md §9 (models are plug-ins).
+Design notes: docs/design.md §2 (models are plug-ins).
 """
 
 from __future__ import annotations
@@ -39,7 +39,16 @@ from vlasov_tf.geometry.measures import SPHERE_ATOL, check_points, check_weights
 from vlasov_tf.kernels import blas_single_thread
 from vlasov_tf.models.sums import DENSE, Sums
 
-__all__ = ["MeanField", "Model", "Prescribed", "UserModel", "VelocityField", "as_model", "run_times"]
+__all__ = [
+    "MeanField",
+    "Model",
+    "Prescribed",
+    "UserModel",
+    "VelocityField",
+    "as_model",
+    "run_times",
+    "tangent",
+]
 
 #: A prescribed velocity: ``v(t, x)`` for (n, d) points, returning (n, d) tangent vectors.
 VelocityField = Callable[[float, np.ndarray], np.ndarray]
@@ -174,12 +183,30 @@ class UserModel(MeanField):
 
     def __init__(self, user: Model) -> None:
         d = getattr(user, "d", None)
-        if not isinstance(d, int) or d < 2:
+        if isinstance(d, bool) or not isinstance(d, int | np.integer) or d < 2:
             raise ValueError(
                 f"the model {type(user).__name__} must have an integer dimension d >= 2; got {d!r}"
             )
-        self.user, self.d = user, d
+        self.user, self.d = user, int(d)
         self.name = type(user).__name__
+
+    # What the user's object knows besides its velocity, forwarded (the defaults where it has none).
+
+    @property
+    def label(self) -> str:
+        return str(getattr(self.user, "label", self.name))
+
+    def energy(self, points: np.ndarray, weights: np.ndarray) -> float | None:
+        energy = getattr(self.user, "energy", None)
+        return None if energy is None else energy(points, weights)
+
+    def growth_rate(self, mode: int) -> float | None:
+        rate = getattr(self.user, "growth_rate", None)
+        return None if rate is None else rate(mode)
+
+    @property
+    def width(self) -> float | None:
+        return getattr(self.user, "width", None)
 
     @property
     def T(self) -> float | None:
@@ -202,9 +229,7 @@ class UserModel(MeanField):
                 f"vector per query); got shape {x.shape}"
                 + ("" if x.shape != queries.shape else " with non-finite entries")
             )
-        if sphere:
-            x = x - np.einsum("ij,ij->i", x, queries)[:, None] * queries
-        return x
+        return tangent(queries, x) if sphere else x
 
 
 def as_model(model: Any, d: int | None = None) -> MeanField:
@@ -228,10 +253,24 @@ def run_times(model: MeanField, T: float | None) -> tuple[float, np.ndarray]:
     fixed = model.T
     if T is None:
         if fixed is None:
-            raise ValueError(f"a {type(model).__name__} model needs a final time T > 0 (it fixes none)")
+            raise ValueError(f"the model ({model.label}) needs a final time T > 0: it fixes none")
         T = fixed
-    elif fixed is not None and not np.isclose(T, fixed, rtol=1e-12):
-        raise ValueError(f"T = {T} differs from the schedule's final time {fixed}")
+    elif fixed is not None and not np.isclose(T, fixed, rtol=1e-12, atol=0.0):
+        raise ValueError(f"T = {T} differs from the model's final time {fixed} ({model.label})")
     if not (np.isfinite(T) and T > 0):
         raise ValueError(f"the final time T must be finite and > 0; got {T}")
-    return T, model.switch_times(T)
+    switches = np.asarray(model.switch_times(T), dtype=float)
+    good = switches.ndim == 1 and len(switches) >= 2 and np.isfinite(switches).all()
+    if not (good and switches[0] == 0.0 and (np.diff(switches) > 0).all()
+            and np.isclose(switches[-1], T, rtol=1e-12, atol=0.0)):  # fmt: skip
+        raise ValueError(
+            f"the model's switch_times({T}) must increase strictly from 0 to T; got {switches.tolist()} "
+            f"({model.label})"
+        )
+    return T, switches
+
+
+def tangent(x: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``P_x v = v - <v, x> x`` row by row, (n, d): the tangent part at unit ``x`` (off the sphere the
+    formula, for which the sphere is invariant)."""
+    return v - np.einsum("ij,ij->i", v, x)[:, None] * x

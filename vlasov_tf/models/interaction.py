@@ -24,9 +24,10 @@ perturbation ``a cos(k s)`` of the uniform density on S^1 grows at
 int psi(cos s) ds`` on S^1, ``1/2 int psi dt`` on S^2). For ``phi = psi = exp(beta t)`` these are
 attention's rates (``k^2 I_k / (beta I_0)``, ``l (l + 1) i_l / (beta i_0)``).
 
-**Sums.** Exponential kernels (``exp(beta t)``, and the normaliser equal to the kernel or absent) go
-through attention's head sums with ``B = beta I`` (scaled, no overflow at beta = 1000: the same bits
-as the attention field); other kernels through :meth:`Sums.zonal <vlasov_tf.models.sums.Sums.zonal>`
+**Sums.** Exponential kernels (``exp(beta t)``, beta > 0, and the normaliser equal to the kernel or
+absent) are attention with Q = K = V = I (SA or USA: its scaled head sums, no overflow at beta =
+1000, the same bits; its energy and growth rates); other kernels through
+:meth:`Sums.zonal <vlasov_tf.models.sums.Sums.zonal>`
 (spectral on S^1 and S^2 where cheaper, dense otherwise; every entry within ``tol sup|phi|`` of
 the dense sum per unit mass, so a normalised field's relative error is at most ``tol max psi /
 min psi``).
@@ -43,8 +44,8 @@ from scipy.special import eval_legendre, roots_legendre
 
 from vlasov_tf.kernels.zonal import ZonalKernel
 from vlasov_tf.kernels.zonal_function import FunctionKernel
-from vlasov_tf.models.attention import interaction_energy
-from vlasov_tf.models.base import MeanField, VelocityField
+from vlasov_tf.models.attention import Params
+from vlasov_tf.models.base import MeanField, Prescribed, VelocityField, tangent
 from vlasov_tf.models.sums import Sums
 
 __all__ = ["Interaction", "circle_rotation"]
@@ -71,14 +72,21 @@ class Interaction(MeanField):
     normaliser: ZonalKernel | None = None
     omega: np.ndarray | None = None
     drift: VelocityField | None = None
-    _B: np.ndarray | None = field(init=False, repr=False, default=None)
+    #: For exp(beta t) (beta > 0) with psi = phi or Z = 1: attention with Q = K = V = I, SA or USA.
+    _attention: Params | None = field(init=False, repr=False, default=None)
+    _drift: Prescribed | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
-        if isinstance(self.d, bool) or not isinstance(self.d, int) or self.d < 2:
+        if isinstance(self.d, bool) or not isinstance(self.d, int | np.integer) or self.d < 2:
             raise ValueError(f"the dimension d must be an integer >= 2; got {self.d!r}")
+        object.__setattr__(self, "d", int(self.d))
         if not isinstance(self.kernel, ZonalKernel):
             raise ValueError(f"kernel must be a ZonalKernel; got {type(self.kernel).__name__}")
-        if self.normaliser is not None:
+        beta = self.kernel.exp_scale
+        if beta is not None and beta > 0 and self.normaliser in (None, self.kernel):
+            params = Params.identity(self.d, beta, "USA" if self.normaliser is None else "SA")
+            object.__setattr__(self, "_attention", params)
+        elif self.normaliser is not None:
             if not isinstance(self.normaliser, ZonalKernel):
                 raise ValueError(f"normaliser must be a ZonalKernel; got {type(self.normaliser).__name__}")
             low = self.normaliser.minimum()
@@ -95,45 +103,32 @@ class Interaction(MeanField):
                 raise ValueError("omega must be skew-symmetric (Omega^T = -Omega: a rotation's generator)")
             om.flags.writeable = False
             object.__setattr__(self, "omega", om)
-        if self.drift is not None and not callable(self.drift):
-            raise ValueError(f"drift must be a callable v(t, x); got {type(self.drift).__name__}")
-        beta = self.kernel.exp_scale
-        if beta is not None and self.normaliser in (None, self.kernel):
-            B = beta * np.eye(self.d)
-            B.flags.writeable = False
-            object.__setattr__(self, "_B", B)
+        if self.drift is not None:
+            object.__setattr__(self, "_drift", Prescribed(self.drift, self.d))
 
     @property
     def normalised(self) -> bool:
         return self.normaliser is not None
 
     def evaluate(self, t, points, weights, queries, sphere, sums: Sums) -> np.ndarray:
-        d = self.d
-        if self._B is not None:  # exp(beta t): attention's scaled sums
-            shift, s = sums.heads(self._B, queries, points, weights)
-            if self.normalised:
-                out = s[:, :d] / s[:, d:]
-            else:
-                with np.errstate(over="ignore"):
-                    out = np.exp(shift)[:, None] * s[:, :d]
-                if not np.isfinite(out).all():
-                    raise OverflowError(
-                        f"the unnormalised field exceeds the float range (log-magnitude up to "
-                        f"{shift.max():.0f}); lower beta or normalise"
-                    )
+        if self._attention is not None:  # attention's scaled sums: the same bits as Q = K = V = I
+            out = self._attention.evaluate(t, points, weights, queries, sphere, sums)
         else:
+            d = self.d
             s = sums.zonal(self.kernel, queries, points, weights, points)
             out = s[:, :d]
-            if self.normaliser is self.kernel:
+            if self.normaliser == self.kernel:
                 out = out / s[:, d:]
             elif self.normaliser is not None:
                 out = out / sums.zonal(self.normaliser, queries, points, weights, None)
+            if sphere:
+                out = tangent(queries, out)
+        # Omega x is tangent wherever x is (Omega is skew); a prescribed drift is projected.
         if self.omega is not None:
             out = out + np.dot(queries, self.omega.T)
-        if self.drift is not None:
-            out = out + np.asarray(self.drift(t, queries), dtype=float)
-        if sphere:
-            out = out - np.einsum("ij,ij->i", out, queries)[:, None] * queries
+        if self._drift is not None:
+            v = self._drift.evaluate(t, points, weights, queries, sphere, sums)
+            out = out + (tangent(queries, v) if sphere else v)
         return out
 
     @property
@@ -141,7 +136,7 @@ class Interaction(MeanField):
         """E.g. ``"exp_difference kernel, normalised, rotation"``."""
         parts = [f"{self.kernel.name} kernel"]
         if self.normaliser is not None:
-            by = "" if self.normaliser is self.kernel else f" by {self.normaliser.name}"
+            by = "" if self.normaliser == self.kernel else f" by {self.normaliser.name}"
             parts.append(f"normalised{by}")
         if self.omega is not None and np.any(self.omega):
             parts.append("rotation")
@@ -168,8 +163,8 @@ class Interaction(MeanField):
         a prescribed drift)."""
         if self.drift is not None:
             return None
-        if self._B is not None:
-            return interaction_energy(points, weights, float(self._B[0, 0]))
+        if self._attention is not None:
+            return self._attention.energy(points, weights)
         if self.normalised:
             return None
         pts = np.asarray(points, dtype=float)
@@ -182,6 +177,8 @@ class Interaction(MeanField):
         mode then also rotates) or off S^1 and S^2."""
         if self.drift is not None or (self.omega is not None and np.any(self.omega)) or self.d > 3:
             return None
+        if self._attention is not None:  # the Bessel formulae, finite at any beta
+            return self._attention.growth_rate(mode)
         k = int(mode)
         if self.d == 2:
             s = 2 * np.pi * np.arange(_NODES) / _NODES

@@ -166,11 +166,13 @@ class Sums:
             raise ValueError(f"a causal mask applies to attention heads only, not to {what}")
 
     def whole(self, points: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The whole measure ``(points (N, d), weights (N,))``: under ``split`` every rank's block
-        (its points of positive weight, in rank order; a collective call), else as it is."""
+        """The whole measure ``(points (N, d), weights (N,))``, its points of positive weight only
+        (serially as under ``split``, where every rank's block is gathered in rank order: a
+        collective call)."""
         self._refuse_mask("a model that sums by itself")
         if self.split is None:
-            return points, weights
+            keep = weights > 0
+            return (points, weights) if keep.all() else (points[keep], weights[keep])
         every, w, _ = allgather_keys(self.split, points, weights, None)
         return np.ascontiguousarray(every), np.ascontiguousarray(w)  # as a serial run's arrays
 

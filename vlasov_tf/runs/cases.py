@@ -220,6 +220,12 @@ class Case:
     overrides: tuple[tuple[str, Any], ...] = ()
     file_settings: tuple[tuple[str, str], ...] = ()
 
+    def __post_init__(self) -> None:
+        # The betas are the attention blocks': a case whose model was replaced by another
+        # (dataclasses.replace(case, model=...)) has none.
+        if not isinstance(self.model, Schedule):
+            object.__setattr__(self, "betas", ())
+
     @property
     def T(self) -> float:
         return float(self.output_times[-1])

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vlasov_tf.analysis.wasserstein import geodesic_distance, wasserstein_circle
-from vlasov_tf.models.attention import interaction_energy, zonal_beta
+from vlasov_tf.models.attention import Schedule, interaction_energy, zonal_beta
 from vlasov_tf.runs.cases import Case
 from vlasov_tf.runs.studies import fitted_order, format_order, observed_orders
 from vlasov_tf.solvers.particles import solve_particles
@@ -115,6 +115,11 @@ def check_depth_study(n_tokens: int, layers: Sequence[int], n_times: int = N_TIM
 def depth_study_beta(case: Case) -> float:
     """The beta of a case the depth study can take: on the circle, one block with Q = K = V = I
     (:func:`~vlasov_tf.models.attention.zonal_beta`); else ``ValueError`` naming what is not."""
+    if not isinstance(case.model, Schedule):
+        raise ValueError(
+            f"case {case.name}: the depth study runs attention (model.type 'attention'), not the "
+            f"{case.model.label}; `vlasov-tf study` cross-validates any model"
+        )
     if case.geometry != "circle":
         raise ValueError(f"case {case.name}: the depth study is on the circle, not the {case.geometry}")
     if case.mask != "none" or case.particles.norm != "post":

@@ -54,6 +54,13 @@ def _kernel(r: TomlReader, v: Any, key: str) -> ZonalKernel:
         r.missing(f"{key}.name", f"one of {names}")
     name = r.string(v["name"], f"{key}.name", tuple(KERNEL_NAMES))
     params = {k: val for k, val in v.items() if k != "name"}
+    takes = KERNEL_NAMES[name]
+    for k in params:
+        if k not in takes:
+            r.fail(f"{key}.{k}", f"is not a parameter of the {name} kernel (it takes {', '.join(takes)})")
+    for k in takes:
+        if k not in params:
+            r.missing(f"{key}.{k}", f"a parameter of the {name} kernel (it takes {', '.join(takes)})")
     for k, val in params.items():
         if isinstance(val, list):
             params[k] = r.reals(val, f"{key}.{k}").tolist()

@@ -64,7 +64,9 @@ def solve_causal_grid(
         raise ValueError(f"slice densities must be (S, {mesh.n_cells}), finite, >= 0; got shape {rho.shape}")
     if not (0 < cfl <= 1):
         raise ValueError(f"the CFL number must lie in (0, 1]; got {cfl}")
-    model = as_model(model)
+    model = as_model(model, mesh.d)
+    if model.d != mesh.d:
+        raise ValueError(f"the model is for d = {model.d}, the {mesh.kind} mesh has d = {mesh.d}")
     T, switches = run_times(model, T)
     loop = TimeLoop.start(T, switches, t_eval, t0, callback)
     reconstruction, limiter = check_scheme(reconstruction, limiter)

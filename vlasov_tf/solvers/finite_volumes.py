@@ -106,7 +106,7 @@ RECONSTRUCTION_LIMITERS = {"linear": ("barth-jespersen", "none"), "quadratic": (
 #: Default error control (module docstring): relative to the change a step makes, and to the mass.
 RTOL = 1e-3
 ATOL = 1e-8
-#: How the grid evaluates the attention sums (:data:`vlasov_tf.kernels.METHODS`).
+#: How the grid evaluates a model's nonlocal sums (:data:`vlasov_tf.kernels.METHODS`).
 FIELD_METHODS = METHODS
 
 
