@@ -18,7 +18,7 @@ density.
 Time: SSP-RK3 on all slices together (one state, (S, C)), stepped by the grid's controller
 (:class:`~vlasov_tf.solvers.step_control.Controller`): error control over all slices at once
 (``rtol``, ``atol``: the grid's defaults; ``rtol=None``: fixed steps at the CFL step of the
-fastest slice and ``max_dt``, the causal grid's only steps before 2026-12), the step at every stop
+fastest slice and ``max_dt``, its only steps before it had error control), the step at every stop
 estimated from the state there, landing on switches and output times; serial. Each stage
 evaluates S fields through :meth:`~vlasov_tf.solvers.finite_volumes.FiniteVolume.normal_velocity`,
 the same attention field of a cell measure as :func:`~vlasov_tf.solvers.finite_volumes.solve_grid`'s.
