@@ -25,23 +25,42 @@ def bumpy(mesh, sign: float = 1.0) -> np.ndarray:
 
 @pytest.mark.parametrize("mesh", [circle_mesh(256), sphere_mesh(1)], ids=["circle", "sphere"])
 def test_the_first_slice_moves_as_the_unmasked_flow_of_itself(mesh):
-    """Slice 1 attends to itself alone: with the same steps it is the unmasked solution of its own
-    density (SA: the field does not see the slice's mass); one slice is the unmasked equation.
+    """Slice 1 attends to itself alone: with the same (fixed) steps it is the unmasked solution of
+    its own density (SA: the field does not see the slice's mass); one slice is the unmasked equation.
     (Equal slices would all move so: SA's field of k equal slices is that of one.)"""
     d = mesh.centres.shape[1]
     sch = vt.Schedule.constant(vt.Params.identity(d, beta=3.0), 0.5)
     rho, times = bumpy(mesh), np.linspace(0.0, 0.5, 3)
     plain = solve_grid(mesh, rho, sch, t_eval=times, rtol=None, max_dt=0.01)
     slices = np.stack([rho, bumpy(mesh, -1.0), rho]) / 3  # the middle slice's bump opposite
-    sliced = solve_causal_grid(mesh, slices, sch, t_eval=times, max_dt=0.01)
+    sliced = solve_causal_grid(mesh, slices, sch, t_eval=times, rtol=None, max_dt=0.01)
     np.testing.assert_allclose(3 * sliced.densities[:, 0], plain.densities, rtol=1e-12, atol=1e-14)
-    one = solve_causal_grid(mesh, rho[None], sch, t_eval=times, max_dt=0.01)
+    one = solve_causal_grid(mesh, rho[None], sch, t_eval=times, rtol=None, max_dt=0.01)
     np.testing.assert_allclose(one.densities[:, 0], plain.densities, rtol=1e-12, atol=1e-14)
     # Every slice keeps its mass and stays >= 0; later slices move differently.
     masses = (sliced.densities * mesh.areas).sum(axis=2)
     np.testing.assert_allclose(masses, 1 / 3, rtol=1e-12)
     assert sliced.densities.min() >= 0
     assert np.abs(sliced.densities[-1, 2] - sliced.densities[-1, 0]).max() > 1e-3
+
+
+def test_error_control_steps_the_slices_as_one_state_and_resumes_bit_for_bit():
+    """The grid's controller on the (S, C) slices: it follows the solution more closely than the
+    fixed CFL steps (rtol=None, the causal grid's steps before it had error control), and its
+    steps after a stop depend on the state there alone, so a resumed run is the uninterrupted one."""
+    mesh = circle_mesh(64)
+    sch = vt.Schedule(((0.3, vt.Params.identity(2, 2.0, "USA")), (0.3, vt.Params.identity(2, 5.0, "USA"))))
+    slices = np.stack([bumpy(mesh), bumpy(mesh, -1.0)]) / 2
+    times = np.linspace(0.0, 0.6, 4)
+    full = solve_causal_grid(mesh, slices, sch, t_eval=times, rtol=1e-4)
+    for k in (1, 2):
+        rest = solve_causal_grid(mesh, full.densities[k], sch, t_eval=times, t0=times[k], rtol=1e-4)
+        np.testing.assert_array_equal(rest.densities, full.densities[k:])
+    fixed = solve_causal_grid(mesh, slices, sch, t_eval=times, rtol=None)
+    fine = solve_causal_grid(mesh, slices, sch, t_eval=times, rtol=None, max_dt=1e-3)
+    assert fixed.rejected == 0 and full.steps > fixed.steps
+    err = [np.abs(s.final - fine.final).sum() for s in (full, fixed)]
+    assert err[0] < err[1] / 3, err
 
 
 CAUSAL = SMALL.replace('name = "tiny"', 'name = "causal"').replace(

@@ -15,6 +15,9 @@ supplies the pieces that change under MPI.
   polynomials, hence the face or vertex neighbours, of both its cells: the
   second layer is every cell sharing a vertex with the first), the faces touching owned
   or first-layer cells, and the exchange that refreshes halo values.
+- :class:`Reductions` is what a solver on its owned cells needs from the other ranks (sums,
+  minima, the L1 norm, the halo exchange, the gather to rank 0): plain numpy in a serial run,
+  :class:`MpiReductions` under MPI, so that the solver has no serial and parallel branches.
 - :class:`RingSums` is what the kernel sums need from a measure split across
   ranks (:class:`vlasov_tf.kernels.Distributed`): sums over the ranks (the
   spectral coefficients) and the dense ring, where the key blocks travel round
@@ -53,6 +56,8 @@ from vlasov_tf.profiling import section
 
 __all__ = [
     "LocalMesh",
+    "MpiReductions",
+    "Reductions",
     "RingSums",
     "abort_on_error",
     "block_range",
@@ -305,6 +310,65 @@ class LocalMesh:
     def gather(self, owned_values: np.ndarray) -> np.ndarray | None:
         """(C,) global array on rank 0 from each rank's (n_owned,) values; ``None`` elsewhere."""
         return gather_rows(self.comm, owned_values, self.cells[: self.n_owned])
+
+
+class Reductions:
+    """A solver's reductions over its owned entries (the first ``n_owned`` along the last axis), and
+    its halo exchange and gather: a serial run's, in plain numpy (one rank owns everything).
+
+    :class:`MpiReductions` is the same over the ranks of a :class:`LocalMesh`; a solver written
+    against this class runs on either.
+    """
+
+    #: Whether this rank holds the outputs (rank 0; a serial run).
+    root = True
+
+    def __init__(self, n_owned: int) -> None:
+        self.n_owned = n_owned
+
+    def sum(self, x: float) -> float:
+        """``x`` summed over the ranks."""
+        return x
+
+    def min(self, x: float) -> float:
+        """The minimum of ``x`` over the ranks."""
+        return x
+
+    def l1(self, x: np.ndarray) -> float:
+        """``sum |x|`` over the owned entries (last axis) of every rank."""
+        return self.sum(float(np.abs(x[..., : self.n_owned]).sum()))
+
+    def exchange(self, values: np.ndarray) -> None:
+        """Refresh the halo entries of ``values`` in place (serial: there are none)."""
+
+    def gather(self, owned: np.ndarray) -> np.ndarray | None:
+        """The global array of every rank's owned values on rank 0 (``None`` elsewhere); a copy."""
+        return owned.copy()
+
+
+class MpiReductions(Reductions):
+    """:class:`Reductions` over the ranks of ``local``'s communicator: sums and minima by
+    all-reduce, halos by :meth:`LocalMesh.exchange`, the gather in global cell order."""
+
+    def __init__(self, local: LocalMesh) -> None:
+        super().__init__(local.n_owned)
+        self.local = local
+        self.comm = local.comm
+        self.root = local.comm.rank == 0
+
+    def sum(self, x: float) -> float:
+        return float(self.comm.allreduce(x))
+
+    def min(self, x: float) -> float:
+        from mpi4py import MPI
+
+        return float(self.comm.allreduce(x, op=MPI.MIN))
+
+    def exchange(self, values: np.ndarray) -> None:
+        self.local.exchange(values)
+
+    def gather(self, owned: np.ndarray) -> np.ndarray | None:
+        return self.local.gather(owned)
 
 
 def _neighbours(face_cells: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -42,8 +42,8 @@ import logging
 import os
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -53,8 +53,9 @@ from vlasov_tf.runs.cases import Case, case_settings, settings_difference
 from vlasov_tf.runs.diagnostics import DIAGNOSTICS, Job, clusters_of, compute_diagnostics, run_jobs
 from vlasov_tf.runs.storage import JobLayout, RunFile, provenance
 from vlasov_tf.solvers.causal_grid import solve_causal_grid
-from vlasov_tf.solvers.finite_volumes import solve_grid
+from vlasov_tf.solvers.finite_volumes import GridScheme, solve_grid
 from vlasov_tf.solvers.particles import solve_particles
+from vlasov_tf.solvers.time_loop import Callback, StepCounts
 
 _log = logging.getLogger(__name__)
 
@@ -201,19 +202,22 @@ def _run_job(
             counts["rejected"] += rejected
 
     times = case.output_times
+    # The step counts before the snapshot (a run killed between the two recounts them).
+    to_file = Callback(store)
+    trackers = [StepCounts(count_steps), to_file]
     if mesh is not None:
         grid = case.grid
         assert grid is not None  # case_jobs has grid jobs only then
-        scheme: dict[str, Any] = {
-            "t_eval": times, "cfl": grid.cfl, "max_dt": grid.max_dt, "reconstruction": grid.reconstruction,
-            "limiter": grid.limiter, "field_method": grid.field_method, "progress": progress,
-            "callback": store, "t0": t0,
-        }  # fmt: skip
+        scheme = GridScheme(grid.reconstruction, grid.limiter, grid.cfl, grid.max_dt, grid.rtol, grid.atol,
+                            grid.field_method)  # fmt: skip
         if causal:
-            counts["steps"] = solve_causal_grid(mesh, start, case.model, T=case.T, **scheme).steps
+            # Fixed CFL steps, as causal jobs have always taken: [grid] rtol and atol apply to
+            # the unmasked grid only (with them, a causal run file's results would change).
+            solve_causal_grid(mesh, start, case.model, T=case.T, t_eval=times, t0=t0, progress=progress,
+                              scheme=replace(scheme, rtol=None), trackers=trackers)  # fmt: skip
         else:
-            solve_grid(mesh, start, case.model, case.T, rtol=grid.rtol, atol=grid.atol,
-                       step_counts=count_steps, comm=comm, **scheme)  # fmt: skip
+            solve_grid(mesh, start, case.model, case.T, t_eval=times, t0=t0, progress=progress, comm=comm,
+                       scheme=scheme, trackers=trackers)  # fmt: skip
     else:
         assert job.tokens is not None  # a particle job
         ref_steps = case.particles.reference_steps
@@ -235,7 +239,7 @@ def _run_job(
             norm=case.particles.norm,
             causal_s=case.token_positions(job.tokens),
             progress=progress,
-            callback=store,
+            trackers=[to_file],
             t0=t0,
             comm=comm,
         )

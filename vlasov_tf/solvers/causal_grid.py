@@ -15,9 +15,12 @@ in x, the tokens by sampling, and they are compared by their x-marginals as for 
 equation. With V = I slice 1 attends to itself alone and moves as the unmasked flow of its own
 density.
 
-Time: SSP-RK3 on all slices together at the CFL step of the fastest (``cfl``, ``max_dt``; fixed
-steps, no error control), landing on switches and output times; serial. Each stage evaluates S
-fields through :meth:`~vlasov_tf.solvers.finite_volumes.FiniteVolume.normal_velocity`,
+Time: SSP-RK3 on all slices together (one state, (S, C)), stepped by the grid's controller
+(:class:`~vlasov_tf.solvers.step_control.Controller`): error control over all slices at once
+(``rtol``, ``atol``: the grid's defaults; ``rtol=None``: fixed steps at the CFL step of the
+fastest slice and ``max_dt``, its only steps before it had error control), the step at every stop
+estimated from the state there, landing on switches and output times; serial. Each stage
+evaluates S fields through :meth:`~vlasov_tf.solvers.finite_volumes.FiniteVolume.normal_velocity`,
 the same attention field of a cell measure as :func:`~vlasov_tf.solvers.finite_volumes.solve_grid`'s.
 
 Design notes: docs/numerics.md §1 (causal attention).
@@ -25,16 +28,52 @@ Design notes: docs/numerics.md §1 (causal attention).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from vlasov_tf.geometry.meshes import MeshGeometry
 from vlasov_tf.models.base import MeanField, Model, as_model, run_times
-from vlasov_tf.solvers.finite_volumes import FiniteVolume, GridSolution, check_scheme
-from vlasov_tf.solvers.time_loop import TimeLoop
+from vlasov_tf.parallel import Reductions
+from vlasov_tf.solvers.finite_volumes import ATOL, RTOL, FiniteVolume, GridScheme, GridSolution
+from vlasov_tf.solvers.step_control import Controller, ssp_rk3
+from vlasov_tf.solvers.time_loop import ProgressBar, TimeLoop, Tracker, trackers_of
 
-__all__ = ["solve_causal_grid"]
+__all__ = ["CausalStepper", "solve_causal_grid"]
+
+
+@dataclass(frozen=True)
+class CausalStepper:
+    """SSP-RK3 on the (S, C) slice masses, slice k by the field of slices 1..k
+    (:class:`~vlasov_tf.solvers.step_control.Stepper`; velocities: a list of S normal velocities)."""
+
+    fv: FiniteVolume
+    field: MeanField
+
+    def velocity(self, t: float, state: np.ndarray) -> list[np.ndarray]:
+        # Slice k by the field of the slices at or before it.
+        upto = np.cumsum(state, axis=0) / self.fv.mesh.areas
+        return [self.fv.normal_velocity(self.field, t, upto[k]) for k in range(len(state))]
+
+    def stable_dt(self, velocity: list[np.ndarray], cfl: float) -> float:
+        return min(self.fv.stable_dt(uk, cfl) for uk in velocity)
+
+    def rate(self, state: np.ndarray, velocity: list[np.ndarray]) -> np.ndarray:
+        areas = self.fv.mesh.areas
+        return np.stack([self.fv.rate(m / areas, uk) for m, uk in zip(state, velocity, strict=True)])
+
+    def step(
+        self, state: np.ndarray, t: float, dt: float, velocity: list[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        fv, areas = self.fv, self.fv.mesh.areas
+
+        def stage(mass: np.ndarray, ts: float, u: list[np.ndarray] | None) -> np.ndarray:
+            u = self.velocity(ts, mass) if u is None else u
+            steps = [fv.euler_step(m, fv.fluxes(m / areas, uk), dt) for m, uk in zip(mass, u, strict=True)]
+            return np.stack(steps)
+
+        return ssp_rk3(stage, state, t, dt, velocity)
 
 
 def solve_causal_grid(
@@ -46,65 +85,53 @@ def solve_causal_grid(
     t_eval: np.ndarray | None = None,
     cfl: float = 0.5,
     max_dt: float | None = None,
+    rtol: float | None = RTOL,
+    atol: float = ATOL,
     reconstruction: str | None = None,
     limiter: str | None = None,
     field_method: str = "auto",
     callback: Callable[[float, np.ndarray], None] | None = None,
     t0: float = 0.0,
     progress: bool = False,
+    scheme: GridScheme | None = None,
+    trackers: Sequence[Tracker] = (),
 ) -> GridSolution:
     """Evolve S slice densities ``rho0`` (S, C) by the causal continuity equations (module
     docstring) of ``model`` (any :func:`~vlasov_tf.models.base.as_model`; attention in a case) up to
     ``T`` (default: the model's); the solution's densities are (n_out, S, C), its mass the
-    total over the slices. ``callback(t, rho)`` ((S, C)) at every output time; ``t0``: resume
+    total over the slices. ``callback(t, rho)`` ((S, C)) at every output time; ``trackers`` get
+    the slices, and the steps taken and rejected since the previous output; ``t0``: resume
     from the slices at a switch or output time (the steps after it are those of a run from 0).
-    The scheme's arguments as for :func:`~vlasov_tf.solvers.finite_volumes.solve_grid`."""
+    The scheme's arguments (or ``scheme``) as for :func:`~vlasov_tf.solvers.finite_volumes.solve_grid`;
+    the error norms are summed over all slices (``rtol=None``: fixed CFL steps)."""
     rho = np.asarray(rho0, dtype=np.float64)
     if rho.ndim != 2 or rho.shape[1] != mesh.n_cells or not np.isfinite(rho).all() or (rho < 0).any():
         raise ValueError(f"slice densities must be (S, {mesh.n_cells}), finite, >= 0; got shape {rho.shape}")
-    if not (0 < cfl <= 1):
-        raise ValueError(f"the CFL number must lie in (0, 1]; got {cfl}")
+    scheme = GridScheme.of(scheme, cfl, max_dt, rtol, atol, reconstruction, limiter, field_method)
     model = as_model(model, mesh.d)
     if model.d != mesh.d:
         raise ValueError(f"the model is for d = {model.d}, the {mesh.kind} mesh has d = {mesh.d}")
     T, switches = run_times(model, T)
-    loop = TimeLoop.start(T, switches, t_eval, t0, callback)
-    reconstruction, limiter = check_scheme(reconstruction, limiter)
-    fv = FiniteVolume(mesh, limiter, reconstruction=reconstruction, field_method=field_method)
+    told = trackers_of(trackers, callback)
+    if progress:
+        told.append(ProgressBar(f"causal grid (S={len(rho)})"))
+    loop = TimeLoop.start(T, switches, t_eval, t0, trackers=told)
+    fv = FiniteVolume(
+        mesh, scheme.limiter, reconstruction=scheme.reconstruction, field_method=scheme.field_method
+    )
+    control = Controller(scheme.step_options, Reductions(mesh.n_cells), loop.tol)
     areas = mesh.areas
-    tol = loop.tol
 
-    def velocities(fld, t: float, mass: np.ndarray) -> list[np.ndarray]:
-        # Slice k by the field of the slices at or before it.
-        upto = np.cumsum(mass, axis=0) / areas
-        return [fv.normal_velocity(fld, t, upto[k]) for k in range(len(mass))]
+    def emit(t: float, mass: np.ndarray) -> np.ndarray:
+        rho = mass / areas
+        loop.store(t, rho, *control.since_output())
+        return rho * areas  # continue from the emitted state, as a resume does
 
-    def stage(fld, t: float, mass: np.ndarray, dt: float, u: list[np.ndarray] | None = None) -> np.ndarray:
-        u = velocities(fld, t, mass) if u is None else u
-        steps = [fv.euler_step(m, fv.fluxes(m / areas, uk), dt) for m, uk in zip(mass, u, strict=True)]
-        return np.stack(steps)
+    def stepper(t: float, t_next: float) -> CausalStepper:
+        return CausalStepper(fv, model.piece(0.5 * (t + t_next)))  # the block in force to t_next
 
-    mass = rho * areas
-    t, steps = float(t0), 0
-    with loop.time_bar(progress, f"causal grid (S={len(rho)})") as bar:
-        while True:
-            for _ in loop.due(t):
-                rho = mass / areas
-                loop.store(t, rho)
-                mass = rho * areas  # continue from the emitted state, as a resume does
-            if loop.finished(t):
-                break
-            t_next = loop.next_stop(t)
-            fld = model.piece(0.5 * (t + t_next))
-            while t < t_next - tol:
-                u = velocities(fld, t, mass)
-                dt = min(min(fv.stable_dt(uk, cfl) for uk in u), max_dt or np.inf)
-                dt = (t_next - t) / max(1.0, np.ceil((t_next - t) / dt * (1 - 1e-12)))
-                m1 = stage(fld, t, mass, dt, u)
-                m2 = 0.75 * mass + 0.25 * stage(fld, t + dt, m1, dt)
-                mass = mass / 3.0 + (2.0 / 3.0) * stage(fld, t + 0.5 * dt, m2, dt)
-                t = t_next if t_next - (t + dt) <= tol else t + dt
-                steps += 1
-                bar.update(dt)
+    with loop.tracking():
+        control.run(loop, rho * areas, stepper, emit)
     dens = np.array(loop.snapshots)
-    return GridSolution(mesh, loop.times, dens, (dens * areas).sum(axis=(1, 2)), steps, 0)
+    mass = (dens * areas).sum(axis=(1, 2))
+    return GridSolution(mesh, loop.times, dens, mass, control.taken, control.rejected)

@@ -36,10 +36,12 @@ of face f (owner to neighbour) and ``w_q`` their weights. The scheme:
   (schedule switches and output times; a retried step is only shortened),
   where they land exactly. The
   controller restarts at every stop from a step estimated from the state
-  (:func:`first_step`, one extra field evaluation), so the steps after a stop
+  (:func:`~vlasov_tf.solvers.step_control.first_step`, one extra field evaluation), so the steps after a stop
   depend only on the state there and a resumed run is bit-exact. Without the
   control a state near rest (tiny velocities) would take one CFL step for the
-  whole run; the defaults keep linear growth rates within 1e-3 (tests).
+  whole run; the defaults keep linear growth rates within 1e-3 (tests). The controller is
+  :class:`~vlasov_tf.solvers.step_control.Controller`, which the causal grid shares; this
+  module gives it a :class:`GridStepper`, and the options are one :class:`GridScheme`.
 
 The velocity is the model's field (:class:`~vlasov_tf.models.base.MeanField`) of the cell
 measure (masses at the cell centres) at the flux points: attention, an interaction kernel, a
@@ -53,7 +55,8 @@ grids); ``field_method`` forces one.
 
 Under MPI (``comm``) each rank advances its part of the cells
 (:class:`vlasov_tf.parallel.LocalMesh`: owned cells plus two halo layers,
-refreshed after every stage), the step is the minimum over ranks, and the
+refreshed after every stage; :class:`~vlasov_tf.parallel.MpiReductions` for the norms and
+minima, :class:`~vlasov_tf.parallel.Reductions` serially), the step is the minimum over ranks, and the
 field at a rank's faces sums the whole measure: the spectral coefficients of
 each rank's cells are summed over the ranks (one all-reduce), the dense sums
 pass blocks of (cell centres, masses) round a ring
@@ -66,7 +69,7 @@ Design notes: docs/numerics.md §2 (the finite-volume scheme); docs/design.md §
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,9 +79,10 @@ from vlasov_tf.geometry.meshes import MeshGeometry
 from vlasov_tf.kernels import METHODS
 from vlasov_tf.models.base import MeanField, Model, VelocityField, as_model, run_times
 from vlasov_tf.models.sums import Sums
-from vlasov_tf.parallel import Comm, LocalMesh, RingSums, is_root
+from vlasov_tf.parallel import Comm, LocalMesh, MpiReductions, Reductions, RingSums
 from vlasov_tf.solvers.reconstruction import QuadraticReconstruction
-from vlasov_tf.solvers.time_loop import TimeLoop
+from vlasov_tf.solvers.step_control import Controller, StepOptions, ssp_rk3
+from vlasov_tf.solvers.time_loop import ProgressBar, TimeLoop, Tracker, trackers_of
 
 __all__ = [
     "ATOL",
@@ -89,9 +93,11 @@ __all__ = [
     "RECONSTRUCTION_LIMITERS",
     "RTOL",
     "FiniteVolume",
+    "GridScheme",
     "GridSolution",
+    "GridStepper",
     "check_scheme",
-    "first_step",
+    "distribute",
     "solve_grid",
     "ssp_rk3_step",
 ]
@@ -324,6 +330,66 @@ def check_scheme(reconstruction: str | None, limiter: str | None) -> tuple[str, 
     return reconstruction, limiter
 
 
+@dataclass(frozen=True)
+class GridScheme:
+    """The grid scheme's options, checked once (the messages name the option and its range).
+
+    ``reconstruction`` and ``limiter`` as for :func:`check_scheme` (None: the defaults, filled in
+    here); ``cfl`` in (0, 1] and ``max_dt`` (> 0, or None) bound the step; ``rtol`` in (0, 1)
+    (None: fixed steps) and ``atol`` in (0, 1) are the error control's tolerances
+    (:mod:`~vlasov_tf.solvers.step_control`); ``field_method`` one of :data:`FIELD_METHODS`.
+    """
+
+    reconstruction: str | None = None
+    limiter: str | None = None
+    cfl: float = 0.5
+    max_dt: float | None = None
+    rtol: float | None = RTOL
+    atol: float = ATOL
+    field_method: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.cfl) and 0 < self.cfl <= 1):
+            raise ValueError(f"the CFL number must lie in (0, 1]; got {self.cfl}")
+        if self.max_dt is not None and not (np.isfinite(self.max_dt) and self.max_dt > 0):
+            raise ValueError(f"max_dt must be finite and > 0; got {self.max_dt}")
+        if self.rtol is not None and not (np.isfinite(self.rtol) and 0 < self.rtol < 1):
+            raise ValueError(f"rtol must lie in (0, 1); got {self.rtol}")
+        if not (np.isfinite(self.atol) and 0 < self.atol < 1):
+            raise ValueError(f"atol must lie in (0, 1); got {self.atol}")
+        if self.field_method not in FIELD_METHODS:
+            raise ValueError(f"unknown field method {self.field_method!r}; choose one of {FIELD_METHODS}")
+        reconstruction, limiter = check_scheme(self.reconstruction, self.limiter)
+        object.__setattr__(self, "reconstruction", reconstruction)  # frozen: the defaults filled in
+        object.__setattr__(self, "limiter", limiter)
+
+    @property
+    def step_options(self) -> StepOptions:
+        """What the step controller takes of the scheme."""
+        return StepOptions(self.cfl, self.max_dt, self.rtol, self.atol)
+
+    @classmethod
+    def of(
+        cls,
+        scheme: GridScheme | None,
+        cfl: float = 0.5,
+        max_dt: float | None = None,
+        rtol: float | None = RTOL,
+        atol: float = ATOL,
+        reconstruction: str | None = None,
+        limiter: str | None = None,
+        field_method: str = "auto",
+    ) -> GridScheme:
+        """``scheme``, or one of a solver's keyword arguments; both at once is a ``ValueError``
+        (a keyword other than its default would be ignored)."""
+        if scheme is None:
+            return cls(reconstruction, limiter, cfl, max_dt, rtol, atol, field_method)
+        keywords = (cfl, max_dt, rtol, atol, reconstruction, limiter, field_method)
+        if keywords != (0.5, None, RTOL, ATOL, None, None, "auto"):
+            raise ValueError("pass the scheme's options either as scheme= or as keywords, not both")
+        return scheme
+
+
 def _tangent(at: np.ndarray, vec: np.ndarray) -> np.ndarray:
     """Rows of ``vec`` projected on the tangent planes at the unit rows of ``at``."""
     return vec - np.einsum("fi,fi->f", vec, at)[:, None] * at
@@ -365,6 +431,8 @@ def solve_grid(
     t0: float = 0.0,
     comm: Comm | None = None,
     field_method: str = "auto",
+    scheme: GridScheme | None = None,
+    trackers: Sequence[Tracker] = (),
 ) -> GridSolution:
     """Evolve cell densities by the continuity equation up to ``T``.
 
@@ -403,196 +471,85 @@ def solve_grid(
     field_method : one of :data:`FIELD_METHODS` (:func:`vlasov_tf.kernels.kernel_sums`); under
         MPI the spectral sums add their coefficients over the ranks, "dense" and "taylor" take
         the ring and "fft" is refused.
+    scheme : the scheme's options at once (:class:`GridScheme`), instead of ``cfl``, ``max_dt``,
+        ``rtol``, ``atol``, ``reconstruction``, ``limiter`` and ``field_method``.
+    trackers : told of every output and step on rank 0
+        (:class:`~vlasov_tf.solvers.time_loop.Tracker`), after ``step_counts`` and ``callback``.
     """
-    if not (np.isfinite(cfl) and 0 < cfl <= 1):
-        raise ValueError(f"the CFL number must lie in (0, 1]; got {cfl}")
-    if max_dt is not None and not (np.isfinite(max_dt) and max_dt > 0):
-        raise ValueError(f"max_dt must be finite and > 0; got {max_dt}")
-    if rtol is not None and not (np.isfinite(rtol) and 0 < rtol < 1):
-        raise ValueError(f"rtol must lie in (0, 1); got {rtol}")
-    if not (np.isfinite(atol) and 0 < atol < 1):
-        raise ValueError(f"atol must lie in (0, 1); got {atol}")
+    scheme = GridScheme.of(scheme, cfl, max_dt, rtol, atol, reconstruction, limiter, field_method)
     rho = _check_density(mesh, rho0)
     model = as_model(model, mesh.d)
     if model.d != mesh.d:
         raise ValueError(f"the model is for d = {model.d}, the {mesh.kind} mesh has d = {mesh.d}")
     T, switches = run_times(model, T)
-    loop = TimeLoop.start(T, switches, t_eval, t0, callback)
-
-    reconstruction, limiter = check_scheme(reconstruction, limiter)
-    if comm is None:
-        local, fv = (
-            None,
-            FiniteVolume(mesh, limiter, reconstruction=reconstruction, field_method=field_method),
-        )
-    else:
-        local = LocalMesh.distribute(mesh, comm, vertex_halo=reconstruction == "quadratic")
-        fv = FiniteVolume(
-            local.mesh,
-            limiter,
-            reconstruction=reconstruction,
-            ring=RingSums(comm),
-            n_owned=local.n_owned,
-            field_method=field_method,
-        )
-        rho = rho[local.cells]
-    areas = fv.mesh.areas
+    fv, red, cells = distribute(mesh, scheme, comm)
+    told = trackers_of(trackers, callback, step_counts)
+    if progress:
+        told.append(ProgressBar(f"grid ({mesh.kind}, C={mesh.n_cells})"))
+    loop = TimeLoop.start(T, switches, t_eval, t0, trackers=told if red.root else ())
+    control = Controller(scheme.step_options, red, loop.tol)
+    areas, n = fv.mesh.areas, red.n_owned
     out_mass: list[float] = []
 
-    def emit(rho: np.ndarray, t: float) -> None:
-        if local is None or comm is None:  # (comm is None exactly when local is)
-            out_mass.append(float(rho @ areas))
-            loop.store(t, rho.copy())
-        else:
-            n = local.n_owned
-            out_mass.append(comm.allreduce(float(rho[:n] @ areas[:n])))
-            full = local.gather(rho[:n])
-            if full is not None:  # rank 0 only
-                loop.store(t, full)
+    def emit(t: float, mass: np.ndarray) -> np.ndarray:
+        rho = mass / areas
+        taken, rejected = control.since_output()
+        out_mass.append(red.sum(float(rho[:n] @ areas[:n])))
+        full = red.gather(rho[:n])
+        if full is not None:  # rank 0 only
+            loop.store(t, full, taken, rejected)
+        # Continue from the emitted density, as a resumed run does: resume is then bit-exact.
+        return rho * areas
 
-    def reduce_min(x: float) -> float:
-        if comm is None:
-            return x
-        from mpi4py import MPI
+    def stepper(t: float, t_next: float) -> GridStepper:
+        # The block in force up to the next stop (steps never straddle a switch).
+        return GridStepper(fv, model.piece(0.5 * (t + t_next)), red)
 
-        return comm.allreduce(x, op=MPI.MIN)
-
-    t = float(t0)
-    taken = rejected = taken_out = rejected_out = 0
-    mass = rho * areas
-    n_owned = fv.n_owned
-    exchange = None if local is None else local.exchange
-    tol = loop.tol
-
-    def l1(x: np.ndarray) -> float:
-        """sum_c |x_c| over this rank's owned cells, summed over the ranks."""
-        s = float(np.abs(x[:n_owned]).sum())
-        return s if comm is None else comm.allreduce(s)
-
-    with loop.time_bar(progress and is_root(comm), f"grid ({mesh.kind}, C={mesh.n_cells})") as bar:
-        while True:
-            for _ in loop.due(t):
-                rho = mass / areas
-                # The counts before the snapshot: a run killed between the two recounts them.
-                if step_counts is not None and is_root(comm):
-                    step_counts(t, taken_out, rejected_out)
-                taken_out = rejected_out = 0
-                emit(rho, t)
-                # Continue from the emitted density, as a resumed run does: resume is then bit-exact.
-                mass = rho * areas
-            if loop.finished(t):
-                break
-            t_next = loop.next_stop(t)
-            # The block in force up to the next stop (steps never straddle a switch).
-            fld = model.piece(0.5 * (t + t_next))
-            # The controller restarts at every stop, so the steps after a stop depend only on the
-            # state there (what a resumed run has).
-            scale = atol * l1(mass)
-            u0 = fv.normal_velocity(fld, t, mass / areas)
-            dt_cfl = reduce_min(fv.stable_dt(u0, cfl))
-            horizon = min(t_next - t, dt_cfl / cfl, max_dt or np.inf)
-            if rtol is None:
-                proposal = np.inf
-            else:
-                proposal = first_step(fv, fld, t, mass, u0, horizon, rtol, scale, l1, exchange)
-            u: np.ndarray | None = u0
-            retried = False
-            while t < t_next - tol:
-                if u is None:
-                    u = fv.normal_velocity(fld, t, mass / areas)
-                    dt_cfl = reduce_min(fv.stable_dt(u, cfl))
-                dt = min(dt_cfl, _quantized(proposal), max_dt or np.inf)
-                # Equal steps to the stop rather than a sliver at its end.
-                dt = (t_next - t) / max(1.0, np.ceil((t_next - t) / dt * (1 - 1e-12)))
-                while True:
-                    new, low = ssp_rk3_step(fv, fld, t, mass, dt, u, exchange)
-                    # Through the sum every rank sees a failure anywhere, so all ranks raise together.
-                    err = l1(new - low)
-                    if not np.isfinite(err):
-                        raise FloatingPointError(
-                            f"the grid solution became non-finite at t = {t:.6g} (step {taken})"
-                        )
-                    if rtol is None or not err > 0:
-                        ratio, power = 0.0, 3.0
-                    else:
-                        relative = rtol * l1(new - mass)
-                        ratio = err / (scale + relative)
-                        # The error is O(dt^3) and the change O(dt): the ratio goes like dt^2
-                        # where the relative part of the tolerance dominates, dt^3 elsewhere.
-                        power = 2.0 if relative >= scale else 3.0
-                    if ratio <= 1.0:
-                        break
-                    rejected += 1
-                    rejected_out += 1
-                    retried = True
-                    dt = _quantized(dt * max(0.2, 0.9 * ratio ** (-1 / power)))
-                    if dt < tol:
-                        raise FloatingPointError(
-                            f"the time step fell below 1e-12 T at t = {t:.6g} (rtol = {rtol}, "
-                            f"atol = {atol}): the error estimate does not shrink with the step"
-                        )
-                mass = new
-                t = t_next if t_next - (t + dt) <= tol else t + dt
-                taken += 1
-                taken_out += 1
-                if retried:  # no growth right after a rejection
-                    proposal = dt
-                else:
-                    proposal = dt * min(5.0, 0.9 * ratio ** (-1 / power)) if ratio > 0 else np.inf
-                retried = False
-                u = None
-                bar.update(dt)
+    with loop.tracking():
+        control.run(loop, rho[cells] * areas, stepper, emit)
     dens = np.array(loop.snapshots) if loop.snapshots else np.empty((len(out_mass), 0))
-    return GridSolution(mesh, loop.times, dens, np.array(out_mass), taken, rejected)
+    return GridSolution(mesh, loop.times, dens, np.array(out_mass), control.taken, control.rejected)
 
 
-def _quantized(dt: float) -> float:
-    """The largest 2^(j/16) <= dt (j an integer; inf stays inf).
+def distribute(
+    mesh: MeshGeometry, scheme: GridScheme, comm: Comm | None = None
+) -> tuple[FiniteVolume, Reductions, np.ndarray | slice]:
+    """The scheme's operator on this rank's share of ``mesh``, its reductions, and which global
+    cells it holds (an index of the global cell values; the whole mesh serially)."""
+    recon, method = scheme.reconstruction, scheme.field_method
+    if comm is None:
+        fv = FiniteVolume(mesh, scheme.limiter, reconstruction=recon, field_method=method)
+        return fv, Reductions(mesh.n_cells), slice(None)
+    local = LocalMesh.distribute(mesh, comm, vertex_halo=recon == "quadratic")
+    fv = FiniteVolume(
+        local.mesh, scheme.limiter, reconstruction=recon, ring=RingSums(comm), n_owned=local.n_owned,
+        field_method=method,
+    )  # fmt: skip
+    return fv, MpiReductions(local), local.cells
 
-    The error norms are sums over the ranks under MPI, whose round-off depends on the number of
-    ranks; through this grid of steps it cannot change a step (short of landing within an ulp of a
-    grid point), so a run takes the same steps on any number of ranks.
-    """
-    if not np.isfinite(dt):
-        return dt
-    return float(2.0 ** (np.floor(16.0 * np.log2(dt)) / 16.0))
 
+@dataclass(frozen=True)
+class GridStepper:
+    """SSP-RK3 on the cell masses of ``fv``'s mesh by the piece ``field``
+    (:class:`~vlasov_tf.solvers.step_control.Stepper`; velocities: the normal velocities)."""
 
-def first_step(
-    fv: FiniteVolume,
-    field: MeanField,
-    t: float,
-    m0: np.ndarray,
-    u0: np.ndarray,
-    horizon: float,
-    rtol: float,
-    scale: float,
-    norm: Callable[[np.ndarray], float],
-    exchange: Callable[[np.ndarray], None] | None = None,
-) -> float:
-    """A first step for the error control from the state alone (one extra field evaluation).
+    fv: FiniteVolume
+    field: MeanField
+    reductions: Reductions
 
-    With ``f = dm/dt`` and ``lam = ||f'|| / ||f||`` from a difference over a short Euler step
-    ``h``, the linear model ``m' = lam m`` has SSP-RK3 minus Heun ``(lam dt)^3 / 6`` of the
-    solution and a change ``lam dt``: the step is accepted for ``(lam dt)^2 <= 6 rtol`` or for
-    ``dt^3 lam^2 ||f|| / 6 <= scale`` (the absolute part), whichever is longer. 0.8 of that;
-    ``inf`` for a state at rest. ``horizon``: the longest step in view (stop, CFL at
-    ``cfl = 1``, ``max_dt``); ``norm`` sums over all ranks and ``exchange`` refreshes halos (MPI).
-    """
-    areas = fv.mesh.areas
-    f0 = fv.rate(m0 / areas, u0)
-    size0 = norm(f0)
-    if not size0 > 0:
-        return np.inf
-    h = 1e-2 * min(horizon, norm(m0) / size0)
-    m1 = m0 + h * f0
-    if exchange is not None:
-        exchange(m1)
-    u1 = fv.normal_velocity(field, t + h, m1 / areas)
-    lam = norm(fv.rate(m1 / areas, u1) - f0) / (h * size0)
-    if not lam > 0:
-        return np.inf
-    return 0.8 * max(np.sqrt(6 * rtol) / lam, (6 * scale / (lam * lam * size0)) ** (1 / 3))
+    def velocity(self, t: float, state: np.ndarray) -> np.ndarray:
+        return self.fv.normal_velocity(self.field, t, state / self.fv.mesh.areas)
+
+    def stable_dt(self, velocity: np.ndarray, cfl: float) -> float:
+        return self.fv.stable_dt(velocity, cfl)
+
+    def rate(self, state: np.ndarray, velocity: np.ndarray) -> np.ndarray:
+        return self.fv.rate(state / self.fv.mesh.areas, velocity)
+
+    def step(
+        self, state: np.ndarray, t: float, dt: float, velocity: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return ssp_rk3_step(self.fv, self.field, t, state, dt, velocity, self.reductions.exchange)
 
 
 def ssp_rk3_step(
@@ -608,22 +565,15 @@ def ssp_rk3_step(
 
     Returns ``(m3, m_heun)``: the SSP-RK3 masses and Heun's (SSP-RK2) from the same stages,
     ``m_heun = (m0 + stage(m1)) / 2 = 2 m2 - m0``; their difference estimates the local error,
-    O(dt^3). Stage velocities are recomputed (``u0`` is the first's). ``exchange(m)``
-    refreshes halo cells in place after each stage (MPI).
+    O(dt^3) (:func:`~vlasov_tf.solvers.step_control.ssp_rk3`). Stage velocities are recomputed
+    (``u0`` is the first's). ``exchange(m)`` refreshes halo cells in place after each stage (MPI).
     """
     areas = fv.mesh.areas
 
-    def stage(m: np.ndarray, ts: float, u: np.ndarray | None = None) -> np.ndarray:
+    def stage(m: np.ndarray, ts: float, u: np.ndarray | None) -> np.ndarray:
         rho = m / areas
         if u is None:
             u = fv.normal_velocity(field, ts, rho)
         return fv.euler_step(m, fv.fluxes(rho, u), dt)
 
-    def synced(m: np.ndarray) -> np.ndarray:
-        if exchange is not None:
-            exchange(m)
-        return m
-
-    m1 = synced(stage(m0, t, u0))
-    m2 = synced(0.75 * m0 + 0.25 * stage(m1, t + dt))
-    return synced(m0 / 3.0 + (2.0 / 3.0) * stage(m2, t + 0.5 * dt)), 2.0 * m2 - m0
+    return ssp_rk3(stage, m0, t, dt, u0, exchange)

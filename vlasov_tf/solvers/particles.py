@@ -43,7 +43,7 @@ Design notes: docs/numerics.md §1 (the particle solver).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from itertools import pairwise
@@ -59,7 +59,7 @@ from vlasov_tf.kernels.dense import one_tile
 from vlasov_tf.models.base import MeanField, Model, as_model, run_times
 from vlasov_tf.models.sums import Sums, causal_head_sums, tile_head_sums
 from vlasov_tf.parallel import Comm, RingSums, block_range, gather_rows, is_root
-from vlasov_tf.solvers.time_loop import TimeLoop
+from vlasov_tf.solvers.time_loop import TimeLoop, Tracker
 
 __all__ = ["FIELD_METHODS", "METHODS", "NORMS", "ParticleSolution", "residual_velocity", "solve_particles"]
 
@@ -228,6 +228,7 @@ def solve_particles(
     field_method: str = "auto",
     norm: str = "post",
     causal_s: np.ndarray | None = None,
+    trackers: Sequence[Tracker] = (),
 ) -> ParticleSolution:
     """Move N weighted tokens by the flow of ``model`` up to ``T``.
 
@@ -275,6 +276,9 @@ def solve_particles(
     causal_s : (N,) each token's position s (None: no mask): causal attention, token i attends
         to the tokens with ``s_j <= s_i``, itself included (:func:`~vlasov_tf.models.sums.causal_head_sums`;
         dense sums, serial). With V = I the first token attends to itself alone and never moves.
+    trackers : told of every output on rank 0 (:class:`~vlasov_tf.solvers.time_loop.Tracker`:
+        the positions, and 0 steps taken and rejected: the particle solver does not count them per
+        output), after ``callback``.
     """
     if norm not in NORMS:
         raise ValueError(f"unknown layer-norm placement {norm!r}; choose one of {NORMS}")
@@ -302,7 +306,7 @@ def solve_particles(
     if on_sphere and t0 == 0.0:
         # Not on resume: re-normalising the solver's own state moves it by an ulp.
         x = normalize(x)
-    loop = TimeLoop.start(T, switches, t_eval, t0, callback)
+    loop = TimeLoop.start(T, switches, t_eval, t0, callback, trackers)
     lo, hi = (0, len(x)) if comm is None else block_range(len(x), comm.size, comm.rank)
     progress = progress and is_root(comm)
 

@@ -9,15 +9,21 @@ uninterrupted one (the solvers' tests check this).
 
 :class:`TimeLoop` holds the stops and the outputs still to come; each solver asks it for the
 next stop (:meth:`~TimeLoop.next_stop`), the outputs due at its time (:meth:`~TimeLoop.due`),
-stores its snapshots through it (:meth:`~TimeLoop.store`, which calls the run's callback) and
-draws its bar (:meth:`~TimeLoop.time_bar`).
+stores its snapshots through it (:meth:`~TimeLoop.store`) and draws its bar
+(:meth:`~TimeLoop.time_bar`).
+
+What a run reports to are :class:`Tracker` s, in order: at every output (the state, and the steps
+taken and rejected since the previous one) and after every step. :class:`Callback` and
+:class:`StepCounts` adapt the solvers' ``callback=`` and ``step_counts=`` functions;
+:class:`ProgressBar` draws the bar in model time. A solver passes them on rank 0 only.
 
 Design notes: docs/numerics.md §2.8; docs/design.md §5 (resume is bit-exact).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +32,16 @@ from tqdm.auto import tqdm
 
 from vlasov_tf.logs import TIME_BAR
 
-__all__ = ["TIME_RTOL", "TimeLoop", "output_times"]
+__all__ = [
+    "TIME_RTOL",
+    "Callback",
+    "ProgressBar",
+    "StepCounts",
+    "TimeLoop",
+    "Tracker",
+    "output_times",
+    "trackers_of",
+]
 
 #: Times closer than this fraction of T are one time.
 TIME_RTOL = 1e-12
@@ -47,6 +62,78 @@ def output_times(t_eval: Sequence[float] | np.ndarray | None, T: float) -> np.nd
     return np.minimum(times, T)
 
 
+class Tracker:
+    """What a run reports to; every hook does nothing unless a subclass overrides it.
+
+    ``start(t0, T)`` before the first step, ``at_step(t, dt)`` after every accepted step (``t``
+    the time reached), ``at_output(t, state, taken, rejected)`` at every output time (``state``
+    the solver's snapshot; the steps accepted and rejected since the previous output, 0 where a
+    solver does not count them), ``finish()`` at the end, also of a run that failed.
+    """
+
+    def start(self, t0: float, T: float) -> None:
+        pass
+
+    def at_step(self, t: float, dt: float) -> None:
+        pass
+
+    def at_output(self, t: float, state: Any, taken: int, rejected: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+@dataclass
+class Callback(Tracker):
+    """``fn(t, state)`` at every output (a solver's ``callback=``)."""
+
+    fn: Callable[[float, Any], None]
+
+    def at_output(self, t: float, state: Any, taken: int, rejected: int) -> None:
+        self.fn(t, state)
+
+
+@dataclass
+class StepCounts(Tracker):
+    """``fn(t, taken, rejected)`` at every output (the grid's ``step_counts=``)."""
+
+    fn: Callable[[float, int, int], None]
+
+    def at_output(self, t: float, state: Any, taken: int, rejected: int) -> None:
+        self.fn(t, taken, rejected)
+
+
+@dataclass
+class ProgressBar(Tracker):
+    """A progress bar over [t0, T] in model time, advanced by every step."""
+
+    desc: str
+    _bar: tqdm | None = field(default=None, repr=False)
+
+    def start(self, t0: float, T: float) -> None:
+        self._bar = tqdm(total=T, initial=t0, desc=self.desc, unit="t", bar_format=TIME_BAR)
+
+    def at_step(self, t: float, dt: float) -> None:
+        if self._bar is not None:
+            self._bar.update(dt)
+
+    def finish(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def trackers_of(
+    given: Iterable[Tracker] = (),
+    callback: Callable[[float, Any], None] | None = None,
+    step_counts: Callable[[float, int, int], None] | None = None,
+) -> list[Tracker]:
+    """The trackers of a solver's keywords: ``step_counts``, then ``callback`` (the counts before
+    the snapshot: a run killed between the two recounts them), then the ``given`` ones."""
+    out: list[Tracker] = [] if step_counts is None else [StepCounts(step_counts)]
+    return out + ([] if callback is None else [Callback(callback)]) + list(given)
+
+
 @dataclass
 class TimeLoop:
     """The stops of a run on [t0, T] and the outputs still to come.
@@ -57,7 +144,7 @@ class TimeLoop:
     times : (n,) the output times at or after ``t0``: those the run returns.
     t0 : start (0, or the stop a run resumes from).
     tol : ``TIME_RTOL * T``.
-    callback : ``callback(t, state)`` after each stored snapshot (for example the run file's append).
+    trackers : told of each stored snapshot (for example the run file's append) and of each step.
     snapshots : the stored states, in time order.
     """
 
@@ -66,7 +153,7 @@ class TimeLoop:
     times: np.ndarray
     t0: float
     tol: float
-    callback: Callable[[float, Any], None] | None = None
+    trackers: list[Tracker] = field(default_factory=list)
     snapshots: list[Any] = field(default_factory=list)
     _next: int = 0
 
@@ -78,17 +165,20 @@ class TimeLoop:
         t_eval: Sequence[float] | np.ndarray | None,
         t0: float = 0.0,
         callback: Callable[[float, Any], None] | None = None,
+        trackers: Iterable[Tracker] = (),
     ) -> TimeLoop:
         """The loop of a run to ``T`` with parameter ``switches`` (including 0 and T), outputs at
         ``t_eval`` (checked by :func:`output_times`), from ``t0``: 0, or a switch or output time
-        (else ``ValueError``: a run cannot resume between two stops)."""
+        (else ``ValueError``: a run cannot resume between two stops). ``callback(t, state)``: a
+        :class:`Callback` before the ``trackers``."""
         tol = TIME_RTOL * T
         times = output_times(t_eval, T)
         stops = np.union1d(switches, times)
         if t0 != 0.0 and not np.isclose(stops, t0, rtol=0, atol=tol).any():
             raise ValueError(f"t0 = {t0} is neither a switch nor an output time: cannot resume there")
         stops = stops[np.r_[True, np.diff(stops) > tol]]
-        return cls(float(T), stops, times[times >= t0 - tol], float(t0), tol, callback)
+        told = trackers_of(trackers, callback)
+        return cls(float(T), stops, times[times >= t0 - tol], float(t0), tol, told)
 
     def next_stop(self, t: float) -> float:
         """The first stop after ``t`` (beyond the tolerance): where the current piece ends."""
@@ -108,11 +198,28 @@ class TimeLoop:
         """Every output time not yet taken (the end of a run that steps to T itself)."""
         yield from self.due(np.inf)
 
-    def store(self, t: float, state: Any) -> None:
-        """Keep ``state`` as the snapshot at ``t`` and pass it to the callback."""
+    def store(self, t: float, state: Any, taken: int = 0, rejected: int = 0) -> None:
+        """Keep ``state`` as the snapshot at ``t`` and tell the trackers, with the steps ``taken``
+        and ``rejected`` since the previous output."""
         self.snapshots.append(state)
-        if self.callback is not None:
-            self.callback(t, state)
+        for tracker in self.trackers:
+            tracker.at_output(t, state, taken, rejected)
+
+    def stepped(self, t: float, dt: float) -> None:
+        """Tell the trackers of a step of ``dt`` that reached ``t``."""
+        for tracker in self.trackers:
+            tracker.at_step(t, dt)
+
+    @contextmanager
+    def tracking(self) -> Iterator[TimeLoop]:
+        """Start the trackers, and finish them however the block ends."""
+        for tracker in self.trackers:
+            tracker.start(self.t0, self.T)
+        try:
+            yield self
+        finally:
+            for tracker in self.trackers:
+                tracker.finish()
 
     def time_bar(self, enabled: bool, desc: str) -> tqdm:
         """A progress bar over [t0, T] in model time (update it by the time stepped)."""
