@@ -407,3 +407,28 @@ def test_causal_layers_converge_at_first_order_and_sums_are_the_masked_ones():
         causal_kernel_sums(z, x0, w, v, s - 2.0, s)
     with pytest.raises(ValueError, match="causal_s must be"):
         solve_particles(sch, x0, None, steps=2, causal_s=s[:5])
+
+
+def test_particle_scheme_is_checked_once_and_equals_the_keywords(rng):
+    """ParticleScheme: each method's options checked (steps for layers and RK4, tolerances for the
+    reference), and scheme= gives the keywords' bits."""
+    from vlasov_tf.solvers.particles import ParticleScheme
+
+    for kwargs, match in (
+        ({"method": "rk4"}, "needs a positive integer number of steps; got None"),
+        ({"method": "layers", "steps": 2.5}, "needs a positive integer number of steps"),
+        ({"method": "adaptive", "rtol": 0.0}, r"rtol must lie in \(0, 1\)"),
+        ({"method": "euler", "steps": 3}, "unknown method 'euler'"),
+        ({"steps": 3, "norm": "pre", "sphere": False}, "needs sphere=True"),
+        ({"steps": 3, "field_method": "fft"}, "unknown field method 'fft' for tokens"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            ParticleScheme(**kwargs)
+    assert ParticleScheme("adaptive").steps is None  # no steps asked of the reference
+    sched = Schedule.constant(Params.identity(3, 2.0), 0.5)
+    x0 = uniform_sphere(40, 3, rng)
+    a = solve_particles(sched, x0, method="rk4", steps=7).final
+    b = solve_particles(sched, x0, scheme=ParticleScheme("rk4", 7)).final
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="either as scheme= or as keywords"):
+        solve_particles(sched, x0, steps=7, scheme=ParticleScheme("rk4", 7))

@@ -61,7 +61,15 @@ from vlasov_tf.models.sums import Sums, causal_head_sums, tile_head_sums
 from vlasov_tf.parallel import Comm, RingSums, block_range, gather_rows, is_root
 from vlasov_tf.solvers.time_loop import TimeLoop, Tracker
 
-__all__ = ["FIELD_METHODS", "METHODS", "NORMS", "ParticleSolution", "residual_velocity", "solve_particles"]
+__all__ = [
+    "FIELD_METHODS",
+    "METHODS",
+    "NORMS",
+    "ParticleScheme",
+    "ParticleSolution",
+    "residual_velocity",
+    "solve_particles",
+]
 
 METHODS = ("layers", "rk4", "adaptive")
 #: Layer-normalisation placements (``solve_particles(norm=...)``): after the residual update
@@ -71,6 +79,76 @@ NORMS = ("post", "pre", "peri")
 FIELD_METHODS = tuple(m for m in KERNEL_METHODS if m != "fft")
 # Rows per field evaluation of "adaptive" (see _solve_adaptive).
 _ADAPTIVE_ROWS = 256
+
+
+@dataclass(frozen=True)
+class ParticleScheme:
+    """How :func:`solve_particles` integrates, checked once: the method and the options it takes.
+
+    method : ``"layers"`` or ``"rk4"``, each with its number of ``steps`` on [0, T] (a positive
+        integer); ``"adaptive"`` with its tolerances ``rtol``, ``atol`` (DOP853).
+    norm : the layer-norm placement (:data:`NORMS`; ``"pre"`` and ``"peri"`` need ``sphere``).
+    field_method : how the sums are computed (:data:`FIELD_METHODS`).
+    sphere : tokens on S^{d-1} (True) or in R^d.
+    """
+
+    method: str = "layers"
+    steps: int | None = None
+    rtol: float = 1e-11
+    atol: float = 1e-12
+    norm: str = "post"
+    field_method: str = "auto"
+    sphere: bool = True
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown layer-norm placement {self.norm!r}; choose one of {NORMS}")
+        if self.norm != "post" and not self.sphere:
+            raise ValueError(f"norm {self.norm!r} normalises tokens onto the sphere: it needs sphere=True")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {METHODS}")
+        if self.field_method not in FIELD_METHODS:
+            raise ValueError(
+                f"unknown field method {self.field_method!r} for tokens; choose one of {FIELD_METHODS}"
+            )
+        if self.method == "adaptive":
+            for name in ("rtol", "atol"):
+                value = getattr(self, name)
+                if not (np.isfinite(value) and 0 < value < 1):
+                    raise ValueError(f"the adaptive reference's {name} must lie in (0, 1); got {value}")
+        else:
+            steps = self.steps
+            if steps is None or isinstance(steps, bool) or int(steps) != steps or steps < 1:
+                raise ValueError(
+                    f"method {self.method!r} needs a positive integer number of steps; got {steps}"
+                )
+            object.__setattr__(self, "steps", int(steps))
+
+    @property
+    def on_sphere(self) -> bool:
+        """Whether the tokens are kept on the sphere (post-LN on S^{d-1})."""
+        return self.sphere and self.norm == "post"
+
+    @classmethod
+    def of(
+        cls,
+        scheme: ParticleScheme | None,
+        method: str = "layers",
+        steps: int | None = None,
+        rtol: float = 1e-11,
+        atol: float = 1e-12,
+        norm: str = "post",
+        field_method: str = "auto",
+        sphere: bool = True,
+    ) -> ParticleScheme:
+        """``scheme``, or one of :func:`solve_particles`' keyword arguments; both at once is a
+        ``ValueError`` (a keyword other than its default would be ignored)."""
+        if scheme is None:
+            return cls(method, steps, rtol, atol, norm, field_method, sphere)
+        keywords = (method, steps, rtol, atol, norm, field_method, sphere)
+        if keywords != ("layers", None, 1e-11, 1e-12, "post", "auto", True):
+            raise ValueError("pass the scheme's options either as scheme= or as keywords, not both")
+        return scheme
 
 
 @dataclass(frozen=True)
@@ -229,6 +307,7 @@ def solve_particles(
     norm: str = "post",
     causal_s: np.ndarray | None = None,
     trackers: Sequence[Tracker] = (),
+    scheme: ParticleScheme | None = None,
 ) -> ParticleSolution:
     """Move N weighted tokens by the flow of ``model`` up to ``T``.
 
@@ -279,16 +358,12 @@ def solve_particles(
     trackers : told of every output on rank 0 (:class:`~vlasov_tf.solvers.time_loop.Tracker`:
         the positions, and 0 steps taken and rejected: the particle solver does not count them per
         output), after ``callback``.
+    scheme : the method and its options as one checked :class:`ParticleScheme`, instead of the
+        keywords ``method``, ``steps``, ``rtol``, ``atol``, ``norm``, ``field_method``, ``sphere``.
     """
-    if norm not in NORMS:
-        raise ValueError(f"unknown layer-norm placement {norm!r}; choose one of {NORMS}")
-    if norm != "post" and not sphere:
-        raise ValueError(f"norm {norm!r} normalises tokens onto the sphere: it needs sphere=True")
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
-    if field_method not in FIELD_METHODS:
-        raise ValueError(f"unknown field method {field_method!r} for tokens; choose one of {FIELD_METHODS}")
-    on_sphere = sphere and norm == "post"
+    scheme = ParticleScheme.of(scheme, method, steps, rtol, atol, norm, field_method, sphere)
+    method, norm, field_method, sphere = scheme.method, scheme.norm, scheme.field_method, scheme.sphere
+    on_sphere = scheme.on_sphere
     model = as_model(model)
     T, switches = run_times(model, T)
     x = check_points(points, name="initial tokens", dim=model.d, sphere=on_sphere, atol=SPHERE_ATOL)
@@ -325,12 +400,14 @@ def solve_particles(
         return ParticleSolution(loop.times, pos, w, method, steps, sphere)
 
     if method == "adaptive":
-        ref = causal if causal is not None else _reference_sums(field_method, rtol, len(x), comm)
-        n_eval = _solve_adaptive(model, switches, x, w, loop, sphere, rtol, atol, emit, progress, ref, norm)
+        ref = causal if causal is not None else _reference_sums(field_method, scheme.rtol, len(x), comm)
+        n_eval = _solve_adaptive(
+            model, switches, x, w, loop, sphere, scheme.rtol, scheme.atol, emit, progress, ref, norm
+        )
         return solution(n_eval)
 
-    if steps is None or int(steps) != steps or steps < 1:
-        raise ValueError(f"method {method!r} needs a positive integer number of steps; got {steps}")
+    assert scheme.steps is not None  # ParticleScheme: "layers" and "rk4" have their steps
+    steps = scheme.steps
     step = _STEPPERS[method]
     x, w_local = x[lo:hi], w[lo:hi]
     # A few tokens (e.g. 64 for 10,000 layers): the dense sums without their per-call dispatch, and
