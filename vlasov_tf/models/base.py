@@ -59,9 +59,11 @@ class Model(Protocol):
     """What a user's model needs: the dimension and the velocity of a measure.
 
     ``velocity(t, points (N, d), weights (N,), queries (M, d)) -> (M, d)``: ``X[mu](t, x)`` at the
-    queries for ``mu = sum_j w_j delta_{points_j}`` (the whole measure; weights >= 0, summing to the
-    measure's mass), tangent to the sphere at each query. Optionally ``T`` (the final time the
-    model fixes) and ``switch_times(T)`` (where it jumps), as :class:`MeanField` has them.
+    queries for ``mu = sum_j w_j delta_{points_j}`` (the whole measure, its points of positive
+    weight; the weights sum to the measure's mass), tangent to the sphere at each query (the
+    solvers project what is returned). Optionally, as :class:`MeanField` has them: ``T`` (the final
+    time the model fixes), ``switch_times(T)`` (where it jumps), ``energy(points, weights)``,
+    ``growth_rate(mode)``, ``width`` and ``label`` (for the diagnostics and figures).
     """
 
     d: int
