@@ -356,3 +356,11 @@ def test_exponential_kernels_at_any_beta():
     w = np.array([0.5, 0.3, 0.2])
     W = (np.exp(-2.0 * (x @ x.T)) - np.exp(-2.0)) / -2.0  # int_1^t e^{-2 s} ds
     assert flat.energy(x, w) == pytest.approx(0.5 * w @ W @ w, rel=1e-10)
+
+
+def test_tokens_take_a_prescribed_velocity(rng):
+    """A callable v(t, x) is a model for tokens too (its d is the tokens'): a rigid rotation, exactly."""
+    axis = np.array([0.0, 0.6, 0.8])
+    x0 = uniform_sphere(30, 3, rng)
+    got = solve_particles(lambda t, x: np.cross(axis, x), x0, T=0.7, method="adaptive").final
+    np.testing.assert_allclose(got, x0 @ Rotation.from_rotvec(0.7 * axis).as_matrix().T, atol=1e-10)

@@ -79,7 +79,8 @@ def clusters_figure(case, run) -> Figure:
         ax_energy.set_title("interaction energy: not stored (the kernel is not zonal)", fontsize=10)
     spec = case.clusters
     fig.suptitle(
-        f"{case.name}: clusters at linking distance {case.linking_distance:.3g} ({spec.scale:g} β^-1/2), "
+        f"{case.name}: clusters at linking distance {case.linking_distance:.3g} "
+        f"({spec.scale:g} {'β^-1/2' if case.model.width is None else 'kernel widths'}), "
         f"lowest-density {spec.trim:.0%} of the mass left out, clusters of ≥ {spec.min_mass:.0%} of it"
     )
     return fig

@@ -364,7 +364,7 @@ def solve_particles(
     scheme = ParticleScheme.of(scheme, method, steps, rtol, atol, norm, field_method, sphere)
     method, norm, field_method, sphere = scheme.method, scheme.norm, scheme.field_method, scheme.sphere
     on_sphere = scheme.on_sphere
-    model = as_model(model)
+    model = as_model(model, np.shape(points)[-1])  # the points' d for a prescribed v(t, x)
     T, switches = run_times(model, T)
     x = check_points(points, name="initial tokens", dim=model.d, sphere=on_sphere, atol=SPHERE_ATOL)
     if norm != "post" and not (np.linalg.norm(x, axis=1) > 0).all():
