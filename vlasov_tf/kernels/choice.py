@@ -252,7 +252,9 @@ def _zonal_facts(
     """Global ``(queries, weighted keys, largest | |p| - 1 |)`` (one all-gather under MPI)."""
     keep = weights > 0
     n, m = len(x), int(np.count_nonzero(keep))
-    dev = max(unit_deviation(x), unit_deviation(y[keep]))
+    # A grid's flux points and centres are the same read-only arrays at every stage: once each.
+    keys = y if m == len(y) else y[keep]
+    dev = max(derived(p, "largest unit deviation", unit_deviation) for p in (x, keys))
     if split is None:
         return n, m, dev
     rows = split.allgather(np.array([n, m, dev], dtype=float))

@@ -49,6 +49,7 @@ import math
 
 import numpy as np
 
+from .cache import derived
 from .dense import dense_cost
 from .distributed import Distributed
 from .spectral import GEOMETRIES
@@ -269,7 +270,9 @@ def zonal_spectral_approximation(
     geometry = GEOMETRIES[d]
     expansion = _expansion(kernel, d, tol)
     degree = expansion.degree
-    coef = geometry.analysis(geometry.locate(y[keep]), wv, degree, threads)
+    # The locations of fixed (read-only) points, e.g. a grid's, are computed once (kernels.cache).
+    keys = y if keep.all() else y[keep]
+    coef = geometry.analysis(derived(keys, "locate", geometry.locate), wv, degree, threads)
     if split is not None:  # one all-reduce: the coefficients (as real numbers) and the totals
         packed = split.allreduce(np.r_[coef.view(float).ravel(), totals])
         coef = packed[: 2 * coef.size].view(complex).reshape(coef.shape)
@@ -283,7 +286,7 @@ def zonal_spectral_approximation(
     )
     if len(x) == 0:
         return np.zeros((0, wv.shape[1])), error
-    sums = geometry.synthesis(coef, factors[None, :], geometry.locate(x), threads)[:, 0, :]
+    sums = geometry.synthesis(coef, factors[None, :], derived(x, "locate", geometry.locate), threads)[:, 0, :]
     return sums, error
 
 
