@@ -26,6 +26,10 @@ Subcommands
     an interpolation case (default: the shipped ``cases/interpolation.toml``): build it, check
     it with both solvers, print the switch count, the norms against the paper's bounds and the
     W2 tables, save ``<out>/<name>.png``.
+``learn [CASE] [--out DIR] [--set KEY=VALUE ...] [--overwrite]``
+    Fit a deep Transformer to the solution map of a target flow (:mod:`vlasov_tf.learning`, needs
+    the ``learn`` extra: JAX and optax) into ``<out>/<name>.h5``, resumed from its last checkpoint
+    when run again; prints the test error and the evaluation, saves ``<out>/<name>.png``.
 ``mesh``
     Build the sphere meshes of :mod:`vlasov_tf.geometry.mesh_files` (gmsh through FiPy) into
     ``meshes/sphere_L{level}.h5``, once, serially, for runs that load them.
@@ -42,6 +46,7 @@ import time
 import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, NoReturn, TypeVar
 
 import numpy as np
@@ -59,6 +64,7 @@ from vlasov_tf.plots import (
     plot_crossval,
     plot_depth_convergence,
     plot_interpolation,
+    plot_learning,
     plot_phase,
 )
 from vlasov_tf.runs.cases import CASES_DIR, Case, load_case, parse_case
@@ -92,6 +98,8 @@ DEFAULT_STUDY_CASE = CASES_DIR / "sphere_clustering.toml"
 DEFAULT_PARTICLES_CASE = CASES_DIR / "circle_clustering.toml"
 #: The case of ``vlasov-tf interpolate`` without arguments.
 DEFAULT_INTERPOLATION_CASE = CASES_DIR / "interpolation.toml"
+#: The case of ``vlasov-tf learn`` without arguments.
+DEFAULT_LEARNING_CASE = CASES_DIR / "learn_kuramoto.toml"
 
 __all__ = ["build_parser", "main"]
 
@@ -274,6 +282,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=_cmd_interpolate, parser=p)
 
+    p = sub.add_parser(
+        "learn",
+        help="fit a deep Transformer to a target flow's solution map (needs the 'learn' extra)",
+        description=(
+            "Fit a deep Transformer of the project's form (L layers, heads Q, K, V, W, a perceptron, "
+            "the layer normalisation) to the solution map mu_0 -> mu_T of the case's target model, "
+            "trained with JAX and optax on random vMF mixtures; the run file <out>/<name>.h5 keeps "
+            "the data, the checkpoints (run again to resume) and the learned Schedule; the learned "
+            "map is judged against the target on the test measures, at larger token counts and on "
+            "the grid. Saves <out>/<name>.png."
+        ),
+    )
+    p.add_argument(
+        "case",
+        type=Path,
+        nargs="?",
+        default=DEFAULT_LEARNING_CASE,
+        help="learning case file (default: the shipped cases/learn_kuramoto.toml)",
+    )
+    p.add_argument("--out", type=Path, default=Path("out"), help="directory of the run file and figure")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a case entry (dotted key, TOML value), e.g. --set learning.layers=8",
+    )
+    p.add_argument("--overwrite", action="store_true", help="start the run file afresh (default: resume)")
+    p.set_defaults(handler=_cmd_learn, parser=p)
+
     p = sub.add_parser("plot", help="figures of a stored run", description="figures of a stored run")
     p.add_argument("runfile", type=Path, help="HDF5 file written by `vlasov-tf run`, `study` or `sweep`")
     p.add_argument("--out", type=Path, default=None, help="directory (default: next to the run file)")
@@ -334,6 +372,27 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
     tic = time.perf_counter()
     res = run_interpolation_case(case, levels=args.levels, layers=args.layers)
     print(f"figure: {plot_interpolation(res['interp'], res, args.out / f'{case.name}.png')}")
+    print(f"total {time.perf_counter() - tic:.1f} s")
+    return 0
+
+
+def _cmd_learn(args: argparse.Namespace) -> int:
+    try:
+        from vlasov_tf.learning.cases import load_learning_case
+        from vlasov_tf.learning.runner import run_learning_case
+        from vlasov_tf.learning.training import Diverged
+    except ImportError as err:
+        _refuse(f"`learn` needs the 'learn' extra (JAX, optax): pip install 'vlasov_tf[learn]' ({err})")
+    overrides = _read(args, lambda: parse_overrides(args.set))
+    case = _read(args, lambda: load_learning_case(args.case, overrides or None))
+    name = run_name(SimpleNamespace(name=case.name, overrides=tuple(overrides.items())))
+    tic = time.perf_counter()
+    try:
+        res = run_learning_case(case, args.out, overrides=overrides, overwrite=args.overwrite, name=name)
+    except Diverged as err:
+        sys.stderr.write(f"vlasov-tf: error: {err}\n")
+        return 1
+    print(f"figure: {plot_learning(res, args.out / f'{name}.png', f'{case.name}: {case.description}')}")
     print(f"total {time.perf_counter() - tic:.1f} s")
     return 0
 

@@ -2,14 +2,15 @@
 
 By subject: one run (:mod:`.run_figures`: densities, diagnostics, the cross-validation figure),
 convergence studies (:mod:`.convergence`), clusters and phase diagrams (:mod:`.clusters`), the
-interpolating Transformer (:mod:`.interpolation`); the shared canvas and colour scales
-(:mod:`.canvas`) and the orthographic views of S^2 (:mod:`.sphere_views`).
+interpolating Transformer (:mod:`.interpolation`), learning runs (:mod:`.learning`); the shared
+canvas and colour scales (:mod:`.canvas`) and the orthographic views of S^2 (:mod:`.sphere_views`).
 """
 
 from vlasov_tf.plots.canvas import density_norm
 from vlasov_tf.plots.clusters import clusters_figure, phase_figure, plot_clusters, plot_phase
 from vlasov_tf.plots.convergence import convergence_figure, depth_convergence_figure, plot_depth_convergence
 from vlasov_tf.plots.interpolation import interpolation_figure, plot_interpolation
+from vlasov_tf.plots.learning import learning_figure, plot_learning
 from vlasov_tf.plots.run_figures import (
     crossval_figure,
     density_figure,
@@ -27,11 +28,13 @@ __all__ = [
     "depth_convergence_figure",
     "diagnostics_figure",
     "interpolation_figure",
+    "learning_figure",
     "mode_growth_figure",
     "phase_figure",
     "plot_clusters",
     "plot_crossval",
     "plot_depth_convergence",
     "plot_interpolation",
+    "plot_learning",
     "plot_phase",
 ]
