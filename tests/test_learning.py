@@ -282,3 +282,15 @@ def test_cli_bad_case_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "evaluation.cells" in err
     assert not (tmp_path / "tiny.h5").exists()
+
+
+@pytest.mark.slow
+def test_the_sanity_case_recovers_the_attention_flow(tmp_path):
+    """cases/learn_attention.toml (an exact fit exists): the test error falls to round-off and the
+    identifiable parameters come back, B = beta K^T Q = 2 I and W V = I (~40 s)."""
+    case = load_learning_case(ROOT / "cases" / "learn_attention.toml", {"learning.steps": 750})
+    res = run_learning_case(case, tmp_path, log=lambda s: None)
+    assert res["test_rms"] < 1e-12 < 0.1 < res["identity_rms"]
+    (head,) = res["schedule"].blocks[0][1].heads
+    assert np.abs(head.B - 2.0 * np.eye(2)).max() < 1e-10
+    assert np.abs(head.output - np.eye(2)).max() < 1e-10
