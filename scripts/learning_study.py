@@ -95,6 +95,8 @@ def figure(results: dict, path: Path) -> Path:
         ):
             ax.loglog(x, [r[col] for r in rows], style, label=label)
         ax.axhline(rows[0]["identity_rms"], color="grey", ls=":", label="identity map (test RMS)")
+        ax.set_xticks(x, [f"{v:g}" for v in x])
+        ax.minorticks_off()
         ax.set_xlabel(xlabel)
         ax.set_title(f"Kuramoto target: error against {key}")
         ax.legend(fontsize=8)

@@ -242,7 +242,9 @@ def test_a_run_file_of_another_case_is_refused(tmp_path, capsys):
         )
         == 0
     )  # fmt: skip  (another name: its own file)
-    path.write_text(path.read_text().replace("seed", "seed") + "\n# edited\n")
+    path.write_text(path.read_text() + "\n# a comment changes nothing\n")
+    assert main(["learn", str(path), "--out", str(tmp_path / "o"), "--set", "learning.steps=0"]) == 0
+    path.write_text(path.read_text().replace("c = 1.0", "c = 2.0"))
     assert main(["learn", str(path), "--out", str(tmp_path / "o"), "--set", "learning.steps=0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "was made by another case" in err

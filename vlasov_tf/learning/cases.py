@@ -40,6 +40,7 @@ Errors name the file and the dotted key (:class:`~vlasov_tf.runs.toml_reader.Tom
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import tomllib
@@ -55,7 +56,7 @@ from vlasov_tf.runs.case_tables import read_geometry
 from vlasov_tf.runs.model_tables import read_model
 from vlasov_tf.runs.toml_reader import TomlReader
 
-__all__ = ["Evaluation", "LearningCase", "load_learning_case", "parse_learning_case"]
+__all__ = ["Evaluation", "LearningCase", "case_settings", "load_learning_case", "parse_learning_case"]
 
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
 _LEARNING_KEYS = (
@@ -102,6 +103,12 @@ class LearningCase:
     evaluation: Evaluation | None
     text: str
     source: str
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def settings(self) -> str:
+        """:func:`case_settings` of this case: what a resumed run must share with it."""
+        return case_settings(self.text, dict(self.overrides))
 
 
 def _set(data: dict[str, Any], key: str, value: Any) -> None:
@@ -114,6 +121,22 @@ def _set(data: dict[str, Any], key: str, value: Any) -> None:
     node[last] = value
 
 
+def _effective(text: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The case's tables after the overrides (raises tomllib's error on bad TOML)."""
+    data = copy.deepcopy(tomllib.loads(text))
+    for key, value in (overrides or {}).items():
+        _set(data, key, value)
+    return data
+
+
+def case_settings(text: str, overrides: Mapping[str, Any] | None = None) -> str:
+    """What a learning run depends on, as canonical JSON: the case's tables after the overrides,
+    without ``case.description`` (comments, layout and the spelling of an override do not count)."""
+    data = _effective(text, overrides)
+    data.get("case", {}).pop("description", None)
+    return json.dumps(data, sort_keys=True, default=str)
+
+
 def parse_learning_case(
     text: str, source: str = "<string>", overrides: Mapping[str, Any] | None = None
 ) -> LearningCase:
@@ -124,12 +147,9 @@ def parse_learning_case(
         label = f"{source} (with {', '.join(f'{k} = {v!r}' for k, v in overrides.items())})"
     r = TomlReader(label, Path("."))
     try:
-        data = tomllib.loads(text)
+        data = _effective(text, overrides)
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{source}: TOML syntax error: {err}") from err
-    data = copy.deepcopy(data)
-    for key, value in (overrides or {}).items():
-        _set(data, key, value)
     r.table(data, "", ("case", "model", "schedule", "learning", "evaluation"), ("case", "model", "learning"))
     case = r.table(
         data["case"], "case", ("name", "description", "geometry", "d", "T"), ("name", "geometry", "T")
@@ -235,6 +255,7 @@ def parse_learning_case(
         evaluation=evaluation,
         text=text,
         source=source,
+        overrides=tuple((overrides or {}).items()),
     )
 
 

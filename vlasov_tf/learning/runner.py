@@ -20,7 +20,7 @@ import numpy as np
 
 from vlasov_tf.analysis.wasserstein import wasserstein
 from vlasov_tf.geometry.meshes import MeshGeometry, circle_mesh
-from vlasov_tf.learning.cases import LearningCase
+from vlasov_tf.learning.cases import LearningCase, case_settings
 from vlasov_tf.learning.data import SPLITS, label_tokens, split_tokens
 from vlasov_tf.learning.network import init_params, to_schedule
 from vlasov_tf.learning.store import LearningRun
@@ -78,13 +78,10 @@ def _open_run(
 ) -> LearningRun:
     if path.exists() and not overwrite:
         run = LearningRun.open(path)
-        same = run.case_text == case.text and json.loads(run.attrs["overrides"]) == json.loads(
-            json.dumps(dict(overrides), sort_keys=True)
-        )
-        if not same:
+        if case_settings(run.case_text, json.loads(run.attrs["overrides"])) != case.settings:
             run.close()
             raise CaseMismatch(
-                f"run file {path} was made by another case text or other --set values: "
+                f"run file {path} was made by another case (its tables and --set values differ): "
                 "pass --overwrite to start it afresh, or another --out"
             )
         at = run.state.step if run.state is not None else 0
