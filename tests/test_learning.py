@@ -332,3 +332,24 @@ level = 0
     assert sampling[1] < 0.5 * sampling[0]
     for key in ("token_error", "w1_tokens", "w1_grid"):
         assert np.all(np.isfinite(res[key])) and np.all(res[key] > 0), key
+
+
+@pytest.mark.slow
+def test_sinkhorn_loss_compares_measures(tmp_path):
+    """The Sinkhorn loss is blind to the tokens' order (a loss of measures), vanishes when the output
+    measure is the label measure, and is the squared shift for a translated cloud (W2^2 = |c|^2 up to
+    the entropic bias, which the divergence removes to O(epsilon)); a training on it runs and lowers it
+    (~75 s: ott's Sinkhorn loop takes a minute to compile inside the network's gradient)."""
+    from vlasov_tf.learning.training import sinkhorn_loss, token_loss
+
+    arch = Architecture(d=2, layers=2)
+    params = init_params(arch, 0)
+    x = uniform_sphere(32, 2, np.random.default_rng(0))[None]
+    y = np.asarray(forward(arch, params, x[0]))[None]
+    perm = y[:, ::-1]
+    assert float(token_loss(arch, params, x, perm)) > 0.1
+    assert abs(float(sinkhorn_loss(arch, params, x, perm, 0.01))) < 1e-6
+    assert abs(float(sinkhorn_loss(arch, params, x, perm + 0.1, 0.01)) - 0.02) < 1e-3
+    case = load_learning_case(_tiny(tmp_path), {"learning.loss": "sinkhorn", "learning.steps": 8})
+    hist = run_learning_case(case, tmp_path, log=lambda s: None)["history"]
+    assert hist[-1, 1] < hist[0, 1]

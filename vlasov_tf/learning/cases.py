@@ -24,6 +24,8 @@ kernel, Kuramoto / Lohe with frequencies), and::
     learning_rate = 0.01
     batch = 16
     checkpoint_every = 100   # steps between checkpoints in the run file
+    loss = "tokens"          # "tokens" (each token's image is its label) | "sinkhorn" (between
+    sinkhorn_epsilon = 0.01  # measures: ott-jax's Sinkhorn divergence, this regularisation)
     [learning.family]        # the initial measures: random vMF mixtures
     bumps = [1, 3]           # number of bumps, min and max
     kappa = [2.0, 20.0]      # concentrations, log-uniform in [min, max]
@@ -40,6 +42,7 @@ Errors name the file and the dotted key (:class:`~vlasov_tf.runs.toml_reader.Tom
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import os
 import re
@@ -51,6 +54,7 @@ from typing import Any
 
 from vlasov_tf.learning.data import LABELS, MeasureFamily
 from vlasov_tf.learning.network import Architecture
+from vlasov_tf.learning.training import LOSSES
 from vlasov_tf.models.base import MeanField
 from vlasov_tf.runs.case_tables import read_geometry
 from vlasov_tf.runs.model_tables import read_model
@@ -62,7 +66,7 @@ _NAME = re.compile(r"[A-Za-z0-9._-]+")
 _LEARNING_KEYS = (
     "layers", "blocks", "heads", "hidden", "beta", "attention", "init_scale", "labels", "label_layers",
     "tokens", "train", "validation", "test", "seed", "steps", "learning_rate", "batch",
-    "checkpoint_every", "family",
+    "checkpoint_every", "family", "loss", "sinkhorn_epsilon",
 )  # fmt: skip
 #: The finest sphere mesh level an evaluation may ask for (level 2: 17280 cells, minutes a flow).
 MAX_LEVEL = 2
@@ -101,6 +105,8 @@ class LearningCase:
     checkpoint_every: int
     init_scale: float
     evaluation: Evaluation | None
+    loss: str
+    epsilon: float
     text: str
     source: str
     overrides: tuple[tuple[str, Any], ...] = ()
@@ -229,6 +235,15 @@ def parse_learning_case(
         r.fail("learning.batch", f"must be <= learning.train = {counts['train']}; got {batch}")
     lr = positive("learning_rate", 0.01)
     init_scale = positive("init_scale", 0.1)
+    loss = r.string(lt.get("loss", "tokens"), "learning.loss", LOSSES)
+    if loss == "sinkhorn" and importlib.util.find_spec("ott") is None:
+        r.fail(
+            "learning.loss", "'sinkhorn' needs ott-jax (the 'learn' extra installs it: pip install ott-jax)"
+        )
+    if "sinkhorn_epsilon" in lt and loss != "sinkhorn":
+        r.fail(
+            "learning.sinkhorn_epsilon", f"is the regularisation of loss = 'sinkhorn'; the case has {loss!r}"
+        )
     if "label_layers" in lt and labels != "layers":
         r.fail(
             "learning.label_layers", f"is the depth of labels = 'layers'; the case has labels = {labels!r}"
@@ -253,6 +268,8 @@ def parse_learning_case(
         checkpoint_every=every,
         init_scale=init_scale,
         evaluation=evaluation,
+        loss=loss,
+        epsilon=positive("sinkhorn_epsilon", 0.01),
         text=text,
         source=source,
         overrides=tuple((overrides or {}).items()),

@@ -129,6 +129,7 @@ def run_learning_case(
                 arch, state, run.data["train"], steps=case.steps, learning_rate=case.learning_rate,
                 batch=case.batch, seed=case.seed, validation=run.data["validation"],
                 checkpoint_every=case.checkpoint_every, checkpoint=run.checkpoint, log=log,
+                loss=case.loss, epsilon=case.epsilon,
             )  # fmt: skip
             seconds = time.perf_counter() - t0
             log(f"trained: {state.step - start} steps in {seconds:.1f} s "
