@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -124,7 +125,8 @@ def run_learning_case(
             t0 = time.perf_counter()
             start = state.step
             log(f"training {arch.size()} parameters (L = {arch.layers}, {arch.blocks} blocks, "
-                f"H = {arch.heads}, m = {arch.hidden}) for {case.steps} steps")  # fmt: skip
+                f"H = {arch.heads}, m = {arch.hidden}) for {case.steps} steps, {case.loss} loss, "
+                f"on {jax.devices()[0]}")  # fmt: skip
             state = train(
                 arch, state, run.data["train"], steps=case.steps, learning_rate=case.learning_rate,
                 batch=case.batch, seed=case.seed, validation=run.data["validation"],

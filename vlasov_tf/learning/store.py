@@ -3,7 +3,8 @@
 Layout of ``<name>.h5`` (plain h5py reads it at any moment)::
 
     /                  attrs: format = "vlasov_tf learning", format_version = 1, case_text,
-                       case_name, overrides (JSON), version, created, provenance (JSON),
+                       case_name, overrides (JSON), version, created, provenance (JSON, with
+                       the versions of jax, jaxlib, optax, ott-jax),
                        architecture (JSON: network.Architecture), splits (JSON: seed, counts, tokens,
                        family, labels: what regenerates the data)
     /data/<split>/inputs, labels   (M, n, d) for split in train, validation, test
@@ -45,6 +46,17 @@ __all__ = ["FORMAT", "LearningRun", "load_schedule"]
 
 FORMAT = "vlasov_tf learning"
 _SPLITS = ("train", "validation", "test")
+
+
+def _versions() -> dict[str, str]:
+    """Versions of the packages the training depends on (its arithmetic may change with them)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("jax", "jaxlib", "optax", "ott-jax"):
+        with contextlib.suppress(PackageNotFoundError):
+            out[name] = version(name)
+    return out
 
 
 class LearningRun:
@@ -98,7 +110,7 @@ class LearningRun:
             "overrides": json.dumps(dict(overrides), sort_keys=True),
             "version": __version__,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "provenance": json.dumps(provenance()),
+            "provenance": json.dumps(provenance() | {"learning_packages": _versions()}),
             "architecture": json.dumps(arch.__dict__),
             "splits": json.dumps(dict(splits), sort_keys=True),
         }
