@@ -107,7 +107,7 @@ def test_data_regenerate_by_seed_and_labels_are_the_flow():
     np.testing.assert_array_equal(ys[3], y)
 
 
-def test_training_lowers_the_loss_and_resumes_bit_for_bit(tmp_path):
+def test_training_lowers_the_loss_and_resumes_bit_for_bit(tmp_path, monkeypatch):
     """Twelve steps from a checkpoint at step 4 (through the run file) end where twelve steps
     without a stop end; the loss falls."""
     case = load_learning_case(_tiny(tmp_path))
@@ -115,7 +115,7 @@ def test_training_lowers_the_loss_and_resumes_bit_for_bit(tmp_path):
     hist = full["history"]
     assert hist[-1, 1] < hist[0, 1]
     assert full["test_rms"] < full["identity_rms"]
-    with killed_at_call(pytest.MonkeyPatch(), store, "replace", 3):  # data, step 4, then the kill at 8
+    with killed_at_call(monkeypatch, store, "replace", 3):  # data, step 4, then the kill at 8
         run_learning_case(case, tmp_path / "b", log=lambda s: None)
     with h5py.File(tmp_path / "b" / "tiny.h5") as f:
         assert int(f["checkpoint"].attrs["step"]) == 4
