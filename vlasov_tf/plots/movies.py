@@ -123,6 +123,10 @@ def _sphere_movie(fig: Figure, case, frames: Frames) -> Any:
     discs = []
     for ax, sign in zip(axes, (1.0, -1.0), strict=True):
         pc = draw_disc(ax, mesh, rho[0] if rho is not None else None, sign * v, norm, None)
+        if rho is None:  # tokens alone: a dark disc, on which the white equator and poles show
+            from matplotlib.patches import Circle
+
+            ax.add_patch(Circle((0.0, 0.0), 1.0, color="0.3", zorder=0))
         (dots,) = ax.plot([], [], "o", mfc="#ff2020", mec="w", mew=0.25, ms=2.6, alpha=0.85)
         cells = visible_cells(mesh, sign * v) if mesh is not None else None
         ax.set_title(f"seen from {'+' if sign > 0 else '−'}v", fontsize=10)
@@ -206,9 +210,11 @@ def _cloud_movie(fig: Figure, case, frames: Frames) -> Any:
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
     ax.set_aspect("equal")
-    ax.set_xlabel("e1")
-    ax.set_ylabel("e2")
-    ax.set_title("tokens projected on a plane fixed over time (chosen at T)", fontsize=10)
+    planar = not case.sphere and case.d == 2
+    ax.set_xlabel("x1" if planar else "e1")
+    ax.set_ylabel("x2" if planar else "e2")
+    plane = "tokens projected on a plane fixed over time (chosen at T)"
+    ax.set_title("tokens" if planar else plane, fontsize=10)
     pairs = [pair_distances(p, weights, sphere=case.sphere) for p in pos]
     hi = np.pi if case.sphere else max(float(d.max()) for d, _ in pairs)
     bins = np.linspace(0.0, hi if hi > 0 else 1.0, 61)
@@ -251,9 +257,7 @@ def movie_figure(case, frames: Frames) -> tuple[Figure, Any]:
     return fig, _cloud_movie(fig, case, frames)
 
 
-def save_movie(
-    case, run, path: str | Path, *, fps: int = 4, job: str | None = None, dpi: int = 90
-) -> Path:
+def save_movie(case, run, path: str | Path, *, fps: int = 4, job: str | None = None, dpi: int = 90) -> Path:
     """Write the movie of an open run file to ``path`` (``.gif``: Pillow; ``.mp4``: ffmpeg, which
     must be installed), one frame per stored output time. ValueError (one line) for what
     :func:`movie_frames` refuses, an unknown suffix or a missing ffmpeg; nothing is written then."""

@@ -146,10 +146,11 @@ def draw_token_clouds(sub: Figure | SubFigure, case, run) -> None:
     basis, origin = projection_plane(clouds[-1][1], weights, sphere=sphere)
     xys = [(pts - origin) @ basis.T for _, pts, _ in clouds]
     limits = None if sphere else 1.05 * max(float(np.abs(xy).max()) for xy in xys)
+    planar = not sphere and case.d == 2
     for ax, (t, _, _), xy in zip(axes, clouds, xys, strict=False):
         draw_projection(ax, xy, sphere=sphere, title=f"t = {t:.3g}", limits=limits)
-        ax.set_xlabel("e1")
-    axes[0].set_ylabel("e2")
+        ax.set_xlabel("x1" if planar else "e1")
+    axes[0].set_ylabel("x2" if planar else "e2")
     draw_pair_histogram(axes[-1], clouds, case.d, sphere=sphere)
     space = f"S^{case.d - 1} ⊂ R^{case.d}" if sphere else f"R^{case.d}"
     if sphere:
