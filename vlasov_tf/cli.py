@@ -139,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("case", type=Path, nargs="?", default=DEFAULT_PARTICLES_CASE, help="circle case file")
+    p.add_argument(
+        "case", type=Path, nargs="?", default=DEFAULT_PARTICLES_CASE, help="circle case file or shipped name"
+    )
     p.add_argument("-N", "--tokens", type=_tokens, default=2000, metavar="N", help="number of tokens")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial tokens")
     p.add_argument(
@@ -212,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
             type=Path,
             nargs="?" if default_case else None,
             default=default_case,
-            help="case file (cases/*.toml)",
+            help="case file, or the name of a shipped case (`vlasov-tf cases` lists them)",
         )
         p.add_argument("--out", type=Path, default=Path("out"), help="directory of the run file and figures")
         p.add_argument("--resume", action="store_true", help="continue an interrupted run from its file")
@@ -275,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         nargs="?",
         default=DEFAULT_INTERPOLATION_CASE,
-        help="interpolation case file (default: the shipped cases/interpolation.toml)",
+        help="interpolation case file or shipped case name (default: the shipped interpolation case)",
     )
     p.add_argument("--out", type=Path, default=Path("out"), help="directory of the figure (default: out)")
     p.add_argument(
@@ -315,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--job",
         default=None,
         metavar="KEY",
-        help="--movie of this job alone, e.g. grid/L3 or particles/N1000_L100 (default: the finest grid "
+        help="--movie of this job alone, e.g. grid/K3 or particles/N1000_L100 (default: the finest grid "
         "and the deepest Transformer on the most tokens)",
     )
     p.set_defaults(handler=_cmd_plot, parser=p)

@@ -73,7 +73,7 @@ def _job(run, key: str) -> Job:
 
 def movie_frames(run, job: str | None = None) -> Frames:
     """The frames of an open run file: the finest grid and the deepest Transformer on the most
-    tokens (the run's figure's jobs), or the one job ``job`` (a key such as ``grid/L3`` or
+    tokens (the run's figure's jobs), or the one job ``job`` (a key such as ``grid/K3`` or
     ``particles/N1000_L100``, complete or not). ValueError (one line) for a sweep, a job the run
     does not hold, or fewer than two stored snapshots."""
     if any(key.startswith("sweep/") for key in run.jobs()):
