@@ -47,8 +47,19 @@ def _default(table: str, key: str) -> str:
         return ""
     for f in dataclasses.fields(spec):
         if f.name == key and f.default is not dataclasses.MISSING:
-            return f"``{f.default!r}``"
+            return _toml(f.default)
     return ""
+
+
+def _toml(value: Any) -> str:
+    """A default as a case file writes it (None: the key has no default value: none)."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return f"``{str(value).lower()}``"
+    if isinstance(value, str):
+        return f'``"{value}"``'
+    return f"``{value!r}``"
 
 
 def _cell(text: str) -> str:
