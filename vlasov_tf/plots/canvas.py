@@ -111,16 +111,20 @@ def shown_times(case) -> list[int]:
 
 
 def time_index(times: np.ndarray, t: float) -> int:
+    """The index of the time in ``times`` (n,) nearest to ``t``."""
     return int(np.argmin(np.abs(np.asarray(times) - t)))
 
 
 def token_subset(n: int, most: int = MAX_TOKENS_SHOWN) -> np.ndarray:
+    """At most ``most`` of ``n`` token indices, evenly spaced in their labels (all when n <= most)."""
     return np.linspace(0, n - 1, min(n, most)).round().astype(int)
 
 
 def grid_label(job) -> str:
+    """A grid job's resolution in words: ``M = 512`` (circle cells) or ``level 3`` (sphere mesh)."""
     return f"M = {job.resolution}" if job.key.startswith("grid/M") else f"level {job.resolution}"
 
 
 def token_label(job) -> str:
+    """A token job in words: ``N = 1000, L = 100`` or ``N = 1000, continuous flow``."""
     return f"N = {job.tokens}, " + (f"L = {job.layers}" if job.layers is not None else "continuous flow")

@@ -11,7 +11,7 @@ geometries a run's density row shows, at the first, middle and last output times
   every time, so that motion is motion and not a change of axes;
 - the distribution of the pairwise angles arccos <x_i, x_j> (S^{d-1}: clustering piles mass up at
   0, and the uniform measure's law ``sin^{d-2} theta`` is drawn for comparison) or of the pairwise
-  distances |x_i - x_j| (R^d), weighted by w_i w_j: a summary that sees every dimension, unlike
+  distances ``|x_i - x_j|`` (R^d), weighted by w_i w_j: a summary that sees every dimension, unlike
   any projection.
 """
 
@@ -65,7 +65,7 @@ def projection_plane(
 
 def pair_distances(points: np.ndarray, weights: np.ndarray, *, sphere: bool) -> tuple[np.ndarray, np.ndarray]:
     """(distances, pair weights) over the pairs i < j of (N, d) tokens: the angle arccos <x_i, x_j>
-    on the sphere, |x_i - x_j| in R^d; pair weights w_i w_j normalised to sum 1."""
+    on the sphere, ``|x_i - x_j|`` in R^d; pair weights w_i w_j normalised to sum 1."""
     x = np.asarray(points, dtype=float)
     w = np.asarray(weights, dtype=float)
     i, j = np.triu_indices(len(x), k=1)
