@@ -13,6 +13,7 @@ from vlasov_tf.plots.movies import movie_figure, movie_frames
 from vlasov_tf.runs import storage as io
 from vlasov_tf.runs.cases import parse_case
 from vlasov_tf.runs.runner import run_case
+from vlasov_tf.runs.sweeps import run_sweep
 
 CIRCLE = """
 [case]
@@ -51,6 +52,25 @@ layers = [2]
 [grid]
 resolutions = [0]
 cfl = 0.9
+"""
+
+SWEEP = """
+[case]
+name = "sweep"
+geometry = "sphere"
+T = 1.0
+outputs = 3
+[initial]
+family = "uniform"
+[model]
+beta = 1.0
+[particles]
+tokens = [8]
+layers = [1]
+[sweep]
+betas = [1.0, 4.0]
+members = 2
+steps = 10
 """
 
 
@@ -92,6 +112,7 @@ def test_bad_movie_input_is_one_line(tmp_path, monkeypatch, capsys):
     with killed_at_call(monkeypatch, io.RunFile, "append", 7):  # grid/M32 done, particles/N64_ref at t = 0
         run_case(case, path)
     good = run_case(case, tmp_path / "good.h5")
+    sweep = run_sweep(parse_case(SWEEP), tmp_path / "sweep.h5")
     ffmpeg = shutil.which("ffmpeg") is not None
     cases = [
         (
@@ -100,6 +121,7 @@ def test_bad_movie_input_is_one_line(tmp_path, monkeypatch, capsys):
         ),
         ([str(good), "--movie", "--job", "grid/M999"], "no job 'grid/M999' (its jobs: grid/M32, particles/"),
         ([str(good), "--job", "grid/M32"], "--job chooses the job of a --movie: pass --movie too"),
+        ([str(sweep), "--movie"], "is a sweep (an ensemble over beta): it has no movie; plot it"),
     ]
     if not ffmpeg:
         cases.append(([str(good), "--movie", "mp4"], "MP4 needs ffmpeg, which is not installed here"))
