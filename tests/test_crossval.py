@@ -637,3 +637,30 @@ def test_sphere_study_nested_grids_samples_and_sliced_distances(tmp_path):
     assert tokens.se is not None and (tokens.se > 0).all() and (tokens.se < 0.2 * tokens.error).all()
     assert tokens.error[1] < tokens.error[0]  # 4x the tokens, closer to the grid
     assert set(se) == {j.key for j in case_jobs(case) if j.kind == "particles"}
+
+
+def test_an_interrupted_overwrite_keeps_the_old_run(tmp_path, monkeypatch, capsys):
+    """--overwrite deleted the good run file first: a Ctrl-C two seconds into the new run left
+    only its t = 0."""
+    import vlasov_tf.runs.runner as runner
+
+    src = tmp_path / "tiny.toml"
+    src.write_text(SMALL)
+    args = ["run", str(src), "--out", str(tmp_path), "--solver", "grid", "--no-diagnostics"]
+    assert main(args) == 0
+    old = (tmp_path / "tiny.h5").read_bytes()
+    calls = []
+    clusters_of = runner.clusters_of
+
+    def interrupted(*a, **kw):  # the first output of the new run is stored, then Ctrl-C
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return clusters_of(*a, **kw)
+
+    monkeypatch.setattr(runner, "clusters_of", interrupted)
+    assert main([*args, "--overwrite"]) == 130
+    assert (tmp_path / "tiny.h5").read_bytes() == old
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith((".tmp", ".lock"))]
+    with io.RunFile.open(tmp_path / "tiny.h5", mode="r") as run:
+        assert all(run.is_complete(key) for key in run.jobs() if key.startswith("grid/"))

@@ -608,3 +608,37 @@ def test_xdmf_rewrites_are_throttled_and_complete(tmp_path, monkeypatch):
     for key, n in (("grid/M8", 500), ("grid/M4", 100)):
         with meshio.xdmf.TimeSeriesReader(xdmf_path(path, key)) as reader:
             assert reader.num_steps == n
+
+
+# ------------------------------------------------------------------------------------------ overwrite
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_stored_past_its_start(tmp_path, sphere):
+    """``overwrite`` replaced the run file at creation: a new run that failed (or was interrupted)
+    before its second output left nothing of the old run, or only t = 0."""
+    path = tmp_path / "run.h5"
+    fill_run(path, sphere)
+    old = path.read_bytes()
+    companions = sorted(p.name for p in tmp_path.glob("*.xdmf"))
+    job = "particles/N50_L10"
+    with create(path, sphere, overwrite=True) as rf:  # a new run that stops after its start
+        rf.start_job(job, "particles", weights=np.ones(50), N=50, L=10, adaptive=False, seeds=[1, 2])
+        rf.append(job, TIMES[0], snapshot(0, (50, 3)))
+        assert rf.replacing and path.read_bytes() == old  # readers still see the old run
+    assert path.read_bytes() == old
+    assert sorted(p.name for p in tmp_path.glob("*.xdmf")) == companions
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary
+    with create(path, sphere, overwrite=True) as rf:
+        rf.start_job(job, "particles", weights=np.ones(50), N=50, L=10, adaptive=False, seeds=[1, 2])
+        rf.append(job, TIMES[0], snapshot(0, (50, 3)))
+        assert path.read_bytes() == old
+        rf.append(job, TIMES[1], snapshot(1, (50, 3)))  # past t0: the new run takes the name
+        assert not rf.replacing and path.read_bytes() != old
+        rf.append(job, TIMES[2], snapshot(2, (50, 3)))
+    with RunFile.open(path, mode="r") as rf:
+        times, states = rf.job_state(job)
+        assert np.array_equal(times, TIMES[:3]) and np.array_equal(states[2], snapshot(2, (50, 3)))
+        assert rf.job_state("grid/M32")[0].size == 0  # nothing of the old run's jobs
+    with meshio.xdmf.TimeSeriesReader(xdmf_path(path, job)) as reader:
+        assert reader.num_steps == 3
+    assert not lock_path(path).exists()

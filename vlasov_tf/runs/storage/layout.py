@@ -362,14 +362,16 @@ class StoredLayout:
     diagnostics: dict[str, int]  # name -> byte offset of its (J, n) values
 
 
-def read_layout(path: Path) -> StoredLayout:
+def read_layout(path: Path, *, name: Path | None = None) -> StoredLayout:
     """Validate the run file ``path`` and read its layout (byte offsets; not the snapshots).
 
-    ``RunFileError``, naming the file, if it is not HDF5, not a run file of :data:`FORMAT_VERSION`,
-    or damaged. Does not check the file's length against the offsets (the caller's descriptor does).
+    ``RunFileError``, naming the file (as ``name``, when given: the run file a temporary one
+    will become), if it is not HDF5, not a run file of :data:`FORMAT_VERSION`, or damaged. Does
+    not check the file's length against the offsets (the caller's descriptor does).
     """
+    source, path = path, name or path
     try:
-        f = h5py.File(path, "r")
+        f = h5py.File(source, "r")
     except OSError as err:
         raise RunFileError(
             f"run file {path} is not a readable HDF5 file (truncated, corrupted or not HDF5): {err}"

@@ -64,7 +64,9 @@ class RunFile:
     context manager, or call :meth:`close`.
     """
 
-    def __init__(self, path: Path, lock_fd: int | None, *, readonly: bool, sync: bool) -> None:
+    def __init__(
+        self, path: Path, lock_fd: int | None, *, readonly: bool, sync: bool, pending: Path | None = None
+    ) -> None:
         # Private: use RunFile.create / RunFile.open.
         self.path = path
         self.readonly = readonly
@@ -72,8 +74,11 @@ class RunFile:
         self._lock_fd = lock_fd
         self._lock = threading.RLock()
         self._closed = True
+        # A run replacing another (create's overwrite) writes to a temporary sibling until it
+        # has stored something past its first output time (:meth:`_promote`).
+        self._pending = pending
         try:
-            self._fd = os.open(path, os.O_RDONLY if readonly else os.O_RDWR)
+            self._fd = os.open(pending or path, os.O_RDONLY if readonly else os.O_RDWR)
         except IsADirectoryError:
             raise RunFileError(f"run file {path} is a directory") from None
         try:
@@ -89,7 +94,7 @@ class RunFile:
                 stored = self._stored_times(job)
                 job.n_stored = len(stored)
                 job.last_t = float(stored[-1]) if len(stored) else math.nan
-            if not readonly:
+            if not readonly and pending is None:
                 for stale in (path, *(xdmf_path(path, key) for key in self._jobs)):
                     remove_stale_tmp(stale)
                 for job in self._jobs.values():  # a kill may have left them a snapshot behind
@@ -126,6 +131,11 @@ class RunFile:
         dotted keys set on top of the text) are kept with the case text so that a resume can check
         it runs the same case; ``provenance`` (:func:`provenance`) as JSON too.
 
+        With ``overwrite`` an existing ``path`` stays as it was until the new run has stored a
+        snapshot past its first output time (or finished a job): the new run is written to a
+        temporary sibling, then moved over ``path`` atomically; a new run closed before that (failed,
+        interrupted) leaves the old file untouched.
+
         Raises ``FileExistsError`` if ``path`` exists and not ``overwrite`` (open it to resume),
         ``ValueError`` for bad layouts, ``OSError`` (ENOSPC) if the disk cannot hold the run.
         ``sync=False`` skips fsync: still safe if the process is killed, not if the machine dies.
@@ -152,15 +162,16 @@ class RunFile:
                 raise FileExistsError(f"run file {path} exists: open it to resume, or pass overwrite=True")
             remove_stale_tmp(path)
             tmp = tmp_name(path)
+            replacing = path.exists()
             try:
                 write_layout(tmp, case_text, case_name, t, layouts, names, settings, overrides, provenance)
+                if replacing:  # the old run stays until the new one has computed something
+                    return cls(path, lock_fd, readonly=False, sync=sync, pending=tmp)
                 replace(tmp, path, sync)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()
                 raise
-            for layout in layouts:  # those of a run this one replaced
-                xdmf_path(path, layout.key).unlink(missing_ok=True)
             return cls(path, lock_fd, readonly=False, sync=sync)
         except BaseException:
             unlock_writer(path, lock_fd)
@@ -196,7 +207,7 @@ class RunFile:
 
     def _load(self) -> None:
         """Validate the file and load its layout (byte offsets; not the snapshots)."""
-        layout = read_layout(self.path)
+        layout = read_layout(self._pending or self.path, name=self.path)
         self._run_id, self._case, self._times = layout.run_id, layout.case, layout.times
         self._jobs, self._diag = layout.jobs, layout.diagnostics
         size = os.fstat(self._fd).st_size
@@ -372,7 +383,10 @@ class RunFile:
             self._write(job.offsets["times"] + 8 * k, np.array(t))  # the commit mark
             self._flush()
             job.n_stored, job.last_t = k + 1, t
-            write_xdmf(self.path, job, self._times, force=False)
+            if self._pending is not None and k > 0:
+                self._promote()
+            if self._pending is None:
+                write_xdmf(self.path, job, self._times, force=False)
 
     def finish_job(self, key: str) -> None:
         """Mark job ``key`` complete (its finish time); durable when this returns."""
@@ -382,6 +396,25 @@ class RunFile:
             if not self.is_complete(key):
                 self._write(job.offsets["clock"] + 8, np.array(time.time()))
                 self._flush()
+            if self._pending is not None:
+                self._promote()
+            write_xdmf(self.path, job, self._times)
+
+    @property
+    def replacing(self) -> bool:
+        """Whether this run is still written beside the run file it replaces (``create``'s
+        ``overwrite``): the old file stays until the new run stored a snapshot past its first time."""
+        return self._pending is not None
+
+    def _promote(self) -> None:
+        """Move the pending new run over the one it replaces (atomically), and its XDMF companions."""
+        pending = self._pending
+        assert pending is not None
+        replace(pending, self.path, self.sync)  # the descriptor follows the file to its new name
+        self._pending = None
+        for job in self._jobs.values():  # those of the run this one replaced, then this run's
+            xdmf_path(self.path, job.key).unlink(missing_ok=True)
+            job.xdmf_shown = -1
             write_xdmf(self.path, job, self._times)
 
     def add_diagnostic(self, name: str, key: str, t: float, value: float) -> None:
@@ -605,12 +638,14 @@ class RunFile:
             if self._closed:
                 return
             try:
-                if not self.readonly and not unlink:
+                if not self.readonly and not unlink and self._pending is None:
                     for job in self._jobs.values():  # what a throttled rewrite left out
                         write_xdmf(self.path, job, self._times)
             finally:
                 self._closed = True
-                if unlink and not self.readonly:
+                if self._pending is not None:  # nothing past t0: the replaced run stays as it was
+                    self._pending.unlink(missing_ok=True)
+                elif unlink and not self.readonly:
                     for key in self._jobs:
                         xdmf_path(self.path, key).unlink(missing_ok=True)
                     self.path.unlink(missing_ok=True)
