@@ -403,9 +403,7 @@ def test_a_run_failing_at_start_leaves_no_file(tmp_path):
     with pytest.raises(OverflowError, match="lower beta"):
         run_case(hot, path, solvers=("grid",))
     assert sorted(os.listdir(tmp_path)) == []  # nor its lock or XDMF companions
-    run_case(
-        parse_case(SMALL, overrides={"particles.tokens": [50]}), path, solvers=("grid",)
-    )
+    run_case(parse_case(SMALL, overrides={"particles.tokens": [50]}), path, solvers=("grid",))
     # A run that computed something keeps its file for --resume.
     with pytest.raises(CaseMismatch):
         run_case(hot, path, resume=True)
@@ -475,9 +473,7 @@ def test_cli_errors_are_one_line_exit_2(case, tmp_path, capsys):
 
 
 def test_run_files_record_provenance_and_timings(tmp_path):
-    path = run_case(
-        parse_case(SMALL, overrides={"particles.tokens": [50]}), tmp_path / "t.h5"
-    )
+    path = run_case(parse_case(SMALL, overrides={"particles.tokens": [50]}), tmp_path / "t.h5")
     with io.RunFile.open(path, mode="r") as run:
         prov = run.provenance
         wall = run.diagnostics("wall_s")
@@ -664,3 +660,74 @@ def test_an_interrupted_overwrite_keeps_the_old_run(tmp_path, monkeypatch, capsy
     assert not [p for p in tmp_path.iterdir() if p.name.endswith((".tmp", ".lock"))]
     with io.RunFile.open(tmp_path / "tiny.h5", mode="r") as run:
         assert all(run.is_complete(key) for key in run.jobs() if key.startswith("grid/"))
+
+
+def test_resume_redoes_what_is_damaged_and_plot_names_it(tmp_path, capsys):
+    """A damaged grid snapshot was caught by `plot`, but `--resume` reported the run complete and
+    left the damage; a damaged diagnostic was plotted without a word."""
+    import h5py
+
+    src = tmp_path / "tiny.toml"
+    src.write_text(SMALL)
+    args = ["run", str(src), "--out", str(tmp_path), "--solver", "grid"]
+    assert main(args) == 0
+    path = tmp_path / "tiny.h5"
+    with io.RunFile.open(path, mode="r") as run:
+        good = {key: run.job_state(key) for key in run.jobs() if key.startswith("grid/")}
+        mass = run.diagnostics("mass")
+    with h5py.File(path, "r") as f:
+        rows = f["jobs/grid/M128/densities"].id.get_offset()
+        values = f["diagnostics/mass"].id.get_offset()
+    data = bytearray(path.read_bytes())
+    data[rows + 8 * 128 + 17] ^= 0x40  # grid/M128, snapshot 1
+    data[values + 8 * 2 + 7] ^= 0x40  # grid/M64's mass at the last output
+    path.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["plot", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is damaged" in err and "tiny.h5" in err
+    assert main([*args, "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "grid/M128/densities, snapshot 1 (t = 0.5) is damaged" in out and "diagnostic mass" in out
+    with io.RunFile.open(path, mode="r") as run:
+        run.verify()
+        for key, (times, states) in good.items():  # redone bit for bit
+            again = run.job_state(key)
+            assert np.array_equal(again[0], times) and np.array_equal(again[1], states)
+            assert np.array_equal(run.diagnostics("mass")[key], mass[key])
+
+
+def test_sigterm_keeps_what_was_stored_removes_the_lock_and_says_how_to_resume(tmp_path):
+    """SIGTERM (SLURM at the time limit) killed a run silently and left its .lock file."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = tmp_path / "long.toml"
+    src.write_text(SMALL.replace("T = 1.0", "T = 40.0").replace("outputs = 3", "outputs = 400")
+                   .replace("[64, 128, 256]", "[4096]"))  # fmt: skip
+    path = tmp_path / "tiny.h5"
+    cmd = [sys.executable, "-m", "vlasov_tf.cli", "run", str(src), "--out", str(tmp_path), "--solver", "grid"]
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stored = 0
+        deadline = time.monotonic() + 120
+        while stored < 2 and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.2)
+            if path.exists():
+                with io.RunFile.open(path, mode="r") as run:
+                    stored = run.job_info("grid/M4096")["n"]
+        assert stored >= 2, "the run stored nothing past t = 0 in time"
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 143
+    assert err.strip().splitlines()[-1] == (
+        "vlasov-tf: terminated (SIGTERM); what was stored is kept: continue with --resume"
+    )
+    assert not io.lock_path(path).exists()
+    with io.RunFile.open(path, mode="r") as run:
+        run.verify()
+        assert run.job_info("grid/M4096")["n"] >= stored and not run.is_complete("grid/M4096")

@@ -37,7 +37,9 @@ import argparse
 import json
 import logging
 import re
+import signal
 import sys
+import threading
 import time
 import tomllib
 from collections.abc import Callable, Sequence
@@ -498,8 +500,28 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what SLURM sends at a job's time limit, and ``kill``): handled as Ctrl-C is."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(f"signal {signal.Signals(signum).name}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``vlasov-tf``; returns the exit status (argparse exits with 2 on bad usage)."""
+    """Entry point of ``vlasov-tf``; returns the exit status (argparse exits with 2 on bad usage).
+
+    SIGTERM is handled as Ctrl-C: what was stored is kept, the writer lock removed, exit 143."""
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)  # signal handlers are for the main thread only
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     comm = world()
     with abort_on_error(comm):
         args = build_parser().parse_args(argv)
@@ -513,10 +535,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return args.handler(args)  # under MPI abort_on_error reports it (and stops every rank)
         try:
             return args.handler(args)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as err:
             # What was stored stays (every snapshot is on disk when its append returns).
-            sys.stderr.write("vlasov-tf: interrupted; what was stored is kept: continue with --resume\n")
-            return 130
+            what = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+            sys.stderr.write(f"vlasov-tf: {what}; what was stored is kept: continue with --resume\n")
+            return 143 if isinstance(err, Terminated) else 130
         except USER_ERRORS as err:
             # What a user can cause (bad files and values, missing meshes, unwritable paths, a
             # field beyond the float range): one line, exit status 2, as for bad arguments.

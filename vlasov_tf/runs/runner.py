@@ -373,7 +373,8 @@ def open_run_file(
     comm: Comm | None = None,
 ) -> tuple[RunFile, bool]:
     """(the run file of ``case`` at ``path``, whether it was made now): with ``resume`` an existing
-    one, after :func:`check_same_case`; else a new one laid out for ``layouts`` and
+    one, after :func:`check_same_case`, with what fails its checksum made to be redone; else a new one
+    laid out for ``layouts`` and
     ``diagnostics``, after :func:`check_disk`. The case's settings, overrides and provenance go
     with it."""
     settings = case_settings(case)
@@ -381,6 +382,9 @@ def open_run_file(
         run = RunFile.open(path)
         try:
             check_same_case(run, case, settings)
+            # What fails its checksum is redone, not taken for done (the jobs from before it).
+            for line in run.redo_damaged(layouts):
+                _log.warning(line)
         except BaseException:
             run.close()
             raise
