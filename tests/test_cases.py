@@ -799,3 +799,25 @@ def test_interaction_case_reads_its_model(tmp_path):
         _ = parse_case(INTERACTION).schedule
     shipped = load_case(CASES_DIR / "sphere_interaction.toml")
     assert isinstance(shipped.model, Interaction) and shipped.model.omega is not None
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [({"model.beta": 1e300}, "model.beta"), ({"model.beta": 1e13}, "model.beta")],
+)
+def test_overflowing_parameters_are_refused_naming_the_key(override, key):
+    """model.beta = 1e300 passed validation and failed later with "zero-size array to reduction
+    operation maximum" (under MPI: two tracebacks)."""
+    with pytest.raises(ValueError, match=rf"\): {re.escape(key)} = 1e\+\d+: head matrix B has norm") as err:
+        load_case(CASES_DIR / "sphere_clustering.toml", overrides=override)
+    assert "\n" not in str(err.value)
+
+
+def test_overflowing_matrices_are_refused_in_the_python_api():
+
+
+    with pytest.raises(ValueError, match="head matrix B has norm"):
+        Params.identity(3, 1e300)
+    with pytest.raises(ValueError, match="head matrix V has norm"):
+        Head(B=np.eye(3), V=1e200 * np.eye(3))
+    Params.identity(3, 1e11)  # large, still meaningful

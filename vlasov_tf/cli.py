@@ -55,7 +55,7 @@ from vlasov_tf.interpolation.cases import MAX_GRID_LEVEL, load_interpolation_cas
 from vlasov_tf.interpolation.runner import run_interpolation_case
 from vlasov_tf.kernels import num_threads
 from vlasov_tf.logs import configure, log_file
-from vlasov_tf.parallel import abort_on_error, is_root, on_root, world
+from vlasov_tf.parallel import CollectiveExit, abort_on_error, is_root, on_root, world
 from vlasov_tf.plots import (
     plot_clusters,
     plot_crossval,
@@ -342,9 +342,11 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
 
 def _refuse(message: str) -> NoReturn:
     """A user's mistake the parser could not see (a bad case, an existing file): one line, exit 2
-    (argparse's own errors come with the usage)."""
-    sys.stderr.write(f"vlasov-tf: error: {message}\n")
-    raise SystemExit(2)
+    (argparse's own errors come with the usage). Under MPI every rank finds it alike: rank 0 says
+    it, and the ranks exit together (:class:`~vlasov_tf.parallel.CollectiveExit`)."""
+    if is_root(world()):
+        sys.stderr.write(f"vlasov-tf: error: {message}\n")
+    raise CollectiveExit(2)
 
 
 def _read(args: argparse.Namespace, load: Callable[[], T]) -> T:

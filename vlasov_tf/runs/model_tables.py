@@ -146,18 +146,28 @@ def _block_params(r: TomlReader, entries: dict[str, tuple[Any, str]], d: int) ->
     else:
         r.missing("model.beta", "Q = K = V = I needs the inverse temperature beta; or give Q, K, V")
     perc = _perceptron(r, *entries["perceptron"], d) if "perceptron" in entries else None
+    # A value the sums cannot hold (beta = 1e300: its scores overflow) is the case's mistake: named
+    # here, not found deep in the sums.
+    blame = key("beta") if "beta" in entries else key("Q")
     if not given:
         if "W" in entries:
             r.fail(key("W"), "needs Q, K and V: W holds the per-head output matrices W_h")
-        return Params(heads=Params.identity(d, beta).heads, perceptron=perc, attention=attention), beta
+        try:
+            return Params(heads=Params.identity(d, beta).heads, perceptron=perc, attention=attention), beta
+        except ValueError as err:
+            r.fail(blame, f"= {beta:g}: {err}")
     mats = {name: _matrices(r, *entries[name], d) for name in ("Q", "K", "V", "W") if name in entries}
     heads = len(mats["Q"])
     for name, arr in mats.items():
         if len(arr) != heads:
             r.fail(key(name), f"has {len(arr)} heads but {key('Q')} has {heads}")
-    return Params.qkv(
-        mats["Q"], mats["K"], mats["V"], beta, mats.get("W"), perceptron=perc, attention=attention
-    ), beta
+    try:
+        return Params.qkv(
+            mats["Q"], mats["K"], mats["V"], beta, mats.get("W"), perceptron=perc, attention=attention
+        ), beta
+    except ValueError as err:
+        named = next((key(n) for n in ("V", "W") if f"matrix {n} " in str(err) and n in entries), blame)
+        r.fail(named, str(err))
 
 
 def read_schedule(

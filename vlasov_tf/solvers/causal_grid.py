@@ -113,8 +113,7 @@ def solve_causal_grid(
         raise ValueError(f"the model is for d = {model.d}, the {mesh.kind} mesh has d = {mesh.d}")
     T, switches = run_times(model, T)
     told = trackers_of(trackers, callback)
-    if progress:
-        told.append(ProgressBar(f"causal grid (S={len(rho)})"))
+    told.append(ProgressBar(f"causal grid (S={len(rho)})", bar=progress))  # logged, bar or not
     loop = TimeLoop.start(T, switches, t_eval, t0, trackers=told)
     fv = FiniteVolume(
         mesh, scheme.limiter, reconstruction=scheme.reconstruction, field_method=scheme.field_method

@@ -484,8 +484,7 @@ def solve_grid(
     T, switches = run_times(model, T)
     fv, red, cells = distribute(mesh, scheme, comm)
     told = trackers_of(trackers, callback, step_counts)
-    if progress:
-        told.append(ProgressBar(f"grid ({mesh.kind}, C={mesh.n_cells})"))
+    told.append(ProgressBar(f"grid ({mesh.kind}, C={mesh.n_cells})", bar=progress))  # logged, bar or not
     loop = TimeLoop.start(T, switches, t_eval, t0, trackers=told if red.root else ())
     control = Controller(scheme.step_options, red, loop.tol)
     areas, n = fv.mesh.areas, red.n_owned
