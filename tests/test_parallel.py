@@ -293,8 +293,8 @@ def test_a_bad_value_under_mpi_is_one_line(tmp_path):
     """model.beta = 1e300 under mpiexec: two tracebacks and a screen of warnings; then, once
     refused, the refusal from every rank and each rank's abort. Now rank 0's one line, exit 2."""
     case = Path(__file__).parents[1] / "cases" / "sphere_clustering.toml"
-    proc = launch(2, str(BIN / "vlasov-tf"), "run", str(case), "--out", str(tmp_path), "--set", "model.beta=1e300",
-                  timeout=60)  # fmt: skip
+    args = ["run", str(case), "--out", str(tmp_path), "--set", "model.beta=1e300"]
+    proc = launch(2, str(BIN / "vlasov-tf"), *args, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"vlasov-tf: error: {case} (with model.beta = 1e+300): model.beta = 1e+300: head matrix B has norm "

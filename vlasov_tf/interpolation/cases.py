@@ -149,7 +149,16 @@ def parse_interpolation_case(text: str, source: str = "<string>") -> Interpolati
         kappa = r.real(t.get("kappa", 0.0), f"{key}.kappa")
         if kappa < 0:
             r.fail(f"{key}.kappa", f"must be >= 0, got {kappa!r}")
-        inputs.append(CapInput(r.unit(t["mean"], f"{key}.mean", d), radius, kappa))
+        cap = CapInput(r.unit(t["mean"], f"{key}.mean", d), radius, kappa)
+        for j, other in enumerate(inputs):
+            # One flow sends one measure to one place: two copies cannot reach two targets. Their
+            # samples differ, and the construction would separate those (by their noise), not the
+            # measures: fresh samples of either would end anywhere.
+            if np.allclose(cap.mean, other.mean, rtol=0, atol=1e-12) and (radius, kappa) == (
+                other.radius, other.kappa
+            ):
+                r.fail(key, f"is the same measure as inputs[{j}]: one flow cannot send it to two targets")
+        inputs.append(cap)
     tg = r.table(data["targets"], "targets", ("points",), required=("points",))
     pts = r.array(tg["points"], "targets.points", what=" of unit vectors")
     if len(pts) != len(inputs):
