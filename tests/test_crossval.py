@@ -731,3 +731,44 @@ def test_sigterm_keeps_what_was_stored_removes_the_lock_and_says_how_to_resume(t
     with io.RunFile.open(path, mode="r") as run:
         run.verify()
         assert run.job_info("grid/M4096")["n"] >= stored and not run.is_complete("grid/M4096")
+
+
+def test_run_case_makes_the_directory_it_is_given(tmp_path):
+    """run_case(case, "newdir/x.h5") raised a traceback about the lock file; the CLI makes --out."""
+    case = parse_case(SMALL.replace("[64, 128, 256]", "[64]"))
+    path = run_case(case, tmp_path / "new" / "dir" / "x.h5", solvers=("grid",), diagnostics=False)
+    with io.RunFile.open(path, mode="r") as run:
+        assert run.is_complete("grid/M64")
+
+
+def test_non_ascii_set_values_keep_their_run_files_apart(tmp_path, capsys):
+    """A --set value with non-ASCII text was dropped from the run file's name: two such runs
+    shared one file (the second was refused, or with --overwrite replaced the first)."""
+    from vlasov_tf.cli import run_name
+
+    src = tmp_path / "tiny.toml"
+    src.write_text(SMALL.replace("[64, 128, 256]", "[64]"))
+    for text in ("Straße", "Σ", "Δ"):  # the last two made one name
+        assert main(["run", str(src), "--out", str(tmp_path), "--solver", "grid", "--no-diagnostics",
+                     "--set", f'case.description="{text}"']) == 0  # fmt: skip
+    names = sorted(p.name for p in tmp_path.glob("*.h5"))
+    assert names == ["tiny-case.description-Strau00dfe.h5", "tiny-case.description-u0394.h5",
+                     "tiny-case.description-u03a3.h5"]  # fmt: skip
+    # Lists keep the names they had (json wrote their non-ASCII text as \uXXXX, whose '\' went).
+    case = parse_case(SMALL, overrides={"particles.tokens": [50, 200], "case.description": "é"})
+    assert run_name(case) == "tiny-particles.tokens-50_200-case.description-u00e9"
+
+
+def test_grid_solver_on_a_euclidean_case_is_refused(tmp_path, capsys):
+    """`--solver grid` on a case in R^d exited 0 with an empty run file."""
+    src = tmp_path / "plane.toml"
+    src.write_text(
+        SMALL[: SMALL.index("[grid]")]
+        .replace('geometry = "circle"', 'geometry = "euclidean"\nd = 2')
+        .replace('family = "vmf_mixture"\nangles = [0.5, 3.0]\nkappas = [2.0, 3.0]\nproportions = [0.5, 0.5]',
+                 'family = "gaussian"\nmean = [0.0, 0.0]\ncovariance = [[1.0, 0.0], [0.0, 1.0]]')
+    )  # fmt: skip
+    assert main(["run", str(src), "--out", str(tmp_path / "o"), "--solver", "grid"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the grid solver alone was asked for; the case has no grid (R^d" in err
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())

@@ -386,14 +386,16 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 def run_name(case, name: str | None = None) -> str:
     """The run file's stem: ``name``, else the case name followed by each override as key-value
-    (characters other than letters, digits, ``.``, ``_`` and ``-`` dropped), so that the points of
-    a sweep do not share a file."""
+    (other ASCII characters than letters, digits, ``.``, ``_`` and ``-`` dropped, any other
+    character as ``u`` and its code point: ``ß`` -> ``u00df``), so that the points of a sweep do not
+    share a file."""
     if name is not None:
         return name
     parts = [case.name]
     for key, value in case.overrides:
-        text = value if isinstance(value, str) else json.dumps(value)
-        parts.append(re.sub(r"[^A-Za-z0-9._-]+", "", f"{key}-{text}".replace(", ", "_").replace(",", "_")))
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        text = "".join(c if c.isascii() else f"u{ord(c):04x}" for c in f"{key}-{text}")
+        parts.append(re.sub(r"[^A-Za-z0-9._-]+", "", text.replace(", ", "_").replace(",", "_")))
     return "-".join(parts)
 
 

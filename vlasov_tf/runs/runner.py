@@ -274,8 +274,13 @@ def run_case(
 
     # What can be checked before the run file is touched: sizes against the memory, then the
     # meshes (a missing or damaged level must not cost an existing run file under overwrite).
+    if "particles" not in solvers and case.grid is None:
+        why = "R^d has no grid solver" if case.geometry == "euclidean" else "no [grid] table"
+        raise ValueError(f"{case.source}: the grid solver alone was asked for; the case has no grid ({why})")
     check_sizes(case, solvers, 1 if comm is None else comm.size)
     layouts = job_layouts(case)
+    if root:  # as the command line does (`--out`): the directory the user named
+        path.parent.mkdir(parents=True, exist_ok=True)
     opened: list[tuple[RunFile, bool]] = []  # the writer's file stays on rank 0
     on_root(comm, lambda: opened.append(open_run_file(case, path, layouts, DIAGNOSTICS, resume=resume,
                                                       overwrite=overwrite, comm=comm)))  # fmt: skip

@@ -69,6 +69,8 @@ def run_sweep(
     path = Path(path)
     spec, n = _sweep(case), case.particles.tokens[0]
     layouts = sweep_layouts(case)
+    if is_root(comm):  # as the command line does (`--out`)
+        path.parent.mkdir(parents=True, exist_ok=True)
     opened: list[tuple[RunFile, bool]] = []
     on_root(comm, lambda: opened.append(open_run_file(case, path, layouts, resume=resume, overwrite=overwrite,
                                                       comm=comm)))  # fmt: skip
