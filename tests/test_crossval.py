@@ -492,12 +492,13 @@ def test_run_files_record_provenance_and_timings(tmp_path):
         (
             "resolutions = [64, 128, 256]",
             "resolutions = [64, 1000000000]",
-            r"grid\.resolutions 1000000000 \(1000000000 cells\) needs about 7629\.4 GiB",
+            # 8 kB a cell at work and 8 bytes a cell for each of the 3 outputs kept
+            r"grid\.resolutions 1000000000 \(1000000000 cells, 3 outputs\) needs about 7652 GiB",
         ),
         (
             "tokens = [50, 200]",
             "tokens = [50, 1000000000]",
-            r"particles\.tokens 1000000000 needs about 1907\.3 GiB",
+            r"particles\.tokens 1000000000 \(3 outputs\) needs about 1952 GiB",
         ),
     ],
 )

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from vlasov_tf.geometry.mesh_files import sphere_mesh
-from vlasov_tf.interpolation.cases import InterpolationCase
+from vlasov_tf.interpolation.cases import InterpolationCase, check_interpolation_memory
 from vlasov_tf.interpolation.checks import depth_study, grid_w2, particle_w2
 from vlasov_tf.interpolation.construction import build_interpolation
 
@@ -43,6 +43,8 @@ def run_interpolation_case(
     ``depth_table`` (K, N), ``depth`` (int or None); ``grid_levels``, ``grid_w2`` (lists, one
     entry (N,) per level): what :func:`vlasov_tf.plots.plot_interpolation` draws.
     """
+    levels_run = case.levels if levels is None else tuple(levels)
+    check_interpolation_memory(case.source, case.tokens, len(case.inputs), case.d, levels_run)
     t0 = time.perf_counter()
     measures = case.measures()
     interp = build_interpolation(measures, case.targets, case.T, case.eps, rng=case.seed)

@@ -56,6 +56,7 @@ from vlasov_tf.kernels import METHODS as KERNEL_METHODS
 from vlasov_tf.kernels import blas_single_thread, choose_method, exp_kernel_sums, few_pairs, kernel_sums
 from vlasov_tf.kernels.dense import one_tile
 from vlasov_tf.logs import Progress
+from vlasov_tf.memory import BYTES_PER_TOKEN_DIM, check_memory
 from vlasov_tf.models.base import MeanField, Model, as_model, run_times
 from vlasov_tf.models.sums import Sums, causal_head_sums, tile_head_sums
 from vlasov_tf.parallel import Comm, RingSums, block_range, gather_rows, is_root
@@ -393,6 +394,8 @@ def solve_particles(
         # Not on resume: re-normalising the solver's own state moves it by an ulp.
         x = normalize(x)
     loop = TimeLoop.start(T, switches, t_eval, t0, callback, trackers)
+    need = x.size * (BYTES_PER_TOKEN_DIM + 8 * len(loop.times))  # the work, every snapshot kept
+    check_memory(need, f"solve_particles: {len(x)} tokens, {len(loop.times)} output times")
     lo, hi = (0, len(x)) if comm is None else block_range(len(x), comm.size, comm.rank)
     progress = progress and is_root(comm)
 
