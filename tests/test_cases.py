@@ -821,3 +821,13 @@ def test_overflowing_matrices_are_refused_in_the_python_api():
     with pytest.raises(ValueError, match="head matrix V has norm"):
         Head(B=np.eye(3), V=1e200 * np.eye(3))
     Params.identity(3, 1e11)  # large, still meaningful
+
+
+@pytest.mark.parametrize("override", [{"model.kernel.alpha": 1e300}, {"model.kernel.a": -1e300}])
+def test_overflowing_interaction_parameters_are_refused_naming_the_key(override):
+    """alpha = 1e300 failed with "Maximum allowed size exceeded", a = 1e300 with a traceback about
+    the time step; now one line naming the key."""
+    ((key, value),) = override.items()
+    named = rf"\): {re.escape(key)} = {re.escape(f'{abs(value):g}')}: model parameters beyond 1e\+12"
+    with pytest.raises(ValueError, match=named):
+        load_case(CASES_DIR / "sphere_interaction.toml", overrides=override)

@@ -773,3 +773,18 @@ def test_grid_solver_on_a_euclidean_case_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "the grid solver alone was asked for; the case has no grid (R^d" in err
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+def test_a_collapsing_time_step_is_one_line(tmp_path, monkeypatch, capsys):
+    """The grid's "time step fell below 1e-12 T" (FloatingPointError, from values a case allows) came
+    as a traceback."""
+    import vlasov_tf.runs.runner as runner
+
+    def collapse(*args, **kwargs):
+        raise FloatingPointError("the time step fell below 1e-12 T at t = 0")
+
+    monkeypatch.setattr(runner, "solve_grid", collapse)
+    src = tmp_path / "tiny.toml"
+    src.write_text(SMALL)
+    assert main(["run", str(src), "--out", str(tmp_path), "--solver", "grid"]) == 2
+    assert capsys.readouterr().err == "vlasov-tf: error: the time step fell below 1e-12 T at t = 0\n"

@@ -38,6 +38,8 @@ def test_a_wheel_runs_shipped_cases_outside_the_repository(tmp_path):
         "assert str(CASES_DIR).startswith(site) and str(meshes_dir()).startswith(site)\n"
         "assert len(shipped_cases()) >= 7\n"
         "assert sphere_mesh(2).n_cells == 17280 and sphere_mesh(3).n_cells == 69120\n"
+        # level 3 was built in memory: nothing is written inside the installed package
+        "assert not (meshes_dir() / 'sphere_L3.h5').exists(), list(meshes_dir().iterdir())\n"
         "case = CASES_DIR / 'circle_instability.toml'\n"
         "sys.exit(main(['run', str(case), '--solver', 'grid', '--out', 'out']))\n"
     )

@@ -546,13 +546,13 @@ def _main(argv: Sequence[str] | None) -> int:
             return 143 if isinstance(err, Terminated) else 130
         except USER_ERRORS as err:
             # What a user can cause (bad files and values, missing meshes, unwritable paths, a
-            # field beyond the float range): one line, exit status 2, as for bad arguments.
+            # field beyond the float range, a step size that collapses): one line, exit status 2.
             sys.stderr.write(f"vlasov-tf: error: {err}\n")
             return 2
 
 
 #: Exceptions that mean bad input rather than a bug (``--debug`` shows their traceback).
-USER_ERRORS = (ValueError, OSError, OverflowError, RunFileError)
+USER_ERRORS = (ValueError, OSError, OverflowError, FloatingPointError, RunFileError)
 
 
 if __name__ == "__main__":
