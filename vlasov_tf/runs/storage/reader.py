@@ -157,7 +157,9 @@ class RunReader:
         at = job.offsets.get("checks")
         return None if at is None else self._read(at, (3,), _U4)
 
-    def _clock_damage(self, job: LoadedJob) -> tuple[np.ndarray, list[Damage]]:
+    def _clock_damage(self, job: LoadedJob, weights: bool = True) -> tuple[np.ndarray, list[Damage]]:
+        """(the clock (2,), what fails its check: the clock's entries, and with ``weights`` the
+        weights of a started particle job)."""
         clock = self._read(job.offsets["clock"], (2,))
         checks = self._checks(job)
         found = []
@@ -167,14 +169,14 @@ class RunReader:
             if np.isfinite(clock[1]) and crc_of(clock[1]) != checks[2]:
                 last = max(job.n_stored - 1, 0)
                 found.append(Damage(f"dataset /jobs/{job.key}/clock (its finish)", job.key, last))
-            if job.kind == "particles" and np.isfinite(clock[0]):
+            if weights and job.kind == "particles" and np.isfinite(clock[0]):
                 w = self._read(job.offsets["weights"], job.shape[:1])
                 if crc_of(w) != checks[0]:
                     found.append(Damage(f"dataset /jobs/{job.key}/weights", job.key, 0, restart=True))
         return clock, found
 
-    def _clock(self, job: LoadedJob) -> np.ndarray:
-        clock, found = self._clock_damage(job)
+    def _clock(self, job: LoadedJob, weights: bool = False) -> np.ndarray:
+        clock, found = self._clock_damage(job, weights)
         if found:
             raise self._damaged(found[0])
         return clock
@@ -346,7 +348,7 @@ class RunReader:
         if job.kind != "particles":
             raise ValueError(f"job {key} is a {job.kind} job: no weights")
         with self._lock:
-            self._clock(job)  # checks the weights of a started job
+            self._clock(job, weights=True)  # checks the weights of a started job
             return self._read(job.offsets["weights"], job.shape[:1])
 
     def diagnostics(self, name: str) -> dict[str, np.ndarray]:
