@@ -831,3 +831,22 @@ def test_overflowing_interaction_parameters_are_refused_naming_the_key(override)
     named = rf"\): {re.escape(key)} = {re.escape(f'{abs(value):g}')}: model parameters beyond 1e\+12"
     with pytest.raises(ValueError, match=named):
         load_case(CASES_DIR / "sphere_interaction.toml", overrides=override)
+
+def test_every_described_key_is_in_the_annotated_example():
+    """case_keys.TABLES (what the readers accept, and the documentation's reference) and the full
+    example in the cases module docstring name the same keys."""
+    import re
+
+    import vlasov_tf.runs.cases as mod
+    from vlasov_tf.runs.case_keys import TABLES
+
+    doc = mod.__doc__
+    example = doc[doc.index("# --8<-- example") : doc.index("# --8<-- end")]
+    missing = []
+    for table, spec in TABLES.items():
+        for key in spec.keys:
+            # top-level tables as [name] or [[name]]; keys as `key = ` or a subtable [parent.key]
+            pattern = rf"\[\[?{key}\]\]?" if table == "" else rf"[\s{{,`]{key} = |\[\w+\.{key}\]"
+            if not re.search(pattern, example):
+                missing.append(f"{table}.{key}")
+    assert not missing, missing

@@ -156,6 +156,7 @@ from vlasov_tf.geometry.meshes import MeshGeometry, circle_mesh
 from vlasov_tf.memory import check_memory
 from vlasov_tf.models.attention import Schedule
 from vlasov_tf.models.base import MeanField
+from vlasov_tf.runs.case_keys import allowed, required
 from vlasov_tf.runs.case_tables import (
     ClusterSpec,
     GridSpec,
@@ -296,7 +297,6 @@ class Case:
 
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
-_TOP = ("case", "initial", "model", "schedule", "particles", "grid", "clusters", "sweep")
 def _apply_overrides(r: TomlReader, data: dict[str, Any], overrides: Mapping[str, Any]) -> None:
     """Set each dotted key (``model.beta``, ``schedule[1].beta``) in ``data``, creating tables as needed."""
     for dotted, value in overrides.items():
@@ -350,14 +350,9 @@ def parse_case(
         raise ValueError(f"{source}: TOML syntax error: {err}") from err
     if overrides:
         _apply_overrides(r, data, overrides)
-    r.table(data, "", _TOP, ("case", "initial", "model", "particles"))
+    r.table(data, "", allowed(""), required(""))
 
-    case = r.table(
-        data["case"],
-        "case",
-        ("name", "description", "geometry", "d", "T", "outputs"),
-        ("name", "geometry", "T", "outputs"),
-    )
+    case = r.table(data["case"], "case", allowed("case"), required("case"))
     name = r.string(case["name"], "case.name")
     if not _NAME.fullmatch(name):
         r.fail(
