@@ -26,10 +26,11 @@ __all__ = [
     "check_memory",
 ]
 
-#: Bytes a solver's job holds per grid cell and per token and dimension, with a margin of about 3
-#: over the measured peak (ru_maxrss, a step of SA beta = 4, quadratic scheme: 2.9 kB a cell from
-#: sphere level 2 to 3; the adaptive reference on S^2: 0.87 kB a token from 2e4 to 2e5).
+#: Bytes a solver's job holds per grid cell, with a margin of about 3 over the measured peak
+#: (ru_maxrss, a step of SA beta = 4, quadratic scheme: 2.9 kB a cell from sphere level 2 to 3).
 BYTES_PER_CELL = 8192
+#: Bytes a particle job holds per token and dimension, with a margin of about 3 over the measured
+#: peak (the adaptive reference on S^2: 0.87 kB a token from 2e4 to 2e5).
 BYTES_PER_TOKEN_DIM = 1024
 #: Peak bytes a sphere mesh level takes while it is refined from the level below, per cell of the
 #: new level: 1.18 kB measured (ru_maxrss, level 4 -> 5 in memory, 1105920 cells; the mesh itself
