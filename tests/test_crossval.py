@@ -656,9 +656,12 @@ def test_an_interrupted_overwrite_keeps_the_old_run(tmp_path, monkeypatch, capsy
         return clusters_of(*a, **kw)
 
     monkeypatch.setattr(runner, "clusters_of", interrupted)
+    old_log = (tmp_path / "tiny.log").read_text()
     assert main([*args, "--overwrite"]) == 130
     assert (tmp_path / "tiny.h5").read_bytes() == old
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith((".tmp", ".lock"))]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith((".tmp", ".lock", ".new"))]
+    log = (tmp_path / "tiny.log").read_text()  # the old run's log stays, the attempt after it
+    assert log.startswith(old_log) and "grid/M64: running" in log[len(old_log) :]
     with io.RunFile.open(tmp_path / "tiny.h5", mode="r") as run:
         assert all(run.is_complete(key) for key in run.jobs() if key.startswith("grid/"))
 

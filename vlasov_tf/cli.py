@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -418,8 +419,13 @@ def _run(args: argparse.Namespace, case, solvers: tuple[str, ...] = ("grid", "pa
     # The log beside the run file: appended to by every session of the run (resumes included).
     log = path.with_suffix(".log")
     new_log = not on_root(args.comm, log.exists)
+    # A run replacing another (--overwrite) logs beside the old log until it has replaced the run
+    # file (RunFile.create): a new run that stops before leaves the old run and its log together.
+    replacing = args.overwrite and rank == 0 and path.is_file() and log.is_file()
+    pending_log = log.with_name(f".{log.name}.new")
+    old_inode = path.stat().st_ino if replacing else None
     try:
-        with log_file(log, rank, size, fresh=args.overwrite):
+        with log_file(pending_log if replacing else log, rank, size, fresh=args.overwrite):
             if sweep:
                 run_sweep(case, path, resume=args.resume, overwrite=args.overwrite, comm=args.comm)
             else:
@@ -441,6 +447,14 @@ def _run(args: argparse.Namespace, case, solvers: tuple[str, ...] = ("grid", "pa
         if isinstance(err, CaseMismatch):
             _refuse(str(err))
         raise
+    finally:
+        if replacing and pending_log.exists():
+            if path.exists() and path.stat().st_ino != old_inode:  # the new run took the name
+                os.replace(pending_log, log)
+            else:  # the old run stays: its log with the new attempt's records after them
+                with log.open("a", encoding="utf-8") as f:
+                    f.write(pending_log.read_text(encoding="utf-8"))
+                pending_log.unlink()
     return path
 
 
