@@ -678,13 +678,16 @@ def test_resume_redoes_what_is_damaged_and_plot_names_it(tmp_path, capsys):
     path = tmp_path / "tiny.h5"
     with io.RunFile.open(path, mode="r") as run:
         good = {key: run.job_state(key) for key in run.jobs() if key.startswith("grid/")}
-        mass = run.diagnostics("mass")
+        mass, clusters = run.diagnostics("mass"), run.diagnostics("clusters")
+        assert run.jobs()[2] == "grid/M256"
     with h5py.File(path, "r") as f:
         rows = f["jobs/grid/M128/densities"].id.get_offset()
         values = f["diagnostics/mass"].id.get_offset()
+        counts = f["diagnostics/clusters"].id.get_offset()
     data = bytearray(path.read_bytes())
     data[rows + 8 * 128 + 17] ^= 0x40  # grid/M128, snapshot 1
     data[values + 8 * 2 + 7] ^= 0x40  # grid/M64's mass at the last output
+    data[counts + 8 * (2 * 3 + 1) + 7] ^= 0x40  # grid/M256's clusters at t = 0.5: written as it ran
     path.write_bytes(bytes(data))
     capsys.readouterr()
     assert main(["plot", str(path)]) == 2
@@ -699,6 +702,7 @@ def test_resume_redoes_what_is_damaged_and_plot_names_it(tmp_path, capsys):
             again = run.job_state(key)
             assert np.array_equal(again[0], times) and np.array_equal(again[1], states)
             assert np.array_equal(run.diagnostics("mass")[key], mass[key])
+            assert np.array_equal(run.diagnostics("clusters")[key], clusters[key])
 
 
 def test_sigterm_keeps_what_was_stored_removes_the_lock_and_says_how_to_resume(tmp_path):

@@ -50,7 +50,14 @@ from vlasov_tf.geometry.meshes import SPHERE_LEVEL0_CELLS
 from vlasov_tf.memory import BYTES_PER_CELL, BYTES_PER_TOKEN_DIM, available_memory, check_memory
 from vlasov_tf.parallel import Comm, is_root, on_root, root_only
 from vlasov_tf.runs.cases import Case, case_settings, settings_difference
-from vlasov_tf.runs.diagnostics import DIAGNOSTICS, Job, clusters_of, compute_diagnostics, run_jobs
+from vlasov_tf.runs.diagnostics import (
+    DIAGNOSTICS,
+    RUN_DIAGNOSTICS,
+    Job,
+    clusters_of,
+    compute_diagnostics,
+    run_jobs,
+)
 from vlasov_tf.runs.storage import JobLayout, RunFile, provenance
 from vlasov_tf.solvers.causal_grid import solve_causal_grid
 from vlasov_tf.solvers.finite_volumes import GridScheme, solve_grid
@@ -365,7 +372,7 @@ def open_run_file(
         try:
             check_same_case(run, case, settings)
             # What fails its checksum is redone, not taken for done (the jobs from before it).
-            for line in run.redo_damaged(layouts):
+            for line in run.redo_damaged(layouts, with_job=RUN_DIAGNOSTICS):
                 _log.warning(line)
         except BaseException:
             run.close()

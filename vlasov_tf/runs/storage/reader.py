@@ -54,6 +54,7 @@ class Damage:
     index: int = 0
     restart: bool = False
     diagnostic: tuple[int, int, int] | None = None  # (offset of its values, job row, time index)
+    name: str | None = None  # the diagnostic's
     mesh: str | None = None
 
 
@@ -164,12 +165,12 @@ class RunReader:
         checks = self._checks(job)
         found = []
         if checks is not None:
-            if np.isfinite(clock[0]) and crc_of(clock[0]) != checks[1]:
+            if not np.isnan(clock[0]) and crc_of(clock[0]) != checks[1]:
                 found.append(Damage(f"dataset /jobs/{job.key}/clock (its start)", job.key, 0, restart=True))
-            if np.isfinite(clock[1]) and crc_of(clock[1]) != checks[2]:
+            if not np.isnan(clock[1]) and crc_of(clock[1]) != checks[2]:
                 last = max(job.n_stored - 1, 0)
                 found.append(Damage(f"dataset /jobs/{job.key}/clock (its finish)", job.key, last))
-            if weights and job.kind == "particles" and np.isfinite(clock[0]):
+            if weights and job.kind == "particles" and not np.isnan(clock[0]):
                 w = self._read(job.offsets["weights"], job.shape[:1])
                 if crc_of(w) != checks[0]:
                     found.append(Damage(f"dataset /jobs/{job.key}/weights", job.key, 0, restart=True))
@@ -203,11 +204,12 @@ class RunReader:
         found = []
         if crc_at is not None:
             crcs = self._read(crc_at, shape, _U4)
-            for j, i in zip(*np.nonzero(np.isfinite(values)), strict=True):
+            # NaN marks "not computed"; anything else (inf included: a flipped exponent) is checked
+            for j, i in zip(*np.nonzero(~np.isnan(values)), strict=True):
                 if crc_of(values[j, i]) != crcs[j, i]:
                     key = list(self._jobs)[j]
                     found.append(Damage(f"diagnostic {name} of job {key} at t = {self._times[i]:g}",
-                                        diagnostic=(at, int(j), int(i))))  # fmt: skip
+                                        diagnostic=(at, int(j), int(i)), name=name))  # fmt: skip
         return values, found
 
     def _table_rows(self, key: str, name: str) -> tuple[np.ndarray, np.ndarray, list[Damage]]:

@@ -357,10 +357,11 @@ class RunFile(RunReader):
         self._write(job.offsets["clock"] + 8 * i, np.array(value))
         self._flush()
 
-    def redo_damaged(self, layouts: Sequence[JobLayout] = ()) -> list[str]:
+    def redo_damaged(self, layouts: Sequence[JobLayout] = (), with_job: Sequence[str] = ()) -> list[str]:
         """Find what fails its checksum (:meth:`damaged`) and make it to be redone: a job from
         before its first damaged snapshot or table row (from its start for damaged weights or start
-        time), a damaged diagnostic value unset (computed again), a damaged mesh rewritten from
+        time), a damaged diagnostic value unset (computed again; one of ``with_job``, those a job
+        writes as it runs, by redoing its job from that time), a damaged mesh rewritten from
         ``layouts`` (else when its job starts). Returns one line for each damaged thing."""
         self._check_writable()
         lines = []
@@ -375,6 +376,10 @@ class RunFile(RunReader):
                 elif damage.diagnostic is not None:
                     at, j, i = damage.diagnostic
                     self._write(at + 8 * (j * len(self._times) + i), np.array(np.nan))
+                    if damage.name in with_job:
+                        key = list(self._jobs)[j]
+                        k, restart = redo.get(key, (len(self._times), False))
+                        redo[key] = (min(k, i), restart)
                 elif damage.mesh is not None:
                     self._bad_meshes.add(damage.mesh)
             for key, (k, restart) in redo.items():
