@@ -71,8 +71,8 @@ snapshots, diagnostics and tables as they are read; :meth:`RunFile.verify` every
 Files of format version 2 (written before) open, read and resume as before: their snapshots (CRC
 of the row alone, and the time against the output times) and their meshes are checked, their other
 arrays have no checksum. Cost (``scripts/bench_io.py``, 100 snapshots of 1e5 float64 written as the
-runner does, with table rows and diagnostics): within the shared machine's noise of the version 2
-writes (0.37 s against 0.33-0.51 s).
+runner does, with table rows and diagnostics): 0.39-0.57 s with ``sync=False`` against 0.25-0.34 s
+for version 2 (at most ~2 ms a snapshot); with ``sync=True`` hidden by the disk's fsync noise.
 
 Resuming: ``RunFile.open(path)`` then, per job, ``start_job`` again with the same arguments (a
 check), ``is_complete`` to skip finished jobs, and ``job_state``/``last_state`` to restart the
