@@ -8,7 +8,7 @@ A grid job of S snapshots of C float64 cell averages (default 100 x 1e5: 80 MB).
 - RunFile append, sync=False: every snapshot committed in place (safe against a killed process);
 - RunFile append, sync=True (the default): plus two fdatasyncs a snapshot (safe against a
   machine that dies);
-- as the runner writes (sync=True): per snapshot also its clusters' table row and two batches of
+- as the runner writes (sync=True and False): per snapshot also its clusters' table row and two batches of
   diagnostics (clusters and wall time, steps), each with its CRC-32 since format version 3;
 - reading every snapshot back with RunFile (CRC-checked) and with h5py; checking the whole file
   (``RunFile.verify``: every array against its checksum).
@@ -99,6 +99,7 @@ def main() -> None:
         ("RunFile create + appends, sync=True", best(lambda: run(True))),
         ("read back: RunFile (CRC checked)", best(read_runfile)),
         ("create + appends as the runner, sync=True", best(lambda: run(True, runner=True))),
+        ("create + appends as the runner, sync=False", best(lambda: run(False, runner=True))),
         ("read back: h5py", best(read_h5py)),
         ("RunFile.verify (every checksum)", best(verify)),
     ]
