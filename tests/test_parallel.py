@@ -185,6 +185,7 @@ def test_cli_run_on_2_ranks_resumed_on_3_equals_serial(tmp_path):
     first = launch(2, vtf, "run", str(case), "--out", str(tmp_path / "mpi"), "--solver", "grid")
     assert first.returncode == 0, first.stderr[-3000:]
     assert "on 2 ranks" in first.stdout
+    assert (tmp_path / "mpi" / "tiny_sphere.png").is_file()  # run draws its figures, on rank 0
     # Log lines with their rank, on the terminal and in the log beside the run file.
     assert re.search(r"\d\d:\d\d:\d\d \[rank 0/2\] grid/K0: done in", first.stdout)
     assert "[rank 0/2] grid/K0: done in" in (tmp_path / "mpi" / "tiny_sphere.log").read_text()
@@ -286,6 +287,21 @@ def test_cli_bad_case_under_mpi_fails_clearly(tmp_path):
     proc = launch(2, str(BIN / "vlasov-tf"), "run", str(tmp_path / "missing.toml"), timeout=60)
     assert proc.returncode != 0
     assert "missing.toml" in proc.stderr
+
+
+@pytest.mark.mpi
+def test_a_bad_value_under_mpi_is_one_line(tmp_path):
+    """model.beta = 1e300 under mpiexec: two tracebacks and a screen of warnings; then, once
+    refused, the refusal from every rank and each rank's abort. Now rank 0's one line, exit 2."""
+    case = Path(__file__).parents[1] / "cases" / "sphere_clustering.toml"
+    args = ["run", str(case), "--out", str(tmp_path), "--set", "model.beta=1e300"]
+    proc = launch(2, str(BIN / "vlasov-tf"), *args, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"vlasov-tf: error: {case} (with model.beta = 1e+300): model.beta = 1e+300: head matrix B has norm "
+        "1.73e+300, above 1e+12: its scores' rounding (norm x 2.2e-16) would swamp the attention weights"
+    ]
+    assert not list(tmp_path.iterdir())
 
 
 def test_serial_runs_never_import_mpi4py():

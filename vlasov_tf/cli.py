@@ -17,7 +17,7 @@ Subcommands
     ``out/<name>-sweep.h5``: (beta, t) maps of the number of clusters and the fraction of close
     pairs over the members, printed and drawn.
 ``plot RUNFILE``
-    Figures of a stored run (or sweep).
+    Figures of a stored run (or sweep); ``run`` draws the same ones unless ``--no-plot``.
 ``particles [CASE]``
     Depth convergence on the circle (default ``cases/circle_clustering.toml``): L-layer
     Transformers against the continuous-time flow; a table of errors and orders, and a figure.
@@ -30,6 +30,9 @@ Subcommands
     Fit a deep Transformer to the solution map of a target flow (:mod:`vlasov_tf.learning`, needs
     the ``learn`` extra: JAX and optax) into ``<out>/<name>.h5``, resumed from its last checkpoint
     when run again; prints the test error and the evaluation, saves ``<out>/<name>.png``.
+``cases [NAME]``
+    The shipped cases with their descriptions; with NAME, that case's text (to redirect into a
+    file and edit). Every command that takes a case file also takes a shipped case's bare name.
 ``mesh``
     Build the sphere meshes of :mod:`vlasov_tf.geometry.mesh_files` (gmsh through FiPy) into
     ``meshes/sphere_L{level}.h5``, once, serially, for runs that load them.
@@ -38,16 +41,16 @@ Subcommands
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import os
 import re
+import signal
 import sys
+import threading
 import time
-import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
 
 import numpy as np
 
@@ -58,16 +61,17 @@ from vlasov_tf.interpolation.cases import MAX_GRID_LEVEL, load_interpolation_cas
 from vlasov_tf.interpolation.runner import run_interpolation_case
 from vlasov_tf.kernels import num_threads
 from vlasov_tf.logs import configure, log_file
-from vlasov_tf.parallel import abort_on_error, is_root, on_root, world
+from vlasov_tf.parallel import CollectiveExit, abort_on_error, is_root, on_root, world
 from vlasov_tf.plots import (
     plot_clusters,
     plot_crossval,
     plot_depth_convergence,
     plot_interpolation,
-    plot_learning,
     plot_phase,
 )
-from vlasov_tf.runs.cases import CASES_DIR, Case, load_case, parse_case
+from vlasov_tf.plots.movies import save_movie
+from vlasov_tf.plots.run_files import case_of_run, plot_run
+from vlasov_tf.runs.cases import CASES_DIR, Case, case_summary, load_case, shipped_cases
 from vlasov_tf.runs.depth_study import (
     DEFAULT_LAYERS,
     check_depth_study,
@@ -76,6 +80,7 @@ from vlasov_tf.runs.depth_study import (
     format_report,
 )
 from vlasov_tf.runs.ensembles import phase_maps
+from vlasov_tf.runs.overrides import parse_overrides, run_name
 from vlasov_tf.runs.runner import CaseMismatch, run_case
 from vlasov_tf.runs.stability import format_lipschitz, lipschitz_estimate
 from vlasov_tf.runs.storage import RunFile, RunFileError
@@ -142,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("case", type=Path, nargs="?", default=DEFAULT_PARTICLES_CASE, help="circle case file")
+    p.add_argument(
+        "case", type=Path, nargs="?", default=DEFAULT_PARTICLES_CASE, help="circle case file or shipped name"
+    )
     p.add_argument("-N", "--tokens", type=_tokens, default=2000, metavar="N", help="number of tokens")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial tokens")
     p.add_argument(
@@ -163,6 +170,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("out"), help="directory for the figure")
     p.add_argument("--progress", action="store_true", help="show progress bars")
     p.set_defaults(handler=_cmd_particles, parser=p)
+
+    p = sub.add_parser(
+        "cases",
+        help="list the shipped cases, or print one (to redirect into a file and edit)",
+        description=(
+            "Without NAME: the shipped cases and their one-line descriptions. With NAME: the case's "
+            "text, e.g. `vlasov-tf cases circle_clustering > mine.toml`, then edit mine.toml and "
+            "`vlasov-tf run mine.toml`. Commands that take a case file also take a shipped case's "
+            "bare name (when no file of that name exists)."
+        ),
+    )
+    p.add_argument("name", nargs="?", default=None, help="a shipped case (with or without .toml)")
+    p.set_defaults(handler=_cmd_cases, parser=p)
 
     p = sub.add_parser(
         "mesh",
@@ -202,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
             type=Path,
             nargs="?" if default_case else None,
             default=default_case,
-            help="case file (cases/*.toml)",
+            help="case file, or the name of a shipped case (`vlasov-tf cases` lists them)",
         )
         p.add_argument("--out", type=Path, default=Path("out"), help="directory of the run file and figures")
         p.add_argument("--resume", action="store_true", help="continue an interrupted run from its file")
@@ -234,6 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
                 action="store_false",
                 help="skip the distances, mass and energy after the jobs (`study --resume` adds them)",
             )
+            p.add_argument(
+                "--no-plot",
+                dest="plot",
+                action="store_false",
+                help="do not draw the figures `vlasov-tf plot` draws (drawn by default, beside the run file)",
+            )
         elif name == "study":
             p.add_argument(
                 "--full",
@@ -259,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         nargs="?",
         default=DEFAULT_INTERPOLATION_CASE,
-        help="interpolation case file (default: the shipped cases/interpolation.toml)",
+        help="interpolation case file or shipped case name (default: the shipped interpolation case)",
     )
     p.add_argument("--out", type=Path, default=Path("out"), help="directory of the figure (default: out)")
     p.add_argument(
@@ -285,21 +311,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "learn",
         help="fit a deep Transformer to a target flow's solution map (needs the 'learn' extra)",
-        description=(
-            "Fit a deep Transformer of the project's form (L layers, heads Q, K, V, W, a perceptron, "
-            "the layer normalisation) to the solution map mu_0 -> mu_T of the case's target model, "
-            "trained with JAX and optax on random vMF mixtures; the run file <out>/<name>.h5 keeps "
-            "the data, the checkpoints (run again to resume) and the learned Schedule; the learned "
-            "map is judged against the target on the test measures, at larger token counts and on "
-            "the grid. Saves <out>/<name>.png."
-        ),
+        description="Fit a deep Transformer of the project's form (L layers, heads Q, K, V, W, a perceptron) "
+        "to the solution map mu_0 -> mu_T of the case's target model with JAX and optax; <out>/<name>.h5 "
+        "keeps the data, the checkpoints (run again to resume) and the learned Schedule, judged against "
+        "the target on the test measures, at larger token counts and on the grid. Saves <out>/<name>.png.",
     )
     p.add_argument(
         "case",
         type=Path,
         nargs="?",
         default=DEFAULT_LEARNING_CASE,
-        help="learning case file (default: the shipped cases/learn_kuramoto.toml)",
+        help="learning case file or shipped name (default: the shipped learn_kuramoto)",
     )
     p.add_argument("--out", type=Path, default=Path("out"), help="directory of the run file and figure")
     p.add_argument(
@@ -315,6 +337,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="figures of a stored run", description="figures of a stored run")
     p.add_argument("runfile", type=Path, help="HDF5 file written by `vlasov-tf run`, `study` or `sweep`")
     p.add_argument("--out", type=Path, default=None, help="directory (default: next to the run file)")
+    p.add_argument(
+        "--movie",
+        nargs="?",
+        const="gif",
+        choices=("gif", "mp4"),
+        default=None,
+        help="instead of the figures, an animation <run>.gif (or .mp4, with ffmpeg), a frame per output "
+        "time: S^2 both hemispheres on one colour scale with the tokens on top; S^1 density and tokens",
+    )
+    p.add_argument("--fps", type=_positive_int, default=4, help="frames per second of --movie")
+    p.add_argument(
+        "--job",
+        default=None,
+        metavar="KEY",
+        help="--movie of this job alone, e.g. grid/K3 or particles/N1000_L100 (default: the finest grid "
+        "and the deepest Transformer on the most tokens)",
+    )
     p.set_defaults(handler=_cmd_plot, parser=p)
     return parser
 
@@ -339,6 +378,26 @@ def _cmd_particles(args: argparse.Namespace) -> int:
         f"{s['reference_check']:.1f} s, {len(res.layers)} depths {s['layers']:.1f} s, figure {t_plot:.1f} s; "
         f"{num_threads()} threads)"
     )
+    return 0
+
+
+def _cmd_cases(args: argparse.Namespace) -> int:
+    if args.name is not None:
+        name = Path(args.name)
+        if name.parent != Path(".") or not (CASES_DIR / f"{name.stem}.toml").is_file() or (
+            name.suffix not in ("", ".toml")
+        ):
+            known = ", ".join(p.stem for p in shipped_cases())
+            _refuse(f"no shipped case {args.name!r} (shipped: {known})")
+        sys.stdout.write((CASES_DIR / f"{name.stem}.toml").read_text(encoding="utf-8"))
+        return 0
+    paths = shipped_cases()
+    width = max((len(p.stem) for p in paths), default=0)
+    print(f"{'case':<{width}}  {'command':<11}  description")
+    for path in paths:
+        command, description = case_summary(path)
+        print(f"{path.stem:<{width}}  {command:<11}  {description}")
+    print(f"\n({len(paths)} cases in {CASES_DIR}; `vlasov-tf cases NAME > mine.toml` to start your own)")
     return 0
 
 
@@ -378,30 +437,19 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
 
 def _cmd_learn(args: argparse.Namespace) -> int:
     try:
-        from vlasov_tf.learning.cases import load_learning_case
-        from vlasov_tf.learning.runner import run_learning_case
-        from vlasov_tf.learning.training import Diverged
+        from vlasov_tf.learning.runner import learn_command
     except ImportError as err:
         _refuse(f"`learn` needs the 'learn' extra (JAX, optax): pip install 'vlasov_tf[learn]' ({err})")
-    overrides = _read(args, lambda: parse_overrides(args.set))
-    case = _read(args, lambda: load_learning_case(args.case, overrides or None))
-    name = run_name(SimpleNamespace(name=case.name, overrides=tuple(overrides.items())))
-    tic = time.perf_counter()
-    try:
-        res = run_learning_case(case, args.out, overrides=overrides, overwrite=args.overwrite, name=name)
-    except Diverged as err:
-        sys.stderr.write(f"vlasov-tf: error: {err}\n")
-        return 1
-    print(f"figure: {plot_learning(res, args.out / f'{name}.png', f'{case.name}: {case.description}')}")
-    print(f"total {time.perf_counter() - tic:.1f} s")
-    return 0
+    return learn_command(args.case, args.out, parse_overrides(args.set), overwrite=args.overwrite)
 
 
 def _refuse(message: str) -> NoReturn:
     """A user's mistake the parser could not see (a bad case, an existing file): one line, exit 2
-    (argparse's own errors come with the usage)."""
-    sys.stderr.write(f"vlasov-tf: error: {message}\n")
-    raise SystemExit(2)
+    (argparse's own errors come with the usage). Under MPI every rank finds it alike: rank 0 says
+    it, and the ranks exit together (:class:`~vlasov_tf.parallel.CollectiveExit`)."""
+    if is_root(world()):
+        sys.stderr.write(f"vlasov-tf: error: {message}\n")
+    raise CollectiveExit(2)
 
 
 def _read(args: argparse.Namespace, load: Callable[[], T]) -> T:
@@ -419,37 +467,6 @@ def _load(args: argparse.Namespace) -> Case:
     if getattr(args, "resume", False) and getattr(args, "overwrite", False):
         _refuse("--resume and --overwrite contradict each other: pass one")
     return _read(args, lambda: load_case(args.case, overrides=parse_overrides(args.set) or None))
-
-
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["model.beta=9", ...]`` -> ``{"model.beta": 9.0, ...}``: each value read as TOML (a bare
-    word that is not TOML, such as ``linear``, as a string). ValueError names a malformed item."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not key or not value:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set model.beta=9")
-        try:
-            out[key] = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
-            if not re.fullmatch(r"[A-Za-z0-9_.+-]+", value):
-                raise ValueError(f"--set {item!r}: {value!r} is not a TOML value") from None
-            out[key] = value
-    return out
-
-
-def run_name(case, name: str | None = None) -> str:
-    """The run file's stem: ``name``, else the case name followed by each override as key-value
-    (characters other than letters, digits, ``.``, ``_`` and ``-`` dropped), so that the points of
-    a sweep do not share a file."""
-    if name is not None:
-        return name
-    parts = [case.name]
-    for key, value in case.overrides:
-        text = value if isinstance(value, str) else json.dumps(value)
-        parts.append(re.sub(r"[^A-Za-z0-9._-]+", "", f"{key}-{text}".replace(", ", "_").replace(",", "_")))
-    return "-".join(parts)
 
 
 def _run(args: argparse.Namespace, case, solvers: tuple[str, ...] = ("grid", "particles"), *,
@@ -471,8 +488,13 @@ def _run(args: argparse.Namespace, case, solvers: tuple[str, ...] = ("grid", "pa
     # The log beside the run file: appended to by every session of the run (resumes included).
     log = path.with_suffix(".log")
     new_log = not on_root(args.comm, log.exists)
+    # A run replacing another (--overwrite) logs beside the old log until it has replaced the run
+    # file (RunFile.create): a new run that stops before leaves the old run and its log together.
+    replacing = args.overwrite and rank == 0 and path.is_file() and log.is_file()
+    pending_log = log.with_name(f".{log.name}.new")
+    old_inode = path.stat().st_ino if replacing else None
     try:
-        with log_file(log, rank, size, fresh=args.overwrite):
+        with log_file(pending_log if replacing else log, rank, size, fresh=args.overwrite):
             if sweep:
                 run_sweep(case, path, resume=args.resume, overwrite=args.overwrite, comm=args.comm)
             else:
@@ -494,6 +516,14 @@ def _run(args: argparse.Namespace, case, solvers: tuple[str, ...] = ("grid", "pa
         if isinstance(err, CaseMismatch):
             _refuse(str(err))
         raise
+    finally:
+        if replacing and pending_log.exists():
+            if path.exists() and path.stat().st_ino != old_inode:  # the new run took the name
+                os.replace(pending_log, log)
+            else:  # the old run stays: its log with the new attempt's records after them
+                with log.open("a", encoding="utf-8") as f:
+                    f.write(pending_log.read_text(encoding="utf-8"))
+                pending_log.unlink()
     return path
 
 
@@ -502,7 +532,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if case.sweep is not None:
         _log.info(f"{args.case}: its [sweep] table is for `vlasov-tf sweep`; `run` runs the case itself")
     solvers = ("grid", "particles") if args.solver == "both" else (args.solver,)
-    _run(args, case, solvers)
+    path = _run(args, case, solvers)
+    if args.plot and is_root(args.comm):
+        with RunFile.open(path, mode="r") as run:
+            for figure in plot_run(case, run, path.parent, path.stem):
+                print(f"figure: {figure}")
     return 0
 
 
@@ -541,24 +575,45 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _cmd_plot(args: argparse.Namespace) -> int:
     with RunFile.open(args.runfile, mode="r") as run:  # reading never writes
-        # The case as run: its text with the overrides recorded beside it.
-        overrides = dict(run.overrides or []) or None
-        case = parse_case(run.case_text, source=str(args.runfile), overrides=overrides)
-        out = args.out or args.runfile.parent
+        case = case_of_run(run, args.runfile)
         done = sum(run.is_complete(key) for key in run.jobs())
         if done < len(run.jobs()):
             print(f"note: {args.runfile} is incomplete ({done} of {len(run.jobs())} jobs complete): the "
                   "figures show what is stored; `--resume` the run to finish it")  # fmt: skip
-        if any(key.startswith("sweep/") for key in run.jobs()):
-            print(f"figure: {plot_phase(case, phase_maps(run), out / f'{args.runfile.stem}.phase.png')}")
+        out = args.out or args.runfile.parent
+        if args.movie:
+            movie = out / f"{args.runfile.stem}.{args.movie}"
+            print(f"movie: {save_movie(case, run, movie, fps=args.fps, job=args.job)}")
             return 0
-        print(f"figure: {plot_crossval(case, run, out / f'{args.runfile.stem}.png')}")
-        print(f"figure: {plot_clusters(case, run, out / f'{args.runfile.stem}.clusters.png')}")
+        if args.job is not None:
+            _refuse("--job chooses the job of a --movie: pass --movie too")
+        for path in plot_run(case, run, out, args.runfile.stem):
+            print(f"figure: {path}")
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what SLURM sends at a job's time limit, and ``kill``): handled as Ctrl-C is."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(f"signal {signal.Signals(signum).name}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``vlasov-tf``; returns the exit status (argparse exits with 2 on bad usage)."""
+    """Entry point of ``vlasov-tf``; returns the exit status (argparse exits with 2 on bad usage).
+
+    SIGTERM is handled as Ctrl-C: what was stored is kept, the writer lock removed, exit 143."""
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)  # signal handlers are for the main thread only
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     comm = world()
     with abort_on_error(comm):
         args = build_parser().parse_args(argv)
@@ -572,19 +627,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return args.handler(args)  # under MPI abort_on_error reports it (and stops every rank)
         try:
             return args.handler(args)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as err:
             # What was stored stays (every snapshot is on disk when its append returns).
-            sys.stderr.write("vlasov-tf: interrupted; what was stored is kept: continue with --resume\n")
-            return 130
+            what = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+            sys.stderr.write(f"vlasov-tf: {what}; what was stored is kept: continue with --resume\n")
+            return 143 if isinstance(err, Terminated) else 130
         except USER_ERRORS as err:
             # What a user can cause (bad files and values, missing meshes, unwritable paths, a
-            # field beyond the float range): one line, exit status 2, as for bad arguments.
+            # field beyond the float range, a step size that collapses): one line, exit status 2.
             sys.stderr.write(f"vlasov-tf: error: {err}\n")
             return 2
 
 
 #: Exceptions that mean bad input rather than a bug (``--debug`` shows their traceback).
-USER_ERRORS = (ValueError, OSError, OverflowError, RunFileError)
+USER_ERRORS = (ValueError, OSError, OverflowError, FloatingPointError, RunFileError)
 
 
 if __name__ == "__main__":

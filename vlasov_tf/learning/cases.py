@@ -57,6 +57,7 @@ from vlasov_tf.learning.network import Architecture
 from vlasov_tf.learning.training import LOSSES
 from vlasov_tf.models.base import MeanField
 from vlasov_tf.runs.case_tables import read_geometry
+from vlasov_tf.runs.cases import find_case
 from vlasov_tf.runs.model_tables import read_model
 from vlasov_tf.runs.toml_reader import TomlReader
 
@@ -277,8 +278,7 @@ def parse_learning_case(
 
 
 def load_learning_case(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> LearningCase:
-    """Read and validate a learning case file; errors name the file and the dotted key."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"case file {path} does not exist")
+    """Read and validate a learning case file (or the shipped case of that bare name,
+    :func:`vlasov_tf.runs.cases.find_case`); errors name the file and the dotted key."""
+    path = find_case(path)
     return parse_learning_case(path.read_text(encoding="utf-8"), str(path), overrides)

@@ -1,6 +1,7 @@
 """Run a learning case: data, training with checkpoints and resume, evaluation on tokens and the grid.
 
-:func:`run_learning_case` is what ``vlasov-tf learn`` runs. Into ``<out>/<name>.h5``
+:func:`run_learning_case` is what ``vlasov-tf learn`` runs (:func:`learn_command`: the command's
+case, run file name, figure and exit status). Into ``<out>/<name>.h5``
 (:mod:`.store`): the three splits' inputs and labels (:mod:`.data`), then the training
 (:mod:`.training`; a killed run resumes from its last checkpoint when run again), then the
 evaluation (:func:`evaluate`), each saved as it is done. Figures are drawn by the command from the
@@ -10,9 +11,11 @@ returned results (:func:`vlasov_tf.plots.learning.plot_learning`).
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import jax
@@ -21,16 +24,18 @@ import numpy as np
 
 from vlasov_tf.analysis.wasserstein import wasserstein
 from vlasov_tf.geometry.meshes import MeshGeometry, circle_mesh
-from vlasov_tf.learning.cases import LearningCase, case_settings
+from vlasov_tf.learning.cases import LearningCase, case_settings, load_learning_case
 from vlasov_tf.learning.data import SPLITS, label_tokens, split_tokens
 from vlasov_tf.learning.network import init_params, to_schedule
 from vlasov_tf.learning.store import LearningRun
-from vlasov_tf.learning.training import TrainState, predict, train
+from vlasov_tf.learning.training import Diverged, TrainState, predict, train
 from vlasov_tf.models.base import MeanField
+from vlasov_tf.plots.learning import plot_learning
+from vlasov_tf.runs.overrides import run_name
 from vlasov_tf.solvers.finite_volumes import solve_grid
 from vlasov_tf.solvers.particles import solve_particles
 
-__all__ = ["CaseMismatch", "evaluate", "run_learning_case", "splits_record", "token_rms"]
+__all__ = ["CaseMismatch", "evaluate", "learn_command", "run_learning_case", "splits_record", "token_rms"]
 
 
 class CaseMismatch(ValueError):
@@ -249,3 +254,24 @@ def format_evaluation(res: Mapping[str, Any]) -> str:
         f"  grid     {'':10s}   {np.mean(res['w1_grid']):14.3e}   (the learned Schedule's Vlasov flow)"
     )
     return "\n".join(lines)
+
+
+def learn_command(
+    path: str | Path, out: Path, overrides: Mapping[str, Any], *, overwrite: bool = False
+) -> int:
+    """``vlasov-tf learn``: the case ``path`` (a file or a shipped case's name) with ``overrides``
+    (``--set``) into ``<out>/<name>.h5`` (``name``: :func:`~vlasov_tf.runs.overrides.run_name`, so
+    each set of overrides has its own file), its figure ``<out>/<name>.png``; the exit status
+    (1 when the training diverged, its last checkpoint kept). Bad input raises ``ValueError`` or
+    ``FileNotFoundError`` (one line from the command)."""
+    case = load_learning_case(path, dict(overrides) or None)
+    name = run_name(SimpleNamespace(name=case.name, overrides=tuple(overrides.items())))
+    tic = time.perf_counter()
+    try:
+        res = run_learning_case(case, out, overrides=overrides, overwrite=overwrite, name=name)
+    except Diverged as err:
+        sys.stderr.write(f"vlasov-tf: error: {err}\n")
+        return 1
+    print(f"figure: {plot_learning(res, Path(out) / f'{name}.png', f'{case.name}: {case.description}')}")
+    print(f"total {time.perf_counter() - tic:.1f} s")
+    return 0

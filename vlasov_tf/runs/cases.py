@@ -153,8 +153,10 @@ from vlasov_tf.geometry.initial import (
 )
 from vlasov_tf.geometry.mesh_files import sphere_mesh
 from vlasov_tf.geometry.meshes import MeshGeometry, circle_mesh
+from vlasov_tf.memory import check_memory
 from vlasov_tf.models.attention import Schedule
 from vlasov_tf.models.base import MeanField
+from vlasov_tf.runs.case_keys import allowed, required
 from vlasov_tf.runs.case_tables import (
     ClusterSpec,
     GridSpec,
@@ -175,6 +177,8 @@ __all__ = [
     "CASES_DIR",
     "Case",
     "case_settings",
+    "case_summary",
+    "find_case",
     "load_case",
     "parse_case",
     "settings_difference",
@@ -278,6 +282,8 @@ class Case:
         whatever the order of the runs.
         """
         how, initial = self.particles.sampling, self.initial
+        # The draw and its temporaries (a few (n, d) arrays), before they are made.
+        check_memory(32.0 * n * self.d, f"case {self.name}: {n} initial tokens in d = {self.d}")
         if how == "atoms":
             if not isinstance(initial, PointsFile):
                 raise ValueError(f"case {self.name}: sampling 'atoms' needs the 'file' family")
@@ -293,7 +299,6 @@ class Case:
 
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
-_TOP = ("case", "initial", "model", "schedule", "particles", "grid", "clusters", "sweep")
 def _apply_overrides(r: TomlReader, data: dict[str, Any], overrides: Mapping[str, Any]) -> None:
     """Set each dotted key (``model.beta``, ``schedule[1].beta``) in ``data``, creating tables as needed."""
     for dotted, value in overrides.items():
@@ -347,14 +352,9 @@ def parse_case(
         raise ValueError(f"{source}: TOML syntax error: {err}") from err
     if overrides:
         _apply_overrides(r, data, overrides)
-    r.table(data, "", _TOP, ("case", "initial", "model", "particles"))
+    r.table(data, "", allowed(""), required(""))
 
-    case = r.table(
-        data["case"],
-        "case",
-        ("name", "description", "geometry", "d", "T", "outputs"),
-        ("name", "geometry", "T", "outputs"),
-    )
+    case = r.table(data["case"], "case", allowed("case"), required("case"))
     name = r.string(case["name"], "case.name")
     if not _NAME.fullmatch(name):
         r.fail(
@@ -461,15 +461,12 @@ def settings_difference(stored: Mapping[str, str], current: Mapping[str, str]) -
 
 
 def load_case(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> Case:
-    """Read and validate the case file ``path`` (see :func:`parse_case`).
+    """Read and validate the case file ``path`` (see :func:`parse_case`), or the shipped case of
+    that bare name (:func:`find_case`), e.g. ``load_case("circle_clustering")``.
 
     Raises ``FileNotFoundError`` naming ``path`` when there is no such file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"case file {path} does not exist" + ("" if not path.exists() else " (not a file)")
-        )
+    path = find_case(path)
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
@@ -480,3 +477,46 @@ def load_case(path: str | os.PathLike, overrides: Mapping[str, Any] | None = Non
 def shipped_cases() -> list[Path]:
     """The case files of the repository (``cases/*.toml``), sorted by name."""
     return sorted(CASES_DIR.glob("*.toml"))
+
+
+def find_case(path: str | os.PathLike) -> Path:
+    """The case file ``path`` if it exists, else for a bare name (``NAME`` or ``NAME.toml``, no
+    directory part) ``NAME.toml`` in the working directory, else the shipped case of that name
+    (``cases/NAME.toml`` of the repository, or of the package in a non-editable install): so
+    ``vlasov-tf run circle_clustering`` works from any directory, and a user's own file wins.
+
+    Raises ``FileNotFoundError`` naming ``path`` (and, for a bare name, the shipped cases).
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    bare = path.parent == Path(".") and path.name not in ("", ".", "..")
+    if bare and not path.exists():
+        name = path.name if path.suffix == ".toml" else f"{path.name}.toml"
+        for found in (Path(name), CASES_DIR / name):  # a file of the user's own comes first
+            if found.is_file():
+                return found
+        names = ", ".join(p.stem for p in shipped_cases())
+        raise FileNotFoundError(
+            f"case file {path} does not exist, nor is it a shipped case ({names}; `vlasov-tf cases`)"
+        )
+    raise FileNotFoundError(f"case file {path} does not exist" + (" (not a file)" if path.exists() else ""))
+
+
+def case_summary(path: str | os.PathLike) -> tuple[str, str]:
+    """(command, description) of a case file: the ``vlasov-tf`` command it is for (``interpolate``
+    for an interpolation case, ``learn`` for a learning case, ``sweep`` for a case with a
+    ``[sweep]`` table, else ``run``) and its
+    ``[case] description`` ("" when it has none). A file that is not TOML gives ("", ""): a listing
+    of cases (``vlasov-tf cases``) never fails."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        head = data.get("case", {})
+        description = head.get("description", "")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
+        return "", ""
+    # Interpolation cases (vlasov_tf.interpolation.cases) state an accuracy eps and no [particles].
+    # Learning cases (vlasov_tf.learning.cases) have a [learning] table, which no other case has.
+    command = "interpolate" if "eps" in head else "learn" if "learning" in data else "run"
+    command = "sweep" if command == "run" and "sweep" in data else command
+    return command, description if isinstance(description, str) else ""

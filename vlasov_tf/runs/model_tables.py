@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from vlasov_tf.kernels.zonal import KERNEL_NAMES, ZonalKernel, kernel_from_spec
-from vlasov_tf.models.attention import Attention, Params, Perceptron, Schedule
+from vlasov_tf.models.attention import MAX_MATRIX_NORM, Attention, Params, Perceptron, Schedule
 from vlasov_tf.models.base import MeanField
 from vlasov_tf.models.interaction import Interaction, circle_rotation
+from vlasov_tf.runs.case_keys import allowed, required
 from vlasov_tf.runs.case_tables import T_RTOL
 from vlasov_tf.runs.toml_reader import TomlReader, show_value
 
@@ -28,8 +29,9 @@ __all__ = ["MASKS", "MODEL_TYPES", "read_model", "read_schedule"]
 MODEL_TYPES = ("attention", "interaction")
 #: ``model.mask``: "none", or "causal" (token i attends to the tokens at or before its position s).
 MASKS = ("none", "causal")
-_MODEL_KEYS = ("attention", "beta", "Q", "K", "V", "W", "perceptron")
-_INTERACTION_KEYS = ("type", "kernel", "normalised", "normaliser", "omega", "frequency")
+# A block's keys: those of [[schedule]] but its duration (each described in case_keys.TABLES).
+_MODEL_KEYS = allowed("schedule")[1:]
+_INTERACTION_KEYS = allowed("model", "type", "kernel", "normalised", "normaliser", "omega", "frequency")
 
 
 def read_model(
@@ -66,10 +68,21 @@ def _kernel(r: TomlReader, v: Any, key: str) -> ZonalKernel:
             params[k] = r.reals(val, f"{key}.{k}").tolist()
         elif isinstance(val, bool) or not isinstance(val, int | float):
             r.fail(f"{key}.{k}", f"must be a number, got {show_value(val)}")
+        _bounded(r, params[k], f"{key}.{k}")
     try:
         return kernel_from_spec(name, params)
     except ValueError as err:
         r.fail(key, str(err))
+
+
+def _bounded(r: TomlReader, value: Any, key: str) -> None:
+    """A model parameter of magnitude beyond :data:`MAX_MATRIX_NORM` (1e12) is refused, naming the key:
+    ``alpha = 1e300`` asked the sums for a degree beyond any array, ``a = 1e300`` for steps below
+    1e-300 (both then failed deep in the solvers)."""
+    big = float(np.max(np.abs(value))) if np.size(value) else 0.0
+    if big > MAX_MATRIX_NORM:
+        r.fail(key, f"= {big:g}: model parameters beyond {MAX_MATRIX_NORM:.0e} are refused (rates and "
+               "weights this large underflow or overflow the kernel sums and the time steps)")  # fmt: skip
 
 
 def read_interaction(r: TomlReader, data: dict[str, Any], d: int, geometry: str) -> Interaction:
@@ -102,6 +115,7 @@ def read_interaction(r: TomlReader, data: dict[str, Any], d: int, geometry: str)
         if omega is not None:
             r.fail("model.omega", "excludes model.frequency: give the rotation one way")
         omega = r.matrix(t["omega"], "model.omega", d, d)
+        _bounded(r, omega, "model.omega")
         if np.abs(omega + omega.T).max() > 1e-12 * max(1.0, np.abs(omega).max()):
             r.fail("model.omega", "must be skew-symmetric (omega^T = -omega: the generator of a rotation)")
     return Interaction(d, kernel, normaliser, omega)
@@ -116,7 +130,7 @@ def _matrices(r: TomlReader, v: Any, key: str, d: int) -> np.ndarray:
 
 
 def _perceptron(r: TomlReader, v: Any, key: str, d: int) -> Perceptron:
-    t = r.table(v, key, ("W", "U", "b"), ("W", "U"))
+    t = r.table(v, key, allowed("model.perceptron"), required("model.perceptron"))
     rows = r.array(t["W"], f"{key}.W", d, f" ({d} rows: W is d x m)")
     m = len(r.array(rows[0], f"{key}.W[0]"))
     W = r.matrix(t["W"], f"{key}.W", d, m)
@@ -146,24 +160,34 @@ def _block_params(r: TomlReader, entries: dict[str, tuple[Any, str]], d: int) ->
     else:
         r.missing("model.beta", "Q = K = V = I needs the inverse temperature beta; or give Q, K, V")
     perc = _perceptron(r, *entries["perceptron"], d) if "perceptron" in entries else None
+    # A value the sums cannot hold (beta = 1e300: its scores overflow) is the case's mistake: named
+    # here, not found deep in the sums.
+    blame = key("beta") if "beta" in entries else key("Q")
     if not given:
         if "W" in entries:
             r.fail(key("W"), "needs Q, K and V: W holds the per-head output matrices W_h")
-        return Params(heads=Params.identity(d, beta).heads, perceptron=perc, attention=attention), beta
+        try:
+            return Params(heads=Params.identity(d, beta).heads, perceptron=perc, attention=attention), beta
+        except ValueError as err:
+            r.fail(blame, f"= {beta:g}: {err}")
     mats = {name: _matrices(r, *entries[name], d) for name in ("Q", "K", "V", "W") if name in entries}
     heads = len(mats["Q"])
     for name, arr in mats.items():
         if len(arr) != heads:
             r.fail(key(name), f"has {len(arr)} heads but {key('Q')} has {heads}")
-    return Params.qkv(
-        mats["Q"], mats["K"], mats["V"], beta, mats.get("W"), perceptron=perc, attention=attention
-    ), beta
+    try:
+        return Params.qkv(
+            mats["Q"], mats["K"], mats["V"], beta, mats.get("W"), perceptron=perc, attention=attention
+        ), beta
+    except ValueError as err:
+        named = next((key(n) for n in ("V", "W") if f"matrix {n} " in str(err) and n in entries), blame)
+        r.fail(named, str(err))
 
 
 def read_schedule(
     r: TomlReader, data: dict[str, Any], T: float, d: int
 ) -> tuple[Schedule, tuple[float, ...]]:
-    model = r.table(data["model"], "model", ("type", *_MODEL_KEYS, "mask", "slices"))
+    model = r.table(data["model"], "model", allowed("model", "type", *_MODEL_KEYS, "mask", "slices"))
     base = {name: (v, f"model.{name}") for name, v in model.items() if name not in ("type", "mask", "slices")}
     if "schedule" not in data:
         blocks = [(T, base)]
@@ -174,7 +198,7 @@ def read_schedule(
         blocks = []
         for i, b in enumerate(raw):
             t = r.table(
-                b, f"schedule[{i}]", ("duration", *_MODEL_KEYS), ("duration",), f"[[schedule]] block {i}"
+                b, f"schedule[{i}]", allowed("schedule"), required("schedule"), f"[[schedule]] block {i}"
             )
             tau = r.positive(t["duration"], f"schedule[{i}].duration")
             blocks.append(

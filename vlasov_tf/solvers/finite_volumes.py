@@ -77,6 +77,7 @@ from scipy import sparse
 
 from vlasov_tf.geometry.meshes import MeshGeometry
 from vlasov_tf.kernels import METHODS
+from vlasov_tf.memory import BYTES_PER_CELL, check_memory
 from vlasov_tf.models.base import MeanField, Model, VelocityField, as_model, run_times
 from vlasov_tf.models.sums import Sums
 from vlasov_tf.parallel import Comm, LocalMesh, MpiReductions, Reductions, RingSums
@@ -484,9 +485,11 @@ def solve_grid(
     T, switches = run_times(model, T)
     fv, red, cells = distribute(mesh, scheme, comm)
     told = trackers_of(trackers, callback, step_counts)
-    if progress:
-        told.append(ProgressBar(f"grid ({mesh.kind}, C={mesh.n_cells})"))
+    told.append(ProgressBar(f"grid ({mesh.kind}, C={mesh.n_cells})", bar=progress))  # logged, bar or not
     loop = TimeLoop.start(T, switches, t_eval, t0, trackers=told if red.root else ())
+    ranks = 1 if comm is None else comm.size  # rank 0 gathers every snapshot
+    need = mesh.n_cells * (BYTES_PER_CELL / ranks + 8 * len(loop.times))
+    check_memory(need, f"solve_grid: {mesh.n_cells} cells, {len(loop.times)} output times")
     control = Controller(scheme.step_options, red, loop.tol)
     areas, n = fv.mesh.areas, red.n_owned
     out_mass: list[float] = []
