@@ -437,10 +437,13 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
 
 def _cmd_learn(args: argparse.Namespace) -> int:
     try:
+        from vlasov_tf.learning.cases import load_learning_case
         from vlasov_tf.learning.runner import learn_command
     except ImportError as err:
         _refuse(f"`learn` needs the 'learn' extra (JAX, optax): pip install 'vlasov_tf[learn]' ({err})")
-    return learn_command(args.case, args.out, parse_overrides(args.set), overwrite=args.overwrite)
+    overrides = _read(args, lambda: parse_overrides(args.set))
+    case = _read(args, lambda: load_learning_case(args.case, overrides or None))
+    return learn_command(case, args.out, overrides, overwrite=args.overwrite)
 
 
 def _refuse(message: str) -> NoReturn:

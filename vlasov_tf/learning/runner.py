@@ -24,7 +24,7 @@ import numpy as np
 
 from vlasov_tf.analysis.wasserstein import wasserstein
 from vlasov_tf.geometry.meshes import MeshGeometry, circle_mesh
-from vlasov_tf.learning.cases import LearningCase, case_settings, load_learning_case
+from vlasov_tf.learning.cases import LearningCase, case_settings
 from vlasov_tf.learning.data import SPLITS, label_tokens, split_tokens
 from vlasov_tf.learning.network import init_params, to_schedule
 from vlasov_tf.learning.store import LearningRun
@@ -257,14 +257,12 @@ def format_evaluation(res: Mapping[str, Any]) -> str:
 
 
 def learn_command(
-    path: str | Path, out: Path, overrides: Mapping[str, Any], *, overwrite: bool = False
+    case: LearningCase, out: Path, overrides: Mapping[str, Any], *, overwrite: bool = False
 ) -> int:
-    """``vlasov-tf learn``: the case ``path`` (a file or a shipped case's name) with ``overrides``
-    (``--set``) into ``<out>/<name>.h5`` (``name``: :func:`~vlasov_tf.runs.overrides.run_name`, so
-    each set of overrides has its own file), its figure ``<out>/<name>.png``; the exit status
-    (1 when the training diverged, its last checkpoint kept). Bad input raises ``ValueError`` or
-    ``FileNotFoundError`` (one line from the command)."""
-    case = load_learning_case(path, dict(overrides) or None)
+    """``vlasov-tf learn``: ``case`` (loaded with ``overrides``, the ``--set`` values) into
+    ``<out>/<name>.h5`` (``name``: :func:`~vlasov_tf.runs.overrides.run_name`, so each set of
+    overrides has its own file) and its figure ``<out>/<name>.png``; returns the exit status (1 when
+    the training diverged, its last checkpoint kept)."""
     name = run_name(SimpleNamespace(name=case.name, overrides=tuple(overrides.items())))
     tic = time.perf_counter()
     try:
