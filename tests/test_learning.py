@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +28,13 @@ from vlasov_tf.cli import main
 from vlasov_tf.geometry.measures import uniform_sphere
 from vlasov_tf.geometry.meshes import circle_mesh
 from vlasov_tf.learning import Architecture, forward, from_schedule, init_params, store, to_schedule
+from vlasov_tf.learning import cases as learning_cases
 from vlasov_tf.learning.cases import load_learning_case, parse_learning_case
 from vlasov_tf.learning.data import MeasureFamily, label_tokens, split_tokens
 from vlasov_tf.learning.runner import run_learning_case
 from vlasov_tf.learning.store import LearningRun, load_schedule
 from vlasov_tf.learning.training import Diverged, TrainState, train
+from vlasov_tf.runs.case_keys import LEARNING_TABLES
 from vlasov_tf.solvers.finite_volumes import solve_grid
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -275,6 +278,20 @@ def test_bad_cases_name_the_key(extra, key):
         return
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         parse_learning_case(TINY + extra, "c.toml")
+
+
+def test_the_documented_example_names_every_learning_key():
+    """The annotated example of the module docstring shows every key of [learning] and
+    [learning.family] that the reader accepts (case_keys.LEARNING_TABLES, which the case-file
+    reference lists), and only keys it accepts in [evaluation] (cells or level: one geometry)."""
+    doc = learning_cases.__doc__
+    block = doc.split("::\n\n", 1)[1].split("\nEvery key", 1)[0]
+    example = tomllib.loads(textwrap.dedent(block))
+    assert set(example["learning"]) == set(LEARNING_TABLES["learning"].keys)
+    assert set(example["learning"]["family"]) == set(LEARNING_TABLES["learning.family"].keys)
+    assert set(example["evaluation"]) < set(LEARNING_TABLES["evaluation"].keys)
+    with pytest.raises(ValueError, match=r"evaluation\.levels"):
+        parse_learning_case(TINY + "\n[evaluation]\nlevels = 1\n", "c.toml")
 
 
 def test_cli_bad_case_is_one_line(tmp_path, capsys):

@@ -36,7 +36,9 @@ kernel, Kuramoto / Lohe with frequencies), and::
     measures = 4             # how many test measures (the first) are evaluated so
     cells = 256              # circle: cells of the grid; sphere: level = 1 (mesh level)
 
-Errors name the file and the dotted key (:class:`~vlasov_tf.runs.toml_reader.TomlReader`).
+Every key is described in :data:`vlasov_tf.runs.case_keys.LEARNING_TABLES` (the reader takes the
+allowed and required keys from there; the documentation's case-file reference lists them). Errors
+name the file and the dotted key (:class:`~vlasov_tf.runs.toml_reader.TomlReader`).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from vlasov_tf.learning.data import LABELS, MeasureFamily
 from vlasov_tf.learning.network import Architecture
 from vlasov_tf.learning.training import LOSSES
 from vlasov_tf.models.base import MeanField
+from vlasov_tf.runs.case_keys import LEARNING_TABLES, allowed, required
 from vlasov_tf.runs.case_tables import read_geometry
 from vlasov_tf.runs.cases import find_case
 from vlasov_tf.runs.model_tables import read_model
@@ -64,11 +67,6 @@ from vlasov_tf.runs.toml_reader import TomlReader
 __all__ = ["Evaluation", "LearningCase", "case_settings", "load_learning_case", "parse_learning_case"]
 
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
-_LEARNING_KEYS = (
-    "layers", "blocks", "heads", "hidden", "beta", "attention", "init_scale", "labels", "label_layers",
-    "tokens", "train", "validation", "test", "seed", "steps", "learning_rate", "batch",
-    "checkpoint_every", "family", "loss", "sinkhorn_epsilon",
-)  # fmt: skip
 #: The finest sphere mesh level an evaluation may ask for (level 2: 17280 cells, minutes a flow).
 MAX_LEVEL = 2
 
@@ -118,6 +116,11 @@ class LearningCase:
         return case_settings(self.text, dict(self.overrides))
 
 
+def _keys(table: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The allowed and the required keys of a learning case's ``table``, from their descriptions."""
+    return allowed(table, tables=LEARNING_TABLES), required(table, tables=LEARNING_TABLES)
+
+
 def _set(data: dict[str, Any], key: str, value: Any) -> None:
     *head, last = key.split(".")
     node = data
@@ -157,10 +160,8 @@ def parse_learning_case(
         data = _effective(text, overrides)
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{source}: TOML syntax error: {err}") from err
-    r.table(data, "", ("case", "model", "schedule", "learning", "evaluation"), ("case", "model", "learning"))
-    case = r.table(
-        data["case"], "case", ("name", "description", "geometry", "d", "T"), ("name", "geometry", "T")
-    )
+    r.table(data, "", *_keys(""))
+    case = r.table(data["case"], "case", *_keys("case"))
     name = r.string(case["name"], "case.name")
     if not _NAME.fullmatch(name):
         r.fail("case.name", f"must be letters, digits, '_', '-' or '.' only (it names files); got {name!r}")
@@ -171,7 +172,7 @@ def parse_learning_case(
     target, _ = read_model(r, data, T, d, geometry)
     if target.T is not None:
         T = float(target.T)
-    lt = r.table(data["learning"], "learning", _LEARNING_KEYS, ("layers",))
+    lt = r.table(data["learning"], "learning", *_keys("learning"))
 
     def integer(key: str, default: int, lo: int) -> int:
         return r.integer(lt.get(key, default), f"learning.{key}", lo=lo)
@@ -195,7 +196,7 @@ def parse_learning_case(
     )  # fmt: skip
     labels = r.string(lt.get("labels", "flow"), "learning.labels", LABELS)
     counts = {s: integer(s, dflt, 1) for s, dflt in (("train", 64), ("validation", 16), ("test", 16))}
-    ft = r.table(lt.get("family", {}), "learning.family", ("bumps", "kappa", "alpha"))
+    ft = r.table(lt.get("family", {}), "learning.family", *_keys("learning.family"))
     bumps = tuple(int(r.integer(b, f"learning.family.bumps[{i}]", lo=1)) for i, b in
                   enumerate(r.array(ft.get("bumps", [1, 3]), "learning.family.bumps", 2)))  # fmt: skip
     if bumps[0] > bumps[1]:
@@ -210,7 +211,7 @@ def parse_learning_case(
     )  # fmt: skip
     evaluation = None
     if "evaluation" in data:
-        et = r.table(data["evaluation"], "evaluation", ("tokens", "measures", "cells", "level"))
+        et = r.table(data["evaluation"], "evaluation", *_keys("evaluation"))
         if "level" in et and geometry != "sphere":
             r.fail("evaluation.level", "is a sphere mesh level: for geometry 'circle' give evaluation.cells")
         if "cells" in et and geometry != "circle":
