@@ -11,6 +11,7 @@ grid's W1 between the learned and the target flows (the mean-field limit the err
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ def learning_figure(res: Mapping[str, Any], title: str = "") -> Figure:
     ax.set_ylabel("mean squared token error")
     ax.set_title(f"(a) training; test RMS {res['test_rms']:.2e}")
     ax.legend(fontsize=8)
+    # The case's description can be longer than the one-panel figure is wide: wrapped, not cut off.
+    title = "\n".join(textwrap.wrap(title, 160 if evaluated else 60))
     if not evaluated:
         fig.suptitle(title)
         return fig
