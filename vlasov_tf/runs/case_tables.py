@@ -57,6 +57,7 @@ __all__ = [
     "GridSpec",
     "ParticleSpec",
     "SweepSpec",
+    "check_noisy_particles",
     "read_clusters",
     "read_geometry",
     "read_grid",
@@ -377,6 +378,33 @@ def _points_file(r: TomlReader, t: dict[str, Any], d: int, sphere: bool) -> Init
             r.fail(key, f"({path}): weights must be ({len(pts)},), finite, >= 0 with a positive sum")
         w = w / w.sum()
     return PointsFile(d, sphere=sphere, points=pts, weights=w, path=str(path))
+
+
+def check_noisy_particles(
+    r: TomlReader, particles: ParticleSpec, times: np.ndarray, switches: np.ndarray
+) -> None:
+    """A noisy model's particle runs: the reference is the noisy Transformer of
+    ``reference_steps`` layers, and every depth's kicks are those of the reference's Brownian
+    path (:mod:`vlasov_tf.solvers.brownian`), so each depth divides it and every output time and
+    switch lies on the coarsest depth's steps."""
+    ref = particles.reference_steps
+    if ref == 0:
+        r.missing(
+            "particles.reference_steps",
+            "a noisy model's reference is the noisy Transformer with that many layers (no "
+            "continuous-time ODE): a multiple of every particles.layers",
+        )
+    for L in particles.layers:
+        if ref % L:
+            r.fail("particles.layers", f"must divide particles.reference_steps = {ref} for a noisy model "
+                   f"(the depths share the reference's Brownian path); got {L}")  # fmt: skip
+    T, coarse = float(times[-1]), min(particles.layers)
+    for key, stops in (("case.outputs", times), ("schedule", switches)):
+        k = np.asarray(stops) * coarse / T
+        if np.abs(k - np.round(k)).max() > 1e-9 * coarse:
+            r.fail(key, f"{'output' if key == 'case.outputs' else 'switch'} times must be multiples of "
+                   f"T / {coarse} (the coarsest depth's steps) for a noisy model: its kicks sum the "
+                   f"reference's")  # fmt: skip
 
 
 def read_particles(r: TomlReader, v: Any, geometry: str, initial: InitialMeasure) -> ParticleSpec:

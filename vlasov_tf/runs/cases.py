@@ -154,12 +154,13 @@ from vlasov_tf.geometry.initial import (
 from vlasov_tf.geometry.mesh_files import sphere_mesh
 from vlasov_tf.geometry.meshes import MeshGeometry, circle_mesh
 from vlasov_tf.models.attention import Schedule
-from vlasov_tf.models.base import MeanField
+from vlasov_tf.models.base import MeanField, deterministic
 from vlasov_tf.runs.case_tables import (
     ClusterSpec,
     GridSpec,
     ParticleSpec,
     SweepSpec,
+    check_noisy_particles,
     read_clusters,
     read_geometry,
     read_grid,
@@ -223,7 +224,7 @@ class Case:
     def __post_init__(self) -> None:
         # The betas are the attention blocks': a case whose model was replaced by another
         # (dataclasses.replace(case, model=...)) has none.
-        if not isinstance(self.model, Schedule):
+        if not isinstance(deterministic(self.model), Schedule):
             object.__setattr__(self, "betas", ())
 
     @property
@@ -232,13 +233,15 @@ class Case:
 
     @property
     def schedule(self) -> Schedule:
-        """The attention schedule of an attention case; ValueError for other models."""
-        if not isinstance(self.model, Schedule):
+        """The attention schedule of an attention case (without its noise); ValueError for other
+        models."""
+        flow = deterministic(self.model)
+        if not isinstance(flow, Schedule):
             raise ValueError(
                 f"{self.source}: this needs an attention model (model.type = 'attention'), "
-                f"not {type(self.model).__name__}"
+                f"not {type(flow).__name__}"
             )
-        return self.model
+        return flow
 
     @property
     def sphere(self) -> bool:
@@ -383,7 +386,9 @@ def parse_case(
             f"{particles.norm!r} has no grid here (the grid solves the 'post' flow on the sphere): "
             "remove the [grid] table or use norm = \"post\"",
         )
-    if not isinstance(model, Schedule):
+    if model.noise > 0:
+        check_noisy_particles(r, particles, times, model.switch_times(float(times[-1])))
+    if not isinstance(deterministic(model), Schedule):
         # The Taylor features and the FFT sum exponential kernels; zonal kernels take dense or spectral.
         if particles.field_method == "taylor":
             r.fail("particles.field_method", "'taylor' sums attention's exponential kernels: 'auto', 'dense' "

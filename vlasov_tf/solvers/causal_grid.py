@@ -117,8 +117,9 @@ def solve_causal_grid(
         told.append(ProgressBar(f"causal grid (S={len(rho)})"))
     loop = TimeLoop.start(T, switches, t_eval, t0, trackers=told)
     fv = FiniteVolume(
-        mesh, scheme.limiter, reconstruction=scheme.reconstruction, field_method=scheme.field_method
-    )
+        mesh, scheme.limiter, reconstruction=scheme.reconstruction, field_method=scheme.field_method,
+        noise=model.noise,
+    )  # fmt: skip
     control = Controller(scheme.step_options, Reductions(mesh.n_cells), loop.tol)
     areas = mesh.areas
 
