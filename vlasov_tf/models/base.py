@@ -286,8 +286,10 @@ class Noisy(MeanField):
         return self.model.switch_times(T)
 
     def piece(self, t: float) -> MeanField:
-        # The field in force; the noise is the whole run's (solvers read it from the top model).
-        return self.model.piece(t)
+        # The piece in force, noisy too (its growth rates are the noisy ones); solvers read the
+        # noise once, from the whole model.
+        piece = self.model.piece(t)
+        return self if piece is self.model else Noisy(piece, self.noise)
 
     @property
     def label(self) -> str:

@@ -402,9 +402,9 @@ def check_noisy_particles(
     for key, stops in (("case.outputs", times), ("schedule", switches)):
         k = np.asarray(stops) * coarse / T
         if np.abs(k - np.round(k)).max() > 1e-9 * coarse:
-            r.fail(key, f"{'output' if key == 'case.outputs' else 'switch'} times must be multiples of "
-                   f"T / {coarse} (the coarsest depth's steps) for a noisy model: its kicks sum the "
-                   f"reference's")  # fmt: skip
+            what = "(the output times)" if key == "case.outputs" else "(the blocks' switch times)"
+            r.fail(key, f"{what} must be multiples of T / {coarse} (the coarsest depth's steps) for a "
+                   f"noisy model: its kicks sum the reference's")  # fmt: skip
 
 
 def read_particles(r: TomlReader, v: Any, geometry: str, initial: InitialMeasure) -> ParticleSpec:
