@@ -799,3 +799,23 @@ def test_interaction_case_reads_its_model(tmp_path):
         _ = parse_case(INTERACTION).schedule
     shipped = load_case(CASES_DIR / "sphere_interaction.toml")
     assert isinstance(shipped.model, Interaction) and shipped.model.omega is not None
+
+
+def test_every_described_key_is_in_the_annotated_example():
+    """case_keys.TABLES (what the readers accept, and the documentation's reference) and the full
+    example in the cases module docstring name the same keys."""
+    import re
+
+    import vlasov_tf.runs.cases as mod
+    from vlasov_tf.runs.case_keys import TABLES
+
+    doc = mod.__doc__
+    example = doc[doc.index("# --8<-- example") : doc.index("# --8<-- end")]
+    missing = []
+    for table, spec in TABLES.items():
+        for key in spec.keys:
+            # top-level tables as [name] or [[name]]; keys as `key = ` or a subtable [parent.key]
+            pattern = rf"\[\[?{key}\]\]?" if table == "" else rf"[\s{{,`]{key} = |\[\w+\.{key}\]"
+            if not re.search(pattern, example):
+                missing.append(f"{table}.{key}")
+    assert not missing, missing

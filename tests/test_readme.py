@@ -1,17 +1,29 @@
-"""The README's Python examples run as printed (docs that rot fail here)."""
+"""The README's and the user guide's Python examples run as printed (docs that rot fail here)."""
 
 import importlib
 import re
 from pathlib import Path
 
+ROOT = Path(__file__).parents[1]
+#: The pages whose Python examples run, in this order as one session (a page may use what an
+#: earlier one defined).
+PAGES = ["README.md", *(f"docs/guide/{name}.md" for name in ("runs", "parallel", "studies", "interpolate",
+                                                               "python", "tests", "benchmarks", "layout"))]
+
+
+def test_every_guide_page_is_run():
+    assert {f"docs/guide/{p.name}" for p in (ROOT / "docs" / "guide").glob("*.md")} <= set(PAGES)
+
 
 def test_readme_examples_run(capsys):
-    text = (Path(__file__).parents[1] / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert blocks, "the README lost its Python example"
     namespace: dict = {}  # the blocks read as one session
-    for block in blocks:
-        exec(compile(block, "README.md", "exec"), namespace)
+    ran = 0
+    for page in PAGES:
+        text = (ROOT / page).read_text()
+        for block in re.findall(r"```python\n(.*?)```", text, flags=re.S):
+            exec(compile(block, page, "exec"), namespace)
+            ran += 1
+    assert ran >= 3, "the README and the guide lost their Python examples"
     out = capsys.readouterr().out
     assert "(5, 1000, 3) 200" in out and "2 (2, 1080)" in out
 
@@ -45,7 +57,7 @@ def test_readme_and_docs_name_modules_that_exist():
     """Every `vlasov_tf/...py` path and dotted `vlasov_tf.x.y` module the README, CONTRIBUTING and
     docs/ name exists (a move must update them)."""
     root = Path(__file__).parents[1]
-    texts = [root / "README.md", root / "CONTRIBUTING.md", *sorted((root / "docs").glob("*.md"))]
+    texts = [root / "README.md", root / "CONTRIBUTING.md", *sorted((root / "docs").glob("**/*.md"))]
     missing = []
     for path in texts:
         text = path.read_text()

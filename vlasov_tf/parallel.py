@@ -224,9 +224,12 @@ def gather_rows(comm: Comm, local: np.ndarray, index: np.ndarray | None = None) 
 class LocalMesh:
     """One rank's share of a mesh.
 
+    Attributes
+    ----------
     mesh : the sub-mesh geometry (cells: owned, then halo; faces: those with an
         owned or first-halo-layer cell, in global order).
     cells : (C_local,) global indices of the local cells, the ``n_owned`` owned ones first.
+
     The halo exchange sends the owned cells ``_send`` (concatenated over the
     destination ranks, ``_send_counts`` each) and receives ``_recv_counts`` halo
     values from each rank, in the order of the halo cells.
@@ -425,7 +428,7 @@ class RingSums:
         return out
 
     def allgather(self, a: np.ndarray) -> np.ndarray:
-        """(P, *a.shape): every rank's ``a``."""
+        """``(P, *a.shape)``: every rank's ``a``."""
         src = np.ascontiguousarray(a, dtype=float)
         out = np.empty((self.comm.size, *src.shape))
         self.comm.Allgather(src, out)

@@ -1,4 +1,4 @@
-"""Opt-in wall-time accounting of the solvers' parts, for benchmarks (nothing is recorded unless asked).
+"""Opt-in wall-time accounting of the solvers' parts, for benchmarks (nothing is recorded unless asked)::
 
     from vlasov_tf import profiling
 

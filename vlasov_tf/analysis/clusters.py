@@ -7,7 +7,7 @@ kernel width ``beta^{-1/2}``, the scale of ``exp(beta <x, y>) = e^beta exp(-beta
 the clusters found by :func:`find_clusters`:
 
 1. trim: the points of lowest local density holding a fraction ``trim`` of the mass are left out
-   (a grid: its cell densities m_c / |c|, so the exponentially thin tails around a collapsed
+   (a grid: its cell densities ``m_c / |c|``, so the exponentially thin tails around a collapsed
    cluster do not join it to its neighbours; tokens: the kernel density at width ``r``, so
    stray tokens between clusters do not chain them);
 2. link: the remaining points, single linkage in geodesic distance (Euclidean in R^d) at ``r``
@@ -124,7 +124,7 @@ def find_clusters(
     docstring), and the (n,) cluster index of every point (-1: in none).
 
     ``points`` (n, d) (unit vectors when ``sphere``), ``masses`` (n,) >= 0 (None: equal);
-    ``density`` (n,) >= 0: the local density that orders the trimming (a grid passes m_c / |c|;
+    ``density`` (n,) >= 0: the local density that orders the trimming (a grid passes ``m_c / |c|``;
     default, for tokens: the kernel density at width ``radius``, see :func:`_log_density`).
     """
     x = np.asarray(points, dtype=np.float64)

@@ -48,7 +48,7 @@ __all__ = [
 
 
 def sphere_measure(d: int) -> float:
-    """|S^{d-1}| = 2 pi^{d/2} / Gamma(d/2): 2 pi for d = 2, 4 pi for d = 3."""
+    """``|S^{d-1}| = 2 pi^{d/2} / Gamma(d/2)``: 2 pi for d = 2, 4 pi for d = 3."""
     return 2.0 * math.pi ** (d / 2) / math.gamma(d / 2)
 
 

@@ -23,7 +23,7 @@ __all__ = [
     "von_mises_fisher_mixture",
 ]
 
-#: Largest accepted | |x| - 1 | for points said to lie on the unit sphere.
+#: Largest accepted ``| |x| - 1 |`` for points said to lie on the unit sphere.
 SPHERE_ATOL = 1e-6
 
 

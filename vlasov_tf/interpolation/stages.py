@@ -110,7 +110,7 @@ class Block:
 
     @property
     def size(self) -> float:
-        """The scalable size max(|V|, |W|) (spectral norms)."""
+        """The scalable size ``max(|V|, |W|)`` (spectral norms)."""
         return max(float(np.linalg.norm(m, 2)) for m in (self.V, self.W) if m is not None)
 
     def params(self, d: int, scale: float = 1.0) -> Params:

@@ -44,7 +44,7 @@ _CALL_COST = 1.1e7
 
 
 class Circle:
-    """The circle's Fourier pieces for :mod:`vlasov_tf.kernels.spectral` (degree = largest |k|)."""
+    """The circle's Fourier pieces for :mod:`vlasov_tf.kernels.spectral` (degree = largest ``|k|``)."""
 
     d = 2
     name = "circle"
@@ -80,7 +80,7 @@ class Circle:
 
     @staticmethod
     def analysis(loc: np.ndarray, wv: np.ndarray, degree: int, threads: int | None = None) -> np.ndarray:
-        """``c[col, K + k] = sum_j wv[j, col] e^{-i k t_j}`` for |k| <= K: (cols, 2K + 1) complex.
+        """``c[col, K + k] = sum_j wv[j, col] e^{-i k t_j}`` for ``|k| <= K``: (cols, 2K + 1) complex.
 
         ``loc`` (m,) angles ``t_j`` (:meth:`locate`), ``wv`` (m, cols) real.
         """

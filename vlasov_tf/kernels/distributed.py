@@ -21,7 +21,7 @@ class Distributed(Protocol):
         """Elementwise sum of the float array ``a`` over the ranks (every rank gets it)."""
 
     def allgather(self, a: np.ndarray) -> np.ndarray:
-        """(P, *a.shape): every rank's ``a`` (small arrays: sizes and ranges)."""
+        """``(P, *a.shape)``: every rank's ``a`` (small arrays: sizes and ranges)."""
 
     def dense(
         self, z: np.ndarray, y: np.ndarray, weights: np.ndarray, values: np.ndarray | None

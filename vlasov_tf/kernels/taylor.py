@@ -242,8 +242,8 @@ def taylor_sums(
     -------
     shift : (n,), sums : (n, k + 1) with ``S_i = exp(shift_i) sums_i``.
 
-    Error: for every row, ``|normaliser error| <= tol * normaliser`` and ``|value column c
-    error| <= tol * normaliser * max_j |v_jc|`` -- the proved truncation bound
+    Error: for every row, ``|normaliser error| <= tol * normaliser`` and
+    ``|value column c error| <= tol * normaliser * max_j |v_jc|`` -- the proved truncation bound
     ``e^rho rho^(p+1)/(p+1)! <= tol / 2`` (``rho = r_z r_y``, module docstring) plus an
     estimated round-off budget of ``tol / 2``.
 

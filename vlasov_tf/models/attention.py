@@ -309,7 +309,7 @@ def velocity_unchecked(
 
     ``queries`` may lie off the sphere (Runge-Kutta stages): P_x is then the
     formula ``I - x x^T``, for which the sphere is invariant
-    (d|x|^2/dt = 2 <x, v> (1 - |x|^2)). ``head_sums`` lets a solver choose how the
+    (``d|x|^2/dt = 2 <x, v> (1 - |x|^2)``). ``head_sums`` lets a solver choose how the
     kernel sums are computed (:func:`~vlasov_tf.models.sums.method_head_sums`: spectral, Taylor,
     split across MPI ranks); how the sums make the field stays here. BLAS runs on one thread
     (a loop of layers that pins it itself makes this a nested pin, ~0.3 us).

@@ -59,6 +59,8 @@ _NODES = 1024
 class Interaction(MeanField):
     """An interaction-kernel model (module docstring) on S^{d-1}.
 
+    Attributes
+    ----------
     d : ambient dimension (2: the circle, 3: S^2; tokens any d >= 2).
     kernel : ``phi``, a :class:`~vlasov_tf.kernels.zonal.ZonalKernel` (``Constant``, ``Exponential``,
         ``Polynomial``, ``ExpDifference``, or ``FunctionKernel`` of any callable on [-1, 1]).

@@ -138,6 +138,8 @@ def method_head_sums(
 class Sums:
     """The solver's choice of how a field's sums are computed (module docstring).
 
+    Attributes
+    ----------
     heads : the exponential sums of attention heads.
     method, tol, threads : what :meth:`zonal` passes to the kernel sums (one of
         :data:`~vlasov_tf.kernels.METHODS`; every row within ``tol``).

@@ -32,6 +32,7 @@ from vlasov_tf.geometry.measures import (
     normalize,
 )
 from vlasov_tf.geometry.meshes import SPHERE_LEVELS
+from vlasov_tf.runs.case_keys import allowed, required
 from vlasov_tf.runs.ensembles import ENSEMBLES
 from vlasov_tf.runs.toml_reader import TomlReader, show_value
 from vlasov_tf.solvers.finite_volumes import (
@@ -242,19 +243,19 @@ def read_initial(r: TomlReader, v: Any, geometry: str, d: int) -> InitialMeasure
             f"must be one of {', '.join(repr(f) for f in families)} for geometry {geometry!r}; "
             f"got {fam!r}{hint}",
         )
-    allowed = ("family", *_INITIAL_KEYS[fam])
+    keys = allowed("initial", "family", *_INITIAL_KEYS[fam])
     if fam == "vmf_mixture" and geometry != "circle":
-        allowed = tuple(k for k in allowed if k != "angles")
+        keys = tuple(k for k in keys if k != "angles")
     if fam == "uniform_perturbed":
         if d > 3:
             r.fail("initial.family", f"'uniform_perturbed' is defined on S^1 and S^2, not S^{d - 1}")
-        allowed = ("family", "amplitude", "k", "phase") if d == 2 else ("family", "amplitude", "l", "axis")
-    required = {
+        keys = allowed("initial", "family", "amplitude", *(("k", "phase") if d == 2 else ("l", "axis")))
+    needed = {
         "uniform_perturbed": ("amplitude", "k" if d == 2 else "l"),
         "file": ("path",),
         "gaussian": ("mean", "covariance"),
     }.get(fam, ())
-    t = r.table(v, "initial", allowed, required, what=f"[initial] of family {fam!r}")
+    t = r.table(v, "initial", keys, needed, what=f"[initial] of family {fam!r}")
     sphere = geometry != "euclidean"
 
     if fam == "uniform":
@@ -408,12 +409,7 @@ def check_noisy_particles(
 
 
 def read_particles(r: TomlReader, v: Any, geometry: str, initial: InitialMeasure) -> ParticleSpec:
-    t = r.table(
-        v,
-        "particles",
-        ("tokens", "layers", "reference_steps", "seed", "sampling", "field_method", "samples", "norm"),
-        ("tokens", "layers"),
-    )
+    t = r.table(v, "particles", allowed("particles"), required("particles"))
     method = r.string(t.get("field_method", "auto"), "particles.field_method", TOKEN_FIELD_METHODS)
     tokens = r.counts(t["tokens"], "particles.tokens", lo=1)
     layers = r.counts(t["layers"], "particles.layers", lo=1)
@@ -455,11 +451,10 @@ def read_particles(r: TomlReader, v: Any, geometry: str, initial: InitialMeasure
 
 
 def read_sweep(r: TomlReader, v: Any, data: dict[str, Any], T: float) -> SweepSpec:
-    keys = ("betas", "members", "parameters", "redraw", "steps", "close", "seed")
-    t = r.table(v, "sweep", keys, ("betas",))
+    t = r.table(v, "sweep", allowed("sweep"), required("sweep"))
     raw = t["betas"]
     if isinstance(raw, dict):
-        span = r.table(raw, "sweep.betas", ("from", "to", "count"), ("from", "to", "count"))
+        span = r.table(raw, "sweep.betas", allowed("sweep.betas"), required("sweep.betas"))
         lo, hi = r.positive(span["from"], "sweep.betas.from"), r.positive(span["to"], "sweep.betas.to")
         count = r.integer(span["count"], "sweep.betas.count", lo=1, hi=MAX_OUTPUTS)
         if hi <= lo and count > 1:
@@ -495,7 +490,7 @@ def read_sweep(r: TomlReader, v: Any, data: dict[str, Any], T: float) -> SweepSp
 
 
 def read_clusters(r: TomlReader, v: Any) -> ClusterSpec:
-    t = r.table(v, "clusters", ("scale", "trim", "min_mass"), ())
+    t = r.table(v, "clusters", allowed("clusters"), required("clusters"))
     scale = r.positive(t.get("scale", SCALE), "clusters.scale")
     trim = r.real(t.get("trim", TRIM), "clusters.trim")
     if not 0 <= trim < 1:
@@ -516,8 +511,7 @@ def read_grid(r: TomlReader, v: Any, geometry: str, initial: InitialMeasure) -> 
         )
     if geometry == "sphere" and initial.d != 3:
         r.fail("grid", f"meshes are of S^2 (d = 3), not S^{initial.d - 1}: remove the [grid] table")
-    keys = ("resolutions", "cfl", "reconstruction", "limiter", "max_dt", "rtol", "atol", "field_method")
-    t = r.table(v, "grid", keys, ("resolutions",))
+    t = r.table(v, "grid", allowed("grid"), required("grid"))
     if geometry == "circle":
         res = r.counts(t["resolutions"], "grid.resolutions", lo=MIN_CIRCLE_CELLS)
     else:

@@ -44,6 +44,8 @@ Layout (every key below; comments say which are optional)::
                                       # its position s (every block); s in `slices` slices of [0, 1],
     # slices = 8                      # token i of N in slice floor(i slices / N), the grid a density
                                       # per slice (vlasov_tf/solvers/causal_grid.py); N a multiple of slices
+    noise = 0.0                       # optional, >= 0 (any model type): sigma of the noise sigma Laplace
+                                      # (McKean-Vlasov); > 0 needs particles.reference_steps (below)
     beta = 1.0                        # inverse temperature > 0; with no Q, K, V: Q = K = V = I, one head
     Q = [[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],   # per-head d x d matrices: a list of H
          [[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]]  # matrices (or one d x d matrix for H = 1)
@@ -155,6 +157,7 @@ from vlasov_tf.geometry.mesh_files import sphere_mesh
 from vlasov_tf.geometry.meshes import MeshGeometry, circle_mesh
 from vlasov_tf.models.attention import Schedule
 from vlasov_tf.models.base import MeanField, deterministic
+from vlasov_tf.runs.case_keys import allowed, required
 from vlasov_tf.runs.case_tables import (
     ClusterSpec,
     GridSpec,
@@ -296,7 +299,6 @@ class Case:
 
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
-_TOP = ("case", "initial", "model", "schedule", "particles", "grid", "clusters", "sweep")
 def _apply_overrides(r: TomlReader, data: dict[str, Any], overrides: Mapping[str, Any]) -> None:
     """Set each dotted key (``model.beta``, ``schedule[1].beta``) in ``data``, creating tables as needed."""
     for dotted, value in overrides.items():
@@ -350,14 +352,9 @@ def parse_case(
         raise ValueError(f"{source}: TOML syntax error: {err}") from err
     if overrides:
         _apply_overrides(r, data, overrides)
-    r.table(data, "", _TOP, ("case", "initial", "model", "particles"))
+    r.table(data, "", allowed(""), required(""))
 
-    case = r.table(
-        data["case"],
-        "case",
-        ("name", "description", "geometry", "d", "T", "outputs"),
-        ("name", "geometry", "T", "outputs"),
-    )
+    case = r.table(data["case"], "case", allowed("case"), required("case"))
     name = r.string(case["name"], "case.name")
     if not _NAME.fullmatch(name):
         r.fail(

@@ -45,8 +45,11 @@ _ENERGY_RTOL = 1e-9
 @dataclass(frozen=True)
 class DepthConvergence:
     """Results of :func:`depth_convergence`.
+
     Case: ``case`` (its name), ``n_tokens`` tokens, inverse temperature ``beta``, final time ``T``.
 
+    Attributes
+    ----------
     times : (n_times,) output times of the reference, ``linspace(0, T, n_times)``.
     reference : (n_times, N, 2) reference trajectory (DOP853, rtol ``ref_rtol``).
     weights : (N,) token weights (uniform).

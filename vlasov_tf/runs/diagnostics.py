@@ -4,28 +4,28 @@ The jobs a run file holds (:class:`Job`, :func:`run_jobs`) are those :mod:`vlaso
 ran into it. The distances (same geodesic ground metric on both sides; a grid is the measure
 of its cell masses at its cell centres) are the diagnostics, at every output time:
 
-``w1_ref``   each deep Transformer against its continuous-time reference (the
-             same tokens): the depth error alone. Exact W1 (circle: closed form;
-             sphere: ``ot.emd2`` while N^2 <= ``MAX_EXACT_PAIRS``, beyond it the
-             cost of moving each token to its own image, an upper bound:
-             :func:`~vlasov_tf.analysis.wasserstein.coupling_w1`);
-``l1_grid``  each coarser grid against the finest one summed into its cells
-             (nested grids: a common support): ``sum_c |m_c - m'_c|``, exact;
-``w1_grid``  (circle) exact W1 of each particle job and of each coarser grid
-             (on the common support) against the finest grid;
-``sw1_grid`` (sphere) the sliced spherical W1 instead (fixed seeded great circles,
-             :data:`SLICED`): coarser grids on the common support exactly, particle
-             jobs by angular histograms within ``2 pi / bins`` (:class:`SlicedSphere
-             <vlasov_tf.analysis.wasserstein.SlicedSphere>`); ``sw1_grid_se`` its standard
-             error over the directions;
-``mass``     each grid job's total mass; ``energy`` the interaction energy of
-             every job when the kernel is zonal (Q = K = V = I) in every block;
-``clusters`` the number of clusters of every job (:func:`clusters_of`; the runner stores it,
-             with the clusters' table, as each snapshot is written);
-``steps``, ``rejected_steps``  each grid job's time steps accepted and rejected by
-             its error control since the previous output (written as the run goes);
-``wall_s``   every job's wall seconds since its previous output (or its start);
-``diagnostics_s``  the seconds its diagnostics at that time took (their mark of done).
+- ``w1_ref``: each deep Transformer against its continuous-time reference (the
+  same tokens): the depth error alone. Exact W1 (circle: closed form;
+  sphere: ``ot.emd2`` while N^2 <= ``MAX_EXACT_PAIRS``, beyond it the
+  cost of moving each token to its own image, an upper bound:
+  :func:`~vlasov_tf.analysis.wasserstein.coupling_w1`);
+- ``l1_grid``: each coarser grid against the finest one summed into its cells
+  (nested grids: a common support): ``sum_c |m_c - m'_c|``, exact;
+- ``w1_grid`` (circle) exact W1 of each particle job and of each coarser grid
+  (on the common support) against the finest grid;
+- ``sw1_grid`` (sphere) the sliced spherical W1 instead (fixed seeded great circles,
+  :data:`SLICED`): coarser grids on the common support exactly, particle
+  jobs by angular histograms within ``2 pi / bins`` (:class:`SlicedSphere
+  <vlasov_tf.analysis.wasserstein.SlicedSphere>`); ``sw1_grid_se`` its standard
+  error over the directions;
+- ``mass``: each grid job's total mass; ``energy`` the interaction energy of
+  every job when the kernel is zonal (Q = K = V = I) in every block;
+- ``clusters``: the number of clusters of every job (:func:`clusters_of`; the runner stores it,
+  with the clusters' table, as each snapshot is written);
+- ``steps``, ``rejected_steps``: each grid job's time steps accepted and rejected by
+  its error control since the previous output (written as the run goes);
+- ``wall_s``: every job's wall seconds since its previous output (or its start);
+- ``diagnostics_s``: the seconds its diagnostics at that time took (their mark of done).
 
 Under MPI (``comm``) :func:`compute_diagnostics` deals the output times to the ranks; rank 0
 stores every rank's values.

@@ -19,6 +19,7 @@ from vlasov_tf.kernels.zonal import KERNEL_NAMES, ZonalKernel, kernel_from_spec
 from vlasov_tf.models.attention import Attention, Params, Perceptron, Schedule
 from vlasov_tf.models.base import MeanField, with_noise
 from vlasov_tf.models.interaction import Interaction, circle_rotation
+from vlasov_tf.runs.case_keys import allowed, required
 from vlasov_tf.runs.case_tables import T_RTOL
 from vlasov_tf.runs.toml_reader import TomlReader, show_value
 
@@ -28,8 +29,11 @@ __all__ = ["MASKS", "MODEL_TYPES", "read_model", "read_noise", "read_schedule"]
 MODEL_TYPES = ("attention", "interaction")
 #: ``model.mask``: "none", or "causal" (token i attends to the tokens at or before its position s).
 MASKS = ("none", "causal")
-_MODEL_KEYS = ("attention", "beta", "Q", "K", "V", "W", "perceptron")
-_INTERACTION_KEYS = ("type", "kernel", "normalised", "normaliser", "omega", "frequency", "noise")
+# A block's keys: those of [[schedule]] but its duration (each described in case_keys.TABLES).
+_MODEL_KEYS = allowed("schedule")[1:]
+_INTERACTION_KEYS = allowed(
+    "model", "type", "kernel", "normalised", "normaliser", "omega", "frequency", "noise"
+)
 
 
 def read_model(
@@ -129,7 +133,7 @@ def _matrices(r: TomlReader, v: Any, key: str, d: int) -> np.ndarray:
 
 
 def _perceptron(r: TomlReader, v: Any, key: str, d: int) -> Perceptron:
-    t = r.table(v, key, ("W", "U", "b"), ("W", "U"))
+    t = r.table(v, key, allowed("model.perceptron"), required("model.perceptron"))
     rows = r.array(t["W"], f"{key}.W", d, f" ({d} rows: W is d x m)")
     m = len(r.array(rows[0], f"{key}.W[0]"))
     W = r.matrix(t["W"], f"{key}.W", d, m)
@@ -176,7 +180,7 @@ def _block_params(r: TomlReader, entries: dict[str, tuple[Any, str]], d: int) ->
 def read_schedule(
     r: TomlReader, data: dict[str, Any], T: float, d: int
 ) -> tuple[Schedule, tuple[float, ...]]:
-    model = r.table(data["model"], "model", ("type", *_MODEL_KEYS, "mask", "slices", "noise"))
+    model = r.table(data["model"], "model", allowed("model", "type", *_MODEL_KEYS, "mask", "slices", "noise"))
     others = ("type", "mask", "slices", "noise")
     base = {name: (v, f"model.{name}") for name, v in model.items() if name not in others}
     if "schedule" not in data:
@@ -188,7 +192,7 @@ def read_schedule(
         blocks = []
         for i, b in enumerate(raw):
             t = r.table(
-                b, f"schedule[{i}]", ("duration", *_MODEL_KEYS), ("duration",), f"[[schedule]] block {i}"
+                b, f"schedule[{i}]", allowed("schedule"), required("schedule"), f"[[schedule]] block {i}"
             )
             tau = r.positive(t["duration"], f"schedule[{i}].duration")
             blocks.append(
@@ -205,5 +209,3 @@ def read_schedule(
         blocks[-1] = (T - math.fsum(tau for tau, _ in blocks[:-1]), blocks[-1][1])
     built = [(tau, *_block_params(r, entries, d)) for tau, entries in blocks]
     return Schedule(tuple((tau, p) for tau, p, _ in built)), tuple(beta for _, _, beta in built)
-
-

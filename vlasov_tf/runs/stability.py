@@ -22,17 +22,18 @@ def field_lipschitz(params) -> tuple[float, float]:
 
     C = Lip_x + Lip_mu gives W1(mu_t, nu_t) <= exp(C t) W1(mu_0, nu_0) for that block.
 
-    Dobrushin's coupling argument: follow both flows from an optimal coupling; then
-    |x' - y'| <= Lip_x |x - y| + Lip_mu W1(mu, nu), so C = Lip_x + Lip_mu with, on the
-    unit sphere (|y| = 1), k(y) = exp(<B x, y>) in [e^-|B|, e^|B|]:
+    Dobrushin's coupling argument (norms are spectral; the bound is crude, exponential in beta)::
 
-    - Lip_x: grad_x A = Cov_pi(y) B with |Cov| <= 1, and grad_x (P_x u) = P_x grad u
-      - <x, u> I - x u^T, so Lip_x <= sum_h |W_h V_h| (|B_h| + 2) + |W| (3 |U| + 2 |b|)
-      (SA); for USA |A| <= e^|B| and |grad A| <= |B| e^|B|;
-    - Lip_mu: A[mu] - A[nu] = int (y - A[nu]) k d(mu - nu) / Z_mu, a Lipschitz function
-      of y with constant e^|B| (1 + 2 |B|) over Z_mu >= e^-|B| (SA): e^{2|B|} (1 + 2 |B|);
-      USA: e^|B| (1 + |B|).
-    Norms are spectral. The bound is crude (it is exponential in beta).
+        Follow both flows from an optimal coupling; then
+        |x' - y'| <= Lip_x |x - y| + Lip_mu W1(mu, nu), so C = Lip_x + Lip_mu with, on the
+        unit sphere (|y| = 1), k(y) = exp(<B x, y>) in [e^-|B|, e^|B|]:
+
+        - Lip_x: grad_x A = Cov_pi(y) B with |Cov| <= 1, and grad_x (P_x u) = P_x grad u
+          - <x, u> I - x u^T, so Lip_x <= sum_h |W_h V_h| (|B_h| + 2) + |W| (3 |U| + 2 |b|)
+          (SA); for USA |A| <= e^|B| and |grad A| <= |B| e^|B|;
+        - Lip_mu: A[mu] - A[nu] = int (y - A[nu]) k d(mu - nu) / Z_mu, a Lipschitz function
+          of y with constant e^|B| (1 + 2 |B|) over Z_mu >= e^-|B| (SA): e^{2|B|} (1 + 2 |B|);
+          USA: e^|B| (1 + |B|).
     """
     lip_x = lip_mu = np.float64(0.0)
     for h in params.heads:

@@ -180,6 +180,8 @@ def sphere_geo(h: float) -> str:
 class ShellMesh:
     """The one-cell shell over a gmsh surface mesh of the unit sphere, with its geometry.
 
+    Attributes
+    ----------
     mesh : the FiPy 3D mesh (C prisms; cells 0..C-1 are the surface triangles, in order).
     centres : (C, 3) prism centroids projected to the unit sphere.
     areas : (C,) areas of the spherical triangles on the unit sphere spanned by the surface

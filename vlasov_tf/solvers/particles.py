@@ -86,6 +86,8 @@ _ADAPTIVE_ROWS = 256
 class ParticleScheme:
     """How :func:`solve_particles` integrates, checked once: the method and the options it takes.
 
+    Attributes
+    ----------
     method : ``"layers"`` or ``"rk4"``, each with its number of ``steps`` on [0, T] (a positive
         integer); ``"adaptive"`` with its tolerances ``rtol``, ``atol`` (DOP853).
     norm : the layer-norm placement (:data:`NORMS`; ``"pre"`` and ``"peri"`` need ``sphere``).

@@ -138,6 +138,8 @@ def trackers_of(
 class TimeLoop:
     """The stops of a run on [t0, T] and the outputs still to come.
 
+    Attributes
+    ----------
     T : final time.
     stops : (s,) switches and output times from 0 to T, increasing; times within ``tol`` of the
         one before them are dropped (one stop).

@@ -1,0 +1,247 @@
+"""Every key of a case file, once: its table, whether it is required, what it means.
+
+The readers (:mod:`vlasov_tf.runs.cases`, :mod:`vlasov_tf.runs.case_tables`,
+:mod:`vlasov_tf.runs.model_tables`) take the allowed and the required keys of each table from
+:data:`TABLES` (:func:`allowed`, :func:`required`), so a key is accepted exactly when it is
+described here; the documentation's case-file reference is generated from it (the descriptions
+are reStructuredText; defaults from the spec dataclasses, choices from the constants the readers
+check against). Conditions that join
+keys (a family's keys, "needs Q, K and V") are checked by the readers and stated in the
+descriptions. A full annotated example: the module docstring of :mod:`vlasov_tf.runs.cases`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["TABLES", "Key", "Table", "allowed", "required"]
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key of a table: ``required`` when a case must give it, ``text`` what it means."""
+
+    text: str
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of a case file (``[name]``, ``[[name]]`` for an array of tables) and its keys."""
+
+    text: str
+    keys: dict[str, Key]
+
+
+def _k(text: str) -> Key:
+    return Key(text, required=True)
+
+
+_MODEL_BLOCK = {
+    "attention": Key('"SA" (softmax, the default) or "USA" (unnormalised: no denominator).'),
+    "beta": Key(
+        "Inverse temperature > 0. Without Q, K, V: one head with Q = K = V = I; with them it "
+        "scales the scores (default 1)."
+    ),
+    "Q": Key(
+        "Per-head d x d query matrices: a list of H matrices, or one matrix for H = 1; scores "
+        "beta <Q_h x, K_h y>. Q, K and V go together."
+    ),
+    "K": Key("Per-head d x d key matrices (as Q)."),
+    "V": Key("Per-head d x d value matrices (as Q)."),
+    "W": Key("Per-head d x d output matrices W_h (needs Q, K, V; default the identity)."),
+    "perceptron": Key("A table ``{ W, U, b }``: the perceptron W (U x + b)_+ (see [model.perceptron])."),
+}
+
+#: The tables of a case file, in the order a file usually has them.
+TABLES: dict[str, Table] = {
+    "": Table(
+        "The top level: the tables of a case.",
+        {
+            "case": _k("Geometry, final time and output times."),
+            "initial": _k("The initial measure mu_0."),
+            "model": _k("The velocity field: attention (with [[schedule]]) or an interaction kernel."),
+            "schedule": Key("Blocks of attention parameters, in time order."),
+            "particles": _k("The Lagrangian runs: token numbers N and depths L."),
+            "grid": Key("The Eulerian runs (circle and sphere S^2 only)."),
+            "clusters": Key("How clusters are found."),
+            "sweep": Key("An ensemble over beta, run by ``vlasov-tf sweep`` (tokens only)."),
+        },
+    ),
+    "case": Table(
+        "What is solved: the geometry, the final time, the output times.",
+        {
+            "name": _k("Letters, digits, '_', '-', '.': names the output files."),
+            "description": Key("One line: what the case shows."),
+            "geometry": _k('"circle" (S^1, d = 2), "sphere" (S^{d-1}) or "euclidean" (R^d, tokens only).'),
+            "d": Key(
+                'The dimension: required for "euclidean" (>= 2); "sphere": d >= 3 (default 3; grids '
+                'only for S^2); "circle": 2.'
+            ),
+            "T": _k("Final time, > 0."),
+            "outputs": _k(
+                "A count n >= 2 of equally spaced times in [0, T], or a strictly increasing list from 0 "
+                "to T (at most :data:`~vlasov_tf.runs.case_tables.MAX_OUTPUTS`)."
+            ),
+        },
+    ),
+    "initial": Table(
+        "The initial measure: a ``family`` and that family's parameters.",
+        {
+            "family": _k(
+                '"vmf_mixture", "uniform", "uniform_perturbed", "file" (weighted points) or '
+                '"gaussian" (euclidean only).'
+            ),
+            "means": Key("vmf_mixture: unit vectors (to 1e-6), one per mode."),
+            "angles": Key("vmf_mixture on the circle: the modes as angles, instead of means."),
+            "kappas": Key("vmf_mixture: one concentration > 0 per mode (required for the family)."),
+            "proportions": Key("vmf_mixture: weights >= 0 with a positive sum (default equal)."),
+            "amplitude": Key(
+                "uniform_perturbed: a in the density ``(1 + a f(x)) / |S^{d-1}|``, kept > 0 (required)."
+            ),
+            "k": Key("uniform_perturbed on the circle: f = cos(k (t - phase)), k >= 1 (required)."),
+            "phase": Key("uniform_perturbed on the circle: the phase (default 0)."),
+            "l": Key("uniform_perturbed on S^2: f = P_l(<x, axis>), 1 <= l <= 40 (required)."),
+            "axis": Key("uniform_perturbed on S^2: the unit axis (default [0, 0, 1])."),
+            "path": Key(
+                "file: a .npy of (n, d) points or a .npz with ``points`` and optional ``weights``, "
+                "relative to the case file; particles only (required)."
+            ),
+            "mean": Key("gaussian: the mean in R^d (required)."),
+            "covariance": Key("gaussian: a symmetric positive definite d x d matrix (required)."),
+        },
+    ),
+    "model": Table(
+        'The parameters of every block unless a block overrides them (``type = "attention"``), or '
+        'an interaction model (``type = "interaction"``: X = P_x(int phi(<x, y>) y dmu(y) / Z(x)) + '
+        "Omega x, no [[schedule]]).",
+        {
+            "type": Key('"attention" (the default) or "interaction".'),
+            **_MODEL_BLOCK,
+            "mask": Key(
+                'attention: "none" (default) or "causal": a token attends to the tokens at or before '
+                "its position s in [0, 1]."
+            ),
+            "slices": Key(
+                "causal mask: s in that many slices of [0, 1] (default 8); token i of N in slice "
+                "floor(i slices / N), N a multiple of slices with a grid."
+            ),
+            "kernel": Key(
+                'interaction (required): phi as ``{ name = "...", parameters }``; names and '
+                "parameters in the kernel table below."
+            ),
+            "normalised": Key(
+                "interaction: divide by Z(x) = int psi(<x, y>) dmu(y) (default: whether a "
+                "normaliser is given)."
+            ),
+            "normaliser": Key("interaction: psi as a kernel table, positive on [-1, 1] (default phi)."),
+            "omega": Key("interaction on S^2: the drift's skew-symmetric d x d matrix Omega."),
+            "frequency": Key("interaction on the circle: the drift's angular velocity."),
+            "noise": Key(
+                "sigma >= 0 (default 0): the generator sigma Laplace added to the flow (McKean-Vlasov; "
+                "tokens dx = X dt + sqrt(2 sigma) dW). With noise > 0 the particles need "
+                "``reference_steps`` (the reference is the noisy Transformer of that depth), every "
+                "depth divides it, and the outputs lie on the coarsest depth's steps."
+            ),
+        },
+    ),
+    "model.perceptron": Table(
+        "The perceptron W (U x + b)_+ of the attention field (in [model] or a block).",
+        {
+            "W": _k("(d, m) output matrix."),
+            "U": _k("(m, d) input matrix."),
+            "b": Key("(m,) bias (default zeros)."),
+        },
+    ),
+    "schedule": Table(
+        "``[[schedule]]``: one table per block of layers, in time order (none: one block of "
+        "length T). A block's parameters are [model]'s with its own keys put in their place.",
+        {"duration": _k("> 0; the durations sum to T."), **_MODEL_BLOCK},
+    ),
+    "particles": Table(
+        "The Lagrangian runs.",
+        {
+            "tokens": _k("Numbers of tokens N: an integer or a strictly increasing list."),
+            "layers": _k("Depths L of the deep Transformer: an integer or a strictly increasing list."),
+            "reference_steps": Key(
+                "RK4 steps of the continuous-time reference; 0: adaptive DOP853. A noisy model: the "
+                "depth of its reference, the noisy Transformer (required)."
+            ),
+            "seed": Key("Tokens for N come from default_rng((seed, N)) (sample s > 0: (seed, N, s))."),
+            "sampling": Key(
+                '"random" (i.i.d.), "quantiles" (circle: the (i + 1/2)/N quantiles) or "atoms" '
+                '(family "file": its points and weights as they are).'
+            ),
+            "field_method": Key(
+                'How the attention sums are evaluated: "auto" (the cheapest within 1e-10 per row), '
+                '"dense", "taylor" (small beta) or "spectral" (S^1, S^2).'
+            ),
+            "samples": Key("Independent token sets per N under the continuous flow (random sampling)."),
+            "norm": Key(
+                'Layer normalisation after the residual update ("post": the sphere), before the '
+                'sublayer ("pre") or around it ("peri"); "pre" and "peri" have no [grid].'
+            ),
+        },
+    ),
+    "grid": Table(
+        "The Eulerian runs (circle and S^2 only).",
+        {
+            "resolutions": _k("Circle: numbers of cells M >= 3; sphere: nested mesh levels 0..5."),
+            "cfl": Key("CFL number in (0, 1]."),
+            "reconstruction": Key('"quadratic" (third order) or "linear" (second order).'),
+            "limiter": Key(
+                'quadratic: "positivity" or "none"; linear: "barth-jespersen" or "none" (default the '
+                'first; "barth-jespersen" alone selects "linear").'
+            ),
+            "max_dt": Key("A cap on the time step (default none)."),
+            "rtol": Key(
+                "Time-step error control relative to what a step changes, in (0, 1); false: fixed steps "
+                "at the CFL bound (and max_dt)."
+            ),
+            "atol": Key("The same relative to the total mass, in (0, 1)."),
+            "field_method": Key('As for particles, plus "fft" (uniform circle grids).'),
+        },
+    ),
+    "clusters": Table(
+        "How a run's clusters are found.",
+        {
+            "scale": Key("Linking distance in kernel widths (largest beta)^(-1/2)."),
+            "trim": Key("Mass fraction of the lowest local densities left out, in [0, 1)."),
+            "min_mass": Key("Smallest cluster mass, in [1e-4, 1]; at most 1/min_mass clusters."),
+        },
+    ),
+    "sweep": Table(
+        "An ensemble over beta (``vlasov-tf sweep``): one block with one head of its own (no Q, K, V, "
+        "W, perceptron, [[schedule]], mask or norm).",
+        {
+            "betas": _k(
+                "Increasing betas > 0, or ``{ from, to, count }``: count log-spaced betas from..to."
+            ),
+            "members": Key("Flows per beta (member m: the tokens of sample m)."),
+            "parameters": Key('Q, K, V: "identity" or drawn from a random ensemble.'),
+            "redraw": Key("Draw the parameters again every redraw time units (0: never)."),
+            "steps": Key("RK4 steps over [0, T]."),
+            "close": Key("Pairs closer than this (radians) count as close."),
+            "seed": Key("The parameters' random streams."),
+        },
+    ),
+    "sweep.betas": Table(
+        "``betas = { from, to, count }``: log-spaced betas.",
+        {"from": _k("Smallest beta, > 0."), "to": _k("Largest beta."), "count": _k("How many.")},
+    ),
+}
+
+
+def allowed(table: str, *only: str) -> tuple[str, ...]:
+    """The keys of ``table`` (only those named in ``only``, when given: a table whose keys depend on
+    another key's value), in their documented order."""
+    keys = TABLES[table].keys
+    missing = [k for k in only if k not in keys]
+    if missing:
+        raise KeyError(f"{table}: {missing} are not described in case_keys.TABLES")
+    return tuple(k for k in keys if not only or k in only)
+
+
+def required(table: str) -> tuple[str, ...]:
+    """The keys a case must give in ``table``."""
+    return tuple(k for k, key in TABLES[table].keys.items() if key.required)
