@@ -1,7 +1,8 @@
 """Figures: each ``*_figure`` function returns a matplotlib Figure, each ``plot_*`` saves it as a PNG.
 
 By subject: one run (:mod:`.run_figures`: densities, diagnostics, the cross-validation figure),
-convergence studies (:mod:`.convergence`), clusters and phase diagrams (:mod:`.clusters`), the
+convergence studies (:mod:`.convergence`), clusters and phase diagrams (:mod:`.clusters`), noise
+scans' bifurcation diagrams (:mod:`.transitions`), the
 interpolating Transformer (:mod:`.interpolation`); the shared canvas and colour scales
 (:mod:`.canvas`) and the orthographic views of S^2 (:mod:`.sphere_views`).
 """
@@ -17,6 +18,7 @@ from vlasov_tf.plots.run_figures import (
     mode_growth_figure,
     plot_crossval,
 )
+from vlasov_tf.plots.transitions import plot_transition, transition_figure
 
 __all__ = [
     "clusters_figure",
@@ -34,4 +36,6 @@ __all__ = [
     "plot_depth_convergence",
     "plot_interpolation",
     "plot_phase",
+    "plot_transition",
+    "transition_figure",
 ]

@@ -66,6 +66,7 @@ TABLES: dict[str, Table] = {
             "grid": Key("The Eulerian runs (circle and sphere S^2 only)."),
             "clusters": Key("How clusters are found."),
             "sweep": Key("An ensemble over beta, run by ``vlasov-tf sweep`` (tokens only)."),
+            "transition": Key("Stationary states against the noise, run by ``vlasov-tf transition``."),
         },
     ),
     "case": Table(
@@ -224,6 +225,24 @@ TABLES: dict[str, Table] = {
             "close": Key("Pairs closer than this (radians) count as close."),
             "seed": Key("The parameters' random streams."),
         },
+    ),
+    "transition": Table(
+        "Stationary states against the noise (``vlasov-tf transition``): for each sigma the grid "
+        "relaxes for T from the previous sigma's state, up the list and back down (hysteresis), "
+        "and ensembles of tokens from the initial measure cross-check it.",
+        {
+            "noise": _k(
+                "Increasing sigmas >= 0, or ``{ from, to, count }``: count equally spaced sigmas from..to."
+            ),
+            "resolution": Key("The grid's resolution (default: the finest of grid.resolutions)."),
+            "tokens": Key("Tokens per member (default: the largest of particles.tokens; 0: no tokens)."),
+            "members": Key("Independent token sets per sigma (sample m of the initial measure)."),
+            "layers": Key("Noisy layers over [0, T] (default: the largest of particles.layers)."),
+        },
+    ),
+    "transition.noise": Table(
+        "``noise = { from, to, count }``: equally spaced sigmas.",
+        {"from": _k("Smallest sigma, >= 0."), "to": _k("Largest sigma."), "count": _k("How many.")},
     ),
     "sweep.betas": Table(
         "``betas = { from, to, count }``: log-spaced betas.",

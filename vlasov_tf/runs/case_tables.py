@@ -58,6 +58,7 @@ __all__ = [
     "GridSpec",
     "ParticleSpec",
     "SweepSpec",
+    "TransitionSpec",
     "check_noisy_particles",
     "read_clusters",
     "read_geometry",
@@ -66,6 +67,7 @@ __all__ = [
     "read_output_times",
     "read_particles",
     "read_sweep",
+    "read_transition",
 ]
 
 GEOMETRIES = ("circle", "sphere", "euclidean")
@@ -171,6 +173,20 @@ class SweepSpec:
     close: float = 0.1
     seed: int = 0
 
+
+
+@dataclass(frozen=True)
+class TransitionSpec:
+    """Stationary states against the noise (``vlasov-tf transition``, :mod:`vlasov_tf.runs.transitions`):
+    the grid of ``resolution`` relaxes for T at each of ``noise`` (up, then back down from the
+    last), ``members`` sets of ``tokens`` tokens from the initial measure through ``layers`` noisy
+    layers at each (``tokens`` 0: none)."""
+
+    noise: tuple[float, ...]
+    resolution: int
+    tokens: int
+    members: int = 4
+    layers: int = 100
 
 
 _INITIAL_KEYS = {
@@ -486,6 +502,45 @@ def read_sweep(r: TomlReader, v: Any, data: dict[str, Any], T: float) -> SweepSp
         steps=steps,
         close=r.positive(t.get("close", 0.1), "sweep.close"),
         seed=r.integer(t.get("seed", 0), "sweep.seed", lo=0),
+    )
+
+
+def read_transition(
+    r: TomlReader, v: Any, geometry: str, particles: ParticleSpec, grid: GridSpec | None
+) -> TransitionSpec:
+    t = r.table(v, "transition", allowed("transition"), required("transition"))
+    if grid is None:
+        r.fail("transition", "relaxes the grid to its stationary states: it needs a [grid] table")
+    raw = t["noise"]
+    if isinstance(raw, dict):
+        span = r.table(raw, "transition.noise", allowed("transition.noise"), required("transition.noise"))
+        lo, hi = r.real(span["from"], "transition.noise.from"), r.real(span["to"], "transition.noise.to")
+        count = r.integer(span["count"], "transition.noise.count", lo=2, hi=MAX_OUTPUTS)
+        if lo < 0:
+            r.fail("transition.noise.from", f"must be >= 0, got {lo!r}")
+        if hi <= lo:
+            r.fail("transition.noise.to", f"must be larger than transition.noise.from = {lo!r}, got {hi!r}")
+        noise = tuple(np.linspace(lo, hi, count).tolist())
+    else:
+        noise = tuple(r.reals(raw, "transition.noise").tolist())
+        for i, s in enumerate(noise):
+            if not s >= 0:
+                r.fail(f"transition.noise[{i}]", f"must be >= 0, got {s!r}")
+            if i and s <= noise[i - 1]:
+                r.fail(f"transition.noise[{i}]", f"must exceed transition.noise[{i - 1}] (increasing)")
+    resolution = max(grid.resolutions)
+    if "resolution" in t:
+        key = "transition.resolution"
+        if geometry == "circle":
+            resolution = r.integer(t["resolution"], key, lo=MIN_CIRCLE_CELLS)
+        else:
+            resolution = r.integer(t["resolution"], key, lo=SPHERE_LEVELS[0], hi=SPHERE_LEVELS[-1])
+    return TransitionSpec(
+        noise=noise,
+        resolution=resolution,
+        tokens=r.integer(t.get("tokens", max(particles.tokens)), "transition.tokens", lo=0),
+        members=r.integer(t.get("members", 4), "transition.members", lo=1),
+        layers=r.integer(t.get("layers", max(particles.layers)), "transition.layers", lo=1),
     )
 
 

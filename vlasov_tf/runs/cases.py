@@ -114,6 +114,14 @@ Layout (every key below; comments say which are optional)::
     trim = 0.01                       # mass fraction of the lowest local densities left out, [0, 1)
     min_mass = 0.01                   # smallest cluster mass, (0, 1]; at most 1/min_mass clusters
 
+    # [transition]                    # optional: stationary states against the noise (vlasov-tf
+    # noise = { from = 0.05, to = 0.5, count = 10 }   # transition): increasing sigmas >= 0 (or a list),
+    #                                 # the grid relaxing for T at each, up then back down (hysteresis)
+    # resolution = 2                  # optional: the grid's (default: the finest of grid.resolutions)
+    # tokens = 2000                   # optional: tokens per member (default: the most; 0: none)
+    # members = 4                     # optional: token sets per sigma, from the initial measure
+    # layers = 100                    # optional: noisy layers over [0, T] (default: the most)
+
     # [sweep]                         # optional: an ensemble over beta (vlasov-tf sweep), tokens only;
     # betas = [1.0, 4.0, 16.0]        # one block with one head of its own (no Q, K, V, [[schedule]]):
     #                                 # increasing, > 0; or { from = 1.0, to = 100.0, count = 100 } (log)
@@ -163,6 +171,7 @@ from vlasov_tf.runs.case_tables import (
     GridSpec,
     ParticleSpec,
     SweepSpec,
+    TransitionSpec,
     check_noisy_particles,
     read_clusters,
     read_geometry,
@@ -171,6 +180,7 @@ from vlasov_tf.runs.case_tables import (
     read_output_times,
     read_particles,
     read_sweep,
+    read_transition,
 )
 from vlasov_tf.runs.model_tables import MASKS, read_model
 from vlasov_tf.runs.toml_reader import TomlReader
@@ -217,6 +227,7 @@ class Case:
     grid: GridSpec | None
     clusters: ClusterSpec = dataclasses.field(default_factory=ClusterSpec)
     sweep: SweepSpec | None = None
+    transition: TransitionSpec | None = None
     mask: str = "none"
     slices: int = 1
     description: str = ""
@@ -245,6 +256,14 @@ class Case:
                 f"not {type(flow).__name__}"
             )
         return flow
+
+    @property
+    def reference(self) -> str:
+        """What the particle reference jobs run, for labels: the continuous flow, or for a noisy model
+        the noisy Transformer of ``reference_steps`` layers whose Brownian path the depths share."""
+        if self.model.noise > 0:
+            return f"noisy reference (L = {self.particles.reference_steps}, same Brownian path)"
+        return "continuous flow"
 
     @property
     def sphere(self) -> bool:
@@ -399,6 +418,9 @@ def parse_case(
     if "sweep" in data and geometry == "euclidean":
         r.fail("sweep", "runs tokens on a sphere: geometry 'circle' or 'sphere', not 'euclidean'")
     sweep = read_sweep(r, data["sweep"], data, T) if "sweep" in data else None
+    transition = None
+    if "transition" in data:
+        transition = read_transition(r, data["transition"], geometry, particles, grid)
     times.setflags(write=False)
     return Case(
         name=name,
@@ -413,6 +435,7 @@ def parse_case(
         grid=grid,
         clusters=clusters,
         sweep=sweep,
+        transition=transition,
         mask=mask,
         slices=slices if mask == "causal" else 1,
         description=description,

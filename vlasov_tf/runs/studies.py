@@ -139,11 +139,10 @@ def crossval_tables(case, run) -> list[RateTable]:
             w = np.array([_final(diag["w1_ref"], j.key) for j in deep])
             bound = sphere and n_max**2 > MAX_EXACT_PAIRS
             noisy = case.model.noise > 0
-            reference = "reference (same Brownian path)" if noisy else "continuous flow"
             tables.append(
                 RateTable(
                     "layers",
-                    f"{'W1 <= coupling' if bound else 'W1'}(L layers, {reference}), N = {n_max}",
+                    f"{'W1 <= coupling' if bound else 'W1'}(L layers, {case.reference}), N = {n_max}",
                     L,
                     w,
                     -fitted_order(L, w),
@@ -165,7 +164,7 @@ def crossval_tables(case, run) -> list[RateTable]:
             if sphere:
                 se_of = [[_final(diag["sw1_grid_se"], j.key) for j in refs[n]] for n in sorted(refs)]
                 se = np.array([np.mean(v) for v in se_of])
-            label = f"{metric}(N tokens under the continuous flow, finest grid)"
+            label = f"{metric}(N tokens under the {case.reference}, finest grid)"
             if samples > 1:
                 label += f", mean of {samples} samples"
             rate = -fitted_order(N, w)
@@ -198,7 +197,7 @@ def grid_against_deep(case, run) -> str | None:
     line = f"{metric}(grid, deep Transformer) at T, N = {job.tokens}, L = {job.layers}: {value:.4e}"
     ref = f"particles/N{job.tokens}_ref"
     if ref in diag:
-        line += f" (the same tokens under the continuous flow: {_final(diag, ref):.4e})"
+        line += f" (the same tokens under the {case.reference}: {_final(diag, ref):.4e})"
     return line
 
 
