@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vlasov_tf.plots.canvas import new_figure, save_figure
-from vlasov_tf.runs.transitions import Branches
+from vlasov_tf.runs.transitions import SETTLED, Branches
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -24,8 +24,17 @@ def transition_figure(case, branches: Branches) -> Figure:
     ax = fig.subplots()
     spec = case.transition
     where = f"level {spec.resolution}" if case.geometry == "sphere" else f"M = {spec.resolution}"
-    ax.plot(b.noise, b.up, "-^", color="C0", label=f"grid ({where}), scanned up", zorder=3)
-    ax.plot(b.noise, b.down, "--v", color="C3", label="grid, scanned down", zorder=3)
+    ax.plot(b.noise, b.up, "-", color="C0", zorder=2)
+    ax.plot(b.noise, b.down, "--", color="C3", zorder=2)
+    for r, drift, marker, colour, label in (
+        (b.up, b.drift_up, "^", "C0", f"grid ({where}), scanned up"),
+        (b.down, b.drift_down, "v", "C3", "grid, scanned down"),
+    ):
+        ok = drift < SETTLED
+        ax.plot(b.noise[ok], r[ok], marker, color=colour, label=label, zorder=3)
+        if not ok.all():
+            ax.plot(b.noise[~ok], r[~ok], marker, color=colour, mfc="none", zorder=3,
+                    label=f"{label.split(',')[-1].strip()}: not settled (|dr| >= {SETTLED:g})")  # fmt: skip
     if b.tokens is not None:
         sd = b.tokens.std(axis=1, ddof=1) if b.tokens.shape[1] > 1 else None
         label = f"tokens: {spec.members} x {spec.tokens}, {spec.layers} noisy layers (mean, sd)"
@@ -41,7 +50,7 @@ def transition_figure(case, branches: Branches) -> Figure:
     ax.legend(fontsize=8)
     ax.set_title(
         f"{case.name}: stationary states against the noise ({case.model.label}, T = {case.T:g} per sigma)\n"
-        f"hysteresis max |r_up - r_down| = {b.hysteresis:.2g}",
+        f"hysteresis (where both settled) max |r_up - r_down| = {b.hysteresis:.2g}",
         fontsize=10,
     )
     return fig

@@ -238,6 +238,10 @@ TABLES: dict[str, Table] = {
             "tokens": Key("Tokens per member (default: the largest of particles.tokens; 0: no tokens)."),
             "members": Key("Independent token sets per sigma (sample m of the initial measure)."),
             "layers": Key("Noisy layers over [0, T] (default: the largest of particles.layers)."),
+            "kick": Key(
+                "The fraction of the initial measure mixed into each relaxation's start, in [0, 1) "
+                "(default 0.05): the grid then leaves an unstable state, which no noise perturbs."
+            ),
         },
     ),
     "transition.noise": Table(

@@ -179,14 +179,16 @@ class SweepSpec:
 class TransitionSpec:
     """Stationary states against the noise (``vlasov-tf transition``, :mod:`vlasov_tf.runs.transitions`):
     the grid of ``resolution`` relaxes for T at each of ``noise`` (up, then back down from the
-    last), ``members`` sets of ``tokens`` tokens from the initial measure through ``layers`` noisy
-    layers at each (``tokens`` 0: none)."""
+    last; each start mixed with the fraction ``kick`` of the initial measure), ``members`` sets of
+    ``tokens`` tokens from the initial measure through ``layers`` noisy layers at each (``tokens``
+    0: none)."""
 
     noise: tuple[float, ...]
     resolution: int
     tokens: int
     members: int = 4
     layers: int = 100
+    kick: float = 0.05
 
 
 _INITIAL_KEYS = {
@@ -528,6 +530,9 @@ def read_transition(
                 r.fail(f"transition.noise[{i}]", f"must be >= 0, got {s!r}")
             if i and s <= noise[i - 1]:
                 r.fail(f"transition.noise[{i}]", f"must exceed transition.noise[{i - 1}] (increasing)")
+    kick = r.real(t.get("kick", 0.05), "transition.kick")
+    if not 0 <= kick < 1:
+        r.fail("transition.kick", f"must lie in [0, 1), got {kick!r}")
     resolution = max(grid.resolutions)
     if "resolution" in t:
         key = "transition.resolution"
@@ -541,6 +546,7 @@ def read_transition(
         tokens=r.integer(t.get("tokens", max(particles.tokens)), "transition.tokens", lo=0),
         members=r.integer(t.get("members", 4), "transition.members", lo=1),
         layers=r.integer(t.get("layers", max(particles.layers)), "transition.layers", lo=1),
+        kick=kick,
     )
 
 

@@ -121,6 +121,7 @@ Layout (every key below; comments say which are optional)::
     # tokens = 2000                   # optional: tokens per member (default: the most; 0: none)
     # members = 4                     # optional: token sets per sigma, from the initial measure
     # layers = 100                    # optional: noisy layers over [0, T] (default: the most)
+    # kick = 0.05                     # optional, [0, 1): the initial measure mixed into each start
 
     # [sweep]                         # optional: an ensemble over beta (vlasov-tf sweep), tokens only;
     # betas = [1.0, 4.0, 16.0]        # one block with one head of its own (no Q, K, V, [[schedule]]):

@@ -2,7 +2,7 @@
 
 For each sigma of ``transition.noise`` (:class:`~vlasov_tf.runs.case_tables.TransitionSpec`) the
 grid solves the noisy model (the case's model with ``noise = sigma``) for the case's T, starting
-from the state the previous sigma left (continuation) mixed with a fraction :data:`KICK` of the
+from the state the previous sigma left (continuation) mixed with a fraction ``transition.kick`` of the
 initial measure: up the list from the initial measure, then back down from the top. The mix
 leaves an unstable state (a deterministic grid would stay on the uniform state below the
 critical noise forever, as no token noise perturbs it); the change of the order parameter over
@@ -48,7 +48,7 @@ from vlasov_tf.solvers.finite_volumes import GridScheme, solve_grid
 from vlasov_tf.solvers.particles import solve_particles
 
 __all__ = [
-    "KICK",
+    "SETTLED",
     "Branches",
     "critical_noise",
     "format_branches",
@@ -62,8 +62,10 @@ __all__ = [
 _log = logging.getLogger(__name__)
 #: Modes of the uniform state the critical noise looks at.
 _MODES = 12
-#: The fraction of the initial measure mixed into each relaxation's start (module docstring).
-KICK = 0.01
+#: An end state is settled when its order parameter changed by less than this over the last
+#: output interval; near the critical noise relaxation slows down (critical slowing) and the two
+#: branches may differ only because one has not settled: that is not hysteresis.
+SETTLED = 1e-3
 
 
 def _spec(case: Case) -> TransitionSpec:
@@ -161,7 +163,8 @@ def run_transition(
         initial = state
         for branch, i in order:
             key = f"transition/{branch}/s{i:03d}"
-            start = state if (branch, i) == order[0] else (1 - KICK) * state + KICK * initial
+            kick = spec.kick
+            start = state if (branch, i) == order[0] else (1 - kick) * state + kick * initial
             state = _relax(case, run, key, mesh, start, spec.noise[i], scheme, comm)
         if spec.tokens:
             _tokens(case, run, spec, comm)
@@ -248,9 +251,15 @@ class Branches:
     explicit: np.ndarray | None
 
     @property
+    def settled(self) -> np.ndarray:
+        """(n,) whether both branches' end states are settled (:data:`SETTLED`)."""
+        return (self.drift_up < SETTLED) & (self.drift_down < SETTLED)
+
+    @property
     def hysteresis(self) -> float:
-        """``max |r_up - r_down|`` over the scan."""
-        return float(np.abs(self.up - self.down).max())
+        """``max |r_up - r_down|`` over the sigmas where both branches settled (0 if none)."""
+        gap = np.abs(self.up - self.down)[self.settled]
+        return float(gap.max()) if gap.size else 0.0
 
 
 def read_branches(case: Case, run: RunFile) -> Branches:
@@ -295,7 +304,8 @@ def format_branches(b: Branches) -> str:
     head += f" {'r explicit':>10}" if b.explicit is not None else ""
     lines.append(head)
     for i, s in enumerate(b.noise):
-        row = f"{s:9.4g} {b.up[i]:10.4f} {b.down[i]:11.4f} {max(b.drift_up[i], b.drift_down[i]):10.2e}"
+        mark = " " if b.settled[i] else "*"
+        row = f"{s:9.4g} {b.up[i]:10.4f} {b.down[i]:11.4f} {max(b.drift_up[i], b.drift_down[i]):10.2e}{mark}"
         if b.tokens is not None:
             sd = b.tokens[i].std(ddof=1) if b.tokens.shape[1] > 1 else 0.0
             row += f" {b.tokens[i].mean():9.4f} {sd:7.4f}"
@@ -304,6 +314,9 @@ def format_branches(b: Branches) -> str:
         lines.append(row)
     crit = "none (no growth rates, or no mode grows)" if b.critical is None else f"{b.critical:.4g}"
     lines.append(f"critical noise from linear theory: {crit}; hysteresis max |r_up - r_down| = "
-                 f"{b.hysteresis:.3g}")  # fmt: skip
+                 f"{b.hysteresis:.3g} where both branches settled")  # fmt: skip
+    if not b.settled.all():
+        lines.append(f"* not settled (|dr| >= {SETTLED:g} over the last output interval): relaxation is slow "
+                     "near the critical noise; a longer case.T settles it")  # fmt: skip
     return "\n".join(lines)
 
