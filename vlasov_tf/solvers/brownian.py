@@ -22,7 +22,7 @@ distance would be the noise's, not the scheme's error. Given the fine grid (``su
 L``), step k takes the sum of the fine steps' normals ``k m .. k m + m - 1`` over ``sqrt(m)``:
 the same Brownian path sampled coarser, as in multilevel Monte Carlo.
 
-Design notes: docs/numerics.md §6 (noise).
+Design notes: docs/numerics.md §8 (noise).
 """
 
 from __future__ import annotations

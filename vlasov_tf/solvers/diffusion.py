@@ -22,7 +22,7 @@ are added before the forward-Euler stage of SSP-RK3, so
 The eigenvalues of the discrete operator approach ``-k^2`` (S^1) and ``-l (l + 1)`` (S^2) at
 second order; tests/test_noise.py checks the heat equation's decay rates and the orders.
 
-Design notes: docs/numerics.md §6 (noise).
+Design notes: docs/numerics.md §8 (noise).
 """
 
 from __future__ import annotations
