@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vlasov_tf.models.base import deterministic
 from vlasov_tf.plots.canvas import new_figure, save_figure
 from vlasov_tf.runs.transitions import SETTLED, Branches
 
@@ -49,7 +50,8 @@ def transition_figure(case, branches: Branches) -> Figure:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(
-        f"{case.name}: stationary states against the noise ({case.model.label}, T = {case.T:g} per sigma)\n"
+        f"{case.name}: stationary states against the noise ({deterministic(case.model).label}, "
+        f"T = {case.T:g} per sigma)\n"
         f"hysteresis (where both settled) max |r_up - r_down| = {b.hysteresis:.2g}",
         fontsize=10,
     )
