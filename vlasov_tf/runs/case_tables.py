@@ -490,6 +490,7 @@ def read_sweep(r: TomlReader, v: Any, data: dict[str, Any], T: float) -> SweepSp
     ignored += ["[[schedule]]"] if "schedule" in data else []
     ignored += [k for k in ("norm",) if data["particles"].get(k, "post") != "post"]
     ignored += ["model.mask"] if data["model"].get("mask", "none") != "none" else []
+    ignored += ["model.noise"] if data["model"].get("noise", 0) != 0 else []  # its RK4 flow is an ODE
     if ignored:
         r.fail("sweep", f"draws its own single head over one block: remove {', '.join(ignored)}")
     steps = r.integer(t.get("steps", 200), "sweep.steps", lo=1)
