@@ -53,7 +53,7 @@ bindir = Path(sys.executable).parent  # mpiexec and vlasov-tf come with the pack
 mpiexec = shutil.which("mpiexec", path=str(bindir)) or "mpiexec"
 cli = [sys.executable, "-m", "vlasov_tf.cli"]
 one_thread = {**os.environ, "VLASOV_TF_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-args = ["run", str(case), "--name", "small"]
+args = ["run", str(case), "--name", "small", "--no-plot"]  # this page draws its own figure
 parallel = subprocess.run([mpiexec, "-n", "2", *cli, *args, "--out", str(work / "mpi")],
                           capture_output=True, text=True, env=one_thread, check=True)
 print(parallel.stdout[-1500:])

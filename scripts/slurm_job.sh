@@ -14,7 +14,7 @@
 #     sbatch --export=ALL,RESUME_DIR=out/123456 scripts/slurm_job.sh
 #
 # Output: one HDF5 run file per case, written by rank 0 only,
-#     out/$SLURM_JOB_ID/<case name>.h5     (readable with h5py while it runs; one <name>.<job>.xdmf per
+#     out/$SLURM_JOB_ID/<case name>.h5     (readable with h5py while it runs; <name>.xdmf/<job>.xdmf, one per
 #                                          job for ParaView and meshio; <name>.log, the run's log)
 # and the job's log (stdout and stderr of every rank; a failure on any rank prints
 # "vlasov-tf: rank r of P failed: ..." and aborts the whole job with a non-zero exit code)

@@ -215,7 +215,7 @@ def test_cli_case_errors_and_interruptions_are_one_line(tmp_path, capsys, monkey
 def test_cli_run_held_by_another_writer_is_one_line_exit_2(tmp_path, capsys):
     src = tmp_path / "tiny.toml"
     src.write_text(SMALL)
-    assert main(["run", str(src), "--out", str(tmp_path), "--solver", "grid"]) == 0
+    assert main(["run", "--no-plot", str(src), "--out", str(tmp_path), "--solver", "grid"]) == 0
     capsys.readouterr()
     with io.RunFile.open(tmp_path / "tiny.h5"):  # another writer
         assert main(["run", str(src), "--out", str(tmp_path), "--resume"]) == 2
@@ -236,7 +236,7 @@ def test_the_log_file_leaves_the_logger_as_it_was_and_overwrite_starts_afresh(tm
     assert (tmp_path / "a.log").read_text().endswith("inside\n")
     src = tmp_path / "tiny.toml"
     src.write_text(SMALL)
-    args = ["run", str(src), "--out", str(tmp_path / "o"), "--solver", "grid"]
+    args = ["run", "--no-plot", str(src), "--out", str(tmp_path / "o"), "--solver", "grid"]
     assert main(args) == 0
     assert main([*args, "--overwrite"]) == 0
     assert (tmp_path / "o" / "tiny.log").read_text().count("run file:") == 1  # the replaced run's went
@@ -323,7 +323,7 @@ def test_resume_of_a_file_without_settings_compares_the_text(tmp_path):
 def test_cli_resume_with_an_edited_case_is_one_line_exit_2(tmp_path, capsys):
     src = tmp_path / "tiny.toml"
     src.write_text(SMALL)
-    assert main(["run", str(src), "--out", str(tmp_path / "o"), "--solver", "grid"]) == 0
+    assert main(["run", "--no-plot", str(src), "--out", str(tmp_path / "o"), "--solver", "grid"]) == 0
     src.write_text(SMALL.replace("beta = 3.0", "beta = 30.0"))
     with pytest.raises(SystemExit) as exc:
         main(["run", str(src), "--out", str(tmp_path / "o"), "--resume"])
@@ -336,7 +336,7 @@ def test_cli_sweeps_with_set_and_name(tmp_path, capsys):
     src = tmp_path / "tiny.toml"
     src.write_text(SMALL)
     out = tmp_path / "o"
-    base = ["run", str(src), "--out", str(out), "--solver", "grid"]
+    base = ["run", "--no-plot", str(src), "--out", str(out), "--solver", "grid"]
     assert main([*base, "--set", "model.beta=9", "--set", "particles.tokens=[50]"]) == 0
     path = out / "tiny-model.beta-9-particles.tokens-50.h5"
     with io.RunFile.open(path, mode="r") as run:
@@ -432,7 +432,7 @@ def test_cli_run_logs_beside_its_run_file(tmp_path, capsys):
     src = tmp_path / "tiny.toml"
     src.write_text(SMALL)
     out = tmp_path / "o"
-    assert main(["run", str(src), "--out", str(out), "--solver", "grid"]) == 0
+    assert main(["run", "--no-plot", str(src), "--out", str(out), "--solver", "grid"]) == 0
     stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d "
     log = (out / "tiny.log").read_text()
     for key in ("grid/M64", "grid/M128", "grid/M256"):
@@ -441,7 +441,7 @@ def test_cli_run_logs_beside_its_run_file(tmp_path, capsys):
     assert re.search(stamp + r"diagnostics: t = 0 done \(1/3, [\d.]+ s\)\n", log)
     assert re.search(stamp + r"run file: .*tiny.h5 \([\d.]+ s\)\n", log)
     assert log in capsys.readouterr().out  # the terminal saw the same lines
-    assert main(["run", str(src), "--out", str(out), "--resume"]) == 0
+    assert main(["run", "--no-plot", str(src), "--out", str(out), "--resume"]) == 0
     again = (out / "tiny.log").read_text()
     assert again.startswith(log) and re.search(stamp + r"grid/M64: complete, skipped", again)
     assert re.search(stamp + r"particles/N50_ref: done in", again)
@@ -517,14 +517,14 @@ def test_diagnostics_are_optional_logged_and_added_later(tmp_path, capsys):
     src = tmp_path / "tiny.toml"
     src.write_text(SMALL)
     out = tmp_path / "o"
-    assert (
-        main(["run", str(src), "--out", str(out), "--no-diagnostics", "--set", "particles.tokens=[50]"]) == 0
-    )
+    tokens = ["--set", "particles.tokens=[50]"]
+    assert main(["run", "--no-plot", str(src), "--out", str(out), "--no-diagnostics", *tokens]) == 0
     path = out / "tiny-particles.tokens-50.h5"
     with io.RunFile.open(path, mode="r") as run:
         assert "mass" not in run.diagnostic_names() and {"steps", "wall_s"} <= set(run.diagnostic_names())
     assert "diagnostics of" not in capsys.readouterr().out
-    assert main(["run", str(src), "--out", str(out), "--resume", "--set", "particles.tokens=[50]"]) == 0
+    resume = ["run", "--no-plot", str(src), "--out", str(out), "--resume", "--set", "particles.tokens=[50]"]
+    assert main(resume) == 0
     printed = capsys.readouterr().out
     assert "diagnostics of" in printed and "diagnostics: t = 0.5 done (2/3" in printed
     with io.RunFile.open(path, mode="r") as run:

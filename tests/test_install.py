@@ -1,4 +1,5 @@
-"""A non-editable install (a wheel, as on a cluster) finds the shipped cases and meshes."""
+"""A non-editable install (a wheel, as on a cluster) finds the shipped cases (by their bare names too)
+and meshes."""
 
 import os
 import shutil
@@ -38,11 +39,18 @@ def test_a_wheel_runs_shipped_cases_outside_the_repository(tmp_path):
         "assert str(CASES_DIR).startswith(site) and str(meshes_dir()).startswith(site)\n"
         "assert len(shipped_cases()) >= 7\n"
         "assert sphere_mesh(2).n_cells == 17280 and sphere_mesh(3).n_cells == 69120\n"
-        "case = CASES_DIR / 'circle_instability.toml'\n"
-        "sys.exit(main(['run', str(case), '--solver', 'grid', '--out', 'out']))\n"
+        "assert main(['cases']) == 0 and main(['cases', 'sphere_collapse']) == 0\n"
+        "assert load_case('phase_diagram.toml').d == 8\n"
+        # A shipped case by its bare name (no such file in the working directory); run draws its figures.
+        "sys.exit(main(['run', 'circle_instability', '--solver', 'grid', '--out', 'out']))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script, str(site)], cwd=work, env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert (work / "out" / "circle_instability.h5").is_file()
+    assert (work / "out" / "circle_instability.png").is_file()
+    listing = done.stdout.split("\n\n")[0].splitlines()
+    assert len(listing) == 1 + len(list((REPO / "cases").glob("*.toml")))
+    assert any(line.split()[:2] == ["phase_diagram", "sweep"] for line in listing)
+    assert (REPO / "cases" / "sphere_collapse.toml").read_text() in done.stdout

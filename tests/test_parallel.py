@@ -186,6 +186,7 @@ def test_cli_run_on_2_ranks_resumed_on_3_equals_serial(tmp_path):
     first = launch(2, vtf, "run", str(case), "--out", str(tmp_path / "mpi"), "--solver", "grid")
     assert first.returncode == 0, first.stderr[-3000:]
     assert "on 2 ranks" in first.stdout
+    assert (tmp_path / "mpi" / "tiny_sphere.png").is_file()  # run draws its figures, on rank 0
     # Log lines with their rank, on the terminal and in the log beside the run file.
     assert re.search(r"\d\d:\d\d:\d\d \[rank 0/2\] grid/K0: done in", first.stdout)
     assert "[rank 0/2] grid/K0: done in" in (tmp_path / "mpi" / "tiny_sphere.log").read_text()

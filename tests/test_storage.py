@@ -158,7 +158,8 @@ def test_plain_h5py_reads_while_a_run_writes_and_reading_never_writes(tmp_path, 
     with RunFile.open(path) as writer:
         assert writer.job_info("grid/M32")["n"] == 3
     assert path.read_bytes() == before
-    assert sorted(os.listdir(tmp_path)) == ["run.grid.M32.xdmf", "run.h5"]  # the lock went with close
+    assert sorted(os.listdir(tmp_path)) == ["run.h5", "run.xdmf"]  # the lock went with close
+    assert os.listdir(tmp_path / "run.xdmf") == ["grid.M32.xdmf"]
 
 
 def test_threads_append_to_their_jobs(tmp_path):
@@ -385,7 +386,8 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path, rng):
     with RunFile.open(path) as rf:  # resume after the last kill, then finish cleanly
         assert len(rf.job_state("particles/N")[0]) == n
         rf.finish_job("particles/N")
-    assert sorted(os.listdir(tmp_path)) == ["run.h5", "run.particles.N.xdmf"]  # no lock, no temporaries
+    assert sorted(os.listdir(tmp_path)) == ["run.h5", "run.xdmf"]  # no lock, no temporaries
+    assert os.listdir(tmp_path / "run.xdmf") == ["particles.N.xdmf"]
 
 
 def test_half_written_rows_are_absent_and_damaged_ones_raise(tmp_path):
@@ -604,7 +606,44 @@ def test_xdmf_rewrites_are_throttled_and_complete(tmp_path, monkeypatch):
         for i in range(100):
             rf.append("grid/M4", i, np.full(4, i))
     # M8 at its last output, M4 (which stopped early) at close
-    assert [p.name for p in writes] == ["run.grid.M8.xdmf", "run.grid.M4.xdmf"]
+    assert [p.name for p in writes] == ["grid.M8.xdmf", "grid.M4.xdmf"]
     for key, n in (("grid/M8", 500), ("grid/M4", 100)):
         with meshio.xdmf.TimeSeriesReader(xdmf_path(path, key)) as reader:
             assert reader.num_steps == n
+
+
+def test_a_run_is_one_file_and_one_directory_and_old_runs_resume(tmp_path):
+    """`vlasov-tf study` left a file per job beside the run (42 files in out/). The companions are
+    now in <run>.xdmf/; a run made before (companions beside the .h5) resumes into the new layout,
+    and a replacement or a discard leaves none of either."""
+    jobs = [JobLayout(f"grid/M{m}", "grid", mesh=circle_mesh(m)) for m in (8, 16)]
+    jobs.append(JobLayout("particles/N", "particles", tokens=5, d=2))
+    path = tmp_path / "run.h5"
+    rng = np.random.default_rng(0)
+    with RunFile.create(path, CASE, "c", jobs=jobs, times=TIMES, sync=False) as rf:
+        for m in (8, 16):
+            rf.start_job(f"grid/M{m}", "grid", mesh=circle_mesh(m))
+            rf.append(f"grid/M{m}", 0.0, np.ones(m))
+        rf.start_job("particles/N", "particles", weights=np.full(5, 0.2))
+        rf.append("particles/N", 0.0, rng.standard_normal((5, 2)))
+    assert sorted(os.listdir(tmp_path)) == ["run.h5", "run.xdmf"]
+    assert sorted(os.listdir(tmp_path / "run.xdmf")) == ["grid.M16.xdmf", "grid.M8.xdmf", "particles.N.xdmf"]
+    # The layout of before: move the companions beside the run file, then resume.
+    for key in ("grid/M8", "grid/M16", "particles/N"):
+        xdmf_path(path, key).rename(vio_xdmf.legacy_xdmf_path(path, key))
+    (tmp_path / "run.xdmf").rmdir()
+    assert len(os.listdir(tmp_path)) == 4
+    with RunFile.open(path) as rf:
+        rf.append("grid/M8", 0.25, np.full(8, 2.0))
+    assert sorted(os.listdir(tmp_path)) == ["run.h5", "run.xdmf"]
+    for key, n in (("grid/M8", 2), ("grid/M16", 1), ("particles/N", 1)):
+        with meshio.xdmf.TimeSeriesReader(xdmf_path(path, key)) as reader:
+            reader.read_points_cells()
+            assert reader.num_steps == n
+            t, _, cell_data = reader.read_data(n - 1)
+            if key == "grid/M8":
+                assert t == 0.25 and np.array_equal(cell_data["density"][0], np.full(8, 2.0))
+    # A replacement removes the companions of the run it replaces, in either layout.
+    vio_xdmf.legacy_xdmf_path(path, "grid/M16").write_text("old")
+    RunFile.create(path, CASE, "c", jobs=jobs, times=TIMES, overwrite=True, sync=False).discard()
+    assert os.listdir(tmp_path) == []

@@ -22,7 +22,8 @@ Subcommands
     parameter scanned up and down in sigma, token ensembles, the critical noise of linear
     theory; printed and drawn (the bifurcation diagram).
 ``plot RUNFILE``
-    Figures of a stored run (or sweep, or transition scan).
+    Figures of a stored run (or sweep, or transition scan); ``run`` draws the same ones unless
+    ``--no-plot``.
 ``particles [CASE]``
     Depth convergence on the circle (default ``cases/circle_clustering.toml``): L-layer
     Transformers against the continuous-time flow; a table of errors and orders, and a figure.
@@ -31,6 +32,9 @@ Subcommands
     an interpolation case (default: the shipped ``cases/interpolation.toml``): build it, check
     it with both solvers, print the switch count, the norms against the paper's bounds and the
     W2 tables, save ``<out>/<name>.png``.
+``cases [NAME]``
+    The shipped cases with their descriptions; with NAME, that case's text (to redirect into a
+    file and edit). Every command that takes a case file also takes a shipped case's bare name.
 ``mesh``
     Build the sphere meshes of :mod:`vlasov_tf.geometry.mesh_files` (gmsh through FiPy) into
     ``meshes/sphere_L{level}.h5``, once, serially, for runs that load them.
@@ -67,7 +71,9 @@ from vlasov_tf.plots import (
     plot_phase,
     plot_transition,
 )
-from vlasov_tf.runs.cases import CASES_DIR, Case, load_case, parse_case
+from vlasov_tf.plots.movies import save_movie
+from vlasov_tf.plots.run_files import case_of_run, plot_run
+from vlasov_tf.runs.cases import CASES_DIR, Case, case_summary, load_case, shipped_cases
 from vlasov_tf.runs.depth_study import (
     DEFAULT_LAYERS,
     check_depth_study,
@@ -141,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("case", type=Path, nargs="?", default=DEFAULT_PARTICLES_CASE, help="circle case file")
+    p.add_argument(
+        "case", type=Path, nargs="?", default=DEFAULT_PARTICLES_CASE, help="circle case file or shipped name"
+    )
     p.add_argument("-N", "--tokens", type=_tokens, default=2000, metavar="N", help="number of tokens")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial tokens")
     p.add_argument(
@@ -162,6 +170,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("out"), help="directory for the figure")
     p.add_argument("--progress", action="store_true", help="show progress bars")
     p.set_defaults(handler=_cmd_particles, parser=p)
+
+    p = sub.add_parser(
+        "cases",
+        help="list the shipped cases, or print one (to redirect into a file and edit)",
+        description=(
+            "Without NAME: the shipped cases and their one-line descriptions. With NAME: the case's "
+            "text, e.g. `vlasov-tf cases circle_clustering > mine.toml`, then edit mine.toml and "
+            "`vlasov-tf run mine.toml`. Commands that take a case file also take a shipped case's "
+            "bare name (when no file of that name exists)."
+        ),
+    )
+    p.add_argument("name", nargs="?", default=None, help="a shipped case (with or without .toml)")
+    p.set_defaults(handler=_cmd_cases, parser=p)
 
     p = sub.add_parser(
         "mesh",
@@ -203,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
             type=Path,
             nargs="?" if default_case else None,
             default=default_case,
-            help="case file (cases/*.toml)",
+            help="case file, or the name of a shipped case (`vlasov-tf cases` lists them)",
         )
         p.add_argument("--out", type=Path, default=Path("out"), help="directory of the run file and figures")
         p.add_argument("--resume", action="store_true", help="continue an interrupted run from its file")
@@ -235,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
                 action="store_false",
                 help="skip the distances, mass and energy after the jobs (`study --resume` adds them)",
             )
+            p.add_argument(
+                "--no-plot",
+                dest="plot",
+                action="store_false",
+                help="do not draw the figures `vlasov-tf plot` draws (drawn by default, beside the run file)",
+            )
         elif name == "study":
             p.add_argument(
                 "--full",
@@ -260,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         nargs="?",
         default=DEFAULT_INTERPOLATION_CASE,
-        help="interpolation case file (default: the shipped cases/interpolation.toml)",
+        help="interpolation case file or shipped case name (default: the shipped interpolation case)",
     )
     p.add_argument("--out", type=Path, default=Path("out"), help="directory of the figure (default: out)")
     p.add_argument(
@@ -286,6 +313,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plot", help="figures of a stored run", description="figures of a stored run")
     p.add_argument("runfile", type=Path, help="HDF5 file written by `vlasov-tf run`, `study` or `sweep`")
     p.add_argument("--out", type=Path, default=None, help="directory (default: next to the run file)")
+    p.add_argument(
+        "--movie",
+        nargs="?",
+        const="gif",
+        choices=("gif", "mp4"),
+        default=None,
+        help="instead of the figures, an animation <run>.gif (or .mp4, with ffmpeg), a frame per output "
+        "time: S^2 both hemispheres on one colour scale with the tokens on top; S^1 density and tokens",
+    )
+    p.add_argument("--fps", type=_positive_int, default=4, help="frames per second of --movie")
+    p.add_argument(
+        "--job",
+        default=None,
+        metavar="KEY",
+        help="--movie of this job alone, e.g. grid/K3 or particles/N1000_L100 (default: the finest grid "
+        "and the deepest Transformer on the most tokens)",
+    )
     p.set_defaults(handler=_cmd_plot, parser=p)
     return parser
 
@@ -310,6 +354,26 @@ def _cmd_particles(args: argparse.Namespace) -> int:
         f"{s['reference_check']:.1f} s, {len(res.layers)} depths {s['layers']:.1f} s, figure {t_plot:.1f} s; "
         f"{num_threads()} threads)"
     )
+    return 0
+
+
+def _cmd_cases(args: argparse.Namespace) -> int:
+    if args.name is not None:
+        name = Path(args.name)
+        if name.parent != Path(".") or not (CASES_DIR / f"{name.stem}.toml").is_file() or (
+            name.suffix not in ("", ".toml")
+        ):
+            known = ", ".join(p.stem for p in shipped_cases())
+            _refuse(f"no shipped case {args.name!r} (shipped: {known})")
+        sys.stdout.write((CASES_DIR / f"{name.stem}.toml").read_text(encoding="utf-8"))
+        return 0
+    paths = shipped_cases()
+    width = max((len(p.stem) for p in paths), default=0)
+    print(f"{'case':<{width}}  {'command':<11}  description")
+    for path in paths:
+        command, description = case_summary(path)
+        print(f"{path.stem:<{width}}  {command:<11}  {description}")
+    print(f"\n({len(paths)} cases in {CASES_DIR}; `vlasov-tf cases NAME > mine.toml` to start your own)")
     return 0
 
 
@@ -456,7 +520,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if case.sweep is not None:
         _log.info(f"{args.case}: its [sweep] table is for `vlasov-tf sweep`; `run` runs the case itself")
     solvers = ("grid", "particles") if args.solver == "both" else (args.solver,)
-    _run(args, case, solvers)
+    path = _run(args, case, solvers)
+    if args.plot and is_root(args.comm):
+        with RunFile.open(path, mode="r") as run:
+            for figure in plot_run(case, run, path.parent, path.stem):
+                print(f"figure: {figure}")
     return 0
 
 
@@ -509,23 +577,20 @@ def _cmd_transition(args: argparse.Namespace) -> int:
 
 def _cmd_plot(args: argparse.Namespace) -> int:
     with RunFile.open(args.runfile, mode="r") as run:  # reading never writes
-        # The case as run: its text with the overrides recorded beside it.
-        overrides = dict(run.overrides or []) or None
-        case = parse_case(run.case_text, source=str(args.runfile), overrides=overrides)
-        out = args.out or args.runfile.parent
+        case = case_of_run(run, args.runfile)
         done = sum(run.is_complete(key) for key in run.jobs())
         if done < len(run.jobs()):
             print(f"note: {args.runfile} is incomplete ({done} of {len(run.jobs())} jobs complete): the "
                   "figures show what is stored; `--resume` the run to finish it")  # fmt: skip
-        if any(key.startswith("sweep/") for key in run.jobs()):
-            print(f"figure: {plot_phase(case, phase_maps(run), out / f'{args.runfile.stem}.phase.png')}")
+        out = args.out or args.runfile.parent
+        if args.movie:
+            movie = out / f"{args.runfile.stem}.{args.movie}"
+            print(f"movie: {save_movie(case, run, movie, fps=args.fps, job=args.job)}")
             return 0
-        if any(key.startswith("transition/") for key in run.jobs()):
-            branches = read_branches(case, run)
-            print(f"figure: {plot_transition(case, branches, out / f'{args.runfile.stem}.transition.png')}")
-            return 0
-        print(f"figure: {plot_crossval(case, run, out / f'{args.runfile.stem}.png')}")
-        print(f"figure: {plot_clusters(case, run, out / f'{args.runfile.stem}.clusters.png')}")
+        if args.job is not None:
+            _refuse("--job chooses the job of a --movie: pass --movie too")
+        for path in plot_run(case, run, out, args.runfile.stem):
+            print(f"figure: {path}")
     return 0
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from scipy import stats
 
 from vlasov_tf.geometry.measures import normalize
+from vlasov_tf.runs.cases import find_case
 from vlasov_tf.runs.toml_reader import TomlReader
 
 if TYPE_CHECKING:
@@ -194,8 +195,7 @@ def parse_interpolation_case(text: str, source: str = "<string>") -> Interpolati
 
 
 def load_interpolation_case(path: str | os.PathLike) -> InterpolationCase:
-    """Read and validate an interpolation case file; errors name the file and the dotted key."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"case file {path} does not exist")
+    """Read and validate an interpolation case file (or the shipped case of that bare name,
+    :func:`vlasov_tf.runs.cases.find_case`); errors name the file and the dotted key."""
+    path = find_case(path)
     return parse_interpolation_case(path.read_text(encoding="utf-8"), str(path))

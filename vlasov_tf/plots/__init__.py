@@ -4,13 +4,16 @@ By subject: one run (:mod:`.run_figures`: densities, diagnostics, the cross-vali
 convergence studies (:mod:`.convergence`), clusters and phase diagrams (:mod:`.clusters`), noise
 scans' bifurcation diagrams (:mod:`.transitions`), the
 interpolating Transformer (:mod:`.interpolation`); the shared canvas and colour scales
-(:mod:`.canvas`) and the orthographic views of S^2 (:mod:`.sphere_views`).
+(:mod:`.canvas`), the orthographic views of S^2 (:mod:`.sphere_views`), tokens where no sphere
+view exists (:mod:`.token_views`: S^{d-1} with d > 3, R^d), the figures of a stored run file as
+``vlasov-tf plot`` draws them (:mod:`.run_files`) and its animation (:mod:`.movies`).
 """
 
 from vlasov_tf.plots.canvas import density_norm
 from vlasov_tf.plots.clusters import clusters_figure, phase_figure, plot_clusters, plot_phase
 from vlasov_tf.plots.convergence import convergence_figure, depth_convergence_figure, plot_depth_convergence
 from vlasov_tf.plots.interpolation import interpolation_figure, plot_interpolation
+from vlasov_tf.plots.movies import save_movie
 from vlasov_tf.plots.run_figures import (
     crossval_figure,
     density_figure,
@@ -18,6 +21,7 @@ from vlasov_tf.plots.run_figures import (
     mode_growth_figure,
     plot_crossval,
 )
+from vlasov_tf.plots.run_files import plot_run
 from vlasov_tf.plots.transitions import plot_transition, transition_figure
 
 __all__ = [
@@ -36,6 +40,8 @@ __all__ = [
     "plot_depth_convergence",
     "plot_interpolation",
     "plot_phase",
+    "plot_run",
     "plot_transition",
+    "save_movie",
     "transition_figure",
 ]

@@ -13,7 +13,20 @@ if TYPE_CHECKING:
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
-__all__ = ["DYNAMIC_RANGE", "density_norm", "new_figure", "norm_label", "save_figure"]
+__all__ = [
+    "DYNAMIC_RANGE",
+    "MAX_TOKENS_SHOWN",
+    "density_norm",
+    "grid_label",
+    "log_if_wide",
+    "new_figure",
+    "norm_label",
+    "save_figure",
+    "shown_times",
+    "time_index",
+    "token_label",
+    "token_subset",
+]
 
 #: Colour range of the logarithmic density maps: the floor is the largest density over max / this.
 DYNAMIC_RANGE = 1e4
@@ -33,6 +46,16 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
     return path
+
+
+def log_if_wide(ax, values: Sequence[np.ndarray], decades: float = 3.0) -> None:
+    """A logarithmic y axis on ``ax`` when the drawn values are positive and span more than
+    ``decades`` decades (an energy that grows without bound, as tokens in R^d fly apart, would
+    otherwise flatten every other curve onto the axis)."""
+    vals = np.concatenate([np.ravel(v) for v in values]) if values else np.zeros(0)
+    vals = vals[np.isfinite(vals)]
+    if vals.size and vals.min() > 0 and vals.max() > 10.0**decades * vals.min():
+        ax.set_yscale("log")
 
 
 def density_norm(values: Sequence[np.ndarray], dynamic_range: float = DYNAMIC_RANGE) -> Normalize:
@@ -73,3 +96,37 @@ def norm_label(norm: Normalize) -> str:
     return "linear scale"
 
 
+
+
+# -- the jobs and times a figure shows --------------------------------------------
+
+#: Tokens drawn over a density map at most (evenly spaced in their labels).
+MAX_TOKENS_SHOWN = 3000
+
+
+def shown_times(case) -> list[int]:
+    """The first, middle and last output times (indices)."""
+    n = len(case.output_times)
+    return sorted({0, n // 2, n - 1})
+
+
+def time_index(times: np.ndarray, t: float) -> int:
+    """The index of the time in ``times`` (n,) nearest to ``t``."""
+    return int(np.argmin(np.abs(np.asarray(times) - t)))
+
+
+def token_subset(n: int, most: int = MAX_TOKENS_SHOWN) -> np.ndarray:
+    """At most ``most`` of ``n`` token indices, evenly spaced in their labels (all when n <= most)."""
+    return np.linspace(0, n - 1, min(n, most)).round().astype(int)
+
+
+def grid_label(job) -> str:
+    """A grid job's resolution in words: ``M = 512`` (circle cells) or ``level 3`` (sphere mesh)."""
+    return f"M = {job.resolution}" if job.key.startswith("grid/M") else f"level {job.resolution}"
+
+
+def token_label(job, case=None) -> str:
+    """A token job in words: ``N = 1000, L = 100`` or ``N = 1000, continuous flow`` (the case's
+    reference, :attr:`~vlasov_tf.runs.cases.Case.reference`, when given: a noisy case's)."""
+    reference = "continuous flow" if case is None else case.reference
+    return f"N = {job.tokens}, " + (f"L = {job.layers}" if job.layers is not None else reference)

@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vlasov_tf.analysis.clusters import merges, plateaus
-from vlasov_tf.plots.canvas import new_figure, save_figure
-from vlasov_tf.plots.run_figures import grid_label, time_index, token_label
+from vlasov_tf.plots.canvas import grid_label, log_if_wide, new_figure, save_figure, time_index, token_label
 from vlasov_tf.runs.ensembles import PhaseMaps
 from vlasov_tf.runs.studies import cluster_history, cluster_jobs
 
@@ -33,6 +32,7 @@ def clusters_figure(case, run) -> Figure:
     fig = new_figure((16, 4.8))
     ax_count, ax_mass, ax_energy = fig.subplots(1, 3)
     energy = run.diagnostics("energy")
+    drawn: list[np.ndarray] = []
     for job, (colour, line) in zip(jobs, [("k", "-"), ("C0", "--"), ("C1", ":")], strict=False):
         times, history = cluster_history(run, job.key)
         if not len(times):
@@ -52,6 +52,7 @@ def clusters_figure(case, run) -> Figure:
         if job.key in energy:
             rows = energy[job.key][np.argsort(energy[job.key][:, 0])]
             ax_energy.plot(rows[:, 0], rows[:, 1], color=colour, ls=line, marker="o", ms=3, label=label)
+            drawn.append(rows[:, 1])
         if job is jobs[0]:
             runs = plateaus(times, counts)
             ends = [a for _, a, _ in runs[1:]] + [float(times[-1])]
@@ -59,6 +60,7 @@ def clusters_figure(case, run) -> Figure:
                 ax_energy.axvspan(a, b, color="0.85" if i % 2 else "0.93", zorder=0)
                 ax_energy.text(0.5 * (a + b), 1.0, f"{count}", transform=ax_energy.get_xaxis_transform(),
                                ha="center", va="bottom", fontsize=8)  # fmt: skip
+    log_if_wide(ax_energy, drawn)
     ax_count.yaxis.get_major_locator().set_params(integer=True)
     ax_count.set_ylim(0, max(ax_count.get_ylim()[1], 1) + 0.5)  # counts from 0: a flat 1 reads as 1
     ax_mass.set_ylim(0, 1.02)  # fractions of the total: not a zoom into round-off

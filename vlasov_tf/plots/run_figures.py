@@ -40,9 +40,22 @@ import numpy as np
 from vlasov_tf.analysis.linear_theory import mode_amplitude, predicted_growth
 from vlasov_tf.geometry.initial import UniformPerturbed
 from vlasov_tf.geometry.measures import circle_to_angles
-from vlasov_tf.plots.canvas import density_norm, new_figure, norm_label, save_figure
+from vlasov_tf.plots.canvas import (
+    MAX_TOKENS_SHOWN,
+    density_norm,
+    grid_label,
+    log_if_wide,
+    new_figure,
+    norm_label,
+    save_figure,
+    shown_times,
+    time_index,
+    token_label,
+    token_subset,
+)
 from vlasov_tf.plots.convergence import draw_tables
 from vlasov_tf.plots.sphere_views import choose_view, draw_disc, view_basis
+from vlasov_tf.plots.token_views import draw_token_clouds
 from vlasov_tf.runs.diagnostics import ShownJobs, shown_jobs
 from vlasov_tf.runs.studies import crossval_tables, grid_against_deep
 
@@ -65,37 +78,8 @@ __all__ = [
 ]
 
 
-#: Tokens drawn over a density map at most (evenly spaced in their labels).
-MAX_TOKENS_SHOWN = 3000
 #: Where a zero mass drift is drawn on the log scale of the mass panel.
 ZERO_DRIFT = 1e-17
-
-
-# -- the jobs of a run ------------------------------------------------------------
-
-
-def shown_times(case) -> list[int]:
-    """The first, middle and last output times (indices)."""
-    n = len(case.output_times)
-    return sorted({0, n // 2, n - 1})
-
-
-def time_index(times: np.ndarray, t: float) -> int:
-    return int(np.argmin(np.abs(np.asarray(times) - t)))
-
-
-def token_subset(n: int, most: int = MAX_TOKENS_SHOWN) -> np.ndarray:
-    return np.linspace(0, n - 1, min(n, most)).round().astype(int)
-
-
-def grid_label(job) -> str:
-    return f"M = {job.resolution}" if job.key.startswith("grid/M") else f"level {job.resolution}"
-
-
-def token_label(job, case=None) -> str:
-    """``N = .., L = ..`` for a deep Transformer, ``N = .., <the case's reference>`` otherwise."""
-    reference = "continuous flow" if case is None else case.reference
-    return f"N = {job.tokens}, " + (f"L = {job.layers}" if job.layers is not None else reference)
 
 
 # -- row 1: densities ------------------------------------------------------------
@@ -196,13 +180,24 @@ def _draw_sphere_density(sub: Figure | SubFigure, case, run, view: Sequence[floa
 def density_figure(case, run, view: Sequence[float] | None = None) -> Figure:
     """The density row of :func:`crossval_figure` alone (``view``: the sphere's view axis, or None
     to let :func:`choose_view` pick it)."""
-    if case.geometry == "circle":
-        fig = new_figure((14, 4.2))
-        _draw_circle_density(fig, case, run)
-    else:
-        fig = new_figure((14, 7.5))
-        _draw_sphere_density(fig, case, run, view)
+    fig = new_figure((14, 7.5) if _on_s2(case) else (14, 4.2))
+    _draw_density(fig, case, run, view)
     return fig
+
+
+def _on_s2(case) -> bool:
+    return case.geometry == "sphere" and case.d == 3
+
+
+def _draw_density(sub: Figure | SubFigure, case, run, view: Sequence[float] | None) -> None:
+    """The density row for the case's geometry: S^1 profiles, S^2 discs, else token projections
+    and pairwise statistics (:mod:`.token_views`: S^{d-1} with d > 3, R^d)."""
+    if case.geometry == "circle":
+        _draw_circle_density(sub, case, run)
+    elif _on_s2(case):
+        _draw_sphere_density(sub, case, run, view)
+    else:
+        draw_token_clouds(sub, case, run)
 
 
 # -- row 2: diagnostics over time --------------------------------------------------
@@ -244,6 +239,7 @@ def _draw_energy(ax: Axes, jobs: ShownJobs, case, run) -> None:
     energy = run.diagnostics("energy")
     shown = [(jobs.finest, "k-", "grid, "), (jobs.ref, "C0--", "tokens, "), (jobs.tokens, "C1-", "tokens, ")]
     seen = set()
+    drawn = []
     for job, style, what in shown:
         if job is None or job.key in seen or job.key not in energy:
             continue
@@ -252,6 +248,8 @@ def _draw_energy(ax: Axes, jobs: ShownJobs, case, run) -> None:
         rows = rows[np.argsort(rows[:, 0])]
         label = what + (grid_label(job) if job.kind == "grid" else token_label(job, case))
         ax.plot(rows[:, 0], rows[:, 1], style, marker="o", ms=3, label=label)
+        drawn.append(rows[:, 1])
+    log_if_wide(ax, drawn)
     if seen:
         # Attention cases (they have betas) have it for Q = K = V = I; other models define it as a
         # gradient flow's energy (models.interaction).
@@ -313,15 +311,15 @@ def _draw_distances(ax: Axes, case, jobs: ShownJobs, run) -> None:
                 label=f"W1(L = {tok_job.layers}, reference), N = {tok_job.tokens}",
             )
             drawn += 1
-    reference = "noisy reference" if case.model.noise else "flow"
-    title = (
-        f"{metric} to the finest grid ({fine}) over time\ndashed: W1 depth error (L layers vs {reference})"
-    )
-    if sphere:
+    if jobs.finest is not None:
+        title = f"{metric} to the finest grid ({fine}) over time\ndashed: W1 depth error (L layers vs flow)"
+    else:  # particles only (R^d, S^{d-1} with d > 3, or no [grid])
+        title = "W1 depth error (L layers vs continuous flow) over time\n(no grid job to compare with)"
+    if sphere and jobs.finest is not None:
         title += "; bands: ± 2 sliced s.e."
     ax.set_title(title if drawn else "distances: none stored", fontsize=10)
     ax.set_xlabel("time t")
-    ax.set_ylabel("distance (radians)")
+    ax.set_ylabel("distance (radians)" if case.sphere else "distance")
     if drawn:
         ax.legend(fontsize=7)
 
@@ -441,13 +439,10 @@ def crossval_figure(case, run, view: Sequence[float] | None = None) -> Figure:
     (:func:`convergence_figure`). ``run``: an open :class:`vlasov_tf.runs.storage.RunFile` of the case.
     """
     tables = crossval_tables(case, run)
-    sphere = case.geometry == "sphere"
-    fig = new_figure((16, 17) if sphere else (16, 12.5))
-    rows = np.asarray(fig.subfigures(3, 1, height_ratios=(2.0, 1.0, 1.0) if sphere else (1.0, 1.0, 1.0)))
-    if sphere:
-        _draw_sphere_density(rows[0], case, run, view)
-    else:
-        _draw_circle_density(rows[0], case, run)
+    s2 = _on_s2(case)
+    fig = new_figure((16, 17) if s2 else (16, 12.5))
+    rows = np.asarray(fig.subfigures(3, 1, height_ratios=(2.0, 1.0, 1.0) if s2 else (1.0, 1.0, 1.0)))
+    _draw_density(rows[0], case, run, view)
     _draw_diagnostics(rows[1], case, run)
     draw_tables(rows[2], tables)
     betas = sorted(set(case.betas))

@@ -190,6 +190,8 @@ __all__ = [
     "CASES_DIR",
     "Case",
     "case_settings",
+    "case_summary",
+    "find_case",
     "load_case",
     "parse_case",
     "settings_difference",
@@ -487,15 +489,12 @@ def settings_difference(stored: Mapping[str, str], current: Mapping[str, str]) -
 
 
 def load_case(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> Case:
-    """Read and validate the case file ``path`` (see :func:`parse_case`).
+    """Read and validate the case file ``path`` (see :func:`parse_case`), or the shipped case of
+    that bare name (:func:`find_case`), e.g. ``load_case("circle_clustering")``.
 
     Raises ``FileNotFoundError`` naming ``path`` when there is no such file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"case file {path} does not exist" + ("" if not path.exists() else " (not a file)")
-        )
+    path = find_case(path)
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
@@ -506,3 +505,43 @@ def load_case(path: str | os.PathLike, overrides: Mapping[str, Any] | None = Non
 def shipped_cases() -> list[Path]:
     """The case files of the repository (``cases/*.toml``), sorted by name."""
     return sorted(CASES_DIR.glob("*.toml"))
+
+
+def find_case(path: str | os.PathLike) -> Path:
+    """The case file ``path`` if it exists, else for a bare name (``NAME`` or ``NAME.toml``, no
+    directory part) ``NAME.toml`` in the working directory, else the shipped case of that name
+    (``cases/NAME.toml`` of the repository, or of the package in a non-editable install): so
+    ``vlasov-tf run circle_clustering`` works from any directory, and a user's own file wins.
+
+    Raises ``FileNotFoundError`` naming ``path`` (and, for a bare name, the shipped cases).
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    bare = path.parent == Path(".") and path.name not in ("", ".", "..")
+    if bare and not path.exists():
+        name = path.name if path.suffix == ".toml" else f"{path.name}.toml"
+        for found in (Path(name), CASES_DIR / name):  # a file of the user's own comes first
+            if found.is_file():
+                return found
+        names = ", ".join(p.stem for p in shipped_cases())
+        raise FileNotFoundError(
+            f"case file {path} does not exist, nor is it a shipped case ({names}; `vlasov-tf cases`)"
+        )
+    raise FileNotFoundError(f"case file {path} does not exist" + (" (not a file)" if path.exists() else ""))
+
+
+def case_summary(path: str | os.PathLike) -> tuple[str, str]:
+    """(command, description) of a case file: the ``vlasov-tf`` command it is for (``interpolate``
+    for an interpolation case, ``sweep`` for a case with a ``[sweep]`` table, else ``run``) and its
+    ``[case] description`` ("" when it has none). A file that is not TOML gives ("", ""): a listing
+    of cases (``vlasov-tf cases``) never fails."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        head = data.get("case", {})
+        description = head.get("description", "")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
+        return "", ""
+    # Interpolation cases (vlasov_tf.interpolation.cases) state an accuracy eps and no [particles].
+    command = "interpolate" if "eps" in head else "sweep" if "sweep" in data else "run"
+    return command, description if isinstance(description, str) else ""

@@ -61,12 +61,14 @@ check), ``is_complete`` to skip finished jobs, and ``job_state``/``last_state`` 
 solver from the last stored snapshot. ``append`` of a repeat of the last stored snapshot (same
 time, same values) is a no-op, so a restarted solver may report its initial state again.
 
-The XDMF companions (:func:`xdmf_path`: ``<run>.<job key with '.' for '/'>.xdmf`` next to the
-``.h5``), one per job, are rewritten (atomically) after every snapshot (at most once a second
-while snapshots come faster; always after a job's last one and at close): one temporal collection
-of the snapshots stored, each referencing whole datasets (``step/<i>``): sphere densities on the
-triangles, circle densities on the polyline of its arcs (cell-centred), particles as points with
-their weights and positions. meshio (``meshio.xdmf.TimeSeriesReader``) and VTK's XDMF reader (the
+The XDMF companions (:func:`xdmf_path`: ``<run>.xdmf/<job key with '.' for '/'>.xdmf``, a
+directory beside the ``.h5``; runs made before it kept them beside the ``.h5``, where a resume or
+a replacement removes them), one per job, are rewritten (atomically) after every snapshot (at
+most once a second while snapshots come faster; always after a job's last one and at close): one
+temporal collection of the snapshots stored, each referencing whole datasets (``step/<i>``) of
+``../<run>.h5``: sphere densities on the triangles, circle densities on the polyline of its arcs
+(cell-centred), particles as points with their weights and positions. meshio
+(``meshio.xdmf.TimeSeriesReader``) and VTK's XDMF reader (the
 one behind ParaView's) read every step.
 
 Modules: :mod:`.run_file` (:class:`RunFile`), :mod:`.layout` (:class:`JobLayout`; the layout
@@ -81,7 +83,7 @@ from .environment import PROVENANCE_PACKAGES, provenance
 from .files import RunFileBusy, lock_path
 from .layout import FORMAT, FORMAT_VERSION, KINDS, JobLayout, RunFileError
 from .run_file import RunFile
-from .xdmf import xdmf_path
+from .xdmf import xdmf_dir, xdmf_path
 
 __all__ = [
     "FORMAT",
@@ -94,5 +96,6 @@ __all__ = [
     "RunFileError",
     "lock_path",
     "provenance",
+    "xdmf_dir",
     "xdmf_path",
 ]

@@ -47,7 +47,7 @@ from .layout import (
     same_attr,
     write_layout,
 )
-from .xdmf import write_xdmf, xdmf_path
+from .xdmf import remove_xdmf, write_xdmf, xdmf_path
 
 if TYPE_CHECKING:
     from vlasov_tf.geometry.meshes import MeshGeometry
@@ -92,6 +92,7 @@ class RunFile:
             if not readonly:
                 for stale in (path, *(xdmf_path(path, key) for key in self._jobs)):
                     remove_stale_tmp(stale)
+                remove_xdmf(path, list(self._jobs), legacy_only=True)  # now in <run>.xdmf/
                 for job in self._jobs.values():  # a kill may have left them a snapshot behind
                     write_xdmf(self.path, job, self._times)
         except BaseException:
@@ -159,8 +160,7 @@ class RunFile:
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()
                 raise
-            for layout in layouts:  # those of a run this one replaced
-                xdmf_path(path, layout.key).unlink(missing_ok=True)
+            remove_xdmf(path, [layout.key for layout in layouts])  # those of a run this one replaced
             return cls(path, lock_fd, readonly=False, sync=sync)
         except BaseException:
             unlock_writer(path, lock_fd)
@@ -611,8 +611,7 @@ class RunFile:
             finally:
                 self._closed = True
                 if unlink and not self.readonly:
-                    for key in self._jobs:
-                        xdmf_path(self.path, key).unlink(missing_ok=True)
+                    remove_xdmf(self.path, list(self._jobs))
                     self.path.unlink(missing_ok=True)
                 os.close(self._fd)
                 if self._lock_fd is not None:

@@ -1,5 +1,6 @@
-"""The XDMF companions of a run file: one ``<run>.<job key with '.' for '/'>.xdmf`` per job next to
-the ``.h5`` (:func:`xdmf_path`), one temporal collection of the snapshots stored, each referencing
+"""The XDMF companions of a run file: one ``<job key with '.' for '/'>.xdmf`` per job in the directory
+``<run>.xdmf/`` beside the ``.h5`` (:func:`xdmf_path`; a run is one file and one directory, not a file
+per job: docs/design.md §4), one temporal collection of the snapshots stored, each referencing
 whole datasets of the run file (``step/<i>``): sphere densities on the triangles, circle densities on
 the polyline of its arcs (cell-centred), particles as points with their weights and positions.
 meshio (``meshio.xdmf.TimeSeriesReader``) and VTK's XDMF reader (the one behind ParaView's) read
@@ -21,16 +22,42 @@ import numpy as np
 from .files import write_text
 from .layout import LoadedJob
 
-__all__ = ["XDMF_INTERVAL", "write_xdmf", "xdmf_path"]
+__all__ = ["XDMF_INTERVAL", "legacy_xdmf_path", "remove_xdmf", "write_xdmf", "xdmf_dir", "xdmf_path"]
 
 #: Seconds between rewrites of a job's XDMF companion while its snapshots come faster.
 XDMF_INTERVAL = 1.0
 
 
+def xdmf_dir(path: str | os.PathLike) -> Path:
+    """``<run>.xdmf/``: the directory of the XDMF companions of the run file ``path``, beside it."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.xdmf")
+
+
 def xdmf_path(path: str | os.PathLike, key: str) -> Path:
-    """``<run>.<key with '.' for '/'>.xdmf``: the XDMF companion of job ``key`` next to the run file."""
+    """``<run>.xdmf/<key with '.' for '/'>.xdmf``: the XDMF companion of job ``key`` of the run file."""
+    return xdmf_dir(path) / f"{key.replace('/', '.')}.xdmf"
+
+
+def legacy_xdmf_path(path: str | os.PathLike, key: str) -> Path:
+    """``<run>.<key with '.' for '/'>.xdmf`` beside the run file: where runs made before the
+    companions had their directory kept them (a resume or a replacement removes them)."""
     path = Path(path)
     return path.with_name(f"{path.stem}.{key.replace('/', '.')}.xdmf")
+
+
+def remove_xdmf(path: str | os.PathLike, keys: list[str], *, legacy_only: bool = False) -> None:
+    """Delete the companions of jobs ``keys`` of the run file ``path`` (with ``legacy_only``, those
+    of the former layout only); the directory too once it is empty (a user's own files in it stay)."""
+    for key in keys:
+        legacy_xdmf_path(path, key).unlink(missing_ok=True)
+        if not legacy_only:
+            xdmf_path(path, key).unlink(missing_ok=True)
+    if not legacy_only:
+        try:
+            xdmf_dir(path).rmdir()
+        except OSError:  # absent, or holds something else
+            pass
 
 
 def write_xdmf(path: Path, job: LoadedJob, times: np.ndarray, *, force: bool = True) -> None:
@@ -50,7 +77,8 @@ def write_xdmf(path: Path, job: LoadedJob, times: np.ndarray, *, force: bool = T
     if job.n_stored == 0:
         out.unlink(missing_ok=True)
         return
-    h5 = path.name
+    out.parent.mkdir(exist_ok=True)
+    h5 = f"../{path.name}"  # relative to the XDMF file (meshio and VTK resolve it so): a run moves whole
     g = f"/jobs/{job.key}"
     while len(job.xdmf_steps) < job.n_stored:
         i = len(job.xdmf_steps)
