@@ -17,7 +17,7 @@ __all__ = ["plot_transition", "transition_figure"]
 
 
 def transition_figure(case, branches: Branches) -> Figure:
-    """r = |int x dmu| at the end of each relaxation against sigma: the grid scanned up (from the
+    """``r = |int x dmu|`` at the end of each relaxation against sigma: the grid scanned up (from the
     initial measure) and down (from the top), the tokens' members (mean and standard deviation),
     the explicit stationary branch where there is one and the critical noise of linear theory."""
     b = branches
