@@ -8,7 +8,10 @@ A grid job of S snapshots of C float64 cell averages (default 100 x 1e5: 80 MB).
 - RunFile append, sync=False: every snapshot committed in place (safe against a killed process);
 - RunFile append, sync=True (the default): plus two fdatasyncs a snapshot (safe against a
   machine that dies);
-- reading every snapshot back with RunFile (CRC-checked) and with h5py.
+- as the runner writes (sync=True and False): per snapshot also its clusters' table row and two batches of
+  diagnostics (clusters and wall time, steps), each with its CRC-32 since format version 3;
+- reading every snapshot back with RunFile (CRC-checked) and with h5py; checking the whole file
+  (``RunFile.verify``: every array against its checksum).
 
     python scripts/bench_io.py [--cells 100000] [--snapshots 100]
 
@@ -49,7 +52,8 @@ def main() -> None:
     states = rng.random((S, C))
     times = np.linspace(0.0, 1.0, S)
     tmp = Path(tempfile.mkdtemp())
-    jobs = [JobLayout("grid/M", "grid", mesh=mesh)]
+    jobs = [JobLayout("grid/M", "grid", mesh=mesh, tables={"clusters": (8, 4)})]
+    diagnostics = ["clusters", "wall_s", "steps", "rejected_steps"]
 
     def plain() -> None:
         with h5py.File(tmp / "plain.h5", "w") as f:
@@ -59,18 +63,28 @@ def main() -> None:
                 d[i] = states[i]
 
     def create() -> RunFile:
-        return RunFile.create(tmp / "run.h5", "", "bench", jobs=jobs, times=times, overwrite=True)
+        return RunFile.create(
+            tmp / "run.h5", "", "bench", jobs=jobs, times=times, diagnostics=diagnostics, overwrite=True
+        )
 
-    def run(sync: bool) -> None:
+    def run(sync: bool, runner: bool = False) -> None:
         with create() as rf:
             rf.sync = sync
             rf.start_job("grid/M", "grid", mesh=mesh)
             for t, s in zip(times, states, strict=True):
+                if runner:
+                    rf.add_row("grid/M", "clusters", t, s[:32].reshape(8, 4))
+                    rf.add_diagnostics([("clusters", "grid/M", t, 3.0), ("wall_s", "grid/M", t, 0.1)])
+                    rf.add_diagnostics([("steps", "grid/M", t, 10.0), ("rejected_steps", "grid/M", t, 0.0)])
                 rf.append("grid/M", t, s)
 
     def read_runfile() -> None:
         with RunFile.open(tmp / "run.h5", mode="r") as rf:
             assert np.array_equal(rf.job_state("grid/M")[1], states)
+
+    def verify() -> None:
+        with RunFile.open(tmp / "run.h5", mode="r") as rf:
+            rf.verify()
 
     def read_h5py() -> None:
         with h5py.File(tmp / "run.h5", "r") as f:
@@ -84,7 +98,10 @@ def main() -> None:
         ("RunFile create + appends, sync=False", best(lambda: run(False))),
         ("RunFile create + appends, sync=True", best(lambda: run(True))),
         ("read back: RunFile (CRC checked)", best(read_runfile)),
+        ("create + appends as the runner, sync=True", best(lambda: run(True, runner=True))),
+        ("create + appends as the runner, sync=False", best(lambda: run(False, runner=True))),
         ("read back: h5py", best(read_h5py)),
+        ("RunFile.verify (every checksum)", best(verify)),
     ]
     print(f"{S} snapshots of {C} float64 ({S * C * 8 / 2**20:.0f} MiB), best of 3")
     print(f"{'':40s} {'seconds':>8s} {'/ plain':>8s}")

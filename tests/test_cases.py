@@ -801,6 +801,37 @@ def test_interaction_case_reads_its_model(tmp_path):
     assert isinstance(shipped.model, Interaction) and shipped.model.omega is not None
 
 
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [({"model.beta": 1e300}, "model.beta"), ({"model.beta": 1e13}, "model.beta")],
+)
+def test_overflowing_parameters_are_refused_naming_the_key(override, key):
+    """model.beta = 1e300 passed validation and failed later with "zero-size array to reduction
+    operation maximum" (under MPI: two tracebacks)."""
+    with pytest.raises(ValueError, match=rf"\): {re.escape(key)} = 1e\+\d+: head matrix B has norm") as err:
+        load_case(CASES_DIR / "sphere_clustering.toml", overrides=override)
+    assert "\n" not in str(err.value)
+
+
+def test_overflowing_matrices_are_refused_in_the_python_api():
+
+
+    with pytest.raises(ValueError, match="head matrix B has norm"):
+        Params.identity(3, 1e300)
+    with pytest.raises(ValueError, match="head matrix V has norm"):
+        Head(B=np.eye(3), V=1e200 * np.eye(3))
+    Params.identity(3, 1e11)  # large, still meaningful
+
+
+@pytest.mark.parametrize("override", [{"model.kernel.alpha": 1e300}, {"model.kernel.a": -1e300}])
+def test_overflowing_interaction_parameters_are_refused_naming_the_key(override):
+    """alpha = 1e300 failed with "Maximum allowed size exceeded", a = 1e300 with a traceback about
+    the time step; now one line naming the key."""
+    ((key, value),) = override.items()
+    named = rf"\): {re.escape(key)} = {re.escape(f'{abs(value):g}')}: model parameters beyond 1e\+12"
+    with pytest.raises(ValueError, match=named):
+        load_case(CASES_DIR / "sphere_interaction.toml", overrides=override)
+
 def test_every_described_key_is_in_the_annotated_example():
     """case_keys.TABLES (what the readers accept, and the documentation's reference) and the full
     example in the cases module docstring name the same keys."""

@@ -403,9 +403,7 @@ def test_a_run_failing_at_start_leaves_no_file(tmp_path):
     with pytest.raises(OverflowError, match="lower beta"):
         run_case(hot, path, solvers=("grid",))
     assert sorted(os.listdir(tmp_path)) == []  # nor its lock or XDMF companions
-    run_case(
-        parse_case(SMALL, overrides={"particles.tokens": [50]}), path, solvers=("grid",)
-    )
+    run_case(parse_case(SMALL, overrides={"particles.tokens": [50]}), path, solvers=("grid",))
     # A run that computed something keeps its file for --resume.
     with pytest.raises(CaseMismatch):
         run_case(hot, path, resume=True)
@@ -475,9 +473,7 @@ def test_cli_errors_are_one_line_exit_2(case, tmp_path, capsys):
 
 
 def test_run_files_record_provenance_and_timings(tmp_path):
-    path = run_case(
-        parse_case(SMALL, overrides={"particles.tokens": [50]}), tmp_path / "t.h5"
-    )
+    path = run_case(parse_case(SMALL, overrides={"particles.tokens": [50]}), tmp_path / "t.h5")
     with io.RunFile.open(path, mode="r") as run:
         prov = run.provenance
         wall = run.diagnostics("wall_s")
@@ -496,12 +492,13 @@ def test_run_files_record_provenance_and_timings(tmp_path):
         (
             "resolutions = [64, 128, 256]",
             "resolutions = [64, 1000000000]",
-            r"grid\.resolutions 1000000000 \(1000000000 cells\) needs about 7629\.4 GiB",
+            # 8 kB a cell at work and 8 bytes a cell for each of the 3 outputs kept
+            r"grid\.resolutions 1000000000 \(1000000000 cells, 3 outputs\) needs about 7652 GiB",
         ),
         (
             "tokens = [50, 200]",
             "tokens = [50, 1000000000]",
-            r"particles\.tokens 1000000000 needs about 1907\.3 GiB",
+            r"particles\.tokens 1000000000 \(3 outputs\) needs about 1952 GiB",
         ),
     ],
 )
@@ -637,3 +634,164 @@ def test_sphere_study_nested_grids_samples_and_sliced_distances(tmp_path):
     assert tokens.se is not None and (tokens.se > 0).all() and (tokens.se < 0.2 * tokens.error).all()
     assert tokens.error[1] < tokens.error[0]  # 4x the tokens, closer to the grid
     assert set(se) == {j.key for j in case_jobs(case) if j.kind == "particles"}
+
+
+def test_an_interrupted_overwrite_keeps_the_old_run(tmp_path, monkeypatch, capsys):
+    """--overwrite deleted the good run file first: a Ctrl-C two seconds into the new run left
+    only its t = 0."""
+    import vlasov_tf.runs.runner as runner
+
+    src = tmp_path / "tiny.toml"
+    src.write_text(SMALL)
+    args = ["run", str(src), "--out", str(tmp_path), "--solver", "grid", "--no-diagnostics"]
+    assert main(args) == 0
+    old = (tmp_path / "tiny.h5").read_bytes()
+    calls = []
+    clusters_of = runner.clusters_of
+
+    def interrupted(*a, **kw):  # the first output of the new run is stored, then Ctrl-C
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return clusters_of(*a, **kw)
+
+    monkeypatch.setattr(runner, "clusters_of", interrupted)
+    old_log = (tmp_path / "tiny.log").read_text()
+    assert main([*args, "--overwrite"]) == 130
+    assert (tmp_path / "tiny.h5").read_bytes() == old
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith((".tmp", ".lock", ".new"))]
+    log = (tmp_path / "tiny.log").read_text()  # the old run's log stays, the attempt after it
+    assert log.startswith(old_log) and "grid/M64: running" in log[len(old_log) :]
+    with io.RunFile.open(tmp_path / "tiny.h5", mode="r") as run:
+        assert all(run.is_complete(key) for key in run.jobs() if key.startswith("grid/"))
+
+
+def test_resume_redoes_what_is_damaged_and_plot_names_it(tmp_path, capsys):
+    """A damaged grid snapshot was caught by `plot`, but `--resume` reported the run complete and
+    left the damage; a damaged diagnostic was plotted without a word."""
+    import h5py
+
+    src = tmp_path / "tiny.toml"
+    src.write_text(SMALL)
+    args = ["run", str(src), "--out", str(tmp_path), "--solver", "grid"]
+    assert main(args) == 0
+    path = tmp_path / "tiny.h5"
+    with io.RunFile.open(path, mode="r") as run:
+        good = {key: run.job_state(key) for key in run.jobs() if key.startswith("grid/")}
+        mass, clusters = run.diagnostics("mass"), run.diagnostics("clusters")
+        assert run.jobs()[2] == "grid/M256"
+    with h5py.File(path, "r") as f:
+        rows = f["jobs/grid/M128/densities"].id.get_offset()
+        values = f["diagnostics/mass"].id.get_offset()
+        counts = f["diagnostics/clusters"].id.get_offset()
+    data = bytearray(path.read_bytes())
+    data[rows + 8 * 128 + 17] ^= 0x40  # grid/M128, snapshot 1
+    data[values + 8 * 2 + 7] ^= 0x40  # grid/M64's mass at the last output
+    data[counts + 8 * (2 * 3 + 1) + 7] ^= 0x40  # grid/M256's clusters at t = 0.5: written as it ran
+    path.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["plot", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is damaged" in err and "tiny.h5" in err
+    assert main([*args, "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "grid/M128/densities, snapshot 1 (t = 0.5) is damaged" in out and "diagnostic mass" in out
+    with io.RunFile.open(path, mode="r") as run:
+        run.verify()
+        for key, (times, states) in good.items():  # redone bit for bit
+            again = run.job_state(key)
+            assert np.array_equal(again[0], times) and np.array_equal(again[1], states)
+            assert np.array_equal(run.diagnostics("mass")[key], mass[key])
+            assert np.array_equal(run.diagnostics("clusters")[key], clusters[key])
+
+
+def test_sigterm_keeps_what_was_stored_removes_the_lock_and_says_how_to_resume(tmp_path):
+    """SIGTERM (SLURM at the time limit) killed a run silently and left its .lock file."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = tmp_path / "long.toml"
+    src.write_text(SMALL.replace("T = 1.0", "T = 40.0").replace("outputs = 3", "outputs = 400")
+                   .replace("[64, 128, 256]", "[4096]"))  # fmt: skip
+    path = tmp_path / "tiny.h5"
+    cmd = [sys.executable, "-m", "vlasov_tf.cli", "run", str(src), "--out", str(tmp_path), "--solver", "grid"]
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stored = 0
+        deadline = time.monotonic() + 120
+        while stored < 2 and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.2)
+            if path.exists():
+                with io.RunFile.open(path, mode="r") as run:
+                    stored = run.job_info("grid/M4096")["n"]
+        assert stored >= 2, "the run stored nothing past t = 0 in time"
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 143
+    assert err.strip().splitlines()[-1] == (
+        "vlasov-tf: terminated (SIGTERM); what was stored is kept: continue with --resume"
+    )
+    assert not io.lock_path(path).exists()
+    with io.RunFile.open(path, mode="r") as run:
+        run.verify()
+        assert run.job_info("grid/M4096")["n"] >= stored and not run.is_complete("grid/M4096")
+
+
+def test_run_case_makes_the_directory_it_is_given(tmp_path):
+    """run_case(case, "newdir/x.h5") raised a traceback about the lock file; the CLI makes --out."""
+    case = parse_case(SMALL.replace("[64, 128, 256]", "[64]"))
+    path = run_case(case, tmp_path / "new" / "dir" / "x.h5", solvers=("grid",), diagnostics=False)
+    with io.RunFile.open(path, mode="r") as run:
+        assert run.is_complete("grid/M64")
+
+
+def test_non_ascii_set_values_keep_their_run_files_apart(tmp_path, capsys):
+    """A --set value with non-ASCII text was dropped from the run file's name: two such runs
+    shared one file (the second was refused, or with --overwrite replaced the first)."""
+    from vlasov_tf.cli import run_name
+
+    src = tmp_path / "tiny.toml"
+    src.write_text(SMALL.replace("[64, 128, 256]", "[64]"))
+    for text in ("Straße", "Σ", "Δ"):  # the last two made one name
+        assert main(["run", str(src), "--out", str(tmp_path), "--solver", "grid", "--no-diagnostics",
+                     "--set", f'case.description="{text}"']) == 0  # fmt: skip
+    names = sorted(p.name for p in tmp_path.glob("*.h5"))
+    assert names == ["tiny-case.description-Strau00dfe.h5", "tiny-case.description-u0394.h5",
+                     "tiny-case.description-u03a3.h5"]  # fmt: skip
+    # Lists keep the names they had (json wrote their non-ASCII text as \uXXXX, whose '\' went).
+    case = parse_case(SMALL, overrides={"particles.tokens": [50, 200], "case.description": "é"})
+    assert run_name(case) == "tiny-particles.tokens-50_200-case.description-u00e9"
+
+
+def test_grid_solver_on_a_euclidean_case_is_refused(tmp_path, capsys):
+    """`--solver grid` on a case in R^d exited 0 with an empty run file."""
+    src = tmp_path / "plane.toml"
+    src.write_text(
+        SMALL[: SMALL.index("[grid]")]
+        .replace('geometry = "circle"', 'geometry = "euclidean"\nd = 2')
+        .replace('family = "vmf_mixture"\nangles = [0.5, 3.0]\nkappas = [2.0, 3.0]\nproportions = [0.5, 0.5]',
+                 'family = "gaussian"\nmean = [0.0, 0.0]\ncovariance = [[1.0, 0.0], [0.0, 1.0]]')
+    )  # fmt: skip
+    assert main(["run", str(src), "--out", str(tmp_path / "o"), "--solver", "grid"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the grid solver alone was asked for; the case has no grid (R^d" in err
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+def test_a_collapsing_time_step_is_one_line(tmp_path, monkeypatch, capsys):
+    """The grid's "time step fell below 1e-12 T" (FloatingPointError, from values a case allows) came
+    as a traceback."""
+    import vlasov_tf.runs.runner as runner
+
+    def collapse(*args, **kwargs):
+        raise FloatingPointError("the time step fell below 1e-12 T at t = 0")
+
+    monkeypatch.setattr(runner, "solve_grid", collapse)
+    src = tmp_path / "tiny.toml"
+    src.write_text(SMALL)
+    assert main(["run", str(src), "--out", str(tmp_path), "--solver", "grid"]) == 2
+    assert capsys.readouterr().err == "vlasov-tf: error: the time step fell below 1e-12 T at t = 0\n"

@@ -39,6 +39,8 @@ def test_a_wheel_runs_shipped_cases_outside_the_repository(tmp_path):
         "assert str(CASES_DIR).startswith(site) and str(meshes_dir()).startswith(site)\n"
         "assert len(shipped_cases()) >= 7\n"
         "assert sphere_mesh(2).n_cells == 17280 and sphere_mesh(3).n_cells == 69120\n"
+        # level 3 was built in memory: nothing is written inside the installed package
+        "assert not (meshes_dir() / 'sphere_L3.h5').exists(), list(meshes_dir().iterdir())\n"
         "assert main(['cases']) == 0 and main(['cases', 'sphere_collapse']) == 0\n"
         "assert load_case('phase_diagram.toml').d == 8\n"
         # A shipped case by its bare name (no such file in the working directory); run draws its figures.

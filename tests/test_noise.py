@@ -88,6 +88,13 @@ def test_heat_equation_on_the_sphere_second_order():
     assert errs[1] < 6e-4 and np.log2(errs[0] / errs[1]) > 1.9, errs
 
 
+def test_absurd_noise_is_refused_before_stepping():
+    """sigma = 1e12 on level 0 would take ~1e15 explicit steps: one line, nothing computed."""
+    mesh = sphere_mesh(0)
+    with pytest.raises(ValueError, match=r"noise sigma = 1e\+12 on this mesh needs about .* explicit steps"):
+        solve_grid(mesh, np.ones(mesh.n_cells), with_noise(still(3), 1e12), 1.0)
+
+
 def test_diffusion_keeps_a_point_mass_positive():
     """All the mass in one cell: the diffusive outflow is scaled like the transport's, so no cell
     goes negative, at CFL 1 and without error control (fixed steps at the stability bound)."""

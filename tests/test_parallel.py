@@ -290,6 +290,21 @@ def test_cli_bad_case_under_mpi_fails_clearly(tmp_path):
     assert "missing.toml" in proc.stderr
 
 
+@pytest.mark.mpi
+def test_a_bad_value_under_mpi_is_one_line(tmp_path):
+    """model.beta = 1e300 under mpiexec: two tracebacks and a screen of warnings; then, once
+    refused, the refusal from every rank and each rank's abort. Now rank 0's one line, exit 2."""
+    case = Path(__file__).parents[1] / "cases" / "sphere_clustering.toml"
+    args = ["run", str(case), "--out", str(tmp_path), "--set", "model.beta=1e300"]
+    proc = launch(2, str(BIN / "vlasov-tf"), *args, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"vlasov-tf: error: {case} (with model.beta = 1e+300): model.beta = 1e+300: head matrix B has norm "
+        "1.73e+300, above 1e+12: its scores' rounding (norm x 2.2e-16) would swamp the attention weights"
+    ]
+    assert not list(tmp_path.iterdir())
+
+
 def test_serial_runs_never_import_mpi4py():
     """Without a launcher nothing initialises MPI (a cluster login node may forbid it)."""
     code = (

@@ -302,16 +302,16 @@ def test_few_tokens_are_profiled_as_dense_sums(rng):
 def test_adaptive_reference_bar_moves_with_time(monkeypatch):
     """The adaptive reference's bar counted blocks: a one-block run sat at 0 until the end. Now
     it follows the time DOP853 has reached, and ends at T."""
-    import vlasov_tf.solvers.time_loop as time_loop
+    import vlasov_tf.logs as logs
 
     seen: list[float] = []
 
-    class Recording(time_loop.tqdm):
+    class Recording(logs.tqdm):
         def update(self, n=1):
             super().update(n)
             seen.append(self.n)
 
-    monkeypatch.setattr(time_loop, "tqdm", Recording)
+    monkeypatch.setattr(logs, "tqdm", Recording)
     x0 = uniform_sphere(40, 3, np.random.default_rng(0))
     solve_particles(Schedule.constant(Params.identity(3, beta=2.0), 2.0), x0, None, method="adaptive",
                     progress=True)  # fmt: skip
@@ -432,3 +432,15 @@ def test_particle_scheme_is_checked_once_and_equals_the_keywords(rng):
     np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="either as scheme= or as keywords"):
         solve_particles(sched, x0, steps=7, scheme=ParticleScheme("rk4", 7))
+
+
+def test_absurd_step_counts_are_refused_at_once():
+    """solve_particles(steps=1e12) ran for minutes with no output (it would take about a year)."""
+    from vlasov_tf.solvers.particles import MAX_STEPS
+
+    x = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    model = Schedule.constant(Params(heads=(Head(B=np.eye(3), V=np.eye(3)),)), 1.0)
+    for method in ("layers", "rk4"):
+        with pytest.raises(ValueError, match=r"steps = 1e\+12 is more than MAX_STEPS"):
+            solve_particles(model, x, method=method, steps=1e12)
+    assert MAX_STEPS == 10**9

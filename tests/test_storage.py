@@ -415,13 +415,18 @@ def test_half_written_rows_are_absent_and_damaged_ones_raise(tmp_path):
     corrupt = tmp_path / "corrupt.h5"
     corrupt.write_bytes(bytes(data))
     with RunFile.open(corrupt, mode="r") as rf:
-        with pytest.raises(RunFileError, match=r"corrupt.h5: job grid/M64: snapshot 2 .*damaged"):
+        with pytest.raises(
+            RunFileError, match=r"corrupt.h5: dataset /jobs/grid/M64/densities, snapshot 2 .*damaged"
+        ):
             rf.verify()
     data = bytearray(path.read_bytes())
     data[times + 8 * 1 : times + 8 * 2] = np.array(np.nan).tobytes()  # a hole before stored rows
     holed = tmp_path / "holed.h5"
     holed.write_bytes(bytes(data))
-    with pytest.raises(RunFileError, match=r"holed.h5: job grid/M64: snapshot 2 stored after a missing one"):
+    with pytest.raises(
+        RunFileError,
+        match=r"holed.h5: dataset /jobs/grid/M64/times \(snapshot 2 stored after a missing one\)",
+    ):
         RunFile.open(holed, mode="r")
 
 
@@ -643,7 +648,186 @@ def test_a_run_is_one_file_and_one_directory_and_old_runs_resume(tmp_path):
             t, _, cell_data = reader.read_data(n - 1)
             if key == "grid/M8":
                 assert t == 0.25 and np.array_equal(cell_data["density"][0], np.full(8, 2.0))
-    # A replacement removes the companions of the run it replaces, in either layout.
+    # A replacement, once it stored past its start, removes the companions of the run it replaces,
+    # in either layout; discarded, it leaves nothing.
     vio_xdmf.legacy_xdmf_path(path, "grid/M16").write_text("old")
-    RunFile.create(path, CASE, "c", jobs=jobs, times=TIMES, overwrite=True, sync=False).discard()
+    rf = RunFile.create(path, CASE, "c", jobs=jobs, times=TIMES, overwrite=True, sync=False)
+    rf.start_job("grid/M8", "grid", mesh=circle_mesh(8))
+    for t in TIMES[:2]:
+        rf.append("grid/M8", t, np.ones(8))
+    assert not rf.replacing and not vio_xdmf.legacy_xdmf_path(path, "grid/M16").exists()
+    assert sorted(os.listdir(tmp_path)) == ["run.h5", "run.h5.lock", "run.xdmf"]  # held while open
+    rf.discard()
     assert os.listdir(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------------------ overwrite
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_stored_past_its_start(tmp_path, sphere):
+    """``overwrite`` replaced the run file at creation: a new run that failed (or was interrupted)
+    before its second output left nothing of the old run, or only t = 0."""
+    path = tmp_path / "run.h5"
+    fill_run(path, sphere)
+    old = path.read_bytes()
+    companions = sorted(p.name for p in tmp_path.glob("*.xdmf"))
+    job = "particles/N50_L10"
+    with create(path, sphere, overwrite=True) as rf:  # a new run that stops after its start
+        rf.start_job(job, "particles", weights=np.ones(50), N=50, L=10, adaptive=False, seeds=[1, 2])
+        rf.append(job, TIMES[0], snapshot(0, (50, 3)))
+        assert rf.replacing and path.read_bytes() == old  # readers still see the old run
+    assert path.read_bytes() == old
+    assert sorted(p.name for p in tmp_path.glob("*.xdmf")) == companions
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary
+    with create(path, sphere, overwrite=True) as rf:
+        rf.start_job(job, "particles", weights=np.ones(50), N=50, L=10, adaptive=False, seeds=[1, 2])
+        rf.append(job, TIMES[0], snapshot(0, (50, 3)))
+        assert path.read_bytes() == old
+        rf.append(job, TIMES[1], snapshot(1, (50, 3)))  # past t0: the new run takes the name
+        assert not rf.replacing and path.read_bytes() != old
+        rf.append(job, TIMES[2], snapshot(2, (50, 3)))
+    with RunFile.open(path, mode="r") as rf:
+        times, states = rf.job_state(job)
+        assert np.array_equal(times, TIMES[:3]) and np.array_equal(states[2], snapshot(2, (50, 3)))
+        assert rf.job_state("grid/M32")[0].size == 0  # nothing of the old run's jobs
+    with meshio.xdmf.TimeSeriesReader(xdmf_path(path, job)) as reader:
+        assert reader.num_steps == 3
+    assert not lock_path(path).exists()
+
+
+# ------------------------------------------------------------------------------------------ checksums
+
+
+def _offset(path: Path, name: str) -> int:
+    with h5py.File(path, "r") as f:
+        ds = f[name]
+        return ds.id.get_offset() if ds.chunks is None else ds.id.get_chunk_info(0).byte_offset
+
+
+def _damaged_copy(path: Path, name: str, byte: int, out: Path) -> Path:
+    data = bytearray(path.read_bytes())
+    data[_offset(path, name) + byte] ^= 0x40
+    out.write_bytes(bytes(data))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("dataset", "byte", "read", "named"),
+    [
+        (
+            "jobs/particles/N50_L10/positions",
+            8 * 150 + 3,
+            lambda rf: rf.job_state("particles/N50_L10"),
+            r"dataset /jobs/particles/N50_L10/positions, snapshot 1 \(t = 0.25\)",
+        ),
+        (
+            "jobs/grid/M32/times",
+            8 + 1,
+            lambda rf: rf.snapshot("grid/M32", 1),  # 0.25 -> 0.2500000x
+            r"dataset /jobs/grid/M32/densities, snapshot 1",
+        ),
+        (
+            "jobs/particles/N50_L10/weights",
+            8 * 7 + 7,
+            lambda rf: rf.weights("particles/N50_L10"),
+            r"dataset /jobs/particles/N50_L10/weights",
+        ),
+        ("jobs/grid/M32/clock", 8 + 7, lambda rf: rf.is_complete("grid/M32"), r"/jobs/grid/M32/clock"),
+        (
+            "diagnostics/mass",
+            8 + 7,
+            lambda rf: rf.diagnostics("mass"),
+            r"diagnostic mass of job grid/sphere_L0",
+        ),
+        (
+            "jobs/grid/M32/tables/clusters/values",
+            5,
+            lambda rf: rf.table("grid/M32", "clusters"),
+            r"dataset /jobs/grid/M32/tables/clusters, row 0",
+        ),
+        ("meshes", 0, lambda rf: None, r"mesh /meshes/circle_C32_"),
+        ("times", 8 + 6, lambda rf: None, r"dataset /times is damaged"),
+    ],
+)
+def test_every_stored_array_is_checked_when_read(tmp_path, sphere, dataset, byte, read, named):
+    """Only the snapshots carried a CRC: a mass of -4.0, a token weight of -440, a mesh vertex at
+    x = -4, a time of 1.0000009 were read (and plotted) without a word."""
+    path = tmp_path / "run.h5"
+    fill_run(path, sphere)
+    ring = JobLayout("grid/M32", "grid", mesh=circle_mesh(32), tables={"clusters": (2, 3)})
+    with RunFile.create(tmp_path / "t.h5", CASE, "c", jobs=[ring], times=TIMES) as rf:
+        rf.start_job("grid/M32", "grid", mesh=circle_mesh(32))
+        for i, t in enumerate(TIMES[:2]):
+            rf.add_row("grid/M32", "clusters", t, snapshot(i, (2, 3)))
+            rf.append("grid/M32", t, snapshot(i, (32,)))
+        rf.finish_job("grid/M32")
+    source = tmp_path / ("t.h5" if "M32" in dataset else "run.h5")
+    if dataset == "meshes":
+        with h5py.File(source, "r") as f:
+            dataset = f"meshes/{next(k for k in f['meshes'] if k.startswith('circle'))}/vertices"
+    bad = _damaged_copy(source, dataset, byte, tmp_path / "bad.h5")
+    with pytest.raises(RunFileError, match=named) as err:
+        with RunFile.open(bad, mode="r") as rf:
+            read(rf)
+    assert "\n" not in str(err.value) and "bad.h5" in str(err.value) and "damaged" in str(err.value)
+    with RunFile.open(source, mode="r") as rf:  # the undamaged file reads
+        read(rf)
+        rf.verify()
+
+
+def test_a_damaged_vertex_id_is_caught_by_hdf5_itself(tmp_path, sphere):
+    """The arrays HDF5 writes once carry its Fletcher-32: any HDF5 reader (ParaView's too) checks it."""
+    path = tmp_path / "run.h5"
+    fill_run(path, sphere)
+    bad = _damaged_copy(path, "jobs/particles/N50_L10/vertex_ids", 8 * 5, tmp_path / "bad.h5")
+    with h5py.File(bad, "r") as f, pytest.raises(OSError, match="filter returned failure"):
+        f["jobs/particles/N50_L10/vertex_ids"][()]
+
+
+def test_redo_damaged_resets_what_fails_its_checksum(tmp_path, sphere):
+    path = tmp_path / "run.h5"
+    stored = fill_run(path, sphere)
+    bad = _damaged_copy(path, "jobs/particles/N50_L10/positions", 8 * 150 + 3, tmp_path / "bad.h5")
+    data = bytearray(bad.read_bytes())
+    data[_offset(bad, "diagnostics/mass") + 8 * 4 + 7] ^= 0x40  # grid/M32's mass at t = 0
+    bad.write_bytes(bytes(data))
+    with RunFile.open(bad) as rf:
+        lines = rf.redo_damaged()
+        assert any("positions, snapshot 1" in line for line in lines)
+        assert any("diagnostic mass of job grid/M32" in line for line in lines)
+        assert not rf.damaged() and not rf.is_complete("particles/N50_L10")
+        times, states = rf.job_state("particles/N50_L10")
+        assert np.array_equal(times, TIMES[:1])  # redone from t = 0
+        assert np.array_equal(states[0], stored["particles/N50_L10"][1][0])
+        assert rf.diagnostics("mass")["grid/M32"][0, 0] == TIMES[1]  # its t = 0 value to compute again
+        for i in (1, 2):  # the resumed job stores its snapshots again
+            rf.append("particles/N50_L10", TIMES[i], stored["particles/N50_L10"][1][i])
+    with RunFile.open(bad, mode="r") as rf:
+        rf.verify()
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_a_run_file_written_before_the_checksums_still_opens_and_resumes(tmp_path):
+    """tests/data/run_format2.h5: written by vlasov_tf before format version 3 (snapshot CRCs only).
+    It opens, reads and resumes as before; its snapshots and meshes are still checked."""
+    path = tmp_path / "old.h5"
+    path.write_bytes((DATA / "run_format2.h5").read_bytes())
+    with RunFile.open(path, mode="r") as rf:
+        assert rf.format_version == 2 and not rf.checksummed
+        assert rf.is_complete("grid/M16") and not rf.is_complete("particles/N10")
+        assert len(rf.job_state("grid/M16")[0]) == 3 and len(rf.table("grid/M16", "clusters")[0]) == 3
+        assert np.array_equal(rf.diagnostics("mass")["grid/M16"][:, 1], [1.0, 1.5, 2.0])
+        assert np.array_equal(rf.weights("particles/N10"), np.full(10, 0.1))
+        rf.verify()
+    with RunFile.open(path) as rf:
+        assert rf.redo_damaged() == []
+        rf.append("particles/N10", 1.0, np.zeros((10, 2)))
+        rf.add_diagnostic("mass", "particles/N10", 1.0, 1.0)
+        rf.finish_job("particles/N10")
+    with RunFile.open(path, mode="r") as rf:
+        assert rf.is_complete("particles/N10") and rf.diagnostics("mass")["particles/N10"][0, 1] == 1.0
+    bad = _damaged_copy(path, "jobs/grid/M16/densities", 8 * 16 + 2, tmp_path / "bad.h5")
+    with RunFile.open(bad, mode="r") as rf, pytest.raises(RunFileError, match="densities, snapshot 1"):
+        rf.job_state("grid/M16")

@@ -1,5 +1,7 @@
 """The time bookkeeping the solvers share (vlasov_tf/solvers/time_loop.py)."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -69,3 +71,26 @@ def test_every_solver_takes_an_output_a_rounding_past_a_switch():
     grid = solve_grid(mesh, 1.0 + 0.5 * np.cos(np.arctan2(*mesh.centres.T[::-1])) / (2 * np.pi), schedule,
                       t_eval=t_eval)  # fmt: skip
     assert grid.densities.shape == (4, 32)
+
+
+def test_a_long_job_logs_its_progress_without_a_terminal(caplog, monkeypatch):
+    """A grid job printed nothing for minutes unless --progress (a bar, on a terminal) was given:
+    a batch job's log showed no sign of life nor when it would end."""
+    import logging
+
+    import vlasov_tf.logs as logs
+    from vlasov_tf import Head, Params, Schedule
+    from vlasov_tf.geometry.meshes import circle_mesh
+    from vlasov_tf.solvers.finite_volumes import solve_grid
+
+    monkeypatch.setattr(logs, "PROGRESS_INTERVAL", 0.0)  # every step, for the test
+    mesh = circle_mesh(64)
+    model = Schedule.constant(Params(heads=(Head(B=np.eye(2), V=np.eye(2)),)), 0.5)
+    with caplog.at_level(logging.INFO, logger="vlasov_tf.progress"):
+        solve_grid(mesh, np.full(64, 1 / (2 * np.pi)), model, progress=False)
+    lines = [r.getMessage() for r in caplog.records if r.name == "vlasov_tf.progress"]
+    assert lines, "no progress record"
+    assert re.fullmatch(
+        r"grid \(circle, C=64\): t = [\d.e+-]+ of 0\.5 \(\d+%\), [\d.e+-]+ t/s, about .+ left \(ends "
+        r"\d{4}-\d\d-\d\d \d\d:\d\d\)", lines[-1]
+    ), lines[-1]

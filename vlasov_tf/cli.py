@@ -45,8 +45,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
+import signal
 import sys
+import threading
 import time
 import tomllib
 from collections.abc import Callable, Sequence
@@ -62,7 +65,7 @@ from vlasov_tf.interpolation.cases import MAX_GRID_LEVEL, load_interpolation_cas
 from vlasov_tf.interpolation.runner import run_interpolation_case
 from vlasov_tf.kernels import num_threads
 from vlasov_tf.logs import configure, log_file
-from vlasov_tf.parallel import abort_on_error, is_root, on_root, world
+from vlasov_tf.parallel import CollectiveExit, abort_on_error, is_root, on_root, world
 from vlasov_tf.plots import (
     plot_clusters,
     plot_crossval,
@@ -413,9 +416,11 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
 
 def _refuse(message: str) -> NoReturn:
     """A user's mistake the parser could not see (a bad case, an existing file): one line, exit 2
-    (argparse's own errors come with the usage)."""
-    sys.stderr.write(f"vlasov-tf: error: {message}\n")
-    raise SystemExit(2)
+    (argparse's own errors come with the usage). Under MPI every rank finds it alike: rank 0 says
+    it, and the ranks exit together (:class:`~vlasov_tf.parallel.CollectiveExit`)."""
+    if is_root(world()):
+        sys.stderr.write(f"vlasov-tf: error: {message}\n")
+    raise CollectiveExit(2)
 
 
 def _read(args: argparse.Namespace, load: Callable[[], T]) -> T:
@@ -455,14 +460,16 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 def run_name(case, name: str | None = None) -> str:
     """The run file's stem: ``name``, else the case name followed by each override as key-value
-    (characters other than letters, digits, ``.``, ``_`` and ``-`` dropped), so that the points of
-    a sweep do not share a file."""
+    (other ASCII characters than letters, digits, ``.``, ``_`` and ``-`` dropped, any other
+    character as ``u`` and its code point: ``ß`` -> ``u00df``), so that the points of a sweep do not
+    share a file."""
     if name is not None:
         return name
     parts = [case.name]
     for key, value in case.overrides:
-        text = value if isinstance(value, str) else json.dumps(value)
-        parts.append(re.sub(r"[^A-Za-z0-9._-]+", "", f"{key}-{text}".replace(", ", "_").replace(",", "_")))
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        text = "".join(c if c.isascii() else f"u{ord(c):04x}" for c in f"{key}-{text}")
+        parts.append(re.sub(r"[^A-Za-z0-9._-]+", "", text.replace(", ", "_").replace(",", "_")))
     return "-".join(parts)
 
 
@@ -487,8 +494,13 @@ def _run(args: argparse.Namespace, case, solvers: tuple[str, ...] = ("grid", "pa
     # The log beside the run file: appended to by every session of the run (resumes included).
     log = path.with_suffix(".log")
     new_log = not on_root(args.comm, log.exists)
+    # A run replacing another (--overwrite) logs beside the old log until it has replaced the run
+    # file (RunFile.create): a new run that stops before leaves the old run and its log together.
+    replacing = args.overwrite and rank == 0 and path.is_file() and log.is_file()
+    pending_log = log.with_name(f".{log.name}.new")
+    old_inode = path.stat().st_ino if replacing else None
     try:
-        with log_file(log, rank, size, fresh=args.overwrite):
+        with log_file(pending_log if replacing else log, rank, size, fresh=args.overwrite):
             if sweep:
                 run_sweep(case, path, resume=args.resume, overwrite=args.overwrite, comm=args.comm)
             elif transition:
@@ -512,6 +524,14 @@ def _run(args: argparse.Namespace, case, solvers: tuple[str, ...] = ("grid", "pa
         if isinstance(err, CaseMismatch):
             _refuse(str(err))
         raise
+    finally:
+        if replacing and pending_log.exists():
+            if path.exists() and path.stat().st_ino != old_inode:  # the new run took the name
+                os.replace(pending_log, log)
+            else:  # the old run stays: its log with the new attempt's records after them
+                with log.open("a", encoding="utf-8") as f:
+                    f.write(pending_log.read_text(encoding="utf-8"))
+                pending_log.unlink()
     return path
 
 
@@ -594,8 +614,28 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what SLURM sends at a job's time limit, and ``kill``): handled as Ctrl-C is."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(f"signal {signal.Signals(signum).name}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``vlasov-tf``; returns the exit status (argparse exits with 2 on bad usage)."""
+    """Entry point of ``vlasov-tf``; returns the exit status (argparse exits with 2 on bad usage).
+
+    SIGTERM is handled as Ctrl-C: what was stored is kept, the writer lock removed, exit 143."""
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)  # signal handlers are for the main thread only
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     comm = world()
     with abort_on_error(comm):
         args = build_parser().parse_args(argv)
@@ -610,19 +650,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return args.handler(args)  # under MPI abort_on_error reports it (and stops every rank)
         try:
             return args.handler(args)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as err:
             # What was stored stays (every snapshot is on disk when its append returns).
-            sys.stderr.write("vlasov-tf: interrupted; what was stored is kept: continue with --resume\n")
-            return 130
+            what = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+            sys.stderr.write(f"vlasov-tf: {what}; what was stored is kept: continue with --resume\n")
+            return 143 if isinstance(err, Terminated) else 130
         except USER_ERRORS as err:
             # What a user can cause (bad files and values, missing meshes, unwritable paths, a
-            # field beyond the float range): one line, exit status 2, as for bad arguments.
+            # field beyond the float range, a step size that collapses): one line, exit status 2.
             sys.stderr.write(f"vlasov-tf: error: {err}\n")
             return 2
 
 
 #: Exceptions that mean bad input rather than a bug (``--debug`` shows their traceback).
-USER_ERRORS = (ValueError, OSError, OverflowError, RunFileError)
+USER_ERRORS = (ValueError, OSError, OverflowError, FloatingPointError, RunFileError)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ from vlasov_tf.kernels import exp_kernel_sums, num_threads
 from vlasov_tf.profiling import section
 
 __all__ = [
+    "CollectiveExit",
     "LocalMesh",
     "MpiReductions",
     "Reductions",
@@ -88,6 +89,28 @@ def world() -> Comm | None:
     return comm if comm.size > 1 else None
 
 
+class CollectiveExit(SystemExit):
+    """An exit every rank takes at the same point (a bad case or value, found by each rank alike):
+    rank 0 has said why in one line; under :func:`abort_on_error` the ranks then exit quietly with
+    its code instead of each reporting and aborting."""
+
+
+#: Seconds the ranks of a :class:`CollectiveExit` wait for each other before aborting after all.
+_COLLECTIVE_WAIT_S = 10.0
+
+
+def _together(comm: Comm) -> bool:
+    """Whether every rank reaches this point within :data:`_COLLECTIVE_WAIT_S` (a non-blocking
+    barrier: a rank that is elsewhere must not leave the others waiting for ever)."""
+    request = comm.Ibarrier()
+    deadline = time.monotonic() + _COLLECTIVE_WAIT_S
+    while not request.Test():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def is_root(comm: Comm | None) -> bool:
     """True on rank 0, and in a serial run."""
     return comm is None or comm.rank == 0
@@ -99,7 +122,7 @@ def abort_on_error(comm: Comm | None) -> Iterator[None]:
 
     Without this, the ranks that did not fail would wait forever in their next
     collective call. ``SystemExit`` (argparse errors, ``sys.exit``) aborts too,
-    keeping its code.
+    keeping its code; a :class:`CollectiveExit` that every rank raises ends the job quietly.
     """
     if comm is None:
         yield
@@ -107,6 +130,8 @@ def abort_on_error(comm: Comm | None) -> Iterator[None]:
     try:
         yield
     except BaseException as err:  # every failure, SystemExit included, must end the whole job
+        if isinstance(err, CollectiveExit) and _together(comm):
+            raise  # every rank exits here with its code: rank 0 has said why
         if isinstance(err, SystemExit):
             code = err.code if isinstance(err.code, int) else 1
             if code == 0:

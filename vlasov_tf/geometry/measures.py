@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
+from vlasov_tf.memory import check_memory
+
 __all__ = [
     "SPHERE_ATOL",
     "angles_to_circle",
@@ -117,6 +119,7 @@ def equally_spaced_circle(n: int, phase: float = 0.0) -> np.ndarray:
 
 def uniform_sphere(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
     """(n, d) independent points uniform on S^{d-1}."""
+    check_memory(24.0 * n * d, f"uniform_sphere: {n} points in d = {d}")  # the draw and its norms
     return normalize(rng.standard_normal((n, d)))
 
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import secrets
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,12 +35,14 @@ from vlasov_tf.geometry.meshes import (
     sphere_char_length,
     sphere_geometry,
 )
+from vlasov_tf.memory import BYTES_PER_SPHERE_CELL, check_memory
 
 __all__ = [
     "FORMAT_VERSION",
     "MESHES_ENV",
     "SPHERE_COMMITTED_LEVELS",
     "build_sphere_mesh",
+    "check_mesh_memory",
     "fipy_sphere_surface",
     "fipy_triangles",
     "load_mesh",
@@ -70,6 +74,9 @@ _REPO_MESHES = next(
     Path(__file__).resolve().parents[1] / "shipped" / "meshes",
 )
 _GEO_NAME = "sphere.geo"
+# The installed package: sphere_mesh writes no mesh file inside it.
+_PACKAGE = Path(__file__).resolve().parents[1]
+_log = logging.getLogger(__name__)
 
 
 def meshes_dir() -> Path:
@@ -101,19 +108,34 @@ def sphere_mesh(level: int) -> MeshGeometry:
     """Load (and check) the sphere mesh of ``level`` from :func:`meshes_dir`; no FiPy, no gmsh.
 
     A missing level above 0 is refined from the levels below it (numpy only, seconds: level 5
-    in ~7 s) and written to the directory for the next run when it is writable; level 0 (the
-    gmsh mesh, committed) must exist.
+    in ~7 s) and written to the directory for the next run when it is the user's
+    (``$VLASOV_TF_MESHES`` or the repository's meshes/) and writable; never into an installed
+    package, and a read-only directory is no error: the level is built in memory (and logged so).
+    Level 0 (the gmsh mesh, committed) must exist. A level whose cells would not fit in the memory
+    available is refused before anything is built or written (:func:`check_mesh_memory`).
     """
     path = sphere_mesh_path(level)
     if path.is_file() or int(level) == 0 or not sphere_mesh_path(0).is_file():
         return _nested(load_mesh(path), int(level))
-    if os.access(path.parent, os.W_OK):
+    check_mesh_memory(int(level))
+    inside = _PACKAGE in path.parent.resolve().parents
+    if not inside and os.access(path.parent, os.W_OK):
         return _nested(load_mesh(build_sphere_mesh(level, path.parent)), int(level))
+    why = "inside the installed package" if inside else "not writable"
+    _log.info(f"sphere mesh level {level}: built in memory ({path.parent} is {why}; set {MESHES_ENV} to "
+              "a directory to keep it)")  # fmt: skip
     mesh = load_mesh(sphere_mesh_path(0))
     for k in range(1, int(level) + 1):
         below = sphere_mesh_path(k)
         mesh = load_mesh(below) if below.is_file() else refine_sphere(mesh, source=f"{below} (in memory)")
     return _nested(mesh, int(level))
+
+
+def check_mesh_memory(level: int) -> None:
+    """:class:`~vlasov_tf.memory.TooLarge` naming ``level`` when building sphere mesh ``level``
+    (1080 * 4^level cells) would take more memory than is available; before anything is built."""
+    cells = SPHERE_LEVEL0_CELLS * 4 ** int(level)
+    check_memory(cells * BYTES_PER_SPHERE_CELL, f"sphere mesh level {level} ({cells} cells)")
 
 
 def _nested(mesh: MeshGeometry, level: int) -> MeshGeometry:
@@ -344,8 +366,16 @@ def build_sphere_mesh(level: int, directory: str | os.PathLike | None = None) ->
     if missing); numpy only. Files are written atomically.
     """
     lc = sphere_char_length(level)
+    check_mesh_memory(level)  # before any level is built or written
     directory = Path(directory) if directory is not None else meshes_dir()
     directory.mkdir(parents=True, exist_ok=True)
+    # The files of this level and the missing ones below (at most 176 B a cell, uncompressed).
+    missing = [k for k in range(level + 1) if not sphere_mesh_path(k, directory).is_file()]
+    need = sum(176 * SPHERE_LEVEL0_CELLS * 4**k for k in missing)
+    free = shutil.disk_usage(directory).free
+    if need > free:
+        raise OSError(f"sphere mesh level {level}: its files need up to {need / 2**30:.2f} GiB, the disk "
+                      f"under {directory} has {free / 2**30:.2f} GiB free")  # fmt: skip
     path = sphere_mesh_path(level, directory)
     if level > 0:
         parent_path = sphere_mesh_path(level - 1, directory)

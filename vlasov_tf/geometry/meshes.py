@@ -50,6 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vlasov_tf.geometry.measures import normalize
+from vlasov_tf.memory import BYTES_PER_CIRCLE_CELL, BYTES_PER_SPHERE_CELL, check_memory
 
 __all__ = [
     "INTEGER_ARRAYS",
@@ -258,6 +259,7 @@ def circle_mesh(M: int) -> MeshGeometry:
     if isinstance(M, bool) or not isinstance(M, int | np.integer) or M < 2:
         raise ValueError(f"a circle mesh needs an integer M >= 2 cells; got {M!r}")
     M = int(M)
+    check_memory(M * BYTES_PER_CIRCLE_CELL, f"circle_mesh({M}): {M} cells")
     step = 2 * np.pi / M
     tc = (np.arange(M) + 0.5) * step
     tf = np.arange(M) * step
@@ -387,6 +389,7 @@ def refine_sphere(mesh: MeshGeometry, *, source: str = "<memory>") -> MeshGeomet
     """
     if mesh.kind != "sphere":
         raise ValueError(f"refine_sphere needs a sphere mesh, got a {mesh.kind} mesh ({mesh.source})")
+    check_memory(4 * mesh.n_cells * BYTES_PER_SPHERE_CELL, f"refine_sphere: {4 * mesh.n_cells} cells")
     tri = mesh.cell_vertices
     n_v = mesh.n_vertices
     ends = np.stack([tri, np.roll(tri, -1, axis=1)], axis=2)  # (C, 3, 2): edges ab, bc, ca

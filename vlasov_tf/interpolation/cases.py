@@ -15,6 +15,7 @@ import math
 import os
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,8 @@ import numpy as np
 from scipy import stats
 
 from vlasov_tf.geometry.measures import normalize
+from vlasov_tf.geometry.meshes import SPHERE_LEVEL0_CELLS
+from vlasov_tf.memory import BYTES_PER_CELL, BYTES_PER_SPHERE_CELL, BYTES_PER_TOKEN_DIM, check_memory
 from vlasov_tf.runs.cases import find_case
 from vlasov_tf.runs.toml_reader import TomlReader
 
@@ -33,6 +36,7 @@ __all__ = [
     "MAX_GRID_LEVEL",
     "CapInput",
     "InterpolationCase",
+    "check_interpolation_memory",
     "load_interpolation_case",
     "parse_interpolation_case",
 ]
@@ -140,7 +144,7 @@ def parse_interpolation_case(text: str, source: str = "<string>") -> Interpolati
     if eps >= 1:
         r.fail("case.eps", f"must be < 1, got {eps!r}")
     seed = r.integer(case.get("seed", 0), "case.seed", lo=0)
-    inputs = []
+    inputs: list[CapInput] = []
     for i, t in enumerate(r.array(data["inputs"], "inputs", what=" of tables ([[inputs]])")):
         key = f"inputs[{i}]"
         t = r.table(t, key, ("mean", "radius", "kappa"), required=("mean", "radius"), what=f"[[inputs]] {i}")
@@ -150,7 +154,16 @@ def parse_interpolation_case(text: str, source: str = "<string>") -> Interpolati
         kappa = r.real(t.get("kappa", 0.0), f"{key}.kappa")
         if kappa < 0:
             r.fail(f"{key}.kappa", f"must be >= 0, got {kappa!r}")
-        inputs.append(CapInput(r.unit(t["mean"], f"{key}.mean", d), radius, kappa))
+        cap = CapInput(r.unit(t["mean"], f"{key}.mean", d), radius, kappa)
+        for j, other in enumerate(inputs):
+            # One flow sends one measure to one place: two copies cannot reach two targets. Their
+            # samples differ, and the construction would separate those (by their noise), not the
+            # measures: fresh samples of either would end anywhere.
+            if np.allclose(cap.mean, other.mean, rtol=0, atol=1e-12) and (radius, kappa) == (
+                other.radius, other.kappa
+            ):
+                r.fail(key, f"is the same measure as inputs[{j}]: one flow cannot send it to two targets")
+        inputs.append(cap)
     tg = r.table(data["targets"], "targets", ("points",), required=("points",))
     pts = r.array(tg["points"], "targets.points", what=" of unit vectors")
     if len(pts) != len(inputs):
@@ -176,6 +189,7 @@ def parse_interpolation_case(text: str, source: str = "<string>") -> Interpolati
     if cfl > 1:
         r.fail("grid.cfl", f"must lie in (0, 1], got {cfl!r}")
     max_dt = r.positive(grid["max_dt"], "grid.max_dt") if "max_dt" in grid else None
+    check_interpolation_memory(source, tokens, len(inputs), d, levels)
     return InterpolationCase(
         name=name,
         description=r.string(case.get("description", ""), "case.description"),
@@ -192,6 +206,17 @@ def parse_interpolation_case(text: str, source: str = "<string>") -> Interpolati
         max_dt=max_dt,
         source=source,
     )
+
+
+def check_interpolation_memory(source: str, tokens: int, inputs: int, d: int, levels: Sequence[int]) -> None:
+    """:class:`~vlasov_tf.memory.TooLarge` naming the number when an interpolation case's tokens (every
+    input's, and their fresh samples) or a grid check level would not fit in the memory available."""
+    check_memory(2 * tokens * inputs * d * BYTES_PER_TOKEN_DIM, f"{source}: particles.tokens {tokens} "
+                 f"({inputs} inputs)")  # fmt: skip
+    for level in levels:
+        cells = SPHERE_LEVEL0_CELLS * 4**level
+        need = cells * (BYTES_PER_CELL + BYTES_PER_SPHERE_CELL)
+        check_memory(need, f"{source}: grid level {level} ({cells} cells)")
 
 
 def load_interpolation_case(path: str | os.PathLike) -> InterpolationCase:

@@ -10,6 +10,7 @@ the discrete Transformer at each depth, and the input densities on S^2 meshes.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,9 +18,11 @@ from typing import Any
 import numpy as np
 
 from vlasov_tf.geometry.mesh_files import sphere_mesh
-from vlasov_tf.interpolation.cases import InterpolationCase
+from vlasov_tf.interpolation.cases import InterpolationCase, check_interpolation_memory
 from vlasov_tf.interpolation.checks import depth_study, grid_w2, particle_w2
 from vlasov_tf.interpolation.construction import build_interpolation
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["run_interpolation_case"]
 
@@ -40,6 +43,8 @@ def run_interpolation_case(
     ``depth_table`` (K, N), ``depth`` (int or None); ``grid_levels``, ``grid_w2`` (lists, one
     entry (N,) per level): what :func:`vlasov_tf.plots.plot_interpolation` draws.
     """
+    levels_run = case.levels if levels is None else tuple(levels)
+    check_interpolation_memory(case.source, case.tokens, len(case.inputs), case.d, levels_run)
     t0 = time.perf_counter()
     measures = case.measures()
     interp = build_interpolation(measures, case.targets, case.T, case.eps, rng=case.seed)
@@ -61,6 +66,15 @@ def run_interpolation_case(
         + ", ".join(f"{v:.3g}" for v in res["w2_fresh"])
         + f"   [{time.perf_counter() - t1:.1f} s]"
     )
+    far = [i for i, v in enumerate(res["w2_fresh"]) if v > 2 * case.eps]
+    if far:  # the schedule moved the samples it was built on, not the measures
+        values = ", ".join(f"{res['w2_fresh'][i]:.3g}" for i in far)
+        _log.warning(
+            f"{case.source}: fresh samples of input(s) {', '.join(map(str, far))} end "
+            f"{values} from their targets, beyond 2 eps = "
+            f"{2 * case.eps:g}: the schedule separates the {case.tokens} samples it was built on, not "
+            "the input measures (inputs too alike for so few tokens); do not trust this construction"
+        )
 
     layers = case.layers if layers is None else tuple(layers)
     t1 = time.perf_counter()

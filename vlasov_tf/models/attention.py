@@ -33,6 +33,7 @@ from vlasov_tf.models.base import MeanField
 from vlasov_tf.models.sums import HeadSums, Sums, dense_head_sums
 
 __all__ = [
+    "MAX_MATRIX_NORM",
     "Head",
     "Params",
     "Perceptron",
@@ -48,12 +49,27 @@ __all__ = [
 Attention = Literal["SA", "USA"]
 
 
+#: The largest norm (Frobenius) of a head's matrices. A score ``<B x, y>`` carries a rounding error
+#: of about ``|B| 2.2e-16``, which ``exp`` turns into a relative error of the attention weights:
+#: 2e-4 at ``|B| = 1e12``; from about 1e15 the weights are noise, and beyond they underflow (every
+#: query's weights 0, on the sphere from beta ~ 1e20) or overflow (``beta = 1e300`` passed and then
+#: failed deep in the sums with "zero-size array").
+MAX_MATRIX_NORM = 1e12
+
+
 def _matrix(a: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
     arr = np.asarray(a, dtype=float)
     if arr.shape != shape:
         raise ValueError(f"{name} must have shape {shape}; got {arr.shape}")
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} has non-finite entries")
+    scale = float(np.abs(arr).max(initial=0.0)) or 1.0
+    norm = scale * float(np.linalg.norm(arr / scale))  # without squaring 1e300 to inf
+    if norm > MAX_MATRIX_NORM:
+        raise ValueError(
+            f"{name} has norm {norm:.3g}, above {MAX_MATRIX_NORM:.0e}: its scores' rounding (norm x 2.2e-16) "
+            "would swamp the attention weights"
+        )
     return arr
 
 
@@ -88,7 +104,11 @@ class Head:
         Q, K = np.asarray(Q, dtype=float), np.asarray(K, dtype=float)
         if Q.shape != K.shape or Q.ndim != 2 or Q.shape[0] != Q.shape[1]:
             raise ValueError(f"Q and K must be square matrices of one shape; got {Q.shape}, {K.shape}")
-        return cls(B=beta * K.T @ Q, V=V, W=W)
+        with np.errstate(over="ignore", invalid="ignore"):
+            B = beta * K.T @ Q
+        if not np.isfinite(B).all():
+            raise ValueError(f"head matrix B = beta K^T Q overflows float64 (beta = {beta:g})")
+        return cls(B=B, V=V, W=W)
 
     @property
     def d(self) -> int:

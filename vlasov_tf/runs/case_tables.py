@@ -45,7 +45,7 @@ from vlasov_tf.solvers.finite_volumes import (
     check_scheme,
 )
 from vlasov_tf.solvers.particles import FIELD_METHODS as TOKEN_FIELD_METHODS
-from vlasov_tf.solvers.particles import NORMS
+from vlasov_tf.solvers.particles import MAX_STEPS, NORMS
 
 __all__ = [
     "FAMILIES",
@@ -430,8 +430,8 @@ def read_particles(r: TomlReader, v: Any, geometry: str, initial: InitialMeasure
     t = r.table(v, "particles", allowed("particles"), required("particles"))
     method = r.string(t.get("field_method", "auto"), "particles.field_method", TOKEN_FIELD_METHODS)
     tokens = r.counts(t["tokens"], "particles.tokens", lo=1)
-    layers = r.counts(t["layers"], "particles.layers", lo=1)
-    ref = r.integer(t.get("reference_steps", 0), "particles.reference_steps", lo=0)
+    layers = r.counts(t["layers"], "particles.layers", lo=1, hi=MAX_STEPS)
+    ref = r.integer(t.get("reference_steps", 0), "particles.reference_steps", lo=0, hi=MAX_STEPS)
     seed = r.integer(t.get("seed", 0), "particles.seed", lo=0)
     sampling = r.string(t.get("sampling", "random"), "particles.sampling", SAMPLINGS)
     if sampling == "quantiles" and (geometry != "circle" or isinstance(initial, PointsFile)):

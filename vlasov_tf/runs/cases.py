@@ -164,6 +164,7 @@ from vlasov_tf.geometry.initial import (
 )
 from vlasov_tf.geometry.mesh_files import sphere_mesh
 from vlasov_tf.geometry.meshes import MeshGeometry, circle_mesh
+from vlasov_tf.memory import check_memory
 from vlasov_tf.models.attention import Schedule
 from vlasov_tf.models.base import MeanField, deterministic
 from vlasov_tf.runs.case_keys import allowed, required
@@ -306,6 +307,8 @@ class Case:
         whatever the order of the runs.
         """
         how, initial = self.particles.sampling, self.initial
+        # The draw and its temporaries (a few (n, d) arrays), before they are made.
+        check_memory(32.0 * n * self.d, f"case {self.name}: {n} initial tokens in d = {self.d}")
         if how == "atoms":
             if not isinstance(initial, PointsFile):
                 raise ValueError(f"case {self.name}: sampling 'atoms' needs the 'file' family")

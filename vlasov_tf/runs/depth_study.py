@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vlasov_tf.analysis.wasserstein import geodesic_distance, wasserstein_circle
+from vlasov_tf.memory import BYTES_PER_TOKEN_DIM, check_memory
 from vlasov_tf.models.attention import Schedule, interaction_energy, zonal_beta
 from vlasov_tf.runs.cases import Case
 from vlasov_tf.runs.studies import fitted_order, format_order, observed_orders
-from vlasov_tf.solvers.particles import solve_particles
+from vlasov_tf.solvers.particles import MAX_STEPS, solve_particles
 
 __all__ = [
     "DEFAULT_LAYERS",
@@ -113,6 +114,10 @@ def check_depth_study(n_tokens: int, layers: Sequence[int], n_times: int = N_TIM
         raise ValueError(f"the depths L must be positive integers; got {list(layers)}")
     if int(n_times) != n_times or n_times < 2:
         raise ValueError(f"the reference needs at least 2 output times; got {n_times}")
+    if any(L > MAX_STEPS for L in layers):
+        raise ValueError(f"the depths L must be at most MAX_STEPS = {MAX_STEPS:.0e}; got {max(layers)}")
+    # Circle tokens (d = 2): the working memory of a run and every output of the reference.
+    check_memory(n_tokens * 2 * (BYTES_PER_TOKEN_DIM + 8 * n_times), f"the number of tokens N = {n_tokens}")
 
 
 def depth_study_beta(case: Case) -> float:

@@ -54,6 +54,7 @@ _log = logging.getLogger(__name__)
 __all__ = [
     "DIAGNOSTICS",
     "MAX_EXACT_PAIRS",
+    "RUN_DIAGNOSTICS",
     "SLICED",
     "Job",
     "ShownJobs",
@@ -96,6 +97,9 @@ DIAGNOSTICS = (
     "w1_ref", "l1_grid", "w1_grid", "sw1_grid", "sw1_grid_se", "mass", "energy",
     "steps", "rejected_steps", "wall_s", "diagnostics_s", "clusters",
 )  # fmt: skip
+#: The diagnostics a job writes as it runs (its clusters, steps and timings), not computed afterwards
+#: from the snapshots: a damaged value of one of them is redone with its job (``RunFile.redo_damaged``).
+RUN_DIAGNOSTICS = ("steps", "rejected_steps", "wall_s", "clusters")
 #: Largest N M for exact optimal transport on S^2 (``ot.emd2``'s cost matrix: 8 N M bytes).
 MAX_EXACT_PAIRS = 4e7
 #: The sliced spherical W1 of the diagnostics (analysis.wasserstein.SlicedSphere): directions, bins, seed.

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from vlasov_tf.kernels.zonal import KERNEL_NAMES, ZonalKernel, kernel_from_spec
-from vlasov_tf.models.attention import Attention, Params, Perceptron, Schedule
+from vlasov_tf.models.attention import MAX_MATRIX_NORM, Attention, Params, Perceptron, Schedule
 from vlasov_tf.models.base import MeanField, with_noise
 from vlasov_tf.models.interaction import Interaction, circle_rotation
 from vlasov_tf.runs.case_keys import allowed, required
@@ -83,10 +83,21 @@ def _kernel(r: TomlReader, v: Any, key: str) -> ZonalKernel:
             params[k] = r.reals(val, f"{key}.{k}").tolist()
         elif isinstance(val, bool) or not isinstance(val, int | float):
             r.fail(f"{key}.{k}", f"must be a number, got {show_value(val)}")
+        _bounded(r, params[k], f"{key}.{k}")
     try:
         return kernel_from_spec(name, params)
     except ValueError as err:
         r.fail(key, str(err))
+
+
+def _bounded(r: TomlReader, value: Any, key: str) -> None:
+    """A model parameter of magnitude beyond :data:`MAX_MATRIX_NORM` (1e12) is refused, naming the key:
+    ``alpha = 1e300`` asked the sums for a degree beyond any array, ``a = 1e300`` for steps below
+    1e-300 (both then failed deep in the solvers)."""
+    big = float(np.max(np.abs(value))) if np.size(value) else 0.0
+    if big > MAX_MATRIX_NORM:
+        r.fail(key, f"= {big:g}: model parameters beyond {MAX_MATRIX_NORM:.0e} are refused (rates and "
+               "weights this large underflow or overflow the kernel sums and the time steps)")  # fmt: skip
 
 
 def read_interaction(r: TomlReader, data: dict[str, Any], d: int, geometry: str) -> Interaction:
@@ -119,6 +130,7 @@ def read_interaction(r: TomlReader, data: dict[str, Any], d: int, geometry: str)
         if omega is not None:
             r.fail("model.omega", "excludes model.frequency: give the rotation one way")
         omega = r.matrix(t["omega"], "model.omega", d, d)
+        _bounded(r, omega, "model.omega")
         if np.abs(omega + omega.T).max() > 1e-12 * max(1.0, np.abs(omega).max()):
             r.fail("model.omega", "must be skew-symmetric (omega^T = -omega: the generator of a rotation)")
     return Interaction(d, kernel, normaliser, omega)
@@ -163,18 +175,28 @@ def _block_params(r: TomlReader, entries: dict[str, tuple[Any, str]], d: int) ->
     else:
         r.missing("model.beta", "Q = K = V = I needs the inverse temperature beta; or give Q, K, V")
     perc = _perceptron(r, *entries["perceptron"], d) if "perceptron" in entries else None
+    # A value the sums cannot hold (beta = 1e300: its scores overflow) is the case's mistake: named
+    # here, not found deep in the sums.
+    blame = key("beta") if "beta" in entries else key("Q")
     if not given:
         if "W" in entries:
             r.fail(key("W"), "needs Q, K and V: W holds the per-head output matrices W_h")
-        return Params(heads=Params.identity(d, beta).heads, perceptron=perc, attention=attention), beta
+        try:
+            return Params(heads=Params.identity(d, beta).heads, perceptron=perc, attention=attention), beta
+        except ValueError as err:
+            r.fail(blame, f"= {beta:g}: {err}")
     mats = {name: _matrices(r, *entries[name], d) for name in ("Q", "K", "V", "W") if name in entries}
     heads = len(mats["Q"])
     for name, arr in mats.items():
         if len(arr) != heads:
             r.fail(key(name), f"has {len(arr)} heads but {key('Q')} has {heads}")
-    return Params.qkv(
-        mats["Q"], mats["K"], mats["V"], beta, mats.get("W"), perceptron=perc, attention=attention
-    ), beta
+    try:
+        return Params.qkv(
+            mats["Q"], mats["K"], mats["V"], beta, mats.get("W"), perceptron=perc, attention=attention
+        ), beta
+    except ValueError as err:
+        named = next((key(n) for n in ("V", "W") if f"matrix {n} " in str(err) and n in entries), blame)
+        r.fail(named, str(err))
 
 
 def read_schedule(

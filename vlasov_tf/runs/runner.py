@@ -39,7 +39,6 @@ Design notes: docs/design.md §1 and §5; docs/numerics.md §5.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from dataclasses import replace
@@ -48,9 +47,17 @@ from pathlib import Path
 import numpy as np
 
 from vlasov_tf.geometry.meshes import SPHERE_LEVEL0_CELLS
+from vlasov_tf.memory import BYTES_PER_CELL, BYTES_PER_TOKEN_DIM, available_memory, check_memory
 from vlasov_tf.parallel import Comm, is_root, on_root, root_only
 from vlasov_tf.runs.cases import Case, case_settings, settings_difference
-from vlasov_tf.runs.diagnostics import DIAGNOSTICS, Job, clusters_of, compute_diagnostics, run_jobs
+from vlasov_tf.runs.diagnostics import (
+    DIAGNOSTICS,
+    RUN_DIAGNOSTICS,
+    Job,
+    clusters_of,
+    compute_diagnostics,
+    run_jobs,
+)
 from vlasov_tf.runs.storage import JobLayout, RunFile, provenance
 from vlasov_tf.solvers.causal_grid import solve_causal_grid
 from vlasov_tf.solvers.finite_volumes import GridScheme, solve_grid
@@ -280,8 +287,13 @@ def run_case(
 
     # What can be checked before the run file is touched: sizes against the memory, then the
     # meshes (a missing or damaged level must not cost an existing run file under overwrite).
+    if "particles" not in solvers and case.grid is None:
+        why = "R^d has no grid solver" if case.geometry == "euclidean" else "no [grid] table"
+        raise ValueError(f"{case.source}: the grid solver alone was asked for; the case has no grid ({why})")
     check_sizes(case, solvers, 1 if comm is None else comm.size)
     layouts = job_layouts(case)
+    if root:  # as the command line does (`--out`): the directory the user named
+        path.parent.mkdir(parents=True, exist_ok=True)
     opened: list[tuple[RunFile, bool]] = []  # the writer's file stays on rank 0
     on_root(comm, lambda: opened.append(open_run_file(case, path, layouts, DIAGNOSTICS, resume=resume,
                                                       overwrite=overwrite, comm=comm)))  # fmt: skip
@@ -319,27 +331,6 @@ def run_case(
     return path
 
 
-#: Bytes a job holds per grid cell and per token and dimension, with a margin of about 3 over
-#: the measured peak (ru_maxrss, a step of SA beta = 4, quadratic scheme: 2.9 kB a cell from
-#: sphere level 2 to 3; the adaptive reference on S^2: 0.87 kB a token from 2e4 to 2e5).
-BYTES_PER_CELL = 8192
-BYTES_PER_TOKEN_DIM = 1024
-
-
-def available_memory() -> int:
-    """Bytes of memory available to a new job now (Linux ``MemAvailable``: free memory plus what
-    the kernel can reclaim), else the physical memory; 0 if unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return 0
 
 
 def check_sizes(case: Case, solvers: tuple[str, ...] = ("grid", "particles"), ranks: int = 1) -> None:
@@ -348,24 +339,22 @@ def check_sizes(case: Case, solvers: tuple[str, ...] = ("grid", "particles"), ra
     Before anything is allocated: a circle of 1e9 cells or 1e9 tokens ended in numpy's memory
     error after trying to take many GiB.
     """
-    memory = available_memory()
-    if not memory:
-        return
     sizes = []
+    # Every snapshot stays in memory too (the solvers return them): 8 bytes a value an output.
+    outputs = len(case.output_times)
     if "grid" in solvers and case.grid is not None:
         for res in case.grid.resolutions:
             cells = res if case.geometry == "circle" else SPHERE_LEVEL0_CELLS * 4**res
-            sizes.append(("grid.resolutions", f"{res} ({cells} cells)", cells * BYTES_PER_CELL))
+            need = cells * (BYTES_PER_CELL + 8 * outputs)
+            sizes.append(("grid.resolutions", f"{res} ({cells} cells, {outputs} outputs)", need))
     if "particles" in solvers:
         for n in case.particles.tokens:
-            sizes.append(("particles.tokens", f"{n}", n * case.d * BYTES_PER_TOKEN_DIM))
+            need = n * case.d * (BYTES_PER_TOKEN_DIM + 8 * outputs)
+            sizes.append(("particles.tokens", f"{n} ({outputs} outputs)", need))
+    hint = " (run it on more ranks)" if case.geometry != "euclidean" else ""
     for key, what, need in sizes:
-        if need / ranks > memory:
-            raise ValueError(
-                f"{case.source}: {key} {what} needs about {need / ranks / 2**30:.1f} GiB per rank, "
-                f"more than the {memory / 2**30:.1f} GiB available on this machine"
-                + (" (run it on more ranks)" if case.geometry != "euclidean" else "")
-            )
+        per = " per rank" if ranks > 1 else ""
+        check_memory(need / ranks, f"{case.source}: {key} {what}{per}", hint=hint)
 
 
 def open_run_file(
@@ -379,7 +368,8 @@ def open_run_file(
     comm: Comm | None = None,
 ) -> tuple[RunFile, bool]:
     """(the run file of ``case`` at ``path``, whether it was made now): with ``resume`` an existing
-    one, after :func:`check_same_case`; else a new one laid out for ``layouts`` and
+    one, after :func:`check_same_case`, with what fails its checksum made to be redone; else a new one
+    laid out for ``layouts`` and
     ``diagnostics``, after :func:`check_disk`. The case's settings, overrides and provenance go
     with it."""
     settings = case_settings(case)
@@ -387,6 +377,9 @@ def open_run_file(
         run = RunFile.open(path)
         try:
             check_same_case(run, case, settings)
+            # What fails its checksum is redone, not taken for done (the jobs from before it).
+            for line in run.redo_damaged(layouts, with_job=RUN_DIAGNOSTICS):
+                _log.warning(line)
         except BaseException:
             run.close()
             raise

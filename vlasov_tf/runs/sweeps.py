@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from vlasov_tf.analysis.clusters import linking_distance
+from vlasov_tf.memory import BYTES_PER_TOKEN_DIM, check_memory
 from vlasov_tf.parallel import Comm, block_range, is_root, on_root, root_only
 from vlasov_tf.runs.cases import Case, SweepSpec
 from vlasov_tf.runs.ensembles import close_fraction, cluster_counts, ensemble_flow, member_stream, random_qkv
 from vlasov_tf.runs.runner import open_run_file
 from vlasov_tf.runs.storage import JobLayout, RunFile
 
-__all__ = ["BATCH_SCORES", "run_sweep", "sweep_layouts"]
+__all__ = ["BATCH_SCORES", "check_sweep_memory", "run_sweep", "sweep_layouts"]
 
 _log = logging.getLogger(__name__)
 
@@ -54,6 +55,17 @@ def sweep_layouts(case: Case) -> list[JobLayout]:
     ]
 
 
+def check_sweep_memory(case: Case, ranks: int = 1) -> None:
+    """:class:`~vlasov_tf.memory.TooLarge` naming the ensemble's size when a batch (at least one beta:
+    every member's tokens at every output, their scores) would not fit in the memory available."""
+    spec, n = _sweep(case), case.particles.tokens[0]
+    tokens = spec.members * n
+    outputs = len(case.output_times)
+    need = tokens * case.d * (BYTES_PER_TOKEN_DIM + 8 * outputs) + 4 * 8 * spec.members * n * n
+    check_memory(need / ranks, f"{case.source}: sweep.members {spec.members} x particles.tokens {n} "
+                 f"({outputs} outputs){' per rank' if ranks > 1 else ''}")  # fmt: skip
+
+
 def run_sweep(
     case: Case,
     path: str | Path,
@@ -69,6 +81,9 @@ def run_sweep(
     path = Path(path)
     spec, n = _sweep(case), case.particles.tokens[0]
     layouts = sweep_layouts(case)
+    check_sweep_memory(case, 1 if comm is None else comm.size)
+    if is_root(comm):  # as the command line does (`--out`)
+        path.parent.mkdir(parents=True, exist_ok=True)
     opened: list[tuple[RunFile, bool]] = []
     on_root(comm, lambda: opened.append(open_run_file(case, path, layouts, resume=resume, overwrite=overwrite,
                                                       comm=comm)))  # fmt: skip

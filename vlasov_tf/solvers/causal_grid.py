@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vlasov_tf.geometry.meshes import MeshGeometry
+from vlasov_tf.memory import BYTES_PER_CELL, check_memory
 from vlasov_tf.models.base import MeanField, Model, as_model, run_times
 from vlasov_tf.parallel import Reductions
 from vlasov_tf.solvers.finite_volumes import ATOL, RTOL, FiniteVolume, GridScheme, GridSolution
@@ -113,9 +114,11 @@ def solve_causal_grid(
         raise ValueError(f"the model is for d = {model.d}, the {mesh.kind} mesh has d = {mesh.d}")
     T, switches = run_times(model, T)
     told = trackers_of(trackers, callback)
-    if progress:
-        told.append(ProgressBar(f"causal grid (S={len(rho)})"))
+    told.append(ProgressBar(f"causal grid (S={len(rho)})", bar=progress))  # logged, bar or not
     loop = TimeLoop.start(T, switches, t_eval, t0, trackers=told)
+    # The slices' densities (S, C) at work and at every output.
+    need = np.size(rho) * (BYTES_PER_CELL + 8 * len(loop.times))
+    check_memory(need, f"solve_causal_grid: {np.shape(rho)} slices x cells, {len(loop.times)} output times")
     fv = FiniteVolume(
         mesh, scheme.limiter, reconstruction=scheme.reconstruction, field_method=scheme.field_method,
         noise=model.noise,

@@ -77,10 +77,12 @@ from scipy import sparse
 
 from vlasov_tf.geometry.meshes import MeshGeometry
 from vlasov_tf.kernels import METHODS
+from vlasov_tf.memory import BYTES_PER_CELL, check_memory
 from vlasov_tf.models.base import MeanField, Model, VelocityField, as_model, run_times
 from vlasov_tf.models.sums import Sums
 from vlasov_tf.parallel import Comm, LocalMesh, MpiReductions, Reductions, RingSums
 from vlasov_tf.solvers.diffusion import Diffusion
+from vlasov_tf.solvers.particles import MAX_STEPS
 from vlasov_tf.solvers.reconstruction import QuadraticReconstruction
 from vlasov_tf.solvers.step_control import Controller, StepOptions, ssp_rk3
 from vlasov_tf.solvers.time_loop import ProgressBar, TimeLoop, Tracker, trackers_of
@@ -498,10 +500,22 @@ def solve_grid(
         raise ValueError(f"the model is for d = {model.d}, the {mesh.kind} mesh has d = {mesh.d}")
     T, switches = run_times(model, T)
     fv, red, cells = distribute(mesh, scheme, comm, model.noise)
+    if fv.diffusion is not None:
+        # The explicit diffusion's step bound alone, before any field is evaluated: a sigma that
+        # would take years of steps is a typo (as particles' MAX_STEPS).
+        fastest = -red.min(-float(np.max(fv.diffusion.outflow_rates() / fv.mesh.areas)))  # over ranks
+        need = (T - t0) * fastest / scheme.cfl
+        if need > MAX_STEPS:
+            raise ValueError(
+                f"noise sigma = {model.noise:g} on this mesh needs about {need:.2g} explicit steps (the "
+                f"diffusion's stable step ~ h^2 / sigma), more than MAX_STEPS = {MAX_STEPS:.0e}"
+            )
     told = trackers_of(trackers, callback, step_counts)
-    if progress:
-        told.append(ProgressBar(f"grid ({mesh.kind}, C={mesh.n_cells})"))
+    told.append(ProgressBar(f"grid ({mesh.kind}, C={mesh.n_cells})", bar=progress))  # logged, bar or not
     loop = TimeLoop.start(T, switches, t_eval, t0, trackers=told if red.root else ())
+    ranks = 1 if comm is None else comm.size  # rank 0 gathers every snapshot
+    need = mesh.n_cells * (BYTES_PER_CELL / ranks + 8 * len(loop.times))
+    check_memory(need, f"solve_grid: {mesh.n_cells} cells, {len(loop.times)} output times")
     control = Controller(scheme.step_options, red, loop.tol)
     areas, n = fv.mesh.areas, red.n_owned
     out_mass: list[float] = []

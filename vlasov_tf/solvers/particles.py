@@ -50,12 +50,13 @@ from itertools import pairwise
 
 import numpy as np
 from scipy.integrate import solve_ivp
-from tqdm.auto import tqdm
 
 from vlasov_tf.geometry.measures import SPHERE_ATOL, check_points, check_weights, normalize
 from vlasov_tf.kernels import METHODS as KERNEL_METHODS
 from vlasov_tf.kernels import blas_single_thread, choose_method, exp_kernel_sums, few_pairs, kernel_sums
 from vlasov_tf.kernels.dense import one_tile
+from vlasov_tf.logs import Progress
+from vlasov_tf.memory import BYTES_PER_TOKEN_DIM, check_memory
 from vlasov_tf.models.base import MeanField, Model, as_model, run_times
 from vlasov_tf.models.sums import Sums, causal_head_sums, tile_head_sums
 from vlasov_tf.parallel import Comm, RingSums, block_range, gather_rows, is_root
@@ -64,6 +65,7 @@ from vlasov_tf.solvers.time_loop import TimeLoop, Tracker
 
 __all__ = [
     "FIELD_METHODS",
+    "MAX_STEPS",
     "METHODS",
     "NORMS",
     "ParticleScheme",
@@ -78,6 +80,11 @@ METHODS = ("layers", "rk4", "adaptive")
 NORMS = ("post", "pre", "peri")
 #: How the kernel sums may be computed for tokens (the FFT needs a uniform grid).
 FIELD_METHODS = tuple(m for m in KERNEL_METHODS if m != "fft")
+#: The most layers / RK4 steps :func:`solve_particles` takes: at the fastest measured (about 30 us
+#: a layer of 64 tokens, README "Fast field") 1e9 layers take 8 hours; 1e12 would take a year, a
+#: number typed by mistake that is refused at once rather than run silently for days.
+MAX_STEPS = 10**9
+
 # Rows per field evaluation of "adaptive" (see _solve_adaptive).
 _ADAPTIVE_ROWS = 256
 
@@ -124,6 +131,11 @@ class ParticleScheme:
             if steps is None or isinstance(steps, bool) or int(steps) != steps or steps < 1:
                 raise ValueError(
                     f"method {self.method!r} needs a positive integer number of steps; got {steps}"
+                )
+            if steps > MAX_STEPS:
+                raise ValueError(
+                    f"method {self.method!r}: steps = {steps:.3g} is more than MAX_STEPS = {MAX_STEPS:.0e} "
+                    "(at ~30 us a layer of 64 tokens, 1e9 steps take 8 hours)"
                 )
             object.__setattr__(self, "steps", int(steps))
 
@@ -402,6 +414,8 @@ def solve_particles(
         # Not on resume: re-normalising the solver's own state moves it by an ulp.
         x = normalize(x)
     loop = TimeLoop.start(T, switches, t_eval, t0, callback, trackers)
+    need = x.size * (BYTES_PER_TOKEN_DIM + 8 * len(loop.times))  # the work, every snapshot kept
+    check_memory(need, f"solve_particles: {len(x)} tokens, {len(loop.times)} output times")
     lo, hi = (0, len(x)) if comm is None else block_range(len(x), comm.size, comm.rank)
     progress = progress and is_root(comm)
 
@@ -444,7 +458,7 @@ def solve_particles(
     pieces = [(p, int(k)) for p, k in zip(every, firsts, strict=False) if p[1] > t0 + loop.tol]
     substeps = 1 if noise == 0 else _substeps(every, T, noise_grid)
     total = sum(p[2] for p, _ in pieces)
-    with tqdm(total=total, disable=not progress, desc=f"{method} (N={len(x)})", unit="step") as bar:
+    with Progress(total, desc=f"{method} (N={len(x)})", unit="step", bar=progress) as bar:
         for (start, end, n, field), first in pieces:
             for t_out in loop.due(start):
                 emit(t_out, x)

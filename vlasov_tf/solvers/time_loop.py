@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from vlasov_tf.logs import TIME_BAR
+from vlasov_tf.logs import TIME_BAR, Progress
 
 __all__ = [
     "TIME_RTOL",
@@ -106,13 +105,15 @@ class StepCounts(Tracker):
 
 @dataclass
 class ProgressBar(Tracker):
-    """A progress bar over [t0, T] in model time, advanced by every step."""
+    """A job's progress over [t0, T] in model time, advanced by every step: logged every minute
+    (:class:`vlasov_tf.logs.Progress`), and a bar on stderr when ``bar``."""
 
     desc: str
-    _bar: tqdm | None = field(default=None, repr=False)
+    bar: bool = True
+    _bar: Progress | None = field(default=None, repr=False)
 
     def start(self, t0: float, T: float) -> None:
-        self._bar = tqdm(total=T, initial=t0, desc=self.desc, unit="t", bar_format=TIME_BAR)
+        self._bar = Progress(T, initial=t0, desc=self.desc, bar=self.bar, bar_format=TIME_BAR)
 
     def at_step(self, t: float, dt: float) -> None:
         if self._bar is not None:
@@ -223,8 +224,7 @@ class TimeLoop:
             for tracker in self.trackers:
                 tracker.finish()
 
-    def time_bar(self, enabled: bool, desc: str) -> tqdm:
-        """A progress bar over [t0, T] in model time (update it by the time stepped)."""
-        return tqdm(
-            total=self.T, initial=self.t0, disable=not enabled, desc=desc, unit="t", bar_format=TIME_BAR
-        )
+    def time_bar(self, enabled: bool, desc: str) -> Progress:
+        """A job's progress over [t0, T] in model time (update it by the time stepped): logged every
+        minute, and a bar when ``enabled``."""
+        return Progress(self.T, initial=self.t0, desc=desc, bar=enabled, bar_format=TIME_BAR)

@@ -32,6 +32,7 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "KINDS",
+    "READ_VERSIONS",
     "JobLayout",
     "LoadedJob",
     "RunFileError",
@@ -49,8 +50,11 @@ __all__ = [
 
 #: Value of the root attribute ``format`` of a run file.
 FORMAT = "vlasov_tf run"
-#: Version of the layout; :meth:`RunFile.open` refuses others.
-FORMAT_VERSION = 2
+#: Version of the layout written; :meth:`RunFile.open` reads it and :data:`READ_VERSIONS`.
+#: Version 3 added a checksum to every stored array (version 2: to the snapshots only).
+FORMAT_VERSION = 3
+#: Versions :func:`read_layout` reads (2: written before every array had a checksum).
+READ_VERSIONS = (2, 3)
 #: Kinds of solver job.
 KINDS = ("grid", "particles")
 #: The file's float type: every state, time, clock and diagnostic is little-endian float64.
@@ -115,7 +119,8 @@ class LoadedJob:
     mesh_id: str | None
     offsets: dict[str, int]  # dataset name -> byte offset in the file
     mesh_shape: tuple[int, int, int] | None = None  # grid: vertices, their dimension, vertices a cell
-    tables: dict[str, tuple[tuple[int, ...], int, int]] = field(default_factory=dict)  # shape, offsets
+    # name -> (row shape, offsets of its values, times and CRC-32s (None: a version 2 file))
+    tables: dict[str, tuple[tuple[int, ...], int, int, int | None]] = field(default_factory=dict)
     n_stored: int = 0  # writers: snapshots stored, the last at last_t
     last_t: float = math.nan
     xdmf_steps: list[str] = field(default_factory=list)
@@ -290,7 +295,10 @@ def write_layout(
             case.attrs["settings"] = json.dumps(dict(settings), sort_keys=True)
         if provenance is not None:
             case.attrs["provenance"] = json.dumps(dict(provenance), default=str)
-        f.create_dataset("times", data=times)
+        # Written once: HDF5's own checksum (every HDF5 reader checks it). The arrays written in
+        # place later cannot have one (a filter needs chunks, whose place HDF5 may change):
+        # they get CRC-32s beside them (the module docstring of vlasov_tf.runs.storage).
+        f.create_dataset("times", data=times, fletcher32=True)
         meshes = f.create_group("meshes")
         groups = f.create_group("jobs")
 
@@ -307,6 +315,7 @@ def write_layout(
             allocated(g, "times", (n,))
             allocated(g, "crc", (n,), "<u4")
             allocated(g, "clock", (2,))
+            allocated(g, "checks", (3,), "<u4")  # CRC-32 of the weights, of clock[0], of clock[1]
             name = "densities" if job.kind == "grid" else "positions"
             data = allocated(g, name, (n, *job.state_shape))
             mesh = job.mesh
@@ -330,10 +339,11 @@ def write_layout(
             else:
                 tokens = job.state_shape[0]
                 allocated(g, "weights", (tokens,))
-                g.create_dataset("vertex_ids", data=np.arange(tokens, dtype="<i8")[:, None])
+                g.create_dataset("vertex_ids", data=np.arange(tokens, dtype="<i8")[:, None], fletcher32=True)
             for table, row in job.tables.items():
                 allocated(g, f"tables/{table}/values", (n, *row))
                 allocated(g, f"tables/{table}/times", (n,))
+                allocated(g, f"tables/{table}/crc", (n,), "<u4")
             steps = g.create_group("step")
             source = h5py.VirtualSource(".", data.name, shape=data.shape, dtype=data.dtype)
             for i in range(n):
@@ -341,10 +351,12 @@ def write_layout(
                 layout[...] = source[i]
                 steps.create_virtual_dataset(str(i), layout, fillvalue=np.nan)
         diags = f.create_group("diagnostics")
+        crcs = f.create_group("diagnostic_crcs")  # CRC-32 of each value, by the same name
         for name in diagnostics:
             ds = allocated(diags, _diag_name(name), (len(jobs), n))
             ds.attrs["name"] = name
             ds.attrs["jobs"] = [job.key for job in jobs]
+            allocated(crcs, _diag_name(name), (len(jobs), n), "<u4")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -359,17 +371,22 @@ class StoredLayout:
     case: dict[str, str]  # the attributes of /case
     times: np.ndarray  # (n,) the output times
     jobs: dict[str, LoadedJob]  # key -> job, in run order
-    diagnostics: dict[str, int]  # name -> byte offset of its (J, n) values
+    diagnostics: dict[str, tuple[int, int | None]]  # name -> byte offsets of its (J, n) values, CRCs
+    version: int  # the file's format version
+    # mesh id -> array name -> (byte offset, shape, dtype): the stored meshes, checked by their id
+    meshes: dict[str, dict[str, tuple[int, tuple[int, ...], np.dtype]]]
 
 
-def read_layout(path: Path) -> StoredLayout:
+def read_layout(path: Path, *, name: Path | None = None) -> StoredLayout:
     """Validate the run file ``path`` and read its layout (byte offsets; not the snapshots).
 
-    ``RunFileError``, naming the file, if it is not HDF5, not a run file of :data:`FORMAT_VERSION`,
-    or damaged. Does not check the file's length against the offsets (the caller's descriptor does).
+    ``RunFileError``, naming the file (as ``name``, when given: the run file a temporary one
+    will become), if it is not HDF5, not a run file of :data:`FORMAT_VERSION`, or damaged. Does
+    not check the file's length against the offsets (the caller's descriptor does).
     """
+    source, path = path, name or path
     try:
-        f = h5py.File(path, "r")
+        f = h5py.File(source, "r")
     except OSError as err:
         raise RunFileError(
             f"run file {path} is not a readable HDF5 file (truncated, corrupted or not HDF5): {err}"
@@ -401,11 +418,11 @@ def _read_layout(path: Path, f: h5py.File) -> StoredLayout:
     if _from_h5_attr(attrs.get("format")) != FORMAT:
         raise _fail(path, f"not a vlasov_tf run file (no root attribute format = {FORMAT!r})")
     version = attrs.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READ_VERSIONS:
         raise _fail(
             path,
-            f"format version {version}, this code reads {FORMAT_VERSION} (the file is plain "
-            "HDF5: h5py reads it; the vlasov_tf that wrote it reads it)",
+            f"format version {version}, this code reads {', '.join(map(str, READ_VERSIONS))} (the file "
+            "is plain HDF5: h5py reads it; the vlasov_tf that wrote it reads it)",
         )
     run_id = str(_from_h5_attr(attrs["run_id"]))
     case = f["case"].attrs
@@ -413,7 +430,10 @@ def _read_layout(path: Path, f: h5py.File) -> StoredLayout:
     if missing:
         raise _fail(path, f"/case lacks attribute(s) {', '.join(missing)}")
     case_attrs = {k: str(_from_h5_attr(v)) for k, v in case.items()}
-    times = f["times"][()]
+    try:
+        times = f["times"][()]
+    except OSError as err:  # HDF5's Fletcher-32 check
+        raise _fail(path, f"dataset /times is damaged ({err}): start the run afresh") from None
     n = len(times)
     found: list[LoadedJob] = []
 
@@ -428,12 +448,22 @@ def _read_layout(path: Path, f: h5py.File) -> StoredLayout:
     walk(f["jobs"], "")
     jobs = {j.key: j for j in sorted(found, key=lambda j: j.index)}
     order = list(jobs)
-    diagnostics: dict[str, int] = {}
-    for ds in f["diagnostics"].values():
+    diagnostics: dict[str, tuple[int, int | None]] = {}
+    crcs = f.get("diagnostic_crcs")
+    for key, ds in f["diagnostics"].items():
         if [str(_from_h5_attr(k)) for k in ds.attrs["jobs"]] != order:
             raise _fail(path, f"{ds.name}: its rows are not the jobs {order}")
-        diagnostics[str(_from_h5_attr(ds.attrs["name"]))] = _offset(path, ds, (len(order), n), F8)
-    return StoredLayout(run_id, case_attrs, times, jobs, diagnostics)
+        crc = None if crcs is None else _offset(path, crcs[key], (len(order), n), np.dtype("<u4"))
+        diagnostics[str(_from_h5_attr(ds.attrs["name"]))] = (_offset(path, ds, (len(order), n), F8), crc)
+    meshes = {
+        ident: {
+            a: (_offset(path, ds, ds.shape, ds.dtype), ds.shape, ds.dtype)
+            for a in _MESH_ARRAYS
+            if (ds := m[a])
+        }
+        for ident, m in f["meshes"].items()
+    }
+    return StoredLayout(run_id, case_attrs, times, jobs, diagnostics, int(version), meshes)
 
 
 def _read_job(path: Path, key: str, g: h5py.Group, n: int) -> LoadedJob:
@@ -458,6 +488,8 @@ def _read_job(path: Path, key: str, g: h5py.Group, n: int) -> LoadedJob:
         "crc": _offset(path, g["crc"], (n,), np.dtype("<u4")),
         "clock": _offset(path, g["clock"], (2,), F8),
     }
+    if "checks" in g:  # format version 3
+        offsets["checks"] = _offset(path, g["checks"], (3,), np.dtype("<u4"))
     if kind == "particles":
         offsets["weights"] = _offset(path, g["weights"], shape[:1], F8)
     attrs = {k: _from_h5_attr(v) for k, v in g.attrs.items() if k not in _RESERVED_ATTRS}
@@ -469,5 +501,6 @@ def _read_job(path: Path, key: str, g: h5py.Group, n: int) -> LoadedJob:
             row,
             _offset(path, values, (n, *row), F8),
             _offset(path, t["times"], (n,), F8),
+            _offset(path, t["crc"], (n,), np.dtype("<u4")) if "crc" in t else None,
         )
     return LoadedJob(key, kind, int(g.attrs["job_index"]), attrs, shape, ident, offsets, mesh_shape, tables)

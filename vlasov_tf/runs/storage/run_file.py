@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import math
 import os
-import threading
 import time
 import zlib
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +22,6 @@ import numpy as np
 from .files import (
     RunFileBusy,
     lock_writer,
-    pread,
     pwrite,
     remove_stale_tmp,
     replace,
@@ -33,7 +29,6 @@ from .files import (
     unlock_writer,
 )
 from .layout import (
-    F8,
     JobLayout,
     LoadedJob,
     RunFileError,
@@ -43,10 +38,10 @@ from .layout import (
     mesh_arrays,
     mesh_id,
     normalise_attr,
-    read_layout,
     same_attr,
     write_layout,
 )
+from .reader import RunReader, crc_of
 from .xdmf import remove_xdmf, write_xdmf, xdmf_path
 
 if TYPE_CHECKING:
@@ -55,7 +50,7 @@ if TYPE_CHECKING:
 __all__ = ["RunFile"]
 
 
-class RunFile:
+class RunFile(RunReader):
     """One run's HDF5 file (:mod:`vlasov_tf.runs.storage` describes its layout and durability).
 
     Make one with :meth:`create` (which lays out every job), reopen one with :meth:`open` (to
@@ -64,16 +59,21 @@ class RunFile:
     context manager, or call :meth:`close`.
     """
 
-    def __init__(self, path: Path, lock_fd: int | None, *, readonly: bool, sync: bool) -> None:
+    def __init__(
+        self, path: Path, lock_fd: int | None, *, readonly: bool, sync: bool, pending: Path | None = None
+    ) -> None:
         # Private: use RunFile.create / RunFile.open.
         self.path = path
         self.readonly = readonly
         self.sync = sync
         self._lock_fd = lock_fd
-        self._lock = threading.RLock()
-        self._closed = True
+        self._init_reader()
+        self._bad_meshes: set[str] = set()  # damaged; rewritten when a job on them starts
+        # A run replacing another (create's overwrite) writes to a temporary sibling until it
+        # has stored something past its first output time (:meth:`_promote`).
+        self._pending = pending
         try:
-            self._fd = os.open(path, os.O_RDONLY if readonly else os.O_RDWR)
+            self._fd = os.open(pending or path, os.O_RDONLY if readonly else os.O_RDWR)
         except IsADirectoryError:
             raise RunFileError(f"run file {path} is a directory") from None
         try:
@@ -85,11 +85,20 @@ class RunFile:
                     raise RunFileBusy(f"run file {path} is open for writing by HDF5 elsewhere") from None
             self._load()
             self._closed = False
+            if readonly:  # a reader: every stored array it may rely on without reading it, checked
+                damage = self._mesh_damage()
+                damage += [d for job in self._jobs.values() for d in self._clock_damage(job)[1]]
+                if damage:
+                    raise self._damaged(damage[0])
             for job in self._jobs.values():
-                stored = self._stored_times(job)
-                job.n_stored = len(stored)
-                job.last_t = float(stored[-1]) if len(stored) else math.nan
-            if not readonly:
+                # The finite prefix (a writer's redo_damaged resets a damaged tail).
+                t = self._read(job.offsets["times"], (len(self._times),))
+                k = int(np.argmin(np.isfinite(t))) if not np.isfinite(t).all() else len(t)
+                if readonly:
+                    self._stored_times(job)  # raises for times stored after a missing one
+                job.n_stored = k
+                job.last_t = float(t[k - 1]) if k else math.nan
+            if not readonly and pending is None:
                 for stale in (path, *(xdmf_path(path, key) for key in self._jobs)):
                     remove_stale_tmp(stale)
                 remove_xdmf(path, list(self._jobs), legacy_only=True)  # now in <run>.xdmf/
@@ -127,6 +136,11 @@ class RunFile:
         dotted keys set on top of the text) are kept with the case text so that a resume can check
         it runs the same case; ``provenance`` (:func:`provenance`) as JSON too.
 
+        With ``overwrite`` an existing ``path`` stays as it was until the new run has stored a
+        snapshot past its first output time (or finished a job): the new run is written to a
+        temporary sibling, then moved over ``path`` atomically; a new run closed before that (failed,
+        interrupted) leaves the old file untouched.
+
         Raises ``FileExistsError`` if ``path`` exists and not ``overwrite`` (open it to resume),
         ``ValueError`` for bad layouts, ``OSError`` (ENOSPC) if the disk cannot hold the run.
         ``sync=False`` skips fsync: still safe if the process is killed, not if the machine dies.
@@ -153,14 +167,17 @@ class RunFile:
                 raise FileExistsError(f"run file {path} exists: open it to resume, or pass overwrite=True")
             remove_stale_tmp(path)
             tmp = tmp_name(path)
+            replacing = path.exists()
             try:
                 write_layout(tmp, case_text, case_name, t, layouts, names, settings, overrides, provenance)
+                if replacing:  # the old run stays until the new one has computed something
+                    return cls(path, lock_fd, readonly=False, sync=sync, pending=tmp)
                 replace(tmp, path, sync)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()
                 raise
-            remove_xdmf(path, [layout.key for layout in layouts])  # those of a run this one replaced
+            remove_xdmf(path, [layout.key for layout in layouts])  # stale ones, in either layout
             return cls(path, lock_fd, readonly=False, sync=sync)
         except BaseException:
             unlock_writer(path, lock_fd)
@@ -189,29 +206,7 @@ class RunFile:
             unlock_writer(path, lock_fd)
             raise
 
-    # -- loading -----------------------------------------------------------------------------------
-
-    def _fail(self, problem: str) -> RunFileError:
-        return RunFileError(f"run file {self.path}: {problem}")
-
-    def _load(self) -> None:
-        """Validate the file and load its layout (byte offsets; not the snapshots)."""
-        layout = read_layout(self.path)
-        self._run_id, self._case, self._times = layout.run_id, layout.case, layout.times
-        self._jobs, self._diag = layout.jobs, layout.diagnostics
-        size = os.fstat(self._fd).st_size
-        for job in self._jobs.values():
-            if job.offsets[job.dataset] + len(self._times) * job.row_bytes > size:
-                raise self._fail(f"truncated: it ends at byte {size}, inside job {job.key}'s snapshots")
-
-    # -- raw access --------------------------------------------------------------------------------
-
-    # Every access to the descriptor holds the lock and finds the file open: a close by another
-    # thread could otherwise free the number for an unrelated file that the access then hits.
-    def _read(self, offset: int, shape: tuple[int, ...], dtype: np.dtype = F8) -> np.ndarray:
-        with self._lock:
-            self._check_open()
-            return pread(self._fd, np.empty(shape, dtype=dtype), offset)
+    # -- writing (the reading is RunReader's) ----------------------------------------------------
 
     def _write(self, offset: int, data: np.ndarray | bytes) -> None:
         with self._lock:
@@ -224,48 +219,10 @@ class RunFile:
             if self.sync:
                 os.fdatasync(self._fd)
 
-    def _stored_times(self, job: LoadedJob) -> np.ndarray:
-        """The finite prefix of the job's times: its stored snapshots."""
-        t = self._read(job.offsets["times"], (len(self._times),))
-        finite = np.isfinite(t)
-        k = int(np.argmin(finite)) if not finite.all() else len(t)
-        if finite[k:].any():
-            raise self._fail(
-                f"job {job.key}: snapshot {k + int(np.argmax(finite[k:]))} stored after a missing one"
-            )
-        return t[:k]
-
-    def _row(self, job: LoadedJob, i: int) -> np.ndarray:
-        row = self._read(job.offsets[job.dataset] + i * job.row_bytes, job.shape)
-        crc = int(self._read(job.offsets["crc"] + 4 * i, (), np.dtype("<u4")))
-        if zlib.crc32(row.tobytes()) != crc:
-            raise self._fail(f"job {job.key}: snapshot {i} of {job.dataset} is damaged (its CRC-32 differs)")
-        return row
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ValueError(f"run file {self.path} is closed")
-
     def _check_writable(self) -> None:
         self._check_open()
         if self.readonly:
             raise ValueError(f"run file {self.path} is open read-only (mode='r')")
-
-    def _job(self, key: str) -> LoadedJob:
-        try:
-            return self._jobs[key]
-        except KeyError:
-            raise KeyError(f"run file {self.path} has no job {key!r}") from None
-
-    def _time_index(self, what: str, t: float) -> int:
-        i = int(np.searchsorted(self._times, t))
-        tol = 1e-12 * max(1.0, abs(float(self._times[-1])))
-        for j in (i - 1, i):
-            if 0 <= j < len(self._times) and abs(self._times[j] - t) <= tol:
-                return j
-        raise ValueError(f"{what}: t = {t!r} is not one of the run's output times")
-
-    # -- writing -----------------------------------------------------------------------------------
 
     def start_job(
         self,
@@ -309,6 +266,8 @@ class RunFile:
                 # The start time commits the weights: until it is set they may be half-written.
                 if np.isnan(self._clock(job)[0]):
                     self._write(job.offsets["weights"], w)
+                    if "checks" in job.offsets:
+                        self._write(job.offsets["checks"], np.array(crc_of(w), dtype="<u4"))
                     self._flush()
                 elif not np.array_equal(self._read(job.offsets["weights"], job.shape[:1]), w):
                     raise differ("weights")
@@ -324,9 +283,11 @@ class RunFile:
                     f"{n}: {job.attrs.get(n, '<absent>')!r} -> {user.get(n, '<absent>')!r}" for n in changed
                 )
                 raise differ(f"attrs ({detail})")
+            if mesh is not None and job.mesh_id in self._bad_meshes:
+                self._rewrite_mesh(job.mesh_id, mesh)
             clock = self._read(job.offsets["clock"], (2,))
             if np.isnan(clock[0]):
-                self._write(job.offsets["clock"], np.array([time.time()]))
+                self._set_clock(job, 0, time.time())
             self._flush()
 
     def append(self, key: str, t: float, state: np.ndarray) -> None:
@@ -366,13 +327,19 @@ class RunFile:
                     "identical repeat of the last is allowed)"
                 )
             data = little_endian(state).tobytes()
+            crc = zlib.crc32(data)
+            if self.format_version >= 3:  # the time too: a damaged time is found
+                crc = zlib.crc32(data, crc_of(t))
             self._write(job.offsets[job.dataset] + k * job.row_bytes, data)
-            self._write(job.offsets["crc"] + 4 * k, np.array(zlib.crc32(data), dtype="<u4"))
+            self._write(job.offsets["crc"] + 4 * k, np.array(crc, dtype="<u4"))
             self._flush()
             self._write(job.offsets["times"] + 8 * k, np.array(t))  # the commit mark
             self._flush()
             job.n_stored, job.last_t = k + 1, t
-            write_xdmf(self.path, job, self._times, force=False)
+            if self._pending is not None and k > 0:
+                self._promote()
+            if self._pending is None:
+                write_xdmf(self.path, job, self._times, force=False)
 
     def finish_job(self, key: str) -> None:
         """Mark job ``key`` complete (its finish time); durable when this returns."""
@@ -380,8 +347,97 @@ class RunFile:
         with self._lock:
             job = self._job(key)
             if not self.is_complete(key):
-                self._write(job.offsets["clock"] + 8, np.array(time.time()))
-                self._flush()
+                self._set_clock(job, 1, time.time())
+            if self._pending is not None:
+                self._promote()
+            write_xdmf(self.path, job, self._times)
+
+    def _set_clock(self, job: LoadedJob, i: int, value: float) -> None:
+        """Clock entry ``i`` (0: start, 1: finish) := ``value``, its CRC-32 first; durable."""
+        if "checks" in job.offsets:  # (no fsync between: see add_diagnostics)
+            self._write(job.offsets["checks"] + 4 * (1 + i), np.array(crc_of(value), dtype="<u4"))
+        self._write(job.offsets["clock"] + 8 * i, np.array(value))
+        self._flush()
+
+    def redo_damaged(self, layouts: Sequence[JobLayout] = (), with_job: Sequence[str] = ()) -> list[str]:
+        """Find what fails its checksum (:meth:`damaged`) and make it to be redone: a job from
+        before its first damaged snapshot or table row (from its start for damaged weights or start
+        time), a damaged diagnostic value unset (computed again; one of ``with_job``, those a job
+        writes as it runs, by redoing its job from that time), a damaged mesh rewritten from
+        ``layouts`` (else when its job starts). Returns one line for each damaged thing."""
+        self._check_writable()
+        lines = []
+        with self._lock:
+            found = self.damaged()
+            redo: dict[str, tuple[int, bool]] = {}
+            for damage in found:
+                lines.append(f"run file {self.path}: {damage.where} is damaged")
+                if damage.job is not None:
+                    k, restart = redo.get(damage.job, (len(self._times), False))
+                    redo[damage.job] = (min(k, damage.index), restart or damage.restart)
+                elif damage.diagnostic is not None:
+                    at, j, i = damage.diagnostic
+                    self._write(at + 8 * (j * len(self._times) + i), np.array(np.nan))
+                    if damage.name in with_job:
+                        key = list(self._jobs)[j]
+                        k, restart = redo.get(key, (len(self._times), False))
+                        redo[key] = (min(k, i), restart)
+                elif damage.mesh is not None:
+                    self._bad_meshes.add(damage.mesh)
+            for key, (k, restart) in redo.items():
+                self._truncate(self._jobs[key], k, restart)
+                lines.append(f"  job {key} is redone from " + ("its start" if restart or k == 0
+                             else f"t = {self._times[k - 1]:g}"))  # fmt: skip
+            for layout in layouts:
+                if layout.mesh is not None:
+                    ident = mesh_id(layout.mesh.kind, mesh_arrays(layout.mesh))
+                    if ident in self._bad_meshes:
+                        self._rewrite_mesh(ident, layout.mesh)
+                        lines.append(f"  mesh {ident} rewritten")
+            self._flush()
+        return lines
+
+    def _truncate(self, job: LoadedJob, k: int, restart: bool) -> None:
+        """Forget job ``job``'s snapshots from ``k`` on (and its start, with ``restart``)."""
+        n = len(self._times)
+        self._write(job.offsets["clock"] + 8, np.array(np.nan))  # not complete, first
+        self._flush()
+        self._write(job.offsets["times"] + 8 * k, np.full(n - k, np.nan))
+        for _, _, times_at, _ in job.tables.values():
+            self._write(times_at + 8 * k, np.full(n - k, np.nan))
+        if restart:
+            self._write(job.offsets["clock"], np.array(np.nan))
+        self._flush()
+        job.n_stored = min(job.n_stored, k)
+        job.last_t = float(self._times[k - 1]) if job.n_stored else math.nan
+        if self._pending is None:
+            write_xdmf(self.path, job, self._times)
+
+    def _rewrite_mesh(self, ident: str, mesh: MeshGeometry) -> None:
+        arrays = mesh_arrays(mesh)
+        for name, (offset, shape, dtype) in self._meshes[ident].items():
+            a = little_endian(arrays[name])
+            if a.shape != shape or a.dtype != dtype:
+                raise self._fail(f"mesh {ident}: {name} is {a.shape} {a.dtype}, stored {shape} {dtype}")
+            self._write(offset, a.tobytes())
+        self._flush()
+        self._bad_meshes.discard(ident)
+
+    @property
+    def replacing(self) -> bool:
+        """Whether this run is still written beside the run file it replaces (``create``'s
+        ``overwrite``): the old file stays until the new run stored a snapshot past its first time."""
+        return self._pending is not None
+
+    def _promote(self) -> None:
+        """Move the pending new run over the one it replaces (atomically), and its XDMF companions."""
+        pending = self._pending
+        assert pending is not None
+        replace(pending, self.path, self.sync)  # the descriptor follows the file to its new name
+        self._pending = None
+        remove_xdmf(self.path, list(self._jobs))  # those of the run this one replaced, either layout
+        for job in self._jobs.values():  # then this run's
+            job.xdmf_shown = -1
             write_xdmf(self.path, job, self._times)
 
     def add_diagnostic(self, name: str, key: str, t: float, value: float) -> None:
@@ -393,15 +449,33 @@ class RunFile:
         """:meth:`add_diagnostic` for many (name, key, t, value) rows, made durable together."""
         self._check_writable()
         with self._lock:
-            for name, key, t, value in rows:
+            for name, *_ in rows:
                 if name not in self._diag:
                     raise ValueError(
                         f"run file {self.path}: no diagnostic {name!r} (laid out: {sorted(self._diag)})"
                     )
+            # Crash-safe with the checksums: a value being replaced is NaN (not computed) while its
+            # CRC-32 changes; NaN is the commit mark, as a snapshot's time is.
+            writes = []
+            for name, key, t, value in rows:
+                at, crc_at = self._diag[name]
                 job = self._job(key)
                 i = self._time_index(f"diagnostic {name} of {key}", float(t))
-                offset = self._diag[name] + 8 * (job.index * len(self._times) + i)
-                self._write(offset, np.array(float(value)))
+                cell = job.index * len(self._times) + i
+                writes.append((at + 8 * cell, None if crc_at is None else crc_at + 4 * cell, float(value)))
+            old = [float(self._read(at, ())) for at, _, _ in writes]
+            if any(np.isfinite(old)):
+                for (at, _, _), before in zip(writes, old, strict=True):
+                    if np.isfinite(before):
+                        self._write(at, np.array(np.nan))
+                self._flush()
+            # The CRC-32s, then the values (no fsync between: a machine that dies in between
+            # may leave a value without its CRC, found as damaged and computed again).
+            for _, crc_at, value in writes:
+                if crc_at is not None:
+                    self._write(crc_at, np.array(crc_of(value), dtype="<u4"))
+            for at, _, value in writes:
+                self._write(at, np.array(value))
             if rows:
                 self._flush()
 
@@ -410,7 +484,7 @@ class RunFile:
         at output time ``t``; a later call replaces it. Durable when this returns."""
         self._check_writable()
         with self._lock:
-            shape, values_at, times_at = self._table(key, name)
+            shape, values_at, times_at, crc_at = self._table(key, name)
             values = np.asarray(values, dtype=np.float64)
             if values.shape != shape:
                 raise ValueError(f"job {key}: table {name} rows must be {shape}; got {values.shape}")
@@ -418,177 +492,19 @@ class RunFile:
             self._write(times_at + 8 * i, np.array(np.nan))  # invalid while the row changes
             self._flush()
             self._write(values_at + i * 8 * math.prod(shape), values)
+            if crc_at is not None:
+                self._write(crc_at + 4 * i, np.array(crc_of(values, float(t)), dtype="<u4"))
             self._flush()
             self._write(times_at + 8 * i, np.array(float(t)))
             self._flush()
 
-    def _table(self, key: str, name: str) -> tuple[tuple[int, ...], int, int]:
+    def _table(self, key: str, name: str) -> tuple[tuple[int, ...], int, int, int | None]:
         job = self._job(key)
         if name not in job.tables:
             raise ValueError(
                 f"run file {self.path}: job {key} has no table {name!r} (laid out: {sorted(job.tables)})"
             )
         return job.tables[name]
-
-    # -- reading -----------------------------------------------------------------------------------
-
-    def table(self, key: str, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """(times (m,), rows (m, ...)) of job ``key``'s table ``name``: the rows stored, by time."""
-        self._check_open()
-        with self._lock:
-            shape, values_at, times_at = self._table(key, name)
-            n = len(self._times)
-            t = self._read(times_at, (n,))
-            have = np.flatnonzero(np.isfinite(t))
-            rows = np.empty((len(have), *shape))
-            for j, i in enumerate(have):
-                rows[j] = self._read(values_at + int(i) * 8 * math.prod(shape), shape)
-            return t[have], rows
-
-    @property
-    def times(self) -> np.ndarray:
-        """(n,) the run's output times."""
-        return self._times.copy()
-
-    def jobs(self) -> list[str]:
-        """Job keys, in run order."""
-        self._check_open()
-        return list(self._jobs)
-
-    def job_state(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """(times (k,), states (k, C) or (k, N, d)) stored so far for job ``key``; None if no such job."""
-        self._check_open()
-        with self._lock:
-            job = self._jobs.get(key)
-            if job is None:
-                return None
-            times = self._stored_times(job)
-            states = np.empty((len(times), *job.shape))
-            for i in range(len(times)):
-                states[i] = self._row(job, i)
-            return times, states
-
-    def snapshot(self, key: str, i: int) -> np.ndarray:
-        """Stored snapshot ``i`` of job ``key`` (CRC-checked); ``IndexError`` if not stored."""
-        self._check_open()
-        with self._lock:
-            job = self._job(key)
-            n = len(self._stored_times(job))
-            if not 0 <= i < n:
-                raise IndexError(f"job {key} has {n} snapshots stored, not {i + 1}")
-            return self._row(job, i)
-
-    def last_state(self, key: str) -> tuple[float, np.ndarray] | None:
-        """(t, state) of the last stored snapshot of job ``key``; None if it has none (or no such job)."""
-        self._check_open()
-        with self._lock:
-            job = self._jobs.get(key)
-            if job is None:
-                return None
-            times = self._stored_times(job)
-            return (float(times[-1]), self._row(job, len(times) - 1)) if len(times) else None
-
-    def _clock(self, job: LoadedJob) -> np.ndarray:
-        return self._read(job.offsets["clock"], (2,))
-
-    def is_complete(self, key: str) -> bool:
-        """Whether job ``key`` exists and was finished."""
-        self._check_open()
-        job = self._jobs.get(key)
-        return job is not None and bool(np.isfinite(self._clock(job)[1]))
-
-    def job_info(self, key: str) -> dict[str, Any]:
-        """kind, complete, n (snapshots stored), size (C or N), d, mesh_id, attrs, and started /
-        finished (UTC ISO times, None if not yet) of job ``key``."""
-        self._check_open()
-        with self._lock:
-            job = self._job(key)
-            clock = self._clock(job)
-
-            def iso(x: float) -> str | None:
-                return (
-                    datetime.fromtimestamp(x, UTC).isoformat(timespec="seconds") if np.isfinite(x) else None
-                )
-
-            return {
-                "kind": job.kind,
-                "complete": bool(np.isfinite(clock[1])),
-                "n": len(self._stored_times(job)),
-                "size": job.shape[0],
-                "d": job.shape[1] if job.kind == "particles" else None,
-                "mesh_id": job.mesh_id,
-                "attrs": dict(job.attrs),
-                "started": iso(clock[0]),
-                "finished": iso(clock[1]),
-            }
-
-    def weights(self, key: str) -> np.ndarray:
-        """(N,) weights of particle job ``key`` (NaN before it started)."""
-        self._check_open()
-        job = self._job(key)
-        if job.kind != "particles":
-            raise ValueError(f"job {key} is a {job.kind} job: no weights")
-        return self._read(job.offsets["weights"], job.shape[:1])
-
-    def diagnostics(self, name: str) -> dict[str, np.ndarray]:
-        """Diagnostic ``name``: job key -> (m, 2) rows (t, value) of the values computed, by t."""
-        self._check_open()
-        if name not in self._diag:
-            return {}
-        values = self._read(self._diag[name], (len(self._jobs), len(self._times)))
-        out = {}
-        for key, row in zip(self._jobs, values, strict=True):
-            have = np.isfinite(row)
-            if have.any():
-                out[key] = np.column_stack([self._times[have], row[have]])
-        return out
-
-    def diagnostic_names(self) -> list[str]:
-        """Names of the diagnostics with at least one value, sorted."""
-        self._check_open()
-        return sorted(name for name in self._diag if self.diagnostics(name))
-
-    @property
-    def case_text(self) -> str:
-        return self._case["text"]
-
-    @property
-    def settings(self) -> dict[str, str] | None:
-        """What the run depends on (``create``'s ``settings``); None if none were given."""
-        text = self._case.get("settings")
-        return None if text is None else json.loads(text)
-
-    @property
-    def provenance(self) -> dict[str, Any] | None:
-        """How the run was made (``create``'s ``provenance``); None if not recorded."""
-        text = self._case.get("provenance")
-        return None if text is None else json.loads(text)
-
-    @property
-    def overrides(self) -> list[tuple[str, Any]]:
-        """The (dotted key, value) overrides the run was made with."""
-        return [tuple(p) for p in json.loads(self._case.get("overrides", "[]"))]
-
-    @property
-    def case_name(self) -> str:
-        return self._case["name"]
-
-    @property
-    def version(self) -> str:
-        """``vlasov_tf.__version__`` of the code that created the run."""
-        return self._case["version"]
-
-    @property
-    def created(self) -> str:
-        """Creation time, ISO 8601 UTC."""
-        return self._case["created"]
-
-    def verify(self) -> None:
-        """Read every stored snapshot, checking its CRC-32; ``RunFileError`` if one is damaged."""
-        self._check_open()
-        with self._lock:
-            for key in self._jobs:
-                self.job_state(key)
 
     # -- closing -----------------------------------------------------------------------------------
 
@@ -605,12 +521,14 @@ class RunFile:
             if self._closed:
                 return
             try:
-                if not self.readonly and not unlink:
+                if not self.readonly and not unlink and self._pending is None:
                     for job in self._jobs.values():  # what a throttled rewrite left out
                         write_xdmf(self.path, job, self._times)
             finally:
                 self._closed = True
-                if unlink and not self.readonly:
+                if self._pending is not None:  # nothing past t0: the replaced run stays as it was
+                    self._pending.unlink(missing_ok=True)
+                elif unlink and not self.readonly:
                     remove_xdmf(self.path, list(self._jobs))
                     self.path.unlink(missing_ok=True)
                 os.close(self._fd)
