@@ -4,10 +4,11 @@ tokens), no hysteresis at a supercritical pitchfork, a killed scan resumed bit f
 command and its figure, bad [transition] tables."""
 
 import re
+import sys
 
 import numpy as np
 import pytest
-from helpers import killed_at_call
+from helpers import killed_at_call, launch
 
 from vlasov_tf import cli
 from vlasov_tf.kernels.zonal import Constant
@@ -122,3 +123,27 @@ def test_transition_needs_a_grid():
     text = SCAN.format(noise="[0.1]", tokens=0).replace("[grid]\nresolutions = [32]\n", "")
     with pytest.raises(ValueError, match=r"transition relaxes the grid .* it needs a \[grid\] table"):
         parse_case(text, "scan.toml")
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_transition_on_ranks_equals_serial(tmp_path, ranks):
+    """mpiexec -n 2 and -n 3: the grid relaxations split across the ranks and the token ensembles
+    (3 members x 2 sigmas) dealt to them give the serial scan (tokens bit for bit: the same
+    streams; the grid to round-off: the sums' split)."""
+    text = SCAN.format(noise="[0.2, 0.7]", tokens=60).replace("T = 45.0", "T = 4.0")
+    text = text.replace("members = 2", "members = 3")
+    (tmp_path / "scan.toml").write_text(text)
+    serial = run_transition(parse_case(text, "scan.toml"), tmp_path / "serial.h5")
+    cmd = (sys.executable, "-m", "vlasov_tf.cli", "transition", str(tmp_path / "scan.toml"))
+    done = launch(ranks, *cmd, "--out", str(tmp_path / "mpi"), "--name", "scan")
+    assert done.returncode == 0, done.stderr[-3000:]
+    with RunFile.open(serial, mode="r") as a, RunFile.open(tmp_path / "mpi" / "scan.h5", mode="r") as b:
+        for key in a.jobs():
+            (ta, xa), (tb, xb) = a.job_state(key), b.job_state(key)
+            np.testing.assert_array_equal(ta, tb)
+            if key.startswith("transition/tokens"):
+                np.testing.assert_array_equal(xb, xa, err_msg=key)
+            else:
+                np.testing.assert_allclose(xb, xa, rtol=1e-12, atol=1e-15, err_msg=key)
+
