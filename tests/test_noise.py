@@ -14,7 +14,7 @@ from vlasov_tf.geometry.mesh_files import sphere_mesh
 from vlasov_tf.geometry.meshes import circle_mesh
 from vlasov_tf.geometry.quadrature import cell_quadrature
 from vlasov_tf.kernels.zonal import Constant
-from vlasov_tf.models.base import Noisy, Prescribed, laplacian_eigenvalue, with_noise
+from vlasov_tf.models.base import Noisy, Prescribed, as_model, laplacian_eigenvalue, with_noise
 from vlasov_tf.models.interaction import Interaction
 from vlasov_tf.runs.cases import parse_case
 from vlasov_tf.solvers.brownian import BLOCK, brownian_increments
@@ -43,6 +43,18 @@ def test_no_noise_is_the_model_itself():
     noisy = with_noise(model, 0.3)
     assert isinstance(noisy, Noisy) and noisy.noise == 0.3 and noisy.T == 1.0
     assert with_noise(noisy, 0.1).noise == 0.1  # replaces, does not stack
+    assert with_noise(noisy, 0.0) is model
+
+    class Lohe:  # a user's model may carry its noise; the solvers read it through as_model
+        d, noise = 3, 0.2
+
+        def velocity(self, t, points, weights, queries):
+            return np.zeros_like(queries)
+
+    assert as_model(Lohe()).noise == 0.2
+    Lohe.noise = -1.0
+    with pytest.raises(ValueError, match=r"Lohe.noise must be finite and >= 0"):
+        solve_particles(Lohe(), uniform_sphere(5, 3, np.random.default_rng(0)), T=1.0, steps=2)
     for bad in (-0.1, np.inf, np.nan):
         with pytest.raises(ValueError, match="noise sigma must be finite and > 0"):
             with_noise(model, bad)

@@ -220,7 +220,10 @@ class UserModel(MeanField):
 
     @property
     def noise(self) -> float:  # type: ignore[override]  # a read-only view of the user's attribute
-        return float(getattr(self.user, "noise", 0.0))
+        sigma = float(getattr(self.user, "noise", 0.0))
+        if not (np.isfinite(sigma) and sigma >= 0):
+            raise ValueError(f"{self.name}.noise must be finite and >= 0 (sigma Laplace); got {sigma}")
+        return sigma
 
     @property
     def T(self) -> float | None:
@@ -309,10 +312,11 @@ class Noisy(MeanField):
 
 def with_noise(model: MeanField, noise: float) -> MeanField:
     """``model`` with the generator ``noise * Laplace`` (:class:`Noisy`); ``model`` itself for 0,
-    so a noiseless run is the model's bit for bit. ValueError for a negative or non-finite sigma."""
+    so a noiseless run is the model's bit for bit (a noisy model's noise is replaced, 0 removes it).
+    ValueError for a negative or non-finite sigma."""
     if noise == 0:
-        return model
-    return Noisy(model.model if isinstance(model, Noisy) else model, noise)
+        return deterministic(model)
+    return Noisy(deterministic(model), noise)
 
 
 def deterministic(model: MeanField) -> MeanField:
