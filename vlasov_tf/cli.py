@@ -16,8 +16,14 @@ Subcommands
     An ensemble over beta (the case's ``[sweep]`` table, :mod:`vlasov_tf.runs.sweeps`) into
     ``out/<name>-sweep.h5``: (beta, t) maps of the number of clusters and the fraction of close
     pairs over the members, printed and drawn.
+``transition CASE``
+    Stationary states against the noise (the case's ``[transition]`` table,
+    :mod:`vlasov_tf.runs.transitions`) into ``out/<name>-transition.h5``: the grid's order
+    parameter scanned up and down in sigma, token ensembles, the critical noise of linear
+    theory; printed and drawn (the bifurcation diagram).
 ``plot RUNFILE``
-    Figures of a stored run (or sweep); ``run`` draws the same ones unless ``--no-plot``.
+    Figures of a stored run (or sweep, or transition scan); ``run`` draws the same ones unless
+    ``--no-plot``.
 ``particles [CASE]``
     Depth convergence on the circle (default ``cases/circle_clustering.toml``): L-layer
     Transformers against the continuous-time flow; a table of errors and orders, and a figure.
@@ -66,6 +72,7 @@ from vlasov_tf.plots import (
     plot_depth_convergence,
     plot_interpolation,
     plot_phase,
+    plot_transition,
 )
 from vlasov_tf.plots.movies import save_movie
 from vlasov_tf.plots.run_files import case_of_run, plot_run
@@ -90,6 +97,7 @@ from vlasov_tf.runs.studies import (
     grid_against_deep,
 )
 from vlasov_tf.runs.sweeps import run_sweep
+from vlasov_tf.runs.transitions import format_branches, read_branches, run_transition
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -204,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("run", "run a case file with both solvers (or one) into one HDF5 file"),
         ("study", "cross-validation: run a case, print convergence tables, save figures"),
         ("sweep", "an ensemble over beta (the case's [sweep] table): (beta, t) maps of clusters"),
+        ("transition", "stationary states against the noise (the case's [transition] table): the order "
+         "parameter scanned up and down, against linear theory"),
     ):
         p = sub.add_parser(
             name,
@@ -261,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="the full study: L = 10 ... 1e4, N = 1e2 ... 1e5 (sphere 1e6), finer grids (~1 hour)",
             )
-        handlers = {"run": _cmd_run, "study": _cmd_study, "sweep": _cmd_sweep}
+        handlers = {"run": _cmd_run, "study": _cmd_study, "sweep": _cmd_sweep, "transition": _cmd_transition}
         p.set_defaults(handler=handlers[name], parser=p)
 
     p = sub.add_parser(
@@ -464,13 +474,15 @@ def run_name(case, name: str | None = None) -> str:
 
 
 def _run(args: argparse.Namespace, case, solvers: tuple[str, ...] = ("grid", "particles"), *,
-         sweep: bool = False) -> Path:  # fmt: skip
+         sweep: bool = False, transition: bool = False) -> Path:  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     stem = run_name(case, args.name)
     if getattr(args, "full", False) and args.name is None:
         stem += "-full"  # its own file: the main job's run of the same case is kept beside it
     if sweep and args.name is None:
         stem += "-sweep"  # beside the case's own run
+    if transition and args.name is None:
+        stem += "-transition"
     if not re.fullmatch(r"[A-Za-z0-9._-]+", stem):
         _refuse(f"--name {stem!r}: use letters, digits, '.', '_' and '-' only")
     path = args.out / f"{stem}.h5"
@@ -491,6 +503,8 @@ def _run(args: argparse.Namespace, case, solvers: tuple[str, ...] = ("grid", "pa
         with log_file(pending_log if replacing else log, rank, size, fresh=args.overwrite):
             if sweep:
                 run_sweep(case, path, resume=args.resume, overwrite=args.overwrite, comm=args.comm)
+            elif transition:
+                run_transition(case, path, resume=args.resume, overwrite=args.overwrite, comm=args.comm)
             else:
                 run_case(
                     case,
@@ -547,7 +561,8 @@ def _cmd_study(args: argparse.Namespace) -> int:
         line = grid_against_deep(case, run)
         if line:
             print(line)
-        print(format_lipschitz(lipschitz_estimate(case)))
+        if case.model.noise == 0:  # the estimate follows the continuous-time ODE, which noise lacks
+            print(format_lipschitz(lipschitz_estimate(case)))
         print(format_clusters(case, run))
         print(f"figure: {plot_crossval(case, run, path.with_suffix('.png'))}")
         print(f"figure: {plot_clusters(case, run, path.with_suffix('.clusters.png'))}")
@@ -564,6 +579,19 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             maps = phase_maps(run)
         print(format_phase(case, maps))
         print(f"figure: {plot_phase(case, maps, path.with_suffix('.phase.png'))}")
+    return 0
+
+
+def _cmd_transition(args: argparse.Namespace) -> int:
+    case = _load(args)
+    if case.transition is None:
+        _refuse(f"{args.case}: no [transition] table (noise, resolution, tokens, ...) to scan")
+    path = _run(args, case, transition=True)
+    if is_root(args.comm):
+        with RunFile.open(path, mode="r") as run:
+            branches = read_branches(case, run)
+        print(format_branches(branches))
+        print(f"figure: {plot_transition(case, branches, path.with_suffix('.transition.png'))}")
     return 0
 
 
@@ -611,9 +639,10 @@ def _main(argv: Sequence[str] | None) -> int:
     comm = world()
     with abort_on_error(comm):
         args = build_parser().parse_args(argv)
-        if comm is not None and args.handler not in (_cmd_run, _cmd_study, _cmd_sweep):
+        if comm is not None and args.handler not in (_cmd_run, _cmd_study, _cmd_sweep, _cmd_transition):
             _refuse(
-                f"only `run`, `study` and `sweep` run under MPI ({comm.size} ranks): start it serially"
+                f"only `run`, `study`, `sweep` and `transition` run under MPI ({comm.size} ranks): start it "
+                "serially"
             )
         args.comm = comm
         configure(*((0, 1) if comm is None else (comm.rank, comm.size)), debug=args.debug)

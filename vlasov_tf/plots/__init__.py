@@ -1,7 +1,8 @@
 """Figures: each ``*_figure`` function returns a matplotlib Figure, each ``plot_*`` saves it as a PNG.
 
 By subject: one run (:mod:`.run_figures`: densities, diagnostics, the cross-validation figure),
-convergence studies (:mod:`.convergence`), clusters and phase diagrams (:mod:`.clusters`), the
+convergence studies (:mod:`.convergence`), clusters and phase diagrams (:mod:`.clusters`), noise
+scans' bifurcation diagrams (:mod:`.transitions`), the
 interpolating Transformer (:mod:`.interpolation`); the shared canvas and colour scales
 (:mod:`.canvas`), the orthographic views of S^2 (:mod:`.sphere_views`), tokens where no sphere
 view exists (:mod:`.token_views`: S^{d-1} with d > 3, R^d), the figures of a stored run file as
@@ -21,6 +22,7 @@ from vlasov_tf.plots.run_figures import (
     plot_crossval,
 )
 from vlasov_tf.plots.run_files import plot_run
+from vlasov_tf.plots.transitions import plot_transition, transition_figure
 
 __all__ = [
     "clusters_figure",
@@ -39,5 +41,7 @@ __all__ = [
     "plot_interpolation",
     "plot_phase",
     "plot_run",
+    "plot_transition",
     "save_movie",
+    "transition_figure",
 ]
