@@ -7,7 +7,8 @@ sums, a zonal head on a uniform circle grid (FFT serially, the spectral or dense
 sums under MPI), a prescribed rotation on S^2,
 a resume from the serial run's middle snapshot, the three particle
 integrators on a general two-block schedule, and an interaction model (spectral and
-dense zonal sums) and a user's model (the measure gathered) on the grid and for tokens.
+dense zonal sums) and a user's model (the measure gathered) on the grid and for tokens, and a
+noisy interaction model on the grid (both reconstructions) and for tokens.
 """
 
 import sys
@@ -19,6 +20,7 @@ from vlasov_tf.geometry.mesh_files import sphere_mesh
 from vlasov_tf.geometry.meshes import circle_mesh
 from vlasov_tf.kernels.zonal import ExpDifference, Exponential
 from vlasov_tf.models.attention import Head, Params, Perceptron, Schedule
+from vlasov_tf.models.base import with_noise
 from vlasov_tf.models.interaction import Interaction
 from vlasov_tf.solvers.finite_volumes import solve_grid
 from vlasov_tf.solvers.particles import solve_particles
@@ -152,6 +154,20 @@ def main() -> None:
         res[f"particles_interaction_{method}"] = sol.positions
     user = solve_particles(Kuramoto(1.5), x0, p0, T=0.2, steps=6, method="rk4", comm=comm)
     res["particles_user"] = user.positions
+
+    # Noise: the grid's diffusion reads quadratic polynomials (the vertex halo, also under the
+    # linear scheme); the tokens' kicks are keyed to the global token index (5000 tokens: two
+    # streams of 4096, split across the ranks), coupled to a finer run (noise_grid).
+    noisy = with_noise(pair, 0.2)
+    for recon in ("quadratic", "linear"):
+        res[f"grid_noisy_{recon}"] = solve_grid(
+            sphere, rho0, noisy, 0.2, t_eval=times, comm=comm, reconstruction=recon
+        ).densities
+    x1 = uniform_sphere(5000, 3, rng)
+    sol = solve_particles(
+        noisy, x1, T=0.2, steps=8, t_eval=times, comm=comm, noise_seed=(3, 1), noise_grid=16
+    )
+    res["particles_noisy"] = sol.positions
 
     res["ring_error"] = np.array(ring_error(comm, rng))
 

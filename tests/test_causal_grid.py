@@ -9,6 +9,7 @@ from test_crossval import SMALL
 import vlasov_tf as vt
 from vlasov_tf.geometry.mesh_files import sphere_mesh
 from vlasov_tf.geometry.meshes import circle_mesh
+from vlasov_tf.models.base import with_noise
 from vlasov_tf.runs import storage as io
 from vlasov_tf.runs.cases import parse_case
 from vlasov_tf.runs.runner import run_case
@@ -42,6 +43,21 @@ def test_the_first_slice_moves_as_the_unmasked_flow_of_itself(mesh):
     np.testing.assert_allclose(masses, 1 / 3, rtol=1e-12)
     assert sliced.densities.min() >= 0
     assert np.abs(sliced.densities[-1, 2] - sliced.densities[-1, 0]).max() > 1e-3
+
+
+def test_noisy_first_slice_moves_as_the_unmasked_noisy_flow_of_itself():
+    """With noise each slice diffuses too (the McKean-Vlasov equation per slice): the first slice,
+    attending to itself alone, is still the unmasked noisy solution of its own density."""
+    mesh = circle_mesh(256)
+    sch = with_noise(vt.Schedule.constant(vt.Params.identity(2, beta=3.0), 0.5), 0.05)
+    rho, times = bumpy(mesh), np.linspace(0.0, 0.5, 3)
+    plain = solve_grid(mesh, rho, sch, t_eval=times, rtol=None, max_dt=0.002)  # below both bounds
+    slices = np.stack([rho, bumpy(mesh, -1.0), rho]) / 3
+    sliced = solve_causal_grid(mesh, slices, sch, t_eval=times, rtol=None, max_dt=0.002)
+    np.testing.assert_allclose(3 * sliced.densities[:, 0], plain.densities, rtol=1e-12, atol=1e-14)
+    quiet = solve_grid(mesh, rho, sch.model, t_eval=times, rtol=None, max_dt=0.002)
+    assert np.abs(plain.final - quiet.final).max() > 1e-3  # the noise did something
+    np.testing.assert_allclose((sliced.densities * mesh.areas).sum(axis=2), 1 / 3, rtol=1e-12)
 
 
 def test_error_control_steps_the_slices_as_one_state_and_resumes_bit_for_bit():

@@ -268,6 +268,7 @@ def test_bad_cases_name_the_key(extra, key):
             ({"learning.blocks": 3}, "learning.blocks"),
             ({"learning.heads": 0, "learning.hidden": 0}, "learning.heads"),
             ({"learning.labels": "exact"}, "learning.labels"),
+            ({"model.noise": 0.1}, "model.noise"),
             ({"learning.family.kappa": [5.0, 1.0]}, "learning.family.kappa"),
             ({"learning.batch": 7}, "learning.batch"),
             ({"learning.layerz": 7}, "learning.layerz"),

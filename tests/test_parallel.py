@@ -128,7 +128,8 @@ def test_parallel_equals_serial(serial_results, ranks):
     keys = ("grid_general", "grid_spectral", "grid_general_spectral", "grid_circle", "grid_general_quadratic")
     particles = ("particles_layers", "particles_rk4", "particles_adaptive")
     models = ("grid_interaction_spectral", "grid_interaction_dense", "grid_user", "particles_interaction_rk4",
-              "particles_interaction_adaptive", "particles_user")  # fmt: skip
+              "particles_interaction_adaptive", "particles_user", "grid_noisy_quadratic", "grid_noisy_linear",
+              "particles_noisy")  # fmt: skip
     for key in (*keys, *particles, *models, "particles_rk4_spectral", "particles_adaptive_spectral"):
         assert got[key].shape == want[key].shape, key
         assert rel(got[key], want[key]) <= RTOL, f"{key} on {ranks} ranks: {rel(got[key], want[key]):.2e}"

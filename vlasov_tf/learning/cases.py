@@ -170,6 +170,9 @@ def parse_learning_case(
     geometry, d = read_geometry(r, case)
     T = r.positive(case["T"], "case.T")
     target, _ = read_model(r, data, T, d, geometry)
+    if target.noise > 0:
+        # The labels are each token's image under the deterministic flow; a noisy target has none.
+        r.fail("model.noise", f"is not learned (the labels are the noiseless flow's); got {target.noise:g}")
     if target.T is not None:
         T = float(target.T)
     lt = r.table(data["learning"], "learning", *_keys("learning"))

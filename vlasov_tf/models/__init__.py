@@ -1,7 +1,8 @@
 """Mean-field models: the velocity fields the solvers move measures by.
 
 - :mod:`~vlasov_tf.models.base`: the interface every solver takes (:class:`MeanField`), a user's
-  model (:class:`Model`, wrapped by :func:`as_model`), a prescribed field (:class:`Prescribed`);
+  model (:class:`Model`, wrapped by :func:`as_model`), a prescribed field (:class:`Prescribed`),
+  noise (:func:`with_noise`: the McKean-Vlasov equation);
 - :mod:`~vlasov_tf.models.attention`: softmax and unnormalised attention, piecewise constant in
   time (:class:`Schedule` of :class:`Params`);
 - :mod:`~vlasov_tf.models.interaction`: interaction kernels, normalised or not, with a drift
@@ -12,7 +13,7 @@ Design notes: docs/design.md §2.
 """
 
 from .attention import Head, Params, Perceptron, Schedule
-from .base import MeanField, Model, Prescribed, UserModel, as_model
+from .base import MeanField, Model, Noisy, Prescribed, UserModel, as_model, with_noise
 from .interaction import Interaction
 from .sums import Sums
 
@@ -21,6 +22,7 @@ __all__ = [
     "Interaction",
     "MeanField",
     "Model",
+    "Noisy",
     "Params",
     "Perceptron",
     "Prescribed",
@@ -28,4 +30,5 @@ __all__ = [
     "Sums",
     "UserModel",
     "as_model",
+    "with_noise",
 ]

@@ -42,12 +42,16 @@ from vlasov_tf.models.sums import DENSE, Sums
 __all__ = [
     "MeanField",
     "Model",
+    "Noisy",
     "Prescribed",
     "UserModel",
     "VelocityField",
     "as_model",
+    "deterministic",
+    "laplacian_eigenvalue",
     "run_times",
     "tangent",
+    "with_noise",
 ]
 
 #: A prescribed velocity: ``v(t, x)`` for (n, d) points, returning (n, d) tangent vectors.
@@ -82,6 +86,10 @@ class MeanField(ABC):
 
     #: The ambient dimension: 2 for the circle, 3 for S^2 (and any for tokens).
     d: int
+    #: sigma of the generator ``sigma Laplace`` added to the flow (McKean-Vlasov:
+    #: ``d/dt mu + div(X[mu] mu) = sigma Laplace mu``, tokens ``dx = X dt + sqrt(2 sigma) dW``);
+    #: 0 for the deterministic flow. Set by :func:`with_noise`; the solvers read it once.
+    noise: float = 0.0
 
     @property
     def T(self) -> float | None:
@@ -211,6 +219,13 @@ class UserModel(MeanField):
         return getattr(self.user, "width", None)
 
     @property
+    def noise(self) -> float:  # type: ignore[override]  # a read-only view of the user's attribute
+        sigma = float(getattr(self.user, "noise", 0.0))
+        if not (np.isfinite(sigma) and sigma >= 0):
+            raise ValueError(f"{self.name}.noise must be finite and >= 0 (sigma Laplace); got {sigma}")
+        return sigma
+
+    @property
     def T(self) -> float | None:
         T = getattr(self.user, "T", None)
         return None if T is None else float(T)
@@ -247,6 +262,72 @@ def as_model(model: Any, d: int | None = None) -> MeanField:
         f"a model must be a MeanField (attention Schedule, Interaction, ...), an object with d and "
         f"velocity(t, points, weights, queries), or a prescribed velocity v(t, x); got {type(model).__name__}"
     )
+
+
+class Noisy(MeanField):
+    """``model`` with Brownian noise: the generator ``noise * Laplace`` added to its flow.
+
+    The field, its switch times and what diagnostics ask are the model's; the growth rate of a
+    mode of the uniform state loses ``noise * lambda`` (:func:`laplacian_eigenvalue`), since the
+    linearised equation is ``d/dt rho' = L rho' + sigma Laplace rho'`` and the modes are the
+    Laplacian's eigenfunctions. The energy is the model's: with noise it is no longer monotone.
+    """
+
+    def __init__(self, model: MeanField, noise: float) -> None:
+        if not (np.isfinite(noise) and noise > 0):
+            raise ValueError(f"the noise sigma must be finite and > 0; got {noise}")
+        self.model, self.d, self.noise = model, model.d, float(noise)
+
+    @property
+    def T(self) -> float | None:
+        return self.model.T
+
+    def evaluate(self, t, points, weights, queries, sphere, sums) -> np.ndarray:
+        return self.model.evaluate(t, points, weights, queries, sphere, sums)
+
+    def switch_times(self, T: float) -> np.ndarray:
+        return self.model.switch_times(T)
+
+    def piece(self, t: float) -> MeanField:
+        # The piece in force, noisy too (its growth rates are the noisy ones); solvers read the
+        # noise once, from the whole model.
+        piece = self.model.piece(t)
+        return self if piece is self.model else Noisy(piece, self.noise)
+
+    @property
+    def label(self) -> str:
+        return f"{self.model.label}, noise {self.noise:g}"
+
+    def energy(self, points: np.ndarray, weights: np.ndarray) -> float | None:
+        return self.model.energy(points, weights)
+
+    def growth_rate(self, mode: int) -> float | None:
+        rate = self.model.growth_rate(mode)
+        return None if rate is None else rate - self.noise * laplacian_eigenvalue(self.d, mode)
+
+    @property
+    def width(self) -> float | None:
+        return self.model.width
+
+
+def with_noise(model: MeanField, noise: float) -> MeanField:
+    """``model`` with the generator ``noise * Laplace`` (:class:`Noisy`); ``model`` itself for 0,
+    so a noiseless run is the model's bit for bit (a noisy model's noise is replaced, 0 removes it).
+    ValueError for a negative or non-finite sigma."""
+    if noise == 0:
+        return deterministic(model)
+    return Noisy(deterministic(model), noise)
+
+
+def deterministic(model: MeanField) -> MeanField:
+    """The model without its noise (``model`` itself when it has none)."""
+    return model.model if isinstance(model, Noisy) else model
+
+
+def laplacian_eigenvalue(d: int, mode: int) -> float:
+    """``lambda`` with ``-Laplace Y = lambda Y`` for the mode's eigenfunctions on S^{d-1}:
+    ``k^2`` on the circle (``cos(k theta)``), ``l (l + d - 2)`` on S^{d-1} (degree-l harmonics)."""
+    return float(mode * mode if d == 2 else mode * (mode + d - 2))
 
 
 def run_times(model: MeanField, T: float | None) -> tuple[float, np.ndarray]:

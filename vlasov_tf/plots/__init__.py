@@ -1,11 +1,12 @@
 """Figures: each ``*_figure`` function returns a matplotlib Figure, each ``plot_*`` saves it as a PNG.
 
 By subject: one run (:mod:`.run_figures`: densities, diagnostics, the cross-validation figure),
-convergence studies (:mod:`.convergence`), clusters and phase diagrams (:mod:`.clusters`), the
-interpolating Transformer (:mod:`.interpolation`), learning runs (:mod:`.learning`); the shared
-canvas and colour scales (:mod:`.canvas`), the orthographic views of S^2 (:mod:`.sphere_views`), tokens
-where no sphere view exists (:mod:`.token_views`: S^{d-1} with d > 3, R^d), the figures of a stored run
-file as ``vlasov-tf plot`` draws them (:mod:`.run_files`) and its animation (:mod:`.movies`).
+convergence studies (:mod:`.convergence`), clusters and phase diagrams (:mod:`.clusters`), noise
+scans' bifurcation diagrams (:mod:`.transitions`), the interpolating Transformer
+(:mod:`.interpolation`), learning runs (:mod:`.learning`); the shared canvas and colour scales
+(:mod:`.canvas`), the orthographic views of S^2 (:mod:`.sphere_views`), tokens where no sphere
+view exists (:mod:`.token_views`: S^{d-1} with d > 3, R^d), the figures of a stored run file as
+``vlasov-tf plot`` draws them (:mod:`.run_files`) and its animation (:mod:`.movies`).
 """
 
 from vlasov_tf.plots.canvas import density_norm
@@ -22,6 +23,7 @@ from vlasov_tf.plots.run_figures import (
     plot_crossval,
 )
 from vlasov_tf.plots.run_files import plot_run
+from vlasov_tf.plots.transitions import plot_transition, transition_figure
 
 __all__ = [
     "clusters_figure",
@@ -42,5 +44,7 @@ __all__ = [
     "plot_learning",
     "plot_phase",
     "plot_run",
+    "plot_transition",
     "save_movie",
+    "transition_figure",
 ]

@@ -125,6 +125,8 @@ def grid_label(job) -> str:
     return f"M = {job.resolution}" if job.key.startswith("grid/M") else f"level {job.resolution}"
 
 
-def token_label(job) -> str:
-    """A token job in words: ``N = 1000, L = 100`` or ``N = 1000, continuous flow``."""
-    return f"N = {job.tokens}, " + (f"L = {job.layers}" if job.layers is not None else "continuous flow")
+def token_label(job, case=None) -> str:
+    """A token job in words: ``N = 1000, L = 100`` or ``N = 1000, continuous flow`` (the case's
+    reference, :attr:`~vlasov_tf.runs.cases.Case.reference`, when given: a noisy case's)."""
+    reference = "continuous flow" if case is None else case.reference
+    return f"N = {job.tokens}, " + (f"L = {job.layers}" if job.layers is not None else reference)

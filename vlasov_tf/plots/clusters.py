@@ -37,7 +37,7 @@ def clusters_figure(case, run) -> Figure:
         times, history = cluster_history(run, job.key)
         if not len(times):
             continue
-        label = grid_label(job) if job.kind == "grid" else token_label(job)
+        label = grid_label(job) if job.kind == "grid" else token_label(job, case)
         label = ("grid, " if job.kind == "grid" else "tokens, ") + label
         counts = np.array([c.count for c in history])
         ax_count.step(times, counts, color=colour, ls=line, where="post", label=label)

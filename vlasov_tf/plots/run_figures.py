@@ -107,7 +107,7 @@ def _draw_circle_density(sub: Figure | SubFigure, case, run) -> None:
                 density=True,
                 alpha=0.5,
                 color="C1",
-                label=f"tokens, {token_label(tok)}",
+                label=f"tokens, {token_label(tok, case)}",
             )
         ax.set_title(f"t = {times[k]:.3g}")
         ax.set_xlabel("angle θ")
@@ -169,7 +169,7 @@ def _draw_sphere_density(sub: Figure | SubFigure, case, run, view: Sequence[floa
         what.append(f"finest grid density ({grid_label(grid)}, {mesh.n_cells} cells)")
     if tok is not None:
         shown = min(MAX_TOKENS_SHOWN, p_pos.shape[1])
-        what.append(f"tokens in red ({token_label(tok)}; {shown} of {p_pos.shape[1]} drawn)")
+        what.append(f"tokens in red ({token_label(tok, case)}; {shown} of {p_pos.shape[1]} drawn)")
     sub.suptitle(
         f"{' and '.join(what)}: orthographic views of both hemispheres\n"
         f"view axis v = ({v[0]:+.2f}, {v[1]:+.2f}, {v[2]:+.2f}): {how}; dashed: equator",
@@ -246,7 +246,7 @@ def _draw_energy(ax: Axes, jobs: ShownJobs, case, run) -> None:
         seen.add(job.key)
         rows = energy[job.key]
         rows = rows[np.argsort(rows[:, 0])]
-        label = what + (grid_label(job) if job.kind == "grid" else token_label(job))
+        label = what + (grid_label(job) if job.kind == "grid" else token_label(job, case))
         ax.plot(rows[:, 0], rows[:, 1], style, marker="o", ms=3, label=label)
         drawn.append(rows[:, 1])
     log_if_wide(ax, drawn)
@@ -254,7 +254,8 @@ def _draw_energy(ax: Axes, jobs: ShownJobs, case, run) -> None:
         # Attention cases (they have betas) have it for Q = K = V = I; other models define it as a
         # gradient flow's energy (models.interaction).
         why = "for Q = K = V = I" if case.betas else f"for the {case.model.label}"
-        ax.set_title(f"interaction energy E(t)\n(non-decreasing {why})", fontsize=10)
+        claim = "not monotone with noise" if case.model.noise else f"non-decreasing {why}"
+        ax.set_title(f"interaction energy E(t)\n({claim})", fontsize=10)
         ax.legend(fontsize=7)
     else:
         why = "(the kernel is not zonal, or no diagnostics yet)"
@@ -290,7 +291,7 @@ def _draw_distances(ax: Axes, case, jobs: ShownJobs, run) -> None:
             continue
         seen.add(tok_job.key)
         t, val = _positive(dist[tok_job.key])
-        label = f"{metric}(tokens {token_label(tok_job)}, finest)"
+        label = f"{metric}(tokens {token_label(tok_job, case)}, finest)"
         ax.semilogy(t, val, "-", color=colour, marker="o", ms=3, label=label)
         if tok_job.key in se:
             rows = se[tok_job.key]
@@ -307,7 +308,7 @@ def _draw_distances(ax: Axes, case, jobs: ShownJobs, run) -> None:
                 marker="^",
                 ms=3,
                 color=f"C{2 + i}",
-                label=f"W1(L = {tok_job.layers}, flow), N = {tok_job.tokens}",
+                label=f"W1(L = {tok_job.layers}, reference), N = {tok_job.tokens}",
             )
             drawn += 1
     if jobs.finest is not None:
@@ -348,7 +349,7 @@ def _mode_curves(case, run) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
         t, pos = run.job_state(tok_job.key)
         f = init.harmonic(pos.reshape(-1, case.d)).reshape(pos.shape[:2])
         amp = f @ run.weights(tok_job.key)
-        label = f"tokens, {token_label(tok_job)} ({case.particles.sampling})"
+        label = f"tokens, {token_label(tok_job, case)} ({case.particles.sampling})"
         out.append((label, style, t, np.abs(amp / exact0)))
     return out
 

@@ -67,6 +67,7 @@ TABLES: dict[str, Table] = {
             "grid": Key("The Eulerian runs (circle and sphere S^2 only)."),
             "clusters": Key("How clusters are found."),
             "sweep": Key("An ensemble over beta, run by ``vlasov-tf sweep`` (tokens only)."),
+            "transition": Key("Stationary states against the noise, run by ``vlasov-tf transition``."),
         },
     ),
     "case": Table(
@@ -138,6 +139,12 @@ TABLES: dict[str, Table] = {
             "normaliser": Key("interaction: psi as a kernel table, positive on [-1, 1] (default phi)."),
             "omega": Key("interaction on S^2: the drift's skew-symmetric d x d matrix Omega."),
             "frequency": Key("interaction on the circle: the drift's angular velocity."),
+            "noise": Key(
+                "sigma >= 0 (default 0): the generator sigma Laplace added to the flow (McKean-Vlasov; "
+                "tokens dx = X dt + sqrt(2 sigma) dW). With noise > 0 the particles need "
+                "``reference_steps`` (the reference is the noisy Transformer of that depth), every "
+                "depth divides it, and the outputs lie on the coarsest depth's steps."
+            ),
         },
     ),
     "model.perceptron": Table(
@@ -158,7 +165,10 @@ TABLES: dict[str, Table] = {
         {
             "tokens": _k("Numbers of tokens N: an integer or a strictly increasing list."),
             "layers": _k("Depths L of the deep Transformer: an integer or a strictly increasing list."),
-            "reference_steps": Key("RK4 steps of the continuous-time reference; 0: adaptive DOP853."),
+            "reference_steps": Key(
+                "RK4 steps of the continuous-time reference; 0: adaptive DOP853. A noisy model: the "
+                "depth of its reference, the noisy Transformer (required)."
+            ),
             "seed": Key("Tokens for N come from default_rng((seed, N)) (sample s > 0: (seed, N, s))."),
             "sampling": Key(
                 '"random" (i.i.d.), "quantiles" (circle: the (i + 1/2)/N quantiles) or "atoms" '
@@ -216,6 +226,28 @@ TABLES: dict[str, Table] = {
             "close": Key("Pairs closer than this (radians) count as close."),
             "seed": Key("The parameters' random streams."),
         },
+    ),
+    "transition": Table(
+        "Stationary states against the noise (``vlasov-tf transition``): for each sigma the grid "
+        "relaxes for T from the previous sigma's state, up the list and back down (hysteresis), "
+        "and ensembles of tokens from the initial measure cross-check it.",
+        {
+            "noise": _k(
+                "Increasing sigmas >= 0, or ``{ from, to, count }``: count equally spaced sigmas from..to."
+            ),
+            "resolution": Key("The grid's resolution (default: the finest of grid.resolutions)."),
+            "tokens": Key("Tokens per member (default: the largest of particles.tokens; 0: no tokens)."),
+            "members": Key("Independent token sets per sigma (sample m of the initial measure)."),
+            "layers": Key("Noisy layers over [0, T] (default: the largest of particles.layers)."),
+            "kick": Key(
+                "The fraction of the initial measure mixed into each relaxation's start, in [0, 1) "
+                "(default 0.05): the grid then leaves an unstable state, which no noise perturbs."
+            ),
+        },
+    ),
+    "transition.noise": Table(
+        "``noise = { from, to, count }``: equally spaced sigmas.",
+        {"from": _k("Smallest sigma, >= 0."), "to": _k("Largest sigma."), "count": _k("How many.")},
     ),
     "sweep.betas": Table(
         "``betas = { from, to, count }``: log-spaced betas.",

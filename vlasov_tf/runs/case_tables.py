@@ -58,6 +58,8 @@ __all__ = [
     "GridSpec",
     "ParticleSpec",
     "SweepSpec",
+    "TransitionSpec",
+    "check_noisy_particles",
     "read_clusters",
     "read_geometry",
     "read_grid",
@@ -65,6 +67,7 @@ __all__ = [
     "read_output_times",
     "read_particles",
     "read_sweep",
+    "read_transition",
 ]
 
 GEOMETRIES = ("circle", "sphere", "euclidean")
@@ -170,6 +173,22 @@ class SweepSpec:
     close: float = 0.1
     seed: int = 0
 
+
+
+@dataclass(frozen=True)
+class TransitionSpec:
+    """Stationary states against the noise (``vlasov-tf transition``, :mod:`vlasov_tf.runs.transitions`):
+    the grid of ``resolution`` relaxes for T at each of ``noise`` (up, then back down from the
+    last; each start mixed with the fraction ``kick`` of the initial measure), ``members`` sets of
+    ``tokens`` tokens from the initial measure through ``layers`` noisy layers at each (``tokens``
+    0: none)."""
+
+    noise: tuple[float, ...]
+    resolution: int
+    tokens: int
+    members: int = 4
+    layers: int = 100
+    kick: float = 0.05
 
 
 _INITIAL_KEYS = {
@@ -380,6 +399,33 @@ def _points_file(r: TomlReader, t: dict[str, Any], d: int, sphere: bool) -> Init
     return PointsFile(d, sphere=sphere, points=pts, weights=w, path=str(path))
 
 
+def check_noisy_particles(
+    r: TomlReader, particles: ParticleSpec, times: np.ndarray, switches: np.ndarray
+) -> None:
+    """A noisy model's particle runs: the reference is the noisy Transformer of
+    ``reference_steps`` layers, and every depth's kicks are those of the reference's Brownian
+    path (:mod:`vlasov_tf.solvers.brownian`), so each depth divides it and every output time and
+    switch lies on the coarsest depth's steps."""
+    ref = particles.reference_steps
+    if ref == 0:
+        r.missing(
+            "particles.reference_steps",
+            "a noisy model's reference is the noisy Transformer with that many layers (no "
+            "continuous-time ODE): a multiple of every particles.layers",
+        )
+    for L in particles.layers:
+        if ref % L:
+            r.fail("particles.layers", f"must divide particles.reference_steps = {ref} for a noisy model "
+                   f"(the depths share the reference's Brownian path); got {L}")  # fmt: skip
+    T, coarse = float(times[-1]), min(particles.layers)
+    for key, stops in (("case.outputs", times), ("schedule", switches)):
+        k = np.asarray(stops) * coarse / T
+        if np.abs(k - np.round(k)).max() > 1e-9 * coarse:
+            what = "(the output times)" if key == "case.outputs" else "(the blocks' switch times)"
+            r.fail(key, f"{what} must be multiples of T / {coarse} (the coarsest depth's steps) for a "
+                   f"noisy model: its kicks sum the reference's")  # fmt: skip
+
+
 def read_particles(r: TomlReader, v: Any, geometry: str, initial: InitialMeasure) -> ParticleSpec:
     t = r.table(v, "particles", allowed("particles"), required("particles"))
     method = r.string(t.get("field_method", "auto"), "particles.field_method", TOKEN_FIELD_METHODS)
@@ -444,6 +490,7 @@ def read_sweep(r: TomlReader, v: Any, data: dict[str, Any], T: float) -> SweepSp
     ignored += ["[[schedule]]"] if "schedule" in data else []
     ignored += [k for k in ("norm",) if data["particles"].get(k, "post") != "post"]
     ignored += ["model.mask"] if data["model"].get("mask", "none") != "none" else []
+    ignored += ["model.noise"] if data["model"].get("noise", 0) != 0 else []  # its RK4 flow is an ODE
     if ignored:
         r.fail("sweep", f"draws its own single head over one block: remove {', '.join(ignored)}")
     steps = r.integer(t.get("steps", 200), "sweep.steps", lo=1)
@@ -458,6 +505,49 @@ def read_sweep(r: TomlReader, v: Any, data: dict[str, Any], T: float) -> SweepSp
         steps=steps,
         close=r.positive(t.get("close", 0.1), "sweep.close"),
         seed=r.integer(t.get("seed", 0), "sweep.seed", lo=0),
+    )
+
+
+def read_transition(
+    r: TomlReader, v: Any, geometry: str, particles: ParticleSpec, grid: GridSpec | None
+) -> TransitionSpec:
+    t = r.table(v, "transition", allowed("transition"), required("transition"))
+    if grid is None:
+        r.fail("transition", "relaxes the grid to its stationary states: it needs a [grid] table")
+    raw = t["noise"]
+    if isinstance(raw, dict):
+        span = r.table(raw, "transition.noise", allowed("transition.noise"), required("transition.noise"))
+        lo, hi = r.real(span["from"], "transition.noise.from"), r.real(span["to"], "transition.noise.to")
+        count = r.integer(span["count"], "transition.noise.count", lo=2, hi=MAX_OUTPUTS)
+        if lo < 0:
+            r.fail("transition.noise.from", f"must be >= 0, got {lo!r}")
+        if hi <= lo:
+            r.fail("transition.noise.to", f"must be larger than transition.noise.from = {lo!r}, got {hi!r}")
+        noise = tuple(np.linspace(lo, hi, count).tolist())
+    else:
+        noise = tuple(r.reals(raw, "transition.noise").tolist())
+        for i, s in enumerate(noise):
+            if not s >= 0:
+                r.fail(f"transition.noise[{i}]", f"must be >= 0, got {s!r}")
+            if i and s <= noise[i - 1]:
+                r.fail(f"transition.noise[{i}]", f"must exceed transition.noise[{i - 1}] (increasing)")
+    kick = r.real(t.get("kick", 0.05), "transition.kick")
+    if not 0 <= kick < 1:
+        r.fail("transition.kick", f"must lie in [0, 1), got {kick!r}")
+    resolution = max(grid.resolutions)
+    if "resolution" in t:
+        key = "transition.resolution"
+        if geometry == "circle":
+            resolution = r.integer(t["resolution"], key, lo=MIN_CIRCLE_CELLS)
+        else:
+            resolution = r.integer(t["resolution"], key, lo=SPHERE_LEVELS[0], hi=SPHERE_LEVELS[-1])
+    return TransitionSpec(
+        noise=noise,
+        resolution=resolution,
+        tokens=r.integer(t.get("tokens", max(particles.tokens)), "transition.tokens", lo=0),
+        members=r.integer(t.get("members", 4), "transition.members", lo=1),
+        layers=r.integer(t.get("layers", max(particles.layers)), "transition.layers", lo=1),
+        kick=kick,
     )
 
 

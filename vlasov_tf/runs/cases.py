@@ -44,6 +44,8 @@ Layout (every key below; comments say which are optional)::
                                       # its position s (every block); s in `slices` slices of [0, 1],
     # slices = 8                      # token i of N in slice floor(i slices / N), the grid a density
                                       # per slice (vlasov_tf/solvers/causal_grid.py); N a multiple of slices
+    noise = 0.0                       # optional, >= 0 (any model type): sigma of the noise sigma Laplace
+                                      # (McKean-Vlasov); > 0 needs particles.reference_steps (below)
     beta = 1.0                        # inverse temperature > 0; with no Q, K, V: Q = K = V = I, one head
     Q = [[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],   # per-head d x d matrices: a list of H
          [[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]]  # matrices (or one d x d matrix for H = 1)
@@ -112,6 +114,15 @@ Layout (every key below; comments say which are optional)::
     trim = 0.01                       # mass fraction of the lowest local densities left out, [0, 1)
     min_mass = 0.01                   # smallest cluster mass, (0, 1]; at most 1/min_mass clusters
 
+    # [transition]                    # optional: stationary states against the noise (vlasov-tf
+    # noise = { from = 0.05, to = 0.5, count = 10 }   # transition): increasing sigmas >= 0 (or a list),
+    #                                 # the grid relaxing for T at each, up then back down (hysteresis)
+    # resolution = 2                  # optional: the grid's (default: the finest of grid.resolutions)
+    # tokens = 2000                   # optional: tokens per member (default: the most; 0: none)
+    # members = 4                     # optional: token sets per sigma, from the initial measure
+    # layers = 100                    # optional: noisy layers over [0, T] (default: the most)
+    # kick = 0.05                     # optional, [0, 1): the initial measure mixed into each start
+
     # [sweep]                         # optional: an ensemble over beta (vlasov-tf sweep), tokens only;
     # betas = [1.0, 4.0, 16.0]        # one block with one head of its own (no Q, K, V, [[schedule]]):
     #                                 # increasing, > 0; or { from = 1.0, to = 100.0, count = 100 } (log)
@@ -155,13 +166,15 @@ from vlasov_tf.geometry.mesh_files import sphere_mesh
 from vlasov_tf.geometry.meshes import MeshGeometry, circle_mesh
 from vlasov_tf.memory import check_memory
 from vlasov_tf.models.attention import Schedule
-from vlasov_tf.models.base import MeanField
+from vlasov_tf.models.base import MeanField, deterministic
 from vlasov_tf.runs.case_keys import allowed, required
 from vlasov_tf.runs.case_tables import (
     ClusterSpec,
     GridSpec,
     ParticleSpec,
     SweepSpec,
+    TransitionSpec,
+    check_noisy_particles,
     read_clusters,
     read_geometry,
     read_grid,
@@ -169,6 +182,7 @@ from vlasov_tf.runs.case_tables import (
     read_output_times,
     read_particles,
     read_sweep,
+    read_transition,
 )
 from vlasov_tf.runs.model_tables import MASKS, read_model
 from vlasov_tf.runs.toml_reader import TomlReader
@@ -217,6 +231,7 @@ class Case:
     grid: GridSpec | None
     clusters: ClusterSpec = dataclasses.field(default_factory=ClusterSpec)
     sweep: SweepSpec | None = None
+    transition: TransitionSpec | None = None
     mask: str = "none"
     slices: int = 1
     description: str = ""
@@ -227,7 +242,7 @@ class Case:
     def __post_init__(self) -> None:
         # The betas are the attention blocks': a case whose model was replaced by another
         # (dataclasses.replace(case, model=...)) has none.
-        if not isinstance(self.model, Schedule):
+        if not isinstance(deterministic(self.model), Schedule):
             object.__setattr__(self, "betas", ())
 
     @property
@@ -236,13 +251,23 @@ class Case:
 
     @property
     def schedule(self) -> Schedule:
-        """The attention schedule of an attention case; ValueError for other models."""
-        if not isinstance(self.model, Schedule):
+        """The attention schedule of an attention case (without its noise); ValueError for other
+        models."""
+        flow = deterministic(self.model)
+        if not isinstance(flow, Schedule):
             raise ValueError(
                 f"{self.source}: this needs an attention model (model.type = 'attention'), "
-                f"not {type(self.model).__name__}"
+                f"not {type(flow).__name__}"
             )
-        return self.model
+        return flow
+
+    @property
+    def reference(self) -> str:
+        """What the particle reference jobs run, for labels: the continuous flow, or for a noisy model
+        the noisy Transformer of ``reference_steps`` layers whose Brownian path the depths share."""
+        if self.model.noise > 0:
+            return f"noisy reference (L = {self.particles.reference_steps}, same Brownian path)"
+        return "continuous flow"
 
     @property
     def sphere(self) -> bool:
@@ -383,7 +408,9 @@ def parse_case(
             f"{particles.norm!r} has no grid here (the grid solves the 'post' flow on the sphere): "
             "remove the [grid] table or use norm = \"post\"",
         )
-    if not isinstance(model, Schedule):
+    if model.noise > 0:
+        check_noisy_particles(r, particles, times, model.switch_times(float(times[-1])))
+    if not isinstance(deterministic(model), Schedule):
         # The Taylor features and the FFT sum exponential kernels; zonal kernels take dense or spectral.
         if particles.field_method == "taylor":
             r.fail("particles.field_method", "'taylor' sums attention's exponential kernels: 'auto', 'dense' "
@@ -397,6 +424,9 @@ def parse_case(
     if "sweep" in data and geometry == "euclidean":
         r.fail("sweep", "runs tokens on a sphere: geometry 'circle' or 'sphere', not 'euclidean'")
     sweep = read_sweep(r, data["sweep"], data, T) if "sweep" in data else None
+    transition = None
+    if "transition" in data:
+        transition = read_transition(r, data["transition"], geometry, particles, grid)
     times.setflags(write=False)
     return Case(
         name=name,
@@ -411,6 +441,7 @@ def parse_case(
         grid=grid,
         clusters=clusters,
         sweep=sweep,
+        transition=transition,
         mask=mask,
         slices=slices if mask == "causal" else 1,
         description=description,

@@ -123,6 +123,11 @@ def check_depth_study(n_tokens: int, layers: Sequence[int], n_times: int = N_TIM
 def depth_study_beta(case: Case) -> float:
     """The beta of a case the depth study can take: on the circle, one block with Q = K = V = I
     (:func:`~vlasov_tf.models.attention.zonal_beta`); else ``ValueError`` naming what is not."""
+    if case.model.noise > 0:
+        raise ValueError(
+            f"case {case.name}: the depth study compares the Transformer with the continuous-time ODE; "
+            f"a noisy model (noise = {case.model.noise:g}) has none: `vlasov-tf study` cross-validates it"
+        )
     if not isinstance(case.model, Schedule):
         raise ValueError(
             f"case {case.name}: the depth study runs attention (model.type 'attention'), not the "

@@ -17,13 +17,13 @@ import numpy as np
 
 from vlasov_tf.kernels.zonal import KERNEL_NAMES, ZonalKernel, kernel_from_spec
 from vlasov_tf.models.attention import MAX_MATRIX_NORM, Attention, Params, Perceptron, Schedule
-from vlasov_tf.models.base import MeanField
+from vlasov_tf.models.base import MeanField, with_noise
 from vlasov_tf.models.interaction import Interaction, circle_rotation
 from vlasov_tf.runs.case_keys import allowed, required
 from vlasov_tf.runs.case_tables import T_RTOL
 from vlasov_tf.runs.toml_reader import TomlReader, show_value
 
-__all__ = ["MASKS", "MODEL_TYPES", "read_model", "read_schedule"]
+__all__ = ["MASKS", "MODEL_TYPES", "read_model", "read_noise", "read_schedule"]
 
 #: ``model.type``: the models a case file can state.
 MODEL_TYPES = ("attention", "interaction")
@@ -31,7 +31,9 @@ MODEL_TYPES = ("attention", "interaction")
 MASKS = ("none", "causal")
 # A block's keys: those of [[schedule]] but its duration (each described in case_keys.TABLES).
 _MODEL_KEYS = allowed("schedule")[1:]
-_INTERACTION_KEYS = allowed("model", "type", "kernel", "normalised", "normaliser", "omega", "frequency")
+_INTERACTION_KEYS = allowed(
+    "model", "type", "kernel", "normalised", "normaliser", "omega", "frequency", "noise"
+)
 
 
 def read_model(
@@ -42,9 +44,22 @@ def read_model(
     if not isinstance(model, dict):
         r.fail("model", f"must be a table, got {show_value(model)}")
     kind = r.string(model.get("type", "attention"), "model.type", MODEL_TYPES)
+    flow: MeanField
     if kind == "attention":
-        return read_schedule(r, data, T, d)
-    return read_interaction(r, data, d, geometry), ()
+        flow, betas = read_schedule(r, data, T, d)
+    else:
+        flow, betas = read_interaction(r, data, d, geometry), ()
+    return with_noise(flow, read_noise(r, model)), betas
+
+
+def read_noise(r: TomlReader, model: dict[str, Any]) -> float:
+    """``model.noise``: sigma >= 0 of the generator ``sigma Laplace`` (0, the default: no noise)."""
+    if "noise" not in model:
+        return 0.0
+    sigma = r.real(model["noise"], "model.noise")
+    if not sigma >= 0:
+        r.fail("model.noise", f"must be >= 0 (sigma of the generator sigma Laplace); got {sigma!r}")
+    return sigma
 
 
 def _kernel(r: TomlReader, v: Any, key: str) -> ZonalKernel:
@@ -187,8 +202,9 @@ def _block_params(r: TomlReader, entries: dict[str, tuple[Any, str]], d: int) ->
 def read_schedule(
     r: TomlReader, data: dict[str, Any], T: float, d: int
 ) -> tuple[Schedule, tuple[float, ...]]:
-    model = r.table(data["model"], "model", allowed("model", "type", *_MODEL_KEYS, "mask", "slices"))
-    base = {name: (v, f"model.{name}") for name, v in model.items() if name not in ("type", "mask", "slices")}
+    model = r.table(data["model"], "model", allowed("model", "type", *_MODEL_KEYS, "mask", "slices", "noise"))
+    others = ("type", "mask", "slices", "noise")
+    base = {name: (v, f"model.{name}") for name, v in model.items() if name not in others}
     if "schedule" not in data:
         blocks = [(T, base)]
     else:
@@ -215,5 +231,3 @@ def read_schedule(
         blocks[-1] = (T - math.fsum(tau for tau, _ in blocks[:-1]), blocks[-1][1])
     built = [(tau, *_block_params(r, entries, d)) for tau, entries in blocks]
     return Schedule(tuple((tau, p) for tau, p, _ in built)), tuple(beta for _, _, beta in built)
-
-

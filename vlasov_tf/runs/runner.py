@@ -228,9 +228,12 @@ def _run_job(
     else:
         assert job.tokens is not None  # a particle job
         ref_steps = case.particles.reference_steps
+        noisy = case.model.noise > 0
         steps: int | None
         if job.layers is not None:
             method, steps = "layers", job.layers
+        elif noisy:  # no continuous-time ODE: the noisy Transformer of reference_steps layers
+            method, steps = "layers", ref_steps
         else:
             method, steps = ("rk4", ref_steps) if ref_steps else ("adaptive", None)
         solve_particles(
@@ -249,6 +252,9 @@ def _run_job(
             trackers=[to_file],
             t0=t0,
             comm=comm,
+            # Every depth of one token set shares the reference's Brownian path (coupled kicks).
+            noise_seed=(case.particles.seed, job.tokens, job.sample or 0),
+            noise_grid=ref_steps if noisy else None,
         )
     on_root(comm, lambda: root_only(run).finish_job(job.key))
     taken = f", {counts['steps']} steps ({counts['rejected']} rejected)" if job.kind == "grid" else ""

@@ -120,8 +120,9 @@ def solve_causal_grid(
     need = np.size(rho) * (BYTES_PER_CELL + 8 * len(loop.times))
     check_memory(need, f"solve_causal_grid: {np.shape(rho)} slices x cells, {len(loop.times)} output times")
     fv = FiniteVolume(
-        mesh, scheme.limiter, reconstruction=scheme.reconstruction, field_method=scheme.field_method
-    )
+        mesh, scheme.limiter, reconstruction=scheme.reconstruction, field_method=scheme.field_method,
+        noise=model.noise,
+    )  # fmt: skip
     control = Controller(scheme.step_options, Reductions(mesh.n_cells), loop.tol)
     areas = mesh.areas
 

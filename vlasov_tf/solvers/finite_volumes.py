@@ -81,6 +81,8 @@ from vlasov_tf.memory import BYTES_PER_CELL, check_memory
 from vlasov_tf.models.base import MeanField, Model, VelocityField, as_model, run_times
 from vlasov_tf.models.sums import Sums
 from vlasov_tf.parallel import Comm, LocalMesh, MpiReductions, Reductions, RingSums
+from vlasov_tf.solvers.diffusion import Diffusion
+from vlasov_tf.solvers.particles import MAX_STEPS
 from vlasov_tf.solvers.reconstruction import QuadraticReconstruction
 from vlasov_tf.solvers.step_control import Controller, StepOptions, ssp_rk3
 from vlasov_tf.solvers.time_loop import ProgressBar, TimeLoop, Tracker, trackers_of
@@ -154,6 +156,9 @@ class FiniteVolume:
     attention then sums the measure of the first ``n_owned`` cells of every
     rank (the halo cells belong to other ranks' blocks), with the ring as the
     kernel sums' ``split``.
+
+    ``noise`` > 0 adds the diffusion ``noise * Laplace`` (:class:`~vlasov_tf.solvers.diffusion.Diffusion`)
+    to the fluxes, the rates and the step bound; 0 leaves the transport scheme as it is.
     """
 
     def __init__(
@@ -165,6 +170,7 @@ class FiniteVolume:
         ring: RingSums | None = None,
         n_owned: int | None = None,
         field_method: str = "auto",
+        noise: float = 0.0,
     ) -> None:
         reconstruction, limiter = check_scheme(reconstruction, limiter)
         self.field_method = field_method
@@ -188,6 +194,7 @@ class FiniteVolume:
         self._n = mesh.n_cells
         if self._quadratic is None:
             self._build_gradients(mesh)
+        self.diffusion = None if noise == 0 else Diffusion(mesh, noise, self._quadratic)
 
     def _build_gradients(self, mesh: MeshGeometry) -> None:
         """The linear reconstruction's operators ``_to_own``, ``_to_nbr`` (F, F)."""
@@ -259,7 +266,12 @@ class FiniteVolume:
         ``w``: the face lengths (Q = 1) or Gauss weights), for normal velocities ``u`` (F,) or (F, Q)."""
         r_own, r_nbr = self.face_values(rho)
         u = u.reshape(r_own.shape)
-        return u * self.weights * np.where(u >= 0, r_own, r_nbr)
+        flux = u * self.weights * np.where(u >= 0, r_own, r_nbr)
+        if self.diffusion is None:
+            return flux
+        spread = self.diffusion.fluxes(rho)
+        # The linear scheme's one flux point per face takes the face's whole diffusive flux.
+        return flux + (spread if spread.shape == flux.shape else spread.sum(axis=1, keepdims=True))
 
     def rate(self, rho: np.ndarray, u: np.ndarray) -> np.ndarray:
         """(C,) ``dm/dt = -div F`` of the unscaled fluxes."""
@@ -280,11 +292,15 @@ class FiniteVolume:
         return mass - dt * self.mesh.net_outflow((flux * scale[upwind]).sum(axis=1))
 
     def stable_dt(self, u: np.ndarray, cfl: float) -> float:
-        """``cfl * min_c A_c / (outgoing sum_fq |u_fq| w_fq)``; inf for a field at rest."""
+        """``cfl * min_c A_c / (outgoing sum_fq |u_fq| w_fq)``, plus the diffusive outflow rate with
+        noise (:meth:`~vlasov_tf.solvers.diffusion.Diffusion.outflow_rates`); inf for a field at
+        rest without noise."""
         own, nbr = self.mesh.face_cells[:, 0], self.mesh.face_cells[:, 1]
         u = u.reshape(self.weights.shape)
         q = np.abs(u) * self.weights
         out = np.bincount(np.where(u >= 0, own[:, None], nbr[:, None]).ravel(), q.ravel(), self._n)
+        if self.diffusion is not None:
+            out += self.diffusion.outflow_rates()
         with np.errstate(divide="ignore"):
             return float(cfl * np.min(self.mesh.areas / out))
 
@@ -483,7 +499,17 @@ def solve_grid(
     if model.d != mesh.d:
         raise ValueError(f"the model is for d = {model.d}, the {mesh.kind} mesh has d = {mesh.d}")
     T, switches = run_times(model, T)
-    fv, red, cells = distribute(mesh, scheme, comm)
+    fv, red, cells = distribute(mesh, scheme, comm, model.noise)
+    if fv.diffusion is not None:
+        # The explicit diffusion's step bound alone, before any field is evaluated: a sigma that
+        # would take years of steps is a typo (as particles' MAX_STEPS).
+        fastest = -red.min(-float(np.max(fv.diffusion.outflow_rates() / fv.mesh.areas)))  # over ranks
+        need = (T - t0) * fastest / scheme.cfl
+        if need > MAX_STEPS:
+            raise ValueError(
+                f"noise sigma = {model.noise:g} on this mesh needs about {need:.2g} explicit steps (the "
+                f"diffusion's stable step ~ h^2 / sigma), more than MAX_STEPS = {MAX_STEPS:.0e}"
+            )
     told = trackers_of(trackers, callback, step_counts)
     told.append(ProgressBar(f"grid ({mesh.kind}, C={mesh.n_cells})", bar=progress))  # logged, bar or not
     loop = TimeLoop.start(T, switches, t_eval, t0, trackers=told if red.root else ())
@@ -515,18 +541,20 @@ def solve_grid(
 
 
 def distribute(
-    mesh: MeshGeometry, scheme: GridScheme, comm: Comm | None = None
+    mesh: MeshGeometry, scheme: GridScheme, comm: Comm | None = None, noise: float = 0.0
 ) -> tuple[FiniteVolume, Reductions, np.ndarray | slice]:
-    """The scheme's operator on this rank's share of ``mesh``, its reductions, and which global
-    cells it holds (an index of the global cell values; the whole mesh serially)."""
+    """The scheme's operator on this rank's share of ``mesh`` (with the diffusion ``noise *
+    Laplace`` for noise > 0), its reductions, and which global cells it holds (an index of the
+    global cell values; the whole mesh serially)."""
     recon, method = scheme.reconstruction, scheme.field_method
     if comm is None:
-        fv = FiniteVolume(mesh, scheme.limiter, reconstruction=recon, field_method=method)
+        fv = FiniteVolume(mesh, scheme.limiter, reconstruction=recon, field_method=method, noise=noise)
         return fv, Reductions(mesh.n_cells), slice(None)
-    local = LocalMesh.distribute(mesh, comm, vertex_halo=recon == "quadratic")
+    # The diffusion reads quadratic polynomials, whose stencils need the vertex halo.
+    local = LocalMesh.distribute(mesh, comm, vertex_halo=recon == "quadratic" or noise > 0)
     fv = FiniteVolume(
         local.mesh, scheme.limiter, reconstruction=recon, ring=RingSums(comm), n_owned=local.n_owned,
-        field_method=method,
+        field_method=method, noise=noise,
     )  # fmt: skip
     return fv, MpiReductions(local), local.cells
 

@@ -60,6 +60,7 @@ from vlasov_tf.memory import BYTES_PER_TOKEN_DIM, check_memory
 from vlasov_tf.models.base import MeanField, Model, as_model, run_times
 from vlasov_tf.models.sums import Sums, causal_head_sums, tile_head_sums
 from vlasov_tf.parallel import Comm, RingSums, block_range, gather_rows, is_root
+from vlasov_tf.solvers.brownian import brownian_increments, noisy_layer
 from vlasov_tf.solvers.time_loop import TimeLoop, Tracker
 
 __all__ = [
@@ -322,6 +323,8 @@ def solve_particles(
     causal_s: np.ndarray | None = None,
     trackers: Sequence[Tracker] = (),
     scheme: ParticleScheme | None = None,
+    noise_seed: int | tuple[int, ...] = 0,
+    noise_grid: int | None = None,
 ) -> ParticleSolution:
     """Move N weighted tokens by the flow of ``model`` up to ``T``.
 
@@ -374,6 +377,15 @@ def solve_particles(
         output), after ``callback``.
     scheme : the method and its options as one checked :class:`ParticleScheme`, instead of the
         keywords ``method``, ``steps``, ``rtol``, ``atol``, ``norm``, ``field_method``, ``sphere``.
+    noise_seed : the seed of the Brownian kicks of a noisy model (``model.noise > 0``:
+        :mod:`vlasov_tf.solvers.brownian`; "layers" with ``norm="post"`` only, the Euler-Maruyama
+        steps of the noisy Transformer). The same seed gives the same kicks on any number of
+        ranks and on resume.
+    noise_grid : couple the kicks to a finer run of ``noise_grid`` equal steps on [0, T] (the
+        same seed): each step sums the Brownian increments of the fine steps it spans, so runs of
+        different depths see one Brownian path (:func:`~vlasov_tf.solvers.brownian.brownian_increments`).
+        The steps must be equal and their number must divide ``noise_grid``. None: each step
+        its own kicks.
     """
     scheme = ParticleScheme.of(scheme, method, steps, rtol, atol, norm, field_method, sphere)
     method, norm, field_method, sphere = scheme.method, scheme.norm, scheme.field_method, scheme.sphere
@@ -384,6 +396,12 @@ def solve_particles(
     if norm != "post" and not (np.linalg.norm(x, axis=1) > 0).all():
         raise ValueError("initial tokens must be nonzero: a layer norm divides by |z|")
     w = check_weights(weights, len(x))
+    noise = model.noise
+    if noise > 0 and (method != "layers" or norm != "post"):
+        raise ValueError(
+            f"a noisy model (noise = {noise:g}) runs with method 'layers' and norm 'post' (Euler-Maruyama "
+            f"steps); got method {method!r}, norm {norm!r}"
+        )
     causal = None
     if causal_s is not None:
         s_tok = np.asarray(causal_s, dtype=np.float64)
@@ -428,16 +446,20 @@ def solve_particles(
     x, w_local = x[lo:hi], w[lo:hi]
     # A few tokens (e.g. 64 for 10,000 layers): the dense sums without their per-call dispatch, and
     # for "layers" a loop without per-layer calls; the same bits as the general path.
-    few = norm == "post" and causal is None and _few_tokens(field_method, x, w_local, comm)
+    few = noise == 0 and norm == "post" and causal is None and _few_tokens(field_method, x, w_local, comm)
     if few:
         x = np.ascontiguousarray(x)  # the layout the dense sums would copy the keys to
         sums = Sums(heads=tile_head_sums(w_local))
     else:
         sums = causal or Sums.by_method(field_method, split=None if comm is None else RingSums(comm))
-    pieces = [p for p in _pieces(model, T, loop.stops, int(steps)) if p[1] > t0 + loop.tol]
-    total = sum(n for _, _, n, _ in pieces)
+    every = _pieces(model, T, loop.stops, int(steps))
+    # The index of each piece's first step in the whole run: the noise's streams are keyed by it.
+    firsts = np.cumsum([0] + [n for _, _, n, _ in every])
+    pieces = [(p, int(k)) for p, k in zip(every, firsts, strict=False) if p[1] > t0 + loop.tol]
+    substeps = 1 if noise == 0 else _substeps(every, T, noise_grid)
+    total = sum(p[2] for p, _ in pieces)
     with Progress(total, desc=f"{method} (N={len(x)})", unit="step", bar=progress) as bar:
-        for start, end, n, field in pieces:
+        for (start, end, n, field), first in pieces:
             for t_out in loop.due(start):
                 emit(t_out, x)
             h = (end - start) / n
@@ -447,6 +469,12 @@ def solve_particles(
                 if few and method == "layers":
                     x = _tile_layers(field, start, x, w_local, h, n, sphere, sums)
                     bar.update(n)
+                elif noise > 0:
+                    for i in range(n):
+                        v = field.evaluate(start + i * h, x, w_local, x, sphere, sums)
+                        xi = brownian_increments(noise_seed, first + i, lo, hi, x.shape[1], substeps)
+                        x = noisy_layer(x, v, h, noise, xi, sphere)
+                        bar.update()
                 else:
                     for i in range(n):
                         x = step(field, start + i * h, x, w_local, h, sphere, sums, norm)
@@ -454,6 +482,21 @@ def solve_particles(
         for t_out in loop.rest():
             emit(t_out, x)
     return solution(total)
+
+
+def _substeps(pieces: list[tuple[float, float, int, MeanField]], T: float, grid: int | None) -> int:
+    """Fine steps of the noise's grid (``grid`` equal steps on [0, T]) per step of the run; 1 for
+    None. ValueError unless the run's steps are equal and their number divides ``grid``."""
+    if grid is None:
+        return 1
+    total = sum(n for _, _, n, _ in pieces)
+    equal = all(abs((t1 - t0) / n - T / total) <= 1e-9 * T / total for t0, t1, n, _ in pieces)
+    if isinstance(grid, bool) or int(grid) != grid or grid < 1 or grid % total or not equal:
+        raise ValueError(
+            f"noise_grid = {grid} must be a multiple of the number of steps ({total}), and the steps "
+            f"equal (stops at multiples of T / {total}), to couple the kicks to the finer run"
+        )
+    return int(grid) // total
 
 
 def _solve_adaptive(
