@@ -323,3 +323,18 @@ def test_clusters_figure_shows_every_job_and_its_counts(sphere_run, tmp_path):
     assert len(mass_ax.get_lines()) == sum(int(counts[j.key].max()) + 1 for j in jobs)
     first = [c for c, _, _ in plateaus(case.output_times, counts[jobs[0].key])]
     assert [int(t.get_text()) for t in energy_ax.texts] == first
+
+
+def test_the_learning_figure_title_stays_inside_the_figure():
+    """A case description longer than the one-panel learning figure is wide (the shipped
+    learn_attention's) is wrapped, not cut off at both edges."""
+    from vlasov_tf.plots import learning_figure
+
+    history = np.array([[1.0, 0.05, np.nan], [2.0, 0.03, 0.02]])
+    res = {"history": history, "identity_rms": 0.2, "test_rms": 0.1}
+    title = "learn_attention: learning the attention flow itself (beta = 2, Q = K = V = I): an exact fit"
+    fig = learning_figure(res, title)
+    fig.canvas.draw()
+    (sup,) = [t for t in fig.findobj(Text) if t.get_text() and t.get_text() == fig.get_suptitle()]
+    box = sup.get_window_extent()
+    assert 0 <= box.x0 < box.x1 <= fig.bbox.width

@@ -5,6 +5,7 @@ import pytest
 
 from vlasov_tf.cli import main
 from vlasov_tf.interpolation.cases import load_interpolation_case
+from vlasov_tf.learning.cases import load_learning_case
 from vlasov_tf.runs.cases import CASES_DIR, find_case, load_case, parse_case, shipped_cases
 
 
@@ -16,6 +17,8 @@ def test_cases_lists_every_shipped_case_with_its_description(capsys):
     for path in shipped_cases():
         if path.stem == "interpolation":
             case, command = load_interpolation_case(path), "interpolate"
+        elif path.stem.startswith("learn_"):
+            case, command = load_learning_case(path), "learn"
         else:
             case = load_case(path)
             command = "run" if case.sweep is None else "sweep"
@@ -38,6 +41,7 @@ def test_a_bare_name_finds_the_shipped_case_unless_a_file_of_that_name_is_here(n
     case = load_case(name, overrides={"case.T": 1.0})
     assert case.name == "circle_kuramoto" and case.T == 1.0
     assert load_interpolation_case("interpolation").name == "interpolation"
+    assert load_learning_case("learn_attention").name == "learn_attention"
     # A user's own file of that name wins over the shipped one.
     text = (CASES_DIR / "circle_kuramoto.toml").read_text(encoding="utf-8")
     (tmp_path / "circle_kuramoto.toml").write_text(text.replace('"circle_kuramoto"', '"own"'))

@@ -32,6 +32,10 @@ Subcommands
     an interpolation case (default: the shipped ``cases/interpolation.toml``): build it, check
     it with both solvers, print the switch count, the norms against the paper's bounds and the
     W2 tables, save ``<out>/<name>.png``.
+``learn [CASE] [--out DIR] [--set KEY=VALUE ...] [--overwrite]``
+    Fit a deep Transformer to the solution map of a target flow (:mod:`vlasov_tf.learning`, needs
+    the ``learn`` extra: JAX and optax) into ``<out>/<name>.h5``, resumed from its last checkpoint
+    when run again; prints the test error and the evaluation, saves ``<out>/<name>.png``.
 ``cases [NAME]``
     The shipped cases with their descriptions; with NAME, that case's text (to redirect into a
     file and edit). Every command that takes a case file also takes a shipped case's bare name.
@@ -43,7 +47,6 @@ Subcommands
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import re
@@ -51,10 +54,9 @@ import signal
 import sys
 import threading
 import time
-import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
 
 import numpy as np
 
@@ -84,6 +86,7 @@ from vlasov_tf.runs.depth_study import (
     format_report,
 )
 from vlasov_tf.runs.ensembles import phase_maps
+from vlasov_tf.runs.overrides import parse_overrides, run_name
 from vlasov_tf.runs.runner import CaseMismatch, run_case
 from vlasov_tf.runs.stability import format_lipschitz, lipschitz_estimate
 from vlasov_tf.runs.storage import RunFile, RunFileError
@@ -188,6 +191,17 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_learn(args: argparse.Namespace) -> int:
+    try:
+        from vlasov_tf.learning.cases import load_learning_case
+        from vlasov_tf.learning.runner import learn_command
+    except ImportError as err:
+        _refuse(f"`learn` needs the 'learn' extra (JAX, optax): pip install 'vlasov_tf[learn]' ({err})")
+    overrides = _read(args, lambda: parse_overrides(args.set))
+    case = _read(args, lambda: load_learning_case(args.case, overrides or None))
+    return learn_command(case, args.out, overrides, overwrite=args.overwrite)
+
+
 def _refuse(message: str) -> NoReturn:
     """A user's mistake the parser could not see (a bad case, an existing file): one line, exit 2
     (argparse's own errors come with the usage). Under MPI every rank finds it alike: rank 0 says
@@ -212,39 +226,6 @@ def _load(args: argparse.Namespace) -> Case:
     if getattr(args, "resume", False) and getattr(args, "overwrite", False):
         _refuse("--resume and --overwrite contradict each other: pass one")
     return _read(args, lambda: load_case(args.case, overrides=parse_overrides(args.set) or None))
-
-
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["model.beta=9", ...]`` -> ``{"model.beta": 9.0, ...}``: each value read as TOML (a bare
-    word that is not TOML, such as ``linear``, as a string). ValueError names a malformed item."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not key or not value:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set model.beta=9")
-        try:
-            out[key] = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
-            if not re.fullmatch(r"[A-Za-z0-9_.+-]+", value):
-                raise ValueError(f"--set {item!r}: {value!r} is not a TOML value") from None
-            out[key] = value
-    return out
-
-
-def run_name(case, name: str | None = None) -> str:
-    """The run file's stem: ``name``, else the case name followed by each override as key-value
-    (other ASCII characters than letters, digits, ``.``, ``_`` and ``-`` dropped, any other
-    character as ``u`` and its code point: ``ß`` -> ``u00df``), so that the points of a sweep do not
-    share a file."""
-    if name is not None:
-        return name
-    parts = [case.name]
-    for key, value in case.overrides:
-        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        text = "".join(c if c.isascii() else f"u{ord(c):04x}" for c in f"{key}-{text}")
-        parts.append(re.sub(r"[^A-Za-z0-9._-]+", "", text.replace(", ", "_").replace(",", "_")))
-    return "-".join(parts)
 
 
 def _run(args: argparse.Namespace, case, solvers: tuple[str, ...] = ("grid", "particles"), *,
@@ -398,6 +379,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "sweep": _cmd_sweep,
     "transition": _cmd_transition,
     "interpolate": _cmd_interpolate,
+    "learn": _cmd_learn,
     "plot": _cmd_plot,
 }
 

@@ -18,6 +18,7 @@ from vlasov_tf.runs.depth_study import DEFAULT_LAYERS
 
 __all__ = [
     "DEFAULT_INTERPOLATION_CASE",
+    "DEFAULT_LEARNING_CASE",
     "DEFAULT_PARTICLES_CASE",
     "DEFAULT_STUDY_CASE",
     "build_parser",
@@ -31,6 +32,8 @@ DEFAULT_STUDY_CASE = CASES_DIR / "sphere_clustering.toml"
 DEFAULT_PARTICLES_CASE = CASES_DIR / "circle_clustering.toml"
 #: The case of ``vlasov-tf interpolate`` without arguments.
 DEFAULT_INTERPOLATION_CASE = CASES_DIR / "interpolation.toml"
+#: The case of ``vlasov-tf learn`` without arguments.
+DEFAULT_LEARNING_CASE = CASES_DIR / "learn_kuramoto.toml"
 
 
 def positive_int(text: str) -> int:
@@ -234,6 +237,32 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
         help="depths L of the discrete Transformer (default: the case's)",
     )
     p.set_defaults(handler=handlers["interpolate"], parser=p)
+
+    p = sub.add_parser(
+        "learn",
+        help="fit a deep Transformer to a target flow's solution map (needs the 'learn' extra)",
+        description="Fit a deep Transformer of the project's form (L layers, heads Q, K, V, W, a perceptron) "
+        "to the solution map mu_0 -> mu_T of the case's target model with JAX and optax; <out>/<name>.h5 "
+        "keeps the data, the checkpoints (run again to resume) and the learned Schedule, judged against "
+        "the target on the test measures, at larger token counts and on the grid. Saves <out>/<name>.png.",
+    )
+    p.add_argument(
+        "case",
+        type=Path,
+        nargs="?",
+        default=DEFAULT_LEARNING_CASE,
+        help="learning case file or shipped name (default: the shipped learn_kuramoto)",
+    )
+    p.add_argument("--out", type=Path, default=Path("out"), help="directory of the run file and figure")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a case entry (dotted key, TOML value), e.g. --set learning.layers=8",
+    )
+    p.add_argument("--overwrite", action="store_true", help="start the run file afresh (default: resume)")
+    p.set_defaults(handler=handlers["learn"], parser=p)
 
     p = sub.add_parser("plot", help="figures of a stored run", description="figures of a stored run")
     p.add_argument("runfile", type=Path, help="HDF5 file written by `vlasov-tf run`, `study` or `sweep`")

@@ -16,7 +16,7 @@ from typing import Any
 
 from vlasov_tf.kernels.zonal import KERNEL_NAMES
 from vlasov_tf.runs import case_tables, model_tables
-from vlasov_tf.runs.case_keys import TABLES
+from vlasov_tf.runs.case_keys import LEARNING_TABLES, TABLES, Table
 from vlasov_tf.runs.ensembles import ENSEMBLES
 from vlasov_tf.solvers import finite_volumes, particles
 
@@ -70,6 +70,38 @@ def _heading(title: str, underline: str) -> list[str]:
     return [title, underline * len(title), ""]
 
 
+def _tables(
+    tables: dict[str, Table], underline: str, top: str, choices_of: dict[tuple[str, str], tuple[str, ...]]
+) -> list[str]:
+    """A section per table of ``tables``: its text and a row per key (the allowed values of
+    ``choices_of`` appended where the text does not name them)."""
+    lines: list[str] = []
+    for name, table in tables.items():
+        if name == "":
+            title = top
+        elif name == "schedule":
+            title = "[[schedule]]"
+        else:
+            title = f"[{name}]"
+        lines += _heading(title, underline)
+        lines += [table.text, ""]
+        lines += [".. list-table::", "   :header-rows: 1", "   :widths: 15 10 15 60", ""]
+        lines += ["   * - key", "     - required", "     - default", "     - meaning"]
+        for key, spec in table.keys.items():
+            meaning = spec.text
+            choices = choices_of.get((name, key))
+            if choices and not all(f'"{c}"' in meaning for c in choices):
+                meaning += " One of " + ", ".join(f'``"{c}"``' for c in choices) + "."
+            lines += [
+                f"   * - ``{key}``",
+                f"     - {'yes' if spec.required else ''}",
+                f"     - {_default(name, key)}",
+                f"     - {_cell(meaning)}",
+            ]
+        lines.append("")
+    return lines
+
+
 def page() -> str:
     lines = _heading("Case files", "=")
     lines += [
@@ -84,29 +116,7 @@ def page() -> str:
         ":mod:`vlasov_tf.runs.case_tables`).",
         "",
     ]
-    for name, table in TABLES.items():
-        if name == "":
-            title = "Top level"
-        elif name == "schedule":
-            title = "[[schedule]]"
-        else:
-            title = f"[{name}]"
-        lines += _heading(title, "-")
-        lines += [table.text, ""]
-        lines += [".. list-table::", "   :header-rows: 1", "   :widths: 15 10 15 60", ""]
-        lines += ["   * - key", "     - required", "     - default", "     - meaning"]
-        for key, spec in table.keys.items():
-            meaning = spec.text
-            choices = CHOICES.get((name, key))
-            if choices and not all(f'"{c}"' in meaning for c in choices):
-                meaning += " One of " + ", ".join(f'``"{c}"``' for c in choices) + "."
-            lines += [
-                f"   * - ``{key}``",
-                f"     - {'yes' if spec.required else ''}",
-                f"     - {_default(name, key)}",
-                f"     - {_cell(meaning)}",
-            ]
-        lines.append("")
+    lines += _tables(TABLES, "-", "Top level", CHOICES)
     lines += _heading("Interaction kernels", "-")
     lines += [
         'The inline tables ``model.kernel`` and ``model.normaliser``: ``{ name = "...", parameters }``',
@@ -133,6 +143,16 @@ def page() -> str:
         "   :dedent: 4",
         "",
     ]
+    lines += _heading("Learning cases", "-")
+    lines += [
+        "A learning case (``cases/learn_*.toml``; ``vlasov-tf learn`` and",
+        ":func:`~vlasov_tf.learning.cases.load_learning_case` read it) has its target's ``[model]`` and",
+        "``[[schedule]]`` as above and these tables of its own",
+        "(:data:`vlasov_tf.runs.case_keys.LEARNING_TABLES`; an annotated example: the module docstring",
+        "of :mod:`vlasov_tf.learning.cases`).",
+        "",
+    ]
+    lines += _tables(LEARNING_TABLES, "~", "Top level of a learning case", {})
     return "\n".join(lines)
 
 

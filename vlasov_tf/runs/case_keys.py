@@ -12,9 +12,10 @@ descriptions. A full annotated example: the module docstring of :mod:`vlasov_tf.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["TABLES", "Key", "Table", "allowed", "required"]
+__all__ = ["LEARNING_TABLES", "TABLES", "Key", "Table", "allowed", "required"]
 
 
 @dataclass(frozen=True)
@@ -255,16 +256,95 @@ TABLES: dict[str, Table] = {
 }
 
 
-def allowed(table: str, *only: str) -> tuple[str, ...]:
+#: The tables of a learning case (``vlasov-tf learn``, :mod:`vlasov_tf.learning.cases`) that are its
+#: own: its top level and [case], [learning], [learning.family], [evaluation]; its [model] and
+#: [[schedule]] (the target) are those of :data:`TABLES`. Defaults are in the descriptions.
+LEARNING_TABLES: dict[str, Table] = {
+    "": Table(
+        "The top level of a learning case.",
+        {
+            "case": _k("Name, geometry and the final time T of the map mu_0 -> mu_T."),
+            "model": _k("The target: the velocity field whose solution map is learned (as in a run case)."),
+            "schedule": Key("The target's blocks of attention parameters (as in a run case)."),
+            "learning": _k("The network, the data and the training."),
+            "evaluation": Key("The learned map judged on fresh tokens and on the grid."),
+        },
+    ),
+    "case": Table(
+        "What is learned: the map mu_0 -> mu_T of the target on a sphere.",
+        {
+            "name": _k("Letters, digits, '_', '-', '.': names the run file and the figure."),
+            "description": Key("One line: what the case shows."),
+            "geometry": _k('"circle" (S^1, d = 2) or "sphere" (S^{d-1}): the tokens live on a sphere.'),
+            "d": Key('"sphere": d >= 3 (default 3; the grid evaluation needs 3); "circle": 2.'),
+            "T": _k("The final time T > 0 of the map (a [[schedule]]'s end time wins)."),
+        },
+    ),
+    "learning": Table(
+        "The learned Transformer (L layers, H heads Q, K, V, W, a perceptron of width m), its data and "
+        "its training.",
+        {
+            "layers": _k("Depth L >= 1 of the learned Transformer (step h = T / L)."),
+            "blocks": Key("Blocks of layers sharing their parameters; divides layers (default 1)."),
+            "heads": Key("Heads H >= 0 (default 1; heads + hidden > 0)."),
+            "hidden": Key("Perceptron width m >= 0 (default 0: none)."),
+            "beta": Key("The network's fixed inverse temperature > 0; Q, K learn the scale (default 1)."),
+            "attention": Key('"SA" (softmax, the default) or "USA" (unnormalised).'),
+            "init_scale": Key("The initial parameters' noise, > 0 (default 0.1)."),
+            "labels": Key(
+                '"flow" (the default): the target\'s flow, DOP853 at rtol 1e-10; "layers": the target\'s '
+                "own Transformer of label_layers layers (an exact fit exists)."
+            ),
+            "label_layers": Key('The depth of "layers" labels (default: layers).'),
+            "tokens": Key("Tokens per training measure, >= 2 (default 64)."),
+            "train": Key("Training measures (default 64)."),
+            "validation": Key("Validation measures (default 16)."),
+            "test": Key("Test measures (default 16)."),
+            "seed": Key("Seeds the measures, the batches and the initialisation (default 0)."),
+            "steps": Key("Optimiser (Adam) steps (default 1000)."),
+            "learning_rate": Key("Adam's learning rate, > 0 (default 0.01)."),
+            "batch": Key("Measures per batch, <= train (default 16, at most train)."),
+            "checkpoint_every": Key("Steps between checkpoints in the run file (default 100)."),
+            "family": Key("The initial measures: random vMF mixtures (see [learning.family])."),
+            "loss": Key(
+                '"tokens" (the default: each token\'s image is its label) or "sinkhorn" (between '
+                "measures: ott-jax's Sinkhorn divergence)."
+            ),
+            "sinkhorn_epsilon": Key('The regularisation of loss = "sinkhorn", > 0 (default 0.01).'),
+        },
+    ),
+    "learning.family": Table(
+        "The initial measures: random von Mises-Fisher mixtures, drawn by seed.",
+        {
+            "bumps": Key("Number of bumps, [min, max], uniform (default [1, 3])."),
+            "kappa": Key("Concentrations, [min, max] > 0, log-uniform (default [2.0, 20.0])."),
+            "alpha": Key("Dirichlet parameter of the proportions, > 0 (default 1.0)."),
+        },
+    ),
+    "evaluation": Table(
+        "The learned map on the first test measures: fresh samples against the target's flow, W1 to "
+        "the target's grid solution, and its infinite-depth limit on the grid.",
+        {
+            "tokens": Key("Token counts of the test measures' samples, >= 2 (default [1000, 10000])."),
+            "measures": Key("How many test measures are evaluated, <= test (default min(4, test))."),
+            "cells": Key('"circle": the grid\'s cells, >= 8 (default 256).'),
+            "level": Key('"sphere": the mesh level, 0-2 (default 1).'),
+        },
+    ),
+}
+
+
+def allowed(table: str, *only: str, tables: Mapping[str, Table] = TABLES) -> tuple[str, ...]:
     """The keys of ``table`` (only those named in ``only``, when given: a table whose keys depend on
-    another key's value), in their documented order."""
-    keys = TABLES[table].keys
+    another key's value), in their documented order; ``tables``: :data:`TABLES` or
+    :data:`LEARNING_TABLES`."""
+    keys = tables[table].keys
     missing = [k for k in only if k not in keys]
     if missing:
         raise KeyError(f"{table}: {missing} are not described in case_keys.TABLES")
     return tuple(k for k in keys if not only or k in only)
 
 
-def required(table: str) -> tuple[str, ...]:
-    """The keys a case must give in ``table``."""
-    return tuple(k for k, key in TABLES[table].keys.items() if key.required)
+def required(table: str, *, tables: Mapping[str, Table] = TABLES) -> tuple[str, ...]:
+    """The keys a case must give in ``table`` (of ``tables``, as for :func:`allowed`)."""
+    return tuple(k for k, key in tables[table].keys.items() if key.required)

@@ -536,7 +536,8 @@ def find_case(path: str | os.PathLike) -> Path:
 
 def case_summary(path: str | os.PathLike) -> tuple[str, str]:
     """(command, description) of a case file: the ``vlasov-tf`` command it is for (``interpolate``
-    for an interpolation case, ``sweep`` for a case with a ``[sweep]`` table, else ``run``) and its
+    for an interpolation case, ``learn`` for a learning case, ``sweep`` for a case with a
+    ``[sweep]`` table, else ``run``) and its
     ``[case] description`` ("" when it has none). A file that is not TOML gives ("", ""): a listing
     of cases (``vlasov-tf cases``) never fails."""
     try:
@@ -546,5 +547,7 @@ def case_summary(path: str | os.PathLike) -> tuple[str, str]:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
         return "", ""
     # Interpolation cases (vlasov_tf.interpolation.cases) state an accuracy eps and no [particles].
-    command = "interpolate" if "eps" in head else "sweep" if "sweep" in data else "run"
+    # Learning cases (vlasov_tf.learning.cases) have a [learning] table, which no other case has.
+    command = "interpolate" if "eps" in head else "learn" if "learning" in data else "run"
+    command = "sweep" if command == "run" and "sweep" in data else command
     return command, description if isinstance(description, str) else ""
