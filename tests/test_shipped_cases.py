@@ -21,7 +21,7 @@ def test_cases_lists_every_shipped_case_with_its_description(capsys):
             case, command = load_learning_case(path), "learn"
         else:
             case = load_case(path)
-            command = "run" if case.sweep is None else "sweep"
+            command = "sweep" if case.sweep is not None else "transition" if case.transition else "run"
         assert case.description and rows[path.stem].split(None, 2)[1:] == [command, case.description]
 
 

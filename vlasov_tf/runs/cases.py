@@ -550,4 +550,5 @@ def case_summary(path: str | os.PathLike) -> tuple[str, str]:
     # Learning cases (vlasov_tf.learning.cases) have a [learning] table, which no other case has.
     command = "interpolate" if "eps" in head else "learn" if "learning" in data else "run"
     command = "sweep" if command == "run" and "sweep" in data else command
+    command = "transition" if command == "run" and "transition" in data else command
     return command, description if isinstance(description, str) else ""
