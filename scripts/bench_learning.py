@@ -32,6 +32,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from benchlib import best
 
 from vlasov_tf.learning.cases import load_learning_case
 from vlasov_tf.learning.data import label_tokens
@@ -40,16 +41,6 @@ from vlasov_tf.learning.store import LearningRun
 from vlasov_tf.learning.training import TrainState, make_optimizer, token_loss, train
 from vlasov_tf.runs.cases import CASES_DIR
 from vlasov_tf.solvers.particles import solve_particles
-
-
-def best(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main() -> None:

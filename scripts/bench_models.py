@@ -32,6 +32,7 @@ import argparse
 import time
 
 import numpy as np
+from benchlib import best
 
 from vlasov_tf import Params
 from vlasov_tf.geometry.measures import uniform_sphere
@@ -56,14 +57,6 @@ class Lohe:
         return m - (queries @ m)[:, None] * queries
 
 
-def best(fn, repeat: int) -> float:
-    fn()  # warm-up: caches, compilation, the callable's coefficients
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def matched_beta(degree: int) -> float:

@@ -24,6 +24,7 @@ import argparse
 import time
 
 import numpy as np
+from benchlib import best
 
 from vlasov_tf import Params
 from vlasov_tf.geometry.mesh_files import sphere_mesh
@@ -34,14 +35,6 @@ SIGMA = 0.05
 SIGMAS = (0.01, 0.05, 0.2)
 
 
-def best(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main() -> None:
