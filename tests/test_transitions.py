@@ -68,7 +68,7 @@ def test_kuramoto_scan_follows_the_explicit_branch(tmp_path):
     # Below sigma_c: the von Mises branch to the grid's error (M = 32); above: the uniform state.
     np.testing.assert_allclose(b.up, b.explicit, atol=3e-3)
     np.testing.assert_allclose(b.down, b.explicit, atol=3e-3)
-    assert b.hysteresis < 3e-3  # a supercritical pitchfork
+    assert b.hysteresis < 1e-3  # a supercritical pitchfork (measured ~1e-5)
     # Tokens (2 x 1000, from the initial measure): within their finite-N fluctuations ~ N^-1/2.
     assert np.abs(b.tokens.mean(axis=1) - b.explicit).max() < 0.06
 

@@ -55,14 +55,11 @@ class Diffusion:
         n = mesh.n_cells
         self._rates = self.sigma * (np.bincount(own, coupling, n) + np.bincount(nbr, coupling, n))
 
-    def fluxes(self, rho: np.ndarray) -> np.ndarray:
-        """(F, Q) diffusive fluxes owner -> neighbour at the face points for cell averages (C,)."""
+    def fluxes(self, rho: np.ndarray, coefficients: np.ndarray | None = None) -> np.ndarray:
+        """(F, Q) diffusive fluxes owner -> neighbour at the face points for cell averages (C,)
+        (``coefficients``: the reconstruction's of ``rho``, when the transport computed them)."""
         rec = self.reconstruction
-        return (-self.sigma) * rec.weights * rec.normal_derivatives(rho)
-
-    def rate(self, rho: np.ndarray) -> np.ndarray:
-        """(C,) ``dm/dt = sigma int_c Laplace rho`` (cell masses)."""
-        return -self.mesh.net_outflow(self.fluxes(rho).sum(axis=1))
+        return (-self.sigma) * rec.weights * rec.normal_derivatives(rho, coefficients)
 
     def outflow_rates(self) -> np.ndarray:
         """(C,) ``sigma sum_{faces of c} L_f / delta_f``: the cell's share of the explicit step bound."""

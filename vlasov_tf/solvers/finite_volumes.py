@@ -230,13 +230,16 @@ class FiniteVolume:
         self._to_own = sum(sparse.diags(r_of[:, i]) @ grad_op[i][own] for i in range(d)).tocsr()
         self._to_nbr = sum(sparse.diags(r_nf[:, i]) @ grad_op[i][nbr] for i in range(d)).tocsr()
 
-    def face_values(self, rho: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def face_values(
+        self, rho: np.ndarray, coefficients: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Limited reconstruction at the flux points: (owner side, neighbour side), each (F, Q).
 
-        Linear: Q = 1, the face midpoints. Quadratic: :mod:`vlasov_tf.solvers.reconstruction`.
+        Linear: Q = 1, the face midpoints. Quadratic: :mod:`vlasov_tf.solvers.reconstruction`
+        (``coefficients``: its polynomials' of ``rho``, when computed already).
         """
         if self._quadratic is not None:
-            return self._quadratic.face_values(rho, positive=self.limiter == "positivity")
+            return self._quadratic.face_values(rho, self.limiter == "positivity", coefficients)
         own, nbr = self.mesh.face_cells[:, 0], self.mesh.face_cells[:, 1]
         jump = rho[nbr] - rho[own]
         d_own, d_nbr = self._to_own @ jump, self._to_nbr @ jump
@@ -264,12 +267,16 @@ class FiniteVolume:
     def fluxes(self, rho: np.ndarray, u: np.ndarray) -> np.ndarray:
         """(F, Q) upwind fluxes ``w_fq u_fq rho_fq`` owner -> neighbour at the flux points (weights
         ``w``: the face lengths (Q = 1) or Gauss weights), for normal velocities ``u`` (F,) or (F, Q)."""
-        r_own, r_nbr = self.face_values(rho)
+        # With diffusion the quadratic polynomials serve both fluxes: computed once a stage.
+        a = None
+        if self.diffusion is not None and self._quadratic is not None:
+            a = self._quadratic.coefficients(rho)
+        r_own, r_nbr = self.face_values(rho, a)
         u = u.reshape(r_own.shape)
         flux = u * self.weights * np.where(u >= 0, r_own, r_nbr)
         if self.diffusion is None:
             return flux
-        spread = self.diffusion.fluxes(rho)
+        spread = self.diffusion.fluxes(rho, a)
         # The linear scheme's one flux point per face takes the face's whole diffusive flux.
         return flux + (spread if spread.shape == flux.shape else spread.sum(axis=1, keepdims=True))
 

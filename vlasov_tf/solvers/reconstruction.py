@@ -183,13 +183,14 @@ class QuadraticReconstruction:
         """(C, K) ``a_c`` of every cell's polynomial for cell averages ``rho`` (C,)."""
         return np.einsum("cks,cs->ck", self.coef, rho[self.stencil] - rho[:, None])
 
-    def normal_derivatives(self, rho: np.ndarray) -> np.ndarray:
+    def normal_derivatives(self, rho: np.ndarray, coefficients: np.ndarray | None = None) -> np.ndarray:
         """(F, Q) ``d p / d n`` at the face points, the mean of the owner's and the neighbour's
         unlimited polynomials (``n``: the face normal, owner to neighbour).
 
         Each side's derivative is O(h^2) accurate for a smooth density (its polynomial is exact
         for quadratics); the diffusion fluxes (:mod:`vlasov_tf.solvers.diffusion`) are these
         derivatives times the Gauss weights. The derivative bases are built at the first call.
+        ``coefficients``: :meth:`coefficients` of ``rho`` when the caller has them already.
         """
         own, nbr = self.mesh.face_cells[:, 0], self.mesh.face_cells[:, 1]
         if self._slopes is None:
@@ -198,15 +199,17 @@ class QuadraticReconstruction:
                 _monomial_slopes(self._charts[own], self._sizes[own], self.points, n),
                 _monomial_slopes(self._charts[nbr], self._sizes[nbr], self.points, n),
             )
-        a = self.coefficients(rho)
+        a = self.coefficients(rho) if coefficients is None else coefficients
         s_own, s_nbr = self._slopes
         return 0.5 * (np.einsum("fqk,fk->fq", s_own, a[own]) + np.einsum("fqk,fk->fq", s_nbr, a[nbr]))
 
-    def face_values(self, rho: np.ndarray, positive: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def face_values(
+        self, rho: np.ndarray, positive: bool = True, coefficients: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(owner side (F, Q), neighbour side (F, Q)) values at the face points; ``positive``:
         Zhang-Shu scaling of each cell's polynomial to non-negative values there."""
         own, nbr = self.mesh.face_cells[:, 0], self.mesh.face_cells[:, 1]
-        a = self.coefficients(rho)
+        a = self.coefficients(rho) if coefficients is None else coefficients
         d_own = np.einsum("fqk,fk->fq", self._basis_own, a[own])
         d_nbr = np.einsum("fqk,fk->fq", self._basis_nbr, a[nbr])
         if positive:
