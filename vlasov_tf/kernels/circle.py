@@ -30,7 +30,7 @@ from scipy.special import ive
 
 from .cache import derived, frozen
 from .dense import exp_kernel_sums
-from .threads import num_threads
+from .threads import num_threads, thread_map
 
 __all__ = ["Circle", "fft_sums", "uniform_offset"]
 
@@ -41,6 +41,10 @@ NUFFT_EPS = 1e-13
 # / a synthesis, and per library call (one call serves every column and node: finufft batches them).
 _POINT_COST = (1350.0, 1650.0)
 _CALL_COST = 1.1e7
+# Keys per type-1 call. finufft's multithreaded spreading adds its subgrids in whatever order the
+# threads finish, so its last bits change from call to call; single-threaded calls on fixed blocks
+# of keys, summed in block order, give the same bits every time and for every thread count.
+_ANALYSIS_BLOCK = 1 << 16
 
 
 class Circle:
@@ -83,16 +87,26 @@ class Circle:
         """``c[col, K + k] = sum_j wv[j, col] e^{-i k t_j}`` for ``|k| <= K``: (cols, 2K + 1) complex.
 
         ``loc`` (m,) angles ``t_j`` (:meth:`locate`), ``wv`` (m, cols) real.
+        The same bits on every call and for every thread count: single-threaded transforms of
+        fixed blocks of keys, summed in block order.
         """
-        t = loc
-        strengths = np.ascontiguousarray(wv.T, dtype=complex)
-        if len(t) == 0:
-            return np.zeros((wv.shape[1], 2 * degree + 1), dtype=complex)
+        cols, width = wv.shape[1], 2 * degree + 1
+        if len(loc) == 0:
+            return np.zeros((cols, width), dtype=complex)
         import finufft
 
-        return finufft.nufft1d1(
-            t, strengths, 2 * degree + 1, eps=NUFFT_EPS, isign=-1, nthreads=threads or num_threads()
-        ).reshape(wv.shape[1], 2 * degree + 1)
+        def block(start: int) -> np.ndarray:
+            stop = start + _ANALYSIS_BLOCK
+            strengths = np.ascontiguousarray(wv[start:stop].T, dtype=complex)
+            return finufft.nufft1d1(
+                np.ascontiguousarray(loc[start:stop]), strengths, width, eps=NUFFT_EPS, isign=-1, nthreads=1
+            ).reshape(cols, width)
+
+        parts = thread_map(block, range(0, len(loc), _ANALYSIS_BLOCK), threads)
+        out = parts[0]
+        for part in parts[1:]:
+            out += part
+        return out
 
     @staticmethod
     def synthesis(

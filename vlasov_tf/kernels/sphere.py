@@ -41,6 +41,10 @@ NUFFT_EPS = 3e-13
 # with n = L + 1 (the torus grid and the Legendre transforms).
 _POINT_COST = (2300.0, 1800.0)
 _CALL_COST = (3.5e6, 60.0, 8.0)
+# Keys per analysis call. ducc0's multithreaded spreading may add its buffers in the order the
+# threads finish; single-threaded calls on fixed blocks of keys (a call's fixed cost at L = 300 is
+# that of ~1e5 keys), summed in block order, give the same bits every time and for every thread count.
+_ANALYSIS_BLOCK = 1 << 18
 
 
 def _call_cost(degree: int) -> float:
@@ -135,22 +139,32 @@ class Sphere:
         """``a[col, idx(l, m)] = sum_j wv[j, col] conj(Y_lm(y_j))`` for m >= 0: (cols, nalm) complex.
 
         ``loc`` (m, 2) from :meth:`locate`, ``wv`` (m, cols) real; ducc0's layout (m-major).
+        The same bits on every call and for every thread count: one single-threaded call per
+        column and fixed block of keys, the blocks summed in order.
         """
         from ducc0.sht.experimental import adjoint_synthesis_general
 
+        cols = wv.shape[1]
         nalm = (degree + 1) * (degree + 2) // 2
-        out = np.zeros((wv.shape[1], nalm), dtype=complex)
         if len(loc) == 0:
-            return out
+            return np.zeros((cols, nalm), dtype=complex)
         maps = np.ascontiguousarray(wv.T, dtype=float)
+        starts = range(0, len(loc), _ANALYSIS_BLOCK)
 
-        def one(c: int, nthreads: int) -> None:
-            adjoint_synthesis_general(
-                map=maps[c : c + 1], spin=0, lmax=degree, loc=loc, epsilon=NUFFT_EPS, nthreads=nthreads,
-                alm=out[c : c + 1],
-            )  # fmt: skip
+        def one(i: int) -> np.ndarray:
+            c, start = divmod(i, len(starts))
+            rows = slice(starts[start], starts[start] + _ANALYSIS_BLOCK)
+            return adjoint_synthesis_general(
+                map=maps[c : c + 1, rows], spin=0, lmax=degree, loc=np.ascontiguousarray(loc[rows]),
+                epsilon=NUFFT_EPS, nthreads=1,
+            )[0]  # fmt: skip
 
-        _run(one, wv.shape[1], threads)
+        parts = thread_map(one, range(cols * len(starts)), threads)
+        out = np.empty((cols, nalm), dtype=complex)
+        for c in range(cols):
+            out[c] = parts[c * len(starts)]
+            for part in parts[c * len(starts) + 1 : (c + 1) * len(starts)]:
+                out[c] += part
         return out
 
     @staticmethod
