@@ -351,9 +351,10 @@ def solve_kinetic_particles(
         )
     T, switches = run_times(model, T)
     x = check_points(points, name="initial tokens", dim=model.d, sphere=True, atol=SPHERE_ATOL)
-    if t0 == 0.0:
-        x = normalize(x)  # not on resume: the solver's own state stays as it was
     v = check_velocities(velocities, x)
+    if t0 == 0.0:  # not on resume: the solver's own state stays as it was, bit for bit
+        x = normalize(x)
+        v = tangent_part(x, v)
     w = check_weights(weights, len(x))
     loop = TimeLoop.start(T, switches, t_eval, t0, callback, trackers)
     lo, hi = (0, len(x)) if comm is None else block_range(len(x), comm.size, comm.rank)
