@@ -5,7 +5,8 @@
 With ``serial`` the same problems run without a communicator. Rank 0 saves every result to the
 npz file OUT. Problems: the three integrators with friction and alignment on S^2 (a general
 attention head and a perceptron: dense ring sums), and the HMF model on the circle (a constant
-kernel: spectral sums summed over the ranks).
+kernel: spectral sums summed over the ranks), alone and in a heat bath (the kicks keyed to the
+global token indices).
 """
 
 import sys
@@ -16,6 +17,7 @@ from vlasov_tf.geometry.measures import uniform_sphere
 from vlasov_tf.geometry.tangent_bundle import maxwellian_velocities
 from vlasov_tf.kernels.zonal import Constant
 from vlasov_tf.models.attention import Head, Params, Perceptron
+from vlasov_tf.models.base import with_noise
 from vlasov_tf.models.interaction import Interaction
 from vlasov_tf.solvers.kinetic_particles import solve_kinetic_particles
 
@@ -52,6 +54,12 @@ def main() -> None:
         field_method="spectral",
     )  # fmt: skip
     results["hmf_x"], results["hmf_v"], results["hmf_energy"] = hmf.positions, hmf.velocities, hmf.energy
+    for method in ("layers", "verlet"):
+        bath = solve_kinetic_particles(
+            with_noise(Interaction(2, Constant(1.0)), 0.3), xc, vc, T=1.0, method=method, steps=10,
+            friction=0.7, comm=comm, noise_seed=(3, 1),
+        )  # fmt: skip
+        results[f"bath_{method}_x"], results[f"bath_{method}_v"] = bath.positions, bath.velocities
     if comm is None or comm.rank == 0:
         np.savez(out, **results)
 

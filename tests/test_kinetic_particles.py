@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from helpers import MPIEXEC, ONE_THREAD, REPO, launch
 from scipy.optimize import brentq, fsolve
-from scipy.special import ndtri, wofz
+from scipy.special import ive, ndtri, wofz
 
 from vlasov_tf.geometry.measures import uniform_sphere
 from vlasov_tf.geometry.tangent_bundle import (
@@ -302,6 +302,55 @@ def test_hmf_homogeneous_state_grows_or_damps_at_the_dispersion_rate(temperature
     assert rate == pytest.approx(expected.imag, rel=rtol)
 
 
+def test_a_heat_bath_holds_the_velocity_variance_at_its_temperature():
+    """Free tokens in a bath (F = 0, gamma = 1, sigma = 0.5) from the Maxwellian of sigma: "verlet"'s
+    exact Ornstein-Uhlenbeck kicks keep the variance sigma; "layers" (Euler-Maruyama)
+    relaxes it to ``sigma / (1 - gamma h / 2)`` as ``(1 - gamma h)^{2n}``."""
+    rng = np.random.default_rng(11)
+    sigma, h = 0.5, 0.2
+    x, v = circle_state(2 * np.pi * rng.random(4096), np.sqrt(sigma) * rng.normal(size=4096))
+    bath = with_noise(Interaction(2, Constant(0.0)), sigma)
+    times = np.linspace(0, 40, 201)
+    late = times >= 5
+    for method, expected in (("verlet", sigma), ("layers", sigma / (1 - 0.5 * h))):
+        sol = solve_kinetic_particles(
+            bath, x, v, T=40.0, method=method, steps=200, friction=1.0, t_eval=times
+        )
+        temperature = 2 * sol.kinetic[late]  # per tangent direction, unit mass
+        assert temperature.mean() == pytest.approx(expected, rel=1e-2), method  # measured 2.4e-3, 7e-4
+    assert expected / sigma - 1 > 0.1  # the two are told apart
+
+
+def hmf_magnetisation(temperature: float) -> float:
+    """The self-consistent magnetisation of the HMF model's Gibbs state: the root m > 0 of
+    ``m = I_1(m / T) / I_0(m / T)`` (mass 1, coupling 1), 0 above T_c = 1/2."""
+    if temperature >= 0.5:
+        return 0.0
+    return brentq(lambda m: m - ive(1, m / temperature) / ive(0, m / temperature), 1e-9, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("temperature", "atol"),
+    [
+        (0.25, 0.01),  # measured |mean - m*| = 2e-4
+        pytest.param(0.4, 0.02, marks=pytest.mark.slow),  # measured 1.1e-3
+        (0.75, 0.07),  # paramagnetic: |m| ~ (N (1 - 1 / 2T))^{-1/2} = 0.04; measured 0.031
+    ],
+)
+def test_hmf_in_a_heat_bath_reaches_its_thermal_equilibrium(temperature, atol):
+    """2000 tokens from a cluster, gamma = 1, time-averaged |m| on [20, 60] against the Gibbs state."""
+    rng = np.random.default_rng(0)
+    x, v = circle_state(0.5 * rng.normal(size=2000), np.sqrt(temperature) * rng.normal(size=2000))
+    times = np.linspace(0, 60, 121)
+    sol = solve_kinetic_particles(
+        with_noise(HMF, temperature), x, v, T=60.0, method="verlet", steps=600, friction=1.0, t_eval=times
+    )
+    late = times >= 20
+    m = np.linalg.norm(sol.positions.mean(axis=1), axis=1)[late]
+    assert abs(m.mean() - hmf_magnetisation(temperature)) < atol
+    assert 2 * sol.kinetic[late].mean() == pytest.approx(temperature, rel=0.03)  # measured 1.3e-2
+
+
 # -- the API -------------------------------------------------------------------------------------
 
 
@@ -315,6 +364,15 @@ def test_resume_from_an_output_is_bit_for_bit():
     )
     np.testing.assert_array_equal(rest.positions[-1], whole.positions[-1])
     np.testing.assert_array_equal(rest.velocities[-1], whole.velocities[-1])
+    noisy = with_noise(model, 0.3)
+    kw = {"T": 1.0, "method": "verlet", "steps": 20, "friction": 0.5, "noise_seed": 4}
+    whole = solve_kinetic_particles(noisy, x, v, w, t_eval=[0, 0.4, 1.0], **kw)
+    rest = solve_kinetic_particles(
+        noisy, whole.positions[1], whole.velocities[1], w, t_eval=[0.4, 1.0], t0=0.4, **kw
+    )
+    np.testing.assert_array_equal(rest.velocities[-1], whole.velocities[-1])
+    other = solve_kinetic_particles(noisy, x, v, w, **{**kw, "noise_seed": 5})
+    assert np.abs(other.velocities[-1] - whole.velocities[-1]).max() > 1e-2
 
 
 def test_bad_input_names_the_problem():
@@ -328,7 +386,7 @@ def test_bad_input_names_the_problem():
         solve_kinetic_particles(model, x, v, T=1.0, steps=2, friction=-1.0)
     with pytest.raises(ValueError, match="steps must be an integer"):
         solve_kinetic_particles(model, x, v, T=1.0, steps=0)
-    with pytest.raises(ValueError, match="no noise yet"):
+    with pytest.raises(ValueError, match="needs friction > 0"):
         solve_kinetic_particles(with_noise(model, 0.1), x, v, T=1.0, steps=2)
     with pytest.raises(ValueError, match="shape"):
         check_velocities(v[:3], x)

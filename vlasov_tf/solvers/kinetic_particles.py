@@ -48,6 +48,16 @@ round-off by "layers" and "verlet" (the kicks add ``h sum_i w_i x_i ^ F_i = 0``,
 each ``x_i ^ v_i``), by "rk4" to its order (a quadratic invariant, and the projection); with
 friction it decays as ``exp(-gamma t)`` ("verlet", exactly) or ``(1 - gamma h)^n`` ("layers").
 
+**Heat bath.** A noisy model (:attr:`~vlasov_tf.models.base.MeanField.noise` = sigma > 0, the
+generator ``sigma Laplace`` of the first-order flow) adds the Langevin kicks
+``sqrt(2 gamma sigma) dW`` (tangent) to the velocities: a bath at temperature sigma (Einstein's
+relation; the overdamped limit is then the first-order flow with the same noise). The stationary
+states are the Gibbs measures ``exp(-(sum_i w_i |v_i|^2 / 2 + U) / sigma)`` of the tokens (for the
+HMF model in the mean-field limit: the self-consistent magnetisation ``m = I_1(m / sigma) /
+I_0(m / sigma)``, nonzero below ``sigma = 1/2``). "layers" adds ``sqrt(2 gamma sigma h) P_x xi`` to
+each kick (Euler-Maruyama), "verlet" makes each half kick the exact Ornstein-Uhlenbeck step.
+Needs friction, and no alignment.
+
 **Overdamped limit.** In the time ``tau = t / gamma`` the positions ``y(tau) = x(gamma tau)`` solve
 ``gamma^{-2} y'' + y' = F(y)``: as gamma grows they follow the first-order flow
 ``y' = F(y)`` (:func:`~vlasov_tf.solvers.particles.solve_particles`), with error O(1/gamma) when
@@ -73,12 +83,14 @@ from scipy.linalg import expm
 
 from vlasov_tf.geometry.measures import SPHERE_ATOL, check_points, check_weights, normalize
 from vlasov_tf.geometry.tangent_bundle import angular_momentum, check_velocities, geodesic_flow, tangent_part
+from vlasov_tf.kernels import blas_single_thread
 from vlasov_tf.logs import Progress
 from vlasov_tf.models.attention import Params, interaction_energy, zonal_beta
 from vlasov_tf.models.base import MeanField, Model, as_model, run_times
 from vlasov_tf.models.interaction import Interaction
 from vlasov_tf.models.sums import Sums
 from vlasov_tf.parallel import Comm, RingSums, block_range, gather_rows, is_root
+from vlasov_tf.solvers.brownian import brownian_increments
 from vlasov_tf.solvers.particles import FIELD_METHODS, MAX_STEPS
 from vlasov_tf.solvers.time_loop import TimeLoop, Tracker
 
@@ -191,6 +203,15 @@ class _Forces:
     friction: float
     alignment: float
     comm: Comm | None
+    #: The bath temperature sigma (the model's noise; 0: none), the seed and this rank's tokens.
+    noise: float = 0.0
+    seed: int | tuple[int, ...] = 0
+    block: tuple[int, int] = (0, 0)
+
+    def normals(self, j: int, x: np.ndarray) -> np.ndarray:
+        """(n, d) tangent standard normals ``P_x xi`` of kick ``j`` for this rank's tokens (keyed
+        by the global token index: the same on any number of ranks and on resume)."""
+        return tangent_part(x, brownian_increments(self.seed, j, *self.block, x.shape[1]))
 
     def total(self, a: np.ndarray) -> np.ndarray:
         """``a`` summed over the ranks (itself serially)."""
@@ -215,8 +236,10 @@ class _Forces:
             a += self.alignment * (np.dot(x, self.rotation(x, v).T) - self.mass() * v)
         return a
 
-    def kick(self, F: np.ndarray, x: np.ndarray, v: np.ndarray, h: float) -> np.ndarray:
-        """The exact flow for time ``h`` of ``v' = F - gamma v + K (L(v) x_i - M v_i)`` at fixed x.
+    def kick(self, F: np.ndarray, x: np.ndarray, v: np.ndarray, h: float, j: int) -> np.ndarray:
+        """The exact flow for time ``h`` of ``v' = F - gamma v + K (L(v) x_i - M v_i)`` at fixed x
+        (with noise, ``K = 0``: the Ornstein-Uhlenbeck step, kick ``j``'s normals scaled by
+        ``sqrt(sigma (1 - e^{-2 gamma h}))``).
 
         With ``c = gamma + K M``: ``v_i(h) = e^{-c h} v_i + phi F_i + K J x_i``, ``phi = (1 - e^{-ch}) / c``
         and ``J = int_0^h e^{-c (h - s)} L(s) ds``, where ``L' = L[F] - c L + K (L C + C L)``
@@ -226,6 +249,8 @@ class _Forces:
         decay = np.exp(-c * h)
         phi = -np.expm1(-c * h) / c if c > 0 else h
         out = decay * v + phi * F
+        if self.noise > 0:
+            out += np.sqrt(-self.noise * np.expm1(-2.0 * c * h)) * self.normals(j, x)
         if self.alignment == 0:
             return out
         d = x.shape[1]
@@ -240,29 +265,32 @@ class _Forces:
         gen[n : 2 * n, :n] = np.eye(n)
         gen[n : 2 * n, n : 2 * n] = -c * np.eye(n)
         z0 = np.r_[self.rotation(x, v).ravel(), np.zeros(n), 1.0]
+        # Inside the solver's one-thread pin: a 19 x 19 exponential (d = 3) on threads took ~100x longer.
         J = (expm(h * gen) @ z0)[n : 2 * n].reshape(d, d)
         return out + self.alignment * np.dot(x, J.T)
 
 
 def _layers_step(
-    forces: _Forces, t: float, x: np.ndarray, v: np.ndarray, F: np.ndarray, h: float
+    forces: _Forces, t: float, x: np.ndarray, v: np.ndarray, F: np.ndarray, h: float, k: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     v = v + h * forces.acceleration(F, x, v)
+    if forces.noise > 0:  # Euler-Maruyama: sqrt(2 gamma sigma h) P_x xi
+        v += np.sqrt(2.0 * forces.friction * forces.noise * h) * forces.normals(k, x)
     x, v = geodesic_flow(x, v, h)
     return x, v, None
 
 
 def _verlet_step(
-    forces: _Forces, t: float, x: np.ndarray, v: np.ndarray, F: np.ndarray, h: float
+    forces: _Forces, t: float, x: np.ndarray, v: np.ndarray, F: np.ndarray, h: float, k: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    v = forces.kick(F, x, v, 0.5 * h)
+    v = forces.kick(F, x, v, 0.5 * h, 2 * k)
     x, v = geodesic_flow(x, v, h)
     F_end = forces.field_at(t + h, x)
-    return x, forces.kick(F_end, x, v, 0.5 * h), F_end
+    return x, forces.kick(F_end, x, v, 0.5 * h, 2 * k + 1), F_end
 
 
 def _rk4_step(
-    forces: _Forces, t: float, x: np.ndarray, v: np.ndarray, F: np.ndarray, h: float
+    forces: _Forces, t: float, x: np.ndarray, v: np.ndarray, F: np.ndarray, h: float, k: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     def rates(
         s: float, y: np.ndarray, u: np.ndarray, Fy: np.ndarray | None = None
@@ -310,6 +338,7 @@ def solve_kinetic_particles(
     callback: Callable[[float, tuple[np.ndarray, np.ndarray]], None] | None = None,
     trackers: Sequence[Tracker] = (),
     progress: bool = False,
+    noise_seed: int | tuple[int, ...] = 0,
 ) -> KineticSolution:
     """Move N weighted second-order tokens by the force of ``model`` up to ``T`` (module docstring).
 
@@ -335,6 +364,9 @@ def solve_kinetic_particles(
     callback : ``callback(t, (x, v))`` at every output time on rank 0, as it is reached.
     trackers : told of every output (the state ``(x, v)``) on rank 0, after ``callback``.
     progress : show a progress bar.
+    noise_seed : the seed of the heat bath's kicks for a noisy model (``model.noise = sigma > 0``,
+        the bath temperature; module docstring): the same seed gives the same kicks on any number
+        of ranks and on resume.
     """
     if method not in KINETIC_METHODS:
         raise ValueError(f"unknown kinetic method {method!r}; choose one of {KINETIC_METHODS}")
@@ -345,9 +377,12 @@ def solve_kinetic_particles(
     gamma = _check_rate(friction, "friction gamma")
     K = _check_rate(alignment, "alignment K")
     model = as_model(model, np.shape(points)[-1])
-    if model.noise > 0:
+    sigma = model.noise
+    if sigma > 0 and (gamma == 0 or K > 0 or method == "rk4"):
         raise ValueError(
-            f"the kinetic particle solver has no noise yet: the model has noise = {model.noise:g}"
+            f"a noisy model (noise = {sigma:g}: a heat bath at temperature sigma, velocity noise "
+            f"sqrt(2 gamma sigma)) needs friction > 0, no alignment and method 'layers' or 'verlet'; "
+            f"got friction {gamma:g}, alignment {K:g}, method {method!r}"
         )
     T, switches = run_times(model, T)
     x = check_points(points, name="initial tokens", dim=model.d, sphere=True, atol=SPHERE_ATOL)
@@ -375,24 +410,29 @@ def solve_kinetic_particles(
         loop.store(t, (xs.copy(), vs.copy()))
 
     every = _pieces(model, T, loop.stops, int(steps))
-    pieces = [p for p in every if p[1] > t0 + loop.tol]
-    total = sum(p[2] for p in pieces)
+    # The index of each piece's first step in the whole run: the noise's streams are keyed by it.
+    firsts = np.cumsum([0] + [n for _, _, n, _ in every])
+    pieces = [(p, int(k)) for p, k in zip(every, firsts, strict=False) if p[1] > t0 + loop.tol]
+    total = sum(p[2] for p, _ in pieces)
     with loop.tracking(), Progress(total, desc=f"kinetic {method} (N={len(w)})", unit="step",
                                    bar=progress and is_root(comm)) as bar:  # fmt: skip
-        for start, end, n, field in pieces:
+        for (start, end, n, field), first in pieces:
             for t_out in loop.due(start):
                 emit(t_out, field, x, v)
             h = (end - start) / n
-            forces = _Forces(field, w_local, sums, gamma, K, comm)
+            forces = _Forces(field, w_local, sums, gamma, K, comm, sigma, noise_seed, (lo, hi))
             F: np.ndarray | None = None  # "verlet" hands on the force at the step's end
-            for i in range(n):
-                t = start + i * h
-                if F is None:
-                    F = forces.field_at(t, x)
-                x, v, F = step(forces, t, x, v, F, h)
-                loop.stepped(t + h, h)
-                bar.update()
-        last = pieces[-1][3] if pieces else model.piece(T)
+            # BLAS on one thread for the piece, as solve_particles: the bits do not depend on the
+            # thread count, and small products do not pay for threads.
+            with blas_single_thread():
+                for i in range(n):
+                    t = start + i * h
+                    if F is None:
+                        F = forces.field_at(t, x)
+                    x, v, F = step(forces, t, x, v, F, h, first + i)
+                    loop.stepped(t + h, h)
+                    bar.update()
+        last = pieces[-1][0][3] if pieces else model.piece(T)
         for t_out in loop.rest():
             emit(t_out, last, x, v)
     return _solution(loop, diagnostics, w, method, total, gamma, K, model.d)
