@@ -191,6 +191,23 @@ def test_the_potential_is_the_force_s(model):
         assert abs((u[1] - u[0]) / 2e-5 + w[i] * F[i] @ e) < 1e-8 * max(1.0, np.abs(F).max())
 
 
+def test_attention_at_b0_on_the_circle_is_the_hmf_model():
+    """SA with B = 0, V = I: F_i = P_{x_i} m / M; with unit mass the HMF force sum_j w_j sin(theta_j -
+    theta_i), and U = -|m|^2 / 2 = -(1/2) sum_ij w_i w_j cos(theta_i - theta_j)."""
+    rng = np.random.default_rng(12)
+    theta = 2 * np.pi * rng.random(9)
+    w = rng.random(9)
+    w /= w.sum()
+    x = np.c_[np.cos(theta), np.sin(theta)]
+    attention = Params(heads=(Head(B=np.zeros((2, 2)), V=np.eye(2)),))
+    F = attention.velocity(x, w)
+    hmf = (np.sin(theta[None, :] - theta[:, None]) @ w)[:, None] * np.c_[-np.sin(theta), np.cos(theta)]
+    assert np.abs(F - hmf).max() < 1e-15 and np.abs(HMF.velocity(x, w) - hmf).max() < 1e-15
+    u = -0.5 * w @ np.cos(theta[:, None] - theta[None, :]) @ w
+    assert abs(potential_energy(attention, x, w) - u) < 1e-15
+    assert abs(potential_energy(HMF, x, w) - (u + 0.5)) < 1e-15  # HMF's usual 1/2 sum (1 - cos)
+
+
 def test_a_force_without_a_potential_reports_nan_energy():
     sa = Params.identity(3, 2.0, "SA")
     rotating = Interaction(2, Constant(1.0), omega=circle_rotation(1.0))

@@ -96,6 +96,7 @@ from vlasov_tf.solvers.time_loop import TimeLoop, Tracker
 
 __all__ = [
     "KINETIC_METHODS",
+    "ORDERS",
     "KineticSolution",
     "potential_energy",
     "solve_kinetic_particles",
