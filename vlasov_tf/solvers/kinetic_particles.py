@@ -86,7 +86,7 @@ from vlasov_tf.geometry.tangent_bundle import angular_momentum, check_velocities
 from vlasov_tf.kernels import blas_single_thread
 from vlasov_tf.logs import Progress
 from vlasov_tf.models.attention import Params, interaction_energy, zonal_beta
-from vlasov_tf.models.base import MeanField, Model, as_model, run_times
+from vlasov_tf.models.base import MeanField, Model, as_model, deterministic, run_times
 from vlasov_tf.models.interaction import Interaction
 from vlasov_tf.models.sums import Sums
 from vlasov_tf.parallel import Comm, RingSums, block_range, gather_rows, is_root
@@ -150,6 +150,7 @@ def potential_energy(model: MeanField, points: np.ndarray, weights: np.ndarray) 
     Q = K = V = I, USA at any beta and SA at beta = 0, and any model with a method
     ``potential(points, weights)`` (a user's conservative force declares it so).
     """
+    model = deterministic(model)  # a heat bath's noise does not change the force
     own = getattr(model, "potential", None)
     if own is None:
         own = getattr(getattr(model, "user", None), "potential", None)
