@@ -9,7 +9,7 @@ ROOT = Path(__file__).parents[1]
 #: earlier one defined).
 PAGES = ["README.md", *(f"docs/guide/{name}.md" for name in ("runs", "parallel", "studies", "interpolate",
                                                                "learning", "python", "noise", "tests",
-                                                               "benchmarks", "layout"))]
+                                                               "benchmarks", "layout", "kinetic_particles"))]
 
 
 def test_every_guide_page_is_run():
