@@ -83,30 +83,6 @@ def mc_slopes(m: np.ndarray) -> np.ndarray:
     return np.where(left * right > 0, np.sign(centre) * mag, 0.0)
 
 
-def _remap_last_axis(
-    m: np.ndarray, s: float, b: np.ndarray, grid: VelocityGrid
-) -> tuple[np.ndarray, np.ndarray]:
-    """New masses (..., n) of the 1D map ``v -> s v + b`` along the last axis, and the mass (...)
-    that leaves the box. ``b`` broadcasts against ``m.shape[:-1]``."""
-    n, dv, V = grid.n, grid.dv, grid.V
-    d = mc_slopes(m)
-    cum = np.zeros((*m.shape[:-1], n + 1))
-    np.cumsum(m, axis=-1, out=cum[..., 1:])
-    edges = -V + dv * np.arange(n + 1)
-    pre = (edges - np.asarray(b)[..., None]) / s  # preimages of the new edges
-    pre = np.broadcast_to(pre, cum.shape)
-    xi = np.clip((pre + V) / dv, 0.0, float(n))
-    idx = np.minimum(xi.astype(np.int64), n - 1)
-    theta = xi - idx
-    m_i = np.take_along_axis(m, idx, axis=-1)
-    d_i = np.take_along_axis(d, idx, axis=-1)
-    # The primitive of the profile at the preimages: whole cells before, then the part of cell idx.
-    prim = np.take_along_axis(cum, idx, axis=-1) + m_i * theta + 0.5 * d_i * (theta * theta - theta)
-    new = np.maximum(np.diff(prim, axis=-1), 0.0)  # >= 0 in exact arithmetic; round-off can dip below
-    lost = cum[..., -1] - (prim[..., -1] - prim[..., 0])
-    return new, lost
-
-
 def affine_step(
     mass: np.ndarray, grid: VelocityGrid, force: np.ndarray, gamma: float, tau: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -119,9 +95,15 @@ def affine_step(
     s = float(np.exp(-gamma * tau))
     scale = tau if gamma == 0 else -np.expm1(-gamma * tau) / gamma  # (1 - s) / gamma, no cancellation
     b = np.asarray(force, dtype=float) * scale  # (C, 2)
-    first, lost1 = _remap_last_axis(_transposed(mass), s, b[:, 0, None], grid)
-    second, lost2 = _remap_last_axis(_transposed(first), s, b[:, 1, None], grid)
-    return second, lost1.sum(axis=-1) + lost2.sum(axis=-1)
+    C, n = mass.shape[0], grid.n
+    lost = np.zeros(C)
+    out = np.empty((C * n, n))
+    # Component 1 along the rows of the transposed array, then component 2 along the rows.
+    rows = _transposed(np.asarray(mass, dtype=float)).reshape(C * n, n)
+    lost += _affine_rows(rows, s, np.repeat(b[:, 0], n), grid.V, grid.dv, out).reshape(C, n).sum(axis=1)
+    rows = _transposed(out.reshape(C, n, n)).reshape(C * n, n)
+    lost += _affine_rows(rows, s, np.repeat(b[:, 1], n), grid.V, grid.dv, out).reshape(C, n).sum(axis=1)
+    return out.reshape(C, n, n), lost
 
 
 def _translate_rows(m: np.ndarray, shift: np.ndarray, grid: VelocityGrid) -> np.ndarray:
@@ -186,8 +168,8 @@ def rotate(mass: np.ndarray, theta: np.ndarray, grid: VelocityGrid) -> tuple[np.
 
 
 @_jit
-def _translate_row(row, shift, dv, slope, out):  # pragma: no cover - compiled by numba
-    """``_translate_rows`` of one row (numba): ``out`` (n,) from ``row`` (n,), ``slope`` scratch."""
+def _mc_slope_row(row, slope):  # pragma: no cover - compiled by numba
+    """:func:`mc_slopes` of one row into ``slope`` (numba)."""
     n = row.shape[0]
     for i in range(n):
         left = row[i] - (row[i - 1] if i > 0 else 0.0)
@@ -197,6 +179,42 @@ def _translate_row(row, shift, dv, slope, out):  # pragma: no cover - compiled b
             slope[i] = mag if left > 0 else -mag
         else:
             slope[i] = 0.0
+
+
+@_jit
+def _affine_rows(rows, s, b, V, dv, out):  # pragma: no cover - compiled by numba
+    """The 1D map ``v -> s v + b[r]`` of each row of masses ``rows`` (R, n) into ``out`` (R, n); returns
+    the mass (R,) mapped out of ``[-V, V]``. New cell j holds ``G(p_{j+1}) - G(p_j)``: G the
+    primitive of the MC-limited profiles, ``p_j = (e_j - b) / s`` the preimages of the edges."""
+    R, n = rows.shape
+    slope, cum, lost = np.empty(n), np.empty(n + 1), np.empty(R)
+    for r in range(R):
+        row = rows[r]
+        _mc_slope_row(row, slope)
+        cum[0] = 0.0
+        for i in range(n):
+            cum[i + 1] = cum[i] + row[i]
+        first = 0.0
+        prev = 0.0
+        for j in range(n + 1):
+            xi = min(max((-V + j * dv - b[r]) / s + V, 0.0) / dv, float(n))
+            k = min(int(xi), n - 1)
+            theta = xi - k
+            prim = cum[k] + row[k] * theta + 0.5 * slope[k] * (theta * theta - theta)
+            if j == 0:
+                first = prim
+            else:
+                out[r, j - 1] = max(prim - prev, 0.0)  # >= 0 exactly; round-off can dip below
+            prev = prim
+        lost[r] = cum[n] - (prev - first)
+    return lost
+
+
+@_jit
+def _translate_row(row, shift, dv, slope, out):  # pragma: no cover - compiled by numba
+    """``_translate_rows`` of one row (numba): ``out`` (n,) from ``row`` (n,), ``slope`` scratch."""
+    n = row.shape[0]
+    _mc_slope_row(row, slope)
     beta = shift / dv
     q = int(np.ceil(beta))
     theta = q - beta
