@@ -19,8 +19,9 @@ that stays in the box is the mass before, minus what is counted as leaving it) a
   remapped exactly for the same limited profiles: conservative, positive, second order in dv.
   (Depositing each node at its rotated point with bilinear weights was tried first: free streaming
   of a unit-speed bump on the 1080-cell mesh at n = 16 gained 19% kinetic energy in one time unit, a
-  first-order error ``~ dv |v| theta`` per face crossing; the shears gain 4.9% there.) :func:`streaming_gain` is
-  the same remap compiled (numba), applied face by face by the kinetic streaming step.
+  first-order error ``~ dv |v| theta`` per face crossing; the shears gain 4.9% there.)
+  :func:`streaming_gain` is the same remap compiled (numba), applied face by face by the kinetic
+  streaming step; :func:`affine_step` runs compiled row by row as well.
 """
 
 from __future__ import annotations
