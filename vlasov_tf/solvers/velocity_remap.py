@@ -253,8 +253,17 @@ def _rotate_one(buf, theta, centres, dv, tmp, col, slope, out):  # pragma: no co
                 buf[:, b] = out
 
 
-@_jit
-def streaming_gain(mass, rate_o, rate_n, theta, own, nbr, centres, dv, gain):  # pragma: no cover
+def streaming_gain(
+    mass: np.ndarray,
+    rate_o: np.ndarray,
+    rate_n: np.ndarray,
+    theta: np.ndarray,
+    own: np.ndarray,
+    nbr: np.ndarray,
+    centres: np.ndarray,
+    dv: float,
+    gain: np.ndarray,
+) -> float:
     """Add the mass rates arriving through the faces to ``gain`` (C, n^2); return the rate rotated
     out of the velocity box.
 
@@ -264,6 +273,12 @@ def streaming_gain(mass, rate_o, rate_n, theta, own, nbr, centres, dv, gain):  #
     grid's node coordinates, ``dv`` its spacing. Faces in order, owner's side first: the same sums on
     every call.
     """
+    return float(_streaming_gain(mass, rate_o, rate_n, theta, own, nbr, centres, dv, gain))
+
+
+@_jit
+def _streaming_gain(mass, rate_o, rate_n, theta, own, nbr, centres, dv, gain):  # pragma: no cover
+    """:func:`streaming_gain`, compiled."""
     n = centres.shape[0]
     buf = np.empty((n, n))
     tmp = np.empty((n, n))
