@@ -74,3 +74,26 @@ def killed_at_call(
     with pytest.raises(KeyboardInterrupt):
         yield
     monkeypatch.setattr(owner, name, original)
+
+
+def icosphere(level: int):
+    """The icosahedron's 20 triangles split ``level`` times (20 4^level cells): sphere meshes smaller
+    than the ladder's level 0 (1080 cells), for phase-space tests that must run in seconds."""
+    import numpy as np
+
+    from vlasov_tf.geometry.meshes import refine_sphere, sphere_geometry
+
+    g = (1 + 5**0.5) / 2
+    vertices = np.array(
+        [[-1, g, 0], [1, g, 0], [-1, -g, 0], [1, -g, 0], [0, -1, g], [0, 1, g],
+         [0, -1, -g], [0, 1, -g], [g, 0, -1], [g, 0, 1], [-g, 0, -1], [-g, 0, 1]], dtype=float,
+    )  # fmt: skip
+    faces = [
+        [0, 11, 5], [0, 5, 1], [0, 1, 7], [0, 7, 10], [0, 10, 11], [1, 5, 9], [5, 11, 4], [11, 10, 2],
+        [10, 7, 6], [7, 1, 8], [3, 9, 4], [3, 4, 2], [3, 2, 6], [3, 6, 8], [3, 8, 9], [4, 9, 5],
+        [2, 4, 11], [6, 2, 10], [8, 6, 7], [9, 8, 1],
+    ]
+    mesh = sphere_geometry(vertices, np.array(faces), level=0, source="icosahedron")
+    for _ in range(level):
+        mesh = refine_sphere(mesh, source="icosahedron")
+    return mesh
