@@ -135,6 +135,8 @@ def test_friction_contracts_the_velocity_variance_exactly():
 
 def test_friction_and_noise_relax_to_the_ornstein_uhlenbeck_temperature():
     # dv = -gamma v dt + sqrt(2 sigma) dW: Var(t) = T + (Var(0) - T) e^{-2 gamma t}, T = sigma / gamma.
+    # The noise step is the exact OU transition: the error is the velocity grid's, not the step's
+    # (measured 6.0e-4 and 5.9e-4 at dt = 0.04, 0.02; dv = 0.06).
     g = PhaseGrid(4, 200, 6.0)
     gamma, sigma = 1.0, 0.5
     f0 = perturbed(g, VelocityLaw.maxwellian(1.5), 0.0)
@@ -144,8 +146,7 @@ def test_friction_and_noise_relax_to_the_ornstein_uhlenbeck_temperature():
         var = 2 * sol.moments()["kinetic"]
         exact = 0.5 + (var[0] - 0.5) * np.exp(-2 * gamma * sol.times)
         errs.append(np.abs(var - exact).max())
-    # First order in the noise step (backward Euler): measured 0.0208, 0.0106.
-    assert errs[1] < 0.02 and 1.6 < errs[0] / errs[1] < 2.4, errs
+    assert max(errs) < 1.2e-3 and abs(errs[0] - errs[1]) < 5e-5, errs
 
 
 # -- the HMF dispersion relation on the grid -----------------------------------------------------------
@@ -232,14 +233,14 @@ def test_observed_order_in_h_is_two():
     assert order > 1.8 and errors[1] < 1.5e-5, (errors, order)  # measured 4.7e-5, 7.1e-6: 2.7
 
 
-@pytest.mark.slow
 def test_friction_and_noise_reach_the_thermal_magnetisation():
-    # gamma = 1, sigma = 0.3: T = 0.3 < T_c = 0.5, |M| = magnetisation(1, 0.3). From a perturbed
-    # homogeneous Maxwellian the state magnetises and settles.
+    # gamma = 1, sigma = 0.3: T = 0.3 < T_c = 0.5, |M| = magnetisation(1, 0.3) = 0.7731. From a
+    # perturbed homogeneous Maxwellian the state magnetises and settles (measured 0.7709 at t = 60).
     K, gamma, T = 1.0, 1.0, 0.3
-    g = PhaseGrid(32, 96, 3.0)
+    g = PhaseGrid(32, 96, 3.5)
     f0 = perturbed(g, VelocityLaw.maxwellian(T), 0.05)
-    sol = solve_kinetic_grid(with_noise(hmf(K), gamma * T), f0, g, 60.0, dt=0.05, friction=gamma,
-                             t_eval=[0, 50, 60])
+    model = with_noise(hmf(K), gamma * T)
+    sol = solve_kinetic_grid(model, f0, g, 60.0, dt=0.1, friction=gamma, t_eval=[0, 50, 60])
     m = np.abs(sol.moments()["magnetisation"])
-    assert abs(m[-1] - magnetisation(K, T)) < 0.01 and abs(m[-1] - m[-2]) < 1e-3, m
+    assert abs(m[-1] - magnetisation(K, T)) < 0.005 and abs(m[-1] - m[-2]) < 1e-3, m
+    assert sol.outflow[-1] < 1e-6

@@ -26,10 +26,13 @@ Scheme (docs/numerics.md, "Kinetic grid"): Strang splitting ``S(tau/2) A(tau) S(
   the marginal), then each column is remapped along the exact characteristics of ``dv/dt = F -
   gamma v`` (``v(tau) = F / gamma + (v0 - F / gamma) e^{-gamma tau}``): the new cell holds the old
   reconstruction's mass between the feet of its two faces (same reconstruction, zero outside
-  ``[-V, V]``: what crosses ``|v| = V`` is the outflow, measured); with noise, then, the implicit
-  (backward Euler, positive) step of ``sigma d^2/dv^2`` with zero flux at ``|v| = V``.
+  ``[-V, V]``: what crosses ``|v| = V`` is the outflow, measured); with noise, then, the
+  convolution with the Gaussian of the Ornstein-Uhlenbeck transition ``v(tau) = F / gamma + (v0 -
+  F / gamma) e^{-gamma tau} + N(0, (sigma / gamma)(1 - e^{-2 gamma tau}))`` (exact for a frozen F;
+  cell to cell by exact integrals: :func:`ou_kernel`, positive), so the thermal state's temperature
+  is ``sigma / gamma`` whatever the step.
 
-Second order in time (first order in the noise term), mass exact (to round-off, up to the measured
+Second order in time, mass exact (to round-off, up to the measured
 outflow), positive with ``remap``. Under MPI the theta cells are split in contiguous blocks with
 the velocity whole (:func:`solve_kinetic_grid` with ``comm``): the v step is local per column, the
 stream needs a halo of ``ceil(V tau / dtheta) + 2`` columns from the neighbours, and the force needs
@@ -45,7 +48,7 @@ from itertools import pairwise
 from typing import Any, Literal
 
 import numpy as np
-from scipy.linalg import solve_banded
+from scipy.special import ndtr
 
 from vlasov_tf.models.base import MeanField, as_model, run_times
 from vlasov_tf.models.sums import DENSE
@@ -55,8 +58,10 @@ __all__ = [
     "KineticSolution",
     "PhaseGrid",
     "kinetic_force",
+    "ou_kernel",
     "particle_hook",
     "remap_columns",
+    "smooth_columns",
     "solve_kinetic_grid",
     "stream_rows",
 ]
@@ -244,17 +249,50 @@ def remap_columns(f: np.ndarray, feet: np.ndarray, faces: np.ndarray) -> np.ndar
     return np.diff(prim, axis=1)
 
 
-def _diffuse(f: np.ndarray, r: float) -> np.ndarray:
-    """One backward Euler step of ``d/dt f = sigma d^2/dv^2 f`` with ``r = sigma tau / dv^2`` and zero
-    flux at both ends, column by column: ``(I - r L) f_new = f`` with L the three-point Laplacian
-    (an M-matrix: positive; its columns sum to 1: mass exact)."""
+def ou_kernel(s: float, dv: float) -> np.ndarray:
+    """(2 w + 1,) weights ``A_m``, ``m = -w .. w``, summing to 1 with variance ``sum A_m (m dv)^2 = s^2``:
+    the cell-to-cell transfer of a centred Gaussian displacement of standard deviation ``s``.
+
+    Moving a cell's mass (spread evenly over the cell) by the Gaussian and averaging over the
+    landing cells is the convolution with the hat of half-width ``dv`` (variance ``dv^2 / 6``)
+    sampled at ``m dv``: ``A_m = (q / dv) (psi((m+1) r) - 2 psi(m r) + psi((m-1) r))``, ``r = dv /
+    q``, ``psi(x) = x Phi(x) + phi(x)`` (the normal density's second antiderivative, convex: ``A_m >
+    0``). It adds ``dv^2 / 6`` to the variance each step, a numerical heating, so the Gaussian
+    has ``q^2 = s^2 - dv^2 / 6``; below ``s^2 = dv^2 / 6`` the three weights ``(a, 1 - 2 a, a)``, ``a
+    = s^2 / (2 dv^2) <= 1/12``. Weights below 1e-17 of the total are dropped.
+    """
+    if s * s <= dv * dv / 6:
+        a = s * s / (2 * dv * dv)
+        return np.array([a, 1 - 2 * a, a])
+    q = np.sqrt(s * s - dv * dv / 6)
+    r = dv / q
+    w = int(np.ceil(9.0 / r)) + 1
+    m = np.arange(-w, w + 1, dtype=float)
+
+    # psi(x) = psi(-|x|) + max(x, 0): the tails from psi(-|x|) (no cancellation far out), the kink's
+    # second difference r at m = 0 only.
+    def lower(x: np.ndarray) -> np.ndarray:
+        y = -np.abs(x)
+        return y * ndtr(y) + np.exp(-0.5 * y * y) / np.sqrt(2 * np.pi)
+
+    weights = (q / dv) * (lower((m + 1) * r) - 2 * lower(m * r) + lower((m - 1) * r))
+    weights[w] += 1.0
+    keep = weights > 1e-17 * weights.sum()
+    cut = int(np.argmax(keep))  # symmetric: the same count is dropped at both ends
+    return weights[cut : len(weights) - cut]
+
+
+def smooth_columns(f: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``sum_m A_m f[:, j - m]``: each column (n, Nv) convolved with the (2 w + 1,) ``kernel`` of
+    :func:`ou_kernel`, 0 beyond the box (what the kernel carries out has flowed out); summed in a
+    fixed order, so that a column's result does not depend on the other columns."""
+    w = len(kernel) // 2
     nv = f.shape[1]
-    ab = np.zeros((3, nv))
-    ab[0, 1:] = -r
-    ab[2, :-1] = -r
-    ab[1] = 1 + 2 * r
-    ab[1, 0] = ab[1, -1] = 1 + r
-    return solve_banded((1, 1), ab, f.T).T
+    out = kernel[w] * f
+    for m in range(1, min(w, nv - 1) + 1):
+        out[:, m:] += kernel[w + m] * f[:, :-m]
+        out[:, :-m] += kernel[w - m] * f[:, m:]
+    return out
 
 
 # -- the force -----------------------------------------------------------------------------------------
@@ -404,6 +442,10 @@ def solve_kinetic_grid(
         n = max(1, int(np.ceil((b - a) / dt * (1 - 1e-12))))
         tau = (b - a) / n
         growth = np.expm1(friction * tau) / (friction * tau) if friction > 0 else 1.0
+        # The OU transition over tau: v(tau) = mean + N(0, s^2), s^2 = 2 sigma tau phi(-2 gamma tau).
+        relax = -np.expm1(-2 * friction * tau) / (2 * friction * tau) if friction > 0 else 1.0
+        var = 2 * sigma * tau * relax
+        kernel = ou_kernel(np.sqrt(var), grid.dv) if sigma > 0 else None
         for s in range(n):
             t = a + s * tau
             f = stream(f, 0.5 * tau)
@@ -413,9 +455,9 @@ def solve_kinetic_grid(
             feet = faces[None, :] + (friction * faces[None, :] - force[:, None]) * (tau * growth)
             before = f.sum(axis=1)
             f = remap_columns(f, feet, faces)
+            if kernel is not None:
+                f = smooth_columns(f, kernel)
             outflow_cols += before - f.sum(axis=1)
-            if sigma > 0:
-                f = _diffuse(f, sigma * tau / grid.dv**2)
             f = stream(f, 0.5 * tau)
             steps += 1
         t = b
