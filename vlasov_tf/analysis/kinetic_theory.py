@@ -151,6 +151,8 @@ def dispersion_roots(
     for om in z[1:-1, 1:-1][lows]:
         for _ in range(60):
             val, dval = _zeta_term(np.asarray(om), law)
+            if not abs(complex(dval)) > 0:
+                break  # a lattice point at a critical point of D: no Newton step from there
             step = (1 + 0.5 * K * val) / (0.5 * K * dval)
             om = om - complex(step)
             if abs(step) < 1e-14 * max(1.0, abs(om)):

@@ -59,7 +59,6 @@ __all__ = [
     "PhaseGrid",
     "kinetic_force",
     "ou_kernel",
-    "particle_hook",
     "remap_columns",
     "smooth_columns",
     "solve_kinetic_grid",
@@ -310,12 +309,6 @@ def kinetic_force(model: MeanField, t: float, grid: PhaseGrid, rho: np.ndarray) 
     return -x[:, 0] * np.sin(th) + x[:, 1] * np.cos(th)
 
 
-#: The particle solver the kinetic study calls: ``hook(model, theta0 (N,), v0 (N,), weights (N,), T,
-#: layers, friction, times) -> (theta (n_out, N), v (n_out, N))``. None until the second-order
-#: particles (vlasov_tf/solvers/kinetic_particles.py) are wired here.
-particle_hook: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None
-
-
 # -- MPI: the theta blocks and their halos -------------------------------------------------------------
 
 
@@ -374,7 +367,9 @@ def solve_kinetic_grid(
     t_eval: Sequence[float] | np.ndarray | None = None,
     streaming: Streaming = "remap",
     comm: Comm | None = None,
-    callback: Callable[[float, np.ndarray], None] | None = None,
+    callback: Callable[[float, np.ndarray, float], None] | None = None,
+    t0: float = 0.0,
+    outflow0: float = 0.0,
 ) -> KineticSolution:
     """Solve the kinetic Vlasov equation (module docstring) from ``f0`` (Ntheta, Nv) cell averages.
 
@@ -382,7 +377,10 @@ def solve_kinetic_grid(
     equal steps no longer); ``friction`` gamma >= 0; the noise sigma is ``model.noise``; ``t_eval``
     output times in ``[0, T]`` (default ``0`` and ``T``). With ``comm`` (mpi4py) the theta cells are
     split across its ranks and rank 0 returns the gathered solution (the others ``f = None``);
-    ``callback(t, f)`` is called on rank 0 at each output with the whole grid.
+    ``callback(t, f, outflow)`` is called on rank 0 at each output with the whole grid and the mass
+    lost through ``|v| = V`` so far. ``t0``: a resumed run's start (``f0`` is the state there, an
+    output or switch time; ``outflow0`` what had flowed out by then): the outputs after it are
+    returned, and the steps are those of a run from 0.
     """
     model = as_model(model, d=2)
     if model.d != 2:
@@ -405,6 +403,9 @@ def solve_kinetic_grid(
     if outs[0] < 0 or outs[-1] > T * (1 + 1e-12):
         raise ValueError(f"output times must lie in [0, {T}]")
     stops = np.unique(np.concatenate([outs, switches]))
+    if not np.any(np.isclose(stops, t0, rtol=1e-12, atol=0.0)):
+        raise ValueError(f"t0 = {t0} is not an output or switch time: a run resumes from one")
+    stops = stops[stops >= t0 * (1 - 1e-12)]
     sigma = float(model.noise)
 
     blocks = _Blocks(grid.n_theta, comm)
@@ -430,12 +431,12 @@ def solve_kinetic_grid(
         if root:
             assert whole is not None and lost is not None
             frames.append(whole.copy())
-            outflows.append(float(lost.sum()) * grid.cell_area)
+            outflows.append(outflow0 + float(lost.sum()) * grid.cell_area)
             if callback is not None:
-                callback(t, whole)
+                callback(t, whole, outflows[-1])
 
-    t = 0.0
-    if outs[0] == 0.0:
+    t = t0
+    if t0 == 0.0 and outs[0] == 0.0:
         record(0.0)
     for a, b in pairwise(stops):
         piece = model.piece(0.5 * (a + b))
@@ -465,7 +466,7 @@ def solve_kinetic_grid(
             record(b)
     return KineticSolution(
         grid=grid,
-        times=outs,
+        times=outs[outs > t0 * (1 + 1e-12)] if t0 > 0 else outs,
         f=np.array(frames) if root else None,  # type: ignore[arg-type]  # None off rank 0, documented
         outflow=np.array(outflows),
         steps=steps,
