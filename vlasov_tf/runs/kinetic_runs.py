@@ -81,7 +81,8 @@ def kinetic_layouts(case: Case) -> list[JobLayout]:
     """A phase job per grid (and the particle jobs when :func:`second_order_particles` is wired)."""
     spec = _spec(case)
     out = [
-        JobLayout(_key(g), "phase", mesh=PhaseMesh(g.n_theta, g.n_v, g.V), attrs=_attrs(spec, g))
+        JobLayout(_key(g), "phase", mesh=PhaseMesh(g.n_theta, g.n_v, g.V), attrs=_attrs(spec, g),
+                  tables={"lost": (g.n_theta,)})
         for g in spec.grids()
     ]
     if _particles_available(case):
@@ -154,17 +155,17 @@ def _grid_job(case: Case, spec: KineticSpec, run: RunFile | None, grid: PhaseGri
     key = _key(grid)
     mesh = PhaseMesh(grid.n_theta, grid.n_v, grid.V)
 
-    def look() -> tuple[bool, float, np.ndarray | None, float]:
+    def look() -> tuple[bool, float, np.ndarray | None, np.ndarray | None]:
         out = root_only(run)
         if out.is_complete(key):
-            return True, 0.0, None, 0.0
+            return True, 0.0, None, None
         stored = out.job_state(key)
         if stored is None or not len(stored[0]):
-            return False, 0.0, None, 0.0
+            return False, 0.0, None, None
         t = float(stored[0][-1])
-        lost = diagnostic_series(out, "outflow", key)[len(stored[0]) - 1]
-        last = stored[1][-1].reshape(grid.n_theta, grid.n_v)
-        return False, t, last, float(lost) if np.isfinite(lost) else 0.0
+        # The column losses at the last snapshot: stored before it (store), so always there.
+        times, rows = out.table(key, "lost")
+        return False, t, stored[1][-1].reshape(grid.n_theta, grid.n_v), rows[np.searchsorted(times, t)]
 
     done, t0, state, outflow0 = on_root(comm, look)
     if done:
@@ -176,12 +177,14 @@ def _grid_job(case: Case, spec: KineticSpec, run: RunFile | None, grid: PhaseGri
     f0 = initial_phase_density(case, grid) if state is None else state
     tic = time.perf_counter()
 
-    def store(t: float, f: np.ndarray, outflow: float) -> None:
+    def store(t: float, f: np.ndarray, lost: np.ndarray) -> None:
+        # The losses first, then the snapshot (its time commits it), then the diagnostics, which a
+        # resume computes again for the snapshot it starts from (a kill may have come before them).
         out = root_only(run)
-        if out.job_info(key)["n"] and t <= t0:
-            return  # the snapshot the run resumed from
-        out.append(key, t, f.ravel())
-        diag = _diagnostics(case.model, grid, f, outflow)
+        if not (out.job_info(key)["n"] and t <= t0):
+            out.add_row(key, "lost", t, lost)
+            out.append(key, t, f.ravel())
+        diag = _diagnostics(case.model, grid, f, float(lost.sum()) * grid.cell_area)
         out.add_diagnostics([(name, key, t, value) for name, value in diag.items()])
 
     sol = solve_kinetic_grid(case.model, f0, grid, case.T, dt=spec.step(grid.n_theta), friction=spec.friction,

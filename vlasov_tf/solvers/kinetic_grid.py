@@ -367,9 +367,9 @@ def solve_kinetic_grid(
     t_eval: Sequence[float] | np.ndarray | None = None,
     streaming: Streaming = "remap",
     comm: Comm | None = None,
-    callback: Callable[[float, np.ndarray, float], None] | None = None,
+    callback: Callable[[float, np.ndarray, np.ndarray], None] | None = None,
     t0: float = 0.0,
-    outflow0: float = 0.0,
+    outflow0: np.ndarray | None = None,
 ) -> KineticSolution:
     """Solve the kinetic Vlasov equation (module docstring) from ``f0`` (Ntheta, Nv) cell averages.
 
@@ -377,10 +377,11 @@ def solve_kinetic_grid(
     equal steps no longer); ``friction`` gamma >= 0; the noise sigma is ``model.noise``; ``t_eval``
     output times in ``[0, T]`` (default ``0`` and ``T``). With ``comm`` (mpi4py) the theta cells are
     split across its ranks and rank 0 returns the gathered solution (the others ``f = None``);
-    ``callback(t, f, outflow)`` is called on rank 0 at each output with the whole grid and the mass
-    lost through ``|v| = V`` so far. ``t0``: a resumed run's start (``f0`` is the state there, an
-    output or switch time; ``outflow0`` what had flowed out by then): the outputs after it are
-    returned, and the steps are those of a run from 0.
+    ``callback(t, f, lost)`` is called on rank 0 at each output with the whole grid and the
+    (Ntheta,) sums over the steps of each column's loss through ``|v| = V`` (in units of f; times
+    ``dtheta dv`` the mass). ``t0``: a resumed run's start (``f0`` is the state there, an output or
+    switch time; ``outflow0`` the (Ntheta,) column losses by then): the outputs from it on are
+    returned (and called back), and the steps and their bits are those of a run from 0.
     """
     model = as_model(model, d=2)
     if model.d != 2:
@@ -415,6 +416,8 @@ def solve_kinetic_grid(
     root = comm is None or comm.rank == 0
     frames: list[np.ndarray] = []
     outflow_cols = np.zeros(blocks.hi - blocks.lo)
+    if outflow0 is not None:
+        outflow_cols += np.asarray(outflow0, dtype=float)[blocks.lo : blocks.hi]
     outflows: list[float] = []
     steps = 0
 
@@ -431,13 +434,13 @@ def solve_kinetic_grid(
         if root:
             assert whole is not None and lost is not None
             frames.append(whole.copy())
-            outflows.append(outflow0 + float(lost.sum()) * grid.cell_area)
+            outflows.append(float(lost.sum()) * grid.cell_area)
             if callback is not None:
-                callback(t, whole, outflows[-1])
+                callback(t, whole, lost[:, 0])
 
     t = t0
-    if t0 == 0.0 and outs[0] == 0.0:
-        record(0.0)
+    if np.any(np.isclose(outs, t0, rtol=1e-12, atol=0.0)):
+        record(t0)
     for a, b in pairwise(stops):
         piece = model.piece(0.5 * (a + b))
         n = max(1, int(np.ceil((b - a) / dt * (1 - 1e-12))))
@@ -466,7 +469,7 @@ def solve_kinetic_grid(
             record(b)
     return KineticSolution(
         grid=grid,
-        times=outs[outs > t0 * (1 + 1e-12)] if t0 > 0 else outs,
+        times=outs[outs >= t0 * (1 - 1e-12)],
         f=np.array(frames) if root else None,  # type: ignore[arg-type]  # None off rank 0, documented
         outflow=np.array(outflows),
         steps=steps,
