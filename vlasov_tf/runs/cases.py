@@ -551,8 +551,8 @@ def find_case(path: str | os.PathLike) -> Path:
 
 def case_summary(path: str | os.PathLike) -> tuple[str, str]:
     """(command, description) of a case file: the ``vlasov-tf`` command it is for (``interpolate``
-    for an interpolation case, ``learn`` for a learning case, ``sweep`` for a case with a
-    ``[sweep]`` table, else ``run``) and its
+    for an interpolation case, ``learn`` for a learning case, ``sweep``, ``transition`` or
+    ``kinetic`` for a case with that table, else ``run``) and its
     ``[case] description`` ("" when it has none). A file that is not TOML gives ("", ""): a listing
     of cases (``vlasov-tf cases``) never fails."""
     try:
@@ -566,4 +566,5 @@ def case_summary(path: str | os.PathLike) -> tuple[str, str]:
     command = "interpolate" if "eps" in head else "learn" if "learning" in data else "run"
     command = "sweep" if command == "run" and "sweep" in data else command
     command = "transition" if command == "run" and "transition" in data else command
+    command = "kinetic" if command == "run" and "kinetic" in data else command
     return command, description if isinstance(description, str) else ""
