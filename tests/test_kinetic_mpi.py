@@ -1,6 +1,7 @@
-"""Serial equals parallel for the kinetic grid: ``mpiexec -n 2`` and ``-n 3`` against a serial run, bit
-for bit (theta blocks with the velocity whole: every column's arithmetic is the serial one, the
-marginal is gathered, not summed across ranks, and every rank evaluates the force at all centres)."""
+"""Serial equals parallel for the kinetic grid: ``mpiexec -n 2`` and ``-n 3`` against a serial run, to
+1e-12 relative (theta blocks with the velocity whole: every column's arithmetic is the serial one and
+the marginal is gathered, not summed across ranks; only the model's sums over each rank's block of
+query centres round differently: measured up to 2e-17 absolute on f ~ 0.1)."""
 
 import os
 import subprocess
@@ -25,20 +26,23 @@ def serial(tmp_path_factory):
 
 @pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec")
 @pytest.mark.parametrize("ranks", [2, 3])
-def test_parallel_kinetic_grid_equals_serial_bit_for_bit(serial, ranks, tmp_path):
+def test_parallel_kinetic_grid_equals_serial(serial, ranks, tmp_path):
     out = tmp_path / f"n{ranks}.npz"
     proc = launch(ranks, sys.executable, SCRIPT, str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     parallel = dict(np.load(out))
     assert sorted(parallel) == sorted(serial)
     for key, value in serial.items():
-        np.testing.assert_array_equal(parallel[key], value, err_msg=key)
+        # The outflow is a difference of column masses: its rounding is absolute, ~1e-17 of mass 1.
+        atol = 1e-14 if key.endswith("outflow") else 1e-12 * np.abs(value).max()
+        np.testing.assert_allclose(parallel[key], value, rtol=0, atol=atol, err_msg=key)
     assert serial["hmf_f"].min() >= 0 and np.ptp(serial["hmf_f"]) > 0
 
 
 @pytest.mark.slow  # 43 s on 2 shared cores: three ranks start the whole CLI (the solver's test is above)
 @pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec")
 def test_kinetic_command_under_mpi_equals_serial(tmp_path):
+    # Rank 0 writes the same run file, diagnostics included, to round-off.
     from test_kinetic_runs import case_text
 
     from vlasov_tf.runs.kinetic_runs import KINETIC_DIAGNOSTICS, diagnostic_series
@@ -55,8 +59,8 @@ def test_kinetic_command_under_mpi_equals_serial(tmp_path):
             RunFile.open(tmp_path / "p" / "kin-kinetic.h5", mode="r") as b:  # fmt: skip
         assert a.jobs() == b.jobs()
         for key in a.jobs():
-            np.testing.assert_array_equal(a.job_state(key)[1], b.job_state(key)[1], err_msg=key)
+            fa, fb = a.job_state(key)[1], b.job_state(key)[1]
+            np.testing.assert_allclose(fb, fa, rtol=0, atol=1e-12 * np.abs(fa).max(), err_msg=key)
             for name in KINETIC_DIAGNOSTICS:
-                np.testing.assert_array_equal(
-                    diagnostic_series(a, name, key), diagnostic_series(b, name, key), err_msg=name
-                )
+                da, db = diagnostic_series(a, name, key), diagnostic_series(b, name, key)
+                np.testing.assert_allclose(db, da, rtol=1e-12, atol=1e-15, err_msg=name)
