@@ -57,8 +57,8 @@ def second_order_particles(
     """THE HOOK of the particle side: the second-order tokens (layers ``v <- v + h (F - gamma v)``,
     then the geodesic drift) from ``theta0``, ``v0`` (N,) with ``weights`` (N,) through ``layers``
     layers over ``[0, T]``, returning ``(theta, v)`` (n_out, N) at ``times``; None while no particle
-    solver is wired (the kinetic runs then have grid jobs only). The second-order particles live in
-    ``vlasov_tf/solvers/kinetic_particles.py`` (another branch): call them here."""
+    solver is wired (the kinetic runs then have grid jobs only). The second-order particle solver
+    (being written on another branch) is to be called here."""
     return None
 
 
