@@ -244,3 +244,16 @@ def test_friction_and_noise_reach_the_thermal_magnetisation():
     m = np.abs(sol.moments()["magnetisation"])
     assert abs(m[-1] - magnetisation(K, T)) < 0.005 and abs(m[-1] - m[-2]) < 1e-3, m
     assert sol.outflow[-1] < 1e-6
+
+
+def test_bad_inputs_are_refused_with_the_reason():
+    g = PhaseGrid(8, 8, 2.0)
+    f0 = np.ones((8, 8))
+    with pytest.raises(ValueError, match="f0 must have shape"):
+        solve_kinetic_grid(FREE, np.ones((8, 7)), g, 1.0, dt=0.1)
+    with pytest.raises(ValueError, match="friction gamma must be finite and >= 0"):
+        solve_kinetic_grid(FREE, f0, g, 1.0, dt=0.1, friction=-1.0)
+    with pytest.raises(ValueError, match=r"t0 = 0\.3 is not an output or switch time"):
+        solve_kinetic_grid(FREE, f0, g, 1.0, dt=0.1, t0=0.3)
+    with pytest.raises(ValueError, match="velocity cells >= 4"):
+        PhaseGrid(8, 2, 1.0)

@@ -144,3 +144,19 @@ def test_killed_kinetic_run_resumes_bit_for_bit(tmp_path, monkeypatch):
 def test_shipped_kinetic_case_parses():
     case = load_case("circle_kinetic")
     assert case.kinetic is not None and case.kinetic.cells[-1] == (256, 256)
+
+
+def test_a_phase_job_needs_a_phase_mesh(tmp_path):
+    from vlasov_tf.geometry.meshes import PhaseMesh, circle_mesh
+    from vlasov_tf.runs.storage import JobLayout
+
+    case = parse_case(case_text(), "kin.toml")
+    for kind, mesh in (("phase", circle_mesh(8)), ("grid", PhaseMesh(8, 8, 1.0))):
+        with pytest.raises(ValueError, match="a phase job and only it has a phase mesh"):
+            jobs = [JobLayout("j", kind, mesh=mesh)]
+            RunFile.create(tmp_path / f"{kind}.h5", case.text, case.name, jobs=jobs, times=case.output_times)
+    # The phase mesh's cells are PhaseGrid's, row-major: centres (theta_i, v_j), areas dtheta dv.
+    m, g = PhaseMesh(8, 4, 2.0), PhaseGrid(8, 4, 2.0)
+    np.testing.assert_allclose(m.centres.reshape(8, 4, 2)[:, 0, 0], g.theta, atol=1e-15)
+    np.testing.assert_allclose(m.centres.reshape(8, 4, 2)[0, :, 1], g.v, atol=1e-15)
+    assert abs(m.areas.sum() - 2 * np.pi * 4.0) < 1e-12
