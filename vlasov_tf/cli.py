@@ -21,6 +21,11 @@ Subcommands
     :mod:`vlasov_tf.runs.transitions`) into ``out/<name>-transition.h5``: the grid's order
     parameter scanned up and down in sigma, token ensembles, the critical noise of linear
     theory; printed and drawn (the bifurcation diagram).
+``kinetic CASE``
+    Second-order tokens on the circle (the case's ``[kinetic]`` table,
+    :mod:`vlasov_tf.runs.kinetic_runs`) into ``out/<name>-kinetic.h5``: the phase-space grids,
+    printed as orders in h, conservation and the HMF theory, drawn as f(theta, v) and the energy
+    exchange; ``study`` of a kinetic case runs the same.
 ``plot RUNFILE``
     Figures of a stored run (or sweep, or transition scan); ``run`` draws the same ones unless
     ``--no-plot``.
