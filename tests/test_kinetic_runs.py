@@ -160,3 +160,14 @@ def test_a_phase_job_needs_a_phase_mesh(tmp_path):
     np.testing.assert_allclose(m.centres.reshape(8, 4, 2)[:, 0, 0], g.theta, atol=1e-15)
     np.testing.assert_allclose(m.centres.reshape(8, 4, 2)[0, :, 1], g.v, atol=1e-15)
     assert abs(m.areas.sum() - 2 * np.pi * 4.0) < 1e-12
+
+
+def test_a_noisy_kinetic_case_parses_and_run_asks_for_the_first_order_reference(tmp_path, capsys):
+    # The noise of a kinetic case is the velocity noise; its [particles] are the second-order tokens,
+    # so the first-order noisy reference is asked for only by `run`.
+    text = case_text("friction = 1.0").replace('type = "interaction"', 'type = "interaction"\nnoise = 0.3')
+    (tmp_path / "k.toml").write_text(text)
+    assert parse_case(text, "k.toml").model.noise == 0.3
+    with pytest.raises(SystemExit):
+        cli.main(["run", str(tmp_path / "k.toml"), "--out", str(tmp_path / "o")])
+    assert "needs particles.reference_steps" in capsys.readouterr().err

@@ -305,6 +305,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     case = _load(args)
     if case.sweep is not None:
         _log.info(f"{args.case}: its [sweep] table is for `vlasov-tf sweep`; `run` runs the case itself")
+    if case.kinetic is not None:
+        _log.info(f"{args.case}: its [kinetic] table is for `vlasov-tf kinetic`; `run` runs the first-order "
+                  "case")  # fmt: skip
+        steps, layers = case.particles.reference_steps, case.particles.layers
+        if case.model.noise > 0 and args.solver != "grid" and (not steps or any(steps % n for n in layers)):
+            # parse_case leaves a kinetic case's noisy first-order tokens unchecked (check_noisy_particles).
+            _refuse(f"{args.case}: `run` of a noisy case needs particles.reference_steps, a multiple of "
+                    "every particles.layers (the noisy reference); or run the [kinetic] table: `vlasov-tf "
+                    "kinetic`")  # fmt: skip
     solvers = ("grid", "particles") if args.solver == "both" else (args.solver,)
     path = _run(args, case, solvers)
     if args.plot and is_root(args.comm):

@@ -419,7 +419,9 @@ def parse_case(
             f"{particles.norm!r} has no grid here (the grid solves the 'post' flow on the sphere): "
             "remove the [grid] table or use norm = \"post\"",
         )
-    if model.noise > 0:
+    if model.noise > 0 and "kinetic" not in data:
+        # A kinetic case's noise acts on the velocities and its [particles] are second-order tokens:
+        # the first-order noisy reference's constraints are not theirs (`run` checks them).
         check_noisy_particles(r, particles, times, model.switch_times(float(times[-1])))
     if not isinstance(deterministic(model), Schedule):
         # The Taylor features and the FFT sum exponential kernels; zonal kernels take dense or spectral.
