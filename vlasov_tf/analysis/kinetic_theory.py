@@ -112,12 +112,16 @@ def _zeta_term(omega: np.ndarray, law: VelocityLaw) -> tuple[np.ndarray, np.ndar
     om = np.asarray(omega, complex)[..., None]
     s = np.sqrt(2 * t)
     zeta = (om - u) / s
-    Z = 1j * np.sqrt(np.pi) * wofz(zeta)
-    r = 1 + zeta * Z
+    # Far below the axis w grows like exp(-zeta^2) and overflows: those lattice points of the root
+    # search come out inf or nan, never a local minimum of |D|.
+    with np.errstate(over="ignore", invalid="ignore"):
+        Z = 1j * np.sqrt(np.pi) * wofz(zeta)
+        r = 1 + zeta * Z
     # int N'(v)/(v - omega) = -(1 + zeta Z) / T; dZ/dzeta = -2 (1 + zeta Z).
-    val = (-w * r / t).sum(axis=-1)
-    dr = Z - 2 * zeta * r
-    dval = (-w * dr / (t * s)).sum(axis=-1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        val = (-w * r / t).sum(axis=-1)
+        dr = Z - 2 * zeta * r
+        dval = (-w * dr / (t * s)).sum(axis=-1)
     return val, dval
 
 
