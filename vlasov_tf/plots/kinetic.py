@@ -118,21 +118,21 @@ def kinetic_energy_figure(case, run: RunFile) -> Figure:
     assert best is not None
     nt_f, nv_f = spec.cells[-1]
     mid = len(times) // 2
-    for k, marker in ((mid, "s-"), (len(times) - 1, "o-")):
-        if k >= len(best[1]):
+    for i, marker in ((mid, "s-"), (len(times) - 1, "o-")):
+        if i >= len(best[1]):
             continue
-        fine = best[1][k]
+        fine = best[1][i]
         hs, errs = [], []
         for nt, nv in spec.cells[:-1]:
             st = run.job_state(f"kinetic/M{nt}_V{nv}")
-            if st is None or nt_f % nt or nv_f % nv or k >= len(st[1]):
+            if st is None or nt_f % nt or nv_f % nv or i >= len(st[1]):
                 continue
             coarse = fine.reshape(nt, nt_f // nt, nv, nv_f // nv).mean(axis=(1, 3))
             area = (2 * np.pi / nt) * (2 * spec.V / nv)
-            errs.append(float(np.abs(st[1][k].reshape(nt, nv) - coarse).sum() * area))
+            errs.append(float(np.abs(st[1][i].reshape(nt, nv) - coarse).sum() * area))
             hs.append(2 * np.pi / nt)
         if errs:
-            ax_h.loglog(hs, errs, marker, label=f"L1 error of f(t = {times[k]:.3g}) vs finest")
+            ax_h.loglog(hs, errs, marker, label=f"L1 error of f(t = {times[i]:.3g}) vs finest")
             h = np.array(hs)
             ax_h.loglog(h, errs[-1] * (h / h[-1]) ** 2, "k:", lw=1)
     ax_h.plot([], [], "k:", lw=1, label="slope 2")
