@@ -8,8 +8,9 @@ ROOT = Path(__file__).parents[1]
 #: The pages whose Python examples run, in this order as one session (a page may use what an
 #: earlier one defined).
 PAGES = ["README.md", *(f"docs/guide/{name}.md" for name in ("runs", "parallel", "studies", "interpolate",
-                                                               "learning", "python", "noise", "tests",
-                                                               "benchmarks", "layout", "kinetic_particles"))]
+                                                               "learning", "python", "noise", "kinetic",
+                                                               "kinetic_particles", "tests", "benchmarks",
+                                                               "layout"))]
 
 
 def test_every_guide_page_is_run():

@@ -22,6 +22,7 @@ def test_cases_lists_every_shipped_case_with_its_description(capsys):
         else:
             case = load_case(path)
             command = "sweep" if case.sweep is not None else "transition" if case.transition else "run"
+            command = "kinetic" if case.kinetic is not None and command == "run" else command
         assert case.description and rows[path.stem].split(None, 2)[1:] == [command, case.description]
 
 

@@ -21,6 +21,11 @@ Subcommands
     :mod:`vlasov_tf.runs.transitions`) into ``out/<name>-transition.h5``: the grid's order
     parameter scanned up and down in sigma, token ensembles, the critical noise of linear
     theory; printed and drawn (the bifurcation diagram).
+``kinetic CASE``
+    Second-order tokens on the circle (the case's ``[kinetic]`` table,
+    :mod:`vlasov_tf.runs.kinetic_runs`) into ``out/<name>-kinetic.h5``: the phase-space grids,
+    printed as orders in h, conservation and the HMF theory, drawn as f(theta, v) and the energy
+    exchange; ``study`` of a kinetic case runs the same.
 ``plot RUNFILE``
     Figures of a stored run (or sweep, or transition scan); ``run`` draws the same ones unless
     ``--no-plot``.
@@ -76,6 +81,7 @@ from vlasov_tf.plots import (
     plot_phase,
     plot_transition,
 )
+from vlasov_tf.plots.kinetic import plot_kinetic
 from vlasov_tf.plots.movies import save_movie
 from vlasov_tf.plots.run_files import case_of_run, plot_run
 from vlasov_tf.runs.cases import CASES_DIR, Case, case_summary, load_case, shipped_cases
@@ -86,6 +92,7 @@ from vlasov_tf.runs.depth_study import (
     format_report,
 )
 from vlasov_tf.runs.ensembles import phase_maps
+from vlasov_tf.runs.kinetic_runs import full_kinetic, kinetic_report, run_kinetic
 from vlasov_tf.runs.overrides import parse_overrides, run_name
 from vlasov_tf.runs.runner import CaseMismatch, run_case
 from vlasov_tf.runs.stability import format_lipschitz, lipschitz_estimate
@@ -229,7 +236,7 @@ def _load(args: argparse.Namespace) -> Case:
 
 
 def _run(args: argparse.Namespace, case, solvers: tuple[str, ...] = ("grid", "particles"), *,
-         sweep: bool = False, transition: bool = False) -> Path:  # fmt: skip
+         sweep: bool = False, transition: bool = False, kinetic: bool = False) -> Path:  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     stem = run_name(case, args.name)
     if getattr(args, "full", False) and args.name is None:
@@ -238,6 +245,8 @@ def _run(args: argparse.Namespace, case, solvers: tuple[str, ...] = ("grid", "pa
         stem += "-sweep"  # beside the case's own run
     if transition and args.name is None:
         stem += "-transition"
+    if kinetic and args.name is None:
+        stem += "-kinetic"
     if not re.fullmatch(r"[A-Za-z0-9._-]+", stem):
         _refuse(f"--name {stem!r}: use letters, digits, '.', '_' and '-' only")
     path = args.out / f"{stem}.h5"
@@ -260,6 +269,8 @@ def _run(args: argparse.Namespace, case, solvers: tuple[str, ...] = ("grid", "pa
                 run_sweep(case, path, resume=args.resume, overwrite=args.overwrite, comm=args.comm)
             elif transition:
                 run_transition(case, path, resume=args.resume, overwrite=args.overwrite, comm=args.comm)
+            elif kinetic:
+                run_kinetic(case, path, resume=args.resume, overwrite=args.overwrite, comm=args.comm)
             else:
                 run_case(
                     case,
@@ -294,6 +305,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     case = _load(args)
     if case.sweep is not None:
         _log.info(f"{args.case}: its [sweep] table is for `vlasov-tf sweep`; `run` runs the case itself")
+    if case.kinetic is not None:
+        _log.info(f"{args.case}: its [kinetic] table is for `vlasov-tf kinetic`; `run` runs the first-order "
+                  "case")  # fmt: skip
+        steps, layers = case.particles.reference_steps, case.particles.layers
+        if case.model.noise > 0 and args.solver != "grid" and (not steps or any(steps % n for n in layers)):
+            # parse_case leaves a kinetic case's noisy first-order tokens unchecked (check_noisy_particles).
+            _refuse(f"{args.case}: `run` of a noisy case needs particles.reference_steps, a multiple of "
+                    "every particles.layers (the noisy reference); or run the [kinetic] table: `vlasov-tf "
+                    "kinetic`")  # fmt: skip
     solvers = ("grid", "particles") if args.solver == "both" else (args.solver,)
     path = _run(args, case, solvers)
     if args.plot and is_root(args.comm):
@@ -305,6 +325,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_study(args: argparse.Namespace) -> int:
     case = _load(args)
+    if case.kinetic is not None:
+        return _kinetic(args, full_kinetic(case) if args.full else case)
     if args.full:
         case = full_study(case)
     path = _run(args, case, ("grid", "particles"))
@@ -350,6 +372,24 @@ def _cmd_transition(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_kinetic(args: argparse.Namespace) -> int:
+    case = _load(args)
+    if case.kinetic is None:
+        _refuse(f"{args.case}: no [kinetic] table (friction, velocity_box, velocity_cells, ...) to run")
+    return _kinetic(args, case)
+
+
+def _kinetic(args: argparse.Namespace, case) -> int:
+    """Run the kinetic jobs, print the kinetic study, draw its figures."""
+    path = _run(args, case, kinetic=True)
+    if is_root(args.comm):
+        with RunFile.open(path, mode="r") as run:
+            print(kinetic_report(case, run))
+            for figure in plot_kinetic(case, run, path.parent, path.stem):
+                print(f"figure: {figure}")
+    return 0
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     with RunFile.open(args.runfile, mode="r") as run:  # reading never writes
         case = case_of_run(run, args.runfile)
@@ -378,6 +418,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "study": _cmd_study,
     "sweep": _cmd_sweep,
     "transition": _cmd_transition,
+    "kinetic": _cmd_kinetic,
     "interpolate": _cmd_interpolate,
     "learn": _cmd_learn,
     "plot": _cmd_plot,
@@ -409,10 +450,11 @@ def _main(argv: Sequence[str] | None) -> int:
     comm = world()
     with abort_on_error(comm):
         args = build_parser().parse_args(argv)
-        if comm is not None and args.handler not in (_cmd_run, _cmd_study, _cmd_sweep, _cmd_transition):
+        if comm is not None and args.handler not in (_cmd_run, _cmd_study, _cmd_sweep, _cmd_transition,
+                                                     _cmd_kinetic):  # fmt: skip
             _refuse(
-                f"only `run`, `study`, `sweep` and `transition` run under MPI ({comm.size} ranks): start it "
-                "serially"
+                f"only `run`, `study`, `sweep`, `transition` and `kinetic` run under MPI ({comm.size} "
+                "ranks): start it serially"
             )
         args.comm = comm
         configure(*((0, 1) if comm is None else (comm.rank, comm.size)), debug=args.debug)

@@ -59,6 +59,7 @@ __all__ = [
     "SPHERE_LEVEL0_CELLS",
     "SPHERE_LEVELS",
     "MeshGeometry",
+    "PhaseMesh",
     "arc_length",
     "circle_mesh",
     "coarsen_masses",
@@ -466,3 +467,56 @@ def sphere_char_length(level: int) -> float:
     return SPHERE_LC0 / 2 ** int(level)
 
 
+
+
+@dataclass(frozen=True)
+class PhaseMesh:
+    """The phase space S^1 x [-V, V] as a run file stores it: ``n_theta`` x ``n_v`` quadrilaterals in
+    the (theta, v) plane, theta in [0, 2 pi] (the seam at 0 = 2 pi drawn twice), cell ``i n_v + j``
+    the ``(i, j)`` cell of :class:`~vlasov_tf.solvers.kinetic_grid.PhaseGrid` (row-major, as its
+    arrays flatten). The four arrays a run file keeps of a mesh, and its name fields; no faces
+    (the kinetic grid's fluxes are its own)."""
+
+    n_theta: int
+    n_v: int
+    V: float
+
+    kind = "phase"
+    level = None
+
+    @property
+    def char_length(self) -> float:
+        return 2 * np.pi / self.n_theta
+
+    @property
+    def source(self) -> str:
+        return f"phase_mesh({self.n_theta}, {self.n_v}, {self.V!r})"
+
+    @property
+    def vertices(self) -> np.ndarray:
+        """((n_theta + 1)(n_v + 1), 2) points (theta, v), row-major in theta."""
+        th = np.linspace(0.0, 2 * np.pi, self.n_theta + 1)
+        v = np.linspace(-self.V, self.V, self.n_v + 1)
+        return np.stack(np.meshgrid(th, v, indexing="ij"), axis=-1).reshape(-1, 2)
+
+    @property
+    def cell_vertices(self) -> np.ndarray:
+        """(n_theta n_v, 4) counter-clockwise in the (theta, v) plane."""
+        i, j = np.meshgrid(np.arange(self.n_theta), np.arange(self.n_v), indexing="ij")
+        w = self.n_v + 1
+        corners = [i * w + j, (i + 1) * w + j, (i + 1) * w + j + 1, i * w + j + 1]
+        return np.stack([c.ravel() for c in corners], axis=1).astype(np.int64)
+
+    @property
+    def centres(self) -> np.ndarray:
+        """(n_theta n_v, 2) cell centres (theta, v)."""
+        return self.vertices[self.cell_vertices].mean(axis=1)
+
+    @property
+    def areas(self) -> np.ndarray:
+        """(n_theta n_v,) ``dtheta dv``."""
+        return np.full(self.n_theta * self.n_v, (2 * np.pi / self.n_theta) * (2 * self.V / self.n_v))
+
+    @property
+    def n_cells(self) -> int:
+        return self.n_theta * self.n_v

@@ -68,6 +68,10 @@ TABLES: dict[str, Table] = {
             "clusters": Key("How clusters are found."),
             "sweep": Key("An ensemble over beta, run by ``vlasov-tf sweep`` (tokens only)."),
             "transition": Key("Stationary states against the noise, run by ``vlasov-tf transition``."),
+            "kinetic": Key(
+                "Second-order (momentum) tokens on the circle and the phase-space grid, run by "
+                "``vlasov-tf kinetic`` (and ``vlasov-tf study``)."
+            ),
         },
     ),
     "case": Table(
@@ -243,6 +247,35 @@ TABLES: dict[str, Table] = {
                 "The fraction of the initial measure mixed into each relaxation's start, in [0, 1) "
                 "(default 0.05): the grid then leaves an unstable state, which no noise perturbs."
             ),
+        },
+    ),
+    "kinetic": Table(
+        "The kinetic Vlasov equation on S^1 x [-V, V] (``vlasov-tf kinetic``; "
+        ":mod:`vlasov_tf.runs.kinetic_case`): f_0 is the spatial measure of [initial] times the "
+        "velocity law; the force is the model's field of the spatial marginal, its noise the "
+        "velocity noise; [particles] gives the second-order tokens' N and L.",
+        {
+            "friction": Key("gamma >= 0 in dv = (F - gamma v) dt (default 0: Hamiltonian)."),
+            "velocity_box": _k("V > 0: the grid's velocities [-V, V]; it must hold all but 1e-6 of the law."),
+            "velocity_cells": _k("Nv of each phase-space grid: an integer or an increasing list."),
+            "theta_cells": Key("Ntheta of each grid, as many as velocity_cells (default grid.resolutions)."),
+            "dt": Key("The Strang step of the first grid, scaled by Ntheta_0 / Ntheta (default 0.1)."),
+            "streaming": Key(
+                '"remap" (positive, third order in theta; the default) or "spectral" (the exact '
+                "phase shift of each row; serial only)."
+            ),
+            "velocity": Key(
+                "The initial velocity law, a sum of Maxwellians ``{ temperatures, means, weights }`` "
+                "(default one of temperature 1)."
+            ),
+        },
+    ),
+    "kinetic.velocity": Table(
+        "``velocity = { temperatures, means, weights }``: sum_s w_s N(u_s, T_s), weights normalised.",
+        {
+            "temperatures": _k("T_s > 0, one per Maxwellian."),
+            "means": Key("u_s (default 0 each)."),
+            "weights": Key("w_s > 0 (default equal)."),
         },
     ),
     "transition.noise": Table(

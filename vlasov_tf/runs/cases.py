@@ -123,6 +123,15 @@ Layout (every key below; comments say which are optional)::
     # layers = 100                    # optional: noisy layers over [0, T] (default: the most)
     # kick = 0.05                     # optional, [0, 1): the initial measure mixed into each start
 
+    # [kinetic]                       # optional, circle: second-order tokens and the phase-space grid
+    # friction = 0.0                  # (vlasov-tf kinetic; vlasov_tf/runs/kinetic_case.py): gamma >= 0
+    # velocity_box = 4.0              # V: velocities in [-V, V], holding all but 1e-6 of the law
+    # velocity_cells = [64, 128]      # Nv of each grid
+    # theta_cells = [32, 64]          # optional, as many (default grid.resolutions)
+    # dt = 0.1                        # optional: the first grid's Strang step (scaled by Ntheta_0/Ntheta)
+    # streaming = "remap"             # optional: "remap" (positive) | "spectral" (exact per row)
+    # velocity = { temperatures = [0.25], means = [0.0], weights = [1.0] }   # sum of Maxwellians
+
     # [sweep]                         # optional: an ensemble over beta (vlasov-tf sweep), tokens only;
     # betas = [1.0, 4.0, 16.0]        # one block with one head of its own (no Q, K, V, [[schedule]]):
     #                                 # increasing, > 0; or { from = 1.0, to = 100.0, count = 100 } (log)
@@ -184,6 +193,7 @@ from vlasov_tf.runs.case_tables import (
     read_sweep,
     read_transition,
 )
+from vlasov_tf.runs.kinetic_case import KineticSpec, read_kinetic
 from vlasov_tf.runs.model_tables import MASKS, read_model
 from vlasov_tf.runs.toml_reader import TomlReader
 
@@ -232,6 +242,7 @@ class Case:
     clusters: ClusterSpec = dataclasses.field(default_factory=ClusterSpec)
     sweep: SweepSpec | None = None
     transition: TransitionSpec | None = None
+    kinetic: KineticSpec | None = None
     mask: str = "none"
     slices: int = 1
     description: str = ""
@@ -408,7 +419,9 @@ def parse_case(
             f"{particles.norm!r} has no grid here (the grid solves the 'post' flow on the sphere): "
             "remove the [grid] table or use norm = \"post\"",
         )
-    if model.noise > 0:
+    if model.noise > 0 and "kinetic" not in data:
+        # A kinetic case's noise acts on the velocities and its [particles] are second-order tokens:
+        # the first-order noisy reference's constraints are not theirs (`run` checks them).
         check_noisy_particles(r, particles, times, model.switch_times(float(times[-1])))
     if not isinstance(deterministic(model), Schedule):
         # The Taylor features and the FFT sum exponential kernels; zonal kernels take dense or spectral.
@@ -427,6 +440,9 @@ def parse_case(
     transition = None
     if "transition" in data:
         transition = read_transition(r, data["transition"], geometry, particles, grid)
+    kinetic = None
+    if "kinetic" in data:
+        kinetic = read_kinetic(r, data["kinetic"], geometry, None if grid is None else grid.resolutions)
     times.setflags(write=False)
     return Case(
         name=name,
@@ -442,6 +458,7 @@ def parse_case(
         clusters=clusters,
         sweep=sweep,
         transition=transition,
+        kinetic=kinetic,
         mask=mask,
         slices=slices if mask == "causal" else 1,
         description=description,
@@ -536,8 +553,8 @@ def find_case(path: str | os.PathLike) -> Path:
 
 def case_summary(path: str | os.PathLike) -> tuple[str, str]:
     """(command, description) of a case file: the ``vlasov-tf`` command it is for (``interpolate``
-    for an interpolation case, ``learn`` for a learning case, ``sweep`` for a case with a
-    ``[sweep]`` table, else ``run``) and its
+    for an interpolation case, ``learn`` for a learning case, ``sweep``, ``transition`` or
+    ``kinetic`` for a case with that table, else ``run``) and its
     ``[case] description`` ("" when it has none). A file that is not TOML gives ("", ""): a listing
     of cases (``vlasov-tf cases``) never fails."""
     try:
@@ -551,4 +568,5 @@ def case_summary(path: str | os.PathLike) -> tuple[str, str]:
     command = "interpolate" if "eps" in head else "learn" if "learning" in data else "run"
     command = "sweep" if command == "run" and "sweep" in data else command
     command = "transition" if command == "run" and "transition" in data else command
+    command = "kinetic" if command == "run" and "kinetic" in data else command
     return command, description if isinstance(description, str) else ""

@@ -25,13 +25,14 @@ import h5py
 import numpy as np
 
 if TYPE_CHECKING:
-    from vlasov_tf.geometry.meshes import MeshGeometry
+    from vlasov_tf.geometry.meshes import MeshGeometry, PhaseMesh
 
 __all__ = [
     "F8",
     "FORMAT",
     "FORMAT_VERSION",
     "KINDS",
+    "MESH_KINDS",
     "READ_VERSIONS",
     "JobLayout",
     "LoadedJob",
@@ -56,7 +57,9 @@ FORMAT_VERSION = 3
 #: Versions :func:`read_layout` reads (2: written before every array had a checksum).
 READ_VERSIONS = (2, 3)
 #: Kinds of solver job.
-KINDS = ("grid", "particles")
+KINDS = ("grid", "particles", "phase")
+#: The kinds whose state is a density on a stored mesh.
+MESH_KINDS = ("grid", "phase")
 #: The file's float type: every state, time, clock and diagnostic is little-endian float64.
 F8 = np.dtype("<f8")
 
@@ -75,8 +78,10 @@ class RunFileError(ValueError):
 class JobLayout:
     """One job of a run as :meth:`RunFile.create` allocates it.
 
-    ``kind="grid"`` with its ``mesh`` (the state: densities (C,)), or ``"particles"`` with
-    ``tokens`` N and dimension ``d`` (the state: positions (N, d)). ``attrs`` (str, bool, int,
+    ``kind="grid"`` with its ``mesh`` (the state: densities (C,)), ``"phase"`` with its
+    :class:`~vlasov_tf.geometry.meshes.PhaseMesh` (the kinetic grid; the state: its cell averages
+    (Ntheta Nv,), row-major), or ``"particles"`` with ``tokens`` N and dimension ``d`` (the state:
+    positions (N, d)). ``attrs`` (str, bool, int,
     float or flat lists of numbers; not kind or job_index) are stored on the job's group.
     ``tables``: name -> row shape of per-output arrays the job stores beside its snapshots
     (:meth:`RunFile.add_row`).
@@ -84,7 +89,7 @@ class JobLayout:
 
     key: str
     kind: str
-    mesh: MeshGeometry | None = None
+    mesh: MeshGeometry | PhaseMesh | None = None
     tokens: int | None = None
     d: int | None = None
     attrs: Mapping[str, Any] = field(default_factory=dict)
@@ -92,9 +97,9 @@ class JobLayout:
 
     @property
     def state_shape(self) -> tuple[int, ...]:
-        if self.kind == "grid":
+        if self.kind in MESH_KINDS:
             if self.mesh is None:
-                raise ValueError(f"grid job {self.key} needs a mesh")
+                raise ValueError(f"{self.kind} job {self.key} needs a mesh")
             return (self.mesh.n_cells,)
         if self.tokens is None or self.d is None:
             raise ValueError(f"particle job {self.key} needs tokens and d")
@@ -129,7 +134,7 @@ class LoadedJob:
 
     @property
     def dataset(self) -> str:
-        return "densities" if self.kind == "grid" else "positions"
+        return "densities" if self.kind in MESH_KINDS else "positions"
 
     @property
     def row_bytes(self) -> int:
@@ -213,7 +218,7 @@ def mesh_id(kind: str, arrays: dict[str, np.ndarray]) -> str:
     return f"{kind}_C{len(arrays['areas'])}_{digest.hexdigest()[:16]}"
 
 
-def mesh_arrays(mesh: MeshGeometry) -> dict[str, np.ndarray]:
+def mesh_arrays(mesh: MeshGeometry | PhaseMesh) -> dict[str, np.ndarray]:
     """The arrays of ``mesh`` a run file stores (vertices, cell_vertices, centres, areas)."""
     return {name: np.asarray(getattr(mesh, name)) for name in _MESH_ARRAYS}
 
@@ -242,8 +247,10 @@ def check_layouts(jobs: Sequence[JobLayout]) -> list[JobLayout]:
         for name in job.tables:
             if not _ATTR_NAME.fullmatch(name):
                 raise ValueError(f"job {key}: table name {name!r} is not an identifier")
-        if job.kind == "grid" and (job.mesh is None or job.tokens is not None):
-            raise ValueError(f"grid job {key} needs a mesh and no tokens")
+        if job.kind in MESH_KINDS and (job.mesh is None or job.tokens is not None):
+            raise ValueError(f"{job.kind} job {key} needs a mesh and no tokens")
+        if job.mesh is not None and (job.mesh.kind == "phase") != (job.kind == "phase"):
+            raise ValueError(f"{job.kind} job {key}: a phase job and only it has a phase mesh")
         if job.kind == "particles" and (
             job.mesh is not None or not job.tokens or job.tokens < 1 or not job.d or job.d < 1
         ):
@@ -316,7 +323,7 @@ def write_layout(
             allocated(g, "crc", (n,), "<u4")
             allocated(g, "clock", (2,))
             allocated(g, "checks", (3,), "<u4")  # CRC-32 of the weights, of clock[0], of clock[1]
-            name = "densities" if job.kind == "grid" else "positions"
+            name = "densities" if job.kind in MESH_KINDS else "positions"
             data = allocated(g, name, (n, *job.state_shape))
             mesh = job.mesh
             if mesh is not None:  # a grid job (check_layouts: grid jobs have a mesh, particle jobs none)
@@ -471,7 +478,7 @@ def _read_job(path: Path, key: str, g: h5py.Group, n: int) -> LoadedJob:
     if kind not in KINDS:
         raise _fail(path, f"job {key} has kind {kind!r}, not one of {KINDS}")
     mesh_shape = None
-    if kind == "grid":
+    if kind in MESH_KINDS:
         mesh = g["mesh"]
         shape, ident = (len(mesh["areas"]),), str(_from_h5_attr(mesh.attrs["id"]))
         (nv, dim), (nc, k) = mesh["vertices"].shape, mesh["cell_vertices"].shape

@@ -29,6 +29,7 @@ from .files import (
     unlock_writer,
 )
 from .layout import (
+    MESH_KINDS,
     JobLayout,
     LoadedJob,
     RunFileError,
@@ -45,7 +46,7 @@ from .reader import RunReader, crc_of
 from .xdmf import remove_xdmf, write_xdmf, xdmf_path
 
 if TYPE_CHECKING:
-    from vlasov_tf.geometry.meshes import MeshGeometry
+    from vlasov_tf.geometry.meshes import MeshGeometry, PhaseMesh
 
 __all__ = ["RunFile"]
 
@@ -229,14 +230,14 @@ class RunFile(RunReader):
         key: str,
         kind: str,
         *,
-        mesh: MeshGeometry | None = None,
+        mesh: MeshGeometry | PhaseMesh | None = None,
         weights: np.ndarray | None = None,
         **attrs: Any,
     ) -> None:
-        """Start job ``key`` as laid out: ``kind="grid"`` with its ``mesh``, or ``"particles"`` with
-        ``weights`` (N,). Stores the weights and the start time; starting it again with the same
-        kind, mesh, weights and attrs does nothing (resuming); any difference raises ``ValueError``
-        naming it."""
+        """Start job ``key`` as laid out: ``kind="grid"`` or ``"phase"`` with its ``mesh``, or
+        ``"particles"`` with ``weights`` (N,). Stores the weights and the start time; starting it
+        again with the same kind, mesh, weights and attrs does nothing (resuming); any difference
+        raises ``ValueError`` naming it."""
         self._check_writable()
         with self._lock:
             job = self._job(key)
@@ -249,9 +250,9 @@ class RunFile(RunReader):
 
             if job.kind != kind:
                 raise differ(f"kind ({job.kind}, not {kind})")
-            if kind == "grid":
+            if kind in MESH_KINDS:
                 if mesh is None or weights is not None:
-                    raise ValueError(f"grid job {key} needs a mesh and no weights")
+                    raise ValueError(f"{kind} job {key} needs a mesh and no weights")
                 given = mesh_id(mesh.kind, mesh_arrays(mesh))
                 if given != job.mesh_id:
                     raise differ(f"mesh ({job.mesh_id}, not {given})")
@@ -308,7 +309,7 @@ class RunFile(RunReader):
             if self.is_complete(key):
                 raise ValueError(f"job {key} is complete: no more snapshots")
             if state.shape != job.shape:
-                what = "densities" if job.kind == "grid" else "positions"
+                what = "densities" if job.kind in MESH_KINDS else "positions"
                 raise ValueError(f"{job.kind} job {key}: {what} must be {job.shape}; got {state.shape}")
             k = job.n_stored
             if k and t == job.last_t and np.array_equal(self._row(job, k - 1), state, equal_nan=True):
@@ -413,7 +414,7 @@ class RunFile(RunReader):
         if self._pending is None:
             write_xdmf(self.path, job, self._times)
 
-    def _rewrite_mesh(self, ident: str, mesh: MeshGeometry) -> None:
+    def _rewrite_mesh(self, ident: str, mesh: MeshGeometry | PhaseMesh) -> None:
         arrays = mesh_arrays(mesh)
         for name, (offset, shape, dtype) in self._meshes[ident].items():
             a = little_endian(arrays[name])

@@ -2,7 +2,8 @@
 ``<run>.xdmf/`` beside the ``.h5`` (:func:`xdmf_path`; a run is one file and one directory, not a file
 per job: docs/design.md §4), one temporal collection of the snapshots stored, each referencing
 whole datasets of the run file (``step/<i>``): sphere densities on the triangles, circle densities on
-the polyline of its arcs (cell-centred), particles as points with their weights and positions.
+the polyline of its arcs (cell-centred), kinetic phase-space grids on the quadrilaterals of the
+(theta, v) plane, particles as points with their weights and positions.
 meshio (``meshio.xdmf.TimeSeriesReader``) and VTK's XDMF reader (the one behind ParaView's) read
 every step.
 
@@ -109,7 +110,10 @@ def _xdmf_step(job: LoadedJob, h5: str, g: str, i: int, t: float) -> str:
         (cells,) = job.shape
         n_vertices, dim, k = job.mesh_shape
         # The circle's cells are arcs: the segment between their two end points, in the plane.
-        topo = 'TopologyType="Triangle"' if k == 3 else 'TopologyType="Polyline" NodesPerElement="2"'
+        # Phase space (k = 4): the quadrilaterals of the (theta, v) plane.
+        topo = {3: 'TopologyType="Triangle"', 4: 'TopologyType="Quadrilateral"'}.get(
+            k, 'TopologyType="Polyline" NodesPerElement="2"'
+        )
         mesh = f"{g}/mesh"
         lines += [
             f'        <Topology {topo} NumberOfElements="{cells}">',
