@@ -7,10 +7,13 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 #: The pages whose Python examples run, in this order as one session (a page may use what an
 #: earlier one defined).
-PAGES = ["README.md", *(f"docs/guide/{name}.md" for name in ("runs", "parallel", "studies", "interpolate",
-                                                               "learning", "python", "noise", "kinetic",
-                                                               "kinetic_particles", "tests", "benchmarks",
-                                                               "layout"))]
+PAGES = ["README.md"] + [
+    f"docs/guide/{name}.md"
+    for name in (
+        "runs parallel studies interpolate learning python noise kinetic kinetic_particles "
+        "tests benchmarks layout"
+    ).split()
+]
 
 
 def test_every_guide_page_is_run():
