@@ -147,7 +147,9 @@ class QuadraticReconstruction:
     #: Cells per block while building (bounds the (block, S, Q, K) temporaries).
     BLOCK = 16384
 
-    def __init__(self, mesh: MeshGeometry) -> None:
+    def __init__(self, mesh: MeshGeometry, distance_power: int = 1) -> None:
+        """``distance_power``: the least-squares rows are weighted by ``1 / |<xi>_j|^power``
+        (1: the landed scheme; 3: :data:`COMPACT_POWER`, nearer cells dominate the fit)."""
         self.mesh = mesh
         self.points, self.weights = face_quadrature(mesh)
         self.points.setflags(write=False)
@@ -170,7 +172,9 @@ class QuadraticReconstruction:
             means = np.einsum("csqk,csq->csk", phi, cell_w[nb]) - own_mean[sl, None, :]
             dist2 = np.einsum("csk,csk->cs", means[..., : mesh.d - 1], means[..., : mesh.d - 1])
             with np.errstate(divide="ignore"):
-                w = np.where(mask[sl], 1.0 / np.sqrt(dist2), 0.0)  # rows of the weighted system
+                # power 1 keeps the sqrt of the landed scheme, whose bits runs were checked against.
+                inv = 1.0 / np.sqrt(dist2) if distance_power == 1 else dist2 ** (-0.5 * distance_power)
+                w = np.where(mask[sl], inv, 0.0)  # rows of the weighted system
             self.coef[sl] = np.linalg.pinv(w[..., None] * means) * w[:, None, :]
         self._charts, self._sizes = charts, sizes
         self._slopes: tuple[np.ndarray, np.ndarray] | None = None
