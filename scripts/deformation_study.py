@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         for scheme in args.schemes:
             t0 = time.perf_counter()
             sol = solve_grid(
-                mesh, rho0, deformational_flow, None, t_eval=[0, PERIOD / 2, PERIOD], reconstruction=scheme
+                mesh, rho0, deformational_flow, PERIOD, t_eval=[0, PERIOD / 2, PERIOD], reconstruction=scheme
             )
             secs = time.perf_counter() - t0
             l1, l2, linf = norms(mesh, sol.final, rho0)

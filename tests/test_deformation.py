@@ -8,6 +8,7 @@ the upwinding and weights the nearest cells more, and keeps third order on smoot
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
 from vlasov_tf.geometry.mesh_files import sphere_mesh
 from vlasov_tf.geometry.quadrature import cell_quadrature
@@ -79,7 +80,9 @@ def test_lowdiss_beats_the_linear_scheme_through_filaments():
         assert sol.final.min() >= 0
         np.testing.assert_allclose(sol.mass[-1], sol.mass[0], rtol=1e-12)
         errors[scheme] = l2_error(mesh, sol.final, rho0)
-    assert errors["quadratic-lowdiss"] <= errors["linear"] < 0.7
+    # Measured: 0.612 against 0.668 (the landed quadratic: 0.687).
+    assert errors["quadratic-lowdiss"] < 0.64 and errors["linear"] < 0.7
+    assert errors["quadratic-lowdiss"] <= errors["linear"]
 
 
 @pytest.mark.slow
@@ -107,16 +110,28 @@ def sphere_deformation(t, x):
     return np.cos(np.pi * t) * flow
 
 
+AXIS = np.array([1.0, 0.5, 0.8]) / np.linalg.norm([1.0, 0.5, 0.8])
+
+
 @pytest.mark.slow
-def test_lowdiss_is_third_order_on_a_smooth_flow():
-    """The smooth reversing flow of tests/test_reconstruction.py, levels 0-2."""
+@pytest.mark.parametrize(
+    ("flow", "turn", "ceiling"),
+    [
+        (sphere_deformation, None, 6e-5),  # 3.87e-5 measured (default quadratic: 8.3e-5)
+        (lambda t, x: np.cross(AXIS, x), Rotation.from_rotvec(-AXIS), 6e-5),  # 3.64e-5 (9.2e-5)
+    ],
+    ids=["deformation", "rotation"],
+)
+def test_lowdiss_is_third_order_on_smooth_flows(flow, turn, ceiling):
+    """The smooth flows of tests/test_reconstruction.py (a reversing compressible flow; a turn by
+    1 radian), levels 0-2: order >= 2.7 (2.90 and 3.04 measured)."""
     f0 = lambda x: 1.0 + np.exp(3.0 * (x @ np.array([0.0, 0.6, 0.8]) - 1))  # noqa: E731
+    exact = f0 if turn is None else (lambda x: f0(turn.apply(x)))
     errors, h = [], []
     for level in (0, 1, 2):
         mesh = sphere_mesh(level)
-        rho0 = averages(mesh, f0)
-        sol = solve_grid(mesh, rho0, sphere_deformation, 1.0, reconstruction="quadratic-lowdiss")
-        errors.append(np.abs(sol.final - rho0) @ mesh.areas)
+        sol = solve_grid(mesh, averages(mesh, f0), flow, 1.0, reconstruction="quadratic-lowdiss")
+        errors.append(np.abs(sol.final - averages(mesh, exact)) @ mesh.areas)
         h.append(mesh.h)
     assert fitted_order(h, errors) >= 2.7
-    assert errors[-1] < 1.1e-4  # the landed quadratic's ceiling (8.3e-5 measured for it)
+    assert errors[-1] < ceiling

@@ -11,7 +11,7 @@ Nair and Lauritzen (J. Comput. Phys. 229, 2010), case 4, the first test of Lauri
 and the rotation makes one turn, so the exact solution at ``T`` is the start. Two Gaussian hills
 ``0.95 exp(-5 |x - c_i|^2)`` centred on the equator at longitudes 5 pi / 6 and 7 pi / 6 are drawn
 into filaments a few degrees wide at ``T / 2``: a test of the schemes' dissipation at the grid
-scale (docs/numerics.md §2.6). Use it as a velocity ``v(t, x)`` in any solver.
+scale (docs/numerics.md §2.10). Use it as a velocity ``v(t, x)`` in any solver.
 """
 
 from __future__ import annotations

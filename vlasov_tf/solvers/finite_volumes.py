@@ -107,7 +107,7 @@ __all__ = [
 
 #: Reconstructions of the cell averages at the faces: MUSCL (second order), k-exact quadratic
 #: (third), and the quadratic with half the upwind dissipation (third; for strong deformation,
-#: docs/numerics.md §2.6).
+#: docs/numerics.md §2.10).
 RECONSTRUCTIONS = ("linear", "quadratic", "quadratic-lowdiss")
 #: The default: third order wins per unit of work on transport and attention cases (README).
 RECONSTRUCTION = "quadratic"
@@ -122,7 +122,7 @@ RECONSTRUCTION_LIMITERS = {
 #: u (r_up - r_down) / 2`` (1: full upwinding), and its least-squares rows' distance weights
 #: ``1 / d^COMPACT_POWER`` (:class:`~vlasov_tf.solvers.reconstruction.QuadraticReconstruction`).
 #: The landed quadratic's face jumps dissipate 2.4 times the l2 norm the unlimited linear scheme
-#: does on resolved data, which filaments near the grid scale cannot afford (numerics §2.6).
+#: does on resolved data, which filaments near the grid scale cannot afford (numerics §2.10).
 UPWINDING = 0.5
 COMPACT_POWER = 3
 #: Default error control (module docstring): relative to the change a step makes, and to the mass.
