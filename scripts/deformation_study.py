@@ -50,32 +50,39 @@ def norms(mesh, rho, exact):
 
 
 def draw(mesh, runs, path):
-    """Rows: schemes; columns: t = 0, T / 2, T; the cells on a longitude-latitude map."""
+    """Rows: schemes; columns: t = 0, T / 2, T and the error at T; the cells on a longitude-latitude
+    map centred on the hills (longitude 180)."""
     v = mesh.vertices
-    lon, lat = np.degrees(np.arctan2(v[:, 1], v[:, 0])), np.degrees(np.arcsin(np.clip(v[:, 2], -1, 1)))
+    lon = np.degrees(np.arctan2(v[:, 1], v[:, 0])) % 360.0
+    lat = np.degrees(np.arcsin(np.clip(v[:, 2], -1, 1)))
     tri = mesh.cell_vertices
-    # Cells crossing the date line would smear across the map: leave them out of the drawing.
+    # Cells across longitude 0 (far from the hills) would smear across the map: not drawn.
     keep = np.ptp(lon[tri], axis=1) < 180
     mapping = Triangulation(lon, lat, tri[keep])
-    fig, axes = plt.subplots(len(runs), 3, figsize=(12, 2.3 * len(runs) + 0.6), sharex=True, sharey=True)
+    fig, axes = plt.subplots(len(runs), 4, figsize=(15, 2.3 * len(runs) + 0.8), sharex=True, sharey=True)
     for row, (scheme, (sol, l2)) in enumerate(runs.items()):
         for col, t in enumerate(sol.times):
-            ax = axes[row, col]
-            art = ax.tripcolor(mapping, facecolors=sol.densities[col][keep], vmin=0, vmax=1.0, cmap="viridis")
-            label = f"{scheme}, t = {t:g}" + (f", l2 error {l2:.3f}" if col == 2 else "")
-            ax.set_title(label, fontsize=9)
-            ax.set_xlim(-180, 180)
-            ax.set_ylim(-90, 90)
+            art = axes[row, col].tripcolor(
+                mapping, facecolors=sol.densities[col][keep], vmin=0, vmax=1.0, cmap="viridis"
+            )
+            axes[row, col].set_title(f"{scheme}, t = {t:g}", fontsize=9)
+        error = (sol.densities[-1] - sol.densities[0])[keep]
+        diff = axes[row, 3].tripcolor(mapping, facecolors=error, vmin=-0.5, vmax=0.5, cmap="RdBu_r")
+        axes[row, 3].set_title(f"{scheme}: error at T (l2 {l2:.3f})", fontsize=9)
+    for ax in axes.ravel():
+        ax.set_xlim(0, 360)
+        ax.set_ylim(-90, 90)
     for ax in axes[-1]:
         ax.set_xlabel("longitude")
     for ax in axes[:, 0]:
         ax.set_ylabel("latitude")
-    fig.colorbar(art, ax=axes, shrink=0.6, label="density")
+    fig.colorbar(art, ax=axes[:, :3], shrink=0.6, label="density")
+    fig.colorbar(diff, ax=axes[:, 3], shrink=0.6, label="density at T minus start")
     fig.suptitle(
         f"Reversing deformational flow (Nair-Lauritzen case 4), level {mesh_level(mesh)}: "
         "filaments at T/2, return at T = 5"
     )
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=90)
     print(f"figure: {path}")
 
 
