@@ -59,7 +59,9 @@ def draw(mesh, runs, path):
     # Cells across longitude 0 (far from the hills) would smear across the map: not drawn.
     keep = np.ptp(lon[tri], axis=1) < 180
     mapping = Triangulation(lon, lat, tri[keep])
-    fig, axes = plt.subplots(len(runs), 4, figsize=(15, 2.3 * len(runs) + 0.8), sharex=True, sharey=True)
+    fig, axes = plt.subplots(
+        len(runs), 4, figsize=(16, 2.4 * len(runs) + 0.8), sharex=True, sharey=True, layout="constrained"
+    )
     for row, (scheme, (sol, l2)) in enumerate(runs.items()):
         for col, t in enumerate(sol.times):
             art = axes[row, col].tripcolor(
@@ -68,7 +70,7 @@ def draw(mesh, runs, path):
             axes[row, col].set_title(f"{scheme}, t = {t:g}", fontsize=9)
         error = (sol.densities[-1] - sol.densities[0])[keep]
         diff = axes[row, 3].tripcolor(mapping, facecolors=error, vmin=-0.5, vmax=0.5, cmap="RdBu_r")
-        axes[row, 3].set_title(f"{scheme}: error at T (l2 {l2:.3f})", fontsize=9)
+        axes[row, 3].set_title(f"{scheme}, T minus start (l2 {l2:.3f})", fontsize=9)
     for ax in axes.ravel():
         ax.set_xlim(0, 360)
         ax.set_ylim(-90, 90)
@@ -76,8 +78,8 @@ def draw(mesh, runs, path):
         ax.set_xlabel("longitude")
     for ax in axes[:, 0]:
         ax.set_ylabel("latitude")
-    fig.colorbar(art, ax=axes[:, :3], shrink=0.6, label="density")
-    fig.colorbar(diff, ax=axes[:, 3], shrink=0.6, label="density at T minus start")
+    fig.colorbar(art, ax=axes, shrink=0.6, label="density", location="right")
+    fig.colorbar(diff, ax=axes, shrink=0.6, label="error at T", location="right")
     fig.suptitle(
         f"Reversing deformational flow (Nair-Lauritzen case 4), level {mesh_level(mesh)}: "
         "filaments at T/2, return at T = 5"

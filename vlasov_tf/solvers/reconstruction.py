@@ -16,7 +16,9 @@ face (:func:`vlasov_tf.geometry.quadrature.face_quadrature`) from a quadratic po
 - coefficients (k-exact least squares): ``a_c`` minimises
   ``sum_j w_j (<p_c>_j - rho_j)^2`` over the cells ``j`` sharing a vertex with
   ``c`` (about 12 on S^2, the two neighbours on S^1, where it is exact),
-  ``w_j = 1 / |<xi>_j|^2``. The means of every polynomial of degree 2 are then
+  ``w_j = 1 / |<xi>_j|^2`` (``1 / |<xi>_j|^6`` for ``distance_power=3``, the
+  ``"quadratic-lowdiss"`` scheme: the nearest cells dominate, smaller face jumps). The means of
+  every polynomial of degree 2 are then
   reproduced exactly, so point values are O(h^3) accurate and fluxes by the
   2-point Gauss rule O(h^3) per unit length.
 
