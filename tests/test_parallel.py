@@ -141,6 +141,8 @@ def test_parallel_equals_serial(serial_results, ranks):
     np.testing.assert_array_equal(got["grid_rotation"], want["grid_rotation"])
     # So do the quadratic reconstruction's stencils (ordered by position, not index).
     np.testing.assert_array_equal(got["grid_rotation_quadratic"], want["grid_rotation_quadratic"])
+    np.testing.assert_array_equal(got["grid_rotation_lowdiss"], want["grid_rotation_lowdiss"])
+    assert not np.array_equal(want["grid_rotation_lowdiss"], want["grid_rotation_quadratic"])
 
 
 TINY = """

@@ -165,6 +165,10 @@ def test_coarse_circles_keep_the_quadratic_within_the_data(cells):
         ({"reconstruction": "quadratic", "limiter": "barth-jespersen"}, "quadratic reconstruction takes"),
         ({"reconstruction": "linear", "limiter": "positivity"}, "linear reconstruction takes"),
         ({"limiter": "none"}, "limiter 'none' applies to either reconstruction: name one"),
+        (
+            {"reconstruction": "quadratic-lowdiss", "limiter": "barth-jespersen"},
+            "quadratic-lowdiss reconstruction takes",
+        ),
     ],
 )
 def test_bad_scheme_is_named(kwargs, match):

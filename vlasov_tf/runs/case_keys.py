@@ -194,10 +194,13 @@ TABLES: dict[str, Table] = {
         {
             "resolutions": _k("Circle: numbers of cells M >= 3; sphere: nested mesh levels 0..5."),
             "cfl": Key("CFL number in (0, 1]."),
-            "reconstruction": Key('"quadratic" (third order) or "linear" (second order).'),
+            "reconstruction": Key(
+                '"quadratic" (third order), "quadratic-lowdiss" (third order, half the upwind '
+                'dissipation: for flows that draw filaments near the grid scale) or "linear" (second order).'
+            ),
             "limiter": Key(
-                'quadratic: "positivity" or "none"; linear: "barth-jespersen" or "none" (default the '
-                'first; "barth-jespersen" alone selects "linear").'
+                'quadratic(-lowdiss): "positivity" or "none"; linear: "barth-jespersen" or "none" (default '
+                'the first; "barth-jespersen" alone selects "linear").'
             ),
             "max_dt": Key("A cap on the time step (default none)."),
             "rtol": Key(

@@ -123,8 +123,8 @@ class ParticleSpec:
 class GridSpec:
     """The Eulerian runs: circle numbers of cells M (>= 3) or sphere levels K (0..5, nested), the scheme.
 
-    ``cfl``, ``reconstruction`` ("linear": second order; "quadratic": third) and ``limiter`` (the
-    reconstruction's default unless given): as for ``solve_grid``.
+    ``cfl``, ``reconstruction`` ("linear": second order; "quadratic", "quadratic-lowdiss": third)
+    and ``limiter`` (the reconstruction's default unless given): as for ``solve_grid``.
     ``rtol``, ``atol``: the error control of ``solve_grid`` (each step's embedded error
     estimate against ``atol`` times the mass plus ``rtol`` times the step's change); ``max_dt``
     (None: no cap) caps the step on top of it and of the CFL number.

@@ -98,7 +98,8 @@ Layout (every key below; comments say which are optional)::
     [grid]                            # optional (circle and sphere only): the Eulerian runs
     resolutions = [0, 1]              # circle: numbers of cells M >= 3; sphere: nested mesh levels 0..5
     cfl = 0.5                         # optional, in (0, 1]
-    reconstruction = "quadratic"      # optional: "quadratic" (3rd order) | "linear" (2nd order)
+    reconstruction = "quadratic"      # optional: "quadratic" (3rd order) | "quadratic-lowdiss" (3rd,
+                                      # less dissipation: filaments) | "linear" (2nd order)
     limiter = "positivity"            # optional: quadratic "positivity" | "none"; linear
                                       # "barth-jespersen" | "none" (default: the first; without
                                       # reconstruction, "barth-jespersen" selects "linear")

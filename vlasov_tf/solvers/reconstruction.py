@@ -16,7 +16,9 @@ face (:func:`vlasov_tf.geometry.quadrature.face_quadrature`) from a quadratic po
 - coefficients (k-exact least squares): ``a_c`` minimises
   ``sum_j w_j (<p_c>_j - rho_j)^2`` over the cells ``j`` sharing a vertex with
   ``c`` (about 12 on S^2, the two neighbours on S^1, where it is exact),
-  ``w_j = 1 / |<xi>_j|^2``. The means of every polynomial of degree 2 are then
+  ``w_j = 1 / |<xi>_j|^2`` (``1 / |<xi>_j|^6`` for ``distance_power=3``, the
+  ``"quadratic-lowdiss"`` scheme: the nearest cells dominate, smaller face jumps). The means of
+  every polynomial of degree 2 are then
   reproduced exactly, so point values are O(h^3) accurate and fluxes by the
   2-point Gauss rule O(h^3) per unit length.
 
@@ -147,7 +149,9 @@ class QuadraticReconstruction:
     #: Cells per block while building (bounds the (block, S, Q, K) temporaries).
     BLOCK = 16384
 
-    def __init__(self, mesh: MeshGeometry) -> None:
+    def __init__(self, mesh: MeshGeometry, distance_power: int = 1) -> None:
+        """``distance_power``: the least-squares rows are weighted by ``1 / |<xi>_j|^power``
+        (1: the landed scheme; 3: :data:`COMPACT_POWER`, nearer cells dominate the fit)."""
         self.mesh = mesh
         self.points, self.weights = face_quadrature(mesh)
         self.points.setflags(write=False)
@@ -170,7 +174,9 @@ class QuadraticReconstruction:
             means = np.einsum("csqk,csq->csk", phi, cell_w[nb]) - own_mean[sl, None, :]
             dist2 = np.einsum("csk,csk->cs", means[..., : mesh.d - 1], means[..., : mesh.d - 1])
             with np.errstate(divide="ignore"):
-                w = np.where(mask[sl], 1.0 / np.sqrt(dist2), 0.0)  # rows of the weighted system
+                # power 1 keeps the sqrt of the landed scheme, whose bits runs were checked against.
+                inv = 1.0 / np.sqrt(dist2) if distance_power == 1 else dist2 ** (-0.5 * distance_power)
+                w = np.where(mask[sl], inv, 0.0)  # rows of the weighted system
             self.coef[sl] = np.linalg.pinv(w[..., None] * means) * w[:, None, :]
         self._charts, self._sizes = charts, sizes
         self._slopes: tuple[np.ndarray, np.ndarray] | None = None
