@@ -43,11 +43,13 @@ of face f (owner to neighbour) and ``w_q`` their weights. The scheme:
   :class:`~vlasov_tf.solvers.step_control.Controller`, which the causal grid shares; this
   module gives it a :class:`GridStepper`, and the options are one :class:`GridScheme`.
 
-The velocity is the model's field (:class:`~vlasov_tf.models.base.MeanField`) of the cell
-measure (masses at the cell centres) at the flux points: attention, an interaction kernel, a
-user's model, or a prescribed field ``v(t, x)``. The cell measure makes a nonlocal field a
-second-order quadrature of ``X[rho]``: with attention both schemes converge at order 2 at
-least, the quadratic one with the smaller error. The kernel sums go
+The velocity is the model's field (:class:`~vlasov_tf.models.base.MeanField`) at the flux points
+(attention, an interaction kernel, a user's model, or a prescribed field ``v(t, x)``) of the
+measure ``field_measure``: ``"cells"`` (the default), masses at the cell centres, a second-order
+quadrature of ``X[rho]`` (attention converges at order 2 with either reconstruction); or
+``"quadrature"`` (quadratic only), each cell's polynomial summed at 2 points a cell on S^1, 3 on
+S^2 (:meth:`~vlasov_tf.solvers.reconstruction.QuadraticReconstruction.point_masses`: >= 0, summing
+to the cell's mass), a third-order quadrature for 2-3 times the keys. The kernel sums go
 through :func:`vlasov_tf.kernels.kernel_sums`, which picks per head the cheapest
 method within 1e-10 per row (the FFT on a uniform circle grid for scaled
 rotations, spectral sums on S^1 and S^2 for any head, dense sums for small
@@ -89,6 +91,8 @@ from vlasov_tf.solvers.time_loop import ProgressBar, TimeLoop, Tracker, trackers
 
 __all__ = [
     "ATOL",
+    "FIELD_MEASURE",
+    "FIELD_MEASURES",
     "FIELD_METHODS",
     "LIMITERS",
     "RECONSTRUCTION",
@@ -117,6 +121,9 @@ RTOL = 1e-3
 ATOL = 1e-8
 #: How the grid evaluates a model's nonlocal sums (:data:`vlasov_tf.kernels.METHODS`).
 FIELD_METHODS = METHODS
+#: The measure whose field moves the grid (module docstring), and the default (second order).
+FIELD_MEASURES = ("cells", "quadrature")
+FIELD_MEASURE = "cells"
 
 
 @dataclass(frozen=True)
@@ -159,6 +166,8 @@ class FiniteVolume:
 
     ``noise`` > 0 adds the diffusion ``noise * Laplace`` (:class:`~vlasov_tf.solvers.diffusion.Diffusion`)
     to the fluxes, the rates and the step bound; 0 leaves the transport scheme as it is.
+
+    ``field_measure``: one of :data:`FIELD_MEASURES` (module docstring; :func:`check_field_measure`).
     """
 
     def __init__(
@@ -171,8 +180,11 @@ class FiniteVolume:
         n_owned: int | None = None,
         field_method: str = "auto",
         noise: float = 0.0,
+        field_measure: str = FIELD_MEASURE,
     ) -> None:
         reconstruction, limiter = check_scheme(reconstruction, limiter)
+        check_field_measure(field_measure, reconstruction)
+        self.field_measure = field_measure
         self.field_method = field_method
         self.sums = Sums.by_method(field_method, split=ring)
         self.mesh = mesh
@@ -191,6 +203,10 @@ class FiniteVolume:
         self.ring = ring
         self.n_owned = mesh.n_cells if n_owned is None else n_owned
         self._keys = mesh.centres if n_owned is None else mesh.centres[:n_owned]
+        if field_measure == "quadrature":
+            assert self._quadratic is not None  # check_field_measure
+            # (n_owned P, d), read-only and the same object at every call, as the queries.
+            self._keys = self._quadratic.measure_points()[0][: self.n_owned].reshape(-1, mesh.d)
         self._n = mesh.n_cells
         if self._quadratic is None:
             self._build_gradients(mesh)
@@ -312,17 +328,33 @@ class FiniteVolume:
             return float(cfl * np.min(self.mesh.areas / out))
 
     def normal_velocity(self, model: MeanField, t: float, rho: np.ndarray) -> np.ndarray:
-        """``X[m](t) . n_f`` at the flux points: the model's field of the cell measure.
+        """``X[m](t) . n_f`` at the flux points: the model's field of the cell measure, or of the
+        quadrature measure (``field_measure``).
 
         (F,) for the linear reconstruction (the face midpoints), (F, Q) for the quadratic.
         """
         m = self.mesh
         k = self.n_owned  # under MPI the halo cells' mass is counted by their owners
-        # Round-off negative masses (see euler_step) are zero mass to every field method.
-        masses = np.maximum(rho[:k] * m.areas[:k], 0.0)
+        if self.field_measure == "quadrature":
+            assert self._quadratic is not None
+            masses = self._quadratic.point_masses(rho, cells=k).ravel()  # >= 0
+        else:
+            # Round-off negative masses (see euler_step) are zero mass to every field method.
+            masses = np.maximum(rho[:k] * m.areas[:k], 0.0)
         x = model.evaluate(t, self._keys, masses, self._queries, True, self.sums)
         u = np.einsum("fi,fi->f", x, self._normals)
         return u if self._quadratic is None else u.reshape(self.weights.shape)
+
+
+def check_field_measure(field_measure: str, reconstruction: str) -> None:
+    """ValueError naming a field measure that is not one of :data:`FIELD_MEASURES`, or that the
+    reconstruction cannot give ("quadrature" reads the quadratic polynomials)."""
+    if field_measure not in FIELD_MEASURES:
+        raise ValueError(f"unknown field measure {field_measure!r}; choose one of {FIELD_MEASURES}")
+    if field_measure == "quadrature" and reconstruction != "quadratic":
+        raise ValueError(
+            f"field_measure 'quadrature' needs reconstruction 'quadratic', not {reconstruction!r}"
+        )
 
 
 def check_scheme(reconstruction: str | None, limiter: str | None) -> tuple[str, str]:
@@ -361,7 +393,8 @@ class GridScheme:
     ``reconstruction`` and ``limiter`` as for :func:`check_scheme` (None: the defaults, filled in
     here); ``cfl`` in (0, 1] and ``max_dt`` (> 0, or None) bound the step; ``rtol`` in (0, 1)
     (None: fixed steps) and ``atol`` in (0, 1) are the error control's tolerances
-    (:mod:`~vlasov_tf.solvers.step_control`); ``field_method`` one of :data:`FIELD_METHODS`.
+    (:mod:`~vlasov_tf.solvers.step_control`); ``field_method`` one of :data:`FIELD_METHODS`;
+    ``field_measure`` one of :data:`FIELD_MEASURES` ("quadrature": quadratic reconstruction only).
     """
 
     reconstruction: str | None = None
@@ -371,6 +404,7 @@ class GridScheme:
     rtol: float | None = RTOL
     atol: float = ATOL
     field_method: str = "auto"
+    field_measure: str = FIELD_MEASURE
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.cfl) and 0 < self.cfl <= 1):
@@ -386,6 +420,7 @@ class GridScheme:
         reconstruction, limiter = check_scheme(self.reconstruction, self.limiter)
         object.__setattr__(self, "reconstruction", reconstruction)  # frozen: the defaults filled in
         object.__setattr__(self, "limiter", limiter)
+        check_field_measure(self.field_measure, reconstruction)
 
     @property
     def step_options(self) -> StepOptions:
@@ -403,13 +438,14 @@ class GridScheme:
         reconstruction: str | None = None,
         limiter: str | None = None,
         field_method: str = "auto",
+        field_measure: str = FIELD_MEASURE,
     ) -> GridScheme:
         """``scheme``, or one of a solver's keyword arguments; both at once is a ``ValueError``
         (a keyword other than its default would be ignored)."""
         if scheme is None:
-            return cls(reconstruction, limiter, cfl, max_dt, rtol, atol, field_method)
-        keywords = (cfl, max_dt, rtol, atol, reconstruction, limiter, field_method)
-        if keywords != (0.5, None, RTOL, ATOL, None, None, "auto"):
+            return cls(reconstruction, limiter, cfl, max_dt, rtol, atol, field_method, field_measure)
+        keywords = (cfl, max_dt, rtol, atol, reconstruction, limiter, field_method, field_measure)
+        if keywords != (0.5, None, RTOL, ATOL, None, None, "auto", FIELD_MEASURE):
             raise ValueError("pass the scheme's options either as scheme= or as keywords, not both")
         return scheme
 
@@ -457,6 +493,7 @@ def solve_grid(
     field_method: str = "auto",
     scheme: GridScheme | None = None,
     trackers: Sequence[Tracker] = (),
+    field_measure: str = FIELD_MEASURE,
 ) -> GridSolution:
     """Evolve cell densities by the continuity equation up to ``T``.
 
@@ -496,11 +533,15 @@ def solve_grid(
         MPI the spectral sums add their coefficients over the ranks, "dense" and "taylor" take
         the ring and "fft" is refused.
     scheme : the scheme's options at once (:class:`GridScheme`), instead of ``cfl``, ``max_dt``,
-        ``rtol``, ``atol``, ``reconstruction``, ``limiter`` and ``field_method``.
+        ``rtol``, ``atol``, ``reconstruction``, ``limiter``, ``field_method`` and ``field_measure``.
     trackers : told of every output and step on rank 0
         (:class:`~vlasov_tf.solvers.time_loop.Tracker`), after ``step_counts`` and ``callback``.
+    field_measure : whose field moves the density: ``"cells"`` (masses at the cell centres, second
+        order) or ``"quadrature"`` (the quadratic polynomials at 2 points a cell on S^1, 3 on S^2,
+        third order; quadratic only). Under MPI the points go with their cells.
     """
-    scheme = GridScheme.of(scheme, cfl, max_dt, rtol, atol, reconstruction, limiter, field_method)
+    options = (cfl, max_dt, rtol, atol, reconstruction, limiter, field_method, field_measure)
+    scheme = GridScheme.of(scheme, *options)
     rho = _check_density(mesh, rho0)
     model = as_model(model, mesh.d)
     if model.d != mesh.d:
@@ -553,15 +594,16 @@ def distribute(
     """The scheme's operator on this rank's share of ``mesh`` (with the diffusion ``noise *
     Laplace`` for noise > 0), its reductions, and which global cells it holds (an index of the
     global cell values; the whole mesh serially)."""
-    recon, method = scheme.reconstruction, scheme.field_method
+    recon, method, measure = scheme.reconstruction, scheme.field_method, scheme.field_measure
     if comm is None:
-        fv = FiniteVolume(mesh, scheme.limiter, reconstruction=recon, field_method=method, noise=noise)
+        fv = FiniteVolume(mesh, scheme.limiter, reconstruction=recon, field_method=method, noise=noise,
+                          field_measure=measure)  # fmt: skip
         return fv, Reductions(mesh.n_cells), slice(None)
     # The diffusion reads quadratic polynomials, whose stencils need the vertex halo.
     local = LocalMesh.distribute(mesh, comm, vertex_halo=recon == "quadratic" or noise > 0)
     fv = FiniteVolume(
         local.mesh, scheme.limiter, reconstruction=recon, ring=RingSums(comm), n_owned=local.n_owned,
-        field_method=method, noise=noise,
+        field_method=method, noise=noise, field_measure=measure,
     )  # fmt: skip
     return fv, MpiReductions(local), local.cells
 
