@@ -103,6 +103,7 @@ __all__ = [
     "GridScheme",
     "GridSolution",
     "GridStepper",
+    "check_field_measure",
     "check_scheme",
     "distribute",
     "solve_grid",
