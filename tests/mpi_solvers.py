@@ -8,7 +8,8 @@ sums under MPI), a prescribed rotation on S^2,
 a resume from the serial run's middle snapshot, the three particle
 integrators on a general two-block schedule, and an interaction model (spectral and
 dense zonal sums) and a user's model (the measure gathered) on the grid and for tokens, and a
-noisy interaction model on the grid (both reconstructions) and for tokens.
+noisy interaction model on the grid (both reconstructions) and for tokens; the grid's quadrature
+field measure (dense and spectral sums).
 """
 
 import sys
@@ -130,6 +131,16 @@ def main() -> None:
     res["grid_general_quadratic"] = solve_grid(
         sphere, rho0, sched, t_eval=times, comm=comm, reconstruction="quadratic"
     ).densities
+
+    # The quadrature field measure: each rank sums the points of its owned cells (the ring, or the
+    # spectral coefficients summed over the ranks), their masses from the vertex-halo stencils.
+    res["grid_quadrature_measure"] = solve_grid(
+        sphere, rho0, sched, t_eval=times, comm=comm, field_measure="quadrature"
+    ).densities
+    res["grid_quadrature_spectral"] = solve_grid(
+        sphere, cap, Schedule.constant(Params.identity(3, 6.0), 0.2), field_method="spectral", comm=comm,
+        field_measure="quadrature",
+    ).densities  # fmt: skip
 
     x0 = uniform_sphere(300, 3, rng)
     w0 = rng.random(300)

@@ -16,7 +16,8 @@ from vlasov_tf.models.base import Prescribed
 from vlasov_tf.models.deformation import PERIOD, deformational_flow, gaussian_hills
 from vlasov_tf.runs.cases import CASES_DIR, load_case
 from vlasov_tf.runs.studies import fitted_order
-from vlasov_tf.solvers.finite_volumes import FiniteVolume, check_scheme, solve_grid
+from vlasov_tf.solvers.finite_volumes import FiniteVolume, solve_grid
+from vlasov_tf.solvers.grid_scheme import check_scheme
 
 
 def averages(mesh, f):

@@ -8,7 +8,8 @@ import pytest
 from vlasov_tf.geometry.meshes import circle_mesh
 from vlasov_tf.models.attention import Params, Schedule
 from vlasov_tf.parallel import Reductions
-from vlasov_tf.solvers.finite_volumes import ATOL, RTOL, GridScheme, solve_grid
+from vlasov_tf.solvers.finite_volumes import solve_grid
+from vlasov_tf.solvers.grid_scheme import ATOL, RTOL, GridScheme
 from vlasov_tf.solvers.step_control import Controller, StepOptions, quantized, ssp_rk3
 from vlasov_tf.solvers.time_loop import TimeLoop, Tracker
 

@@ -18,7 +18,7 @@ from vlasov_tf.kernels.zonal import KERNEL_NAMES
 from vlasov_tf.runs import case_tables, model_tables
 from vlasov_tf.runs.case_keys import LEARNING_TABLES, TABLES, Table
 from vlasov_tf.runs.ensembles import ENSEMBLES
-from vlasov_tf.solvers import finite_volumes, particles
+from vlasov_tf.solvers import grid_scheme, particles
 
 SPECS = {
     "particles": case_tables.ParticleSpec,
@@ -34,9 +34,10 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("particles", "sampling"): case_tables.SAMPLINGS,
     ("particles", "field_method"): particles.FIELD_METHODS,
     ("particles", "norm"): particles.NORMS,
-    ("grid", "reconstruction"): finite_volumes.RECONSTRUCTIONS,
-    ("grid", "limiter"): finite_volumes.LIMITERS,
-    ("grid", "field_method"): finite_volumes.FIELD_METHODS,
+    ("grid", "reconstruction"): grid_scheme.RECONSTRUCTIONS,
+    ("grid", "limiter"): grid_scheme.LIMITERS,
+    ("grid", "field_method"): grid_scheme.FIELD_METHODS,
+    ("grid", "field_measure"): grid_scheme.FIELD_MEASURES,
     ("sweep", "parameters"): ENSEMBLES,
 }
 

@@ -2,7 +2,9 @@
 
 Cells: Gauss-Legendre with 6 nodes in the angle on S^1 (degree 11); Radon's 7-point rule (degree
 5, positive weights) on each flat triangle of S^2, projected radially onto the sphere with its
-surface element. Faces: 2-point Gauss-Legendre along each great-circle edge (degree 3).
+surface element. Faces: 2-point Gauss-Legendre along each great-circle edge (degree 3). The
+grid's field measure (``field_measure = "quadrature"``): 2-point Gauss-Legendre in the angle on
+S^1 (degree 3), the 3-point rule of degree 2 on each triangle of S^2 (positive weights).
 
 Design notes: docs/numerics.md §2.4.
 """
@@ -16,7 +18,7 @@ import numpy as np
 from vlasov_tf.geometry.measures import normalize
 from vlasov_tf.geometry.meshes import MeshGeometry, arc_length
 
-__all__ = ["cell_quadrature", "face_quadrature"]
+__all__ = ["cell_quadrature", "face_quadrature", "measure_quadrature"]
 
 
 # Gauss-Legendre on [0, 1]: 6 nodes for cells (degree 11), 2 for faces (degree 3).
@@ -39,6 +41,10 @@ _TRI_BARY = np.array(
     ]
 )
 _TRI_W = np.array([9 / 40] + [(155 - _S15) / 1200] * 3 + [(155 + _S15) / 1200] * 3)
+# The 3-point rule of degree 2 (Strang and Fix): the midpoints of the medians' inner halves, equal
+# weights; the fewest points of a positive rule of degree 2.
+_TRI3_BARY = np.array([[2 / 3, 1 / 6, 1 / 6], [1 / 6, 2 / 3, 1 / 6], [1 / 6, 1 / 6, 2 / 3]])
+_TRI3_W = np.full(3, 1 / 3)
 
 
 def cell_quadrature(mesh: MeshGeometry) -> tuple[np.ndarray, np.ndarray]:
@@ -50,18 +56,39 @@ def cell_quadrature(mesh: MeshGeometry) -> tuple[np.ndarray, np.ndarray]:
     The weights of a cell sum to its measure up to the rule's error (O(h^12), O(h^6) relative):
     divide by their sum for averages that are exact for constants.
     """
+    return _cell_rule(mesh, (_GL6_X, _GL6_W), (_TRI_BARY, _TRI_W))
+
+
+def measure_quadrature(mesh: MeshGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """The fewest-point positive rule of degree >= 2 on every cell: points (C, Q, d), weights (C, Q).
+
+    What the grid's field sums its measure at (``field_measure = "quadrature"``): S^1, 2-point
+    Gauss-Legendre in the angle (degree 3, Q = 2); S^2, the 3-point rule of degree 2 on each flat
+    triangle, projected as in :func:`cell_quadrature` (Q = 3). Degree 2 is what third order needs:
+    the quadrature error of a smooth integrand is then O(h^3) over the sphere.
+    """
+    return _cell_rule(mesh, (_GL2_X, np.full(2, 0.5)), (_TRI3_BARY, _TRI3_W))
+
+
+def _cell_rule(
+    mesh: MeshGeometry, line: tuple[np.ndarray, np.ndarray], triangle: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """A rule on [0, 1] (nodes, weights) along each circle cell, or a rule on the triangle
+    (barycentric nodes (Q, 3), weights summing to 1) projected onto each sphere cell."""
     if mesh.kind == "circle":
+        nodes, weights = line
         # A cell runs counter-clockwise from its first vertex over an arc of length areas[c].
         start = mesh.vertices[mesh.cell_vertices[:, 0]]
-        t = np.arctan2(start[:, 1], start[:, 0])[:, None] + mesh.areas[:, None] * _GL6_X
-        return np.stack([np.cos(t), np.sin(t)], axis=-1), mesh.areas[:, None] * _GL6_W
+        t = np.arctan2(start[:, 1], start[:, 0])[:, None] + mesh.areas[:, None] * nodes
+        return np.stack([np.cos(t), np.sin(t)], axis=-1), mesh.areas[:, None] * weights
+    bary, weights = triangle
     tri = mesh.vertices[mesh.cell_vertices]  # (C, 3 vertices, 3)
-    p = np.einsum("qk,ckj->cqj", _TRI_BARY, tri)  # (C, 7, 3) nodes on the flat triangles
+    p = np.einsum("qk,ckj->cqj", bary, tri)  # (C, Q, 3) nodes on the flat triangles
     r = np.linalg.norm(p, axis=-1)
     normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     flat_area = 0.5 * np.linalg.norm(normal, axis=1)
     h = np.abs(np.einsum("ci,ci->c", normal, tri[:, 0])) / (2 * flat_area)
-    return p / r[..., None], _TRI_W * (flat_area * h)[:, None] / r**3
+    return p / r[..., None], weights * (flat_area * h)[:, None] / r**3
 
 
 def face_quadrature(mesh: MeshGeometry) -> tuple[np.ndarray, np.ndarray]:

@@ -209,6 +209,11 @@ TABLES: dict[str, Table] = {
             ),
             "atol": Key("The same relative to the total mass, in (0, 1)."),
             "field_method": Key('As for particles, plus "fft" (uniform circle grids).'),
+            "field_measure": Key(
+                'The measure whose field moves the grid: "cells" (masses at the cell centres, second '
+                'order; the default) or "quadrature" (the quadratic reconstruction summed at 2 points '
+                'a cell on the circle, 3 on S^2: third order, 2-3x the keys of the kernel sums).'
+            ),
         },
     ),
     "clusters": Table(

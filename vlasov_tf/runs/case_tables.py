@@ -35,8 +35,10 @@ from vlasov_tf.geometry.meshes import SPHERE_LEVELS
 from vlasov_tf.runs.case_keys import allowed, required
 from vlasov_tf.runs.ensembles import ENSEMBLES
 from vlasov_tf.runs.toml_reader import TomlReader, show_value
-from vlasov_tf.solvers.finite_volumes import (
+from vlasov_tf.solvers.grid_scheme import (
     ATOL,
+    FIELD_MEASURE,
+    FIELD_MEASURES,
     FIELD_METHODS,
     LIMITERS,
     RECONSTRUCTION,
@@ -129,6 +131,7 @@ class GridSpec:
     estimate against ``atol`` times the mass plus ``rtol`` times the step's change); ``max_dt``
     (None: no cap) caps the step on top of it and of the CFL number.
     ``field_method``: ``solve_grid``'s ("auto", "dense", "taylor", "spectral", "fft").
+    ``field_measure``: ``solve_grid``'s ("cells": second order; "quadrature": third, quadratic only).
     """
 
     resolutions: tuple[int, ...]
@@ -139,6 +142,7 @@ class GridSpec:
     field_method: str = "auto"
     rtol: float | None = RTOL  # None: fixed CFL steps
     atol: float = ATOL
+    field_measure: str = FIELD_MEASURE
 
 
 @dataclass(frozen=True)
@@ -172,7 +176,6 @@ class SweepSpec:
     steps: int = 200
     close: float = 0.1
     seed: int = 0
-
 
 
 @dataclass(frozen=True)
@@ -598,6 +601,10 @@ def read_grid(r: TomlReader, v: Any, geometry: str, initial: InitialMeasure) -> 
         if value >= 1:
             r.fail(f"grid.{name}", f"must lie in (0, 1) (rtol: or false), got {value!r}")
     method = r.string(t.get("field_method", "auto"), "grid.field_method", FIELD_METHODS)
+    measure = r.string(t.get("field_measure", FIELD_MEASURE), "grid.field_measure", FIELD_MEASURES)
+    if measure == "quadrature" and reconstruction != "quadratic":
+        r.fail("grid.field_measure", f"'quadrature' reads the quadratic polynomials: it needs "
+                                     f"grid.reconstruction 'quadratic', not {reconstruction!r}")  # fmt: skip
     return GridSpec(
         resolutions=res,
         cfl=cfl,
@@ -607,6 +614,5 @@ def read_grid(r: TomlReader, v: Any, geometry: str, initial: InitialMeasure) -> 
         field_method=method,
         rtol=tolerances["rtol"],
         atol=tolerances["atol"] or ATOL,
+        field_measure=measure,
     )
-
-

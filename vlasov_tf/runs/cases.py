@@ -109,6 +109,9 @@ Layout (every key below; comments say which are optional)::
     atol = 1e-8                       # optional, in (0, 1): the same relative to the total mass
     # max_dt = 0.05                   # optional cap on the time step (default: none)
     field_method = "auto"             # optional: as for particles, plus "fft" (uniform circle grids)
+    field_measure = "cells"           # optional: "cells" (masses at the cell centres, 2nd order) |
+                                      # "quadrature" (the quadratic polynomials at 2 points a cell on
+                                      # S^1, 3 on S^2: 3rd order for attention, 2-3x the keys)
 
     [clusters]                        # optional: how clusters are found (vlasov_tf/analysis/clusters.py)
     scale = 1.0                       # linking distance in kernel widths (largest beta)^(-1/2)
@@ -500,10 +503,18 @@ def case_settings(case: Case) -> dict[str, str]:
     return out
 
 
+#: Settings added after run files were written, and the value every run had before: a stored run
+#: without the key ran with that value (the grid's field was the cell measure's).
+_ADDED_SETTINGS = {"grid.field_measure": json.dumps("cells")}
+
+
 def settings_difference(stored: Mapping[str, str], current: Mapping[str, str]) -> str | None:
-    """The first key (sorted) whose value differs, in words; None when the settings agree."""
+    """The first key (sorted) whose value differs, in words; None when the settings agree. A key
+    of :data:`_ADDED_SETTINGS` missing from ``stored`` (a run file older than the key) had the
+    value recorded there."""
     for key in sorted(set(stored) | set(current)):
-        old, new = stored.get(key, "(unset)"), current.get(key, "(unset)")
+        before = _ADDED_SETTINGS.get(key, "(unset)") if key in current else "(unset)"
+        old, new = stored.get(key, before), current.get(key, "(unset)")
         if old != new:
             return f"{key} = {old} when run, {new} now"
     return None

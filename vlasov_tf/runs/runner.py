@@ -60,7 +60,8 @@ from vlasov_tf.runs.diagnostics import (
 )
 from vlasov_tf.runs.storage import JobLayout, RunFile, provenance
 from vlasov_tf.solvers.causal_grid import solve_causal_grid
-from vlasov_tf.solvers.finite_volumes import GridScheme, solve_grid
+from vlasov_tf.solvers.finite_volumes import solve_grid
+from vlasov_tf.solvers.grid_scheme import GridScheme
 from vlasov_tf.solvers.particles import solve_particles
 from vlasov_tf.solvers.time_loop import Callback, StepCounts
 
@@ -216,7 +217,7 @@ def _run_job(
         grid = case.grid
         assert grid is not None  # case_jobs has grid jobs only then
         scheme = GridScheme(grid.reconstruction, grid.limiter, grid.cfl, grid.max_dt, grid.rtol, grid.atol,
-                            grid.field_method)  # fmt: skip
+                            grid.field_method, grid.field_measure)  # fmt: skip
         if causal:
             # Fixed CFL steps, as causal jobs have always taken: [grid] rtol and atol apply to
             # the unmasked grid only (with them, a causal run file's results would change).
@@ -329,8 +330,6 @@ def run_case(
         if run is not None:
             run.close()
     return path
-
-
 
 
 def check_sizes(case: Case, solvers: tuple[str, ...] = ("grid", "particles"), ranks: int = 1) -> None:

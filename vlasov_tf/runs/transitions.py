@@ -44,7 +44,8 @@ from vlasov_tf.runs.case_tables import TransitionSpec
 from vlasov_tf.runs.cases import Case
 from vlasov_tf.runs.runner import open_run_file
 from vlasov_tf.runs.storage import JobLayout, RunFile
-from vlasov_tf.solvers.finite_volumes import GridScheme, solve_grid
+from vlasov_tf.solvers.finite_volumes import solve_grid
+from vlasov_tf.solvers.grid_scheme import GridScheme
 from vlasov_tf.solvers.particles import solve_particles
 
 __all__ = [
@@ -157,7 +158,7 @@ def run_transition(
         grid = case.grid
         assert grid is not None  # read_transition: a [grid] table
         scheme = GridScheme(grid.reconstruction, grid.limiter, grid.cfl, grid.max_dt, grid.rtol, grid.atol,
-                            grid.field_method)  # fmt: skip
+                            grid.field_method, grid.field_measure)  # fmt: skip
         order = [("up", i) for i in range(len(spec.noise))]
         order += [("down", i) for i in reversed(range(len(spec.noise)))]
         initial = state
@@ -319,4 +320,3 @@ def format_branches(b: Branches) -> str:
         lines.append(f"* not settled (|dr| >= {SETTLED:g} over the last output interval): relaxation is slow "
                      "near the critical noise; a longer case.T settles it")  # fmt: skip
     return "\n".join(lines)
-

@@ -37,7 +37,8 @@ from vlasov_tf.geometry.meshes import MeshGeometry
 from vlasov_tf.memory import BYTES_PER_CELL, check_memory
 from vlasov_tf.models.base import MeanField, Model, as_model, run_times
 from vlasov_tf.parallel import Reductions
-from vlasov_tf.solvers.finite_volumes import ATOL, RTOL, FiniteVolume, GridScheme, GridSolution
+from vlasov_tf.solvers.finite_volumes import FiniteVolume, GridSolution
+from vlasov_tf.solvers.grid_scheme import ATOL, RTOL, GridScheme
 from vlasov_tf.solvers.step_control import Controller, ssp_rk3
 from vlasov_tf.solvers.time_loop import ProgressBar, TimeLoop, Tracker, trackers_of
 
@@ -121,7 +122,7 @@ def solve_causal_grid(
     check_memory(need, f"solve_causal_grid: {np.shape(rho)} slices x cells, {len(loop.times)} output times")
     fv = FiniteVolume(
         mesh, scheme.limiter, reconstruction=scheme.reconstruction, field_method=scheme.field_method,
-        noise=model.noise,
+        noise=model.noise, field_measure=scheme.field_measure,
     )  # fmt: skip
     control = Controller(scheme.step_options, Reductions(mesh.n_cells), loop.tol)
     areas = mesh.areas

@@ -16,7 +16,7 @@ of face f (owner to neighbour) and ``w_q`` their weights. The scheme:
   (one point, the face, on S^1), limiter ``"positivity"`` (Zhang-Shu) or
   ``"none"``; ``reconstruction="quadratic-lowdiss"`` (third order): the same
   with nearer cells weighted more in the fit and half the upwinding in the
-  flux (:data:`UPWINDING`), which dissipates less than either other scheme
+  flux (:data:`~vlasov_tf.solvers.grid_scheme.UPWINDING`), which dissipates less than either other scheme
   (for filaments near the grid scale); ``reconstruction="linear"`` (second order, MUSCL): a
   least-squares gradient in the tangent plane of each cell read at the face
   midpoints, limited (``"barth-jespersen"`` by default) so that face values
@@ -44,13 +44,16 @@ of face f (owner to neighbour) and ``w_q`` their weights. The scheme:
   control a state near rest (tiny velocities) would take one CFL step for the
   whole run; the defaults keep linear growth rates within 1e-3 (tests). The controller is
   :class:`~vlasov_tf.solvers.step_control.Controller`, which the causal grid shares; this
-  module gives it a :class:`GridStepper`, and the options are one :class:`GridScheme`.
+  module gives it a :class:`GridStepper`, and the options are one
+  :class:`~vlasov_tf.solvers.grid_scheme.GridScheme`.
 
-The velocity is the model's field (:class:`~vlasov_tf.models.base.MeanField`) of the cell
-measure (masses at the cell centres) at the flux points: attention, an interaction kernel, a
-user's model, or a prescribed field ``v(t, x)``. The cell measure makes a nonlocal field a
-second-order quadrature of ``X[rho]``: with attention both schemes converge at order 2 at
-least, the quadratic one with the smaller error. The kernel sums go
+The velocity is the model's field (:class:`~vlasov_tf.models.base.MeanField`) at the flux points
+(attention, an interaction kernel, a user's model, or a prescribed field ``v(t, x)``) of the
+measure ``field_measure``: ``"cells"`` (the default), masses at the cell centres, a second-order
+quadrature of ``X[rho]`` (attention converges at order 2 with either reconstruction); or
+``"quadrature"`` (quadratic only), each cell's polynomial summed at 2 points a cell on S^1, 3 on
+S^2 (:meth:`~vlasov_tf.solvers.reconstruction.QuadraticReconstruction.point_masses`: >= 0, summing
+to the cell's mass), a third-order quadrature for 2-3 times the keys. The kernel sums go
 through :func:`vlasov_tf.kernels.kernel_sums`, which picks per head the cheapest
 method within 1e-10 per row (the FFT on a uniform circle grid for scaled
 rotations, spectral sums on S^1 and S^2 for any head, dense sums for small
@@ -79,62 +82,34 @@ import numpy as np
 from scipy import sparse
 
 from vlasov_tf.geometry.meshes import MeshGeometry
-from vlasov_tf.kernels import METHODS
 from vlasov_tf.memory import BYTES_PER_CELL, check_memory
 from vlasov_tf.models.base import MeanField, Model, VelocityField, as_model, run_times
 from vlasov_tf.models.sums import Sums
 from vlasov_tf.parallel import Comm, LocalMesh, MpiReductions, Reductions, RingSums
 from vlasov_tf.solvers.diffusion import Diffusion
+from vlasov_tf.solvers.grid_scheme import (
+    ATOL,
+    COMPACT_POWER,
+    FIELD_MEASURE,
+    RTOL,
+    UPWINDING,
+    GridScheme,
+    check_field_measure,
+    check_scheme,
+)
 from vlasov_tf.solvers.particles import MAX_STEPS
 from vlasov_tf.solvers.reconstruction import QuadraticReconstruction
-from vlasov_tf.solvers.step_control import Controller, StepOptions, ssp_rk3
+from vlasov_tf.solvers.step_control import Controller, ssp_rk3
 from vlasov_tf.solvers.time_loop import ProgressBar, TimeLoop, Tracker, trackers_of
 
 __all__ = [
-    "ATOL",
-    "COMPACT_POWER",
-    "FIELD_METHODS",
-    "LIMITERS",
-    "RECONSTRUCTION",
-    "RECONSTRUCTIONS",
-    "RECONSTRUCTION_LIMITERS",
-    "RTOL",
-    "UPWINDING",
     "FiniteVolume",
-    "GridScheme",
     "GridSolution",
     "GridStepper",
-    "check_scheme",
     "distribute",
     "solve_grid",
     "ssp_rk3_step",
 ]
-
-#: Reconstructions of the cell averages at the faces: MUSCL (second order), k-exact quadratic
-#: (third), and the quadratic with half the upwind dissipation (third; for strong deformation,
-#: docs/numerics.md §2.10).
-RECONSTRUCTIONS = ("linear", "quadratic", "quadratic-lowdiss")
-#: The default: third order wins per unit of work on transport and attention cases (README).
-RECONSTRUCTION = "quadratic"
-#: Limiters, and those each reconstruction takes (the first is its default).
-LIMITERS = ("barth-jespersen", "positivity", "none")
-RECONSTRUCTION_LIMITERS = {
-    "linear": ("barth-jespersen", "none"),
-    "quadratic": ("positivity", "none"),
-    "quadratic-lowdiss": ("positivity", "none"),
-}
-#: ``"quadratic-lowdiss"``: the upwind part of its flux, ``F = u (r_up + r_down) / 2 + UPWINDING
-#: u (r_up - r_down) / 2`` (1: full upwinding), and its least-squares rows' distance weights
-#: ``1 / d^COMPACT_POWER`` (:class:`~vlasov_tf.solvers.reconstruction.QuadraticReconstruction`).
-#: The landed quadratic's face jumps dissipate 2.4 times the l2 norm the unlimited linear scheme
-#: does on resolved data, which filaments near the grid scale cannot afford (numerics §2.10).
-UPWINDING = 0.5
-COMPACT_POWER = 3
-#: Default error control (module docstring): relative to the change a step makes, and to the mass.
-RTOL = 1e-3
-ATOL = 1e-8
-#: How the grid evaluates a model's nonlocal sums (:data:`vlasov_tf.kernels.METHODS`).
-FIELD_METHODS = METHODS
 
 
 @dataclass(frozen=True)
@@ -177,6 +152,9 @@ class FiniteVolume:
 
     ``noise`` > 0 adds the diffusion ``noise * Laplace`` (:class:`~vlasov_tf.solvers.diffusion.Diffusion`)
     to the fluxes, the rates and the step bound; 0 leaves the transport scheme as it is.
+
+    ``field_measure``: one of :data:`~vlasov_tf.solvers.grid_scheme.FIELD_MEASURES` (module
+    docstring; :func:`~vlasov_tf.solvers.grid_scheme.check_field_measure`).
     """
 
     def __init__(
@@ -189,8 +167,11 @@ class FiniteVolume:
         n_owned: int | None = None,
         field_method: str = "auto",
         noise: float = 0.0,
+        field_measure: str = FIELD_MEASURE,
     ) -> None:
         reconstruction, limiter = check_scheme(reconstruction, limiter)
+        check_field_measure(field_measure, reconstruction)
+        self.field_measure = field_measure
         self.field_method = field_method
         self.sums = Sums.by_method(field_method, split=ring)
         self.mesh = mesh
@@ -211,6 +192,10 @@ class FiniteVolume:
         self.ring = ring
         self.n_owned = mesh.n_cells if n_owned is None else n_owned
         self._keys = mesh.centres if n_owned is None else mesh.centres[:n_owned]
+        if field_measure == "quadrature":
+            assert self._quadratic is not None  # check_field_measure
+            # (n_owned P, d), read-only and the same object at every call, as the queries.
+            self._keys = self._quadratic.measure_points()[0][: self.n_owned].reshape(-1, mesh.d)
         self._n = mesh.n_cells
         if self._quadratic is None:
             self._build_gradients(mesh)
@@ -338,107 +323,22 @@ class FiniteVolume:
             return float(cfl * np.min(self.mesh.areas / out))
 
     def normal_velocity(self, model: MeanField, t: float, rho: np.ndarray) -> np.ndarray:
-        """``X[m](t) . n_f`` at the flux points: the model's field of the cell measure.
+        """``X[m](t) . n_f`` at the flux points: the model's field of the cell measure, or of the
+        quadrature measure (``field_measure``).
 
         (F,) for the linear reconstruction (the face midpoints), (F, Q) for the quadratic.
         """
         m = self.mesh
         k = self.n_owned  # under MPI the halo cells' mass is counted by their owners
-        # Round-off negative masses (see euler_step) are zero mass to every field method.
-        masses = np.maximum(rho[:k] * m.areas[:k], 0.0)
+        if self.field_measure == "quadrature":
+            assert self._quadratic is not None
+            masses = self._quadratic.point_masses(rho, cells=k).ravel()  # >= 0
+        else:
+            # Round-off negative masses (see euler_step) are zero mass to every field method.
+            masses = np.maximum(rho[:k] * m.areas[:k], 0.0)
         x = model.evaluate(t, self._keys, masses, self._queries, True, self.sums)
         u = np.einsum("fi,fi->f", x, self._normals)
         return u if self._quadratic is None else u.reshape(self.weights.shape)
-
-
-def check_scheme(reconstruction: str | None, limiter: str | None) -> tuple[str, str]:
-    """(reconstruction, limiter), defaults filled in; ValueError naming a bad choice.
-
-    ``reconstruction=None``: :data:`RECONSTRUCTION`, unless ``limiter`` is one that only the
-    other reconstruction takes ("barth-jespersen" names the linear scheme, as before the
-    third-order default); a limiter both take ("none") then needs the reconstruction named.
-    ``limiter=None``: the reconstruction's first limiter.
-    """
-    if limiter is not None and limiter not in LIMITERS:
-        raise ValueError(f"unknown limiter {limiter!r}; choose one of {LIMITERS}")
-    if reconstruction is None:
-        # "quadratic-lowdiss" is only ever named: a limiter alone picks linear or quadratic.
-        owners = [r for r in ("linear", "quadratic") if limiter in RECONSTRUCTION_LIMITERS[r]]
-        if len(owners) > 1:
-            # "none" meant the unlimited linear scheme before the quadratic default: ask.
-            raise ValueError(
-                f"limiter {limiter!r} applies to either reconstruction: name one "
-                f"(reconstruction = 'quadratic', the default, or 'linear', the second-order scheme)"
-            )
-        reconstruction = RECONSTRUCTION if limiter is None else owners[0]
-    if reconstruction not in RECONSTRUCTIONS:
-        raise ValueError(f"unknown reconstruction {reconstruction!r}; choose one of {RECONSTRUCTIONS}")
-    allowed = RECONSTRUCTION_LIMITERS[reconstruction]
-    if limiter is None:
-        return reconstruction, allowed[0]
-    if limiter not in allowed:
-        raise ValueError(f"the {reconstruction} reconstruction takes the limiters {allowed}, not {limiter!r}")
-    return reconstruction, limiter
-
-
-@dataclass(frozen=True)
-class GridScheme:
-    """The grid scheme's options, checked once (the messages name the option and its range).
-
-    ``reconstruction`` and ``limiter`` as for :func:`check_scheme` (None: the defaults, filled in
-    here); ``cfl`` in (0, 1] and ``max_dt`` (> 0, or None) bound the step; ``rtol`` in (0, 1)
-    (None: fixed steps) and ``atol`` in (0, 1) are the error control's tolerances
-    (:mod:`~vlasov_tf.solvers.step_control`); ``field_method`` one of :data:`FIELD_METHODS`.
-    """
-
-    reconstruction: str | None = None
-    limiter: str | None = None
-    cfl: float = 0.5
-    max_dt: float | None = None
-    rtol: float | None = RTOL
-    atol: float = ATOL
-    field_method: str = "auto"
-
-    def __post_init__(self) -> None:
-        if not (np.isfinite(self.cfl) and 0 < self.cfl <= 1):
-            raise ValueError(f"the CFL number must lie in (0, 1]; got {self.cfl}")
-        if self.max_dt is not None and not (np.isfinite(self.max_dt) and self.max_dt > 0):
-            raise ValueError(f"max_dt must be finite and > 0; got {self.max_dt}")
-        if self.rtol is not None and not (np.isfinite(self.rtol) and 0 < self.rtol < 1):
-            raise ValueError(f"rtol must lie in (0, 1); got {self.rtol}")
-        if not (np.isfinite(self.atol) and 0 < self.atol < 1):
-            raise ValueError(f"atol must lie in (0, 1); got {self.atol}")
-        if self.field_method not in FIELD_METHODS:
-            raise ValueError(f"unknown field method {self.field_method!r}; choose one of {FIELD_METHODS}")
-        reconstruction, limiter = check_scheme(self.reconstruction, self.limiter)
-        object.__setattr__(self, "reconstruction", reconstruction)  # frozen: the defaults filled in
-        object.__setattr__(self, "limiter", limiter)
-
-    @property
-    def step_options(self) -> StepOptions:
-        """What the step controller takes of the scheme."""
-        return StepOptions(self.cfl, self.max_dt, self.rtol, self.atol)
-
-    @classmethod
-    def of(
-        cls,
-        scheme: GridScheme | None,
-        cfl: float = 0.5,
-        max_dt: float | None = None,
-        rtol: float | None = RTOL,
-        atol: float = ATOL,
-        reconstruction: str | None = None,
-        limiter: str | None = None,
-        field_method: str = "auto",
-    ) -> GridScheme:
-        """``scheme``, or one of a solver's keyword arguments; both at once is a ``ValueError``
-        (a keyword other than its default would be ignored)."""
-        if scheme is None:
-            return cls(reconstruction, limiter, cfl, max_dt, rtol, atol, field_method)
-        keywords = (cfl, max_dt, rtol, atol, reconstruction, limiter, field_method)
-        if keywords != (0.5, None, RTOL, ATOL, None, None, "auto"):
-            raise ValueError("pass the scheme's options either as scheme= or as keywords, not both")
-        return scheme
 
 
 def _tangent(at: np.ndarray, vec: np.ndarray) -> np.ndarray:
@@ -484,6 +384,7 @@ def solve_grid(
     field_method: str = "auto",
     scheme: GridScheme | None = None,
     trackers: Sequence[Tracker] = (),
+    field_measure: str = FIELD_MEASURE,
 ) -> GridSolution:
     """Evolve cell densities by the continuity equation up to ``T``.
 
@@ -506,8 +407,10 @@ def solve_grid(
         changes, ``atol`` relative to the total mass. ``rtol=None``: no error control, the
         CFL step capped by ``max_dt`` (fixed steps, for benchmarks and comparisons at a given dt).
     reconstruction : ``"quadratic"`` (k-exact least squares, third order:
-        :mod:`vlasov_tf.solvers.reconstruction`) or ``"linear"`` (MUSCL, second order); None: the
-        quadratic one unless ``limiter`` is the linear one's (:func:`check_scheme`).
+        :mod:`vlasov_tf.solvers.reconstruction`), ``"quadratic-lowdiss"`` (the same, less
+        dissipative: strong deformation) or ``"linear"`` (MUSCL, second order); None: the
+        quadratic one unless ``limiter`` is the linear one's
+        (:func:`~vlasov_tf.solvers.grid_scheme.check_scheme`).
     limiter : quadratic: ``"positivity"`` (default) or ``"none"``; linear: ``"barth-jespersen"``
         (default) or ``"none"`` (unlimited, not positive).
     callback : ``callback(t, rho)`` at every output time, as it is reached.
@@ -519,15 +422,20 @@ def solve_grid(
     comm : an mpi4py communicator: run on its ranks (every rank passes the same
         global ``mesh`` and ``rho0``; the callback and the densities are on rank 0,
         in global cell order; the result equals the serial one to round-off).
-    field_method : one of :data:`FIELD_METHODS` (:func:`vlasov_tf.kernels.kernel_sums`); under
-        MPI the spectral sums add their coefficients over the ranks, "dense" and "taylor" take
-        the ring and "fft" is refused.
-    scheme : the scheme's options at once (:class:`GridScheme`), instead of ``cfl``, ``max_dt``,
-        ``rtol``, ``atol``, ``reconstruction``, ``limiter`` and ``field_method``.
+    field_method : one of :data:`~vlasov_tf.solvers.grid_scheme.FIELD_METHODS`
+        (:func:`vlasov_tf.kernels.kernel_sums`); under MPI the spectral sums add their
+        coefficients over the ranks, "dense" and "taylor" take the ring and "fft" is refused.
+    scheme : the scheme's options at once (:class:`~vlasov_tf.solvers.grid_scheme.GridScheme`),
+        instead of ``cfl``, ``max_dt``, ``rtol``, ``atol``, ``reconstruction``, ``limiter``,
+        ``field_method`` and ``field_measure``.
     trackers : told of every output and step on rank 0
         (:class:`~vlasov_tf.solvers.time_loop.Tracker`), after ``step_counts`` and ``callback``.
+    field_measure : whose field moves the density: ``"cells"`` (masses at the cell centres, second
+        order) or ``"quadrature"`` (the quadratic polynomials at 2 points a cell on S^1, 3 on S^2,
+        third order; quadratic only). Under MPI the points go with their cells.
     """
-    scheme = GridScheme.of(scheme, cfl, max_dt, rtol, atol, reconstruction, limiter, field_method)
+    options = (cfl, max_dt, rtol, atol, reconstruction, limiter, field_method, field_measure)
+    scheme = GridScheme.of(scheme, *options)
     rho = _check_density(mesh, rho0)
     model = as_model(model, mesh.d)
     if model.d != mesh.d:
@@ -580,15 +488,16 @@ def distribute(
     """The scheme's operator on this rank's share of ``mesh`` (with the diffusion ``noise *
     Laplace`` for noise > 0), its reductions, and which global cells it holds (an index of the
     global cell values; the whole mesh serially)."""
-    recon, method = scheme.reconstruction, scheme.field_method
+    recon, method, measure = scheme.reconstruction, scheme.field_method, scheme.field_measure
     if comm is None:
-        fv = FiniteVolume(mesh, scheme.limiter, reconstruction=recon, field_method=method, noise=noise)
+        fv = FiniteVolume(mesh, scheme.limiter, reconstruction=recon, field_method=method, noise=noise,
+                          field_measure=measure)  # fmt: skip
         return fv, Reductions(mesh.n_cells), slice(None)
     # The diffusion reads quadratic polynomials, whose stencils need the vertex halo.
     local = LocalMesh.distribute(mesh, comm, vertex_halo=recon != "linear" or noise > 0)
     fv = FiniteVolume(
         local.mesh, scheme.limiter, reconstruction=recon, ring=RingSums(comm), n_owned=local.n_owned,
-        field_method=method, noise=noise,
+        field_method=method, noise=noise, field_measure=measure,
     )  # fmt: skip
     return fv, MpiReductions(local), local.cells
 
