@@ -99,7 +99,7 @@ def test_circle_field_orders(attention):
     assert quad[-1] < (1.5e-8 if attention == "SA" else 7e-8)  # 1.2e-8, 5.6e-8 (cells: 1.3e-5, 6.0e-5)
 
 
-def sphere_field_errors(measure, attention="SA", beta=2.0, a=0.5, levels=(0, 1)):
+def sphere_field_errors(measure, attention="SA", beta=2.0, a=0.5, levels=(0, 1), reconstruction=None):
     """Max error of the normal field at the Gauss points of the faces for rho = (1 + a Y_2) / (4 pi),
     Y_2 = <x,e>^2 - 1/3 (Funk-Hecke: Phi = i_0 + a i_2 Y_2)."""
     e = np.array([0.0, 0.6, 0.8])
@@ -107,7 +107,7 @@ def sphere_field_errors(measure, attention="SA", beta=2.0, a=0.5, levels=(0, 1))
     for level in levels:
         mesh = sphere_mesh(level)
         rho = cell_averages(mesh, lambda x: (1 + a * ((x @ e) ** 2 - 1 / 3)) / (4 * np.pi))
-        fv = FiniteVolume(mesh, field_measure=measure)
+        fv = FiniteVolume(mesh, reconstruction=reconstruction, field_measure=measure)
         u = fv.normal_velocity(Params.identity(3, beta, attention), 0.0, rho)
         xf = fv.points
         phi = spherical_in(0, beta) + a * spherical_in(2, beta) * ((xf @ e) ** 2 - 1 / 3)
@@ -126,6 +126,14 @@ def test_sphere_field_orders():
         assert fitted_order(h, cells) == pytest.approx(2.0, abs=0.15)  # 1.99, 1.98 measured
         assert fitted_order(h, quad) >= 2.7  # 3.99 measured
         assert quad[-1] < ceiling  # 5.8e-7, 1.1e-6 measured (cells: 5.0e-5, 9.3e-5)
+
+
+def test_low_dissipation_reconstruction_gives_the_quadrature_field_too():
+    """The quadrature measure reads either quadratic reconstruction's polynomials: its other
+    least-squares weights keep the field's order."""
+    h, quad = sphere_field_errors("quadrature", reconstruction="quadratic-lowdiss")
+    assert fitted_order(h, quad) >= 2.7
+    assert quad[-1] < 7e-7
 
 
 def test_interaction_field_orders():
