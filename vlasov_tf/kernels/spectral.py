@@ -39,8 +39,9 @@ error stayed between 0.002 and 0.2 of it over uniform, clustered, point-mass and
 measures, zonal and general heads, beta = 0.1 to 1000 (tests/test_spectral.py checks a
 margin of at least 2). The error is absolute while a row's normaliser can be as small
 as ``e^{-2 r} sum w`` (all mass opposite the query): rows whose normaliser the error could
-spoil beyond ``tol`` are summed densely (the *fix-up*), so every row ends within ``tol``
-of the dense sum relative to its normaliser.
+spoil beyond ``tol`` are summed over the keys that can matter to them (the *fix-up*,
+:mod:`~vlasov_tf.kernels.pruned`), so every row ends within ``tol`` of the dense sum relative
+to its normaliser.
 """
 
 from __future__ import annotations
@@ -401,7 +402,8 @@ def spectral_sums(
     threads : threads of the library transforms (default :func:`~vlasov_tf.kernels.threads.num_threads`).
     split : the measure is split across MPI ranks (``y``, ``weights``, ``values`` this rank's
         block): the coefficients are summed over the ranks with one all-reduce and the fix-up
-        rows go round the ring. Every rank must call.
+        rows are gathered and summed over every rank's keys
+        (:func:`~vlasov_tf.kernels.pruned.split_pruned_sums`). Every rank must call.
     scales : global :class:`Scales` (computed here from the local data when None; under
         ``split`` they must be the global ones).
 
