@@ -13,7 +13,8 @@ dense sum. The modules:
 - :mod:`~vlasov_tf.kernels.dense`: the exact O(n m) sums (fused numba kernel, numpy tiles);
 - :mod:`~vlasov_tf.kernels.taylor`: truncated Taylor features (any d, small beta);
 - :mod:`~vlasov_tf.kernels.spectral`: harmonic expansions on S^1 and S^2, zonal and general
-  heads, with their error bound and dense fix-up, on the transforms of
+  heads, with their error bound and fix-up (:mod:`~vlasov_tf.kernels.pruned`: the rows the
+  expansion cannot serve, summed over the key blocks that can matter), on the transforms of
   :mod:`~vlasov_tf.kernels.sphere` (ducc0) and :mod:`~vlasov_tf.kernels.circle` (finufft;
   FFT on uniform circle grids);
 - :mod:`~vlasov_tf.kernels.zonal`: zonal kernels ``phi(<x, y>)`` of the interaction models and their

@@ -42,7 +42,7 @@ from .cache import derived
 from .circle import fft_sums, uniform_offset
 from .dense import dense_cost, exp_kernel_sums
 from .distributed import Distributed
-from .spectral import GEOMETRIES, UNIT_RTOL, Scales, local_scales, spectral_cost, spectral_sums
+from .spectral import GEOMETRIES, UNIT_RTOL, Scales, fixup_share, local_scales, spectral_cost, spectral_sums
 from .taylor import taylor_cost, taylor_sums
 from .zonal import SUP_LIMIT, ZonalKernel
 from .zonal_sums import (
@@ -139,6 +139,10 @@ def method_costs(
         costs["taylor"] = math.inf
     refusal = _spectral_refusal(d, scales, dev)
     costs["spectral"] = math.inf if refusal else spectral_cost(GEOMETRIES[d], scales, k + 1, tol)
+    if costs["spectral"] < costs["dense"]:
+        # The fix-up: rows whose normaliser is too small for the expansion are summed over the keys
+        # (pruned, counted here at the dense cost: the pruning saves 1-5x, by the mass's spread).
+        costs["spectral"] += fixup_share(z, y, weights, tol, split=split) * costs["dense"]
     fft = None if split is not None or d != 2 else uniform_offset(z, y, tol)
     fits = fft is not None and fft[0] <= _FFT_MAX_SCALE
     costs["fft"] = _FFT_UNIT * (k + 1) * len(y) * math.log2(max(len(y), 2)) if fits else math.inf

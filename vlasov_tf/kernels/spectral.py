@@ -39,8 +39,9 @@ error stayed between 0.002 and 0.2 of it over uniform, clustered, point-mass and
 measures, zonal and general heads, beta = 0.1 to 1000 (tests/test_spectral.py checks a
 margin of at least 2). The error is absolute while a row's normaliser can be as small
 as ``e^{-2 r} sum w`` (all mass opposite the query): rows whose normaliser the error could
-spoil beyond ``tol`` are summed densely (the *fix-up*), so every row ends within ``tol``
-of the dense sum relative to its normaliser.
+spoil beyond ``tol`` are summed over the keys that can matter to them (the *fix-up*,
+:mod:`~vlasov_tf.kernels.pruned`), so every row ends within ``tol`` of the dense sum relative
+to its normaliser.
 """
 
 from __future__ import annotations
@@ -54,12 +55,14 @@ from .cache import derived, frozen
 from .circle import Circle
 from .dense import exp_kernel_sums
 from .distributed import Distributed
+from .pruned import pruned_sums, split_pruned_sums
 from .sphere import Sphere
 
 __all__ = [
     "GEOMETRIES",
     "RadialBin",
     "Scales",
+    "fixup_share",
     "local_scales",
     "radial_bins",
     "spectral_approximation",
@@ -86,6 +89,11 @@ _BIN_RATIO = 2.0**0.5
 _CHECK_POINTS = 256
 #: Largest degree used (the dense sums are far cheaper long before: L ~ 2700 at r = 1e5).
 MAX_DEGREE = 6000
+#: Rows sampled by :func:`fixup_share` (summed densely over all keys: FIXUP_SAMPLE / n of the dense sums).
+FIXUP_SAMPLE = 32
+#: The expansion's typical error per unit weight, relative to ``e^r``, in units of the library's
+#: accuracy: measured 0.8 to 3 of ``eps_nufft`` (sphere levels 2 grids, beta 1 to 100).
+_TYPICAL_ERROR = 2.0
 #: Keys must lie on the sphere to this, relative to 1 / max(r, 1): a key off by delta changes its
 #: kernel by a factor exp(r delta).
 UNIT_RTOL = 1e-12
@@ -241,6 +249,33 @@ def spectral_cost(geometry: Geometry, scales: Scales, cols: int, tol: float = 1e
     return float(cost)
 
 
+def fixup_share(
+    z: np.ndarray, y: np.ndarray, weights: np.ndarray, tol: float = 1e-10, *, split: Distributed | None = None
+) -> float:
+    """Estimated share of the rows :func:`spectral_sums` leaves to the fix-up (for the method choice).
+
+    A row needs the fix-up where ``eps e^{rho}`` exceeds ``tol``, ``rho = r + log sum w - log S`` the
+    log of its normaliser's smallness (``eps = _TYPICAL_ERROR eps_nufft``). ``rho`` is computed
+    exactly at up to :data:`FIXUP_SAMPLE` evenly spaced rows (dense over all keys). Under ``split``
+    every rank samples its own rows (a collective call: the ring and one all-reduce).
+    """
+    geometry = GEOMETRIES[z.shape[1]]
+    rows = np.unique(np.linspace(0, len(z) - 1, min(FIXUP_SAMPLE, len(z))).astype(int))
+    sample = z[rows]
+    if split is None:
+        shift, sums = exp_kernel_sums(sample, y, weights)
+        total = float(weights.sum())
+    else:
+        shift, sums = split.dense(sample, y, weights, None)
+        total = float(split.allreduce(np.array([weights.sum()]))[0])
+    rho = np.linalg.norm(sample, axis=1) + np.log(total) - shift - np.log(sums[:, -1])
+    fixed = np.count_nonzero(_TYPICAL_ERROR * geometry.nufft_eps * np.exp(rho) > tol)
+    counts = np.array([fixed, len(rows)], dtype=float)
+    if split is not None:
+        counts = split.allreduce(counts)
+    return float(counts[0] / counts[1]) if counts[1] else 0.0
+
+
 def _directions(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Radii (n,) and unit directions (n, d) of the queries (any direction where r = 0), read-only."""
     r = np.linalg.norm(z, axis=1)
@@ -367,7 +402,8 @@ def spectral_sums(
     threads : threads of the library transforms (default :func:`~vlasov_tf.kernels.threads.num_threads`).
     split : the measure is split across MPI ranks (``y``, ``weights``, ``values`` this rank's
         block): the coefficients are summed over the ranks with one all-reduce and the fix-up
-        rows go round the ring. Every rank must call.
+        rows are gathered and summed over every rank's keys
+        (:func:`~vlasov_tf.kernels.pruned.split_pruned_sums`). Every rank must call.
     scales : global :class:`Scales` (computed here from the local data when None; under
         ``split`` they must be the global ones).
 
@@ -377,8 +413,9 @@ def spectral_sums(
         z, y, weights, values, tol=tol, threads=threads, split=split, scales=scales
     )
     bad = np.flatnonzero(~(sums[:, -1] >= err / tol))
+    # The rows the expansion cannot serve: summed over the keys that can matter to them (pruned).
     if split is not None:
-        shift[bad], sums[bad] = split.dense(z[bad], y, weights, values)
+        shift[bad], sums[bad] = split_pruned_sums(z[bad], y, weights, values, split, tol=tol, threads=threads)
     elif bad.size:
-        shift[bad], sums[bad] = exp_kernel_sums(z[bad], y, weights, values, threads=threads)
+        shift[bad], sums[bad] = pruned_sums(z[bad], y, weights, values, tol=tol, threads=threads)
     return shift, sums
