@@ -5,7 +5,8 @@ phase-space grid of ``kinetic.velocity_cells`` (kind ``"phase"``: the cell avera
 (Ntheta, Nv), on its :class:`~vlasov_tf.geometry.meshes.PhaseMesh`; ParaView shows them through the
 XDMF companion), and ``kinetic_particles/N<N>_ref`` and ``.../N<N>_L<L>`` for the second-order
 tokens (kind ``"particles"``, positions ``(theta, v)``; :func:`particle_jobs`,
-:func:`second_order_particles`; on rank 0 under MPI). Diagnostics per job and output (:data:`KINETIC_DIAGNOSTICS`): mass,
+:func:`second_order_particles`; on rank 0 under MPI). Diagnostics per job and output
+(:data:`KINETIC_DIAGNOSTICS`): mass,
 momentum, kinetic energy, the model's interaction energy of the marginal, the Hamiltonian
 ``kinetic - interaction``, the first mode ``|M|`` and the outflow through ``|v| = V``. Resumable as
 every run: finished jobs are skipped, an interrupted one restarts from its last snapshot (the
@@ -30,6 +31,7 @@ from vlasov_tf.models.base import MeanField, deterministic
 from vlasov_tf.parallel import Comm, is_root, on_root, root_only
 from vlasov_tf.runs.cases import Case
 from vlasov_tf.runs.kinetic_case import KineticSpec
+from vlasov_tf.runs.kinetic_sphere_runs import run_kinetic_sphere, sphere_kinetic_report
 from vlasov_tf.runs.runner import open_run_file
 from vlasov_tf.runs.storage import JobLayout, RunFile
 from vlasov_tf.solvers.kinetic_grid import PhaseGrid, kinetic_force, solve_kinetic_grid
@@ -37,6 +39,7 @@ from vlasov_tf.solvers.kinetic_particles import solve_kinetic_particles
 
 __all__ = [
     "KINETIC_DIAGNOSTICS",
+    "SPHERE_SERIAL",
     "ParticleDistances",
     "diagnostic_series",
     "full_kinetic",
@@ -53,6 +56,12 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+
+#: Why a sphere kinetic case does not run under MPI.
+SPHERE_SERIAL = (
+    "the kinetic grid on the sphere (vlasov_tf.solvers.kinetic_sphere) is serial: run it on one rank "
+    "(the circle's phase-space grid is the one split across ranks)"
+)
 
 #: What each kinetic job stores per output beside its snapshots.
 KINETIC_DIAGNOSTICS = ("mass", "momentum", "kinetic", "interaction", "hamiltonian", "mode1", "outflow")
@@ -160,7 +169,13 @@ def _diagnostics(model: MeanField, grid: PhaseGrid, f: np.ndarray, outflow: floa
 def run_kinetic(
     case: Case, path: str | Path, *, resume: bool = False, overwrite: bool = False, comm: Comm | None = None
 ) -> Path:
-    """Run the kinetic jobs of ``case`` into the run file ``path`` (module docstring); resumable."""
+    """Run the kinetic jobs of ``case`` into the run file ``path`` (module docstring); resumable.
+    A case on the sphere runs :func:`~vlasov_tf.runs.kinetic_sphere_runs.run_kinetic_sphere`
+    (serial only: ValueError under more than one rank)."""
+    if case.geometry == "sphere":
+        if comm is not None and comm.size > 1:
+            raise ValueError(SPHERE_SERIAL)
+        return run_kinetic_sphere(case, path, resume=resume, overwrite=overwrite)
     path, spec = Path(path), _spec(case)
     layouts = kinetic_layouts(case)
     opened: list[tuple[RunFile, bool]] = []
@@ -437,7 +452,10 @@ def particle_report(case: Case, run: RunFile) -> list[str]:
 def kinetic_report(case: Case, run: RunFile) -> str:
     """The kinetic study of a finished run: the grids' errors against the finest and their orders
     in h, conservation and outflow, and the theory (the first mode's rate against the dispersion
-    relation; the thermal magnetisation with friction and noise)."""
+    relation; the thermal magnetisation with friction and noise). On the sphere:
+    :func:`~vlasov_tf.runs.kinetic_sphere_runs.sphere_kinetic_report`."""
+    if case.geometry == "sphere":
+        return sphere_kinetic_report(case, run)
     spec = _spec(case)
     grids = spec.grids()
     mid = len(case.output_times) // 2
@@ -505,8 +523,12 @@ def kinetic_report(case: Case, run: RunFile) -> str:
 
 
 def full_kinetic(case: Case) -> Case:
-    """``case`` with the full study's grids: one more, twice as fine as its finest."""
+    """``case`` with the full study's grids: one more, twice as fine as its finest (the circle only:
+    ValueError on the sphere, whose next level would take hours)."""
     spec = _spec(case)
+    if case.geometry == "sphere":
+        raise ValueError(f"{case.source}: the sphere kinetic study has no --full ladder (the next "
+                         "mesh level costs ~60 times the shipped one): add [grid] resolutions")  # fmt: skip
     nt, nv = spec.cells[-1]
     cells = (*spec.cells, (2 * nt, 2 * nv))
     return replace(case, kinetic=replace(spec, cells=cells))
