@@ -22,10 +22,11 @@ Subcommands
     parameter scanned up and down in sigma, token ensembles, the critical noise of linear
     theory; printed and drawn (the bifurcation diagram).
 ``kinetic CASE``
-    Second-order tokens on the circle (the case's ``[kinetic]`` table,
-    :mod:`vlasov_tf.runs.kinetic_runs`) into ``out/<name>-kinetic.h5``: the phase-space grids,
-    printed as orders in h, conservation and the HMF theory, drawn as f(theta, v) and the energy
-    exchange; ``study`` of a kinetic case runs the same.
+    Second-order tokens (the case's ``[kinetic]`` table, :mod:`vlasov_tf.runs.kinetic_runs`) into
+    ``out/<name>-kinetic.h5``: the phase-space grids and the second-order tokens, printed as orders
+    in h, L and N, conservation and the HMF theory, drawn as f(theta, v), the energy exchange and
+    the tokens' distances; on the sphere (serial) the tangent-bundle grid against the tokens
+    (:mod:`vlasov_tf.runs.kinetic_sphere_runs`); ``study`` of a kinetic case runs the same.
 ``plot RUNFILE``
     Figures of a stored run (or sweep, or transition scan); ``run`` draws the same ones unless
     ``--no-plot``.
