@@ -76,7 +76,7 @@ def test_the_box_must_hold_the_velocity_law_and_the_counts_pair():
     # On the sphere the grids are [grid] levels: the circle's theta_cells are refused there
     # (tests/test_kinetic_sphere_runs.py runs sphere cases).
     sphere = case_text().replace('geometry = "circle"', 'geometry = "sphere"').replace("k = 1", "l = 1")
-    with pytest.raises(ValueError, match="kinetic.theta_cells is the circle's"):
+    with pytest.raises(ValueError, match=r"kinetic\.theta_cells is the circle's"):
         parse_case(sphere, "kin.toml")
 
 
