@@ -112,13 +112,8 @@ def kinetic_layouts(case: Case) -> list[JobLayout]:
     """A phase job per grid, then the particle jobs of :func:`particle_jobs` (with ``particles.tokens``)."""
     spec = _spec(case)
     out = [
-        JobLayout(
-            _key(g),
-            "phase",
-            mesh=PhaseMesh(g.n_theta, g.n_v, g.V),
-            attrs=_attrs(spec, g),
-            tables={"lost": (g.n_theta,)},
-        )
+        JobLayout(_key(g), "phase", mesh=PhaseMesh(g.n_theta, g.n_v, g.V), attrs=_attrs(spec, g),
+                  tables={"lost": (g.n_theta,)})
         for g in spec.grids()
     ]
     if _particles_available(case):
