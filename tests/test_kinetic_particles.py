@@ -9,9 +9,10 @@ import sys
 import numpy as np
 import pytest
 from helpers import MPIEXEC, ONE_THREAD, REPO, launch
-from scipy.optimize import brentq, fsolve
-from scipy.special import ive, ndtri, wofz
+from scipy.optimize import brentq
+from scipy.special import ndtri
 
+from vlasov_tf.analysis.kinetic_theory import VelocityLaw, least_stable_root, magnetisation
 from vlasov_tf.geometry.measures import uniform_sphere
 from vlasov_tf.geometry.tangent_bundle import (
     angular_momentum,
@@ -281,22 +282,6 @@ def test_overdamped_limit_is_the_first_order_flow(start):
     assert errs[-1] < (2e-3 if start == "at_rest" else 0.15)  # measured 1.3e-3, 0.12
 
 
-def hmf_root(temperature: float, guess: complex) -> complex:
-    """The root omega of the HMF dispersion relation for the Maxwellian of ``temperature`` (mass 1,
-    coupling 1): ``1 + (1/2) int F0'(v) / (v - omega) dv = 0``, i.e.
-    ``1 - (1 + zeta Z(zeta)) / (2 T) = 0``, ``zeta = omega / sqrt(2 T)``, ``Z(zeta) = i sqrt(pi) w(zeta)``
-    (the plasma dispersion function by Faddeeva's w, scipy's wofz; analytic in the lower half plane)."""
-
-    def D(p):
-        zeta = (p[0] + 1j * p[1]) / np.sqrt(2 * temperature)
-        value = 1 - (1 + zeta * 1j * np.sqrt(np.pi) * wofz(zeta)) / (2 * temperature)
-        return [value.real, value.imag]
-
-    root = fsolve(D, [guess.real, guess.imag], xtol=1e-13)
-    assert np.hypot(*D(root)) < 1e-12
-    return complex(root[0], root[1])
-
-
 def hmf_quiet_start(n_theta: int, n_v: int, temperature: float, amplitude: float):
     """A phase-space lattice: angles at the quantiles of ``(1 + a cos theta) / 2 pi``, velocities at
     those of the Maxwellian; (x, v), (n_theta n_v, 2) each."""
@@ -309,11 +294,18 @@ def hmf_quiet_start(n_theta: int, n_v: int, temperature: float, amplitude: float
     return circle_state(th, om)
 
 
+def hmf_root(temperature: float) -> complex:
+    """The least stable root of the HMF dispersion relation (K = 1) for the Maxwellian of
+    ``temperature``: the one relation of the package (vlasov_tf.analysis.kinetic_theory, wofz)."""
+    return least_stable_root(1.0, VelocityLaw.maxwellian(temperature))
+
+
 def test_the_hmf_dispersion_relation_has_the_known_threshold():
-    """T_c = 1/2 (KM/2): a purely growing mode below, purely damped above, zero at T_c."""
-    assert hmf_root(0.25, 0.3j).imag == pytest.approx(0.306001590, abs=1e-8)
-    assert hmf_root(0.75, -0.3j).imag == pytest.approx(-0.265621286, abs=1e-8)
-    assert abs(hmf_root(0.5 - 1e-6, 1e-4j)) < 1e-4 and abs(hmf_root(0.5 + 1e-6, -1e-4j)) < 1e-4
+    """T_c = 1/2 (KM/2): a purely growing mode below, purely damped above, zero at T_c (the values
+    0.306001590 and -0.265621286 solved independently by fsolve on ``1 - (1 + zeta Z) / 2T``)."""
+    assert hmf_root(0.25).imag == pytest.approx(0.306001590, abs=1e-8)
+    assert hmf_root(0.75).imag == pytest.approx(-0.265621286, abs=1e-8)
+    assert abs(hmf_root(0.5 - 1e-6)) < 1e-4 and abs(hmf_root(0.5 + 1e-6)) < 1e-4
 
 
 @pytest.mark.parametrize(
@@ -329,7 +321,7 @@ def test_hmf_homogeneous_state_grows_or_damps_at_the_dispersion_rate(temperature
     m = np.linalg.norm(sol.positions.mean(axis=1), axis=1)
     late = times >= 3
     rate = np.polyfit(times[late], np.log(m[late]), 1)[0]
-    expected = hmf_root(temperature, 0.3j if temperature < 0.5 else -0.3j)
+    expected = hmf_root(temperature)
     assert abs(expected.real) < 1e-8  # the least damped root is purely imaginary (no oscillation)
     assert rate == pytest.approx(expected.imag, rel=rtol)
 
@@ -353,14 +345,6 @@ def test_a_heat_bath_holds_the_velocity_variance_at_its_temperature():
     assert expected / sigma - 1 > 0.1  # the two are told apart
 
 
-def hmf_magnetisation(temperature: float) -> float:
-    """The self-consistent magnetisation of the HMF model's Gibbs state: the root m > 0 of
-    ``m = I_1(m / T) / I_0(m / T)`` (mass 1, coupling 1), 0 above T_c = 1/2."""
-    if temperature >= 0.5:
-        return 0.0
-    return brentq(lambda m: m - ive(1, m / temperature) / ive(0, m / temperature), 1e-9, 1.0)
-
-
 @pytest.mark.parametrize(
     ("temperature", "atol"),
     [
@@ -379,7 +363,7 @@ def test_hmf_in_a_heat_bath_reaches_its_thermal_equilibrium(temperature, atol):
     )
     late = times >= 20
     m = np.linalg.norm(sol.positions.mean(axis=1), axis=1)[late]
-    assert abs(m.mean() - hmf_magnetisation(temperature)) < atol
+    assert abs(m.mean() - magnetisation(1.0, temperature)) < atol
     assert 2 * sol.kinetic[late].mean() == pytest.approx(temperature, rel=0.03)  # measured 1.3e-2
     assert np.isfinite(sol.potential).all()  # the bath's model has the HMF potential
 

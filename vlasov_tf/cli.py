@@ -22,10 +22,11 @@ Subcommands
     parameter scanned up and down in sigma, token ensembles, the critical noise of linear
     theory; printed and drawn (the bifurcation diagram).
 ``kinetic CASE``
-    Second-order tokens on the circle (the case's ``[kinetic]`` table,
-    :mod:`vlasov_tf.runs.kinetic_runs`) into ``out/<name>-kinetic.h5``: the phase-space grids,
-    printed as orders in h, conservation and the HMF theory, drawn as f(theta, v) and the energy
-    exchange; ``study`` of a kinetic case runs the same.
+    Second-order tokens (the case's ``[kinetic]`` table, :mod:`vlasov_tf.runs.kinetic_runs`) into
+    ``out/<name>-kinetic.h5``: the phase-space grids and the second-order tokens, printed as orders
+    in h, L and N, conservation and the HMF theory, drawn as f(theta, v), the energy exchange and
+    the tokens' distances; on the sphere (serial) the tangent-bundle grid against the tokens
+    (:mod:`vlasov_tf.runs.kinetic_sphere_runs`); ``study`` of a kinetic case runs the same.
 ``plot RUNFILE``
     Figures of a stored run (or sweep, or transition scan); ``run`` draws the same ones unless
     ``--no-plot``.
@@ -81,7 +82,6 @@ from vlasov_tf.plots import (
     plot_phase,
     plot_transition,
 )
-from vlasov_tf.plots.kinetic import plot_kinetic
 from vlasov_tf.plots.movies import save_movie
 from vlasov_tf.plots.run_files import case_of_run, plot_run
 from vlasov_tf.runs.cases import CASES_DIR, Case, case_summary, load_case, shipped_cases
@@ -92,7 +92,7 @@ from vlasov_tf.runs.depth_study import (
     format_report,
 )
 from vlasov_tf.runs.ensembles import phase_maps
-from vlasov_tf.runs.kinetic_runs import full_kinetic, kinetic_report, run_kinetic
+from vlasov_tf.runs.kinetic_runs import SPHERE_SERIAL, full_kinetic, kinetic_report, run_kinetic
 from vlasov_tf.runs.overrides import parse_overrides, run_name
 from vlasov_tf.runs.runner import CaseMismatch, run_case
 from vlasov_tf.runs.stability import format_lipschitz, lipschitz_estimate
@@ -326,7 +326,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_study(args: argparse.Namespace) -> int:
     case = _load(args)
     if case.kinetic is not None:
-        return _kinetic(args, full_kinetic(case) if args.full else case)
+        return _kinetic(args, _read(args, lambda: full_kinetic(case)) if args.full else case)
     if args.full:
         case = full_study(case)
     path = _run(args, case, ("grid", "particles"))
@@ -381,11 +381,13 @@ def _cmd_kinetic(args: argparse.Namespace) -> int:
 
 def _kinetic(args: argparse.Namespace, case) -> int:
     """Run the kinetic jobs, print the kinetic study, draw its figures."""
+    if case.geometry == "sphere" and args.comm is not None and args.comm.size > 1:
+        _refuse(f"{args.case}: {SPHERE_SERIAL}")
     path = _run(args, case, kinetic=True)
     if is_root(args.comm):
         with RunFile.open(path, mode="r") as run:
             print(kinetic_report(case, run))
-            for figure in plot_kinetic(case, run, path.parent, path.stem):
+            for figure in plot_run(case, run, path.parent, path.stem):
                 print(f"figure: {figure}")
     return 0
 

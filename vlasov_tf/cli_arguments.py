@@ -140,8 +140,8 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
         ("sweep", "an ensemble over beta (the case's [sweep] table): (beta, t) maps of clusters"),
         ("transition", "stationary states against the noise (the case's [transition] table): the order "
          "parameter scanned up and down, against linear theory"),
-        ("kinetic", "second-order tokens on the circle (the case's [kinetic] table): the phase-space "
-         "grids, their orders and conservation, the HMF theory, figures of f(theta, v)"),
+        ("kinetic", "second-order tokens (the case's [kinetic] table): the phase-space grids against "
+         "the tokens, orders, conservation, the HMF theory, figures of f(theta, v); S^2 serial"),
     ):
         p = sub.add_parser(
             name,

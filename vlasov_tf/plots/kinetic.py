@@ -13,14 +13,14 @@ from matplotlib.colors import LogNorm
 
 from vlasov_tf.analysis.kinetic_theory import least_stable_root
 from vlasov_tf.plots.canvas import DYNAMIC_RANGE, new_figure, save_figure
-from vlasov_tf.runs.kinetic_runs import diagnostic_series, hmf_coupling
+from vlasov_tf.runs.kinetic_runs import diagnostic_series, hmf_coupling, particle_distances
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from vlasov_tf.runs.storage import RunFile
 
-__all__ = ["kinetic_energy_figure", "phase_space_figure", "plot_kinetic"]
+__all__ = ["kinetic_energy_figure", "particles_figure", "phase_space_figure", "plot_kinetic"]
 
 #: Output times drawn in the phase-space panels at most.
 PANELS = 6
@@ -144,9 +144,51 @@ def kinetic_energy_figure(case, run: RunFile) -> Figure:
     return fig
 
 
+def particles_figure(case, run: RunFile) -> Figure | None:
+    """Left: ``|M(t)|`` of the finest grid and of the largest N's second-order tokens (RK4 reference).
+    Middle: W1 of the theta marginals, N_max tokens after L layers against the reference, by L
+    (slope -1 guide). Right: the reference's tokens against the finest grid, by N (slope -1/2 for
+    random samples, -1 for the quantile lattice). None without finished particle jobs."""
+    d = particle_distances(case, run)
+    if d is None:
+        return None
+    key, times, _, _ = _finest(case, run)
+    fig = new_figure((14, 4.2))
+    ax_m, ax_l, ax_n = fig.subplots(1, 3)
+    ax_m.semilogy(
+        times, np.maximum(diagnostic_series(run, "mode1", key), 1e-300), label=f"grid {key.split('/')[1]}"
+    )
+    ax_m.semilogy(times, np.maximum(d.mode, 1e-300), "--", label=f"tokens N = {d.n_max} (reference)")
+    ax_m.set_xlabel("t")
+    ax_m.set_ylabel("|M|")
+    ax_m.set_title("first mode: grid and particles", fontsize=10)
+    ax_m.legend(fontsize=8)
+    ax_m.grid(alpha=0.3)
+    slope_n = 1.0 if case.particles.sampling == "quantiles" else 0.5
+    for ax, x, w, slope, what in ((ax_l, d.L, d.layers, 1.0, "L"), (ax_n, d.N, d.tokens, slope_n, "N")):
+        for j, marker in ((0, "s-"), (1, "o-")):
+            if len(x):
+                ax.loglog(x, w[:, j], marker, label=f"t = {d.times[j]:.3g}")
+        if len(x):
+            ax.loglog(x, w[-1, 1] * (x / x[-1]) ** -slope, "k:", lw=1, label=f"slope -{slope:g}")
+        ax.set_xlabel(what)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    ax_l.set_ylabel("W1 of the theta marginals")
+    ax_l.set_title(f"L layers vs the continuous reference (N = {d.n_max})", fontsize=10)
+    ax_n.set_title("N tokens (reference) vs the finest grid", fontsize=10)
+    fig.suptitle(f"{case.name}: second-order tokens against the phase-space grid", fontsize=10)
+    return fig
+
+
 def plot_kinetic(case, run: RunFile, out: Path, stem: str) -> list[Path]:
-    """Save the phase-space and energy figures as ``<out>/<stem>.phase.png`` and ``.energy.png``."""
-    return [
+    """Save the phase-space and energy figures as ``<out>/<stem>.phase.png`` and ``.energy.png``, and
+    with particle jobs ``.particles.png``."""
+    paths = [
         save_figure(phase_space_figure(case, run), Path(out) / f"{stem}.phase.png"),
         save_figure(kinetic_energy_figure(case, run), Path(out) / f"{stem}.energy.png"),
     ]
+    fig = particles_figure(case, run)
+    if fig is not None:
+        paths.append(save_figure(fig, Path(out) / f"{stem}.particles.png"))
+    return paths

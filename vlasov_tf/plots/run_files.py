@@ -6,6 +6,7 @@ from pathlib import Path
 
 from vlasov_tf.plots.clusters import plot_clusters, plot_phase
 from vlasov_tf.plots.kinetic import plot_kinetic
+from vlasov_tf.plots.kinetic_sphere import plot_kinetic_sphere
 from vlasov_tf.plots.run_figures import plot_crossval
 from vlasov_tf.plots.transitions import plot_transition
 from vlasov_tf.runs.cases import Case, parse_case
@@ -26,7 +27,8 @@ def case_of_run(run: RunFile, source: str | Path) -> Case:
 def plot_run(case: Case, run: RunFile, out: Path, stem: str) -> list[Path]:
     """Save the figures of an open run file in ``out``: a sweep's phase maps
     (``<stem>.phase.png``), a noise scan's bifurcation diagram (``<stem>.transition.png``), a kinetic
-    run's phase space and energy (``<stem>.phase.png``, ``<stem>.energy.png``), else
+    run's phase space and energy (``<stem>.phase.png``, ``<stem>.energy.png``, ``<stem>.particles.png``;
+    on the sphere ``<stem>.sphere.png``), else
     the cross-validation figure (``<stem>.png``) and the clusters (``<stem>.clusters.png``).
     Every geometry a case can have is drawn (S^1, S^2, S^{d-1} with d > 3, R^d). Returns the
     paths."""
@@ -36,6 +38,8 @@ def plot_run(case: Case, run: RunFile, out: Path, stem: str) -> list[Path]:
         return [plot_transition(case, read_branches(case, run), out / f"{stem}.transition.png")]
     if any(key.startswith("kinetic/") for key in run.jobs()):
         return plot_kinetic(case, run, out, stem)
+    if any(key.startswith("kinetic_sphere/") for key in run.jobs()):
+        return plot_kinetic_sphere(case, run, out, stem)
     return [
         plot_crossval(case, run, out / f"{stem}.png"),
         plot_clusters(case, run, out / f"{stem}.clusters.png"),

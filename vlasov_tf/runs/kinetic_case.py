@@ -15,6 +15,12 @@ depths L of the second-order particles, and the table itself::
                                       # doubles (dt Ntheta_0 / Ntheta)
     streaming = "remap"               # optional: "remap" (positive) | "spectral" (exact per row)
     velocity = { temperatures = [0.25], means = [0.0], weights = [1.0] }   # a sum of Maxwellians
+
+On the sphere (S^2's tangent bundle, :mod:`vlasov_tf.solvers.kinetic_sphere`) the grids are the
+``[grid]`` resolutions (mesh levels) with ``velocity_cells`` n (an n x n velocity grid on
+``[-V, V]^2`` in each cell's frame); ``f_0(x, v) = rho_0(x) g(|v|)`` with g the isotropic law of
+the temperatures (``means`` must be 0); the step is the solver's (CFL) one, at most ``dt`` when
+given; ``theta_cells`` and ``streaming`` are the circle's and are refused there.
 """
 
 from __future__ import annotations
@@ -61,8 +67,12 @@ def read_kinetic(
 ) -> KineticSpec:
     """The ``[kinetic]`` table (module docstring), checked: one line naming the key otherwise."""
     t = r.table(v, "kinetic", allowed("kinetic"), required("kinetic"))
-    if geometry != "circle":
-        r.fail("kinetic", f"the phase-space grid is on the circle (S^1 x [-V, V]); got geometry {geometry!r}")
+    if geometry not in ("circle", "sphere"):
+        r.fail("kinetic", f"the phase-space grid is on the circle or the sphere; got geometry {geometry!r}")
+    if geometry == "sphere":
+        for key in ("theta_cells", "streaming"):
+            if key in t:
+                r.fail(f"kinetic.{key}", "is the circle's; on the sphere the grids are [grid] resolutions")
     friction = r.real(t.get("friction", 0.0), "kinetic.friction")
     if not (np.isfinite(friction) and friction >= 0):
         r.fail("kinetic.friction", f"must be finite and >= 0, got {friction!r}")
@@ -72,11 +82,16 @@ def read_kinetic(
         nt = list(r.counts(t["theta_cells"], "kinetic.theta_cells", lo=4))
     elif grid_resolutions is not None:
         nt = list(grid_resolutions)
+    elif geometry == "sphere":
+        r.fail("kinetic", "on the sphere needs a [grid] table: its resolutions are the kinetic grids' meshes")
     else:
         r.fail("kinetic.theta_cells", "is required without a [grid] table (its resolutions are the default)")
     if len(nt) != len(nv):
         r.fail("kinetic.velocity_cells", f"needs one count per theta grid ({len(nt)}); got {len(nv)}")
-    dt = r.positive(t.get("dt", 0.1), "kinetic.dt")
+    if "dt" in t:
+        dt = r.positive(t["dt"], "kinetic.dt")
+    else:  # on the sphere no cap on the solver's CFL step
+        dt = 0.1 if geometry == "circle" else np.inf
     streaming = r.string(t.get("streaming", "remap"), "kinetic.streaming", STREAMING)
     law = t.get("velocity", {"temperatures": [1.0]})
     lt = r.table(law, "kinetic.velocity", allowed("kinetic.velocity"), required("kinetic.velocity"))
@@ -92,10 +107,14 @@ def read_kinetic(
             r.fail(f"kinetic.velocity.temperatures[{i}]", f"must be > 0, got {temps[i]!r}")
         if not weights[i] > 0:
             r.fail(f"kinetic.velocity.weights[{i}]", f"must be > 0, got {weights[i]!r}")
+        if geometry == "sphere" and means[i] != 0:
+            r.fail(f"kinetic.velocity.means[{i}]", f"must be 0 on the sphere (isotropic), got {means[i]!r}")
     velocity = VelocityLaw(tuple(weights.tolist()), tuple(means.tolist()), tuple(temps.tolist()))
     # The box must hold the law: the mass beyond |v| = V is what the grid cannot hold (and
     # outflow measures only what leaves later).
     outside = 1.0 - float(velocity.cell_averages(np.array([-V, V]))[0] * 2 * V)
+    if geometry == "sphere":  # each component of an isotropic 2-d law: at most twice as much outside
+        outside *= 2
     if outside > 1e-6:
         r.fail("kinetic.velocity_box", f"V = {V:g} leaves {outside:.2g} of the initial velocity law outside "
                "[-V, V] (at most 1e-6): take a larger box")  # fmt: skip

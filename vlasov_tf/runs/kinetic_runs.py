@@ -3,9 +3,10 @@
 Jobs of the run file (:mod:`vlasov_tf.runs.storage`): ``kinetic/M<Ntheta>_V<Nv>`` for each
 phase-space grid of ``kinetic.velocity_cells`` (kind ``"phase"``: the cell averages of f, row-major
 (Ntheta, Nv), on its :class:`~vlasov_tf.geometry.meshes.PhaseMesh`; ParaView shows them through the
-XDMF companion), and ``kinetic_particles/N<N>_L<L>`` for the second-order tokens (kind
-``"particles"``, positions ``(theta, v)``) when a particle solver is wired in
-:func:`second_order_particles`. Diagnostics per job and output (:data:`KINETIC_DIAGNOSTICS`): mass,
+XDMF companion), and ``kinetic_particles/N<N>_ref`` and ``.../N<N>_L<L>`` for the second-order
+tokens (kind ``"particles"``, positions ``(theta, v)``; :func:`particle_jobs`,
+:func:`second_order_particles`; on rank 0 under MPI). Diagnostics per job and output
+(:data:`KINETIC_DIAGNOSTICS`): mass,
 momentum, kinetic energy, the model's interaction energy of the marginal, the Hamiltonian
 ``kinetic - interaction``, the first mode ``|M|`` and the outflow through ``|v| = V``. Resumable as
 every run: finished jobs are skipped, an interrupted one restarts from its last snapshot (the
@@ -16,55 +17,85 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.special import ndtr
 
 from vlasov_tf.analysis.kinetic_theory import VelocityLaw, least_stable_root, magnetisation
+from vlasov_tf.analysis.wasserstein import wasserstein_circle
 from vlasov_tf.geometry.meshes import PhaseMesh, circle_mesh
 from vlasov_tf.models.base import MeanField, deterministic
 from vlasov_tf.parallel import Comm, is_root, on_root, root_only
 from vlasov_tf.runs.cases import Case
 from vlasov_tf.runs.kinetic_case import KineticSpec
+from vlasov_tf.runs.kinetic_sphere_runs import run_kinetic_sphere, sphere_kinetic_report
 from vlasov_tf.runs.runner import open_run_file
 from vlasov_tf.runs.storage import JobLayout, RunFile
 from vlasov_tf.solvers.kinetic_grid import PhaseGrid, kinetic_force, solve_kinetic_grid
+from vlasov_tf.solvers.kinetic_particles import solve_kinetic_particles
 
 __all__ = [
     "KINETIC_DIAGNOSTICS",
+    "SPHERE_SERIAL",
+    "ParticleDistances",
     "diagnostic_series",
     "full_kinetic",
     "hmf_coupling",
     "initial_phase_density",
+    "initial_phase_tokens",
     "kinetic_layouts",
     "kinetic_report",
+    "particle_distances",
+    "particle_jobs",
+    "particle_report",
     "run_kinetic",
     "second_order_particles",
 ]
 
 _log = logging.getLogger(__name__)
 
+#: Why a sphere kinetic case does not run under MPI.
+SPHERE_SERIAL = (
+    "the kinetic grid on the sphere (vlasov_tf.solvers.kinetic_sphere) is serial: run it on one rank "
+    "(the circle's phase-space grid is the one split across ranks)"
+)
+
 #: What each kinetic job stores per output beside its snapshots.
 KINETIC_DIAGNOSTICS = ("mass", "momentum", "kinetic", "interaction", "hamiltonian", "mode1", "outflow")
 
 
 def second_order_particles(
-    model: MeanField, theta0: np.ndarray, v0: np.ndarray, weights: np.ndarray, T: float, layers: int,
-    friction: float, times: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray] | None:  # fmt: skip
-    """THE HOOK of the particle side: the second-order tokens (layers ``v <- v + h (F - gamma v)``,
-    then the geodesic drift) from ``theta0``, ``v0`` (N,) with ``weights`` (N,) through ``layers``
-    layers over ``[0, T]``, returning ``(theta, v)`` (n_out, N) at ``times``; None while no particle
-    solver is wired (the kinetic runs then have grid jobs only). The second-order particle solver
-    (being written on another branch) is to be called here."""
-    return None
+    model: MeanField, theta0: np.ndarray, v0: np.ndarray, weights: np.ndarray, T: float, layers: int | None,
+    friction: float, times: np.ndarray, *, reference_steps: int = 0, noise_seed: tuple[int, ...] = (0,),
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """The second-order tokens from ``theta0``, ``v0`` (N,) with ``weights`` (N,) over ``[0, T]``,
+    ``(theta, v)`` (n_out, N) at ``times``
+    (:func:`~vlasov_tf.solvers.kinetic_particles.solve_kinetic_particles` on the circle).
+
+    ``layers`` an int: the momentum Transformer of that depth (method ``"layers"``, h = T / L:
+    kick ``v <- v + h (F - gamma v)``, then the geodesic drift). None: the continuous reference,
+    RK4 (order 4) of ``reference_steps`` steps (0: 16 T, steps of 1/16), or "verlet" (order 2) for
+    a noisy model (RK4 has no heat bath).
+    """
+    x0 = np.stack([np.cos(theta0), np.sin(theta0)], axis=1)
+    u0 = v0[:, None] * np.stack([-np.sin(theta0), np.cos(theta0)], axis=1)
+    if layers is not None:
+        method, steps = "layers", int(layers)
+    else:
+        method = "verlet" if model.noise > 0 else "rk4"
+        steps = int(reference_steps) or int(np.ceil(16 * T))
+    sol = solve_kinetic_particles(model, x0, u0, weights, T=T, method=method, steps=steps, friction=friction,
+                                  t_eval=times, noise_seed=noise_seed)  # fmt: skip
+    x, u = sol.positions, sol.velocities
+    theta = np.mod(np.arctan2(x[..., 1], x[..., 0]), 2 * np.pi)
+    return theta, u[..., 1] * x[..., 0] - u[..., 0] * x[..., 1]
 
 
 def _particles_available(case: Case) -> bool:
-    z = np.zeros(1)
-    return second_order_particles(case.model, z, z, z + 1.0, case.T, 1, 0.0, np.array([0.0])) is not None
+    return bool(case.particles.tokens)
 
 
 def _spec(case: Case) -> KineticSpec:
@@ -78,7 +109,7 @@ def _key(grid: PhaseGrid) -> str:
 
 
 def kinetic_layouts(case: Case) -> list[JobLayout]:
-    """A phase job per grid (and the particle jobs when :func:`second_order_particles` is wired)."""
+    """A phase job per grid, then the particle jobs of :func:`particle_jobs` (with ``particles.tokens``)."""
     spec = _spec(case)
     out = [
         JobLayout(_key(g), "phase", mesh=PhaseMesh(g.n_theta, g.n_v, g.V), attrs=_attrs(spec, g),
@@ -87,9 +118,9 @@ def kinetic_layouts(case: Case) -> list[JobLayout]:
     ]
     if _particles_available(case):
         out += [
-            JobLayout(f"kinetic_particles/N{n}_L{L}", "particles", tokens=n, d=2,
-                      attrs={"tokens": n, "layers": L, "coordinates": "theta, v"})
-            for n in case.particles.tokens for L in case.particles.layers
+            JobLayout(key, "particles", tokens=n, d=2,
+                      attrs={"tokens": n, "layers": -1 if L is None else L, "coordinates": "theta, v"})
+            for key, n, L in particle_jobs(case)
         ]  # fmt: skip
     return out
 
@@ -133,7 +164,13 @@ def _diagnostics(model: MeanField, grid: PhaseGrid, f: np.ndarray, outflow: floa
 def run_kinetic(
     case: Case, path: str | Path, *, resume: bool = False, overwrite: bool = False, comm: Comm | None = None
 ) -> Path:
-    """Run the kinetic jobs of ``case`` into the run file ``path`` (module docstring); resumable."""
+    """Run the kinetic jobs of ``case`` into the run file ``path`` (module docstring); resumable.
+    A case on the sphere runs :func:`~vlasov_tf.runs.kinetic_sphere_runs.run_kinetic_sphere`
+    (serial only: ValueError under more than one rank)."""
+    if case.geometry == "sphere":
+        if comm is not None and comm.size > 1:
+            raise ValueError(SPHERE_SERIAL)
+        return run_kinetic_sphere(case, path, resume=resume, overwrite=overwrite)
     path, spec = Path(path), _spec(case)
     layouts = kinetic_layouts(case)
     opened: list[tuple[RunFile, bool]] = []
@@ -202,24 +239,65 @@ def _attrs(spec: KineticSpec, grid: PhaseGrid) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def particle_jobs(case: Case) -> list[tuple[str, int, int | None]]:
+    """``(key, N, L)`` of the second-order token jobs in run order: for each N of ``particles.tokens``
+    the continuous reference ``kinetic_particles/N<N>_ref`` (L None), then ``.../N<N>_L<L>`` for each
+    depth of ``particles.layers``."""
+    out: list[tuple[str, int, int | None]] = []
+    for n in sorted(case.particles.tokens):
+        out.append((f"kinetic_particles/N{n}_ref", n, None))
+        out += [(f"kinetic_particles/N{n}_L{L}", n, L) for L in sorted(case.particles.layers)]
+    return out
+
+
+def initial_phase_tokens(case: Case, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(theta, v, weights)``, (n,) each: the second-order tokens of N = n. Angles from the case's
+    first-order tokens (``particles.sampling``); velocities from the velocity law, i.i.d. by the
+    stream ``default_rng((seed, n, 1))`` for "random" sampling, and for "quantiles" the law's
+    quantiles at ``frac((i + 1/2) phi)`` (phi the golden ratio: a Kronecker lattice in phase space,
+    so the empirical f_0 has no Monte Carlo noise to seed an instability with)."""
+    x, w = case.initial_tokens(n)
+    theta0 = np.mod(np.arctan2(x[:, 1], x[:, 0]), 2 * np.pi)
+    law = _spec(case).velocity
+    if case.particles.sampling == "quantiles":
+        u = np.mod((np.arange(n) + 0.5) * (1 + np.sqrt(5)) / 2, 1.0)
+        return theta0, _velocity_quantiles(law, u), w
+    return theta0, _sample_velocity(law, n, case.particles.seed), w
+
+
+def _velocity_quantiles(law: VelocityLaw, u: np.ndarray) -> np.ndarray:
+    """The law's quantiles at ``u`` in (0, 1) (bisection on its distribution function, to round-off)."""
+    w, mean, temp = (np.asarray(a, float) for a in (law.weights, law.means, law.temperatures))
+    w = w / w.sum()
+    spread = 40 * np.sqrt(temp.max())
+    lo, hi = np.full(len(u), mean.min() - spread), np.full(len(u), mean.max() + spread)
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        below = (w * ndtr((mid[:, None] - mean) / np.sqrt(temp))).sum(axis=1) < u
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return 0.5 * (lo + hi)
+
+
 def _particle_jobs(case: Case, spec: KineticSpec, run: RunFile) -> None:
-    for n in case.particles.tokens:
-        x, w = case.initial_tokens(n)
-        theta0 = np.mod(np.arctan2(x[:, 1], x[:, 0]), 2 * np.pi)
-        v0 = _sample_velocity(spec.velocity, n, case.particles.seed)
-        for L in case.particles.layers:
-            key = f"kinetic_particles/N{n}_L{L}"
-            if run.is_complete(key):
-                continue
-            got = second_order_particles(
-                case.model, theta0, v0, w, case.T, L, spec.friction, case.output_times
-            )
-            assert got is not None
-            run.start_job(key, "particles", weights=w, tokens=n, layers=L, coordinates="theta, v")
-            for k, t in enumerate(case.output_times):
-                if k >= run.job_info(key)["n"]:
-                    run.append(key, t, np.stack([got[0][k], got[1][k]], axis=1))
-            run.finish_job(key)
+    ref_steps = case.particles.reference_steps or 4 * max(case.particles.layers, default=0)
+    for key, n, L in particle_jobs(case):
+        if run.is_complete(key):
+            continue
+        theta0, v0, w = initial_phase_tokens(case, n)
+        tic = time.perf_counter()
+        # Deterministic (the noise by its seed): a job cut short is computed again, the outputs it
+        # had stored are the same bits and stay.
+        theta, v = second_order_particles(
+            case.model, theta0, v0, w, case.T, L, spec.friction, case.output_times,
+            reference_steps=ref_steps, noise_seed=(case.particles.seed, n),
+        )  # fmt: skip
+        run.start_job(key, "particles", weights=w, tokens=n, layers=-1 if L is None else L,
+                      coordinates="theta, v")  # fmt: skip
+        for k, t in enumerate(case.output_times):
+            if k >= run.job_info(key)["n"]:
+                run.append(key, t, np.stack([theta[k], v[k]], axis=1))
+        run.finish_job(key)
+        _log.info(f"{key}: {time.perf_counter() - tic:.1f} s")
 
 
 def _sample_velocity(law: VelocityLaw, n: int, seed: int) -> np.ndarray:
@@ -263,10 +341,116 @@ def _rate(times: np.ndarray, mode: np.ndarray) -> float | None:
     return float(np.polyfit(times[run], np.log(mode[run]), 1)[0])
 
 
+#: Points per grid cell standing for the grid's theta marginal in W1 (the cell's mass spread over
+#: its midpoints: within dtheta / (4 * 16) of the piecewise-constant density in W1).
+MARGINAL_POINTS = 16
+
+
+@dataclass(frozen=True)
+class ParticleDistances:
+    """W1 on the circle of the theta marginals at two output times ``times`` (T/2 and T).
+
+    layers : (n_L, 2) the N_max tokens after L layers against their continuous reference, for ``L``;
+    tokens : (n_N, 2) the reference of N tokens against the finest grid's marginal, for ``N``;
+    mode : (n_out,) ``|M(t)|`` of the N_max reference (the grid's is a diagnostic).
+    """
+
+    times: tuple[float, float]
+    n_max: int
+    L: np.ndarray
+    layers: np.ndarray
+    N: np.ndarray
+    tokens: np.ndarray
+    mode: np.ndarray
+
+
+def _circle(theta: np.ndarray) -> np.ndarray:
+    return np.stack([np.cos(theta), np.sin(theta)], axis=-1)
+
+
+def particle_distances(case: Case, run: RunFile) -> ParticleDistances | None:
+    """The particle side of the kinetic study (:class:`ParticleDistances`); None without finished
+    particle jobs."""
+    spec = _spec(case)
+    jobs = [(key, n, L) for key, n, L in particle_jobs(case) if run.is_complete(key)]
+    refs = {n: key for key, n, L in jobs if L is None}
+    if not refs:
+        return None
+    mid = len(case.output_times) // 2
+    nt, nv = spec.cells[-1]
+    stored = run.job_state(f"kinetic/M{nt}_V{nv}")
+    if stored is None:
+        return None
+    g = PhaseGrid(nt, nv, spec.V)
+    sub = (np.arange(MARGINAL_POINTS) + 0.5) / MARGINAL_POINTS
+    cells = _circle(((np.arange(nt)[:, None] + sub) * g.dtheta).ravel())
+
+    def theta_of(key: str) -> np.ndarray:
+        st = run.job_state(key)
+        assert st is not None
+        return st[1][[mid, -1], :, 0]
+
+    def grid_w1(theta: np.ndarray, j: int) -> float:
+        rho = stored[1][[mid, -1][j]].reshape(nt, nv).sum(axis=1)
+        return wasserstein_circle(_circle(theta), None, cells, np.repeat(np.maximum(rho, 0), MARGINAL_POINTS))
+
+    N = np.array(sorted(refs))
+    tokens = np.array([[grid_w1(theta_of(refs[n])[j], j) for j in range(2)] for n in N])
+    n_max = int(N[-1])
+    ref = theta_of(refs[n_max])
+    deep = sorted((L, key) for key, n, L in jobs if n == n_max and L is not None)
+    layers = np.array([[wasserstein_circle(_circle(theta_of(key)[j]), None, _circle(ref[j]), None)
+                        for j in range(2)] for _, key in deep]).reshape(len(deep), 2)  # fmt: skip
+    st = run.job_state(refs[n_max])
+    assert st is not None
+    mode = np.abs(np.exp(1j * st[1][:, :, 0]).mean(axis=1))
+    t = case.output_times
+    return ParticleDistances((float(t[mid]), float(t[-1])), n_max, np.array([L for L, _ in deep], float),
+                             layers, N.astype(float), tokens, mode)  # fmt: skip
+
+
+def _rate_lines(
+    name: str, x: np.ndarray, w: np.ndarray, times: tuple[float, float], expected: float
+) -> list[str]:
+    lines = [f"  {name:>6} " + " ".join(f"{f'W1 t={t:.3g}':>11} {'order':>6}" for t in times)]
+    for i in range(len(x)):
+        cols = []
+        for j in range(2):
+            o = "" if i == 0 else f"{np.log(w[i - 1, j] / w[i, j]) / np.log(x[i] / x[i - 1]):.2f}"
+            cols.append(f"{w[i, j]:11.3e} {o:>6}")
+        lines.append(f"  {int(x[i]):>6} " + " ".join(cols))
+    if len(x) > 1:
+        fits = [-np.polyfit(np.log(x), np.log(w[:, j]), 1)[0] for j in range(2)]
+        lines.append(f"  fitted rates {fits[0]:.2f}, {fits[1]:.2f} (expected {expected:g})")
+    return lines
+
+
+def particle_report(case: Case, run: RunFile) -> list[str]:
+    """The particle lines of :func:`kinetic_report`: the rates in L and N and the distances of the
+    tokens to the finest grid (W1 on the circle of the theta marginals)."""
+    d = particle_distances(case, run)
+    if d is None:
+        return ["particles: no finished kinetic_particles job"]
+    ref = "RK4" if case.model.noise == 0 else "Verlet"
+    quiet = case.particles.sampling == "quantiles"
+    lines = [f"particles (second-order tokens; W1 of the theta marginals, exact on the circle; the grid's "
+             f"marginal by {MARGINAL_POINTS} points a cell):"]  # fmt: skip
+    if len(d.L):
+        lines.append(f"W1(L layers, the {ref} reference), N = {d.n_max}:")
+        lines += _rate_lines("L", d.L, d.layers, d.times, 1.0)
+    lines.append(f"W1(N tokens under the {ref} reference, finest grid), "
+                 f"{'quantile lattice' if quiet else 'random'} f_0 samples:")  # fmt: skip
+    lines += _rate_lines("N", d.N, d.tokens, d.times, 1.0 if quiet else 0.5)
+    return lines
+
+
 def kinetic_report(case: Case, run: RunFile) -> str:
     """The kinetic study of a finished run: the grids' errors against the finest and their orders
     in h, conservation and outflow, and the theory (the first mode's rate against the dispersion
-    relation; the thermal magnetisation with friction and noise)."""
+    relation; the thermal magnetisation with friction and noise). On the sphere:
+    :func:`~vlasov_tf.runs.kinetic_sphere_runs.sphere_kinetic_report`."""
+    if case.geometry == "sphere":
+        return sphere_kinetic_report(case, run)
     spec = _spec(case)
     grids = spec.grids()
     mid = len(case.output_times) // 2
@@ -311,6 +495,8 @@ def kinetic_report(case: Case, run: RunFile) -> str:
     K = hmf_coupling(case.model)
     if K is None:
         lines.append("theory: the model's force is not the HMF force (no dispersion relation here)")
+        if _particles_available(case):
+            lines += particle_report(case, run)
         return "\n".join(lines)
     mode = diags["mode1"][_key(best)]
     times = case.output_times
@@ -326,15 +512,18 @@ def kinetic_report(case: Case, run: RunFile) -> str:
         T_eq = case.model.noise / spec.friction
         lines.append(f"theory (HMF, K = {K:g}): thermal state T = sigma/gamma = {T_eq:.4g}, |M| = "
                      f"{magnetisation(K, T_eq):.4f}; the grid's |M(T)| = {mode[-1]:.4f}")  # fmt: skip
-    if not _particles_available(case):
-        lines.append("particles: no second-order particle solver is wired "
-                     "(kinetic_runs.second_order_particles)")  # fmt: skip
+    if _particles_available(case):
+        lines += particle_report(case, run)
     return "\n".join(lines)
 
 
 def full_kinetic(case: Case) -> Case:
-    """``case`` with the full study's grids: one more, twice as fine as its finest."""
+    """``case`` with the full study's grids: one more, twice as fine as its finest (the circle only:
+    ValueError on the sphere, whose next level would take hours)."""
     spec = _spec(case)
+    if case.geometry == "sphere":
+        raise ValueError(f"{case.source}: the sphere kinetic study has no --full ladder (the next "
+                         "mesh level costs ~60 times the shipped one): add [grid] resolutions")  # fmt: skip
     nt, nv = spec.cells[-1]
     cells = (*spec.cells, (2 * nt, 2 * nv))
     return replace(case, kinetic=replace(spec, cells=cells))

@@ -53,8 +53,8 @@ streaming stages of ``O(F n^2)`` scalar work (numba) and two force evaluations o
 cell centres.
 
 Not done: a second-order (limited) reconstruction in x; MPI (one process); noise (velocity
-diffusion); the case-file, CLI, run-file and figure doors (the runner calls
-:func:`solve_kinetic_sphere`).
+diffusion). The doors (case file, CLI, run file, resume, figures) are
+:mod:`vlasov_tf.runs.kinetic_sphere_runs`.
 """
 
 from __future__ import annotations
