@@ -173,7 +173,7 @@ def check_crossvalidation(case, run) -> dict[str, dict[int, float]]:
     # The grids conserve mass. SW1: the tokens' distance to the grid is their sampling (2000
     # tokens closer than 500 at every time), and stays within 1.5x its t = 0 value while the
     # clusters form, merge and sit (measured 1.13x, 1.39x: the clusters' sampled masses remain);
-    # level 2 is 5x closer to level 3 than the most tokens are (measured 8x at T).
+    # level 2 is 5x closer to level 3 than the most tokens are (measured 8.9x or more).
     for key, rows in run.diagnostics("mass").items():
         np.testing.assert_allclose(rows[:, 1], 1.0, atol=1e-12, err_msg=key)
     sw1 = {key: rows[:, 1] for key, rows in run.diagnostics("sw1_grid").items()}
