@@ -76,7 +76,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 
 import numpy as np
 from scipy.linalg import expm
@@ -91,7 +90,7 @@ from vlasov_tf.models.interaction import Interaction
 from vlasov_tf.models.sums import Sums
 from vlasov_tf.parallel import Comm, RingSums, block_range, gather_rows, is_root
 from vlasov_tf.solvers.brownian import brownian_increments
-from vlasov_tf.solvers.particles import FIELD_METHODS, MAX_STEPS
+from vlasov_tf.solvers.particles import FIELD_METHODS, MAX_STEPS, step_pieces
 from vlasov_tf.solvers.time_loop import TimeLoop, Tracker
 
 __all__ = [
@@ -176,23 +175,6 @@ def potential_energy(model: MeanField, points: np.ndarray, weights: np.ndarray) 
             return -0.5 * float(m @ m) / mass
         return -interaction_energy(points, weights, beta) if model.attention == "USA" else None
     return None
-
-
-def _pieces(
-    model: MeanField, T: float, cuts: np.ndarray, steps: int
-) -> list[tuple[float, float, int, MeanField]]:
-    """``(t0, t1, n, field)`` per piece between the ``cuts`` (switches and output times): the steps
-    shared out in proportion to the lengths by largest remainders, at least one each (the rule of
-    :func:`~vlasov_tf.solvers.particles.solve_particles`, so both solvers step alike)."""
-    share = np.diff(cuts) * steps / T
-    counts = np.maximum(np.floor(share + 1e-9).astype(int), 1)
-    spare = steps - counts.sum()
-    if spare > 0:
-        counts[np.argsort(-(share - counts), kind="stable")[:spare]] += 1
-    return [
-        (float(t0), float(t1), int(n), model.piece(0.5 * (t0 + t1)))
-        for (t0, t1), n in zip(pairwise(cuts), counts, strict=True)
-    ]
 
 
 @dataclass
@@ -411,7 +393,7 @@ def solve_kinetic_particles(
         diagnostics.append((kin, np.nan if u is None else u, angular_momentum(xs, vs, w)))
         loop.store(t, (xs.copy(), vs.copy()))
 
-    every = _pieces(model, T, loop.stops, int(steps))
+    every = step_pieces(model, T, loop.stops, int(steps))
     # The index of each piece's first step in the whole run: the noise's streams are keyed by it.
     firsts = np.cumsum([0] + [n for _, _, n, _ in every])
     pieces = [(p, int(k)) for p, k in zip(every, firsts, strict=False) if p[1] > t0 + loop.tol]

@@ -72,6 +72,7 @@ __all__ = [
     "ParticleSolution",
     "residual_velocity",
     "solve_particles",
+    "step_pieces",
 ]
 
 METHODS = ("layers", "rk4", "adaptive")
@@ -188,7 +189,7 @@ class ParticleSolution:
         return self.positions[-1]
 
 
-def _pieces(
+def step_pieces(
     model: MeanField, T: float, cuts: np.ndarray, steps: int
 ) -> list[tuple[float, float, int, MeanField]]:
     """Cut [0, T] at the ``cuts`` (the stops: switches and output times); ``(t0, t1, n_steps, field)``
@@ -452,7 +453,7 @@ def solve_particles(
         sums = Sums(heads=tile_head_sums(w_local))
     else:
         sums = causal or Sums.by_method(field_method, split=None if comm is None else RingSums(comm))
-    every = _pieces(model, T, loop.stops, int(steps))
+    every = step_pieces(model, T, loop.stops, int(steps))
     # The index of each piece's first step in the whole run: the noise's streams are keyed by it.
     firsts = np.cumsum([0] + [n for _, _, n, _ in every])
     pieces = [(p, int(k)) for p, k in zip(every, firsts, strict=False) if p[1] > t0 + loop.tol]
