@@ -269,13 +269,19 @@ class FiniteVolume:
             np.minimum.at(phi, cells, np.clip(ratio, 0.0, 1.0))
         return phi
 
-    def fluxes(self, rho: np.ndarray, u: np.ndarray) -> np.ndarray:
+    def polynomials(self, rho: np.ndarray) -> np.ndarray | None:
+        """The quadratic reconstruction's coefficients of ``rho`` (None for the linear one): computed
+        once a stage, they serve the field's quadrature measure, the transport and the diffusive
+        fluxes alike."""
+        return None if self._quadratic is None else self._quadratic.coefficients(rho)
+
+    def fluxes(self, rho: np.ndarray, u: np.ndarray, coefficients: np.ndarray | None = None) -> np.ndarray:
         """(F, Q) upwind fluxes ``w_fq u_fq rho_fq`` owner -> neighbour at the flux points (weights
-        ``w``: the face lengths (Q = 1) or Gauss weights), for normal velocities ``u`` (F,) or (F, Q)."""
-        # With diffusion the quadratic polynomials serve both fluxes: computed once a stage.
-        a = None
-        if self.diffusion is not None and self._quadratic is not None:
-            a = self._quadratic.coefficients(rho)
+        ``w``: the face lengths (Q = 1) or Gauss weights), for normal velocities ``u`` (F,) or (F, Q);
+        ``coefficients``: :meth:`polynomials` of ``rho``, when computed already."""
+        a = coefficients
+        if a is None and self.diffusion is not None:
+            a = self.polynomials(rho)  # serves both fluxes
         r_own, r_nbr = self.face_values(rho, a)
         u = u.reshape(r_own.shape)
         if self.upwinding == 1.0:
@@ -322,9 +328,12 @@ class FiniteVolume:
         with np.errstate(divide="ignore"):
             return float(cfl * np.min(self.mesh.areas / out))
 
-    def normal_velocity(self, model: MeanField, t: float, rho: np.ndarray) -> np.ndarray:
+    def normal_velocity(
+        self, model: MeanField, t: float, rho: np.ndarray, coefficients: np.ndarray | None = None
+    ) -> np.ndarray:
         """``X[m](t) . n_f`` at the flux points: the model's field of the cell measure, or of the
-        quadrature measure (``field_measure``).
+        quadrature measure (``field_measure``; ``coefficients``: :meth:`polynomials` of ``rho``, when
+        computed already).
 
         (F,) for the linear reconstruction (the face midpoints), (F, Q) for the quadratic.
         """
@@ -332,7 +341,7 @@ class FiniteVolume:
         k = self.n_owned  # under MPI the halo cells' mass is counted by their owners
         if self.field_measure == "quadrature":
             assert self._quadratic is not None
-            masses = self._quadratic.point_masses(rho, cells=k).ravel()  # >= 0
+            masses = self._quadratic.point_masses(rho, coefficients, cells=k).ravel()  # >= 0
         else:
             # Round-off negative masses (see euler_step) are zero mass to every field method.
             masses = np.maximum(rho[:k] * m.areas[:k], 0.0)
@@ -546,8 +555,9 @@ def ssp_rk3_step(
 
     def stage(m: np.ndarray, ts: float, u: np.ndarray | None) -> np.ndarray:
         rho = m / areas
+        a = fv.polynomials(rho)
         if u is None:
-            u = fv.normal_velocity(field, ts, rho)
-        return fv.euler_step(m, fv.fluxes(rho, u), dt)
+            u = fv.normal_velocity(field, ts, rho, a)
+        return fv.euler_step(m, fv.fluxes(rho, u, a), dt)
 
     return ssp_rk3(stage, m0, t, dt, u0, exchange)
