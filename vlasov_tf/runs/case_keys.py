@@ -214,6 +214,12 @@ TABLES: dict[str, Table] = {
                 'order; the default) or "quadrature" (the quadratic reconstruction summed at 2 points '
                 'a cell on the circle, 3 on S^2: third order, 2-3x the keys of the kernel sums).'
             ),
+            "diffusion": Key(
+                'How a noisy model\'s sigma Laplace is stepped: "explicit" (in the fluxes; the step is '
+                'bounded by ~h^2/sigma too, the default) or "implicit" (TR-BDF2 Strang-split around the '
+                "transport's step: cheaper on fine meshes with strong noise; not with model.mask = "
+                '"causal").'
+            ),
         },
     ),
     "clusters": Table(

@@ -37,6 +37,7 @@ from vlasov_tf.runs.ensembles import ENSEMBLES
 from vlasov_tf.runs.toml_reader import TomlReader, show_value
 from vlasov_tf.solvers.grid_scheme import (
     ATOL,
+    DIFFUSIONS,
     FIELD_MEASURE,
     FIELD_MEASURES,
     FIELD_METHODS,
@@ -132,6 +133,8 @@ class GridSpec:
     (None: no cap) caps the step on top of it and of the CFL number.
     ``field_method``: ``solve_grid``'s ("auto", "dense", "taylor", "spectral", "fft").
     ``field_measure``: ``solve_grid``'s ("cells": second order; "quadrature": third, quadratic only).
+    ``diffusion``: ``solve_grid``'s, how a noisy model's ``sigma Laplace`` is stepped ("explicit",
+    "implicit").
     """
 
     resolutions: tuple[int, ...]
@@ -143,6 +146,7 @@ class GridSpec:
     rtol: float | None = RTOL  # None: fixed CFL steps
     atol: float = ATOL
     field_measure: str = FIELD_MEASURE
+    diffusion: str = "explicit"
 
 
 @dataclass(frozen=True)
@@ -605,6 +609,7 @@ def read_grid(r: TomlReader, v: Any, geometry: str, initial: InitialMeasure) -> 
     if measure == "quadrature" and reconstruction != "quadratic":
         r.fail("grid.field_measure", f"'quadrature' reads the quadratic polynomials: it needs "
                                      f"grid.reconstruction 'quadratic', not {reconstruction!r}")  # fmt: skip
+    diffusion = r.string(t.get("diffusion", "explicit"), "grid.diffusion", DIFFUSIONS)
     return GridSpec(
         resolutions=res,
         cfl=cfl,
@@ -615,4 +620,5 @@ def read_grid(r: TomlReader, v: Any, geometry: str, initial: InitialMeasure) -> 
         rtol=tolerances["rtol"],
         atol=tolerances["atol"] or ATOL,
         field_measure=measure,
+        diffusion=diffusion,
     )

@@ -97,6 +97,7 @@ from vlasov_tf.solvers.grid_scheme import (
     check_field_measure,
     check_scheme,
 )
+from vlasov_tf.solvers.implicit_diffusion import ImplicitDiffusion
 from vlasov_tf.solvers.particles import MAX_STEPS
 from vlasov_tf.solvers.reconstruction import QuadraticReconstruction
 from vlasov_tf.solvers.step_control import Controller, ssp_rk3
@@ -151,7 +152,9 @@ class FiniteVolume:
     kernel sums' ``split``.
 
     ``noise`` > 0 adds the diffusion ``noise * Laplace`` (:class:`~vlasov_tf.solvers.diffusion.Diffusion`)
-    to the fluxes, the rates and the step bound; 0 leaves the transport scheme as it is.
+    to the fluxes, the rates and the step bound; 0 leaves the transport scheme as it is. With
+    ``diffusion="implicit"`` it is ``split_diffusion`` instead, which the solver steps apart
+    (:mod:`~vlasov_tf.solvers.implicit_diffusion`), and the operator is the transport's.
 
     ``field_measure``: one of :data:`~vlasov_tf.solvers.grid_scheme.FIELD_MEASURES` (module
     docstring; :func:`~vlasov_tf.solvers.grid_scheme.check_field_measure`).
@@ -168,6 +171,7 @@ class FiniteVolume:
         field_method: str = "auto",
         noise: float = 0.0,
         field_measure: str = FIELD_MEASURE,
+        diffusion: str = "explicit",
     ) -> None:
         reconstruction, limiter = check_scheme(reconstruction, limiter)
         check_field_measure(field_measure, reconstruction)
@@ -199,7 +203,9 @@ class FiniteVolume:
         self._n = mesh.n_cells
         if self._quadratic is None:
             self._build_gradients(mesh)
-        self.diffusion = None if noise == 0 else Diffusion(mesh, noise, self._quadratic)
+        spread = None if noise == 0 else Diffusion(mesh, noise, self._quadratic)
+        # "implicit": the transport alone here; the solver steps ``split_diffusion`` around it.
+        self.diffusion, self.split_diffusion = (None, spread) if diffusion == "implicit" else (spread, None)
 
     def _build_gradients(self, mesh: MeshGeometry) -> None:
         """The linear reconstruction's operators ``_to_own``, ``_to_nbr`` (F, F)."""
@@ -394,6 +400,7 @@ def solve_grid(
     scheme: GridScheme | None = None,
     trackers: Sequence[Tracker] = (),
     field_measure: str = FIELD_MEASURE,
+    diffusion: str = "explicit",
 ) -> GridSolution:
     """Evolve cell densities by the continuity equation up to ``T``.
 
@@ -442,8 +449,11 @@ def solve_grid(
     field_measure : whose field moves the density: ``"cells"`` (masses at the cell centres, second
         order) or ``"quadrature"`` (the quadratic polynomials at 2 points a cell on S^1, 3 on S^2,
         third order; quadratic only). Under MPI the points go with their cells.
+    diffusion : a noisy model's ``sigma Laplace``: ``"explicit"`` (in the transport's fluxes, the
+        step bounded by ``~ h^2 / sigma`` too) or ``"implicit"`` (Strang-split TR-BDF2 around the
+        transport's step: :mod:`~vlasov_tf.solvers.implicit_diffusion`).
     """
-    options = (cfl, max_dt, rtol, atol, reconstruction, limiter, field_method, field_measure)
+    options = (cfl, max_dt, rtol, atol, reconstruction, limiter, field_method, field_measure, diffusion)
     scheme = GridScheme.of(scheme, *options)
     rho = _check_density(mesh, rho0)
     model = as_model(model, mesh.d)
@@ -469,6 +479,8 @@ def solve_grid(
     check_memory(need, f"solve_grid: {mesh.n_cells} cells, {len(loop.times)} output times")
     control = Controller(scheme.step_options, red, loop.tol)
     areas, n = fv.mesh.areas, red.n_owned
+    tolerances = None if scheme.rtol is None else (scheme.rtol, scheme.atol)
+    split = None if fv.split_diffusion is None else ImplicitDiffusion(fv.split_diffusion, red, tolerances)
     out_mass: list[float] = []
 
     def emit(t: float, mass: np.ndarray) -> np.ndarray:
@@ -483,7 +495,7 @@ def solve_grid(
 
     def stepper(t: float, t_next: float) -> GridStepper:
         # The block in force up to the next stop (steps never straddle a switch).
-        return GridStepper(fv, model.piece(0.5 * (t + t_next)), red)
+        return GridStepper(fv, model.piece(0.5 * (t + t_next)), red, split)
 
     with loop.tracking():
         control.run(loop, rho[cells] * areas, stepper, emit)
@@ -500,13 +512,13 @@ def distribute(
     recon, method, measure = scheme.reconstruction, scheme.field_method, scheme.field_measure
     if comm is None:
         fv = FiniteVolume(mesh, scheme.limiter, reconstruction=recon, field_method=method, noise=noise,
-                          field_measure=measure)  # fmt: skip
+                          field_measure=measure, diffusion=scheme.diffusion)  # fmt: skip
         return fv, Reductions(mesh.n_cells), slice(None)
     # The diffusion reads quadratic polynomials, whose stencils need the vertex halo.
     local = LocalMesh.distribute(mesh, comm, vertex_halo=recon != "linear" or noise > 0)
     fv = FiniteVolume(
         local.mesh, scheme.limiter, reconstruction=recon, ring=RingSums(comm), n_owned=local.n_owned,
-        field_method=method, noise=noise, field_measure=measure,
+        field_method=method, noise=noise, field_measure=measure, diffusion=scheme.diffusion,
     )  # fmt: skip
     return fv, MpiReductions(local), local.cells
 
@@ -514,11 +526,14 @@ def distribute(
 @dataclass(frozen=True)
 class GridStepper:
     """SSP-RK3 on the cell masses of ``fv``'s mesh by the piece ``field``
-    (:class:`~vlasov_tf.solvers.step_control.Stepper`; velocities: the normal velocities)."""
+    (:class:`~vlasov_tf.solvers.step_control.Stepper`; velocities: the normal velocities);
+    with ``split``, Strang-split around its implicit diffusion (the transport's first stage then
+    evaluates the field of the diffused masses: one field evaluation more a step)."""
 
     fv: FiniteVolume
     field: MeanField
     reductions: Reductions
+    split: ImplicitDiffusion | None = None
 
     def velocity(self, t: float, state: np.ndarray) -> np.ndarray:
         return self.fv.normal_velocity(self.field, t, state / self.fv.mesh.areas)
@@ -532,7 +547,10 @@ class GridStepper:
     def step(
         self, state: np.ndarray, t: float, dt: float, velocity: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        return ssp_rk3_step(self.fv, self.field, t, state, dt, velocity, self.reductions.exchange)
+        if self.split is None:
+            return ssp_rk3_step(self.fv, self.field, t, state, dt, velocity, self.reductions.exchange)
+        fv, field, exchange = self.fv, self.field, self.reductions.exchange
+        return self.split.strang(state, dt, lambda m: ssp_rk3_step(fv, field, t, m, dt, None, exchange))
 
 
 def ssp_rk3_step(
@@ -541,7 +559,7 @@ def ssp_rk3_step(
     t: float,
     m0: np.ndarray,
     dt: float,
-    u0: np.ndarray,
+    u0: np.ndarray | None,
     exchange: Callable[[np.ndarray], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One Shu-Osher SSP-RK3 step on the cell masses, and its embedded second-order solution.
@@ -549,7 +567,8 @@ def ssp_rk3_step(
     Returns ``(m3, m_heun)``: the SSP-RK3 masses and Heun's (SSP-RK2) from the same stages,
     ``m_heun = (m0 + stage(m1)) / 2 = 2 m2 - m0``; their difference estimates the local error,
     O(dt^3) (:func:`~vlasov_tf.solvers.step_control.ssp_rk3`). Stage velocities are recomputed
-    (``u0`` is the first's). ``exchange(m)`` refreshes halo cells in place after each stage (MPI).
+    (``u0`` is the first's; None: evaluated). ``exchange(m)`` refreshes halo cells in place after
+    each stage (MPI).
     """
     areas = fv.mesh.areas
 
