@@ -36,6 +36,7 @@ steps the transport takes the undershoot is measured in docs/numerics.md §8.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import numpy as np
@@ -114,6 +115,15 @@ class ImplicitDiffusion:
         self._n_local = diffusion.mesh.n_cells
         self.iterations = 0
         self.solves = 0
+
+    def scaled(self, factor: float) -> ImplicitDiffusion:
+        """The same solver for ``factor`` times the noise (the matrix is linear in sigma): a
+        benchmark's sigmas share one assembly."""
+        out = copy.copy(self)
+        out.matrix = self.matrix * factor
+        out._diagonal = self._diagonal * factor
+        out.iterations = out.solves = 0
+        return out
 
     def apply(self, m: np.ndarray) -> np.ndarray:
         """(n_owned,) ``L m`` for (C_local,) masses with current halos."""
