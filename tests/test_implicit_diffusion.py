@@ -15,7 +15,8 @@ from vlasov_tf.geometry.meshes import circle_mesh
 from vlasov_tf.kernels.zonal import Constant
 from vlasov_tf.models.base import with_noise
 from vlasov_tf.models.interaction import Interaction
-from vlasov_tf.runs.cases import parse_case
+from vlasov_tf.runs.cases import case_settings, load_case, parse_case, settings_difference
+from vlasov_tf.runs.overrides import parse_overrides
 from vlasov_tf.solvers.causal_grid import solve_causal_grid
 from vlasov_tf.solvers.diffusion import Diffusion
 from vlasov_tf.solvers.finite_volumes import solve_grid
@@ -149,3 +150,15 @@ def test_bad_diffusion_is_named():
     causal = base.replace("noise = 0.2", 'noise = 0.2\nmask = "causal"') + 'diffusion = "implicit"\n'
     with pytest.raises(ValueError, match=r"grid\.diffusion 'implicit' is not available on the causal grid"):
         parse_case(causal, "noisy.toml")
+
+
+def test_set_and_old_run_files():
+    """``--set grid.diffusion=implicit`` reaches the case; a run file stored before the key (no
+    ``grid.diffusion``) ran explicitly: it resumes as explicit, and an implicit case is refused."""
+    case = load_case("sphere_noisy", parse_overrides(["grid.diffusion=implicit"]))
+    assert case.grid.diffusion == "implicit"
+    explicit = case_settings(load_case("sphere_noisy"))
+    old = {k: v for k, v in explicit.items() if k != "grid.diffusion"}
+    assert settings_difference(old, explicit) is None
+    changed = settings_difference(old, case_settings(case))
+    assert changed == 'grid.diffusion = "explicit" when run, "implicit" now'
