@@ -205,7 +205,9 @@ class FiniteVolume:
             self._build_gradients(mesh)
         spread = None if noise == 0 else Diffusion(mesh, noise, self._quadratic)
         # "implicit": the transport alone here; the solver steps ``split_diffusion`` around it.
-        self.diffusion, self.split_diffusion = (None, spread) if diffusion == "implicit" else (spread, None)
+        implicit = diffusion == "implicit"
+        self.diffusion: Diffusion | None = None if implicit else spread
+        self.split_diffusion: Diffusion | None = spread if implicit else None
 
     def _build_gradients(self, mesh: MeshGeometry) -> None:
         """The linear reconstruction's operators ``_to_own``, ``_to_nbr`` (F, F)."""
