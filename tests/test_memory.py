@@ -8,6 +8,7 @@ address space is capped a little above what it uses (``capped``): an entry point
 check fails at once with numpy's MemoryError instead of exhausting the machine.
 """
 
+import errno
 import resource
 import shutil
 from pathlib import Path
@@ -109,6 +110,31 @@ def test_meshes_are_not_written_inside_an_installed_package(meshes, monkeypatch,
     assert mesh.n_cells == 1080 * 4**3 and sorted(p.name for p in meshes.iterdir()) == before
     assert "sphere mesh level 3: built in memory" in caplog.text
     assert "inside the installed package" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "error",
+    [PermissionError(errno.EACCES, "Permission denied"), OSError(errno.EROFS, "Read-only file system")],
+    ids=["permission", "read-only"],
+)
+def test_a_mesh_location_that_cannot_be_written_is_not_an_error(meshes, monkeypatch, caplog, error):
+    """Where os.access says writable but the write fails (root sees every directory writable;
+    NFS, quotas, a read-only mount), the missing level is built in memory and logged, not a crash."""
+
+    def refuse(*args, **kwargs):
+        raise error
+
+    save_mesh = mesh_files.save_mesh
+    monkeypatch.setattr(mesh_files, "save_mesh", refuse)
+    before = sorted(p.name for p in meshes.iterdir())
+    with caplog.at_level("INFO", logger="vlasov_tf"):
+        mesh = sphere_mesh(3)
+    assert sorted(p.name for p in meshes.iterdir()) == before  # nothing written, no temporary left
+    assert "sphere mesh level 3: built in memory" in caplog.text and error.strerror in caplog.text
+    monkeypatch.setattr(mesh_files, "save_mesh", save_mesh)  # the same mesh as one written
+    written = mesh_files.load_mesh(build_sphere_mesh(3, meshes))
+    assert mesh.n_cells == 1080 * 4**3 and np.array_equal(mesh.centres, written.centres)
+    assert np.array_equal(mesh.areas, written.areas)
 
 
 @pytest.mark.parametrize(
