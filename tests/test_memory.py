@@ -33,6 +33,7 @@ from vlasov_tf.geometry.measures import (
 )
 from vlasov_tf.geometry.mesh_files import build_sphere_mesh, sphere_mesh
 from vlasov_tf.geometry.meshes import circle_mesh, refine_sphere
+from vlasov_tf.interpolation.cases import CapInput
 from vlasov_tf.interpolation.construction import build_interpolation
 from vlasov_tf.memory import TooLarge
 from vlasov_tf.runs.cases import parse_case
@@ -223,6 +224,8 @@ def test_samplers_and_point_sets_refuse_counts_beyond_the_machine(capped):
         name = type(mu).__name__
         with pytest.raises(TooLarge, match=rf"^{name}\.sample: 1000000000000 samples in d = {mu.d} needs"):
             mu.sample(10**12, rng)
+    with pytest.raises(TooLarge, match=r"^CapInput\.sample: 1000000000000 samples in d = 3 needs"):
+        CapInput(mean=np.eye(3)[0], radius=0.5).sample(10**12, rng)
     circle = VmfMixture(d=2, means=np.eye(2), kappas=kappas, proportions=props)
     with pytest.raises(TooLarge, match=r"^VmfMixture\.quantiles: 1000000000000 quantile points in d = 2"):
         circle.quantiles(10**12)
