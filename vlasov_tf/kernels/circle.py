@@ -30,6 +30,7 @@ from scipy.special import ive
 
 from .cache import derived, frozen
 from .dense import exp_kernel_sums
+from .loose import clip_loose, value_bound
 from .threads import num_threads, thread_map
 
 __all__ = ["Circle", "fft_sums", "uniform_offset"]
@@ -222,6 +223,7 @@ def fft_sums(
     tol: float = 1e-10,
     threads: int | None = None,
     geometry: tuple[float, float] | None = None,
+    loose: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Kernel sums on a uniform circle grid by FFT, O(M log M): :func:`uniform_offset` must hold.
 
@@ -232,7 +234,9 @@ def fft_sums(
     FFT round-off is absolute, about ``eps log2(M) sum_j |w_j v_j|``, while a row's normaliser
     can be as small as ``exp(-2 scale) sum_j w_j`` (all mass opposite the query): the rows
     whose normaliser that round-off could spoil beyond ``tol`` are summed densely.
-    ``geometry``: :func:`uniform_offset`'s answer where the caller has it.
+    ``geometry``: :func:`uniform_offset`'s answer where the caller has it. ``loose`` (M,) booleans:
+    rows kept from the FFT, clipped, where they would be summed densely
+    (:mod:`~vlasov_tf.kernels.loose`).
     """
     geometry = uniform_offset(z, y, tol) if geometry is None else geometry
     if geometry is None:
@@ -250,6 +254,10 @@ def fft_sums(
     shift = np.full(m, scale)
     noise = 64 * np.finfo(float).eps * np.log2(max(m, 2)) * np.abs(wv).sum(axis=0).max()
     bad = sums[:, k] < noise / tol
+    if loose is not None:
+        rows = np.flatnonzero(bad & loose)
+        clip_loose(sums, rows, value_bound(weights, values), np.full(rows.size, noise))
+        bad &= ~loose
     if bad.any():
         shift[bad], sums[bad] = exp_kernel_sums(z[bad], y, weights, values, threads=threads)
     return shift, sums
