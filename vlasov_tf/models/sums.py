@@ -104,15 +104,15 @@ def method_head_sums(
     *,
     split: Distributed | None = None,
     threads: int | None = None,
-    loose: np.ndarray | None = None,
+    row_tol: np.ndarray | None = None,
 ) -> HeadSums:
     """The :data:`HeadSums` of a field method of :func:`~vlasov_tf.kernels.kernel_sums`.
 
     ``method``: one of :data:`~vlasov_tf.kernels.METHODS` ("auto" chooses per head and call by
     the methods' cost estimates); every row within ``tol`` of the dense sums (dense: exact).
     ``split``: the measure is this rank's block of one split across MPI ranks
-    (:class:`vlasov_tf.parallel.RingSums`). ``loose``: (n,) booleans over the queries of every
-    call, the rows whose contract is waived (:func:`~vlasov_tf.kernels.kernel_sums`).
+    (:class:`vlasov_tf.parallel.RingSums`). ``row_tol``: (n,) per-row tolerances over the queries
+    of every call (:func:`~vlasov_tf.kernels.kernel_sums`).
     """
     if method not in METHODS:
         raise ValueError(f"unknown field method {method!r}; choose one of {METHODS}")
@@ -131,7 +131,7 @@ def method_head_sums(
             # the same, so that the sums derive what they need from it once per call.
             z = frozen(np.dot(queries, B.T))
         return kernel_sums(
-            z, points, weights, points, method=method, tol=tol, split=split, threads=threads, loose=loose
+            z, points, weights, points, method=method, tol=tol, split=split, threads=threads, row_tol=row_tol
         )
 
     return head_sums
@@ -167,16 +167,17 @@ class Sums:
         """Every sum by ``method`` (:data:`~vlasov_tf.kernels.METHODS`; "auto" chooses per call)."""
         return cls(method_head_sums(method, tol, split=split), method, tol, split)
 
-    def loosened(self, loose: np.ndarray) -> Sums:
-        """These sums with the rows ``loose`` (n,) of the next evaluation's queries waived from the
-        strict contract (:func:`~vlasov_tf.kernels.kernel_sums`: kept from the fast expansion,
-        clipped, where it cannot serve them): what the grid's ``field_accuracy = "flux"`` hands the
-        model at flux points where no mass can flow. For sums made by :meth:`by_method`: their
-        attention heads (zonal kernels keep their absolute contract; dense and causal sums serve
-        every row and are returned as they are)."""
+    def with_row_tol(self, row_tol: np.ndarray) -> Sums:
+        """These sums with per-row tolerances ``row_tol`` (n,) over the next evaluation's queries
+        (:func:`~vlasov_tf.kernels.kernel_sums`; ``inf``: the field's bound only): what the grid's
+        ``field_accuracy = "flux"`` hands the model, looser where little mass can flow. For sums
+        made by :meth:`by_method`: their attention heads (zonal kernels keep their absolute
+        contract; dense and causal sums serve every row within ``tol`` and are returned as they
+        are)."""
         if self.causal or self.method == "dense":
             return self
-        heads = method_head_sums(self.method, self.tol, split=self.split, threads=self.threads, loose=loose)
+        heads = method_head_sums(self.method, self.tol, split=self.split, threads=self.threads,
+                                 row_tol=row_tol)  # fmt: skip
         return replace(self, heads=heads)
 
     def _refuse_mask(self, what: str) -> None:

@@ -159,9 +159,9 @@ class FiniteVolume:
     docstring; :func:`~vlasov_tf.solvers.grid_scheme.check_field_measure`).
 
     ``field_accuracy``: one of :data:`~vlasov_tf.solvers.grid_scheme.FIELD_ACCURACIES`; with
-    ``"flux"`` the flux points of :meth:`loose_rows` are waived from the kernel sums' per-row
-    contract. Under MPI ``exchange`` refreshes halo cells (the owners' bounds) and
-    ``face_length`` is the whole mesh's total face length (default: this mesh's).
+    ``"flux"`` the kernel sums at the flux points take the tolerances of :meth:`row_tolerances`.
+    Under MPI ``exchange`` refreshes halo cells (the owners' bounds) and ``face_length`` is the
+    whole mesh's total face length (default: this mesh's).
     """
 
     def __init__(
@@ -361,26 +361,27 @@ class FiniteVolume:
             masses = np.maximum(rho[:k] * m.areas[:k], 0.0)
         sums = self.sums
         if self.field_accuracy == "flux":
-            sums = sums.loosened(self.loose_rows(rho, masses, coefficients))
+            sums = sums.with_row_tol(self.row_tolerances(rho, masses, coefficients))
         x = model.evaluate(t, self._keys, masses, self._queries, True, sums)
         u = np.einsum("fi,fi->f", x, self._normals)
         return u if self._quadratic is None else u.reshape(self.weights.shape)
 
 
-    def loose_rows(
+    def row_tolerances(
         self, rho: np.ndarray, masses: np.ndarray, coefficients: np.ndarray | None = None
     ) -> np.ndarray:
-        """(F Q,) booleans over the flux points (the field's queries): where no mass can flow.
+        """(F Q,) tolerances of the field's kernel sums at the flux points (``field_accuracy =
+        "flux"``): ``tol max(1, q / b_f)``, ``inf`` (the field's bound only) where that is >= 1/2.
 
         A cell's bound ``b_c = max(|rho_c|, max |p_c|)`` over its own (limited) reconstruction at
         its flux points bounds every upwind value ``rho_fq`` a flux point of its faces can take
-        (either side's, whichever way ``u`` points, the low-dissipation blend included); under
-        MPI the owners' bounds are exchanged, so every rank decides as the serial run does. A
-        flux point is loose where ``max(b_own, b_nbr) <= rho_*``, ``rho_* = 2^floor(log2(tol M /
-        L))`` (``M`` the field measure's total ``masses``, over the ranks; ``L`` the mesh's total
-        face length; the power of 2 keeps the decision off the round-off of ``M``'s sum). Then
-        ``sum_loose w_fq rho_fq <= tol M``: a velocity error up to ``2 U`` there moves the
-        fluxes by at most ``2 U tol M`` in all (docs/numerics.md §2).
+        (either side's, whichever way ``u`` points, the low-dissipation blend included), and
+        ``b_f = max(b_own, b_nbr)``; under MPI the owners' bounds are exchanged, so every rank
+        decides as the serial run does. ``q = 2^floor(log2(M / L))``, ``M`` the field measure's
+        total ``masses`` (over the ranks), ``L`` the mesh's total face length (the power of 2
+        keeps the decision off the round-off of ``M``'s sum). So ``sum_fq w_fq b_f tol_fq <= tol
+        (sum_fq w_fq b_f + M)``: the fluxes' error bound is the strict contract's plus ``4 U tol
+        M`` (docs/numerics.md §2, "The field's accuracy").
         """
         own, nbr = self.mesh.face_cells[:, 0], self.mesh.face_cells[:, 1]
         r_own, r_nbr = self.face_values(rho, coefficients)
@@ -392,10 +393,13 @@ class FiniteVolume:
         total = float(masses.sum())
         if self.ring is not None:
             total = float(self.ring.allreduce(np.array([total]))[0])
-        level = self.sums.tol * total / self._face_length
-        level = 2.0 ** np.floor(np.log2(level)) if level > 0 else 0.0
-        loose = np.maximum(bound[own], bound[nbr]) <= level
-        return np.repeat(loose, self.points.shape[1])
+        tol = self.sums.tol
+        q = 2.0 ** np.floor(np.log2(total / self._face_length)) if total > 0 else 0.0
+        b = np.maximum(bound[own], bound[nbr])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            row_tol = tol * np.maximum(1.0, q / b)
+        row_tol[~(row_tol < 0.5)] = np.inf  # b <= 2 tol q, or 0 / 0
+        return np.repeat(row_tol, self.points.shape[1])
 
 
 def _tangent(at: np.ndarray, vec: np.ndarray) -> np.ndarray:
@@ -492,10 +496,11 @@ def solve_grid(
         order) or ``"quadrature"`` (the quadratic polynomials at 2 points a cell on S^1, 3 on S^2,
         third order; quadratic only). Under MPI the points go with their cells.
     field_accuracy : what the field's kernel sums must meet: ``"rows"`` (every flux point within
-        ``tol = 1e-10`` of its own normaliser) or ``"flux"`` (the same where mass can flow; at flux
-        points whose upwind density is below ``tol M / L`` the fast expansion's value, clipped to
-        the field's bound: the fluxes within ``2 U tol M`` in all, ``U`` the field's bound;
-        :meth:`FiniteVolume.loose_rows`). Under MPI the decision is the serial run's.
+        ``tol = 1e-10`` of its own normaliser) or ``"flux"`` (each flux point within ``tol max(1,
+        q / b)``, ``b`` a bound of its upwind density, ``q`` the mass per unit face length; where
+        that reaches 1/2 the fast expansion's value clipped to the field's bound: the fluxes' error
+        bound is the strict one's plus ``4 U tol M``, ``U`` the field's bound;
+        :meth:`FiniteVolume.row_tolerances`). Under MPI the tolerances are the serial run's.
     """
     options = (cfl, max_dt, rtol, atol, reconstruction, limiter, field_method, field_measure, field_accuracy)
     scheme = GridScheme.of(scheme, *options)

@@ -63,10 +63,10 @@ FIELD_METHODS = METHODS
 FIELD_MEASURES = ("cells", "quadrature")
 FIELD_MEASURE = "cells"
 #: The accuracy the grid asks of its field's kernel sums, and the default: ``"rows"``, every flux
-#: point's sums within ``tol`` of their own normaliser; ``"flux"``, the same where mass can flow,
-#: and the fast expansion's value (clipped to the field's bound) at flux points whose upwind density
-#: is below ``tol M / L`` (M the mass, L the faces' total length): each flux then within
-#: ``2 U tol M`` in all (docs/numerics.md §2, "The field's accuracy").
+#: point's sums within ``tol`` of their own normaliser; ``"flux"``, within ``tol`` where mass can
+#: flow and proportionally looser where little can (``tol max(1, q / b)``, b the upwind density's
+#: bound, q = M / L the mass per unit face length; the field's bound alone where that reaches 1/2):
+#: the fluxes' error bound is the strict one's plus ``4 U tol M`` (docs/numerics.md §2.11).
 FIELD_ACCURACIES = ("rows", "flux")
 FIELD_ACCURACY = "rows"
 
