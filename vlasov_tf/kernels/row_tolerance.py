@@ -35,7 +35,8 @@ def check_row_tol(row_tol: np.ndarray | None, n: int, tol: float) -> np.ndarray 
     if out.shape != (n,):
         raise ValueError(f"row_tol must be one tolerance per query, shape ({n},); got {out.shape}")
     if not (out >= tol).all():
-        raise ValueError(f"row_tol must be >= tol = {tol:g} (or inf) on every row; got {np.nanmin(out):.3g}")
+        bad = int(np.flatnonzero(~(out >= tol))[0])
+        raise ValueError(f"row_tol must be >= tol = {tol:g} (or inf) on every row; row {bad}: {out[bad]:.3g}")
     return out
 
 
