@@ -27,6 +27,12 @@ checked row of finite tolerance (<= 1 is the contract); ``|avg|`` the largest ``
 the clipped rows (<= 1, the exact sums' bound). ``--strict-max-level`` skips the strict clustered
 sums above that level (level 5: many minutes an evaluation).
 
+``--solve LEVEL`` runs the grid instead (``solve_grid``, spectral sums, SA with V = I so the field's
+bound is U = 1) from the four clusters at beta = 30 to ``--T`` under both contracts and prints their
+times, steps, the L1 distance of the final densities and its bound ``4 C U tol (sum_fq w b + M) T``
+(``C = sqrt(3) + 1``)
+(docs/numerics.md §2.11).
+
 Run as ``python scripts/bench_clustered.py [--levels 3 4] [--baseline]``; the issue's table:
 ``python scripts/bench_clustered.py --levels 4 5 --repeats 1 --check 300 --strict-max-level 4``.
 """
@@ -88,6 +94,31 @@ def row_errors(z, y, w, shift, sums, rows) -> np.ndarray:
     return np.abs(sums[rows] * np.exp(shift[rows] - ds)[:, None] - dv).max(axis=1) / dv[:, -1]
 
 
+def solve_both(level: int, T: float, means: np.ndarray, beta: float = 30.0) -> None:
+    """The grid run under both contracts (module docstring)."""
+    from vlasov_tf import Params, Schedule
+    from vlasov_tf.solvers.finite_volumes import solve_grid
+
+    mesh = mesh_at(level)
+    mix = VmfMixture(3, means=means, kappas=np.full(4, 50.0), proportions=np.full(4, 0.25))
+    rho = mix.density(mesh.centres)
+    sched = Schedule.constant(Params.identity(3, beta), T)
+    finals = {}
+    for contract in ("rows", "flux"):
+        t0 = time.perf_counter()
+        sol = solve_grid(mesh, rho, sched, field_method="spectral", field_accuracy=contract)
+        seconds = time.perf_counter() - t0
+        finals[contract] = sol.final
+        print(f"solve level {level} beta {beta:g} T {T:g} {contract:>5}: {seconds:8.1f} s, {sol.steps} steps "
+              f"({sol.rejected} rejected), mass drift {abs(sol.mass[-1] - sol.mass[0]):.1e}", flush=True)
+    fv = FiniteVolume(mesh)
+    r_own, r_nbr = fv.face_values(finals["rows"])
+    flux_mass = float((fv.weights * np.maximum(r_own, r_nbr)).sum())
+    diff = float(np.abs(finals["rows"] - finals["flux"]) @ mesh.areas)
+    bound = 4 * (np.sqrt(3.0) + 1.0) * TOL * (flux_mass + float(rho @ mesh.areas)) * T
+    print(f"L1(rows - flux) = {diff:.2e}; tol = {TOL:g}; bound 4 C U tol (sum w b + M) T = {bound:.2e}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--levels", type=int, nargs="+", default=[3, 4])
@@ -96,10 +127,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--check", type=int, default=500)
     parser.add_argument("--baseline", action="store_true", help="also time the previous dense fix-up")
     parser.add_argument("--strict-max-level", type=int, default=99, help="skip strict clustered sums above")
+    parser.add_argument("--solve", type=int, default=None, help="run the grid at this level instead")
+    parser.add_argument("--T", type=float, default=0.5, help="final time of --solve")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     means = rng.normal(size=(4, 3))
     means /= np.linalg.norm(means, axis=1)[:, None]
+    if args.solve is not None:
+        solve_both(args.solve, args.T, means)
+        return
     exp_kernel_sums(np.ones((300, 3)), np.ones((300, 3)), np.ones(300), np.ones((300, 3)))  # compile
     head = f"{'level':>5} {'faces':>8} {'cells':>8} {'measure':>8} {'contract':>8} {'beta':>5} {'looser':>6}"
     head += f" {'free':>6} {'fixed':>6} {'pairs':>6} {'time s':>8} {'/broad':>7} {'max err':>9}"

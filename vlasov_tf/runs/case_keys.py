@@ -218,7 +218,7 @@ TABLES: dict[str, Table] = {
                 'What the field\'s kernel sums must meet: "rows" (every flux point within 1e-10 of its '
                 'own normaliser; the default) or "flux" (1e-10 where mass can flow, looser in proportion '
                 "where little can, the field's bound alone where none can: the fluxes' error bound "
-                "grows by 4 U 1e-10 M; far cheaper for concentrated mass at large beta)."
+                "grows by 5.5 U 1e-10 M on S^2; far cheaper for concentrated mass at large beta)."
             ),
         },
     ),

@@ -380,8 +380,8 @@ class FiniteVolume:
         decides as the serial run does. ``q = 2^floor(log2(M / L))``, ``M`` the field measure's
         total ``masses`` (over the ranks), ``L`` the mesh's total face length (the power of 2
         keeps the decision off the round-off of ``M``'s sum). So ``sum_fq w_fq b_f tol_fq <= tol
-        (sum_fq w_fq b_f + M)``: the fluxes' error bound is the strict contract's plus ``4 U tol
-        M`` (docs/numerics.md §2, "The field's accuracy").
+        (sum_fq w_fq b_f + M)``: the fluxes' error bound is the strict contract's plus ``2 (sqrt(d) +
+        1) U tol M`` (docs/numerics.md §2.11).
         """
         own, nbr = self.mesh.face_cells[:, 0], self.mesh.face_cells[:, 1]
         r_own, r_nbr = self.face_values(rho, coefficients)
@@ -499,7 +499,7 @@ def solve_grid(
         ``tol = 1e-10`` of its own normaliser) or ``"flux"`` (each flux point within ``tol max(1,
         q / b)``, ``b`` a bound of its upwind density, ``q`` the mass per unit face length; where
         that reaches 1/2 the fast expansion's value clipped to the field's bound: the fluxes' error
-        bound is the strict one's plus ``4 U tol M``, ``U`` the field's bound;
+        bound is the strict one's plus ``2 (sqrt(d) + 1) U tol M``, ``U`` the field's bound;
         :meth:`FiniteVolume.row_tolerances`). Under MPI the tolerances are the serial run's.
     """
     options = (cfl, max_dt, rtol, atol, reconstruction, limiter, field_method, field_measure, field_accuracy)

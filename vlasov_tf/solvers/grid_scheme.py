@@ -66,7 +66,7 @@ FIELD_MEASURE = "cells"
 #: point's sums within ``tol`` of their own normaliser; ``"flux"``, within ``tol`` where mass can
 #: flow and proportionally looser where little can (``tol max(1, q / b)``, b the upwind density's
 #: bound, q = M / L the mass per unit face length; the field's bound alone where that reaches 1/2):
-#: the fluxes' error bound is the strict one's plus ``4 U tol M`` (docs/numerics.md §2.11).
+#: the fluxes' error bound is the strict one's plus ``2 (sqrt(d) + 1) U tol M`` (docs/numerics.md §2.11).
 FIELD_ACCURACIES = ("rows", "flux")
 FIELD_ACCURACY = "rows"
 
