@@ -109,8 +109,11 @@ def solve_both(level: int, T: float, means: np.ndarray, beta: float = 30.0) -> N
         sol = solve_grid(mesh, rho, sched, field_method="spectral", field_accuracy=contract)
         seconds = time.perf_counter() - t0
         finals[contract] = sol.final
-        print(f"solve level {level} beta {beta:g} T {T:g} {contract:>5}: {seconds:8.1f} s, {sol.steps} steps "
-              f"({sol.rejected} rejected), mass drift {abs(sol.mass[-1] - sol.mass[0]):.1e}", flush=True)
+        print(
+            f"solve level {level} beta {beta:g} T {T:g} {contract:>5}: {seconds:8.1f} s, {sol.steps} steps "
+            f"({sol.rejected} rejected), mass drift {abs(sol.mass[-1] - sol.mass[0]):.1e}",
+            flush=True,
+        )
     fv = FiniteVolume(mesh)
     r_own, r_nbr = fv.face_values(finals["rows"])
     flux_mass = float((fv.weights * np.maximum(r_own, r_nbr)).sum())

@@ -87,6 +87,7 @@ from vlasov_tf.models.base import MeanField, Model, VelocityField, as_model, run
 from vlasov_tf.models.sums import Sums
 from vlasov_tf.parallel import Comm, LocalMesh, MpiReductions, Reductions, RingSums
 from vlasov_tf.solvers.diffusion import Diffusion
+from vlasov_tf.solvers.flux_accuracy import flux_tolerances, mass_per_length
 from vlasov_tf.solvers.grid_scheme import (
     ATOL,
     COMPACT_POWER,
@@ -371,35 +372,14 @@ class FiniteVolume:
         self, rho: np.ndarray, masses: np.ndarray, coefficients: np.ndarray | None = None
     ) -> np.ndarray:
         """(F Q,) tolerances of the field's kernel sums at the flux points (``field_accuracy =
-        "flux"``): ``tol max(1, q / b_f)``, ``inf`` (the field's bound only) where that is >= 1/2.
-
-        A cell's bound ``b_c = max(|rho_c|, max |p_c|)`` over its own (limited) reconstruction at
-        its flux points bounds every upwind value ``rho_fq`` a flux point of its faces can take
-        (either side's, whichever way ``u`` points, the low-dissipation blend included), and
-        ``b_f = max(b_own, b_nbr)``; under MPI the owners' bounds are exchanged, so every rank
-        decides as the serial run does. ``q = 2^floor(log2(M / L))``, ``M`` the field measure's
-        total ``masses`` (over the ranks), ``L`` the mesh's total face length (the power of 2
-        keeps the decision off the round-off of ``M``'s sum). So ``sum_fq w_fq b_f tol_fq <= tol
-        (sum_fq w_fq b_f + M)``: the fluxes' error bound is the strict contract's plus ``2 (sqrt(d) +
-        1) U tol M`` (docs/numerics.md §2.11).
-        """
-        own, nbr = self.mesh.face_cells[:, 0], self.mesh.face_cells[:, 1]
-        r_own, r_nbr = self.face_values(rho, coefficients)
-        bound = np.abs(rho)
-        np.maximum.at(bound, own, np.abs(r_own).max(axis=1))
-        np.maximum.at(bound, nbr, np.abs(r_nbr).max(axis=1))
-        if self._exchange is not None:
-            self._exchange(bound)
+        "flux"``; :func:`~vlasov_tf.solvers.flux_accuracy.flux_tolerances`), for the field measure's
+        ``masses`` (this rank's: their total is summed over the ranks)."""
         total = float(masses.sum())
         if self.ring is not None:
             total = float(self.ring.allreduce(np.array([total]))[0])
-        tol = self.sums.tol
-        q = 2.0 ** np.floor(np.log2(total / self._face_length)) if total > 0 else 0.0
-        b = np.maximum(bound[own], bound[nbr])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            row_tol = tol * np.maximum(1.0, q / b)
-        row_tol[~(row_tol < 0.5)] = np.inf  # b <= 2 tol q, or 0 / 0
-        return np.repeat(row_tol, self.points.shape[1])
+        sides = self.face_values(rho, coefficients)
+        q = mass_per_length(total, self._face_length)
+        return flux_tolerances(self.mesh.face_cells, rho, sides, q, self.sums.tol, self._exchange)
 
 
 def _tangent(at: np.ndarray, vec: np.ndarray) -> np.ndarray:
