@@ -126,7 +126,7 @@ def test_parallel_equals_serial(serial_results, ranks):
     assert proc.returncode == 0, proc.stderr[-3000:]
     got, want = np.load(out), np.load(serial_results)
     keys = ("grid_general", "grid_spectral", "grid_general_spectral", "grid_circle", "grid_general_quadratic",
-            "grid_quadrature_measure", "grid_quadrature_spectral")  # fmt: skip
+            "grid_quadrature_measure", "grid_quadrature_spectral", "grid_flux_accuracy")  # fmt: skip
     particles = ("particles_layers", "particles_rk4", "particles_adaptive")
     models = ("grid_interaction_spectral", "grid_interaction_dense", "grid_user", "particles_interaction_rk4",
               "particles_interaction_adaptive", "particles_user", "grid_noisy_quadratic", "grid_noisy_linear",

@@ -17,6 +17,8 @@ from vlasov_tf.solvers.step_control import StepOptions
 __all__ = [
     "ATOL",
     "COMPACT_POWER",
+    "FIELD_ACCURACIES",
+    "FIELD_ACCURACY",
     "FIELD_MEASURE",
     "FIELD_MEASURES",
     "FIELD_METHODS",
@@ -27,6 +29,7 @@ __all__ = [
     "RTOL",
     "UPWINDING",
     "GridScheme",
+    "check_field_accuracy",
     "check_field_measure",
     "check_scheme",
 ]
@@ -59,6 +62,13 @@ FIELD_METHODS = METHODS
 #: The measure whose field moves the grid (module docstring), and the default (second order).
 FIELD_MEASURES = ("cells", "quadrature")
 FIELD_MEASURE = "cells"
+#: The accuracy the grid asks of its field's kernel sums, and the default: ``"rows"``, every flux
+#: point's sums within ``tol`` of their own normaliser; ``"flux"``, within ``tol`` where mass can
+#: flow and proportionally looser where little can (``tol max(1, q / b)``, b the upwind density's
+#: bound, q = M / L the mass per unit face length; the field's bound alone where that reaches 1/2):
+#: the fluxes' error bound is the strict one's plus ``2 (sqrt(d) + 1) U tol M`` (docs/numerics.md §2.11).
+FIELD_ACCURACIES = ("rows", "flux")
+FIELD_ACCURACY = "rows"
 
 
 def check_field_measure(field_measure: str, reconstruction: str) -> None:
@@ -68,6 +78,12 @@ def check_field_measure(field_measure: str, reconstruction: str) -> None:
         raise ValueError(f"unknown field measure {field_measure!r}; choose one of {FIELD_MEASURES}")
     if field_measure == "quadrature" and reconstruction == "linear":
         raise ValueError("field_measure 'quadrature' needs a quadratic reconstruction, not 'linear'")
+
+
+def check_field_accuracy(field_accuracy: str) -> None:
+    """ValueError naming a field accuracy that is not one of :data:`FIELD_ACCURACIES`."""
+    if field_accuracy not in FIELD_ACCURACIES:
+        raise ValueError(f"unknown field accuracy {field_accuracy!r}; choose one of {FIELD_ACCURACIES}")
 
 
 def check_scheme(reconstruction: str | None, limiter: str | None) -> tuple[str, str]:
@@ -108,7 +124,8 @@ class GridScheme:
     here); ``cfl`` in (0, 1] and ``max_dt`` (> 0, or None) bound the step; ``rtol`` in (0, 1)
     (None: fixed steps) and ``atol`` in (0, 1) are the error control's tolerances
     (:mod:`~vlasov_tf.solvers.step_control`); ``field_method`` one of :data:`FIELD_METHODS`;
-    ``field_measure`` one of :data:`FIELD_MEASURES` ("quadrature": a quadratic reconstruction).
+    ``field_measure`` one of :data:`FIELD_MEASURES` ("quadrature": a quadratic reconstruction);
+    ``field_accuracy`` one of :data:`FIELD_ACCURACIES`.
     """
 
     reconstruction: str | None = None
@@ -119,6 +136,7 @@ class GridScheme:
     atol: float = ATOL
     field_method: str = "auto"
     field_measure: str = FIELD_MEASURE
+    field_accuracy: str = FIELD_ACCURACY
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.cfl) and 0 < self.cfl <= 1):
@@ -135,6 +153,7 @@ class GridScheme:
         object.__setattr__(self, "reconstruction", reconstruction)  # frozen: the defaults filled in
         object.__setattr__(self, "limiter", limiter)
         check_field_measure(self.field_measure, reconstruction)
+        check_field_accuracy(self.field_accuracy)
 
     @property
     def step_options(self) -> StepOptions:
@@ -153,12 +172,16 @@ class GridScheme:
         limiter: str | None = None,
         field_method: str = "auto",
         field_measure: str = FIELD_MEASURE,
+        field_accuracy: str = FIELD_ACCURACY,
     ) -> GridScheme:
         """``scheme``, or one of a solver's keyword arguments; both at once is a ``ValueError``
         (a keyword other than its default would be ignored)."""
         if scheme is None:
-            return cls(reconstruction, limiter, cfl, max_dt, rtol, atol, field_method, field_measure)
+            return cls(
+                reconstruction, limiter, cfl, max_dt, rtol, atol, field_method, field_measure, field_accuracy
+            )
         keywords = (cfl, max_dt, rtol, atol, reconstruction, limiter, field_method, field_measure)
-        if keywords != (0.5, None, RTOL, ATOL, None, None, "auto", FIELD_MEASURE):
+        defaults = (0.5, None, RTOL, ATOL, None, None, "auto", FIELD_MEASURE)
+        if keywords != defaults or field_accuracy != FIELD_ACCURACY:
             raise ValueError("pass the scheme's options either as scheme= or as keywords, not both")
         return scheme
