@@ -28,7 +28,8 @@ its allotted tolerance (the expansion's bound, at least ``tol``) on every checke
 less than 1/2 (<= 1 is the contract); ``|avg|`` the largest ``|S_v| / S_0`` of the clipped rows
 (<= 1, the exact sums' bound); ``spent`` the budget's share spent (<= 1). ``fixed(rule)``: the
 share the fixed per-row rule ``tol max(1, q / b)`` (the previous contract) fixes up; ``--rule``
-also times that rule (``rule`` rows, the same sums with those per-row tolerances).
+also times that rule (``rule`` rows, the same sums with those per-row tolerances, its columns
+counted as the budget's: rows served beyond ``tol`` at the expansion's bound).
 ``--strict-max-level`` skips the strict clustered sums above that level (level 5: many minutes an evaluation).
 
 ``--solve LEVEL`` runs the grid instead (``solve_grid``, spectral sums, SA with V = I so the field's
@@ -183,11 +184,9 @@ def main(argv: list[str] | None = None) -> None:
                     unserved = ~(v[:, -1] >= err / np.where(np.isinf(allotted), TOL, allotted))
                     clipped = np.flatnonzero(unserved & np.isinf(allotted))
                     bad = np.flatnonzero(unserved & np.isfinite(allotted))
-                    # Each row's tolerance as allotted: tol where fixed up or served within it, else
+                    # Each row's tolerance as served: tol where fixed up or served within it, else
                     # the expansion's bound (CAP: clipped, the field's bound only).
-                    asked_all = np.where(np.isinf(allotted) & (need > TOL), need, TOL)
-                    if contract == "rule":  # its own tolerances where finite
-                        asked_all = np.where(np.isfinite(allotted), allotted, np.where(need > TOL, need, TOL))
+                    asked_all = np.where(unserved & np.isfinite(allotted), TOL, np.maximum(need, TOL))
                     spent = float(budget.weights @ (asked_all - TOL)) / budget.budget
                     spent = spent if asked is not None else 0.0
                     stats: dict[str, int] = {}

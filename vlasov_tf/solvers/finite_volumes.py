@@ -480,11 +480,12 @@ def solve_grid(
         order) or ``"quadrature"`` (the quadratic polynomials at 2 points a cell on S^1, 3 on S^2,
         third order; quadratic only). Under MPI the points go with their cells.
     field_accuracy : what the field's kernel sums must meet: ``"rows"`` (every flux point within
-        ``tol = 1e-10`` of its own normaliser) or ``"flux"`` (each flux point within ``tol max(1,
-        q / b)``, ``b`` a bound of its upwind density, ``q`` the mass per unit face length; where
-        that reaches 1/2 the fast expansion's value clipped to the field's bound: the fluxes' error
-        bound is the strict one's plus ``2 (sqrt(d) + 1) U tol M``, ``U`` the field's bound;
-        :meth:`FiniteVolume.row_tolerances`). Under MPI the tolerances are the serial run's.
+        ``tol = 1e-10`` of its own normaliser) or ``"flux"`` (one error budget ``tol q L`` over
+        the flux points weighted by ``w b``, ``b`` a bound of the upwind density, ``q`` the mass
+        per unit face length: the fast expansion serves the points where that is cheapest, clipped
+        to the field's bound, the others within ``tol``; the fluxes' error bound is the strict
+        one's plus ``2 (sqrt(d) + 1) U tol M``, ``U`` the field's bound;
+        :meth:`FiniteVolume.row_tolerances`). Under MPI the cut-off is the serial run's.
     """
     options = (cfl, max_dt, rtol, atol, reconstruction, limiter, field_method, field_measure, field_accuracy)
     scheme = GridScheme.of(scheme, *options)
