@@ -1,11 +1,12 @@
-"""The grid's ``field_accuracy = "flux"``: per-row tolerances of the kernel sums, looser where little
-mass can flow (kernels/row_tolerance.py, FiniteVolume.row_tolerances).
+"""The grid's ``field_accuracy = "flux"``: an error budget of the kernel sums over the flux points,
+spent on the rows where little mass can flow (kernels/row_tolerance.py, FiniteVolume.row_tolerances).
 
-Checked against mathematics: every row within its own tolerance of the dense sums, ``tol`` where
-mass is; rows asked only the bound obey it (``|S_v| <= S_0 max|v|``, the velocity within the
-field's bound); the flux error within the strict bound plus ``2 (sqrt(d) + 1) U tol M``; the L1
-difference of the two contracts' solutions within the bound's time integral; bad input named in
-one line; the default ("rows") bit for bit.
+Checked against mathematics: every row within its own tolerance of the dense sums (per-row
+tolerances) or within the expansion's bound that the budget allotted it, the allotted tolerances
+within the budget and cheapest first; rows asked only the bound obey it (``|S_v| <= S_0 max|v|``,
+the velocity within the field's bound); the flux error within the strict bound plus ``2 (sqrt(d) +
+1) U tol M``; the L1 difference of the two contracts' solutions within the bound's time integral;
+bad input named in one line; the default ("rows") bit for bit.
 """
 
 import numpy as np
@@ -17,6 +18,7 @@ from vlasov_tf import Params, Schedule, kernels
 from vlasov_tf.geometry.measures import uniform_sphere
 from vlasov_tf.geometry.mesh_files import sphere_mesh
 from vlasov_tf.geometry.meshes import circle_mesh
+from vlasov_tf.kernels.row_tolerance import CAP, RowBudget
 from vlasov_tf.kernels.spectral import fixup_share, spectral_approximation
 from vlasov_tf.runs.cases import case_settings, parse_case, settings_difference
 from vlasov_tf.solvers.finite_volumes import FiniteVolume, solve_grid
@@ -76,26 +78,72 @@ def test_fft_rows_of_inf_tolerance_are_clipped():
     assert errors[free].max() > TOL  # rows the transform could not serve were clipped, not summed
 
 
+def allotted(budget: RowBudget, norm: np.ndarray, err: np.ndarray | float) -> np.ndarray:
+    """Each row's tolerance under ``budget``: ``tol`` where fixed up or served within it, else the
+    expansion's bound ``err / S_0`` (at most CAP: clipped)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        need = np.minimum(np.nan_to_num(np.where(norm > 0, err / norm, np.inf), nan=np.inf), CAP)
+    return np.where(np.isinf(budget.allocate(norm, err, TOL)) & (need > TOL), need, TOL)
+
+
+def test_budget_spent_cheapest_first(rng):
+    """Random needs and weights: the allotted tolerances within the budget
+    (``sum c (tau - tol) <= E``), the rows served in order of their extra cost up to one bin
+    (``2^(1/16)``), rows of no weight or within tol always served; no budget serves only those."""
+    n = 5000
+    norm = rng.uniform(0.5, 2.0, n)
+    norm[:50] = -1.0  # no positive normaliser: counts CAP
+    err = 10.0 ** rng.uniform(-13, 1, n)
+    c = rng.exponential(1.0, n)
+    c[50:100] = 0.0
+    row_tol = np.full(n, TOL)
+    for E in (1e-9, 1e-4, 1.0):
+        budget = RowBudget(c, E, row_tol)
+        tau = allotted(budget, norm, err)
+        extra = c * (tau - TOL)
+        assert extra.sum() <= E
+        served = np.isinf(budget.allocate(norm, err, TOL))
+        need = np.where(norm > 0, np.minimum(err / norm, CAP), CAP)
+        cost = c * (need - TOL)
+        assert served[cost <= 0].all() and not served[cost > E].any()
+        assert cost[served].max() <= cost[~served].min() * 2 ** (1 / 16)
+        # Within one bin of the best: the next cheapest row would not have fitted.
+        assert extra.sum() + cost[~served].min() > E / 2 ** (1 / 16)
+    none = RowBudget(c, 0.0, row_tol).allocate(norm, err, TOL)
+    assert np.array_equal(np.isinf(none), (c == 0) | (err / norm <= TOL) & (norm > 0))
+
+
 def test_grid_fluxes_within_the_bound():
     """Three kappa-50 clusters on the level-0 sphere, beta = 30, spectral sums: the velocity within
     ``C tau U / (1 - tau)`` (``C = sqrt(3) + 1``, U = 1 for V = I) of the dense one at every row of
-    finite tolerance tau (tol where mass is), within the field's bound everywhere, and the fluxes'
-    error ``sum w |du| b`` within ``2 C U tol (sum w b + M)`` (docs/numerics.md §2.11)."""
+    allotted tolerance tau < 1/2, within the field's bound everywhere, the budget
+    ``sum w b (tau - tol) <= tol q L <= tol M`` kept, and the fluxes' error ``sum w |du| b`` within
+    ``2 C U tol (sum w b + M)`` (docs/numerics.md §2.11). The budget fixes up fewer rows than the
+    fixed rule ``tol max(1, q / b)``."""
     mesh = sphere_mesh(0)
     rho = clusters(mesh)
     model = Params.identity(3, 30.0)
     fv = FiniteVolume(mesh, field_method="spectral", field_accuracy="flux")
     masses = rho * mesh.areas
-    row_tol = fv.row_tolerances(rho, masses).reshape(fv.weights.shape)
-    assert 0.1 < (row_tol == TOL).mean() < 0.5 and 0.2 < np.isinf(row_tol).mean() < 0.8
+    budget = fv.row_tolerances(rho, masses)
+    assert 0 < budget.budget <= TOL * masses.sum()
+    y = mesh.centres
+    _, v, err = spectral_approximation(30.0 * fv.points.reshape(-1, 3), y, masses, y, tol=TOL)
+    tau = allotted(budget, v[:, -1], err)
+    assert budget.weights @ (tau - TOL) <= budget.budget
+    fixed = ~(v[:, -1] >= err / TOL) & (tau == TOL)
+    rule = budget.row_tol
+    rule_fixed = ~(v[:, -1] >= err / np.where(np.isinf(rule), TOL, rule)) & np.isfinite(rule)
+    assert fixed.sum() < rule_fixed.sum()
+    assert 0.1 < (tau > TOL).mean() < 0.9 and (tau == CAP).any()  # rows of every kind
+    tau = tau.reshape(fv.weights.shape)
     u = fv.normal_velocity(model, 0.0, rho)
     exact = FiniteVolume(mesh, field_method="dense").normal_velocity(model, 0.0, rho)
     du = np.abs(u - exact)
-    assert du[row_tol == TOL].max() <= C * TOL / (1 - TOL)
+    assert du[tau == TOL].max() <= C * TOL / (1 - TOL)
     assert np.abs(u).max() <= 1 + 1e-12
-    finite = np.isfinite(row_tol)
-    tau = row_tol[finite]
-    assert (du[finite] <= C * tau / (1 - tau)).all()
+    bounded = tau < CAP
+    assert (du[bounded] <= C * tau[bounded] / (1 - tau[bounded])).all()
     # b: the largest face value either side can take at the flux point.
     r_own, r_nbr = fv.face_values(rho)
     b = np.maximum(np.abs(r_own), np.abs(r_nbr))
@@ -103,6 +151,32 @@ def test_grid_fluxes_within_the_bound():
     # The strict contract's velocities are within tol everywhere.
     strict = FiniteVolume(mesh, field_method="spectral").normal_velocity(model, 0.0, rho)
     assert np.abs(strict - exact).max() <= C * TOL / (1 - TOL)
+
+
+def test_fft_rows_within_the_budget():
+    """The FFT of a uniform circle grid under a budget: every row within its allotted tolerance
+    (``tau / (1 - tau)`` of the dense normaliser), the clipped ones within the bound, the budget
+    kept, and some rows served beyond tol."""
+    mesh = circle_mesh(512)
+    w = clusters(mesh, 400.0) * mesh.areas
+    z, y = 150.0 * mesh.face_midpoints, mesh.centres
+    c = np.abs(np.sin(np.arange(len(z))))
+    budget = RowBudget(c, 1e-6, np.full(len(z), TOL))
+    shift, sums = kernels.kernel_sums(z, y, w, y, method="fft", tol=TOL, row_tol=budget)
+    errors = row_errors(shift, sums, *kernels.exp_kernel_sums(z, y, w, y))
+    # The transform's own normalisers (rows of inf keep them; non-positive ones become the noise,
+    # which the budget counts as CAP either way) and its round-off bound (circle.fft_sums).
+    _, raw = kernels.kernel_sums(z, y, w, y, method="fft", tol=TOL, row_tol=np.full(len(z), np.inf))
+    wv = w[:, None] * np.c_[y, np.ones(512)]
+    noise = 64 * np.finfo(float).eps * np.log2(512) * np.abs(wv).sum(axis=0).max()
+    tau = allotted(budget, raw[:, -1], noise)
+    assert c @ (tau - TOL) <= budget.budget
+    assert errors[tau == TOL].max() <= TOL
+    bounded = tau < CAP
+    assert (errors[bounded] <= tau[bounded] / (1 - tau[bounded])).all()
+    free = tau == CAP
+    assert (np.linalg.norm(sums[free, :-1], axis=1) <= sums[free, -1] * (1 + 1e-12)).all()
+    assert errors.max() > TOL and (tau > TOL).any()  # some rows served beyond tol, not summed
 
 
 def test_solutions_differ_within_the_l1_bound():
@@ -155,6 +229,8 @@ def _sums(row_tol):
         (_sums(np.ones(2)), r"row_tol must be one tolerance per query, shape \(3,\)"),
         (_sums(np.full(3, 1e-12)), "row_tol must be >= tol"),
         (_sums(np.full(3, np.nan)), "row_tol must be >= tol"),
+        (_sums(RowBudget(np.ones(2), 1.0, np.full(3, TOL))), r"a row budget needs \(3,\) weights >= 0"),
+        (_sums(RowBudget(np.ones(3), -1.0, np.full(3, TOL))), r"a row budget needs \(3,\) weights >= 0"),
     ],
 )
 def test_bad_input_is_named(call, match):

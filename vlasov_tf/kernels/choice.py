@@ -42,7 +42,7 @@ from .cache import derived
 from .circle import fft_sums, uniform_offset
 from .dense import dense_cost, exp_kernel_sums
 from .distributed import Distributed
-from .row_tolerance import check_row_tol
+from .row_tolerance import RowBudget, check_row_tol, per_row
 from .spectral import GEOMETRIES, UNIT_RTOL, Scales, fixup_share, local_scales, spectral_cost, spectral_sums
 from .taylor import taylor_cost, taylor_sums
 from .zonal import SUP_LIMIT, ZonalKernel
@@ -123,7 +123,7 @@ def method_costs(
     *,
     split: Distributed | None = None,
     facts: tuple[Scales, float] | None = None,
-    row_tol: np.ndarray | None = None,
+    row_tol: np.ndarray | RowBudget | None = None,
 ) -> dict[str, float]:
     """Estimated cost of each method (inf where it does not apply), in dense-cost units.
 
@@ -145,7 +145,8 @@ def method_costs(
     if costs["spectral"] < costs["dense"]:
         # The fix-up: rows whose normaliser is too small for the expansion are summed over the keys
         # (pruned, counted here at the dense cost: the pruning saves 1-5x, by the mass's spread).
-        costs["spectral"] += fixup_share(z, y, weights, tol, split=split, row_tol=row_tol) * costs["dense"]
+        share = fixup_share(z, y, weights, tol, split=split, row_tol=per_row(row_tol))
+        costs["spectral"] += share * costs["dense"]
     fft = None if split is not None or d != 2 else uniform_offset(z, y, tol)
     fits = fft is not None and fft[0] <= _FFT_MAX_SCALE
     costs["fft"] = _FFT_UNIT * (k + 1) * len(y) * math.log2(max(len(y), 2)) if fits else math.inf
@@ -171,7 +172,7 @@ def choose_method(
     *,
     split: Distributed | None = None,
     facts: tuple[Scales, float] | None = None,
-    row_tol: np.ndarray | None = None,
+    row_tol: np.ndarray | RowBudget | None = None,
 ) -> str:
     """The cheapest method by :func:`method_costs` ("dense" on ties); "dense" for :func:`few_pairs`."""
     if split is None and few_pairs(len(z), len(y)):
@@ -190,7 +191,7 @@ def kernel_sums(
     tol: float = 1e-10,
     threads: int | None = None,
     split: Distributed | None = None,
-    row_tol: np.ndarray | None = None,
+    row_tol: np.ndarray | RowBudget | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scaled kernel sums ``S_i = sum_j w_j exp(<z_i, y_j>) [v_j, 1] = exp(shift_i) sums_i``.
 
@@ -212,7 +213,10 @@ def kernel_sums(
         to the fix-up; rows of ``inf`` they cannot serve within ``tol`` keep the expansion's value,
         clipped to the exact sums' bound (``|S_v| <= S_0 max|v_j|``, ``S_0 > 0``). "auto" counts
         the fix-up by these tolerances. None (the default): every row within ``tol``. Dense and
-        Taylor sums serve every row within ``tol``.
+        Taylor sums serve every row within ``tol``. A
+        :class:`~vlasov_tf.kernels.row_tolerance.RowBudget` (row weights and an error budget):
+        ``spectral`` and ``fft`` allocate the tolerances from their error bounds, "auto" counts
+        the fix-up by the budget's own per-row tolerances.
 
     Returns
     -------

@@ -30,7 +30,7 @@ from scipy.special import ive
 
 from .cache import derived, frozen
 from .dense import exp_kernel_sums
-from .row_tolerance import clip_unbounded, value_bound
+from .row_tolerance import RowBudget, clip_unbounded, value_bound
 from .threads import num_threads, thread_map
 
 __all__ = ["Circle", "fft_sums", "uniform_offset"]
@@ -223,7 +223,7 @@ def fft_sums(
     tol: float = 1e-10,
     threads: int | None = None,
     geometry: tuple[float, float] | None = None,
-    row_tol: np.ndarray | None = None,
+    row_tol: np.ndarray | RowBudget | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Kernel sums on a uniform circle grid by FFT, O(M log M): :func:`uniform_offset` must hold.
 
@@ -236,7 +236,7 @@ def fft_sums(
     whose normaliser that round-off could spoil beyond ``tol`` are summed densely.
     ``geometry``: :func:`uniform_offset`'s answer where the caller has it. ``row_tol`` (M,): per-row
     tolerances, ``inf`` rows kept from the FFT, clipped, where they would be summed densely
-    (:mod:`~vlasov_tf.kernels.row_tolerance`).
+    (:mod:`~vlasov_tf.kernels.row_tolerance`; a ``RowBudget``: the tolerances it allocates).
     """
     geometry = uniform_offset(z, y, tol) if geometry is None else geometry
     if geometry is None:
@@ -253,6 +253,8 @@ def fft_sums(
     sums = fft.irfft(spectrum, n=m, axis=0, workers=workers)
     shift = np.full(m, scale)
     noise = 64 * np.finfo(float).eps * np.log2(max(m, 2)) * np.abs(wv).sum(axis=0).max()
+    if isinstance(row_tol, RowBudget):
+        row_tol = row_tol.allocate(sums[:, k], noise, tol)
     if row_tol is None:
         bad = sums[:, k] < noise / tol
     else:

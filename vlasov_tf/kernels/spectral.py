@@ -56,7 +56,7 @@ from .circle import Circle
 from .dense import exp_kernel_sums
 from .distributed import Distributed
 from .pruned import pruned_sums, split_pruned_sums
-from .row_tolerance import clip_unbounded, value_bound
+from .row_tolerance import RowBudget, clip_unbounded, value_bound
 from .sphere import Sphere
 
 __all__ = [
@@ -404,7 +404,7 @@ def spectral_sums(
     threads: int | None = None,
     split: Distributed | None = None,
     scales: Scales | None = None,
-    row_tol: np.ndarray | None = None,
+    row_tol: np.ndarray | RowBudget | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scaled sums ``S_i = sum_j w_j exp(<z_i, y_j>) [v_j, 1] = exp(shift_i) sums_i`` (module docstring).
 
@@ -425,13 +425,17 @@ def spectral_sums(
         ``split`` they must be the global ones).
     row_tol : (n,) per-row tolerances ``>= tol`` (:mod:`~vlasov_tf.kernels.row_tolerance`): row
         ``i`` within ``row_tol[i]``; rows of ``inf`` that the expansion cannot serve keep its value,
-        clipped, instead of the fix-up (the fix-up sums the others within ``tol``).
+        clipped, instead of the fix-up (the fix-up sums the others within ``tol``); a
+        :class:`~vlasov_tf.kernels.row_tolerance.RowBudget`: the tolerances it allocates from this
+        expansion's error bounds (under ``split`` one more all-reduce).
 
     Returns ``shift`` (n,) and ``sums`` (n, k + 1), as :func:`~vlasov_tf.kernels.dense.exp_kernel_sums`.
     """
     shift, sums, err = spectral_approximation(
         z, y, weights, values, tol=tol, threads=threads, split=split, scales=scales
     )
+    if isinstance(row_tol, RowBudget):
+        row_tol = row_tol.allocate(sums[:, -1], err, tol, split)
     if row_tol is None:
         bad = np.flatnonzero(~(sums[:, -1] >= err / tol))
     else:

@@ -32,6 +32,7 @@ from vlasov_tf.kernels import (
 )
 from vlasov_tf.kernels.cache import derived, frozen, immutable
 from vlasov_tf.kernels.dense import causal_kernel_sums, log_weights, tile_sums
+from vlasov_tf.kernels.row_tolerance import RowBudget
 from vlasov_tf.kernels.zonal_sums import allgather_keys
 from vlasov_tf.profiling import active as profiling_active
 from vlasov_tf.profiling import section
@@ -104,7 +105,7 @@ def method_head_sums(
     *,
     split: Distributed | None = None,
     threads: int | None = None,
-    row_tol: np.ndarray | None = None,
+    row_tol: np.ndarray | RowBudget | None = None,
 ) -> HeadSums:
     """The :data:`HeadSums` of a field method of :func:`~vlasov_tf.kernels.kernel_sums`.
 
@@ -167,7 +168,7 @@ class Sums:
         """Every sum by ``method`` (:data:`~vlasov_tf.kernels.METHODS`; "auto" chooses per call)."""
         return cls(method_head_sums(method, tol, split=split), method, tol, split)
 
-    def with_row_tol(self, row_tol: np.ndarray) -> Sums:
+    def with_row_tol(self, row_tol: np.ndarray | RowBudget) -> Sums:
         """These sums with per-row tolerances ``row_tol`` (n,) over the next evaluation's queries
         (:func:`~vlasov_tf.kernels.kernel_sums`; ``inf``: the field's bound only): what the grid's
         ``field_accuracy = "flux"`` hands the model, looser where little mass can flow. For sums

@@ -82,6 +82,7 @@ import numpy as np
 from scipy import sparse
 
 from vlasov_tf.geometry.meshes import MeshGeometry
+from vlasov_tf.kernels.row_tolerance import RowBudget
 from vlasov_tf.memory import BYTES_PER_CELL, check_memory
 from vlasov_tf.models.base import MeanField, Model, VelocityField, as_model, run_times
 from vlasov_tf.models.sums import Sums
@@ -370,8 +371,8 @@ class FiniteVolume:
 
     def row_tolerances(
         self, rho: np.ndarray, masses: np.ndarray, coefficients: np.ndarray | None = None
-    ) -> np.ndarray:
-        """(F Q,) tolerances of the field's kernel sums at the flux points (``field_accuracy =
+    ) -> RowBudget:
+        """The error budget of the field's kernel sums over the (F Q,) flux points (``field_accuracy =
         "flux"``; :func:`~vlasov_tf.solvers.flux_accuracy.flux_tolerances`), for the field measure's
         ``masses`` (this rank's: their total is summed over the ranks)."""
         total = float(masses.sum())
@@ -379,7 +380,10 @@ class FiniteVolume:
             total = float(self.ring.allreduce(np.array([total]))[0])
         sides = self.face_values(rho, coefficients)
         q = mass_per_length(total, self._face_length)
-        return flux_tolerances(self.mesh.face_cells, rho, sides, q, self.sums.tol, self._exchange)
+        return flux_tolerances(
+            self.mesh.face_cells, rho, sides, self.weights, q, self._face_length, self.sums.tol,
+            self._exchange,
+        )
 
 
 def _tangent(at: np.ndarray, vec: np.ndarray) -> np.ndarray:
@@ -476,11 +480,12 @@ def solve_grid(
         order) or ``"quadrature"`` (the quadratic polynomials at 2 points a cell on S^1, 3 on S^2,
         third order; quadratic only). Under MPI the points go with their cells.
     field_accuracy : what the field's kernel sums must meet: ``"rows"`` (every flux point within
-        ``tol = 1e-10`` of its own normaliser) or ``"flux"`` (each flux point within ``tol max(1,
-        q / b)``, ``b`` a bound of its upwind density, ``q`` the mass per unit face length; where
-        that reaches 1/2 the fast expansion's value clipped to the field's bound: the fluxes' error
-        bound is the strict one's plus ``2 (sqrt(d) + 1) U tol M``, ``U`` the field's bound;
-        :meth:`FiniteVolume.row_tolerances`). Under MPI the tolerances are the serial run's.
+        ``tol = 1e-10`` of its own normaliser) or ``"flux"`` (one error budget ``tol q L`` over
+        the flux points weighted by ``w b``, ``b`` a bound of the upwind density, ``q`` the mass
+        per unit face length: the fast expansion serves the points where that is cheapest, clipped
+        to the field's bound, the others within ``tol``; the fluxes' error bound is the strict
+        one's plus ``2 (sqrt(d) + 1) U tol M``, ``U`` the field's bound;
+        :meth:`FiniteVolume.row_tolerances`). Under MPI the cut-off is the serial run's.
     """
     options = (cfl, max_dt, rtol, atol, reconstruction, limiter, field_method, field_measure, field_accuracy)
     scheme = GridScheme.of(scheme, *options)
