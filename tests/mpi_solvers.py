@@ -9,7 +9,8 @@ a resume from the serial run's middle snapshot, the three particle
 integrators on a general two-block schedule, and an interaction model (spectral and
 dense zonal sums) and a user's model (the measure gathered) on the grid and for tokens, and a
 noisy interaction model on the grid (both reconstructions) and for tokens; the grid's quadrature
-field measure (dense and spectral sums).
+field measure (dense and spectral sums); ``field_accuracy = "flux"`` (its budget binding at beta =
+100) and a row budget's cut-off alone.
 """
 
 import sys
@@ -77,6 +78,33 @@ def ring_error(comm, rng: np.random.Generator) -> float:
     return comm.allreduce(float(err), op=MPI.MAX)
 
 
+def budget_allocation(comm, rng: np.random.Generator) -> np.ndarray:
+    """The rows a RowBudget serves (kernels/row_tolerance.py), 4000 rows of random needs and
+    weights (some of no weight, some of no normaliser) split unevenly over the ranks: the cut-off
+    from the histogram summed over the ranks, the serial run's exactly (rank 0 gathers)."""
+    from vlasov_tf.kernels.row_tolerance import RowBudget
+
+    n = 4000
+    norm = np.where(rng.random(n) < 0.02, -1.0, rng.uniform(0.5, 2.0, n))
+    err = 10.0 ** rng.uniform(-13, 0, n)
+    c = np.where(rng.random(n) < 0.05, 0.0, rng.exponential(1.0, n))
+    budget = RowBudget(c, 1e-3, np.full(n, 1e-10))
+    if comm is None:
+        return np.isinf(budget.allocate(norm, err, 1e-10))
+    from vlasov_tf.parallel import RingSums
+
+    # Rank r holds a block of size proportional to r + 1.
+    edges = np.r_[0, n * np.cumsum(np.arange(1, comm.size + 1)) // (comm.size * (comm.size + 1) // 2)]
+    rows = np.arange(edges[comm.rank], edges[comm.rank + 1])
+    mine = RowBudget(c[rows], budget.budget, budget.row_tol[rows])
+    served = np.isinf(mine.allocate(norm[rows], err[rows], 1e-10, split=RingSums(comm)))
+    parts = comm.gather((rows, served), root=0)
+    out = np.zeros(n, dtype=bool)
+    for r, s in parts or []:
+        out[r] = s
+    return out
+
+
 def main() -> None:
     out, serial = sys.argv[1], sys.argv[2:] == ["serial"]
     comm = None
@@ -109,6 +137,19 @@ def main() -> None:
     ).densities
 
     # A general head (no zonal structure): the spectral sums with Chebyshev nodes in |B x|.
+    # field_accuracy = "flux": the budget's weights from the owners' exchanged bounds and the
+    # global mass; rows served beyond tol clipped with the values' bound over every rank.
+    tight = np.exp(40.0 * (sphere.centres[:, 2] - 1.0)) + np.exp(40.0 * (sphere.centres[:, 0] - 1.0))
+    res["grid_flux_accuracy"] = solve_grid(
+        sphere, tight, Schedule.constant(Params.identity(3, 20.0), 0.1), field_method="spectral", comm=comm,
+        field_accuracy="flux",
+    ).densities  # fmt: skip
+    # At beta = 100 the budget binds (11% of the flux points fixed up at t = 0, the rest served
+    # beyond tol): the cut-off from the histogram summed over the ranks.
+    res["grid_flux_budget"] = solve_grid(
+        sphere, tight, Schedule.constant(Params.identity(3, 100.0), 0.05), field_method="spectral", comm=comm,
+        field_accuracy="flux",
+    ).densities  # fmt: skip
     res["grid_general_spectral"] = solve_grid(
         sphere, rho0, sched, t_eval=times, comm=comm, field_method="spectral"
     ).densities
@@ -189,6 +230,7 @@ def main() -> None:
     res["particles_noisy"] = sol.positions
 
     res["ring_error"] = np.array(ring_error(comm, rng))
+    res["budget_allocation"] = budget_allocation(comm, rng)
 
     if comm is None or comm.rank == 0:
         np.savez(out, **res)

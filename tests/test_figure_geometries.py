@@ -122,6 +122,16 @@ def test_run_draws_every_geometry_without_sphere_views(text, label, tmp_path, ca
         xlabels = [ax.get_xlabel() for ax in axes]
         assert "angle θ" not in xlabels and label in xlabels  # no angle histogram; the pair statistics
         assert not any(ax.collections and not ax.axison for ax in axes)  # no orthographic discs
+        # Tokens only: no (empty) grid mass panel; the diagnostics row is energy and distances.
+        titles = [ax.get_title() for ax in axes]
+        assert not any("grid mass" in t for t in titles), titles
+        assert any(t.startswith("interaction energy") for t in titles)
+        # Each rate table's error axis is labelled, also within one decade (it showed no number).
+        fig.canvas.draw()
+        for ax in [ax for ax in axes if ax.get_ylabel().endswith(" at T")]:
+            lo, hi = ax.get_ylim()
+            labels = ax.get_yticklabels(which="both")
+            assert [t for t in labels if t.get_text() and lo <= t.get_position()[1] <= hi], ax.get_title()
         (hist,) = [ax for ax in axes if ax.get_xlabel() == label]
         assert len(hist.patches) == 3  # the first, middle and last times
         clusters_figure(case, run)

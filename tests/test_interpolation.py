@@ -13,6 +13,8 @@ from vlasov_tf.geometry.measures import normalize, uniform_sphere
 from vlasov_tf.interpolation.cases import CapInput, load_interpolation_case, parse_interpolation_case
 from vlasov_tf.interpolation.checks import particle_w2
 from vlasov_tf.interpolation.construction import STAGES, build_interpolation, find_missed_point
+from vlasov_tf.plots.interpolation import interpolation_figure
+from vlasov_tf.plots.token_views import projection_plane
 from vlasov_tf.solvers.particles import solve_particles
 
 CASE = "cases/interpolation.toml"
@@ -170,6 +172,16 @@ def test_end_to_end_d4():
     it = build_interpolation(measures, targets, T=2.0, eps=0.1, rng=2)
     assert it.d == 4
     assert (particle_w2(it, measures) <= 0.1).all()
+    # Its figure draws S^3 on the projection plane of the other d > 3 token views (the final tokens'
+    # and targets' two leading directions), not in the longitude and latitude of (x1, x2, x3).
+    fig = interpolation_figure(it, {})
+    cloud = np.concatenate([*(rec.final for rec in it.records), it.targets])
+    basis, _ = projection_plane(cloud, np.ones(len(cloud)), sphere=True)
+    for ax in fig.axes[:3]:
+        assert (ax.get_xlabel(), ax.get_ylabel()) == ("e1", "e2")
+    stars = fig.axes[0].collections[-1].get_offsets()
+    np.testing.assert_allclose(stars, it.targets @ basis.T, atol=1e-12)
+    assert (np.linalg.norm(stars, axis=1) <= 1 + 1e-12).all()
 
 
 def test_discrete_transformer_converges_to_the_construction():

@@ -8,6 +8,7 @@ address space is capped a little above what it uses (``capped``): an entry point
 check fails at once with numpy's MemoryError instead of exhausting the machine.
 """
 
+import errno
 import resource
 import shutil
 from pathlib import Path
@@ -21,10 +22,19 @@ from test_interpolation import _GOOD
 import vlasov_tf.geometry.mesh_files as mesh_files
 import vlasov_tf.memory as memory
 from vlasov_tf import Head, Params, Schedule, solve_particles
+from vlasov_tf.analysis.wasserstein import SlicedSphere, geodesic_cost, wasserstein
 from vlasov_tf.cli import main
-from vlasov_tf.geometry.measures import uniform_sphere
+from vlasov_tf.geometry.initial import Gaussian, PointsFile, Uniform, UniformPerturbed, VmfMixture
+from vlasov_tf.geometry.measures import (
+    equally_spaced_circle,
+    normalize,
+    uniform_sphere,
+    von_mises_fisher_mixture,
+)
 from vlasov_tf.geometry.mesh_files import build_sphere_mesh, sphere_mesh
 from vlasov_tf.geometry.meshes import circle_mesh, refine_sphere
+from vlasov_tf.interpolation.cases import CapInput
+from vlasov_tf.interpolation.construction import build_interpolation
 from vlasov_tf.memory import TooLarge
 from vlasov_tf.runs.cases import parse_case
 from vlasov_tf.runs.runner import run_case
@@ -104,6 +114,31 @@ def test_meshes_are_not_written_inside_an_installed_package(meshes, monkeypatch,
 
 
 @pytest.mark.parametrize(
+    "error",
+    [PermissionError(errno.EACCES, "Permission denied"), OSError(errno.EROFS, "Read-only file system")],
+    ids=["permission", "read-only"],
+)
+def test_a_mesh_location_that_cannot_be_written_is_not_an_error(meshes, monkeypatch, caplog, error):
+    """Where os.access says writable but the write fails (root sees every directory writable;
+    NFS, quotas, a read-only mount), the missing level is built in memory and logged, not a crash."""
+
+    def refuse(*args, **kwargs):
+        raise error
+
+    save_mesh = mesh_files.save_mesh
+    monkeypatch.setattr(mesh_files, "save_mesh", refuse)
+    before = sorted(p.name for p in meshes.iterdir())
+    with caplog.at_level("INFO", logger="vlasov_tf"):
+        mesh = sphere_mesh(3)
+    assert sorted(p.name for p in meshes.iterdir()) == before  # nothing written, no temporary left
+    assert "sphere mesh level 3: built in memory" in caplog.text and error.strerror in caplog.text
+    monkeypatch.setattr(mesh_files, "save_mesh", save_mesh)  # the same mesh as one written
+    written = mesh_files.load_mesh(build_sphere_mesh(3, meshes))
+    assert mesh.n_cells == 1080 * 4**3 and np.array_equal(mesh.centres, written.centres)
+    assert np.array_equal(mesh.areas, written.areas)
+
+
+@pytest.mark.parametrize(
     ("overrides", "named"),
     [
         ({"particles.tokens": [10**12]}, r"particles\.tokens 1000000000000 \(3 outputs\) needs about"),
@@ -169,3 +204,63 @@ def test_solvers_and_samplers_refuse_outputs_and_tokens_beyond_the_machine(cappe
         uniform_sphere(10**12, 3, np.random.default_rng(0))
     with pytest.raises(TooLarge, match=r"^case tiny: 1000000000000 initial tokens in d = 2 needs about"):
         parse_case(SMALL).initial_tokens(10**12)
+
+
+def test_samplers_and_point_sets_refuse_counts_beyond_the_machine(capped):
+    """The samplers called directly (not through a case), the quantile points and the equally
+    spaced circle: each refuses 1e12 points in one line naming the count, before drawing."""
+    rng = np.random.default_rng(0)
+    means, kappas, props = np.eye(3)[:2], np.array([2.0, 5.0]), np.array([0.5, 0.5])
+    with pytest.raises(TooLarge, match=r"^von_mises_fisher_mixture: 1000000000000 samples in d = 3 needs"):
+        von_mises_fisher_mixture(10**12, means, kappas, props, rng)
+    measures = [
+        Uniform(d=3),
+        VmfMixture(d=3, means=means, kappas=kappas, proportions=props),
+        UniformPerturbed(d=2, amplitude=0.1, mode=1),
+        Gaussian(d=2, sphere=False, mean=np.zeros(2), covariance=np.eye(2)),
+        PointsFile(d=3, points=means, weights=props),
+    ]
+    for mu in measures:
+        name = type(mu).__name__
+        with pytest.raises(TooLarge, match=rf"^{name}\.sample: 1000000000000 samples in d = {mu.d} needs"):
+            mu.sample(10**12, rng)
+    with pytest.raises(TooLarge, match=r"^CapInput\.sample: 1000000000000 samples in d = 3 needs"):
+        CapInput(mean=np.eye(3)[0], radius=0.5).sample(10**12, rng)
+    circle = VmfMixture(d=2, means=np.eye(2), kappas=kappas, proportions=props)
+    with pytest.raises(TooLarge, match=r"^VmfMixture\.quantiles: 1000000000000 quantile points in d = 2"):
+        circle.quantiles(10**12)
+    with pytest.raises(TooLarge, match=r"^equally_spaced_circle: 1000000000000 points needs about"):
+        equally_spaced_circle(10**12)
+
+
+def test_cost_matrices_beyond_the_machine_are_refused_or_sliced(monkeypatch, capped):
+    """An (N, M) cost matrix that does not fit is refused naming N and M; W1's "auto" takes the
+    sliced distance instead of exact transport, and a forced "exact" is refused."""
+    rng = np.random.default_rng(0)
+    a, b = uniform_sphere(1100, 3, rng), uniform_sphere(1200, 3, rng)
+    exact = wasserstein(a, None, b, None, geometry="sphere")
+    assert exact[1] == "exact"
+    small_machine(monkeypatch, 0.02)  # 20 MiB: the 1.3e6 pairs' cost matrix needs about 40 MiB
+    with pytest.raises(TooLarge, match=r"^geodesic_cost: a 1100 x 1200 cost matrix needs about"):
+        geodesic_cost(a, b)
+    for geometry in ("sphere", "euclidean"):
+        with pytest.raises(TooLarge, match=r"^exact W1 between 1100 and 1200 atoms \(1320000 pairs\) needs"):
+            wasserstein(a, None, b, None, geometry=geometry, method="exact")
+    sliced = wasserstein(a, None, b, None, geometry="sphere")
+    assert sliced == wasserstein(a, None, b, None, geometry="sphere", method="sliced")
+    assert abs(sliced[0] - exact[0]) < 0.1  # both small: two samples of one uniform law
+    with pytest.raises(TooLarge, match=r"^SlicedSphere: 64 projections x 1000000000000 bins needs about"):
+        SlicedSphere(bins=10**12)
+
+
+def test_the_interpolation_planner_refuses_node_counts_beyond_the_machine(capped):
+    """build_interpolation's waypoint planner forms (n_nodes + 2)^2 arcs: 1e7 nodes are refused
+    before any stage runs; the track count is a count (at most the tokens: no memory of its own)."""
+    rng = np.random.default_rng(0)
+    measures = [(normalize(c + 0.1 * rng.standard_normal((20, 3))), None) for c in np.eye(3)[:2]]
+    targets = np.array([[0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+    with pytest.raises(TooLarge, match=r"^build_interpolation: n_nodes = 10000000 \(2 measures in d = 3\)"):
+        build_interpolation(measures, targets, T=5.0, eps=0.1, n_nodes=10**7)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match=r"^n_tracks must be an integer >= 1"):
+            build_interpolation(measures, targets, T=5.0, eps=0.1, n_tracks=bad)

@@ -6,10 +6,12 @@ import shutil
 import numpy as np
 import pytest
 from helpers import killed_at_call
+from matplotlib.colors import LogNorm
 from PIL import Image
 
 from vlasov_tf.cli import main
-from vlasov_tf.plots.movies import movie_figure, movie_frames
+from vlasov_tf.plots.canvas import DYNAMIC_RANGE, density_norm
+from vlasov_tf.plots.movies import movie_figure, movie_frames, movie_norm
 from vlasov_tf.runs import storage as io
 from vlasov_tf.runs.cases import parse_case
 from vlasov_tf.runs.runner import run_case
@@ -99,11 +101,32 @@ def test_movie_has_a_frame_per_output_time(text, n, tmp_path, capsys):
         fig, update = movie_figure(case, fr)
     assert len(fr.times) == n and fr.densities is not None and fr.positions is not None
     if case.geometry == "sphere":
-        # One colour scale for every frame: it spans the densities of all of them.
+        # One logarithmic colour scale for every frame (issue 27: "log colour fixed over time"),
+        # also here, where the figures' rule would choose a power scale (smooth bumps): it spans
+        # the densities of all frames, from half the initial density's minimum (the start is seen
+        # in colour, not as the floor's colour) up.
+        assert not isinstance(density_norm(list(fr.densities)), LogNorm)
         (cells,) = [c for ax in fig.axes for c in ax.collections if c.get_array() is not None][:1]
-        assert cells.norm.vmax == pytest.approx(fr.densities.max())
-        update(n - 1)
-        assert cells.norm.vmax == pytest.approx(fr.densities.max())
+        for i in range(n):
+            update(i)
+            assert isinstance(cells.norm, LogNorm)
+            assert cells.norm.vmax == pytest.approx(fr.densities.max())
+            assert cells.norm.vmin == pytest.approx(0.5 * fr.densities[0].min())
+            assert cells.get_array().min() >= cells.norm.vmin
+
+
+def test_movie_norm_floor():
+    """The floor of the sphere movie's log scale: half the initial minimum, but at most max / 1e4
+    (the figures' range) unless the start needs more, and never below max / 1e6."""
+    uniform = np.full(10, 1 / (4 * np.pi))
+    clusters = np.r_[np.full(9, 1e-9), 1e3]  # a thousand times denser than the start, empty elsewhere
+    norm = movie_norm(np.stack([uniform, clusters]))
+    assert isinstance(norm, LogNorm)
+    assert (norm.vmin, norm.vmax) == (pytest.approx(0.5 / (4 * np.pi)), 1e3)  # the start in colour
+    tail = np.r_[np.full(9, 1e-30), 1.0]  # a concentrated start: six decades at most
+    assert movie_norm(np.stack([tail, tail])).vmin == pytest.approx(1e-6)
+    smooth = np.r_[np.full(9, 0.5), 1.0]  # a smooth start: the figures' range when it fits
+    assert movie_norm(np.stack([smooth, 10 * smooth])).vmin == pytest.approx(10 / DYNAMIC_RANGE)
 
 
 def test_bad_movie_input_is_one_line(tmp_path, monkeypatch, capsys):

@@ -126,7 +126,8 @@ def test_parallel_equals_serial(serial_results, ranks):
     assert proc.returncode == 0, proc.stderr[-3000:]
     got, want = np.load(out), np.load(serial_results)
     keys = ("grid_general", "grid_spectral", "grid_general_spectral", "grid_circle", "grid_general_quadratic",
-            "grid_quadrature_measure", "grid_quadrature_spectral")  # fmt: skip
+            "grid_quadrature_measure", "grid_quadrature_spectral", "grid_flux_accuracy",
+            "grid_flux_budget")  # fmt: skip
     particles = ("particles_layers", "particles_rk4", "particles_adaptive")
     models = ("grid_interaction_spectral", "grid_interaction_dense", "grid_user", "particles_interaction_rk4",
               "particles_interaction_adaptive", "particles_user", "grid_noisy_quadratic", "grid_noisy_linear",
@@ -142,6 +143,9 @@ def test_parallel_equals_serial(serial_results, ranks):
     assert rel(got["grid_resumed"][-1], want["grid_general"][-1]) <= RTOL
     # The ring alone, with an empty block and an all-zero-weight block: round-off only.
     assert float(got["ring_error"]) <= 1e-13
+    # A row budget's cut-off: from the histogram summed over the ranks, the serial one exactly.
+    assert 0 < want["budget_allocation"].mean() < 1
+    np.testing.assert_array_equal(got["budget_allocation"], want["budget_allocation"])
     # A prescribed field has no nonlocal sums, and the local operators keep the global face order.
     np.testing.assert_array_equal(got["grid_rotation"], want["grid_rotation"])
     # So do the quadratic reconstruction's stencils (ordered by position, not index).

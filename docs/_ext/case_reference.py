@@ -38,6 +38,7 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("grid", "limiter"): grid_scheme.LIMITERS,
     ("grid", "field_method"): grid_scheme.FIELD_METHODS,
     ("grid", "field_measure"): grid_scheme.FIELD_MEASURES,
+    ("grid", "field_accuracy"): grid_scheme.FIELD_ACCURACIES,
     ("sweep", "parameters"): ENSEMBLES,
 }
 

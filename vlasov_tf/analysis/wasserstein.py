@@ -13,7 +13,9 @@ import numpy as np
 import ot
 from scipy.spatial.distance import cdist
 
+from vlasov_tf import memory
 from vlasov_tf.geometry.measures import check_points, check_weights, circle_to_angles
+from vlasov_tf.memory import BYTES_PER_COST_PAIR, BYTES_PER_OT_PAIR, check_memory
 
 __all__ = [
     "SlicedSphere",
@@ -31,6 +33,8 @@ _TWO_PI = 2.0 * np.pi
 # the spacing of doubles near 1 (a tolerance below it would never be met),
 # and 1e4 times more accurate than POT's default.
 _POT_EPS = 1e-10
+# Cost matrices of more pairs than this (32 MB) are checked against the memory available.
+_CHECKED_PAIRS = 1_000_000
 
 
 def wasserstein_circle(
@@ -152,7 +156,11 @@ def geodesic_cost(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
     ``2 arcsin(|x - y| / 2)`` with the chord from differences (``cdist``): accurate near 0, where
     ``arccos <x, y>`` loses half the digits and ``|x|^2 + |y|^2 - 2 <x, y>`` cancels.
+    Refuses (:class:`~vlasov_tf.memory.TooLarge`) a matrix beyond the machine's memory.
     """
+    pairs = len(x) * len(y)
+    if pairs > _CHECKED_PAIRS:  # small ones unchecked: this is called in loops, the check reads a file
+        check_memory(BYTES_PER_COST_PAIR * pairs, f"geodesic_cost: a {len(x)} x {len(y)} cost matrix")
     return 2.0 * np.arcsin(np.minimum(cdist(x, y) / 2.0, 1.0))
 
 
@@ -228,6 +236,9 @@ class SlicedSphere:
     def __init__(self, d: int = 3, n_projections: int = 64, bins: int = 1 << 16, seed: int = 0) -> None:
         if d < 2 or n_projections < 1 or bins < 2:
             raise ValueError(f"need d >= 2, n_projections >= 1, bins >= 2; got {d}, {n_projections}, {bins}")
+        # The histograms of a measure and a comparison's differences: three (n_projections, bins)
+        # float arrays.
+        check_memory(24.0 * n_projections * bins, f"SlicedSphere: {n_projections} projections x {bins} bins")
         self.d, self.n_projections, self.bins, self.seed = d, n_projections, bins, seed
         rng = np.random.default_rng(seed)
         self.planes = np.stack([np.linalg.qr(rng.standard_normal((d, 2)))[0] for _ in range(n_projections)])
@@ -300,7 +311,9 @@ def wasserstein(
     transport (``ot.emd2``) with the geodesic cost while ``N M <= max_pairs`` (the cost matrix
     takes 8 N M bytes), else :func:`sliced_wasserstein_sphere`. ``"euclidean"``: ``ot.emd2``
     with the Euclidean cost, else POT's sliced distance. ``method`` forces ``"exact"`` or
-    ``"sliced"``. Both sides always use the same ground metric.
+    ``"sliced"``. Both sides always use the same ground metric. ``"auto"`` also takes the sliced
+    distance when exact transport would need more memory than is available (about 96 B a pair);
+    a forced ``"exact"`` is then refused (:class:`~vlasov_tf.memory.TooLarge`, naming N and M).
     """
     if geometry not in ("circle", "sphere", "euclidean"):
         raise ValueError(f"unknown geometry {geometry!r}; choose circle, sphere or euclidean")
@@ -314,7 +327,14 @@ def wasserstein(
     wa = check_weights(weights_a, len(xa), name="weights_a")
     wb = check_weights(weights_b, len(xb), name="weights_b")
     wa, wb = wa / wa.sum(), wb / wb.sum()
-    exact = method == "exact" or (method == "auto" and len(xa) * len(xb) <= max_pairs)
+    pairs = len(xa) * len(xb)
+    need = BYTES_PER_OT_PAIR * pairs
+    available = memory.available_memory() if pairs > _CHECKED_PAIRS else 0
+    if method == "exact" and available:
+        check_memory(need, f"exact W1 between {len(xa)} and {len(xb)} atoms ({pairs} pairs)",
+                     hint="; method='sliced' needs no cost matrix")  # fmt: skip
+    fits = not available or need <= available
+    exact = method == "exact" or (method == "auto" and pairs <= max_pairs and fits)
     if not exact:
         if sphere:
             return sliced_wasserstein_sphere(xa, wa, xb, wb, n_projections=n_projections, seed=seed), "sliced"

@@ -34,6 +34,7 @@ from scipy import special
 from vlasov_tf.geometry.measures import angles_to_circle, uniform_sphere, von_mises_fisher_mixture
 from vlasov_tf.geometry.meshes import MeshGeometry
 from vlasov_tf.geometry.quadrature import cell_quadrature
+from vlasov_tf.memory import BYTES_PER_QUANTILE, BYTES_PER_SAMPLE_DIM, check_memory
 
 __all__ = [
     "Gaussian",
@@ -100,6 +101,14 @@ class InitialMeasure:
         """(n, d) independent exact samples (on the sphere unless the measure is on R^d)."""
         raise NotImplementedError
 
+    def _count(self, n: int, method: str = "sample", what: str = "samples", per_item: float = 0.0) -> int:
+        """``n`` checked as a count, and its memory (``per_item`` bytes each; default a sample's)
+        against the machine's before anything is drawn (:func:`~vlasov_tf.memory.check_memory`)."""
+        n = _check_count(n, what)
+        need = (per_item or BYTES_PER_SAMPLE_DIM * self.d) * n
+        check_memory(need, f"{type(self).__name__}.{method}: {n} {what} in d = {self.d}")
+        return n
+
     def _checked(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=float)
         if x.ndim != 2 or x.shape[1] != self.d:
@@ -158,7 +167,7 @@ class InitialMeasure:
             raise ValueError(
                 f"quantile points need a density on the circle; not a {self.family!r} measure in d = {self.d}"
             )
-        n = _check_count(n, "quantile points")
+        n = self._count(n, "quantiles", "quantile points", BYTES_PER_QUANTILE)
         x8, w8 = np.polynomial.legendre.leggauss(8)
         x8, w8 = 0.5 * (x8 + 1.0), 0.5 * w8
 
@@ -202,7 +211,7 @@ class Uniform(InitialMeasure):
         return np.full(len(self._checked(x)), 1.0 / sphere_measure(self.d))
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        return uniform_sphere(_check_count(n, "samples"), self.d, rng)
+        return uniform_sphere(self._count(n), self.d, rng)
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -230,7 +239,7 @@ class VmfMixture(InitialMeasure):
         return np.exp(log_c + kappas * (np.dot(self._checked(x), self.means.T) - 1.0)) @ self.proportions
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        n = _check_count(n, "samples")
+        n = self._count(n)
         return von_mises_fisher_mixture(n, self.means, self.kappas, self.proportions, rng)
 
 
@@ -269,7 +278,7 @@ class UniformPerturbed(InitialMeasure):
         return (1.0 + self.amplitude * self.harmonic(self._checked(x))) / sphere_measure(self.d)
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        n = _check_count(n, "samples")
+        n = self._count(n)
         lo, hi = (-1.0, 1.0) if self.d == 2 else legendre_range(self.mode)
         bound = 1.0 + max(self.amplitude * lo, self.amplitude * hi)
         out: list[np.ndarray] = []
@@ -307,7 +316,7 @@ class Gaussian(InitialMeasure):
         return np.exp(-0.5 * (z * z).sum(axis=0) - 0.5 * (log_det + self.d * np.log(2 * np.pi)))
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        n = _check_count(n, "samples")
+        n = self._count(n)
         return self.mean + rng.standard_normal((n, self.d)) @ np.linalg.cholesky(self.covariance).T
 
 
@@ -334,5 +343,5 @@ class PointsFile(InitialMeasure):
         )
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        n = _check_count(n, "samples")
+        n = self._count(n)
         return self.points[rng.choice(len(self.points), size=n, p=self.weights)].copy()

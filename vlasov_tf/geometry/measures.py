@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from vlasov_tf.memory import check_memory
+from vlasov_tf.memory import BYTES_PER_CIRCLE_POINT, BYTES_PER_SAMPLE_DIM, check_memory
 
 __all__ = [
     "SPHERE_ATOL",
@@ -114,6 +114,7 @@ def circle_to_angles(points: np.ndarray) -> np.ndarray:
 
 def equally_spaced_circle(n: int, phase: float = 0.0) -> np.ndarray:
     """(n, 2) points at angles ``phase + 2 pi k / n``."""
+    check_memory(BYTES_PER_CIRCLE_POINT * n, f"equally_spaced_circle: {n} points")
     return angles_to_circle(phase + 2 * np.pi * np.arange(n) / n)
 
 
@@ -136,6 +137,8 @@ def von_mises_fisher_mixture(
     ``proportions`` (k,) non-negative with positive sum.
     """
     means = check_points(means, name="vMF means")
+    check_memory(BYTES_PER_SAMPLE_DIM * n * means.shape[1],
+                 f"von_mises_fisher_mixture: {n} samples in d = {means.shape[1]}")  # fmt: skip
     kappas = np.asarray(kappas, dtype=float)
     p = check_weights(proportions, len(means), name="vMF proportions")
     if kappas.shape != (len(means),) or not (np.isfinite(kappas) & (kappas > 0)).all():

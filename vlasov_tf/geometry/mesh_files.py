@@ -119,9 +119,16 @@ def sphere_mesh(level: int) -> MeshGeometry:
         return _nested(load_mesh(path), int(level))
     check_mesh_memory(int(level))
     inside = _PACKAGE in path.parent.resolve().parents
-    if not inside and os.access(path.parent, os.W_OK):
-        return _nested(load_mesh(build_sphere_mesh(level, path.parent)), int(level))
     why = "inside the installed package" if inside else "not writable"
+    if not inside and os.access(path.parent, os.W_OK):
+        # os.access can say yes where the write then fails (root on a directory without write
+        # permission for it over NFS, a quota, a full disk): that is no error either.
+        try:
+            built = build_sphere_mesh(level, path.parent)
+        except OSError as err:
+            why = f"not writable: {err}"
+        else:
+            return _nested(load_mesh(built), int(level))
     _log.info(f"sphere mesh level {level}: built in memory ({path.parent} is {why}; set {MESHES_ENV} to "
               "a directory to keep it)")  # fmt: skip
     mesh = load_mesh(sphere_mesh_path(0))

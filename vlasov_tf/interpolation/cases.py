@@ -25,7 +25,13 @@ from scipy import stats
 
 from vlasov_tf.geometry.measures import normalize
 from vlasov_tf.geometry.meshes import SPHERE_LEVEL0_CELLS
-from vlasov_tf.memory import BYTES_PER_CELL, BYTES_PER_SPHERE_CELL, BYTES_PER_TOKEN_DIM, check_memory
+from vlasov_tf.memory import (
+    BYTES_PER_CELL,
+    BYTES_PER_SAMPLE_DIM,
+    BYTES_PER_SPHERE_CELL,
+    BYTES_PER_TOKEN_DIM,
+    check_memory,
+)
 from vlasov_tf.runs.cases import find_case
 from vlasov_tf.runs.toml_reader import TomlReader
 
@@ -64,6 +70,8 @@ class CapInput:
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """(n, d) exact samples: vMF (uniform when kappa = 0) restricted to the cap, by rejection."""
         d = len(self.mean)
+        # Candidates are drawn four at a time per sample (the cap's acceptance can be lower).
+        check_memory(4 * BYTES_PER_SAMPLE_DIM * n * d, f"CapInput.sample: {n} samples in d = {d}")
         out: list[np.ndarray] = []
         got = 0
         while got < n:

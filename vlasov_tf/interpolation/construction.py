@@ -121,6 +121,7 @@ from vlasov_tf.interpolation.stages import (
     stage2_cluster,
     stage3_match,
 )
+from vlasov_tf.memory import BYTES_PER_NODE_PAIR_DIM, check_memory
 from vlasov_tf.models.attention import Schedule
 
 __all__ = [
@@ -357,8 +358,12 @@ def build_interpolation(
     bary_tol : barycentre directions closer than this (rad) count as equal or colinear (Lemma 3.4).
     h0 : RK4 step in units of (natural time x block size); the steps of a block are
         ``ceil(tau max(|V|, |W|) / h0)``.
-    n_tracks : tokens per measure whose paths are recorded.
-    n_nodes : points of the sphere the stage-3 waypoint planner uses.
+    n_tracks : tokens per measure whose paths are recorded (at most its tokens: the tracks take no
+        more memory than the measures given).
+    n_nodes : points of the sphere the stage-3 waypoint planner uses; it forms (n_nodes + 2)^2
+        arcs, their midpoints and their distances to the obstacles: about 32 (d + N + 2) bytes
+        each, checked against the memory available before anything is built
+        (:class:`~vlasov_tf.memory.TooLarge` naming n_nodes).
     rng : seed or generator for the choice of the stage-1 direction.
 
     Raises ``ValueError`` when the hypotheses fail: d < 3, numbers of measures
@@ -367,6 +372,11 @@ def build_interpolation(
     """
     xs, ws, y = _check_inputs(measures, targets, T, eps)
     d = xs[0].shape[1]
+    for name, count in (("n_tracks", n_tracks), ("n_nodes", n_nodes)):
+        if isinstance(count, bool) or not isinstance(count, int | np.integer) or count < 1:
+            raise ValueError(f"{name} must be an integer >= 1; got {count!r}")
+    planner = BYTES_PER_NODE_PAIR_DIM * (d + len(xs) + 2) * (n_nodes + 2) ** 2
+    check_memory(planner, f"build_interpolation: n_nodes = {n_nodes} ({len(xs)} measures in d = {d})")
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     support = np.concatenate([x[w > 0] for x, w in zip(xs, ws, strict=True)])
     if w0 is None:

@@ -21,6 +21,9 @@ dense sum. The modules:
   expansions on S^1 and S^2 (:mod:`~vlasov_tf.kernels.zonal_function`: any callable);
   :mod:`~vlasov_tf.kernels.zonal_sums`: their dense and spectral sums
   (:func:`zonal_kernel_sums`, chosen in :mod:`~vlasov_tf.kernels.choice`);
+- :mod:`~vlasov_tf.kernels.row_tolerance`: per-row tolerances (``kernel_sums(..., row_tol=)``), row
+  budgets (``RowBudget``: weights and one error budget, the rows' tolerances allotted from the
+  expansion's bounds) and the bound the rows served beyond ``tol`` are clipped to;
 - :mod:`~vlasov_tf.kernels.distributed`: what the sums need from a measure split across MPI ranks;
 - :mod:`~vlasov_tf.kernels.threads`: the thread count (``VLASOV_TF_NUM_THREADS``) and pool.
 

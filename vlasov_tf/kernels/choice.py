@@ -42,6 +42,7 @@ from .cache import derived
 from .circle import fft_sums, uniform_offset
 from .dense import dense_cost, exp_kernel_sums
 from .distributed import Distributed
+from .row_tolerance import RowBudget, check_row_tol, per_row
 from .spectral import GEOMETRIES, UNIT_RTOL, Scales, fixup_share, local_scales, spectral_cost, spectral_sums
 from .taylor import taylor_cost, taylor_sums
 from .zonal import SUP_LIMIT, ZonalKernel
@@ -122,12 +123,14 @@ def method_costs(
     *,
     split: Distributed | None = None,
     facts: tuple[Scales, float] | None = None,
+    row_tol: np.ndarray | RowBudget | None = None,
 ) -> dict[str, float]:
     """Estimated cost of each method (inf where it does not apply), in dense-cost units.
 
     ``z`` (n, d) queries, ``y`` (m, d) keys, ``weights`` (m,), ``k`` value columns. Under
     ``split`` the estimates use the global sizes (a collective call, unless ``facts``, the
-    global scales and key deviation, are given).
+    global scales and key deviation, are given). ``row_tol``: as for :func:`kernel_sums`; the
+    spectral fix-up counts each row against its own tolerance.
     """
     d = z.shape[1]
     scales, dev = _facts(z, y, weights, split) if facts is None else facts
@@ -142,7 +145,8 @@ def method_costs(
     if costs["spectral"] < costs["dense"]:
         # The fix-up: rows whose normaliser is too small for the expansion are summed over the keys
         # (pruned, counted here at the dense cost: the pruning saves 1-5x, by the mass's spread).
-        costs["spectral"] += fixup_share(z, y, weights, tol, split=split) * costs["dense"]
+        share = fixup_share(z, y, weights, tol, split=split, row_tol=per_row(row_tol))
+        costs["spectral"] += share * costs["dense"]
     fft = None if split is not None or d != 2 else uniform_offset(z, y, tol)
     fits = fft is not None and fft[0] <= _FFT_MAX_SCALE
     costs["fft"] = _FFT_UNIT * (k + 1) * len(y) * math.log2(max(len(y), 2)) if fits else math.inf
@@ -168,11 +172,12 @@ def choose_method(
     *,
     split: Distributed | None = None,
     facts: tuple[Scales, float] | None = None,
+    row_tol: np.ndarray | RowBudget | None = None,
 ) -> str:
     """The cheapest method by :func:`method_costs` ("dense" on ties); "dense" for :func:`few_pairs`."""
     if split is None and few_pairs(len(z), len(y)):
         return "dense"
-    costs = method_costs(z, y, weights, k, tol, split=split, facts=facts)
+    costs = method_costs(z, y, weights, k, tol, split=split, facts=facts, row_tol=row_tol)
     return min(costs, key=costs.__getitem__)
 
 
@@ -186,6 +191,7 @@ def kernel_sums(
     tol: float = 1e-10,
     threads: int | None = None,
     split: Distributed | None = None,
+    row_tol: np.ndarray | RowBudget | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scaled kernel sums ``S_i = sum_j w_j exp(<z_i, y_j>) [v_j, 1] = exp(shift_i) sums_i``.
 
@@ -202,6 +208,15 @@ def kernel_sums(
     threads : worker threads (default :func:`~vlasov_tf.kernels.threads.num_threads`).
     split : the measure is split across MPI ranks, ``(y, weights, values)`` being this rank's
         block (:class:`~vlasov_tf.kernels.distributed.Distributed`); every rank must call.
+    row_tol : (n,) per-row tolerances ``>= tol`` (:mod:`~vlasov_tf.kernels.row_tolerance`): row
+        ``i`` within ``row_tol[i]`` of its normaliser, so ``spectral`` and ``fft`` leave fewer rows
+        to the fix-up; rows of ``inf`` they cannot serve within ``tol`` keep the expansion's value,
+        clipped to the exact sums' bound (``|S_v| <= S_0 max|v_j|``, ``S_0 > 0``). "auto" counts
+        the fix-up by these tolerances. None (the default): every row within ``tol``. Dense and
+        Taylor sums serve every row within ``tol``. A
+        :class:`~vlasov_tf.kernels.row_tolerance.RowBudget` (row weights and an error budget):
+        ``spectral`` and ``fft`` allocate the tolerances from their error bounds, "auto" counts
+        the fix-up by the budget's own per-row tolerances.
 
     Returns
     -------
@@ -210,16 +225,17 @@ def kernel_sums(
     if method not in METHODS:
         raise ValueError(f"unknown field method {method!r}; choose one of {METHODS}")
     k = 0 if values is None else values.shape[1]
+    row_tol = check_row_tol(row_tol, len(z), tol)
     if method == "auto" and split is None and few_pairs(len(z), len(y)):
         method = "dense"  # choose_method's rule, without its look at the points
     facts = _facts(z, y, weights, split) if method in ("auto", "spectral") else None
     if method == "auto":
-        method = choose_method(z, y, weights, k, tol, split=split, facts=facts)
+        method = choose_method(z, y, weights, k, tol, split=split, facts=facts, row_tol=row_tol)
     with section(f"sums.{method}"):
-        return _run(method, z, y, weights, values, tol, threads, split, facts)
+        return _run(method, z, y, weights, values, tol, threads, split, facts, row_tol)
 
 
-def _run(method, z, y, weights, values, tol, threads, split, facts) -> tuple[np.ndarray, np.ndarray]:
+def _run(method, z, y, weights, values, tol, threads, split, facts, row_tol) -> tuple[np.ndarray, np.ndarray]:
     """:func:`kernel_sums` by a named method (``facts``: the global scales, where computed)."""
     if method == "spectral":
         scales, dev = facts
@@ -228,11 +244,14 @@ def _run(method, z, y, weights, values, tol, threads, split, facts) -> tuple[np.
             if scales.n == 0 or scales.m == 0:  # nothing to sum: any method gives the empty answer
                 return _dense(z, y, weights, values, threads, split)
             raise ValueError(f"field method 'spectral' does not apply: {refusal}")
-        return spectral_sums(z, y, weights, values, tol=tol, threads=threads, split=split, scales=scales)
+        return spectral_sums(
+            z, y, weights, values, tol=tol, threads=threads, split=split, scales=scales, row_tol=row_tol
+        )
     if method == "fft":
         if split is not None:
             raise ValueError("field method 'fft' does not apply under MPI (the grid is split across ranks)")
-        return fft_sums(z, y, weights, values, tol=tol, threads=threads, geometry=uniform_offset(z, y, tol))
+        geometry = uniform_offset(z, y, tol)
+        return fft_sums(z, y, weights, values, tol=tol, threads=threads, geometry=geometry, row_tol=row_tol)
     if method == "taylor" and split is None:
         return taylor_sums(z, y, weights, values, tol=tol, threads=threads)
     return _dense(z, y, weights, values, threads, split)

@@ -30,6 +30,7 @@ from scipy.special import ive
 
 from .cache import derived, frozen
 from .dense import exp_kernel_sums
+from .row_tolerance import RowBudget, clip_unbounded, value_bound
 from .threads import num_threads, thread_map
 
 __all__ = ["Circle", "fft_sums", "uniform_offset"]
@@ -222,6 +223,7 @@ def fft_sums(
     tol: float = 1e-10,
     threads: int | None = None,
     geometry: tuple[float, float] | None = None,
+    row_tol: np.ndarray | RowBudget | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Kernel sums on a uniform circle grid by FFT, O(M log M): :func:`uniform_offset` must hold.
 
@@ -232,7 +234,9 @@ def fft_sums(
     FFT round-off is absolute, about ``eps log2(M) sum_j |w_j v_j|``, while a row's normaliser
     can be as small as ``exp(-2 scale) sum_j w_j`` (all mass opposite the query): the rows
     whose normaliser that round-off could spoil beyond ``tol`` are summed densely.
-    ``geometry``: :func:`uniform_offset`'s answer where the caller has it.
+    ``geometry``: :func:`uniform_offset`'s answer where the caller has it. ``row_tol`` (M,): per-row
+    tolerances, ``inf`` rows kept from the FFT, clipped, where they would be summed densely
+    (:mod:`~vlasov_tf.kernels.row_tolerance`; a ``RowBudget``: the tolerances it allocates).
     """
     geometry = uniform_offset(z, y, tol) if geometry is None else geometry
     if geometry is None:
@@ -249,7 +253,16 @@ def fft_sums(
     sums = fft.irfft(spectrum, n=m, axis=0, workers=workers)
     shift = np.full(m, scale)
     noise = 64 * np.finfo(float).eps * np.log2(max(m, 2)) * np.abs(wv).sum(axis=0).max()
-    bad = sums[:, k] < noise / tol
+    if isinstance(row_tol, RowBudget):
+        row_tol = row_tol.allocate(sums[:, k], noise, tol)
+    if row_tol is None:
+        bad = sums[:, k] < noise / tol
+    else:
+        free = np.isinf(row_tol)  # served within tol, or clipped
+        bad = ~(sums[:, k] >= noise / np.where(free, tol, row_tol))
+        free &= bad
+        clip_unbounded(sums, np.flatnonzero(free), value_bound(weights, values), np.full(m, noise)[free])
+        bad &= ~free
     if bad.any():
         shift[bad], sums[bad] = exp_kernel_sums(z[bad], y, weights, values, threads=threads)
     return shift, sums

@@ -56,6 +56,7 @@ from .circle import Circle
 from .dense import exp_kernel_sums
 from .distributed import Distributed
 from .pruned import pruned_sums, split_pruned_sums
+from .row_tolerance import RowBudget, clip_unbounded, value_bound
 from .sphere import Sphere
 
 __all__ = [
@@ -250,17 +251,27 @@ def spectral_cost(geometry: Geometry, scales: Scales, cols: int, tol: float = 1e
 
 
 def fixup_share(
-    z: np.ndarray, y: np.ndarray, weights: np.ndarray, tol: float = 1e-10, *, split: Distributed | None = None
+    z: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray,
+    tol: float = 1e-10,
+    *,
+    split: Distributed | None = None,
+    row_tol: np.ndarray | None = None,
 ) -> float:
     """Estimated share of the rows :func:`spectral_sums` leaves to the fix-up (for the method choice).
 
     A row needs the fix-up where ``eps e^{rho}`` exceeds ``tol``, ``rho = r + log sum w - log S`` the
     log of its normaliser's smallness (``eps = _TYPICAL_ERROR eps_nufft``). ``rho`` is computed
     exactly at up to :data:`FIXUP_SAMPLE` evenly spaced rows (dense over all keys). Under ``split``
-    every rank samples its own rows (a collective call: the ring and one all-reduce).
+    every rank samples its own rows (a collective call: the ring and one all-reduce). ``row_tol``
+    (n,): per-row tolerances (:mod:`~vlasov_tf.kernels.row_tolerance`), each row's own in place of
+    ``tol``; the rows of ``inf`` never take the fix-up, the sample is drawn from the others, and
+    the share is of all rows.
     """
     geometry = GEOMETRIES[z.shape[1]]
-    rows = np.unique(np.linspace(0, len(z) - 1, min(FIXUP_SAMPLE, len(z))).astype(int))
+    strict = np.arange(len(z)) if row_tol is None else np.flatnonzero(np.isfinite(row_tol))
+    rows = strict[np.unique(np.linspace(0, len(strict) - 1, min(FIXUP_SAMPLE, len(strict))).astype(int))]
     sample = z[rows]
     if split is None:
         shift, sums = exp_kernel_sums(sample, y, weights)
@@ -269,8 +280,13 @@ def fixup_share(
         shift, sums = split.dense(sample, y, weights, None)
         total = float(split.allreduce(np.array([weights.sum()]))[0])
     rho = np.linalg.norm(sample, axis=1) + np.log(total) - shift - np.log(sums[:, -1])
-    fixed = np.count_nonzero(_TYPICAL_ERROR * geometry.nufft_eps * np.exp(rho) > tol)
-    counts = np.array([fixed, len(rows)], dtype=float)
+    asked = tol if row_tol is None else row_tol[rows]
+    fixed = np.count_nonzero(_TYPICAL_ERROR * geometry.nufft_eps * np.exp(rho) > asked)
+    if row_tol is None:
+        counts = np.array([fixed, len(rows)], dtype=float)
+    else:
+        # Each rank's sample stands for its strict rows: the share of all rows, over the ranks.
+        counts = np.array([fixed * len(strict) / max(len(rows), 1), len(z)], dtype=float)
     if split is not None:
         counts = split.allreduce(counts)
     return float(counts[0] / counts[1]) if counts[1] else 0.0
@@ -388,6 +404,7 @@ def spectral_sums(
     threads: int | None = None,
     split: Distributed | None = None,
     scales: Scales | None = None,
+    row_tol: np.ndarray | RowBudget | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scaled sums ``S_i = sum_j w_j exp(<z_i, y_j>) [v_j, 1] = exp(shift_i) sums_i`` (module docstring).
 
@@ -406,13 +423,28 @@ def spectral_sums(
         (:func:`~vlasov_tf.kernels.pruned.split_pruned_sums`). Every rank must call.
     scales : global :class:`Scales` (computed here from the local data when None; under
         ``split`` they must be the global ones).
+    row_tol : (n,) per-row tolerances ``>= tol`` (:mod:`~vlasov_tf.kernels.row_tolerance`): row
+        ``i`` within ``row_tol[i]``; rows of ``inf`` that the expansion cannot serve keep its value,
+        clipped, instead of the fix-up (the fix-up sums the others within ``tol``); a
+        :class:`~vlasov_tf.kernels.row_tolerance.RowBudget`: the tolerances it allocates from this
+        expansion's error bounds (under ``split`` one more all-reduce).
 
     Returns ``shift`` (n,) and ``sums`` (n, k + 1), as :func:`~vlasov_tf.kernels.dense.exp_kernel_sums`.
     """
     shift, sums, err = spectral_approximation(
         z, y, weights, values, tol=tol, threads=threads, split=split, scales=scales
     )
-    bad = np.flatnonzero(~(sums[:, -1] >= err / tol))
+    if isinstance(row_tol, RowBudget):
+        row_tol = row_tol.allocate(sums[:, -1], err, tol, split)
+    if row_tol is None:
+        bad = np.flatnonzero(~(sums[:, -1] >= err / tol))
+    else:
+        # Rows of inf tolerance are served within tol, or clipped.
+        free = np.isinf(row_tol)
+        unserved = ~(sums[:, -1] >= err / np.where(free, tol, row_tol))
+        free &= unserved
+        clip_unbounded(sums, np.flatnonzero(free), value_bound(weights, values, split), err[free])
+        bad = np.flatnonzero(unserved & ~free)
     # The rows the expansion cannot serve: summed over the keys that can matter to them (pruned).
     if split is not None:
         shift[bad], sums[bad] = split_pruned_sums(z[bad], y, weights, values, split, tol=tol, threads=threads)

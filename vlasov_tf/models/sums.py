@@ -18,7 +18,7 @@ The methods themselves are chosen in one place, :mod:`vlasov_tf.kernels.choice`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -32,6 +32,7 @@ from vlasov_tf.kernels import (
 )
 from vlasov_tf.kernels.cache import derived, frozen, immutable
 from vlasov_tf.kernels.dense import causal_kernel_sums, log_weights, tile_sums
+from vlasov_tf.kernels.row_tolerance import RowBudget
 from vlasov_tf.kernels.zonal_sums import allgather_keys
 from vlasov_tf.profiling import active as profiling_active
 from vlasov_tf.profiling import section
@@ -104,13 +105,15 @@ def method_head_sums(
     *,
     split: Distributed | None = None,
     threads: int | None = None,
+    row_tol: np.ndarray | RowBudget | None = None,
 ) -> HeadSums:
     """The :data:`HeadSums` of a field method of :func:`~vlasov_tf.kernels.kernel_sums`.
 
     ``method``: one of :data:`~vlasov_tf.kernels.METHODS` ("auto" chooses per head and call by
     the methods' cost estimates); every row within ``tol`` of the dense sums (dense: exact).
     ``split``: the measure is this rank's block of one split across MPI ranks
-    (:class:`vlasov_tf.parallel.RingSums`).
+    (:class:`vlasov_tf.parallel.RingSums`). ``row_tol``: (n,) per-row tolerances over the queries
+    of every call (:func:`~vlasov_tf.kernels.kernel_sums`).
     """
     if method not in METHODS:
         raise ValueError(f"unknown field method {method!r}; choose one of {METHODS}")
@@ -128,7 +131,9 @@ def method_head_sums(
             # Moving tokens: no cache key (B's bytes in hex, ~2 us a layer), but z is read-only all
             # the same, so that the sums derive what they need from it once per call.
             z = frozen(np.dot(queries, B.T))
-        return kernel_sums(z, points, weights, points, method=method, tol=tol, split=split, threads=threads)
+        return kernel_sums(
+            z, points, weights, points, method=method, tol=tol, split=split, threads=threads, row_tol=row_tol
+        )
 
     return head_sums
 
@@ -162,6 +167,19 @@ class Sums:
     ) -> Sums:
         """Every sum by ``method`` (:data:`~vlasov_tf.kernels.METHODS`; "auto" chooses per call)."""
         return cls(method_head_sums(method, tol, split=split), method, tol, split)
+
+    def with_row_tol(self, row_tol: np.ndarray | RowBudget) -> Sums:
+        """These sums with per-row tolerances ``row_tol`` (n,) over the next evaluation's queries
+        (:func:`~vlasov_tf.kernels.kernel_sums`; ``inf``: the field's bound only): what the grid's
+        ``field_accuracy = "flux"`` hands the model, looser where little mass can flow. For sums
+        made by :meth:`by_method`: their attention heads (zonal kernels keep their absolute
+        contract; dense and causal sums serve every row within ``tol`` and are returned as they
+        are)."""
+        if self.causal or self.method == "dense":
+            return self
+        heads = method_head_sums(self.method, self.tol, split=self.split, threads=self.threads,
+                                 row_tol=row_tol)  # fmt: skip
+        return replace(self, heads=heads)
 
     def _refuse_mask(self, what: str) -> None:
         if self.causal:

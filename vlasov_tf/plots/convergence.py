@@ -69,7 +69,13 @@ def _draw_table(ax: Axes, tab: RateTable) -> None:
         lw=1,
         label=f"expected rate {tab.expected:g}",
     )
-    ax.minorticks_off()
+    lo, hi = ax.get_ylim()
+    if np.floor(np.log10(hi)) > np.floor(np.log10(lo)) or np.log10(lo) % 1 == 0:
+        ax.minorticks_off()
+    else:  # no power of ten in view: matplotlib then labels the minor ticks (2e-1, 3e-1, ...)
+        from matplotlib.ticker import NullLocator
+
+        ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xticks(x, [f"{v:.3g}" for v in x])
     ax.set_xlabel(_AXIS_NAMES.get(tab.name, tab.name))
     ax.set_ylabel(f"{tab.metric} at T")

@@ -5,9 +5,9 @@ it through ``matplotlib.animation``: a GIF with Pillow, which matplotlib depends
 where ffmpeg is installed):
 
 - S^2: both hemispheres as orthographic discs (:mod:`.sphere_views`, the view axis chosen for the
-  density at T as in the run's figure), the grid density on ONE colour scale for every frame
-  (:func:`~vlasov_tf.plots.canvas.density_norm` of all frames: logarithmic once clusters form), so
-  that a colour means the same density throughout, and the tokens on top;
+  density at T as in the run's figure), the grid density on ONE logarithmic colour scale for every
+  frame (:func:`movie_norm`), so that a colour means the same density throughout, and the tokens
+  on top;
 - S^1: the grid density against the angle and the tokens' histogram, on fixed axes;
 - S^{d-1} with d > 3 and R^d: the tokens projected on a plane fixed over time and the histogram of
   their pairwise angles or distances (:mod:`.token_views`).
@@ -26,7 +26,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vlasov_tf.geometry.measures import circle_to_angles
-from vlasov_tf.plots.canvas import density_norm, grid_label, new_figure, norm_label, token_label, token_subset
+from vlasov_tf.plots.canvas import (
+    DYNAMIC_RANGE,
+    grid_label,
+    new_figure,
+    token_label,
+    token_subset,
+)
 from vlasov_tf.plots.sphere_views import choose_view, draw_disc, orthographic, visible_cells
 from vlasov_tf.plots.token_views import (
     MAX_PAIR_TOKENS,
@@ -37,12 +43,53 @@ from vlasov_tf.plots.token_views import (
 from vlasov_tf.runs.diagnostics import Job, run_jobs, shown_jobs
 
 if TYPE_CHECKING:
+    from matplotlib.colors import LogNorm
     from matplotlib.figure import Figure
 
-__all__ = ["MOVIE_FORMATS", "Frames", "movie_figure", "movie_frames", "save_movie"]
+__all__ = [
+    "MAX_MOVIE_RANGE",
+    "MOVIE_FORMATS",
+    "Frames",
+    "movie_figure",
+    "movie_frames",
+    "movie_norm",
+    "save_movie",
+]
 
 #: File suffixes :func:`save_movie` writes.
 MOVIE_FORMATS = (".gif", ".mp4")
+#: The widest colour range of a sphere movie (max / floor): six decades.
+MAX_MOVIE_RANGE = 1e6
+
+
+def movie_norm(densities: np.ndarray) -> LogNorm:
+    """The sphere movie's colour scale: logarithmic, one for all (n, C) frames ``densities``.
+
+    From a floor to the largest density of any frame, ``vmax``; the floor is::
+
+        floor = max(vmax / MAX_MOVIE_RANGE, min(vmax / DYNAMIC_RANGE, rho0_min / 2))
+
+    with ``rho0_min`` the smallest positive density of the first frame. Why: the whole initial
+    state lies above the floor, so the first frames show it in colour rather than as the floor's
+    one colour (a nearly uniform start of density 1 / 4 pi would otherwise vanish under the floor
+    ``vmax / 1e4`` of clusters a thousand times denser); the background of the clusters is seen
+    down to ``vmax / DYNAMIC_RANGE`` as in the figures; and never more than six decades, so that a
+    vanishing tail (a concentrated start is 1e-30 far from its bump) does not squeeze the
+    structure into a few colours. Lower densities take the floor's colour. A fixed logarithmic
+    scale is what a movie needs where the figures' rule (:func:`~vlasov_tf.plots.canvas.density_norm`)
+    would choose a power scale for a smooth density: clusters form over the movie, and a colour
+    must mean the same density in every frame.
+    """
+    from matplotlib.colors import LogNorm
+
+    vmax = float(np.max(densities))
+    if not vmax > 0:
+        vmax = 1.0
+    first = np.asarray(densities[0])
+    positive = first[first > 0]
+    start = 0.5 * float(positive.min()) if positive.size else vmax / DYNAMIC_RANGE
+    floor = max(vmax / MAX_MOVIE_RANGE, min(vmax / DYNAMIC_RANGE, start))
+    return LogNorm(floor, vmax)
 
 
 @dataclass
@@ -118,7 +165,7 @@ def _sphere_movie(fig: Figure, case, frames: Frames) -> Any:
         assert pos is not None  # movie_frames: a grid or tokens
         cloud = (pos[-1], np.ones(pos.shape[1]))
     v, how = choose_view([cloud])
-    norm = density_norm(list(rho)) if rho is not None else None
+    norm = movie_norm(rho) if rho is not None else None
     axes = fig.subplots(1, 2)
     discs = []
     for ax, sign in zip(axes, (1.0, -1.0), strict=True):
@@ -132,10 +179,8 @@ def _sphere_movie(fig: Figure, case, frames: Frames) -> Any:
         ax.set_title(f"seen from {'+' if sign > 0 else '−'}v", fontsize=10)
         discs.append((pc, dots, cells, sign * v))
     if norm is not None and discs[0][0] is not None:
-        log = type(norm).__name__ == "LogNorm"
-        scale = norm_label(norm).split(",")[0].split(":")[0]
-        fig.colorbar(discs[0][0], ax=list(axes), shrink=0.8, extend="min" if log else "neither",
-                     label=f"grid density ({scale}, the same for every frame)")  # fmt: skip
+        fig.colorbar(discs[0][0], ax=list(axes), shrink=0.8, extend="min",
+                     label=f"grid density, log scale fixed over time (floor {norm.vmin:.2g})")  # fmt: skip
     floor = norm.vmin if norm is not None and norm.vmin is not None else 0.0
     what = []
     if frames.grid is not None and mesh is not None:

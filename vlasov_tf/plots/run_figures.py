@@ -31,7 +31,7 @@ the angle to the image plane), which is why the view axis keeps the mass away fr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -410,14 +410,15 @@ def mode_growth_figure(case, run) -> Figure:
 def _draw_diagnostics(sub: Figure | SubFigure, case, run) -> None:
     jobs = shown_jobs(run)
     mode = isinstance(case.initial, UniformPerturbed)
-    gs = sub.add_gridspec(2, 4 if mode else 3, height_ratios=(2.2, 1))
-    axes = [sub.add_subplot(gs[:, i]) for i in range(3)]
-    _draw_mass(axes[0], jobs, run)
-    _draw_energy(axes[1], jobs, case, run)
-    _draw_distances(axes[2], case, jobs, run)
+    # A run without grid jobs (tokens only) has no grid mass to draw: no empty panel for it.
+    panels: list[Callable[[Axes], None]] = [lambda ax: _draw_mass(ax, jobs, run)] if jobs.grids else []
+    panels += [lambda ax: _draw_energy(ax, jobs, case, run), lambda ax: _draw_distances(ax, case, jobs, run)]
+    gs = sub.add_gridspec(2, len(panels) + mode, height_ratios=(2.2, 1))
+    for i, draw in enumerate(panels):
+        draw(sub.add_subplot(gs[:, i]))
     if mode:
-        ax = sub.add_subplot(gs[0, 3])
-        _draw_mode_growth(ax, sub.add_subplot(gs[1, 3], sharex=ax), case, run)
+        ax = sub.add_subplot(gs[0, len(panels)])
+        _draw_mode_growth(ax, sub.add_subplot(gs[1, len(panels)], sharex=ax), case, run)
 
 
 def diagnostics_figure(case, run) -> Figure:

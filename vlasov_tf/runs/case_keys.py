@@ -214,6 +214,12 @@ TABLES: dict[str, Table] = {
                 'order; the default) or "quadrature" (the quadratic reconstruction summed at 2 points '
                 'a cell on the circle, 3 on S^2: third order, 2-3x the keys of the kernel sums).'
             ),
+            "field_accuracy": Key(
+                'What the field\'s kernel sums must meet: "rows" (every flux point within 1e-10 of its '
+                'own normaliser; the default) or "flux" (one error budget 1e-10 M over the flux points, '
+                "spent where little mass can flow, the others within 1e-10: the fluxes' error bound "
+                "grows by 5.5 U 1e-10 M on S^2; far cheaper for concentrated mass at large beta)."
+            ),
             "diffusion": Key(
                 'How a noisy model\'s sigma Laplace is stepped: "explicit" (in the fluxes; the step is '
                 'bounded by ~h^2/sigma too, the default) or "implicit" (TR-BDF2 Strang-split around the '

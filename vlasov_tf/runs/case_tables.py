@@ -38,6 +38,8 @@ from vlasov_tf.runs.toml_reader import TomlReader, show_value
 from vlasov_tf.solvers.grid_scheme import (
     ATOL,
     DIFFUSIONS,
+    FIELD_ACCURACIES,
+    FIELD_ACCURACY,
     FIELD_MEASURE,
     FIELD_MEASURES,
     FIELD_METHODS,
@@ -133,6 +135,8 @@ class GridSpec:
     (None: no cap) caps the step on top of it and of the CFL number.
     ``field_method``: ``solve_grid``'s ("auto", "dense", "taylor", "spectral", "fft").
     ``field_measure``: ``solve_grid``'s ("cells": second order; "quadrature": third, quadratic only).
+    ``field_accuracy``: ``solve_grid``'s ("rows": every flux point's kernel sums within 1e-10;
+    "flux": looser where little mass can flow).
     ``diffusion``: ``solve_grid``'s, how a noisy model's ``sigma Laplace`` is stepped ("explicit",
     "implicit").
     """
@@ -146,6 +150,7 @@ class GridSpec:
     rtol: float | None = RTOL  # None: fixed CFL steps
     atol: float = ATOL
     field_measure: str = FIELD_MEASURE
+    field_accuracy: str = FIELD_ACCURACY
     diffusion: str = "explicit"
 
 
@@ -606,6 +611,7 @@ def read_grid(r: TomlReader, v: Any, geometry: str, initial: InitialMeasure) -> 
             r.fail(f"grid.{name}", f"must lie in (0, 1) (rtol: or false), got {value!r}")
     method = r.string(t.get("field_method", "auto"), "grid.field_method", FIELD_METHODS)
     measure = r.string(t.get("field_measure", FIELD_MEASURE), "grid.field_measure", FIELD_MEASURES)
+    accuracy = r.string(t.get("field_accuracy", FIELD_ACCURACY), "grid.field_accuracy", FIELD_ACCURACIES)
     if measure == "quadrature" and reconstruction != "quadratic":
         r.fail("grid.field_measure", f"'quadrature' reads the quadratic polynomials: it needs "
                                      f"grid.reconstruction 'quadratic', not {reconstruction!r}")  # fmt: skip
@@ -620,5 +626,6 @@ def read_grid(r: TomlReader, v: Any, geometry: str, initial: InitialMeasure) -> 
         rtol=tolerances["rtol"],
         atol=tolerances["atol"] or ATOL,
         field_measure=measure,
+        field_accuracy=accuracy,
         diffusion=diffusion,
     )

@@ -112,6 +112,9 @@ Layout (every key below; comments say which are optional)::
     field_measure = "cells"           # optional: "cells" (masses at the cell centres, 2nd order) |
                                       # "quadrature" (the quadratic polynomials at 2 points a cell on
                                       # S^1, 3 on S^2: 3rd order for attention, 2-3x the keys)
+    field_accuracy = "rows"           # optional: "rows" (every flux point's sums within 1e-10) |
+                                      # "flux" (1e-10 where mass can flow, looser where little can:
+                                      # cheap for tight clusters at large beta)
     diffusion = "explicit"            # optional, noisy models: "explicit" (sigma Laplace in the
                                       # fluxes, step ~ h^2 / sigma) | "implicit" (TR-BDF2, Strang-
                                       # split: the transport's step; not on the causal grid)
@@ -511,7 +514,11 @@ def case_settings(case: Case) -> dict[str, str]:
 
 #: Settings added after run files were written, and the value every run had before: a stored run
 #: without the key ran with that value (the grid's field was the cell measure's).
-_ADDED_SETTINGS = {"grid.field_measure": json.dumps("cells"), "grid.diffusion": json.dumps("explicit")}
+_ADDED_SETTINGS = {
+    "grid.field_measure": json.dumps("cells"),
+    "grid.field_accuracy": json.dumps("rows"),
+    "grid.diffusion": json.dumps("explicit"),
+}
 
 
 def settings_difference(stored: Mapping[str, str], current: Mapping[str, str]) -> str | None:

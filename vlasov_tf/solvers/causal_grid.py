@@ -125,7 +125,7 @@ def solve_causal_grid(
     check_memory(need, f"solve_causal_grid: {np.shape(rho)} slices x cells, {len(loop.times)} output times")
     fv = FiniteVolume(
         mesh, scheme.limiter, reconstruction=scheme.reconstruction, field_method=scheme.field_method,
-        noise=model.noise, field_measure=scheme.field_measure,
+        noise=model.noise, field_measure=scheme.field_measure, field_accuracy=scheme.field_accuracy,
     )  # fmt: skip
     control = Controller(scheme.step_options, Reductions(mesh.n_cells), loop.tol)
     areas = mesh.areas

@@ -82,18 +82,22 @@ import numpy as np
 from scipy import sparse
 
 from vlasov_tf.geometry.meshes import MeshGeometry
+from vlasov_tf.kernels.row_tolerance import RowBudget
 from vlasov_tf.memory import BYTES_PER_CELL, check_memory
 from vlasov_tf.models.base import MeanField, Model, VelocityField, as_model, run_times
 from vlasov_tf.models.sums import Sums
 from vlasov_tf.parallel import Comm, LocalMesh, MpiReductions, Reductions, RingSums
 from vlasov_tf.solvers.diffusion import Diffusion
+from vlasov_tf.solvers.flux_accuracy import flux_tolerances, mass_per_length
 from vlasov_tf.solvers.grid_scheme import (
     ATOL,
     COMPACT_POWER,
+    FIELD_ACCURACY,
     FIELD_MEASURE,
     RTOL,
     UPWINDING,
     GridScheme,
+    check_field_accuracy,
     check_field_measure,
     check_scheme,
 )
@@ -158,6 +162,11 @@ class FiniteVolume:
 
     ``field_measure``: one of :data:`~vlasov_tf.solvers.grid_scheme.FIELD_MEASURES` (module
     docstring; :func:`~vlasov_tf.solvers.grid_scheme.check_field_measure`).
+
+    ``field_accuracy``: one of :data:`~vlasov_tf.solvers.grid_scheme.FIELD_ACCURACIES`; with
+    ``"flux"`` the kernel sums at the flux points take the tolerances of :meth:`row_tolerances`.
+    Under MPI ``exchange`` refreshes halo cells (the owners' bounds) and ``face_length`` is the
+    whole mesh's total face length (default: this mesh's).
     """
 
     def __init__(
@@ -171,11 +180,18 @@ class FiniteVolume:
         field_method: str = "auto",
         noise: float = 0.0,
         field_measure: str = FIELD_MEASURE,
+        field_accuracy: str = FIELD_ACCURACY,
+        exchange: Callable[[np.ndarray], None] | None = None,
+        face_length: float | None = None,
         diffusion: str = "explicit",
     ) -> None:
         reconstruction, limiter = check_scheme(reconstruction, limiter)
         check_field_measure(field_measure, reconstruction)
+        check_field_accuracy(field_accuracy)
         self.field_measure = field_measure
+        self.field_accuracy = field_accuracy
+        self._exchange = exchange
+        self._face_length = float(mesh.face_lengths.sum()) if face_length is None else float(face_length)
         self.field_method = field_method
         self.sums = Sums.by_method(field_method, split=ring)
         self.mesh = mesh
@@ -353,9 +369,29 @@ class FiniteVolume:
         else:
             # Round-off negative masses (see euler_step) are zero mass to every field method.
             masses = np.maximum(rho[:k] * m.areas[:k], 0.0)
-        x = model.evaluate(t, self._keys, masses, self._queries, True, self.sums)
+        sums = self.sums
+        if self.field_accuracy == "flux":
+            sums = sums.with_row_tol(self.row_tolerances(rho, masses, coefficients))
+        x = model.evaluate(t, self._keys, masses, self._queries, True, sums)
         u = np.einsum("fi,fi->f", x, self._normals)
         return u if self._quadratic is None else u.reshape(self.weights.shape)
+
+
+    def row_tolerances(
+        self, rho: np.ndarray, masses: np.ndarray, coefficients: np.ndarray | None = None
+    ) -> RowBudget:
+        """The error budget of the field's kernel sums over the (F Q,) flux points (``field_accuracy =
+        "flux"``; :func:`~vlasov_tf.solvers.flux_accuracy.flux_tolerances`), for the field measure's
+        ``masses`` (this rank's: their total is summed over the ranks)."""
+        total = float(masses.sum())
+        if self.ring is not None:
+            total = float(self.ring.allreduce(np.array([total]))[0])
+        sides = self.face_values(rho, coefficients)
+        q = mass_per_length(total, self._face_length)
+        return flux_tolerances(
+            self.mesh.face_cells, rho, sides, self.weights, q, self._face_length, self.sums.tol,
+            self._exchange,
+        )
 
 
 def _tangent(at: np.ndarray, vec: np.ndarray) -> np.ndarray:
@@ -402,6 +438,7 @@ def solve_grid(
     scheme: GridScheme | None = None,
     trackers: Sequence[Tracker] = (),
     field_measure: str = FIELD_MEASURE,
+    field_accuracy: str = FIELD_ACCURACY,
     diffusion: str = "explicit",
 ) -> GridSolution:
     """Evolve cell densities by the continuity equation up to ``T``.
@@ -445,18 +482,25 @@ def solve_grid(
         coefficients over the ranks, "dense" and "taylor" take the ring and "fft" is refused.
     scheme : the scheme's options at once (:class:`~vlasov_tf.solvers.grid_scheme.GridScheme`),
         instead of ``cfl``, ``max_dt``, ``rtol``, ``atol``, ``reconstruction``, ``limiter``,
-        ``field_method`` and ``field_measure``.
+        ``field_method``, ``field_measure`` and ``field_accuracy``.
     trackers : told of every output and step on rank 0
         (:class:`~vlasov_tf.solvers.time_loop.Tracker`), after ``step_counts`` and ``callback``.
     field_measure : whose field moves the density: ``"cells"`` (masses at the cell centres, second
         order) or ``"quadrature"`` (the quadratic polynomials at 2 points a cell on S^1, 3 on S^2,
         third order; quadratic only). Under MPI the points go with their cells.
+    field_accuracy : what the field's kernel sums must meet: ``"rows"`` (every flux point within
+        ``tol = 1e-10`` of its own normaliser) or ``"flux"`` (one error budget ``tol q L`` over
+        the flux points weighted by ``w b``, ``b`` a bound of the upwind density, ``q`` the mass
+        per unit face length: the fast expansion serves the points where that is cheapest, clipped
+        to the field's bound, the others within ``tol``; the fluxes' error bound is the strict
+        one's plus ``2 (sqrt(d) + 1) U tol M``, ``U`` the field's bound;
+        :meth:`FiniteVolume.row_tolerances`). Under MPI the cut-off is the serial run's.
     diffusion : a noisy model's ``sigma Laplace``: ``"explicit"`` (in the transport's fluxes, the
         step bounded by ``~ h^2 / sigma`` too) or ``"implicit"`` (Strang-split TR-BDF2 around the
         transport's step: :mod:`~vlasov_tf.solvers.implicit_diffusion`).
     """
-    options = (cfl, max_dt, rtol, atol, reconstruction, limiter, field_method, field_measure, diffusion)
-    scheme = GridScheme.of(scheme, *options)
+    options = (cfl, max_dt, rtol, atol, reconstruction, limiter, field_method, field_measure)
+    scheme = GridScheme.of(scheme, *options, field_accuracy, diffusion)
     rho = _check_density(mesh, rho0)
     model = as_model(model, mesh.d)
     if model.d != mesh.d:
@@ -512,17 +556,21 @@ def distribute(
     Laplace`` for noise > 0), its reductions, and which global cells it holds (an index of the
     global cell values; the whole mesh serially)."""
     recon, method, measure = scheme.reconstruction, scheme.field_method, scheme.field_measure
+    accuracy = scheme.field_accuracy
     if comm is None:
         fv = FiniteVolume(mesh, scheme.limiter, reconstruction=recon, field_method=method, noise=noise,
-                          field_measure=measure, diffusion=scheme.diffusion)  # fmt: skip
+                          field_measure=measure, field_accuracy=accuracy,
+                          diffusion=scheme.diffusion)  # fmt: skip
         return fv, Reductions(mesh.n_cells), slice(None)
     # The diffusion reads quadratic polynomials, whose stencils need the vertex halo.
     local = LocalMesh.distribute(mesh, comm, vertex_halo=recon != "linear" or noise > 0)
+    red = MpiReductions(local)
     fv = FiniteVolume(
         local.mesh, scheme.limiter, reconstruction=recon, ring=RingSums(comm), n_owned=local.n_owned,
-        field_method=method, noise=noise, field_measure=measure, diffusion=scheme.diffusion,
+        field_method=method, noise=noise, field_measure=measure, field_accuracy=accuracy,
+        exchange=red.exchange, face_length=float(mesh.face_lengths.sum()), diffusion=scheme.diffusion,
     )  # fmt: skip
-    return fv, MpiReductions(local), local.cells
+    return fv, red, local.cells
 
 
 @dataclass(frozen=True)

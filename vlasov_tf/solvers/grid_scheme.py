@@ -18,6 +18,8 @@ __all__ = [
     "ATOL",
     "COMPACT_POWER",
     "DIFFUSIONS",
+    "FIELD_ACCURACIES",
+    "FIELD_ACCURACY",
     "FIELD_MEASURE",
     "FIELD_MEASURES",
     "FIELD_METHODS",
@@ -28,6 +30,7 @@ __all__ = [
     "RTOL",
     "UPWINDING",
     "GridScheme",
+    "check_field_accuracy",
     "check_field_measure",
     "check_scheme",
 ]
@@ -64,6 +67,14 @@ FIELD_METHODS = METHODS
 #: The measure whose field moves the grid (module docstring), and the default (second order).
 FIELD_MEASURES = ("cells", "quadrature")
 FIELD_MEASURE = "cells"
+#: The accuracy the grid asks of its field's kernel sums, and the default: ``"rows"``, every flux
+#: point's sums within ``tol`` of their own normaliser; ``"flux"``, one error budget ``tol q L``
+#: over the flux points weighted by ``w b`` (b the upwind density's bound, q ~ M / L the mass per
+#: unit face length), spent on the points the fast expansion serves most cheaply, the others within
+#: ``tol``: the fluxes' error bound is the strict one's plus ``2 (sqrt(d) + 1) U tol M``
+#: (docs/numerics.md §2.11).
+FIELD_ACCURACIES = ("rows", "flux")
+FIELD_ACCURACY = "rows"
 
 
 def check_field_measure(field_measure: str, reconstruction: str) -> None:
@@ -73,6 +84,12 @@ def check_field_measure(field_measure: str, reconstruction: str) -> None:
         raise ValueError(f"unknown field measure {field_measure!r}; choose one of {FIELD_MEASURES}")
     if field_measure == "quadrature" and reconstruction == "linear":
         raise ValueError("field_measure 'quadrature' needs a quadratic reconstruction, not 'linear'")
+
+
+def check_field_accuracy(field_accuracy: str) -> None:
+    """ValueError naming a field accuracy that is not one of :data:`FIELD_ACCURACIES`."""
+    if field_accuracy not in FIELD_ACCURACIES:
+        raise ValueError(f"unknown field accuracy {field_accuracy!r}; choose one of {FIELD_ACCURACIES}")
 
 
 def check_scheme(reconstruction: str | None, limiter: str | None) -> tuple[str, str]:
@@ -114,6 +131,7 @@ class GridScheme:
     (None: fixed steps) and ``atol`` in (0, 1) are the error control's tolerances
     (:mod:`~vlasov_tf.solvers.step_control`); ``field_method`` one of :data:`FIELD_METHODS`;
     ``field_measure`` one of :data:`FIELD_MEASURES` ("quadrature": a quadratic reconstruction);
+    ``field_accuracy`` one of :data:`FIELD_ACCURACIES`.
     ``diffusion`` one of :data:`DIFFUSIONS` (only a noisy model reads it).
     """
 
@@ -125,6 +143,7 @@ class GridScheme:
     atol: float = ATOL
     field_method: str = "auto"
     field_measure: str = FIELD_MEASURE
+    field_accuracy: str = FIELD_ACCURACY
     diffusion: str = "explicit"
 
     def __post_init__(self) -> None:
@@ -142,6 +161,7 @@ class GridScheme:
         object.__setattr__(self, "reconstruction", reconstruction)  # frozen: the defaults filled in
         object.__setattr__(self, "limiter", limiter)
         check_field_measure(self.field_measure, reconstruction)
+        check_field_accuracy(self.field_accuracy)
         if self.diffusion not in DIFFUSIONS:
             raise ValueError(f"unknown diffusion {self.diffusion!r}; choose one of {DIFFUSIONS}")
 
@@ -162,14 +182,16 @@ class GridScheme:
         limiter: str | None = None,
         field_method: str = "auto",
         field_measure: str = FIELD_MEASURE,
+        field_accuracy: str = FIELD_ACCURACY,
         diffusion: str = "explicit",
     ) -> GridScheme:
         """``scheme``, or one of a solver's keyword arguments; both at once is a ``ValueError``
         (a keyword other than its default would be ignored)."""
         if scheme is None:
-            options = (rtol, atol, field_method, field_measure, diffusion)
+            options = (rtol, atol, field_method, field_measure, field_accuracy, diffusion)
             return cls(reconstruction, limiter, cfl, max_dt, *options)
-        keywords = (cfl, max_dt, rtol, atol, reconstruction, limiter, field_method, field_measure, diffusion)
-        if keywords != (0.5, None, RTOL, ATOL, None, None, "auto", FIELD_MEASURE, "explicit"):
+        keywords = (cfl, max_dt, rtol, atol, reconstruction, limiter, field_method, field_measure)
+        defaults = (0.5, None, RTOL, ATOL, None, None, "auto", FIELD_MEASURE)
+        if keywords != defaults or field_accuracy != FIELD_ACCURACY or diffusion != "explicit":
             raise ValueError("pass the scheme's options either as scheme= or as keywords, not both")
         return scheme

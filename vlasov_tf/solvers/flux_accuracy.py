@@ -1,0 +1,73 @@
+"""The grid's ``field_accuracy = "flux"``: the error budget the flux points hand the field's sums.
+
+A flux ``F_fq = w_fq u_fq r_fq`` needs its velocity only as accurately as the upwind value ``r_fq``
+makes it matter, and the fluxes' error bound needs only the weighted sum ``sum_fq c_fq tau_fq``
+(``c_fq = w_fq b_f``) of the flux points' tolerances. :func:`flux_tolerances` hands the kernel sums
+(:func:`~vlasov_tf.kernels.kernel_sums`' ``row_tol``) a
+:class:`~vlasov_tf.kernels.row_tolerance.RowBudget`: the weights ``c_fq`` and the budget ``E = tol q
+L``; the sums serve from their expansion the flux points of least extra cost until ``E`` is spent
+and fix up the others within ``tol`` (``sum_fq c_fq tau_fq <= tol (sum_fq c_fq + q L)``), with
+
+- ``b_f = max(b_own, b_nbr)``, ``b_c = max(|rho_c|, max |p_c(x)|)`` over the cell's own (limited)
+  reconstruction at its flux points: ``|r_fq| <= b_f`` whichever way ``u`` points, the
+  low-dissipation blend included;
+- ``q = 2^floor(log2(M / L))``, ``M`` the field measure's mass, ``L`` the mesh's total face length
+  (a power of 2, so that the round-off of ``M``'s sum over MPI ranks cannot move a decision).
+
+Then ``sum_fq w_fq |du_fq| |r_fq| <= 2 C U tol (sum_fq w_fq b_f + M)`` (``C = sqrt(d) + 1``, ``U``
+the field's bound): the strict contract's bound plus ``2 C U tol M`` (docs/numerics.md §2.11). The
+budget's per-row tolerances for the method choice's estimate are the fixed rule that fits the same
+budget, ``tol max(1, q / b_f)`` (``inf`` where that reaches 1/2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from ..kernels.row_tolerance import RowBudget
+
+__all__ = ["flux_tolerances", "mass_per_length"]
+
+#: Tolerances from here up are ``inf``: the row is asked for the field's bound only.
+UNBOUNDED = 0.5
+
+
+def mass_per_length(mass: float, face_length: float) -> float:
+    """``q = 2^floor(log2(M / L))`` (0 for no mass)."""
+    return float(2.0 ** np.floor(np.log2(mass / face_length))) if mass > 0 else 0.0
+
+
+def flux_tolerances(
+    face_cells: np.ndarray,
+    rho: np.ndarray,
+    sides: tuple[np.ndarray, np.ndarray],
+    weights: np.ndarray,
+    q: float,
+    face_length: float,
+    tol: float,
+    exchange: Callable[[np.ndarray], None] | None = None,
+) -> RowBudget:
+    """The budget of the (F Q,) flux points (module docstring), face-major as the grid's queries.
+
+    ``face_cells`` (F, 2) owner and neighbour; ``rho`` (C,) cell averages; ``sides`` the limited
+    reconstruction's values at the flux points, (owner side (F, Q), neighbour side (F, Q));
+    ``weights`` (F, Q) the flux points' quadrature weights (summing to the face lengths);
+    ``face_length`` ``L`` the whole mesh's total face length;
+    ``exchange`` refreshes halo entries of a (C,) array from their owners (MPI), so that every rank
+    asks what the serial run asks.
+    """
+    own, nbr = face_cells[:, 0], face_cells[:, 1]
+    r_own, r_nbr = sides
+    bound = np.abs(rho)
+    np.maximum.at(bound, own, np.abs(r_own).max(axis=1))
+    np.maximum.at(bound, nbr, np.abs(r_nbr).max(axis=1))
+    if exchange is not None:
+        exchange(bound)
+    b = np.maximum(bound[own], bound[nbr])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        row_tol = tol * np.maximum(1.0, q / b)
+    row_tol[~(row_tol < UNBOUNDED)] = np.inf  # b <= 2 tol q, or 0 / 0
+    costs = (np.asarray(weights, dtype=float).reshape(len(b), -1) * b[:, None]).ravel()
+    return RowBudget(costs, tol * q * face_length, np.repeat(row_tol, r_own.shape[1]))
