@@ -220,6 +220,12 @@ TABLES: dict[str, Table] = {
                 "spent where little mass can flow, the others within 1e-10: the fluxes' error bound "
                 "grows by 5.5 U 1e-10 M on S^2; far cheaper for concentrated mass at large beta)."
             ),
+            "diffusion": Key(
+                'How a noisy model\'s sigma Laplace is stepped: "explicit" (in the fluxes; the step is '
+                'bounded by ~h^2/sigma too, the default) or "implicit" (TR-BDF2 Strang-split around the '
+                "transport's step: cheaper on fine meshes with strong noise; not with model.mask = "
+                '"causal").'
+            ),
         },
     ),
     "clusters": Table(

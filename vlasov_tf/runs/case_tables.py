@@ -37,6 +37,7 @@ from vlasov_tf.runs.ensembles import ENSEMBLES
 from vlasov_tf.runs.toml_reader import TomlReader, show_value
 from vlasov_tf.solvers.grid_scheme import (
     ATOL,
+    DIFFUSIONS,
     FIELD_ACCURACIES,
     FIELD_ACCURACY,
     FIELD_MEASURE,
@@ -136,6 +137,8 @@ class GridSpec:
     ``field_measure``: ``solve_grid``'s ("cells": second order; "quadrature": third, quadratic only).
     ``field_accuracy``: ``solve_grid``'s ("rows": every flux point's kernel sums within 1e-10;
     "flux": looser where little mass can flow).
+    ``diffusion``: ``solve_grid``'s, how a noisy model's ``sigma Laplace`` is stepped ("explicit",
+    "implicit").
     """
 
     resolutions: tuple[int, ...]
@@ -148,6 +151,7 @@ class GridSpec:
     atol: float = ATOL
     field_measure: str = FIELD_MEASURE
     field_accuracy: str = FIELD_ACCURACY
+    diffusion: str = "explicit"
 
 
 @dataclass(frozen=True)
@@ -611,6 +615,7 @@ def read_grid(r: TomlReader, v: Any, geometry: str, initial: InitialMeasure) -> 
     if measure == "quadrature" and reconstruction != "quadratic":
         r.fail("grid.field_measure", f"'quadrature' reads the quadratic polynomials: it needs "
                                      f"grid.reconstruction 'quadratic', not {reconstruction!r}")  # fmt: skip
+    diffusion = r.string(t.get("diffusion", "explicit"), "grid.diffusion", DIFFUSIONS)
     return GridSpec(
         resolutions=res,
         cfl=cfl,
@@ -622,4 +627,5 @@ def read_grid(r: TomlReader, v: Any, geometry: str, initial: InitialMeasure) -> 
         atol=tolerances["atol"] or ATOL,
         field_measure=measure,
         field_accuracy=accuracy,
+        diffusion=diffusion,
     )

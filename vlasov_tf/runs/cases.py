@@ -115,6 +115,9 @@ Layout (every key below; comments say which are optional)::
     field_accuracy = "rows"           # optional: "rows" (every flux point's sums within 1e-10) |
                                       # "flux" (1e-10 where mass can flow, looser where little can:
                                       # cheap for tight clusters at large beta)
+    diffusion = "explicit"            # optional, noisy models: "explicit" (sigma Laplace in the
+                                      # fluxes, step ~ h^2 / sigma) | "implicit" (TR-BDF2, Strang-
+                                      # split: the transport's step; not on the causal grid)
 
     [clusters]                        # optional: how clusters are found (vlasov_tf/analysis/clusters.py)
     scale = 1.0                       # linking distance in kernel widths (largest beta)^(-1/2)
@@ -416,6 +419,9 @@ def parse_case(
     particles = read_particles(r, data["particles"], geometry, initial)
     grid = read_grid(r, data["grid"], geometry, initial) if "grid" in data else None
     if grid is not None and mask == "causal":
+        if grid.diffusion == "implicit" and model.noise > 0:
+            r.fail("grid.diffusion", "'implicit' is not available on the causal grid (model.mask = "
+                   "'causal'): its slices step the diffusion explicitly; remove it")  # fmt: skip
         for n in particles.tokens:
             if n % slices:
                 r.fail("particles.tokens", f"must be multiples of model.slices = {slices} (the grid's "
@@ -508,7 +514,11 @@ def case_settings(case: Case) -> dict[str, str]:
 
 #: Settings added after run files were written, and the value every run had before: a stored run
 #: without the key ran with that value (the grid's field was the cell measure's).
-_ADDED_SETTINGS = {"grid.field_measure": json.dumps("cells"), "grid.field_accuracy": json.dumps("rows")}
+_ADDED_SETTINGS = {
+    "grid.field_measure": json.dumps("cells"),
+    "grid.field_accuracy": json.dumps("rows"),
+    "grid.diffusion": json.dumps("explicit"),
+}
 
 
 def settings_difference(stored: Mapping[str, str], current: Mapping[str, str]) -> str | None:

@@ -217,7 +217,8 @@ def _run_job(
         grid = case.grid
         assert grid is not None  # case_jobs has grid jobs only then
         scheme = GridScheme(grid.reconstruction, grid.limiter, grid.cfl, grid.max_dt, grid.rtol, grid.atol,
-                            grid.field_method, grid.field_measure, grid.field_accuracy)  # fmt: skip
+                            grid.field_method, grid.field_measure, grid.field_accuracy,
+                            grid.diffusion)  # fmt: skip
         if causal:
             # Fixed CFL steps, as causal jobs have always taken: [grid] rtol and atol apply to
             # the unmasked grid only (with them, a causal run file's results would change).

@@ -158,7 +158,8 @@ def run_transition(
         grid = case.grid
         assert grid is not None  # read_transition: a [grid] table
         scheme = GridScheme(grid.reconstruction, grid.limiter, grid.cfl, grid.max_dt, grid.rtol, grid.atol,
-                            grid.field_method, grid.field_measure, grid.field_accuracy)  # fmt: skip
+                            grid.field_method, grid.field_measure, grid.field_accuracy,
+                            grid.diffusion)  # fmt: skip
         order = [("up", i) for i in range(len(spec.noise))]
         order += [("down", i) for i in reversed(range(len(spec.noise)))]
         initial = state

@@ -101,6 +101,7 @@ from vlasov_tf.solvers.grid_scheme import (
     check_field_measure,
     check_scheme,
 )
+from vlasov_tf.solvers.implicit_diffusion import ImplicitDiffusion
 from vlasov_tf.solvers.particles import MAX_STEPS
 from vlasov_tf.solvers.reconstruction import QuadraticReconstruction
 from vlasov_tf.solvers.step_control import Controller, ssp_rk3
@@ -155,7 +156,9 @@ class FiniteVolume:
     kernel sums' ``split``.
 
     ``noise`` > 0 adds the diffusion ``noise * Laplace`` (:class:`~vlasov_tf.solvers.diffusion.Diffusion`)
-    to the fluxes, the rates and the step bound; 0 leaves the transport scheme as it is.
+    to the fluxes, the rates and the step bound; 0 leaves the transport scheme as it is. With
+    ``diffusion="implicit"`` it is ``split_diffusion`` instead, which the solver steps apart
+    (:mod:`~vlasov_tf.solvers.implicit_diffusion`), and the operator is the transport's.
 
     ``field_measure``: one of :data:`~vlasov_tf.solvers.grid_scheme.FIELD_MEASURES` (module
     docstring; :func:`~vlasov_tf.solvers.grid_scheme.check_field_measure`).
@@ -180,6 +183,7 @@ class FiniteVolume:
         field_accuracy: str = FIELD_ACCURACY,
         exchange: Callable[[np.ndarray], None] | None = None,
         face_length: float | None = None,
+        diffusion: str = "explicit",
     ) -> None:
         reconstruction, limiter = check_scheme(reconstruction, limiter)
         check_field_measure(field_measure, reconstruction)
@@ -215,7 +219,11 @@ class FiniteVolume:
         self._n = mesh.n_cells
         if self._quadratic is None:
             self._build_gradients(mesh)
-        self.diffusion = None if noise == 0 else Diffusion(mesh, noise, self._quadratic)
+        spread = None if noise == 0 else Diffusion(mesh, noise, self._quadratic)
+        # "implicit": the transport alone here; the solver steps ``split_diffusion`` around it.
+        implicit = diffusion == "implicit"
+        self.diffusion: Diffusion | None = None if implicit else spread
+        self.split_diffusion: Diffusion | None = spread if implicit else None
 
     def _build_gradients(self, mesh: MeshGeometry) -> None:
         """The linear reconstruction's operators ``_to_own``, ``_to_nbr`` (F, F)."""
@@ -431,6 +439,7 @@ def solve_grid(
     trackers: Sequence[Tracker] = (),
     field_measure: str = FIELD_MEASURE,
     field_accuracy: str = FIELD_ACCURACY,
+    diffusion: str = "explicit",
 ) -> GridSolution:
     """Evolve cell densities by the continuity equation up to ``T``.
 
@@ -486,9 +495,12 @@ def solve_grid(
         to the field's bound, the others within ``tol``; the fluxes' error bound is the strict
         one's plus ``2 (sqrt(d) + 1) U tol M``, ``U`` the field's bound;
         :meth:`FiniteVolume.row_tolerances`). Under MPI the cut-off is the serial run's.
+    diffusion : a noisy model's ``sigma Laplace``: ``"explicit"`` (in the transport's fluxes, the
+        step bounded by ``~ h^2 / sigma`` too) or ``"implicit"`` (Strang-split TR-BDF2 around the
+        transport's step: :mod:`~vlasov_tf.solvers.implicit_diffusion`).
     """
-    options = (cfl, max_dt, rtol, atol, reconstruction, limiter, field_method, field_measure, field_accuracy)
-    scheme = GridScheme.of(scheme, *options)
+    options = (cfl, max_dt, rtol, atol, reconstruction, limiter, field_method, field_measure)
+    scheme = GridScheme.of(scheme, *options, field_accuracy, diffusion)
     rho = _check_density(mesh, rho0)
     model = as_model(model, mesh.d)
     if model.d != mesh.d:
@@ -513,6 +525,8 @@ def solve_grid(
     check_memory(need, f"solve_grid: {mesh.n_cells} cells, {len(loop.times)} output times")
     control = Controller(scheme.step_options, red, loop.tol)
     areas, n = fv.mesh.areas, red.n_owned
+    tolerances = None if scheme.rtol is None else (scheme.rtol, scheme.atol)
+    split = None if fv.split_diffusion is None else ImplicitDiffusion(fv.split_diffusion, red, tolerances)
     out_mass: list[float] = []
 
     def emit(t: float, mass: np.ndarray) -> np.ndarray:
@@ -527,7 +541,7 @@ def solve_grid(
 
     def stepper(t: float, t_next: float) -> GridStepper:
         # The block in force up to the next stop (steps never straddle a switch).
-        return GridStepper(fv, model.piece(0.5 * (t + t_next)), red)
+        return GridStepper(fv, model.piece(0.5 * (t + t_next)), red, split)
 
     with loop.tracking():
         control.run(loop, rho[cells] * areas, stepper, emit)
@@ -545,7 +559,8 @@ def distribute(
     accuracy = scheme.field_accuracy
     if comm is None:
         fv = FiniteVolume(mesh, scheme.limiter, reconstruction=recon, field_method=method, noise=noise,
-                          field_measure=measure, field_accuracy=accuracy)  # fmt: skip
+                          field_measure=measure, field_accuracy=accuracy,
+                          diffusion=scheme.diffusion)  # fmt: skip
         return fv, Reductions(mesh.n_cells), slice(None)
     # The diffusion reads quadratic polynomials, whose stencils need the vertex halo.
     local = LocalMesh.distribute(mesh, comm, vertex_halo=recon != "linear" or noise > 0)
@@ -553,7 +568,7 @@ def distribute(
     fv = FiniteVolume(
         local.mesh, scheme.limiter, reconstruction=recon, ring=RingSums(comm), n_owned=local.n_owned,
         field_method=method, noise=noise, field_measure=measure, field_accuracy=accuracy,
-        exchange=red.exchange, face_length=float(mesh.face_lengths.sum()),
+        exchange=red.exchange, face_length=float(mesh.face_lengths.sum()), diffusion=scheme.diffusion,
     )  # fmt: skip
     return fv, red, local.cells
 
@@ -561,11 +576,14 @@ def distribute(
 @dataclass(frozen=True)
 class GridStepper:
     """SSP-RK3 on the cell masses of ``fv``'s mesh by the piece ``field``
-    (:class:`~vlasov_tf.solvers.step_control.Stepper`; velocities: the normal velocities)."""
+    (:class:`~vlasov_tf.solvers.step_control.Stepper`; velocities: the normal velocities);
+    with ``split``, Strang-split around its implicit diffusion (the transport's first stage then
+    evaluates the field of the diffused masses: one field evaluation more a step)."""
 
     fv: FiniteVolume
     field: MeanField
     reductions: Reductions
+    split: ImplicitDiffusion | None = None
 
     def velocity(self, t: float, state: np.ndarray) -> np.ndarray:
         return self.fv.normal_velocity(self.field, t, state / self.fv.mesh.areas)
@@ -579,7 +597,10 @@ class GridStepper:
     def step(
         self, state: np.ndarray, t: float, dt: float, velocity: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        return ssp_rk3_step(self.fv, self.field, t, state, dt, velocity, self.reductions.exchange)
+        if self.split is None:
+            return ssp_rk3_step(self.fv, self.field, t, state, dt, velocity, self.reductions.exchange)
+        fv, field, exchange = self.fv, self.field, self.reductions.exchange
+        return self.split.strang(state, dt, lambda m: ssp_rk3_step(fv, field, t, m, dt, None, exchange))
 
 
 def ssp_rk3_step(
@@ -588,7 +609,7 @@ def ssp_rk3_step(
     t: float,
     m0: np.ndarray,
     dt: float,
-    u0: np.ndarray,
+    u0: np.ndarray | None,
     exchange: Callable[[np.ndarray], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One Shu-Osher SSP-RK3 step on the cell masses, and its embedded second-order solution.
@@ -596,7 +617,8 @@ def ssp_rk3_step(
     Returns ``(m3, m_heun)``: the SSP-RK3 masses and Heun's (SSP-RK2) from the same stages,
     ``m_heun = (m0 + stage(m1)) / 2 = 2 m2 - m0``; their difference estimates the local error,
     O(dt^3) (:func:`~vlasov_tf.solvers.step_control.ssp_rk3`). Stage velocities are recomputed
-    (``u0`` is the first's). ``exchange(m)`` refreshes halo cells in place after each stage (MPI).
+    (``u0`` is the first's; None: evaluated). ``exchange(m)`` refreshes halo cells in place after
+    each stage (MPI).
     """
     areas = fv.mesh.areas
 

@@ -17,6 +17,7 @@ from vlasov_tf.solvers.step_control import StepOptions
 __all__ = [
     "ATOL",
     "COMPACT_POWER",
+    "DIFFUSIONS",
     "FIELD_ACCURACIES",
     "FIELD_ACCURACY",
     "FIELD_MEASURE",
@@ -57,6 +58,10 @@ COMPACT_POWER = 3
 #: Default error control (module docstring): relative to the change a step makes, and to the mass.
 RTOL = 1e-3
 ATOL = 1e-8
+#: How the grid steps a noisy model's ``sigma Laplace``: in the transport's fluxes, its step bounded
+#: by ``~ h^2 / sigma`` (the default), or Strang-split TR-BDF2
+#: (:mod:`~vlasov_tf.solvers.implicit_diffusion`), the step bounded by the transport alone.
+DIFFUSIONS = ("explicit", "implicit")
 #: How the grid evaluates a model's nonlocal sums (:data:`vlasov_tf.kernels.METHODS`).
 FIELD_METHODS = METHODS
 #: The measure whose field moves the grid (module docstring), and the default (second order).
@@ -127,6 +132,7 @@ class GridScheme:
     (:mod:`~vlasov_tf.solvers.step_control`); ``field_method`` one of :data:`FIELD_METHODS`;
     ``field_measure`` one of :data:`FIELD_MEASURES` ("quadrature": a quadratic reconstruction);
     ``field_accuracy`` one of :data:`FIELD_ACCURACIES`.
+    ``diffusion`` one of :data:`DIFFUSIONS` (only a noisy model reads it).
     """
 
     reconstruction: str | None = None
@@ -138,6 +144,7 @@ class GridScheme:
     field_method: str = "auto"
     field_measure: str = FIELD_MEASURE
     field_accuracy: str = FIELD_ACCURACY
+    diffusion: str = "explicit"
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.cfl) and 0 < self.cfl <= 1):
@@ -155,6 +162,8 @@ class GridScheme:
         object.__setattr__(self, "limiter", limiter)
         check_field_measure(self.field_measure, reconstruction)
         check_field_accuracy(self.field_accuracy)
+        if self.diffusion not in DIFFUSIONS:
+            raise ValueError(f"unknown diffusion {self.diffusion!r}; choose one of {DIFFUSIONS}")
 
     @property
     def step_options(self) -> StepOptions:
@@ -174,15 +183,15 @@ class GridScheme:
         field_method: str = "auto",
         field_measure: str = FIELD_MEASURE,
         field_accuracy: str = FIELD_ACCURACY,
+        diffusion: str = "explicit",
     ) -> GridScheme:
         """``scheme``, or one of a solver's keyword arguments; both at once is a ``ValueError``
         (a keyword other than its default would be ignored)."""
         if scheme is None:
-            return cls(
-                reconstruction, limiter, cfl, max_dt, rtol, atol, field_method, field_measure, field_accuracy
-            )
+            options = (rtol, atol, field_method, field_measure, field_accuracy, diffusion)
+            return cls(reconstruction, limiter, cfl, max_dt, *options)
         keywords = (cfl, max_dt, rtol, atol, reconstruction, limiter, field_method, field_measure)
         defaults = (0.5, None, RTOL, ATOL, None, None, "auto", FIELD_MEASURE)
-        if keywords != defaults or field_accuracy != FIELD_ACCURACY:
+        if keywords != defaults or field_accuracy != FIELD_ACCURACY or diffusion != "explicit":
             raise ValueError("pass the scheme's options either as scheme= or as keywords, not both")
         return scheme

@@ -209,15 +209,22 @@ class QuadraticReconstruction:
         ``coefficients``: :meth:`coefficients` of ``rho`` when the caller has them already.
         """
         own, nbr = self.mesh.face_cells[:, 0], self.mesh.face_cells[:, 1]
+        a = self.coefficients(rho) if coefficients is None else coefficients
+        s_own, s_nbr = self.normal_slopes()
+        return 0.5 * (np.einsum("fqk,fk->fq", s_own, a[own]) + np.einsum("fqk,fk->fq", s_nbr, a[nbr]))
+
+    def normal_slopes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(F, Q, K) each: the normal derivatives at the face points of the owner's and of the
+        neighbour's monomials (built at the first call; :meth:`normal_derivatives` reads them,
+        the implicit diffusion assembles its matrix from them)."""
         if self._slopes is None:
+            own, nbr = self.mesh.face_cells[:, 0], self.mesh.face_cells[:, 1]
             n = self.mesh.face_normals[:, None, :]
             self._slopes = (
                 _monomial_slopes(self._charts[own], self._sizes[own], self.points, n),
                 _monomial_slopes(self._charts[nbr], self._sizes[nbr], self.points, n),
             )
-        a = self.coefficients(rho) if coefficients is None else coefficients
-        s_own, s_nbr = self._slopes
-        return 0.5 * (np.einsum("fqk,fk->fq", s_own, a[own]) + np.einsum("fqk,fk->fq", s_nbr, a[nbr]))
+        return self._slopes
 
     def measure_points(self) -> tuple[np.ndarray, np.ndarray]:
         """(C, P, d) points and (C, P) weights, each cell's summing to 1, where
