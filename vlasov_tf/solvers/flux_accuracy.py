@@ -26,12 +26,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..kernels.row_tolerance import RowBudget
+from ..kernels.row_tolerance import CAP, RowBudget
 
 __all__ = ["flux_tolerances", "mass_per_length"]
-
-#: Tolerances from here up are ``inf``: the row is asked for the field's bound only.
-UNBOUNDED = 0.5
 
 
 def mass_per_length(mass: float, face_length: float) -> float:
@@ -71,7 +68,8 @@ def flux_tolerances(
     b = np.maximum(bound[own], bound[nbr])
     with np.errstate(divide="ignore", invalid="ignore"):
         row_tol = tol * np.maximum(1.0, q / b)
-    row_tol[~(row_tol < UNBOUNDED)] = np.inf  # b <= 2 tol q, or 0 / 0
+    # From CAP up a tolerance is inf (the field's bound only), as the budget counts a clipped row.
+    row_tol[~(row_tol < CAP)] = np.inf  # b <= 2 tol q, or 0 / 0
     costs = (np.asarray(weights, dtype=float).reshape(len(b), -1) * b[:, None]).ravel()
     counted = None if n_owned is None else np.repeat(own < n_owned, r_own.shape[1])
     return RowBudget(costs, tol * q * face_length, np.repeat(row_tol, r_own.shape[1]), counted)
