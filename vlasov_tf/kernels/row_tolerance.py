@@ -28,7 +28,8 @@ bound). :meth:`RowBudget.allocate` serves from the expansion the rows of least e
 for the budget), and hands back per-row tolerances: ``tol`` (the fix-up's) or ``inf`` (served,
 clipped). The cut-off is one histogram of ``x`` on fixed edges ``2^{e - k/16}`` (``2^e >= E``),
 each bin counted at its upper edge, its counts summed over the MPI ranks: every rank draws the
-serial run's cut-off from the same counts.
+serial run's cut-off from the same counts. A row that several ranks hold (the grid's flux points
+on faces next to a halo) is counted by one of them only (``RowBudget.counted``).
 """
 
 from __future__ import annotations
@@ -53,12 +54,15 @@ class RowBudget:
 
     ``weights`` (n,) ``c_i >= 0``; ``budget`` ``E >= 0``; ``row_tol`` (n,) per-row tolerances
     ``>= tol`` that fit the same budget, for the cost model's estimate of the fix-up (where
-    ``kernel_sums`` takes per-row tolerances as they are).
+    ``kernel_sums`` takes per-row tolerances as they are); ``counted`` (n,) bool: the rows this
+    rank adds to the histogram (None: all), so that a row held by several MPI ranks is counted
+    once over the ranks, as in the serial run (every holder still decides it by the same cut-off).
     """
 
     weights: np.ndarray
     budget: float
     row_tol: np.ndarray
+    counted: np.ndarray | None = None
 
     def allocate(
         self, norm: np.ndarray, err: np.ndarray | float, tol: float, split: Distributed | None = None
@@ -83,7 +87,8 @@ class RowBudget:
         k = np.clip(np.nan_to_num(k, nan=-1.0), -1, n_bins - 1).astype(int)  # -1: over the budget alone
         edges = top * 2.0 ** (-np.arange(n_bins) / BINS_PER_OCTAVE)
         k[(k >= 0) & (extra[~cheap] > edges[np.maximum(k, 0)])] -= 1  # the logarithm's round-off
-        counts = np.bincount(k + 1, minlength=n_bins + 1).astype(float)
+        mine = k if self.counted is None else k[np.asarray(self.counted, dtype=bool)[~cheap]]
+        counts = np.bincount(mine + 1, minlength=n_bins + 1).astype(float)
         if split is not None:
             counts = split.allreduce(counts)
         # Bins from the cheapest (the last) up: the first bin k* whose running cost fits.
@@ -110,6 +115,8 @@ def check_row_tol(
         c = np.asarray(row_tol.weights, dtype=float)
         if c.shape != (n,) or not (c >= 0).all() or not row_tol.budget >= 0:
             raise ValueError(f"a row budget needs ({n},) weights >= 0 and a budget >= 0")
+        if row_tol.counted is not None and np.shape(row_tol.counted) != (n,):
+            raise ValueError(f"a row budget's counted rows must be ({n},) booleans")
         check_row_tol(row_tol.row_tol, n, tol)
         return row_tol
     out = np.asarray(row_tol, dtype=float)

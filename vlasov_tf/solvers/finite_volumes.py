@@ -390,7 +390,7 @@ class FiniteVolume:
         q = mass_per_length(total, self._face_length)
         return flux_tolerances(
             self.mesh.face_cells, rho, sides, self.weights, q, self._face_length, self.sums.tol,
-            self._exchange,
+            self._exchange, None if self.ring is None else self.n_owned,
         )
 
 

@@ -26,12 +26,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..kernels.row_tolerance import RowBudget
+from ..kernels.row_tolerance import CAP, RowBudget
 
 __all__ = ["flux_tolerances", "mass_per_length"]
-
-#: Tolerances from here up are ``inf``: the row is asked for the field's bound only.
-UNBOUNDED = 0.5
 
 
 def mass_per_length(mass: float, face_length: float) -> float:
@@ -48,6 +45,7 @@ def flux_tolerances(
     face_length: float,
     tol: float,
     exchange: Callable[[np.ndarray], None] | None = None,
+    n_owned: int | None = None,
 ) -> RowBudget:
     """The budget of the (F Q,) flux points (module docstring), face-major as the grid's queries.
 
@@ -56,7 +54,9 @@ def flux_tolerances(
     ``weights`` (F, Q) the flux points' quadrature weights (summing to the face lengths);
     ``face_length`` ``L`` the whole mesh's total face length;
     ``exchange`` refreshes halo entries of a (C,) array from their owners (MPI), so that every rank
-    asks what the serial run asks.
+    asks what the serial run asks; ``n_owned`` (MPI): the first ``n_owned`` cells are this rank's,
+    and the budget's histogram counts the faces whose owner cell is (a face next to a halo is on
+    several ranks: counted once, on its owner cell's rank, the serial run's counts).
     """
     own, nbr = face_cells[:, 0], face_cells[:, 1]
     r_own, r_nbr = sides
@@ -68,6 +68,8 @@ def flux_tolerances(
     b = np.maximum(bound[own], bound[nbr])
     with np.errstate(divide="ignore", invalid="ignore"):
         row_tol = tol * np.maximum(1.0, q / b)
-    row_tol[~(row_tol < UNBOUNDED)] = np.inf  # b <= 2 tol q, or 0 / 0
+    # From CAP up a tolerance is inf (the field's bound only), as the budget counts a clipped row.
+    row_tol[~(row_tol < CAP)] = np.inf  # b <= 2 tol q, or 0 / 0
     costs = (np.asarray(weights, dtype=float).reshape(len(b), -1) * b[:, None]).ravel()
-    return RowBudget(costs, tol * q * face_length, np.repeat(row_tol, r_own.shape[1]))
+    counted = None if n_owned is None else np.repeat(own < n_owned, r_own.shape[1])
+    return RowBudget(costs, tol * q * face_length, np.repeat(row_tol, r_own.shape[1]), counted)
