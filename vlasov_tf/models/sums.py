@@ -168,6 +168,12 @@ class Sums:
         """Every sum by ``method`` (:data:`~vlasov_tf.kernels.METHODS`; "auto" chooses per call)."""
         return cls(method_head_sums(method, tol, split=split), method, tol, split)
 
+    @property
+    def takes_row_tol(self) -> bool:
+        """Whether :meth:`with_row_tol` changes these sums (dense and causal sums serve every row
+        within ``tol`` whatever they are asked: a caller need not compute tolerances for them)."""
+        return not (self.causal or self.method == "dense")
+
     def with_row_tol(self, row_tol: np.ndarray | RowBudget) -> Sums:
         """These sums with per-row tolerances ``row_tol`` (n,) over the next evaluation's queries
         (:func:`~vlasov_tf.kernels.kernel_sums`; ``inf``: the field's bound only): what the grid's
@@ -175,7 +181,7 @@ class Sums:
         made by :meth:`by_method`: their attention heads (zonal kernels keep their absolute
         contract; dense and causal sums serve every row within ``tol`` and are returned as they
         are)."""
-        if self.causal or self.method == "dense":
+        if not self.takes_row_tol:
             return self
         heads = method_head_sums(self.method, self.tol, split=self.split, threads=self.threads,
                                  row_tol=row_tol)  # fmt: skip

@@ -370,12 +370,11 @@ class FiniteVolume:
             # Round-off negative masses (see euler_step) are zero mass to every field method.
             masses = np.maximum(rho[:k] * m.areas[:k], 0.0)
         sums = self.sums
-        if self.field_accuracy == "flux":
+        if self.field_accuracy == "flux" and sums.takes_row_tol:
             sums = sums.with_row_tol(self.row_tolerances(rho, masses, coefficients))
         x = model.evaluate(t, self._keys, masses, self._queries, True, sums)
         u = np.einsum("fi,fi->f", x, self._normals)
         return u if self._quadratic is None else u.reshape(self.weights.shape)
-
 
     def row_tolerances(
         self, rho: np.ndarray, masses: np.ndarray, coefficients: np.ndarray | None = None

@@ -12,7 +12,8 @@ and fix up the others within ``tol`` (``sum_fq c_fq tau_fq <= tol (sum_fq c_fq +
   reconstruction at its flux points: ``|r_fq| <= b_f`` whichever way ``u`` points, the
   low-dissipation blend included;
 - ``q = 2^floor(log2(M / L))``, ``M`` the field measure's mass, ``L`` the mesh's total face length
-  (a power of 2, so that the round-off of ``M``'s sum over MPI ranks cannot move a decision).
+  (a power of 2, so that the round-off of ``M``'s sum over MPI ranks moves a decision only where
+  ``M / L`` lies within round-off of a power of 2).
 
 Then ``sum_fq w_fq |du_fq| |r_fq| <= 2 C U tol (sum_fq w_fq b_f + M)`` (``C = sqrt(d) + 1``, ``U``
 the field's bound): the strict contract's bound plus ``2 C U tol M`` (docs/numerics.md §2.11). The
