@@ -8,6 +8,7 @@ from scipy.spatial.transform import Rotation
 from scipy.special import iv, spherical_in
 
 from vlasov_tf import Params, Schedule, velocity
+from vlasov_tf.analysis.linear_theory import grid_growth_rate
 from vlasov_tf.geometry.mesh_files import sphere_mesh
 from vlasov_tf.geometry.meshes import circle_mesh
 from vlasov_tf.runs.studies import fitted_order
@@ -174,15 +175,7 @@ def measured_rate(mesh, mode, rate, beta, attention, d):
     """Fit the growth of the perturbation, relative to the unperturbed discrete evolution
     (which isolates the linear response from the mesh's own O(h^2) drift), over t in [0, 1/rate]."""
     T = 1.0 / rate
-    schedule = Schedule.constant(Params.identity(d, beta, attention), T)
-    times = np.linspace(0, T, 6)
-    uniform = np.full(mesh.n_cells, 1.0 / (mesh.areas.sum()))
-    a = 1e-5
-    kw = {"t_eval": times}  # the default error control: no max_dt
-    base = solve_grid(mesh, uniform, schedule, **kw).densities
-    pert = solve_grid(mesh, uniform * (1 + a * mode), schedule, **kw).densities
-    amplitude = (pert - base) @ (mode * mesh.areas)
-    return np.polyfit(times, np.log(amplitude), 1)[0]
+    return grid_growth_rate(mesh, Schedule.constant(Params.identity(d, beta, attention), T), mode, T)
 
 
 @pytest.mark.parametrize("attention", ["SA", "USA"])

@@ -8,6 +8,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from vlasov_tf import Params, Schedule, solve_particles
+from vlasov_tf.analysis.linear_theory import grid_growth_rate
 from vlasov_tf.geometry.measures import uniform_sphere
 from vlasov_tf.geometry.mesh_files import sphere_mesh
 from vlasov_tf.geometry.meshes import circle_mesh
@@ -74,14 +75,7 @@ def test_growth_rates_of_kuramoto_and_lohe():
 def measured_rate(mesh, mode, model, rate):
     """The grid's growth of a small mode of the uniform state, relative to the unperturbed discrete
     evolution, fitted over t in [0, 1/rate] (as tests/test_finite_volumes.py does for attention)."""
-    T = 1.0 / abs(rate)
-    times = np.linspace(0, T, 6)
-    uniform = np.full(mesh.n_cells, 1.0 / mesh.areas.sum())
-    a = 1e-5
-    base = solve_grid(mesh, uniform, model, T, t_eval=times).densities
-    pert = solve_grid(mesh, uniform * (1 + a * mode), model, T, t_eval=times).densities
-    amplitude = (pert - base) @ (mode * mesh.areas)
-    return np.polyfit(times, np.log(np.abs(amplitude)), 1)[0]
+    return grid_growth_rate(mesh, model, mode, 1.0 / abs(rate))
 
 
 KERNELS = {
