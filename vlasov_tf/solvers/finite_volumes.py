@@ -501,11 +501,11 @@ def solve_grid(
         order) or ``"quadrature"`` (the quadratic polynomials at 2 points a cell on S^1, 3 on S^2,
         third order; quadratic only). Under MPI the points go with their cells.
     field_accuracy : what the field's kernel sums must meet: ``"rows"`` (every flux point within
-        ``tol = 1e-10`` of its own normaliser) or ``"flux"`` (one error budget ``tol q L`` over
-        the flux points weighted by ``w b``, ``b`` a bound of the upwind density, ``q`` the mass
-        per unit face length: the fast expansion serves the points where that is cheapest, clipped
-        to the field's bound, the others within ``tol``; the fluxes' error bound is the strict
-        one's plus ``2 (sqrt(d) + 1) U tol M``, ``U`` the field's bound;
+        ``tol = 1e-10`` of its own normaliser) or ``"flux"`` (one error budget ``tol q L <= tol
+        sum w b`` over the flux points weighted by ``w b``, ``b`` a bound of the upwind density,
+        ``q`` its length-weighted mean: the fast expansion serves the points where that is
+        cheapest, clipped to the field's bound, the others within ``tol``; the fluxes' error bound
+        is at most twice the strict one's;
         :meth:`FiniteVolume.row_tolerances`). Under MPI the cut-off is the serial run's.
     diffusion : a noisy model's ``sigma Laplace``: ``"explicit"`` (in the transport's fluxes, the
         step bounded by ``~ h^2 / sigma`` too) or ``"implicit"`` (Strang-split TR-BDF2 around the
