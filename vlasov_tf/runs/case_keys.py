@@ -216,9 +216,9 @@ TABLES: dict[str, Table] = {
             ),
             "field_accuracy": Key(
                 'What the field\'s kernel sums must meet: "rows" (every flux point within 1e-10 of its '
-                'own normaliser; the default) or "flux" (one error budget 1e-10 M over the flux points, '
+                'own normaliser; the default) or "flux" (one error budget over the flux points, '
                 "spent where little mass can flow, the others within 1e-10: the fluxes' error bound "
-                "grows by 5.5 U 1e-10 M on S^2; far cheaper for concentrated mass at large beta)."
+                "at most doubles; far cheaper for concentrated mass at large beta)."
             ),
             "diffusion": Key(
                 'How a noisy model\'s sigma Laplace is stepped: "explicit" (in the fluxes; the step is '

@@ -88,7 +88,7 @@ from vlasov_tf.models.base import MeanField, Model, VelocityField, as_model, run
 from vlasov_tf.models.sums import Sums
 from vlasov_tf.parallel import Comm, LocalMesh, MpiReductions, Reductions, RingSums
 from vlasov_tf.solvers.diffusion import Diffusion
-from vlasov_tf.solvers.flux_accuracy import flux_tolerances, mass_per_length
+from vlasov_tf.solvers.flux_accuracy import flux_tolerances
 from vlasov_tf.solvers.grid_scheme import (
     ATOL,
     COMPACT_POWER,
@@ -299,14 +299,21 @@ class FiniteVolume:
         fluxes alike."""
         return None if self._quadratic is None else self._quadratic.coefficients(rho)
 
-    def fluxes(self, rho: np.ndarray, u: np.ndarray, coefficients: np.ndarray | None = None) -> np.ndarray:
+    def fluxes(
+        self,
+        rho: np.ndarray,
+        u: np.ndarray,
+        coefficients: np.ndarray | None = None,
+        sides: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> np.ndarray:
         """(F, Q) upwind fluxes ``w_fq u_fq rho_fq`` owner -> neighbour at the flux points (weights
         ``w``: the face lengths (Q = 1) or Gauss weights), for normal velocities ``u`` (F,) or (F, Q);
-        ``coefficients``: :meth:`polynomials` of ``rho``, when computed already."""
+        ``coefficients``: :meth:`polynomials` of ``rho``, ``sides``: its :meth:`face_values`, when
+        computed already."""
         a = coefficients
         if a is None and self.diffusion is not None:
             a = self.polynomials(rho)  # serves both fluxes
-        r_own, r_nbr = self.face_values(rho, a)
+        r_own, r_nbr = self.face_values(rho, a) if sides is None else sides
         u = u.reshape(r_own.shape)
         if self.upwinding == 1.0:
             flux = u * self.weights * np.where(u >= 0, r_own, r_nbr)
@@ -353,11 +360,16 @@ class FiniteVolume:
             return float(cfl * np.min(self.mesh.areas / out))
 
     def normal_velocity(
-        self, model: MeanField, t: float, rho: np.ndarray, coefficients: np.ndarray | None = None
+        self,
+        model: MeanField,
+        t: float,
+        rho: np.ndarray,
+        coefficients: np.ndarray | None = None,
+        sides: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> np.ndarray:
         """``X[m](t) . n_f`` at the flux points: the model's field of the cell measure, or of the
-        quadrature measure (``field_measure``; ``coefficients``: :meth:`polynomials` of ``rho``, when
-        computed already).
+        quadrature measure (``field_measure``; ``coefficients``: :meth:`polynomials` of ``rho``,
+        ``sides``: its :meth:`face_values` (for the ``"flux"`` budget), when computed already).
 
         (F,) for the linear reconstruction (the face midpoints), (F, Q) for the quadratic.
         """
@@ -371,25 +383,26 @@ class FiniteVolume:
             masses = np.maximum(rho[:k] * m.areas[:k], 0.0)
         sums = self.sums
         if self.field_accuracy == "flux" and sums.takes_row_tol:
-            sums = sums.with_row_tol(self.row_tolerances(rho, masses, coefficients))
+            sums = sums.with_row_tol(self.row_tolerances(rho, coefficients, sides))
         x = model.evaluate(t, self._keys, masses, self._queries, True, sums)
         u = np.einsum("fi,fi->f", x, self._normals)
         return u if self._quadratic is None else u.reshape(self.weights.shape)
 
     def row_tolerances(
-        self, rho: np.ndarray, masses: np.ndarray, coefficients: np.ndarray | None = None
+        self,
+        rho: np.ndarray,
+        coefficients: np.ndarray | None = None,
+        sides: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> RowBudget:
         """The error budget of the field's kernel sums over the (F Q,) flux points (``field_accuracy =
-        "flux"``; :func:`~vlasov_tf.solvers.flux_accuracy.flux_tolerances`), for the field measure's
-        ``masses`` (this rank's: their total is summed over the ranks)."""
-        total = float(masses.sum())
-        if self.ring is not None:
-            total = float(self.ring.allreduce(np.array([total]))[0])
-        sides = self.face_values(rho, coefficients)
-        q = mass_per_length(total, self._face_length)
+        "flux"``; :func:`~vlasov_tf.solvers.flux_accuracy.flux_tolerances`) for the density ``rho``
+        (``coefficients``, ``sides``: as for :meth:`fluxes`)."""
+        if sides is None:
+            sides = self.face_values(rho, coefficients)
         return flux_tolerances(
-            self.mesh.face_cells, rho, sides, self.weights, q, self._face_length, self.sums.tol,
+            self.mesh.face_cells, rho, sides, self.weights, self._face_length, self.sums.tol,
             self._exchange, None if self.ring is None else self.n_owned,
+            None if self.ring is None else self.ring.allreduce,
         )
 
 
@@ -488,11 +501,11 @@ def solve_grid(
         order) or ``"quadrature"`` (the quadratic polynomials at 2 points a cell on S^1, 3 on S^2,
         third order; quadratic only). Under MPI the points go with their cells.
     field_accuracy : what the field's kernel sums must meet: ``"rows"`` (every flux point within
-        ``tol = 1e-10`` of its own normaliser) or ``"flux"`` (one error budget ``tol q L`` over
-        the flux points weighted by ``w b``, ``b`` a bound of the upwind density, ``q`` the mass
-        per unit face length: the fast expansion serves the points where that is cheapest, clipped
-        to the field's bound, the others within ``tol``; the fluxes' error bound is the strict
-        one's plus ``2 (sqrt(d) + 1) U tol M``, ``U`` the field's bound;
+        ``tol = 1e-10`` of its own normaliser) or ``"flux"`` (one error budget ``tol q L <= tol
+        sum w b`` over the flux points weighted by ``w b``, ``b`` a bound of the upwind density,
+        ``q`` its length-weighted mean: the fast expansion serves the points where that is
+        cheapest, clipped to the field's bound, the others within ``tol``; the fluxes' error bound
+        is at most twice the strict one's;
         :meth:`FiniteVolume.row_tolerances`). Under MPI the cut-off is the serial run's.
     diffusion : a noisy model's ``sigma Laplace``: ``"explicit"`` (in the transport's fluxes, the
         step bounded by ``~ h^2 / sigma`` too) or ``"implicit"`` (Strang-split TR-BDF2 around the
@@ -624,8 +637,9 @@ def ssp_rk3_step(
     def stage(m: np.ndarray, ts: float, u: np.ndarray | None) -> np.ndarray:
         rho = m / areas
         a = fv.polynomials(rho)
+        sides = fv.face_values(rho, a)  # serves the fluxes and the "flux" budget alike
         if u is None:
-            u = fv.normal_velocity(field, ts, rho, a)
-        return fv.euler_step(m, fv.fluxes(rho, u, a), dt)
+            u = fv.normal_velocity(field, ts, rho, a, sides)
+        return fv.euler_step(m, fv.fluxes(rho, u, a, sides), dt)
 
     return ssp_rk3(stage, m0, t, dt, u0, exchange)

@@ -68,11 +68,10 @@ FIELD_METHODS = METHODS
 FIELD_MEASURES = ("cells", "quadrature")
 FIELD_MEASURE = "cells"
 #: The accuracy the grid asks of its field's kernel sums, and the default: ``"rows"``, every flux
-#: point's sums within ``tol`` of their own normaliser; ``"flux"``, one error budget ``tol q L``
-#: over the flux points weighted by ``w b`` (b the upwind density's bound, q ~ M / L the mass per
-#: unit face length), spent on the points the fast expansion serves most cheaply, the others within
-#: ``tol``: the fluxes' error bound is the strict one's plus ``2 (sqrt(d) + 1) U tol M``
-#: (docs/numerics.md §2.11).
+#: point's sums within ``tol`` of their own normaliser; ``"flux"``, one error budget ``tol q L <=
+#: tol sum w b`` over the flux points weighted by ``w b`` (b the upwind density's bound, q their
+#: length-weighted mean), spent on the points the fast expansion serves most cheaply, the others
+#: within ``tol``: the fluxes' error bound is at most twice the strict one's (docs/numerics.md §2.11).
 FIELD_ACCURACIES = ("rows", "flux")
 FIELD_ACCURACY = "rows"
 
