@@ -4,9 +4,10 @@ spent on the rows where little mass can flow (kernels/row_tolerance.py, FiniteVo
 Checked against mathematics: every row within its own tolerance of the dense sums (per-row
 tolerances) or within the expansion's bound that the budget allotted it, the allotted tolerances
 within the budget and cheapest first; rows asked only the bound obey it (``|S_v| <= S_0 max|v|``,
-the velocity within the field's bound); the flux error within the strict bound plus ``2 (sqrt(d) +
-1) U tol M``; the L1 difference of the two contracts' solutions within the bound's time integral;
-bad input named in one line; the default ("rows") bit for bit.
+the velocity within the field's bound); the budget within a factor 2 of what the strict contract
+allows the fluxes (``tol q L <= tol sum w b``), on every rank split as serially; the flux error
+within twice the strict bound; the L1 difference of the two contracts' solutions within the bound's
+time integral; bad input named in one line; the default ("rows") bit for bit.
 """
 
 import numpy as np
