@@ -10,7 +10,7 @@ integrators on a general two-block schedule, and an interaction model (spectral 
 dense zonal sums) and a user's model (the measure gathered) on the grid and for tokens, and a
 noisy interaction model on the grid (both reconstructions) and for tokens; the grid's quadrature
 field measure (dense and spectral sums); ``field_accuracy = "flux"`` (its budget binding at beta =
-100) and a row budget's cut-off alone.
+1000) and a row budget's cut-off alone.
 """
 
 import sys
@@ -137,8 +137,9 @@ def main() -> None:
     ).densities
 
     # A general head (no zonal structure): the spectral sums with Chebyshev nodes in |B x|.
-    # field_accuracy = "flux": the budget's weights from the owners' exchanged bounds and the
-    # global mass; rows served beyond tol clipped with the values' bound over every rank.
+    # field_accuracy = "flux": the budget's weights from the owners' exchanged bounds, its sum
+    # over the ranks (each face on its owner cell's rank); rows served beyond tol clipped with the
+    # values' bound over every rank.
     tight = np.exp(40.0 * (sphere.centres[:, 2] - 1.0)) + np.exp(40.0 * (sphere.centres[:, 0] - 1.0))
     res["grid_flux_accuracy"] = solve_grid(
         sphere, tight, Schedule.constant(Params.identity(3, 20.0), 0.1), field_method="spectral", comm=comm,
@@ -148,8 +149,9 @@ def main() -> None:
     # the rest served beyond tol): the cut-off from the histogram summed over the ranks.
     # Fixed steps: the rows the budget serves beyond tol carry the expansion's round-off, which
     # depends on how the keys are split over the ranks; under error control that may move the
-    # controller's step choice (on 4 ranks 10 field evaluations instead of 7, 1.5e-8 apart, the
-    # time-stepping error), while the fluxes themselves agree to round-off.
+    # controller's step choice (at beta = 100 under the first budget, tol M: on 4 ranks 10 field
+    # evaluations instead of 7, 1.5e-8 apart, the time-stepping error), while the fluxes themselves
+    # agree to round-off.
     res["grid_flux_budget"] = solve_grid(
         sphere, tight, Schedule.constant(Params.identity(3, 1000.0), 0.05), field_method="spectral",
         comm=comm, field_accuracy="flux", rtol=None, max_dt=0.005,
