@@ -404,3 +404,36 @@ def test_flux_budget_over_ranks_is_the_serial_one(reconstruction):
                     assert got.budget == serial.budget
             assert (seen == 1).all()  # every flux point counted once over the ranks
         assert sum(totals) == pytest.approx(serial.weights.sum(), rel=1e-14)
+
+
+def test_causal_budget_bounds_the_slice_it_moves():
+    """The causal grid moves slice k by the field of slices 1..k: its "flux" budget must bound the
+    face values of slice k, which its fluxes carry (the bound's premise ``|r_fq| <= b_f``), not
+    those of the sum (a steep second slice beside a heavy first one: its limited quadratic face
+    values exceed the sum's bound by 20% at level 0). And each slice's flux error is within its
+    budget's bound ``2 C U (tol sum c + E)``."""
+    from vlasov_tf.solvers.causal_grid import CausalStepper
+
+    mesh = sphere_mesh(0)
+    x = mesh.centres
+    slices = np.stack([10.0 * np.exp(80.0 * (x[:, 2] - 1.0)), np.exp(80.0 * (x[:, 0] - 1.0))])
+    fv = FiniteVolume(mesh, field_method="spectral", field_accuracy="flux")
+    budgets = []
+
+    def spy(rho, coefficients=None, sides=None):
+        budgets.append(FiniteVolume.row_tolerances(fv, rho, coefficients, sides))
+        return budgets[-1]
+
+    fv.row_tolerances = spy  # type: ignore[method-assign]
+    model = Params.identity(3, 30.0)
+    masses = slices * mesh.areas
+    u = CausalStepper(fv, model).velocity(0.0, masses)
+    dense = FiniteVolume(mesh, field_method="dense")
+    assert len(budgets) == 2
+    for k, budget in enumerate(budgets):
+        r_own, r_nbr = fv.face_values(masses[k] / mesh.areas)  # the slice's density, as stepped
+        carried = (fv.weights * np.maximum(np.abs(r_own), np.abs(r_nbr))).ravel()
+        assert (budget.weights >= carried).all()
+        exact = dense.normal_velocity(model, 0.0, masses[: k + 1].sum(axis=0) / mesh.areas)
+        flux_error = (np.abs(u[k] - exact).ravel() * carried).sum()
+        assert flux_error <= 2 * C * (TOL * budget.weights.sum() + budget.budget)

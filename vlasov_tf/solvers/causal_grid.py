@@ -55,8 +55,13 @@ class CausalStepper:
 
     def velocity(self, t: float, state: np.ndarray) -> list[np.ndarray]:
         # Slice k by the field of the slices at or before it.
-        upto = np.cumsum(state, axis=0) / self.fv.mesh.areas
-        return [self.fv.normal_velocity(self.field, t, upto[k]) for k in range(len(state))]
+        areas = self.fv.mesh.areas
+        upto = np.cumsum(state, axis=0) / areas
+        # The "flux" budget bounds the slice the fluxes carry, not the sum whose field moves it.
+        return [
+            self.fv.normal_velocity(self.field, t, upto[k], carried=state[k] / areas)
+            for k in range(len(state))
+        ]
 
     def stable_dt(self, velocity: list[np.ndarray], cfl: float) -> float:
         return min(self.fv.stable_dt(uk, cfl) for uk in velocity)

@@ -366,10 +366,14 @@ class FiniteVolume:
         rho: np.ndarray,
         coefficients: np.ndarray | None = None,
         sides: tuple[np.ndarray, np.ndarray] | None = None,
+        carried: np.ndarray | None = None,
     ) -> np.ndarray:
         """``X[m](t) . n_f`` at the flux points: the model's field of the cell measure, or of the
         quadrature measure (``field_measure``; ``coefficients``: :meth:`polynomials` of ``rho``,
         ``sides``: its :meth:`face_values` (for the ``"flux"`` budget), when computed already).
+        ``carried``: the density the fluxes of this velocity carry, when it is not ``rho`` (a causal
+        slice moved by the field of the slices up to it): the ``"flux"`` budget bounds its face
+        values (``sides`` are then ignored).
 
         (F,) for the linear reconstruction (the face midpoints), (F, Q) for the quadratic.
         """
@@ -383,7 +387,10 @@ class FiniteVolume:
             masses = np.maximum(rho[:k] * m.areas[:k], 0.0)
         sums = self.sums
         if self.field_accuracy == "flux" and sums.takes_row_tol:
-            sums = sums.with_row_tol(self.row_tolerances(rho, coefficients, sides))
+            if carried is None:
+                sums = sums.with_row_tol(self.row_tolerances(rho, coefficients, sides))
+            else:
+                sums = sums.with_row_tol(self.row_tolerances(carried))
         x = model.evaluate(t, self._keys, masses, self._queries, True, sums)
         u = np.einsum("fi,fi->f", x, self._normals)
         return u if self._quadratic is None else u.reshape(self.weights.shape)
