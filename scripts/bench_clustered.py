@@ -36,9 +36,7 @@ minutes an evaluation).
 ``--solve LEVEL`` runs the grid instead (``solve_grid``, spectral sums, SA with V = I so the field's
 bound is U = 1) from the four clusters at beta ``--solve-beta`` (default 30) to ``--T`` under both
 contracts and prints their times, steps, the L1 distance of the final densities and its bound
-``8 C U tol (sum_fq w b) T``
-(``C = sqrt(3) + 1``)
-(docs/numerics.md §2.11).
+``8 C U tol (sum_fq w b) T`` (``C = sqrt(3) + 1``; docs/numerics.md §2.11).
 
 Run as ``python scripts/bench_clustered.py [--levels 3 4] [--baseline]``; the issue's table:
 ``python scripts/bench_clustered.py --levels 4 5 --repeats 1 --check 300 --strict-max-level 3``.
