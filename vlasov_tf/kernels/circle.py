@@ -30,7 +30,7 @@ from scipy.special import ive
 
 from .cache import derived, frozen
 from .dense import exp_kernel_sums
-from .row_tolerance import RowBudget, clip_unbounded, value_bound
+from .row_tolerance import RowBudget, rows_to_fix, value_bound
 from .threads import num_threads, thread_map
 
 __all__ = ["Circle", "fft_sums", "uniform_offset"]
@@ -253,16 +253,10 @@ def fft_sums(
     sums = fft.irfft(spectrum, n=m, axis=0, workers=workers)
     shift = np.full(m, scale)
     noise = 64 * np.finfo(float).eps * np.log2(max(m, 2)) * np.abs(wv).sum(axis=0).max()
-    if isinstance(row_tol, RowBudget):
-        row_tol = row_tol.allocate(sums[:, k], noise, tol)
     if row_tol is None:
         bad = sums[:, k] < noise / tol
     else:
-        free = np.isinf(row_tol)  # served within tol, or clipped
-        bad = ~(sums[:, k] >= noise / np.where(free, tol, row_tol))
-        free &= bad
-        clip_unbounded(sums, np.flatnonzero(free), value_bound(weights, values), np.full(m, noise)[free])
-        bad &= ~free
+        bad = rows_to_fix(sums, noise, tol, row_tol, value_bound(weights, values))
     if bad.any():
         shift[bad], sums[bad] = exp_kernel_sums(z[bad], y, weights, values, threads=threads)
     return shift, sums

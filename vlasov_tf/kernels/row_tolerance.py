@@ -40,7 +40,7 @@ import numpy as np
 
 from .distributed import Distributed
 
-__all__ = ["CAP", "RowBudget", "check_row_tol", "clip_unbounded", "per_row", "value_bound"]
+__all__ = ["CAP", "RowBudget", "check_row_tol", "clip_unbounded", "per_row", "rows_to_fix", "value_bound"]
 
 #: The tolerance a clipped row counts for in a budget (its average within the values' bound).
 CAP = 0.5
@@ -152,3 +152,28 @@ def clip_unbounded(sums: np.ndarray, rows: np.ndarray, vmax: float, floor: np.nd
     over = norm > cap
     block[over, :-1] *= (cap[over] / norm[over])[:, None]
     sums[rows] = block
+
+
+def rows_to_fix(
+    sums: np.ndarray,
+    err: np.ndarray | float,
+    tol: float,
+    row_tol: np.ndarray | RowBudget,
+    vmax: float,
+    split: Distributed | None = None,
+) -> np.ndarray:
+    """(n,) bool: the rows a fast expansion leaves to the fix-up under ``row_tol``, for its scaled
+    ``sums`` (n, k + 1), normaliser last, and error bounds ``err`` (n,) (scalar: every row's).
+
+    A :class:`RowBudget` is allocated here (under ``split`` one all-reduce). A row is served where
+    its error bound is within its tolerance; the rows of ``inf`` tolerance it cannot serve within
+    ``tol`` are clipped in place to the exact sums' bound (``vmax``: :func:`value_bound`) instead of
+    being fixed up.
+    """
+    if isinstance(row_tol, RowBudget):
+        row_tol = row_tol.allocate(sums[:, -1], err, tol, split)
+    free = np.isinf(row_tol)
+    unserved = ~(sums[:, -1] >= err / np.where(free, tol, row_tol))
+    free &= unserved
+    clip_unbounded(sums, np.flatnonzero(free), vmax, np.broadcast_to(err, unserved.shape)[free])
+    return unserved & ~free

@@ -56,7 +56,7 @@ from .circle import Circle
 from .dense import exp_kernel_sums
 from .distributed import Distributed
 from .pruned import pruned_sums, split_pruned_sums
-from .row_tolerance import RowBudget, clip_unbounded, value_bound
+from .row_tolerance import RowBudget, rows_to_fix, value_bound
 from .sphere import Sphere
 
 __all__ = [
@@ -434,17 +434,10 @@ def spectral_sums(
     shift, sums, err = spectral_approximation(
         z, y, weights, values, tol=tol, threads=threads, split=split, scales=scales
     )
-    if isinstance(row_tol, RowBudget):
-        row_tol = row_tol.allocate(sums[:, -1], err, tol, split)
     if row_tol is None:
         bad = np.flatnonzero(~(sums[:, -1] >= err / tol))
     else:
-        # Rows of inf tolerance are served within tol, or clipped.
-        free = np.isinf(row_tol)
-        unserved = ~(sums[:, -1] >= err / np.where(free, tol, row_tol))
-        free &= unserved
-        clip_unbounded(sums, np.flatnonzero(free), value_bound(weights, values, split), err[free])
-        bad = np.flatnonzero(unserved & ~free)
+        bad = np.flatnonzero(rows_to_fix(sums, err, tol, row_tol, value_bound(weights, values, split), split))
     # The rows the expansion cannot serve: summed over the keys that can matter to them (pruned).
     if split is not None:
         shift[bad], sums[bad] = split_pruned_sums(z[bad], y, weights, values, split, tol=tol, threads=threads)
