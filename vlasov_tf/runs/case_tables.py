@@ -47,6 +47,7 @@ from vlasov_tf.solvers.grid_scheme import (
     RECONSTRUCTION,
     RECONSTRUCTIONS,
     RTOL,
+    GridScheme,
     check_scheme,
 )
 from vlasov_tf.solvers.particles import FIELD_METHODS as TOKEN_FIELD_METHODS
@@ -152,6 +153,13 @@ class GridSpec:
     field_measure: str = FIELD_MEASURE
     field_accuracy: str = FIELD_ACCURACY
     diffusion: str = "explicit"
+
+    @property
+    def scheme(self) -> GridScheme:
+        """The solvers' :class:`~vlasov_tf.solvers.grid_scheme.GridScheme` of these options."""
+        steps = (self.cfl, self.max_dt, self.rtol, self.atol)
+        field = (self.field_method, self.field_measure, self.field_accuracy, self.diffusion)
+        return GridScheme(self.reconstruction, self.limiter, *steps, *field)
 
 
 @dataclass(frozen=True)

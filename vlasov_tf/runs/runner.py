@@ -61,7 +61,6 @@ from vlasov_tf.runs.diagnostics import (
 from vlasov_tf.runs.storage import JobLayout, RunFile, provenance
 from vlasov_tf.solvers.causal_grid import solve_causal_grid
 from vlasov_tf.solvers.finite_volumes import solve_grid
-from vlasov_tf.solvers.grid_scheme import GridScheme
 from vlasov_tf.solvers.particles import solve_particles
 from vlasov_tf.solvers.time_loop import Callback, StepCounts
 
@@ -216,9 +215,7 @@ def _run_job(
     if mesh is not None:
         grid = case.grid
         assert grid is not None  # case_jobs has grid jobs only then
-        scheme = GridScheme(grid.reconstruction, grid.limiter, grid.cfl, grid.max_dt, grid.rtol, grid.atol,
-                            grid.field_method, grid.field_measure, grid.field_accuracy,
-                            grid.diffusion)  # fmt: skip
+        scheme = grid.scheme
         if causal:
             # Fixed CFL steps, as causal jobs have always taken: [grid] rtol and atol apply to
             # the unmasked grid only (with them, a causal run file's results would change).

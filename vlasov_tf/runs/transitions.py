@@ -45,7 +45,6 @@ from vlasov_tf.runs.cases import Case
 from vlasov_tf.runs.runner import open_run_file
 from vlasov_tf.runs.storage import JobLayout, RunFile
 from vlasov_tf.solvers.finite_volumes import solve_grid
-from vlasov_tf.solvers.grid_scheme import GridScheme
 from vlasov_tf.solvers.particles import solve_particles
 
 __all__ = [
@@ -157,9 +156,7 @@ def run_transition(
         state = case.initial.cell_averages(mesh)
         grid = case.grid
         assert grid is not None  # read_transition: a [grid] table
-        scheme = GridScheme(grid.reconstruction, grid.limiter, grid.cfl, grid.max_dt, grid.rtol, grid.atol,
-                            grid.field_method, grid.field_measure, grid.field_accuracy,
-                            grid.diffusion)  # fmt: skip
+        scheme = grid.scheme
         order = [("up", i) for i in range(len(spec.noise))]
         order += [("down", i) for i in reversed(range(len(spec.noise)))]
         initial = state
