@@ -16,6 +16,25 @@ REPO = Path(__file__).resolve().parents[1]
 MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
 #: What every rank runs with (launch), and a serial run compared bit for bit with them.
 ONE_THREAD = {"VLASOV_TF_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+#: A small circle case whose [grid] table comes last: tests of a grid key append it.
+GRID_CASE = """
+[case]
+name = "q"
+geometry = "circle"
+T = 0.1
+outputs = 2
+[initial]
+family = "uniform_perturbed"
+amplitude = 0.1
+k = 2
+[model]
+beta = 2.0
+[particles]
+tokens = [10]
+layers = [4]
+[grid]
+resolutions = [16]
+"""
 
 
 def launch(n: int, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@ time integral; bad input named in one line; the default ("rows") bit for bit.
 
 import numpy as np
 import pytest
-from helpers import row_errors
+from helpers import GRID_CASE, row_errors
 from test_spectral import measure
 
 from vlasov_tf import Params, Schedule, kernels
@@ -258,34 +258,15 @@ def test_bad_input_is_named(call, match):
         call()
 
 
-CASE = """
-[case]
-name = "q"
-geometry = "circle"
-T = 0.1
-outputs = 2
-[initial]
-family = "uniform_perturbed"
-amplitude = 0.1
-k = 2
-[model]
-beta = 2.0
-[particles]
-tokens = [10]
-layers = [4]
-[grid]
-resolutions = [16]
-"""
-
-
 def test_case_key_override_and_old_run_files():
-    default = parse_case(CASE, "q.toml")
+    default = parse_case(GRID_CASE, "q.toml")
     assert default.grid.field_accuracy == "rows"
-    case = parse_case(CASE + 'field_accuracy = "flux"\n', "q.toml")
+    case = parse_case(GRID_CASE + 'field_accuracy = "flux"\n', "q.toml")
     assert case.grid.field_accuracy == "flux"
-    assert parse_case(CASE, "q.toml", overrides={"grid.field_accuracy": "flux"}).grid == case.grid  # --set
+    # What the CLI's --set grid.field_accuracy=flux passes.
+    assert parse_case(GRID_CASE, "q.toml", overrides={"grid.field_accuracy": "flux"}).grid == case.grid
     with pytest.raises(ValueError, match=r"q.toml: grid\.field_accuracy"):
-        parse_case(CASE + 'field_accuracy = "mass"\n', "q.toml")
+        parse_case(GRID_CASE + 'field_accuracy = "mass"\n', "q.toml")
     # A run file written before the key ran the strict contract: it resumes under the default only.
     old = {k: v for k, v in case_settings(default).items() if k != "grid.field_accuracy"}
     assert settings_difference(old, case_settings(default)) is None

@@ -9,6 +9,7 @@ reaches the scheme, the case files and the run files. Serial equals parallel: te
 
 import numpy as np
 import pytest
+from helpers import GRID_CASE
 from scipy.special import iv, spherical_in
 
 from vlasov_tf import Params, Schedule
@@ -255,37 +256,17 @@ def test_default_is_the_cell_measure_bit_for_bit():
     np.testing.assert_allclose(b.mass, b.mass[0], rtol=1e-13)
 
 
-CASE = """
-[case]
-name = "q"
-geometry = "circle"
-T = 0.1
-outputs = 2
-[initial]
-family = "uniform_perturbed"
-amplitude = 0.1
-k = 2
-[model]
-beta = 2.0
-[particles]
-tokens = [10]
-layers = [4]
-[grid]
-resolutions = [16]
-"""
-
-
 def test_case_key_and_old_run_files():
-    default = parse_case(CASE, "q.toml")
+    default = parse_case(GRID_CASE, "q.toml")
     assert default.grid.field_measure == "cells"
-    case = parse_case(CASE + 'field_measure = "quadrature"\n', "q.toml")
+    case = parse_case(GRID_CASE + 'field_measure = "quadrature"\n', "q.toml")
     assert case.grid.field_measure == "quadrature"
     # What the CLI's --set grid.field_measure=quadrature passes.
-    assert parse_case(CASE, "q.toml", overrides={"grid.field_measure": "quadrature"}).grid == case.grid
+    assert parse_case(GRID_CASE, "q.toml", overrides={"grid.field_measure": "quadrature"}).grid == case.grid
     with pytest.raises(ValueError, match=r"q.toml: grid.field_measure 'quadrature' .* not 'linear'"):
-        parse_case(CASE + 'field_measure = "quadrature"\nreconstruction = "linear"\n', "q.toml")
+        parse_case(GRID_CASE + 'field_measure = "quadrature"\nreconstruction = "linear"\n', "q.toml")
     with pytest.raises(ValueError, match=r"grid\.field_measure"):
-        parse_case(CASE + 'field_measure = "centres"\n', "q.toml")
+        parse_case(GRID_CASE + 'field_measure = "centres"\n', "q.toml")
     # A run file written before the key existed ran the cell measure: it resumes under the
     # default, and not under the quadrature measure.
     from vlasov_tf.runs.cases import case_settings
